@@ -1,0 +1,84 @@
+# paramserver: a parameter server that trains SimpleConvNet on MNIST, in C.
+# One GNU Makefile. `make` builds the programs into build/; `make check` runs
+# the tests; `make run` trains with a server and workers; `make basic` trains
+# in one process; `make bench` measures speed. See README.md.
+
+CC       ?= cc
+CFLAGS   ?= -O3 -march=native -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
+CPPFLAGS += -Icommon -Ibuild -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+B        := build
+MNIST_DIR ?= data
+export MNIST_DIR
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/obj/%.o)
+WORKER_SRC := $(wildcard worker/*.c)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(B)/obj/%.o)
+REPORT_SRC := $(wildcard report/*.c)
+REPORT_OBJ := $(REPORT_SRC:%.c=$(B)/obj/%.o)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null)
+CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null)
+
+PROGRAMS := $(B)/worker $(B)/psreport
+
+.PHONY: all deps data check bench basic run install uninstall clean
+all: $(PROGRAMS)
+
+deps:
+	@deploy/install-deps.sh
+
+data:
+	@deploy/fetch-mnist.sh "$(MNIST_DIR)"
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/obj/report/%.o: CFLAGS += $(CAIRO_CFLAGS)
+
+$(B)/libcommon.a: $(COMMON_OBJ)
+	$(AR) rcs $@ $^
+
+$(B)/worker: $(WORKER_OBJ) $(B)/libcommon.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(CAIRO_LIBS) -lpng $(LDLIBS)
+
+# Tests: one cmocka program per tests/test_*.c, linked with the common
+# library; programs are tested as programs by the tests/test_*.sh scripts.
+$(B)/tests/%: tests/%.c $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $^ -o $@ -lcmocka $(LDLIBS)
+
+FIXTURE_DIR ?= $(abspath tests/fixtures)
+
+check: deps data all $(TEST_BIN)
+	@tests/run-tests.sh $(TEST_BIN)
+
+basic: deps data all
+	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
+	$(B)/psreport
+
+bench: deps data all
+	@tests/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/paramserver/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

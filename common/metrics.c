@@ -1,0 +1,433 @@
+/* metrics: writes runs, workers, steps, epochs, server counters and events
+ * into the SQLite database described in metrics.h.
+ *
+ * The database is in WAL mode so that psreport can read it while a run
+ * writes: readers never block the writer, and busy_timeout makes either side
+ * wait rather than fail when a checkpoint or a second writer holds a lock.
+ * Step rows come at hundreds per second, so they are inserted through a
+ * prepared statement into an open transaction that is committed every
+ * METRICS_BATCH_ROWS rows or METRICS_BATCH_SECONDS seconds (checked when a
+ * step arrives, on a monotonic clock). Every other row is rarer and more
+ * valuable: it commits the open step batch first and is then committed on its
+ * own, so a crash can cost only step rows. Whether a batch is open is asked of
+ * SQLite (sqlite3_get_autocommit) rather than tracked here, so a failed COMMIT
+ * cannot leave the two out of step. */
+#include "metrics.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define METRICS_BUSY_TIMEOUT_MS 5000
+
+/* The schema of version 1; each statement is idempotent. */
+static const char *const s_schema =
+    "CREATE TABLE IF NOT EXISTS runs("
+    " id INTEGER PRIMARY KEY, mode TEXT, started_at REAL, ended_at REAL, host TEXT,"
+    " workers INTEGER, epochs INTEGER, batch_size INTEGER, lr REAL, momentum REAL,"
+    " seed INTEGER, threads INTEGER, train_limit INTEGER, staleness INTEGER, dataset TEXT,"
+    " status TEXT, final_accuracy REAL, train_seconds REAL);"
+    "CREATE TABLE IF NOT EXISTS workers("
+    " run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL, name TEXT, host TEXT,"
+    " shard_size INTEGER, threads INTEGER, incarnation INTEGER NOT NULL, joined_at REAL,"
+    " PRIMARY KEY(run_id, worker_id, incarnation));"
+    "CREATE TABLE IF NOT EXISTS steps("
+    " run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL, step INTEGER, epoch INTEGER,"
+    " loss REAL, t REAL);"
+    "CREATE INDEX IF NOT EXISTS steps_run_worker ON steps(run_id, worker_id);"
+    "CREATE TABLE IF NOT EXISTS epochs("
+    " run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL, epoch INTEGER, train_loss REAL,"
+    " test_accuracy REAL, epoch_seconds REAL, compute_seconds REAL, push_seconds REAL,"
+    " pull_seconds REAL, wait_seconds REAL, images INTEGER, bytes_sent INTEGER,"
+    " bytes_received INTEGER, t REAL);"
+    "CREATE INDEX IF NOT EXISTS epochs_run_worker ON epochs(run_id, worker_id);"
+    "CREATE TABLE IF NOT EXISTS server_stats("
+    " run_id INTEGER NOT NULL, t REAL, updates_applied INTEGER, version INTEGER,"
+    " mean_staleness REAL, max_staleness INTEGER);"
+    "CREATE INDEX IF NOT EXISTS server_stats_run ON server_stats(run_id);"
+    "CREATE TABLE IF NOT EXISTS events("
+    " run_id INTEGER NOT NULL, t REAL, worker_id INTEGER, kind TEXT, detail TEXT);"
+    "CREATE INDEX IF NOT EXISTS events_run ON events(run_id);";
+
+/* The prepared statements, kept for the life of the connection. */
+enum {
+    S_RUN_BEGIN,
+    S_RUN_END,
+    S_WORKER,
+    S_STEP,
+    S_EPOCH,
+    S_SERVER,
+    S_EVENT,
+    S_COUNT
+};
+
+static const char *const s_sql[S_COUNT] = {
+    [S_RUN_BEGIN] = "INSERT INTO runs(mode, started_at, host, workers, epochs, batch_size, lr,"
+                    " momentum, seed, threads, train_limit, staleness, dataset, status)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'running')",
+    [S_RUN_END] = "UPDATE runs SET ended_at = ?, status = ?, final_accuracy = ?,"
+                  " train_seconds = ? WHERE id = ?",
+    /* A worker recorded again with the same incarnation (a resumed server
+     * re-registering it) replaces its row instead of failing. */
+    [S_WORKER] = "INSERT OR REPLACE INTO workers(run_id, worker_id, name, host, shard_size,"
+                 " threads, incarnation, joined_at) VALUES(?,?,?,?,?,?,?,?)",
+    [S_STEP] = "INSERT INTO steps(run_id, worker_id, step, epoch, loss, t) VALUES(?,?,?,?,?,?)",
+    [S_EPOCH] = "INSERT INTO epochs(run_id, worker_id, epoch, train_loss, test_accuracy,"
+                " epoch_seconds, compute_seconds, push_seconds, pull_seconds, wait_seconds,"
+                " images, bytes_sent, bytes_received, t) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [S_SERVER] = "INSERT INTO server_stats(run_id, t, updates_applied, version, mean_staleness,"
+                 " max_staleness) VALUES(?,?,?,?,?,?)",
+    [S_EVENT] = "INSERT INTO events(run_id, t, worker_id, kind, detail) VALUES(?,?,?,?,?)",
+};
+
+struct metrics {
+    sqlite3 *db;
+    char *path;          /* for messages */
+    sqlite3_stmt *stmt[S_COUNT];
+    int batch_rows;      /* step rows in the open batch */
+    double batch_start;  /* monotonic seconds when the open batch began */
+    char err[512];       /* the last error message */
+};
+
+static void s_seterr(metrics_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_seterr(metrics_t *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    va_end(ap);
+}
+
+/* Records "metrics: <path>: <what>: <sqlite's message>" and returns -1. */
+static int s_dberr(metrics_t *m, const char *what) {
+    s_seterr(m, "metrics: %s: %s: %s", m->path, what, sqlite3_errmsg(m->db));
+    return -1;
+}
+
+/* Refuses a database written by a newer program: it may hold tables or
+ * columns this one would misread or break. */
+static int s_check_version(metrics_t *m, int v) {
+    if (v <= METRICS_SCHEMA_VERSION)
+        return 0;
+    s_seterr(m,
+             "metrics: %s has schema version %d, newer than this program's %d; use a newer "
+             "build, or another database file",
+             m->path, v, METRICS_SCHEMA_VERSION);
+    return -1;
+}
+
+static double s_mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double s_unix_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int s_exec(metrics_t *m, const char *sql, const char *what) {
+    return sqlite3_exec(m->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : s_dberr(m, what);
+}
+
+/* Steps one bound statement to completion and resets it (keeping it for
+ * reuse). */
+static int s_run(metrics_t *m, int which, const char *what) {
+    sqlite3_stmt *st = m->stmt[which];
+    int rc = sqlite3_step(st);
+    int ok = rc == SQLITE_DONE;
+    if (!ok)
+        s_dberr(m, what);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return ok ? 0 : -1;
+}
+
+static void s_bind_text(sqlite3_stmt *st, int i, const char *s) {
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Reads PRAGMA user_version into *v. */
+static int s_user_version(metrics_t *m, int *v) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(m->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return s_dberr(m, "read the schema version");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : s_dberr(m, "read the schema version");
+}
+
+/* Turns WAL on (a property of the file, kept across connections) and checks
+ * that it took: some file systems cannot do WAL. */
+static int s_set_wal(metrics_t *m) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(m->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
+        return s_dberr(m, "set WAL mode");
+    int rc = sqlite3_step(st);
+    int wal = rc == SQLITE_ROW && sqlite3_column_text(st, 0) &&
+              !strcmp((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return s_dberr(m, "set WAL mode");
+    if (!wal) {
+        s_seterr(m, "metrics: %s: cannot use WAL mode here (is it on a network file system?)",
+                 m->path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the version and creates the schema, in one write transaction so that
+ * two programs opening a new database at once do not both create it. */
+static int s_init_schema(metrics_t *m) {
+    int v = 0;
+    if (s_exec(m, "BEGIN IMMEDIATE", "lock the database to check its schema") < 0)
+        return -1;
+    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0)
+        goto fail;
+    if (v < METRICS_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", METRICS_SCHEMA_VERSION);
+        if (s_exec(m, s_schema, "create the schema") < 0 ||
+            s_exec(m, sql, "set the schema version") < 0)
+            goto fail;
+    }
+    return s_exec(m, "COMMIT", "commit the schema");
+fail:
+    sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
+    assert(path);
+    metrics_t *m = calloc(1, sizeof *m);
+    if (m && !(m->path = strdup(path))) {
+        free(m);
+        m = NULL;
+    }
+    if (!m) {
+        if (err && errlen)
+            snprintf(err, errlen, "metrics: %s: out of memory", path);
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        s_seterr(m, "metrics: cannot open %s: %s%s", path,
+                 m->db ? sqlite3_errmsg(m->db) : sqlite3_errstr(rc),
+                 rc == SQLITE_CANTOPEN ? " (does its directory exist?)" : "");
+        goto fail;
+    }
+    sqlite3_busy_timeout(m->db, METRICS_BUSY_TIMEOUT_MS);
+    /* The first statement reads the file: one that is not a database fails
+     * here. The version is checked before WAL mode changes the file. */
+    int v = 0;
+    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0 || s_set_wal(m) < 0 ||
+        s_exec(m, "PRAGMA synchronous=NORMAL", "set synchronous") < 0 || s_init_schema(m) < 0)
+        goto fail;
+    for (int i = 0; i < S_COUNT; i++) {
+        if (sqlite3_prepare_v3(m->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &m->stmt[i],
+                               NULL) != SQLITE_OK) {
+            s_dberr(m, "prepare a statement");
+            goto fail;
+        }
+    }
+    return m;
+fail:
+    if (err && errlen)
+        snprintf(err, errlen, "%s", m->err);
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(m->stmt[i]);
+    sqlite3_close(m->db);
+    free(m->path);
+    free(m);
+    return NULL;
+}
+
+int metrics_flush(metrics_t *m) {
+    assert(m);
+    if (sqlite3_get_autocommit(m->db))
+        return 0;
+    if (s_exec(m, "COMMIT", "commit step rows") < 0)
+        return -1;
+    m->batch_rows = 0;
+    return 0;
+}
+
+void metrics_close(metrics_t **pm) {
+    if (!pm || !*pm)
+        return;
+    metrics_t *m = *pm;
+    if (metrics_flush(m) < 0) {
+        fprintf(stderr, "%s; the last step rows are lost\n", m->err);
+        sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(m->stmt[i]);
+    if (sqlite3_close(m->db) != SQLITE_OK)
+        fprintf(stderr, "metrics: %s: close: %s\n", m->path, sqlite3_errmsg(m->db));
+    free(m->path);
+    free(m);
+    *pm = NULL;
+}
+
+int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
+    assert(m && info);
+    if (metrics_flush(m) < 0)
+        return -1;
+    char host[256];
+    const char *h = info->host;
+    if (!h) {
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "unknown");
+        host[sizeof host - 1] = '\0';
+        h = host;
+    }
+    sqlite3_stmt *st = m->stmt[S_RUN_BEGIN];
+    s_bind_text(st, 1, info->mode);
+    sqlite3_bind_double(st, 2, s_unix_now());
+    s_bind_text(st, 3, h);
+    sqlite3_bind_int(st, 4, info->workers);
+    sqlite3_bind_int(st, 5, info->epochs);
+    sqlite3_bind_int(st, 6, info->batch_size);
+    sqlite3_bind_double(st, 7, info->lr);
+    sqlite3_bind_double(st, 8, info->momentum);
+    /* SQLite integers are signed: a seed above INT64_MAX reads back negative,
+     * and casting it to uint64_t restores it. */
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)info->seed);
+    sqlite3_bind_int(st, 10, info->threads);
+    sqlite3_bind_int(st, 11, info->train_limit);
+    sqlite3_bind_int(st, 12, info->staleness);
+    s_bind_text(st, 13, info->dataset);
+    if (s_run(m, S_RUN_BEGIN, "insert run") < 0)
+        return -1;
+    return (int64_t)sqlite3_last_insert_rowid(m->db);
+}
+
+int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_accuracy,
+                    double train_seconds) {
+    assert(m);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_RUN_END];
+    sqlite3_bind_double(st, 1, s_unix_now());
+    s_bind_text(st, 2, status);
+    sqlite3_bind_double(st, 3, final_accuracy);
+    sqlite3_bind_double(st, 4, train_seconds);
+    sqlite3_bind_int64(st, 5, run);
+    if (s_run(m, S_RUN_END, "end run") < 0)
+        return -1;
+    if (sqlite3_changes(m->db) != 1) {
+        s_seterr(m, "metrics: %s: end run: no run with id %lld", m->path, (long long)run);
+        return -1;
+    }
+    return 0;
+}
+
+int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, const char *host,
+                   int shard_size, int threads, int incarnation) {
+    assert(m);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_WORKER];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int(st, 2, worker_id);
+    s_bind_text(st, 3, name);
+    s_bind_text(st, 4, host);
+    sqlite3_bind_int(st, 5, shard_size);
+    sqlite3_bind_int(st, 6, threads);
+    sqlite3_bind_int(st, 7, incarnation);
+    sqlite3_bind_double(st, 8, s_unix_now());
+    return s_run(m, S_WORKER, "insert worker");
+}
+
+int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epoch, double loss,
+                 double t) {
+    assert(m);
+    if (sqlite3_get_autocommit(m->db)) {
+        if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
+            return -1;
+        m->batch_rows = 0;
+        m->batch_start = s_mono_now();
+    }
+    sqlite3_stmt *st = m->stmt[S_STEP];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int(st, 2, worker_id);
+    sqlite3_bind_int64(st, 3, step);
+    sqlite3_bind_int(st, 4, epoch);
+    sqlite3_bind_double(st, 5, loss);
+    sqlite3_bind_double(st, 6, t);
+    if (s_run(m, S_STEP, "insert step") < 0)
+        return -1;
+    m->batch_rows++;
+    if (m->batch_rows >= METRICS_BATCH_ROWS ||
+        s_mono_now() - m->batch_start >= METRICS_BATCH_SECONDS)
+        return metrics_flush(m);
+    return 0;
+}
+
+int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_t *e, double t) {
+    assert(m && e);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_EPOCH];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int(st, 2, worker_id);
+    sqlite3_bind_int(st, 3, e->epoch);
+    sqlite3_bind_double(st, 4, e->train_loss);
+    sqlite3_bind_double(st, 5, e->test_accuracy);
+    sqlite3_bind_double(st, 6, e->epoch_seconds);
+    sqlite3_bind_double(st, 7, e->compute_seconds);
+    sqlite3_bind_double(st, 8, e->push_seconds);
+    sqlite3_bind_double(st, 9, e->pull_seconds);
+    sqlite3_bind_double(st, 10, e->wait_seconds);
+    sqlite3_bind_int64(st, 11, e->images);
+    sqlite3_bind_int64(st, 12, e->bytes_sent);
+    sqlite3_bind_int64(st, 13, e->bytes_received);
+    sqlite3_bind_double(st, 14, t);
+    return s_run(m, S_EPOCH, "insert epoch");
+}
+
+int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_applied,
+                         int64_t version, double mean_staleness, int64_t max_staleness) {
+    assert(m);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_SERVER];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_double(st, 2, t);
+    sqlite3_bind_int64(st, 3, updates_applied);
+    sqlite3_bind_int64(st, 4, version);
+    sqlite3_bind_double(st, 5, mean_staleness);
+    sqlite3_bind_int64(st, 6, max_staleness);
+    return s_run(m, S_SERVER, "insert server stats");
+}
+
+int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,
+                  const char *detail) {
+    assert(m);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_EVENT];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_double(st, 2, t);
+    sqlite3_bind_int(st, 3, worker_id); /* -1, as given, when there is none */
+    s_bind_text(st, 4, kind);
+    s_bind_text(st, 5, detail);
+    return s_run(m, S_EVENT, "insert event");
+}
+
+const char *metrics_errmsg(const metrics_t *m) {
+    return m ? m->err : "metrics: no database";
+}

@@ -1,0 +1,103 @@
+/* metrics: the SQLite database of runs, workers, per-step loss and per-epoch
+ * figures, shared by basic mode (a run with one worker) and the parameter
+ * server (which alone writes it in distributed runs).
+ *
+ * Schema (PRAGMA user_version = METRICS_SCHEMA_VERSION):
+ *   runs(id INTEGER PRIMARY KEY, mode TEXT,            -- 'basic', 'sync', 'async', 'ssp'
+ *        started_at REAL, ended_at REAL,               -- unix seconds; ended_at NULL while running
+ *        host TEXT, workers INTEGER, epochs INTEGER, batch_size INTEGER,
+ *        lr REAL, momentum REAL, seed INTEGER, threads INTEGER, train_limit INTEGER,
+ *        staleness INTEGER, dataset TEXT,
+ *        status TEXT,                                  -- 'running', 'done', 'failed'
+ *        final_accuracy REAL, train_seconds REAL)      -- percent; seconds of training
+ *   workers(run_id, worker_id, name TEXT, host TEXT, shard_size INTEGER, threads INTEGER,
+ *           incarnation INTEGER, joined_at REAL, PRIMARY KEY(run_id, worker_id, incarnation))
+ *   steps(run_id, worker_id, step INTEGER, epoch INTEGER, loss REAL,
+ *         t REAL)                                      -- seconds since the run started
+ *   epochs(run_id, worker_id, epoch INTEGER, train_loss REAL, test_accuracy REAL,
+ *          epoch_seconds REAL, compute_seconds REAL, push_seconds REAL, pull_seconds REAL,
+ *          wait_seconds REAL, images INTEGER, bytes_sent INTEGER, bytes_received INTEGER,
+ *          t REAL)                                     -- seconds since run start at epoch end
+ *   server_stats(run_id, t REAL, updates_applied INTEGER, version INTEGER,
+ *                mean_staleness REAL, max_staleness INTEGER)
+ *   events(run_id, t REAL, worker_id INTEGER, kind TEXT, detail TEXT)
+ * Worker ids start at 0; basic mode is worker 0. Epochs start at 1.
+ *
+ * Durability: WAL mode, synchronous=NORMAL. Step rows are buffered in an open
+ * transaction and committed every METRICS_BATCH_ROWS rows or
+ * METRICS_BATCH_SECONDS seconds, whichever comes first; every other call
+ * commits at once. A crash therefore loses at most the last open batch of
+ * step rows, never an epoch, run or worker row. Not thread-safe: one thread
+ * owns a metrics_t. */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_SCHEMA_VERSION 1
+#define METRICS_BATCH_ROWS 500
+#define METRICS_BATCH_SECONDS 2.0
+
+typedef struct metrics metrics_t;
+
+/* What a run was started with. Strings may be NULL. */
+typedef struct {
+    const char *mode;     /* "basic", "sync", "async", "ssp" */
+    const char *host;     /* where the run (or its server) ran */
+    const char *dataset;  /* data directory */
+    int workers, epochs, batch_size, threads, train_limit, staleness;
+    double lr, momentum;
+    uint64_t seed;
+} metrics_run_info_t;
+
+/* One worker's figures for one epoch. */
+typedef struct {
+    int epoch;
+    double train_loss, test_accuracy; /* mean loss of the epoch's steps; percent */
+    double epoch_seconds, compute_seconds, push_seconds, pull_seconds, wait_seconds;
+    int64_t images, bytes_sent, bytes_received;
+} metrics_epoch_t;
+
+/* Opens (creating if needed) the database at path and its schema. Refuses a
+ * database whose schema version is newer than this program's. NULL + err on
+ * failure. The parent directory must exist. */
+metrics_t *metrics_open(const char *path, char *err, size_t errlen);
+
+/* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. */
+void metrics_close(metrics_t **pm);
+
+/* Starts a run (status 'running'); returns its id (> 0) or -1. */
+int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info);
+
+/* Ends a run: sets ended_at, status ("done"/"failed"), final accuracy and
+ * training seconds. Returns 0 or -1. */
+int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_accuracy,
+                    double train_seconds);
+
+/* Records a worker joining a run. Returns 0 or -1. */
+int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, const char *host,
+                   int shard_size, int threads, int incarnation);
+
+/* Buffers one step's loss; t is seconds since the run started. 0 or -1. */
+int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epoch, double loss,
+                 double t);
+
+/* Records one worker's epoch; t is seconds since run start. 0 or -1. */
+int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_t *e, double t);
+
+/* Records the server's counters at time t. 0 or -1. */
+int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_applied,
+                         int64_t version, double mean_staleness, int64_t max_staleness);
+
+/* Records an event (eviction, rejoin, resume...). worker_id -1 for none. 0 or -1. */
+int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,
+                  const char *detail);
+
+/* Commits buffered step rows now. 0 or -1. */
+int metrics_flush(metrics_t *m);
+
+/* The last error message (never NULL). */
+const char *metrics_errmsg(const metrics_t *m);
+
+#endif

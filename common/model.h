@@ -1,0 +1,89 @@
+/* model: SimpleConvNet, exactly as PyTorch defines and trains it.
+ *
+ *   conv1 (1->32, 3x3) -> ReLU -> maxpool 2   28x28 -> 26x26 -> 13x13
+ *   conv2 (32->64, 3x3) -> ReLU -> maxpool 2  13x13 -> 11x11 -> 5x5 (floor)
+ *   flatten (index c*25 + y*5 + x) -> fc1 (1600->128) -> ReLU -> fc2 (128->10)
+ *
+ * All parameters live in one contiguous float array in PyTorch's state_dict
+ * order (model_tensors[] gives each tensor's name, shape and offset); gradients
+ * use the same layout. That array is what a worker pushes and pulls.
+ *
+ * Forward and backward work on a sub-batch in a caller-owned workspace, with
+ * im2col + single-threaded OpenBLAS sgemm over the whole sub-batch at once.
+ * Activations are kept channel-major across the sub-batch ([C][n][H][W]) so
+ * that each convolution is one GEMM whose weight operand is PyTorch's layout
+ * as is. Bias, ReLU and max-pooling are fused into one pass. Nothing is
+ * allocated after model_ws_new. Parallelism across threads is engine.h's job. */
+#ifndef MODEL_H
+#define MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MODEL_IMAGE_PIXELS 784
+#define MODEL_CLASSES 10
+#define MODEL_NTENSORS 8
+
+/* Offsets of each tensor in the parameter array (PyTorch's state_dict order). */
+enum {
+    MODEL_CONV1_W = 0,                        /* [32,1,3,3] */
+    MODEL_CONV1_B = MODEL_CONV1_W + 32 * 9,   /* [32] */
+    MODEL_CONV2_W = MODEL_CONV1_B + 32,       /* [64,32,3,3] */
+    MODEL_CONV2_B = MODEL_CONV2_W + 64 * 288, /* [64] */
+    MODEL_FC1_W = MODEL_CONV2_B + 64,         /* [128,1600] */
+    MODEL_FC1_B = MODEL_FC1_W + 128 * 1600,   /* [128] */
+    MODEL_FC2_W = MODEL_FC1_B + 128,          /* [10,128] */
+    MODEL_FC2_B = MODEL_FC2_W + 10 * 128,     /* [10] */
+    MODEL_NPARAMS = MODEL_FC2_B + 10          /* 225,034 */
+};
+
+/* One tensor of the model: its state_dict name, shape and place in the array. */
+typedef struct {
+    const char *name;
+    int ndim;
+    int shape[4];
+    size_t offset, numel;
+    int fan_in; /* for PyTorch's default init bound 1/sqrt(fan_in) */
+} model_tensor_t;
+
+extern const model_tensor_t model_tensors[MODEL_NTENSORS];
+
+/* Training FLOPs per image (forward + backward, no input gradient for conv1). */
+#define MODEL_TRAIN_FLOP_PER_IMAGE 15.4e6
+
+/* PyTorch's default init: every weight and bias ~ U(-1/sqrt(fan_in),
+ * 1/sqrt(fan_in)), drawn from a generator seeded with `seed`. */
+void model_init(float *params, uint64_t seed);
+
+/* Per-thread scratch memory for sub-batches of up to max_n images. Opaque. */
+typedef struct model_ws model_ws_t;
+
+/* NULL if memory cannot be allocated. */
+model_ws_t *model_ws_new(int max_n);
+void model_ws_destroy(model_ws_t **pws);
+int model_ws_capacity(const model_ws_t *ws);
+
+/* Forward pass of n (<= capacity) images given as raw bytes (normalised here),
+ * writing n x 10 logits into the workspace (see model_ws_logits). */
+void model_forward(const float *params, const uint8_t *const *images, int n, model_ws_t *ws);
+
+/* The logits of the last forward pass, n x 10, row-major. */
+const float *model_ws_logits(const model_ws_t *ws);
+
+/* Forward and backward pass. Writes into grad (MODEL_NPARAMS floats,
+ * overwritten) `scale` times the gradient of the summed cross-entropy loss of
+ * the n images, and returns that summed loss. With scale = 1/B, the grads of
+ * the sub-batches of a batch of B add up to the gradient of the mean loss. */
+double model_forward_backward(const float *params, const uint8_t *const *images,
+                              const uint8_t *labels, int n, float scale, float *grad,
+                              model_ws_t *ws);
+
+/* Number of the last forward pass's n images whose argmax logit == label. */
+int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n);
+
+/* SGD with momentum, PyTorch's semantics (no dampening, no weight decay):
+ *   v = momentum * v + g;  w -= lr * v
+ * over n elements. With momentum 0, v is still updated (v = g). */
+void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, float momentum);
+
+#endif

@@ -1,0 +1,54 @@
+/* modelfile: the model's parameter array <-> a PyTorch-loadable safetensors file. */
+#include "modelfile.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+#include "safetensors.h"
+
+int modelfile_save(const char *path, const float *params, const char *const *metadata, char *err,
+                   size_t errlen)
+{
+    st_tensor_t t[MODEL_NTENSORS];
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        const model_tensor_t *mt = &model_tensors[i];
+        t[i] = (st_tensor_t){.name = mt->name, .dtype = ST_F32, .ndim = mt->ndim,
+                             .data = params + mt->offset};
+        for (int d = 0; d < mt->ndim; d++)
+            t[i].shape[d] = mt->shape[d];
+    }
+    return st_write(path, t, MODEL_NTENSORS, metadata, err, errlen);
+}
+
+int modelfile_load(const char *path, const char *prefix, float *params, char *err, size_t errlen)
+{
+    char local[256];
+    st_file_t *f = st_open(path, local, sizeof local);
+    if (!f) {
+        snprintf(err, errlen, "%s", local);
+        return -1;
+    }
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        const model_tensor_t *mt = &model_tensors[i];
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", prefix, mt->name);
+        const st_tensor_t *t = st_find(f, name);
+        int ok = t && t->dtype == ST_F32 && t->ndim == mt->ndim;
+        for (int d = 0; ok && d < mt->ndim; d++)
+            ok = t->shape[d] == mt->shape[d];
+        if (!ok) {
+            char shape[64] = "";
+            for (int d = 0; d < mt->ndim; d++)
+                snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%d",
+                         d ? "," : "", mt->shape[d]);
+            snprintf(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path, name,
+                     t ? "of another dtype or shape" : "missing", shape);
+            st_close(&f);
+            return -1;
+        }
+        memcpy(params + mt->offset, t->data, mt->numel * sizeof(float));
+    }
+    st_close(&f);
+    return 0;
+}

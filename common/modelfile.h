@@ -1,0 +1,21 @@
+/* modelfile: saves and loads the model's parameter array as a safetensors
+ * file whose tensor names and shapes are PyTorch's state_dict keys, so that
+ * `model.load_state_dict(safetensors.torch.load_file(path), strict=True)`
+ * accepts it. */
+#ifndef MODELFILE_H
+#define MODELFILE_H
+
+#include <stddef.h>
+
+/* Writes the MODEL_NPARAMS floats of params atomically to path. `metadata` is
+ * NULL or a NULL-terminated list of key, value pairs. 0, or -1 + err. */
+int modelfile_save(const char *path, const float *params, const char *const *metadata, char *err,
+                   size_t errlen);
+
+/* Reads a file written by modelfile_save (or by PyTorch with the same
+ * names) into params, checking every tensor's presence, dtype and shape.
+ * `prefix` is prepended to each name ("" for plain state_dict names). 0, or
+ * -1 + err. */
+int modelfile_load(const char *path, const char *prefix, float *params, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,364 @@
+/* test_model: SimpleConvNet against PyTorch itself and against finite
+ * differences, plus the engine's determinism and thread-count independence.
+ *
+ * The PyTorch oracle (fixtures/simpleconvnet_pytorch_ref.safetensors, made by
+ * fixtures/make_pytorch_reference.py) holds initial weights, 8 MNIST images,
+ * PyTorch's logits, loss and gradients on images 0..3 and the weights after
+ * two SGD-momentum steps. Matching them checks layout, flatten order, pooling,
+ * loss and optimizer semantics all at once. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "idx.h"
+#include "model.h"
+#include "modelfile.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#define FIXTURE FIXTURE_DIR "/simpleconvnet_pytorch_ref.safetensors"
+
+typedef struct {
+    st_file_t *f;
+    float params[MODEL_NPARAMS];
+    const uint8_t *images[8];
+    uint8_t labels[8];
+} fixture_t;
+
+static int s_setup(void **state)
+{
+    fixture_t *fx = calloc(1, sizeof *fx);
+    char err[256];
+    fx->f = st_open(FIXTURE, err, sizeof err);
+    if (!fx->f) {
+        fprintf(stderr, "cannot open fixture: %s\n", err);
+        free(fx);
+        return -1;
+    }
+    if (modelfile_load(FIXTURE, "", fx->params, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    const st_tensor_t *im = st_find(fx->f, "images"), *lb = st_find(fx->f, "labels");
+    if (!im || !lb || im->dtype != ST_U8 || st_numel(im) != 8 * 784)
+        return -1;
+    for (int i = 0; i < 8; i++) {
+        fx->images[i] = (const uint8_t *)im->data + i * 784;
+        fx->labels[i] = ((const uint8_t *)lb->data)[i];
+    }
+    *state = fx;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *fx = *state;
+    st_close(&fx->f);
+    free(fx);
+    return 0;
+}
+
+/* Largest |a-b| over the largest |b|: a relative error that is not fooled by
+ * tiny entries. Prints the tensor's figure so a failure shows both sides. */
+static double s_rel_err(const char *what, const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > num) {
+            num = d;
+            worst = i;
+        }
+        den = fmax(den, fabs((double)b[i]));
+    }
+    double rel = den > 0 ? num / den : num;
+    printf("  %-22s rel err %.2e (worst [%zu]: ours %.8g, pytorch %.8g)\n", what, rel, worst,
+           a[worst], b[worst]);
+    return rel;
+}
+
+static const float *s_tensor(fixture_t *fx, const char *name, size_t numel)
+{
+    const st_tensor_t *t = st_find(fx->f, name);
+    assert_non_null(t);
+    assert_int_equal(st_numel(t), numel);
+    return t->data;
+}
+
+static void test_forward_matches_pytorch(void **state)
+{
+    fixture_t *fx = *state;
+    model_ws_t *ws = model_ws_new(4);
+    model_forward(fx->params, fx->images, 4, ws);
+    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) < 1e-5);
+    model_ws_destroy(&ws);
+}
+
+static void test_gradients_match_pytorch(void **state)
+{
+    fixture_t *fx = *state;
+    model_ws_t *ws = model_ws_new(4);
+    static float grad[MODEL_NPARAMS];
+    double loss = model_forward_backward(fx->params, fx->images, fx->labels, 4, 0.25f, grad, ws);
+    float ours = (float)(loss / 4);
+    const float *ref = s_tensor(fx, "loss", 1);
+    printf("  loss ours %.8f pytorch %.8f\n", ours, ref[0]);
+    assert_true(fabs(ours - ref[0]) <= 1e-5 * fabs(ref[0]));
+    for (int t = 0; t < MODEL_NTENSORS; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "grad.%s", model_tensors[t].name);
+        const float *g = s_tensor(fx, name, model_tensors[t].numel);
+        assert_true(s_rel_err(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
+                    1e-4);
+    }
+    model_ws_destroy(&ws);
+}
+
+/* Two steps of SGD (lr 0.01, momentum 0.9), through the engine as training
+ * uses it, with 1 and with 2 threads. */
+static void test_two_sgd_steps_match_pytorch(void **state)
+{
+    fixture_t *fx = *state;
+    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0], .labels = fx->labels, .count = 8,
+                        .rows = 28, .cols = 28};
+    for (int threads = 1; threads <= 2; threads++) {
+        char err[256];
+        engine_t *e = engine_new(threads, 4, err, sizeof err);
+        assert_non_null(e);
+        static float w[MODEL_NPARAMS], v[MODEL_NPARAMS], g[MODEL_NPARAMS];
+        memcpy(w, fx->params, sizeof w);
+        memset(v, 0, sizeof v);
+        int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        for (int step = 0; step < 2; step++) {
+            engine_gradient(e, w, &ds, idx + 4 * step, 4, g);
+            model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
+        }
+        printf(" %d thread(s):\n", threads);
+        for (int t = 0; t < MODEL_NTENSORS; t++) {
+            char name[64];
+            snprintf(name, sizeof name, "after2.%s", model_tensors[t].name);
+            const float *ref = s_tensor(fx, name, model_tensors[t].numel);
+            assert_true(s_rel_err(name, w + model_tensors[t].offset, ref,
+                                  model_tensors[t].numel) < 1e-5);
+        }
+        engine_destroy(&e);
+    }
+}
+
+/* A plain double-precision SimpleConvNet forward pass with direct loops, as
+ * the definitions read: the function that finite differences differentiate. */
+static double s_ref_loss(const double *w, const uint8_t *const *images, const uint8_t *labels,
+                         int n)
+{
+    static double x[28 * 28], c1[32][26][26], p1[32][13][13], c2[64][11][11], f[1600], h[128];
+    const double *w1 = w + MODEL_CONV1_W, *b1 = w + MODEL_CONV1_B, *w2 = w + MODEL_CONV2_W,
+                 *b2 = w + MODEL_CONV2_B, *f1 = w + MODEL_FC1_W, *fb1 = w + MODEL_FC1_B,
+                 *f2 = w + MODEL_FC2_W, *fb2 = w + MODEL_FC2_B;
+    double loss = 0.0;
+    for (int b = 0; b < n; b++) {
+        for (int i = 0; i < 784; i++)
+            x[i] = (images[b][i] / 255.0 - 0.1307) / 0.3081;
+        for (int o = 0; o < 32; o++)
+            for (int y = 0; y < 26; y++)
+                for (int z = 0; z < 26; z++) {
+                    double s = b1[o];
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++)
+                            s += w1[o * 9 + ky * 3 + kx] * x[(y + ky) * 28 + z + kx];
+                    c1[o][y][z] = s > 0 ? s : 0; /* relu, then pool */
+                }
+        for (int o = 0; o < 32; o++)
+            for (int y = 0; y < 13; y++)
+                for (int z = 0; z < 13; z++)
+                    p1[o][y][z] = fmax(fmax(c1[o][2 * y][2 * z], c1[o][2 * y][2 * z + 1]),
+                                       fmax(c1[o][2 * y + 1][2 * z], c1[o][2 * y + 1][2 * z + 1]));
+        for (int o = 0; o < 64; o++)
+            for (int y = 0; y < 11; y++)
+                for (int z = 0; z < 11; z++) {
+                    double s = b2[o];
+                    for (int c = 0; c < 32; c++)
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++)
+                                s += w2[(o * 32 + c) * 9 + ky * 3 + kx] * p1[c][y + ky][z + kx];
+                    c2[o][y][z] = s > 0 ? s : 0;
+                }
+        for (int o = 0; o < 64; o++)
+            for (int y = 0; y < 5; y++)
+                for (int z = 0; z < 5; z++)
+                    f[o * 25 + y * 5 + z] =
+                        fmax(fmax(c2[o][2 * y][2 * z], c2[o][2 * y][2 * z + 1]),
+                             fmax(c2[o][2 * y + 1][2 * z], c2[o][2 * y + 1][2 * z + 1]));
+        for (int j = 0; j < 128; j++) {
+            double s = fb1[j];
+            for (int i = 0; i < 1600; i++)
+                s += f1[j * 1600 + i] * f[i];
+            h[j] = s > 0 ? s : 0;
+        }
+        double logit[10], mx = -INFINITY, sum = 0.0;
+        for (int k = 0; k < 10; k++) {
+            double s = fb2[k];
+            for (int j = 0; j < 128; j++)
+                s += f2[k * 128 + j] * h[j];
+            logit[k] = s;
+            mx = fmax(mx, s);
+        }
+        for (int k = 0; k < 10; k++)
+            sum += exp(logit[k] - mx);
+        loss += mx + log(sum) - logit[labels[b]];
+    }
+    return loss;
+}
+
+/* Finite differences against backward, tensor by tensor, so that each
+ * layer's backward is checked: central differences of the double-precision
+ * reference loss of 2 images, step 1e-5, against our float backward, for
+ * each tensor's 3 largest-gradient entries and 5 random ones. In double the
+ * rounding error of a difference is ~1e-10, far below the tolerance; a step
+ * across a ReLU or pooling kink is possible but rare, so one disagreeing
+ * entry in a tensor is reported and allowed, two fail the test. */
+static void test_finite_differences(void **state)
+{
+    fixture_t *fx = *state;
+    model_ws_t *ws = model_ws_new(2);
+    static float grad[MODEL_NPARAMS];
+    static double wd[MODEL_NPARAMS];
+    for (int i = 0; i < MODEL_NPARAMS; i++)
+        wd[i] = fx->params[i];
+    model_forward_backward(fx->params, fx->images, fx->labels, 2, 1.0f, grad, ws);
+    double ref = s_ref_loss(wd, fx->images, fx->labels, 2);
+    double ours = 0.0;
+    {
+        static float scratch[MODEL_NPARAMS];
+        ours = model_forward_backward(fx->params, fx->images, fx->labels, 2, 1.0f, scratch, ws);
+    }
+    printf("  loss of 2 images: float model %.8f, double reference %.8f\n", ours, ref);
+    assert_true(fabs(ours - ref) < 1e-5 * fabs(ref));
+    rng_t r;
+    rng_seed(&r, 42);
+    const double eps = 1e-5;
+    for (int t = 0; t < MODEL_NTENSORS; t++) {
+        const model_tensor_t *mt = &model_tensors[t];
+        int bad = 0;
+        double worst = 0.0;
+        size_t picked[8];
+        for (int k = 0; k < 8; k++) {
+            size_t i = mt->offset + rng_below(&r, (uint32_t)mt->numel);
+            if (k < 3) { /* the largest |gradient| not picked yet */
+                float best = -1.0f;
+                for (size_t q = mt->offset; q < mt->offset + mt->numel; q++) {
+                    int seen = 0;
+                    for (int j = 0; j < k; j++)
+                        seen |= picked[j] == q;
+                    if (!seen && fabsf(grad[q]) > best) {
+                        best = fabsf(grad[q]);
+                        i = q;
+                    }
+                }
+            }
+            picked[k] = i;
+            double orig = wd[i];
+            wd[i] = orig + eps;
+            double lp = s_ref_loss(wd, fx->images, fx->labels, 2);
+            wd[i] = orig - eps;
+            double lm = s_ref_loss(wd, fx->images, fx->labels, 2);
+            wd[i] = orig;
+            double fd = (lp - lm) / (2.0 * eps);
+            double err = fabs(fd - grad[i]) / (1e-4 + fabs(fd));
+            if (err > 1e-3) {
+                bad++;
+                printf("  %s[%zu]: finite difference %.9f, backward %.9f\n", mt->name,
+                       i - mt->offset, fd, grad[i]);
+            } else
+                worst = fmax(worst, err);
+        }
+        printf("  %-13s 8 entries, worst rel err of the agreeing ones %.1e\n", mt->name, worst);
+        assert_true(bad <= 1);
+    }
+    model_ws_destroy(&ws);
+}
+
+/* Same inputs, same thread count: bit-identical gradients; another thread
+ * count: the same to rounding. */
+static void test_engine_deterministic(void **state)
+{
+    fixture_t *fx = *state;
+    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0], .labels = fx->labels, .count = 8,
+                        .rows = 28, .cols = 28};
+    int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
+    static float g1[MODEL_NPARAMS], g2[MODEL_NPARAMS], g3[MODEL_NPARAMS];
+    char err[256];
+    engine_t *e2 = engine_new(2, 8, err, sizeof err);
+    engine_t *e1 = engine_new(1, 8, err, sizeof err);
+    double l1 = engine_gradient(e2, fx->params, &ds, idx, 8, g1);
+    double l2 = engine_gradient(e2, fx->params, &ds, idx, 8, g2);
+    double l3 = engine_gradient(e1, fx->params, &ds, idx, 8, g3);
+    assert_memory_equal(g1, g2, sizeof g1);
+    assert_true(l1 == l2);
+    assert_true(fabs(l1 - l3) < 1e-6);
+    assert_true(s_rel_err("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
+    engine_destroy(&e1);
+    engine_destroy(&e2);
+}
+
+static void test_init_bounds(void **state)
+{
+    (void)state;
+    static float w[MODEL_NPARAMS], w2[MODEL_NPARAMS];
+    model_init(w, 7);
+    model_init(w2, 7);
+    assert_memory_equal(w, w2, sizeof w);
+    for (int t = 0; t < MODEL_NTENSORS; t++) {
+        const model_tensor_t *mt = &model_tensors[t];
+        float bound = 1.0f / sqrtf((float)mt->fan_in), lo = 1e9f, hi = -1e9f;
+        double mean = 0.0;
+        for (size_t i = 0; i < mt->numel; i++) {
+            float x = w[mt->offset + i];
+            lo = fminf(lo, x);
+            hi = fmaxf(hi, x);
+            mean += x;
+        }
+        mean /= (double)mt->numel;
+        assert_true(lo >= -bound && hi < bound);
+        if (mt->numel >= 1000) { /* uniform: spans the range, mean near 0 */
+            assert_true(lo < -0.95f * bound && hi > 0.95f * bound);
+            assert_true(fabs(mean) < 0.05 * bound);
+        }
+    }
+    assert_int_equal(MODEL_NPARAMS, 225034);
+}
+
+static void test_sgd_semantics(void **state)
+{
+    (void)state;
+    float w[2] = {1.0f, -2.0f}, v[2] = {0, 0}, g[2] = {0.5f, 1.0f};
+    model_sgd_step(w, v, g, 2, 0.1f, 0.9f); /* v = g; w -= lr v */
+    assert_float_equal(v[0], 0.5f, 1e-7);
+    assert_float_equal(w[0], 0.95f, 1e-7);
+    model_sgd_step(w, v, g, 2, 0.1f, 0.9f); /* v = 0.9*0.5 + 0.5 = 0.95 */
+    assert_float_equal(v[0], 0.95f, 1e-7);
+    assert_float_equal(w[0], 0.855f, 1e-6);
+    assert_float_equal(w[1], -2.0f - 0.1f - 0.19f, 1e-6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_matches_pytorch),
+        cmocka_unit_test(test_gradients_match_pytorch),
+        cmocka_unit_test(test_two_sgd_steps_match_pytorch),
+        cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_engine_deterministic),
+        cmocka_unit_test(test_init_bounds),
+        cmocka_unit_test(test_sgd_semantics),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}

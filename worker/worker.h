@@ -1,0 +1,27 @@
+/* worker: the options of the worker program and its two modes: basic (one
+ * process, no server, the original train_basic.py) and distributed (against
+ * a paramserver). */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *server;   /* distributed: tcp://HOST:PORT; NULL in basic mode */
+    const char *data_dir; /* MNIST IDX files */
+    const char *out_dir;  /* where the model file goes */
+    const char *db;       /* SQLite metrics database (basic mode) */
+    const char *name;     /* worker name reported to the server */
+    int epochs, batch_size, threads, train_limit, test_limit;
+    double lr, momentum;
+    uint64_t seed;
+} worker_opts_t;
+
+/* Set by SIGINT/SIGTERM: training loops stop at the next batch. */
+extern volatile sig_atomic_t worker_stop;
+
+/* Basic mode. Returns the process exit status. */
+int basic_run(const worker_opts_t *o);
+
+#endif
