@@ -6,10 +6,9 @@
  *   col1   [9][n*676]           im2col of x, row k = ky*3+kx
  *   a1     [32][n*676]          conv1 output without bias (later: its gradient)
  *   p1     [32][n][13][13]      relu(maxpool(a1) + b1) (later: its gradient)
- *   arg1   [32][n*169]          index into a1 of each pooled max, -1 if relu cut it
  *   col2   [288][n*121]         im2col of p1, row k = c*9+ky*3+kx (later: its gradient)
- *   a2     [64][n*121]          conv2 output without bias (later: its gradient)
- *   arg2   [64][n*25]           as arg1, for pool2 (11x11 -> 5x5 drops row/col 10)
+ *   a2     [64][n*121]          conv2 output without bias (later: its gradient);
+ *                                pool2 (11x11 -> 5x5) drops row and column 10
  *   f      [n][1600]            flatten of pool2 output (later: its gradient)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
@@ -39,7 +38,6 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
 struct model_ws {
     int cap, n;
     float *x, *col1, *a1, *p1, *col2, *a2, *p2, *f, *h, *logits, *dh, *dlogits;
-    int32_t *arg1, *arg2;
     void *block;
 };
 
@@ -71,7 +69,6 @@ model_ws_t *model_ws_new(int max_n)
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
-    total += s_align(32 * n * 169 * sizeof(int32_t)) + s_align(64 * n * 25 * sizeof(int32_t));
 
     model_ws_t *ws = calloc(1, sizeof *ws);
     if (!ws)
@@ -89,9 +86,6 @@ model_ws_t *model_ws_new(int max_n)
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
     }
-    ws->arg1 = (int32_t *)p;
-    p += s_align(32 * n * 169 * sizeof(int32_t));
-    ws->arg2 = (int32_t *)p;
     ws->cap = max_n;
     return ws;
 }
@@ -132,66 +126,70 @@ static void s_im2col1(const float *x, float *col1, int n)
 }
 
 /* Fused bias + ReLU + 2x2 max-pool, stride 2, floor: in [C][n][H][W] to out
- * [C][n][H/2][W/2]; arg[i] = index of the max in `in`, or -1 where ReLU gives 0
- * (no gradient flows there). */
-static void s_pool_relu(const float *in, const float *bias, float *out, int32_t *arg, int C, int n,
-                        int H, int W)
+ * [C][n][H/2][W/2]. The winners are not stored: backward finds them again in
+ * `in`, which is cheaper than writing and reading them. */
+static void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
 {
-    int PH = H / 2, PW = W / 2;
+    const int PH = H / 2, PW = W / 2;
     for (int c = 0; c < C; c++) {
-        float bc = bias[c];
+        const float bc = bias[c];
         for (int b = 0; b < n; b++) {
-            size_t ibase = ((size_t)c * n + b) * H * W;
-            size_t obase = ((size_t)c * n + b) * PH * PW;
+            size_t img = (size_t)c * n + b;
             for (int py = 0; py < PH; py++) {
-                const float *r0 = in + ibase + (size_t)(2 * py) * W;
+                const float *r0 = in + (img * H + 2 * py) * W;
                 const float *r1 = r0 + W;
+                float *o = out + (img * PH + py) * PW;
                 for (int px = 0; px < PW; px++) {
-                    int x0 = 2 * px;
-                    float m = r0[x0];
-                    int32_t mi = (int32_t)(r0 + x0 - in);
-                    if (r0[x0 + 1] > m) {
-                        m = r0[x0 + 1];
-                        mi = (int32_t)(r0 + x0 + 1 - in);
-                    }
-                    if (r1[x0] > m) {
-                        m = r1[x0];
-                        mi = (int32_t)(r1 + x0 - in);
-                    }
-                    if (r1[x0 + 1] > m) {
-                        m = r1[x0 + 1];
-                        mi = (int32_t)(r1 + x0 + 1 - in);
-                    }
-                    m += bc;
-                    size_t o = obase + (size_t)py * PW + px;
-                    if (m > 0.0f) {
-                        out[o] = m;
-                        arg[o] = mi;
-                    } else {
-                        out[o] = 0.0f;
-                        arg[o] = -1;
-                    }
+                    float m0 = r0[2 * px] > r0[2 * px + 1] ? r0[2 * px] : r0[2 * px + 1];
+                    float m1 = r1[2 * px] > r1[2 * px + 1] ? r1[2 * px] : r1[2 * px + 1];
+                    float m = (m0 > m1 ? m0 : m1) + bc;
+                    o[px] = m > 0.0f ? m : 0.0f;
                 }
             }
         }
     }
 }
 
-/* Backward of s_pool_relu: din (zeroed here, `in_size` floats) gets each
- * pooled gradient at its argmax; dbias[c] = sum of the gradients that pass. */
-static void s_pool_relu_backward(const float *dout, const int32_t *arg, float *din, size_t in_size,
-                                 float *dbias, int C, size_t per_channel)
+/* Backward of s_pool_relu, in place: `a` holds the layer's pre-pooling
+ * output on entry and its gradient on return. Each window's gradient goes to
+ * its winner (the first of the 4 in scan order with the maximum value, as
+ * PyTorch picks) when ReLU passed it, 0 elsewhere, also in the row and column
+ * that floor pooling drops; dbias[c] = sum of the gradients that pass. */
+static void s_pool_relu_backward(const float *dout, float *a, const float *bias, float *dbias,
+                                 int C, int n, int H, int W)
 {
-    memset(din, 0, in_size * sizeof(float));
+    const int PH = H / 2, PW = W / 2;
     for (int c = 0; c < C; c++) {
+        const float bc = bias[c];
         float sum = 0.0f;
-        const float *d = dout + (size_t)c * per_channel;
-        const int32_t *a = arg + (size_t)c * per_channel;
-        for (size_t i = 0; i < per_channel; i++)
-            if (a[i] >= 0) {
-                din[a[i]] = d[i];
-                sum += d[i];
+        for (int b = 0; b < n; b++) {
+            size_t img = (size_t)c * n + b;
+            for (int py = 0; py < PH; py++) {
+                float *restrict r0 = a + (img * H + 2 * py) * W;
+                float *restrict r1 = r0 + W;
+                const float *restrict d = dout + (img * PH + py) * PW;
+                for (int px = 0; px < PW; px++) {
+                    float v0 = r0[2 * px], v1 = r0[2 * px + 1];
+                    float v2 = r1[2 * px], v3 = r1[2 * px + 1];
+                    float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
+                    float m = m0 > m1 ? m0 : m1;
+                    float g = m + bc > 0.0f ? d[px] : 0.0f;
+                    sum += g;
+                    /* Hand the gradient down the scan order to the first max. */
+                    float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
+                    float g1 = v1 == m ? rest0 : 0.0f, rest1 = rest0 - g1;
+                    float g2 = v2 == m ? rest1 : 0.0f;
+                    r0[2 * px] = g0;
+                    r0[2 * px + 1] = g1;
+                    r1[2 * px] = g2;
+                    r1[2 * px + 1] = rest1 - g2;
+                }
+                if (W & 1)
+                    r0[W - 1] = r1[W - 1] = 0.0f;
             }
+            if (H & 1)
+                memset(a + (img * H + H - 1) * W, 0, (size_t)W * sizeof(float));
+        }
         dbias[c] = sum;
     }
 }
@@ -208,7 +206,8 @@ static void s_im2col2(const float *p1, float *col2, int n)
                     const float *img = p1 + ((size_t)c * n + b) * 169;
                     float *dst = row + (size_t)b * 121;
                     for (int y = 0; y < 11; y++)
-                        memcpy(dst + y * 11, img + (y + ky) * 13 + kx, 11 * sizeof(float));
+                        for (int x = 0; x < 11; x++)
+                            dst[y * 11 + x] = img[(y + ky) * 13 + kx + x];
                 }
             }
 }
@@ -245,12 +244,12 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
     s_im2col1(ws->x, ws->col1, n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 32, N1, 9, 1.0f,
                 params + MODEL_CONV1_W, 9, ws->col1, N1, 0.0f, ws->a1, N1);
-    s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, ws->arg1, 32, n, 26, 26);
+    s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, 32, n, 26, 26);
 
     s_im2col2(ws->p1, ws->col2, n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 64, N2, 288, 1.0f,
                 params + MODEL_CONV2_W, 288, ws->col2, N2, 0.0f, ws->a2, N2);
-    s_pool_relu(ws->a2, params + MODEL_CONV2_B, ws->p2, ws->arg2, 64, n, 11, 11);
+    s_pool_relu(ws->a2, params + MODEL_CONV2_B, ws->p2, 64, n, 11, 11);
 
     /* flatten [64][n][25] -> [n][64*25] */
     for (int c = 0; c < 64; c++)
@@ -351,8 +350,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
             memcpy(dp2 + ((size_t)c * n + b) * 25, df + (size_t)b * 1600 + c * 25,
                    25 * sizeof(float));
     float *da2 = ws->a2;
-    s_pool_relu_backward(dp2, ws->arg2, da2, (size_t)64 * N2, grad + MODEL_CONV2_B, 64,
-                         (size_t)n * 25);
+    s_pool_relu_backward(dp2, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, 64, n, 11, 11);
 
     /* conv2: dW2 = da2 . col2^T, then dcol2 = W2^T . da2 (into col2's memory) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 288, N2, 1.0f, da2, N2, ws->col2, N2,
@@ -365,8 +363,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
 
     /* pool1 + relu backward into a1, then conv1's weight gradient */
     float *da1 = ws->a1;
-    s_pool_relu_backward(dp1, ws->arg1, da1, (size_t)32 * N1, grad + MODEL_CONV1_B, 32,
-                         (size_t)n * 169);
+    s_pool_relu_backward(dp1, da1, params + MODEL_CONV1_B, grad + MODEL_CONV1_B, 32, n, 26, 26);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 32, 9, N1, 1.0f, da1, N1, ws->col1, N1,
                 0.0f, grad + MODEL_CONV1_W, 9);
     return loss;

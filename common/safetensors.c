@@ -98,14 +98,21 @@ static int s_utf8_seq(const unsigned char *s, size_t avail) {
     unsigned cp, min;
     if (c < 0x80)
         return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, cp = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, cp = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, cp = c & 0x07, min = 0x10000;
-    else
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+        min = 0x10000;
+    } else {
         return 0;
+    }
     if ((size_t)len > avail)
         return 0;
     for (int i = 1; i < len; i++) {
@@ -373,21 +380,33 @@ int st_write(const char *path, const st_tensor_t *tensors, int n, const char *co
         unsigned char len8[8];
         for (int i = 0; i < 8; i++)
             len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-        if (fwrite(len8, 1, 8, fp) != 8 || fwrite(header, 1, hlen, fp) != hlen)
-            what = "cannot write", e = errno;
+        if (fwrite(len8, 1, 8, fp) != 8 || fwrite(header, 1, hlen, fp) != hlen) {
+            what = "cannot write";
+            e = errno;
+        }
         for (int i = 0; i < n && !what; i++) {
             size_t nb = (size_t)s_nbytes(&tensors[i]);
-            if (nb > 0 && fwrite(tensors[i].data, 1, nb, fp) != nb)
-                what = "cannot write", e = errno;
+            if (nb > 0 && fwrite(tensors[i].data, 1, nb, fp) != nb) {
+                what = "cannot write";
+                e = errno;
+            }
         }
-        if (!what && fflush(fp) != 0)
-            what = "cannot write", e = errno;
-        if (!what && fsync(fileno(fp)) != 0)
-            what = "cannot fsync", e = errno;
-        if (fclose(fp) != 0 && !what)
-            what = "cannot close", e = errno;
-        if (!what && rename(tmp, path) != 0)
-            what = "cannot rename into place", e = errno;
+        if (!what && fflush(fp) != 0) {
+            what = "cannot write";
+            e = errno;
+        }
+        if (!what && fsync(fileno(fp)) != 0) {
+            what = "cannot fsync";
+            e = errno;
+        }
+        if (fclose(fp) != 0 && !what) {
+            what = "cannot close";
+            e = errno;
+        }
+        if (!what && rename(tmp, path) != 0) {
+            what = "cannot rename into place";
+            e = errno;
+        }
     }
     free(header);
     if (what) {
@@ -839,18 +858,27 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
     st_file_t *f = calloc(1, sizeof *f);
     char *header = NULL;
     s_entry_t **order = NULL;
-    FILE *fp = fopen(path, "rb");
+    FILE *fp = NULL;
     if (!f) {
         s_err(err, errlen, "%s: out of memory", path);
         goto fail;
     }
-    if (!fp) {
+    /* O_NONBLOCK so that a FIFO given by mistake is refused, not waited on;
+     * it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         s_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         s_err(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        goto fail;
+    }
+    if (!(fp = fdopen(fd, "rb"))) {
+        s_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         goto fail;
     }
     int64_t size = (int64_t)sb.st_size;
