@@ -6,8 +6,9 @@
 CC       ?= cc
 CFLAGS   ?= -O3 -march=native -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
-CPPFLAGS += -Icommon -Ibuild -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CPPFLAGS += -Icommon -Iproto -I$(B)/proto
 LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
+NET_LIBS := -lzmq -lprotobuf-c
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 B        := build
@@ -18,6 +19,9 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/obj/%.o)
 WORKER_SRC := $(wildcard worker/*.c)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(B)/obj/%.o)
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/obj/%.o)
+PROTO_OBJ  := $(B)/obj/proto/ps.pb-c.o $(B)/obj/proto/wire.o
 REPORT_SRC := $(wildcard report/*.c)
 REPORT_OBJ := $(REPORT_SRC:%.c=$(B)/obj/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
@@ -26,7 +30,7 @@ TEST_SH    := $(wildcard tests/test_*.sh)
 CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null)
 CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null)
 
-PROGRAMS := $(B)/worker $(B)/psreport
+PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
 .PHONY: all deps data check bench basic run install uninstall clean
 all: $(PROGRAMS)
@@ -46,17 +50,35 @@ $(B)/obj/report/%.o: CFLAGS += $(CAIRO_CFLAGS)
 $(B)/libcommon.a: $(COMMON_OBJ)
 	$(AR) rcs $@ $^
 
-$(B)/worker: $(WORKER_OBJ) $(B)/libcommon.a
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+# The wire format: protoc-c generates the C code from proto/ps.proto.
+$(B)/proto/ps.pb-c.c $(B)/proto/ps.pb-c.h: proto/ps.proto
+	@mkdir -p $(B)/proto
+	protoc-c --proto_path=proto --c_out=$(B)/proto $<
+
+$(B)/obj/proto/ps.pb-c.o: $(B)/proto/ps.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/libproto.a: $(PROTO_OBJ)
+	$(AR) rcs $@ $^
+
+# Everything that includes the generated header waits for it.
+$(B)/obj/proto/wire.o $(SERVER_OBJ) $(WORKER_OBJ): $(B)/proto/ps.pb-c.h
+
+$(B)/paramserver: $(SERVER_OBJ) $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
+
+$(B)/worker: $(WORKER_OBJ) $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
 
 $(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(CAIRO_LIBS) -lpng $(LDLIBS)
 
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library; programs are tested as programs by the tests/test_*.sh scripts.
-$(B)/tests/%: tests/%.c $(B)/libcommon.a
+$(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $^ -o $@ -lcmocka $(LDLIBS)
+	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $^ -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 

@@ -16,6 +16,7 @@
 #include "modelfile.h"
 #include "progress.h"
 #include "rng.h"
+#include "shard.h"
 #include "worker.h"
 
 /* Loads both splits; prints the error and returns -1 on failure. */
@@ -66,10 +67,10 @@ int basic_run(const worker_opts_t *o)
         goto out;
     }
     model_init(params, o->seed);
-    for (int i = 0; i < n; i++)
-        order[i] = i;
+    /* Basic mode is the one-worker case of the distributed split. */
+    shard_indices(o->seed, n, 1, 0, order);
     rng_t rng;
-    rng_seed(&rng, o->seed ^ 0x5348554646ULL); /* shuffling stream, apart from init's */
+    shard_epoch_rng(&rng, o->seed, 0);
 
     db = metrics_open(o->db, err, sizeof err);
     if (!db) {

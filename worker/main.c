@@ -34,7 +34,8 @@ static void s_usage(FILE *f)
         "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
         "Options:\n"
         "  --data-dir DIR        MNIST IDX files, raw or .gz (default: $MNIST_DIR or data)\n"
-        "  --epochs N            epochs (basic; default 5)\n"
+        "  --epochs N            epochs (basic; default 5; with --server the server decides\n"
+        "                        epochs, batch size, lr, momentum, seed and the shard)\n"
         "  --batch-size N        minibatch size (basic; default 64)\n"
         "  --lr X                learning rate (basic; default 0.01)\n"
         "  --momentum X          SGD momentum (basic; default 0.9)\n"
@@ -46,6 +47,9 @@ static void s_usage(FILE *f)
         "  --out DIR             where model_basic.safetensors goes (default results)\n"
         "  --db PATH             metrics database (basic; default results/metrics.db)\n"
         "  --name NAME           worker name shown by the server (default HOST:PID)\n"
+        "  --timeout S           distributed: give up when a reply takes longer (default 120)\n"
+        "  --connect-timeout S   distributed: wait this long for the server and the other\n"
+        "                        workers at start-up (default 300)\n"
         "  -h, --help            this help\n"
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
@@ -58,10 +62,11 @@ int main(int argc, char **argv)
     const char *env_dir = getenv("MNIST_DIR");
     worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data", .out_dir = "results",
                        .db = "results/metrics.db", .epochs = 5, .batch_size = 64,
-                       .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1};
+                       .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1,
+                       .timeout = 120, .connect_timeout = 300};
     int basic = 0;
     enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
-           O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC };
+           O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
         {"server", required_argument, 0, O_SERVER},
@@ -77,6 +82,8 @@ int main(int argc, char **argv)
         {"out", required_argument, 0, O_OUT},
         {"db", required_argument, 0, O_DB},
         {"name", required_argument, 0, O_NAME},
+        {"timeout", required_argument, 0, O_TIMEOUT},
+        {"connect-timeout", required_argument, 0, O_CONNECT_TIMEOUT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -99,6 +106,10 @@ int main(int argc, char **argv)
         case O_OUT: o.out_dir = optarg; break;
         case O_DB: o.db = optarg; break;
         case O_NAME: o.name = optarg; break;
+        case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
+        case O_CONNECT_TIMEOUT:
+            bad |= cli_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
+            break;
         case 'h': s_usage(stdout); return 0;
         default: bad = 1; break;
         }
@@ -130,6 +141,6 @@ int main(int argc, char **argv)
 
     if (basic)
         return basic_run(&o);
-    fprintf(stderr, "error: distributed mode is not built yet\n");
-    return 2;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return distributed_run(&o);
 }

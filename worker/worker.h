@@ -16,6 +16,8 @@ typedef struct {
     int epochs, batch_size, threads, train_limit, test_limit;
     double lr, momentum;
     uint64_t seed;
+    double timeout;         /* distributed: seconds to wait for any reply */
+    double connect_timeout; /* distributed: seconds to wait for the Welcome */
 } worker_opts_t;
 
 /* Set by SIGINT/SIGTERM: training loops stop at the next batch. */
@@ -23,5 +25,8 @@ extern volatile sig_atomic_t worker_stop;
 
 /* Basic mode. Returns the process exit status. */
 int basic_run(const worker_opts_t *o);
+
+/* Distributed mode: a worker of the paramserver at o->server. */
+int distributed_run(const worker_opts_t *o);
 
 #endif

@@ -1,0 +1,235 @@
+/* wire: ZeroMQ frames <-> checked ps.proto messages; see wire.h. */
+#include "wire.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Does this kind of message carry a tensor frame? */
+static int s_needs_tensor(Ps__Envelope__BodyCase kind)
+{
+    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS;
+}
+
+const char *wire_kind_name(Ps__Envelope__BodyCase kind)
+{
+    switch (kind) {
+    case PS__ENVELOPE__BODY_REGISTER: return "register";
+    case PS__ENVELOPE__BODY_WELCOME: return "welcome";
+    case PS__ENVELOPE__BODY_PULL: return "pull";
+    case PS__ENVELOPE__BODY_PUSH: return "push";
+    case PS__ENVELOPE__BODY_WEIGHTS: return "weights";
+    case PS__ENVELOPE__BODY_EPOCH: return "epoch";
+    case PS__ENVELOPE__BODY_DONE: return "done";
+    case PS__ENVELOPE__BODY_ACK: return "ack";
+    case PS__ENVELOPE__BODY_ERROR: return "error";
+    default: return "unknown";
+    }
+}
+
+static void s_free(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const float *tensor,
+               int flags)
+{
+    env->protocol = WIRE_PROTOCOL;
+    size_t hlen = ps__envelope__get_packed_size(env);
+    uint8_t *hbuf = malloc(hlen ? hlen : 1);
+    if (!hbuf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    ps__envelope__pack(env, hbuf);
+    long sent = 0;
+    zmq_msg_t h;
+    zmq_msg_init_data(&h, hbuf, hlen, s_free, NULL); /* the frame owns hbuf now */
+    if (peer && zmq_send(sock, peer->id, peer->len, ZMQ_SNDMORE | flags) < 0) {
+        zmq_msg_close(&h);
+        return -1;
+    }
+    if (zmq_msg_send(&h, sock, (tensor ? ZMQ_SNDMORE : 0) | flags) < 0) {
+        zmq_msg_close(&h);
+        return -1;
+    }
+    sent += (long)hlen;
+    if (tensor) {
+        zmq_msg_t t;
+        size_t tlen = WIRE_TENSOR_FLOATS * sizeof(float);
+        if (zmq_msg_init_size(&t, tlen) != 0)
+            return -1;
+        memcpy(zmq_msg_data(&t), tensor, tlen); /* x86 and ARM are little-endian */
+        if (zmq_msg_send(&t, sock, flags) < 0) {
+            zmq_msg_close(&t);
+            return -1;
+        }
+        sent += (long)tlen;
+    }
+    return sent;
+}
+
+long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, const char *message)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Error e = PS__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)message;
+    env.body_case = PS__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    return wire_send(sock, peer, &env, NULL, 0);
+}
+
+/* Reads and drops the remaining frames of a multipart message. */
+static void s_drain(void *sock)
+{
+    int more = 1;
+    size_t sz = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, sock, 0) < 0) {
+            zmq_msg_close(&f);
+            return;
+        }
+        zmq_msg_close(&f);
+    }
+}
+
+/* No NaN or infinity among n floats: a branch-free pass over the exponent
+ * bits (all ones means not finite), which the compiler vectorises. */
+static int s_all_finite(const float *t, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &t[i], sizeof bits);
+        bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+
+static int s_more(void *sock)
+{
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+    return more;
+}
+
+int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    zmq_msg_t f;
+    int flags = 0;
+    if (peer) {
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, sock, flags) < 0) {
+            zmq_msg_close(&f);
+            return -1;
+        }
+        peer->len = zmq_msg_size(&f) <= WIRE_MAX_PEER ? zmq_msg_size(&f) : WIRE_MAX_PEER;
+        memcpy(peer->id, zmq_msg_data(&f), peer->len);
+        zmq_msg_close(&f);
+        if (!s_more(sock)) {
+            snprintf(err, errlen, "empty message");
+            return PS__ERROR_CODE__ERROR_MALFORMED;
+        }
+    }
+    zmq_msg_init(&f);
+    if (zmq_msg_recv(&f, sock, flags) < 0) {
+        zmq_msg_close(&f);
+        return -1;
+    }
+    size_t hlen = zmq_msg_size(&f);
+    m->bytes = hlen;
+    if (hlen > WIRE_MAX_HEADER) {
+        zmq_msg_close(&f);
+        s_drain(sock);
+        snprintf(err, errlen, "header of %zu bytes is over the limit of %d", hlen,
+                 WIRE_MAX_HEADER);
+        return PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    Ps__Envelope *env = ps__envelope__unpack(NULL, hlen, zmq_msg_data(&f));
+    zmq_msg_close(&f);
+    if (!env) {
+        s_drain(sock);
+        snprintf(err, errlen, "header of %zu bytes is not a valid Envelope", hlen);
+        return PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    int rc = 0;
+    if (env->protocol != WIRE_PROTOCOL) {
+        snprintf(err, errlen,
+                 "protocol version mismatch: this side speaks %d, the peer %u; run the same "
+                 "release of paramserver and worker",
+                 WIRE_PROTOCOL, env->protocol);
+        rc = PS__ERROR_CODE__ERROR_VERSION;
+    } else if (env->body_case == PS__ENVELOPE__BODY__NOT_SET) {
+        snprintf(err, errlen, "message has no body (unknown message kind?)");
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    int more = s_more(sock);
+    if (rc == 0 && more != s_needs_tensor(env->body_case)) {
+        snprintf(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
+                 more ? "must not have" : "lacks");
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    if (rc == 0 && more) {
+        zmq_msg_init(&m->tensor_msg);
+        m->has_tensor_msg = 1;
+        if (zmq_msg_recv(&m->tensor_msg, sock, flags) < 0) {
+            int e = errno;
+            wire_msg_close(m);
+            ps__envelope__free_unpacked(env, NULL);
+            errno = e;
+            return -1;
+        }
+        size_t tlen = zmq_msg_size(&m->tensor_msg);
+        m->bytes += tlen;
+        const float *t = zmq_msg_data(&m->tensor_msg);
+        if (tlen != WIRE_TENSOR_FLOATS * sizeof(float)) {
+            snprintf(err, errlen, "tensor frame has %zu bytes; expected %zu (%d floats)", tlen,
+                     WIRE_TENSOR_FLOATS * sizeof(float), WIRE_TENSOR_FLOATS);
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else if (((uintptr_t)t & 3) != 0) {
+            snprintf(err, errlen, "tensor frame is not aligned for floats");
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else if (!s_all_finite(t, WIRE_TENSOR_FLOATS)) {
+            size_t i = 0;
+            while (isfinite(t[i]))
+                i++;
+            snprintf(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        }
+        m->tensor = t;
+    }
+    if (s_more(sock)) {
+        s_drain(sock);
+        if (rc == 0) {
+            snprintf(err, errlen, "%s message has extra frames", wire_kind_name(env->body_case));
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        }
+    }
+    if (rc != 0) {
+        wire_msg_close(m);
+        ps__envelope__free_unpacked(env, NULL);
+        return rc;
+    }
+    m->env = env;
+    return 0;
+}
+
+void wire_msg_close(wire_msg_t *m)
+{
+    if (m->env)
+        ps__envelope__free_unpacked(m->env, NULL);
+    m->env = NULL;
+    if (m->has_tensor_msg)
+        zmq_msg_close(&m->tensor_msg);
+    m->has_tensor_msg = 0;
+    m->tensor = NULL;
+}

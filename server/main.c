@@ -1,0 +1,141 @@
+/* paramserver: the parameter-server daemon. This file parses and checks the
+ * command line; server.c runs the training run. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model.h"
+#include "server.h"
+#include "wire.h"
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    server_stop = 1;
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: paramserver [options]\n"
+        "\n"
+        "Holds the master SimpleConvNet weights, waits for --workers workers to register,\n"
+        "hands each its shard of MNIST and the recipe, applies their gradients with SGD +\n"
+        "momentum, logs every worker's figures into SQLite, and when all have finished\n"
+        "evaluates and saves the model, then exits 0.\n"
+        "\n"
+        "  --bind ENDPOINT         ZeroMQ endpoint to listen on (default tcp://*:5555)\n"
+        "  --workers N             workers to wait for (default 2)\n"
+        "  --mode MODE             sync (BSP), async (ASP) or ssp (default sync)\n"
+        "  --staleness S           ssp: how many steps a worker may run ahead (default 2)\n"
+        "  --epochs N              epochs each worker trains (default 5)\n"
+        "  --batch-size N          minibatch per worker and step (default 64)\n"
+        "  --lr X                  learning rate (default 0.01)\n"
+        "  --momentum X            SGD momentum (default 0.9)\n"
+        "  --seed N                init, shard split and shuffling (default 1)\n"
+        "  --train-limit N         split only the first N training images (default all)\n"
+        "  --test-limit N          test images per evaluation (default all 10,000)\n"
+        "  --data-dir DIR          MNIST, for the split and the final evaluation\n"
+        "                          (default: $MNIST_DIR or data)\n"
+        "  --db PATH               metrics database (default results/metrics.db)\n"
+        "  --out DIR               where model_distributed.safetensors goes (default results)\n"
+        "  --threads N             threads for the final evaluation (default: cores)\n"
+        "  --register-timeout S    give up when not all workers registered (default 300)\n"
+        "  --worker-timeout S      evict a worker silent this long (default 60)\n"
+        "  -h, --help              this help\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *env_dir = getenv("MNIST_DIR");
+    server_opts_t o = {.bind = "tcp://*:5555", .data_dir = env_dir && *env_dir ? env_dir : "data",
+                       .db = "results/metrics.db", .out_dir = "results", .mode = MODE_SYNC,
+                       .workers = 2, .staleness = 2, .epochs = 5, .batch_size = 64,
+                       .threads = cli_cpus(), .lr = 0.01, .momentum = 0.9, .seed = 1,
+                       .register_timeout = 300, .worker_timeout = 60};
+    enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
+           O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO };
+    static const struct option longopts[] = {
+        {"bind", required_argument, 0, O_BIND},
+        {"workers", required_argument, 0, O_WORKERS},
+        {"mode", required_argument, 0, O_MODE},
+        {"staleness", required_argument, 0, O_STALE},
+        {"epochs", required_argument, 0, O_EPOCHS},
+        {"batch-size", required_argument, 0, O_BATCH},
+        {"lr", required_argument, 0, O_LR},
+        {"momentum", required_argument, 0, O_MOM},
+        {"seed", required_argument, 0, O_SEED},
+        {"train-limit", required_argument, 0, O_TRAIN_LIMIT},
+        {"test-limit", required_argument, 0, O_TEST_LIMIT},
+        {"data-dir", required_argument, 0, O_DATA},
+        {"db", required_argument, 0, O_DB},
+        {"out", required_argument, 0, O_OUT},
+        {"threads", required_argument, 0, O_THREADS},
+        {"register-timeout", required_argument, 0, O_REG_TO},
+        {"worker-timeout", required_argument, 0, O_WORK_TO},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c, bad = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_BIND: o.bind = optarg; break;
+        case O_WORKERS: bad |= cli_int("--workers", optarg, 1, 1024, &o.workers); break;
+        case O_MODE:
+            if (strcmp(optarg, "sync") == 0)
+                o.mode = MODE_SYNC;
+            else if (strcmp(optarg, "async") == 0)
+                o.mode = MODE_ASYNC;
+            else if (strcmp(optarg, "ssp") == 0)
+                o.mode = MODE_SSP;
+            else {
+                fprintf(stderr, "error: --mode '%s' is not one of sync, async, ssp\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_STALE: bad |= cli_int("--staleness", optarg, 0, 1000000, &o.staleness); break;
+        case O_EPOCHS: bad |= cli_int("--epochs", optarg, 1, 1000, &o.epochs); break;
+        case O_BATCH: bad |= cli_int("--batch-size", optarg, 1, 128, &o.batch_size); break;
+        case O_LR: bad |= cli_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
+        case O_MOM: bad |= cli_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
+        case O_SEED: bad |= cli_u64("--seed", optarg, &o.seed); break;
+        case O_TRAIN_LIMIT:
+            bad |= cli_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
+            break;
+        case O_TEST_LIMIT: bad |= cli_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
+        case O_DATA: o.data_dir = optarg; break;
+        case O_DB: o.db = optarg; break;
+        case O_OUT: o.out_dir = optarg; break;
+        case O_THREADS: bad |= cli_int("--threads", optarg, 1, 256, &o.threads); break;
+        case O_REG_TO:
+            bad |= cli_double("--register-timeout", optarg, 0.1, 1e6, &o.register_timeout);
+            break;
+        case O_WORK_TO:
+            bad |= cli_double("--worker-timeout", optarg, 0.1, 1e6, &o.worker_timeout);
+            break;
+        case 'h': s_usage(stdout); return 0;
+        default: bad = 1; break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+        bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "run 'paramserver --help' for usage\n");
+        return 2;
+    }
+    if (WIRE_TENSOR_FLOATS != MODEL_NPARAMS) {
+        fprintf(stderr, "fatal: wire tensor length %d != model parameters %d\n",
+                WIRE_TENSOR_FLOATS, MODEL_NPARAMS);
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = s_on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return server_run(&o);
+}

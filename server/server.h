@@ -1,0 +1,49 @@
+/* server: the parameter server. Holds the master weights and momentum,
+ * registers workers, hands each its shard and the recipe, applies their
+ * gradients with SGD + momentum under the chosen consistency mode, writes
+ * every worker's figures into the metrics database, and at the end evaluates
+ * and saves the model.
+ *
+ * Consistency modes:
+ *   sync   BSP: every round takes one gradient from each active worker,
+ *          averages them, applies the average once; replies wait for the round.
+ *   async  ASP: each gradient is applied when it arrives; the reply carries
+ *          the latest weights at once.
+ *   ssp    bounded staleness S: gradients are applied as in async, but a
+ *          worker that has finished c steps gets its reply only when the
+ *          slowest active worker has finished at least c - S (S = 0 is a
+ *          lock-step schedule, S = infinity is async).
+ * A worker that has finished (Done) or was evicted leaves every barrier, so
+ * unequal shards and dead workers never hang a run.
+ *
+ * One thread owns the server and its socket: a zmq_poll loop. */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+typedef enum { MODE_SYNC, MODE_ASYNC, MODE_SSP } server_mode_t;
+
+typedef struct {
+    const char *bind;     /* ZeroMQ endpoint, e.g. tcp://0.0.0.0:5555 */
+    const char *data_dir; /* for the final test evaluation */
+    const char *db;       /* metrics database */
+    const char *out_dir;  /* model_distributed.safetensors goes here */
+    server_mode_t mode;
+    int workers, staleness, epochs, batch_size, train_limit, test_limit, threads;
+    double lr, momentum;
+    uint64_t seed;
+    double register_timeout; /* seconds to wait for all workers to register */
+    double worker_timeout;   /* seconds of silence before a worker is evicted */
+} server_opts_t;
+
+/* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */
+extern volatile sig_atomic_t server_stop;
+
+/* Runs a whole training run. Returns the process exit status. */
+int server_run(const server_opts_t *o);
+
+const char *server_mode_name(server_mode_t m);
+
+#endif
