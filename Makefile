@@ -92,6 +92,9 @@ basic: deps data all
 $(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+$(B)/bench_ps_client: tests/bench_ps_client.c $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
+
 bench: deps data all $(B)/bench_sgemm
 	@tests/bench.sh
 

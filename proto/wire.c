@@ -2,6 +2,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,13 @@ const char *wire_kind_name(Ps__Envelope__BodyCase kind)
     case PS__ENVELOPE__BODY_ERROR: return "error";
     default: return "unknown";
     }
+}
+
+void wire_init(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
 }
 
 static void s_free(void *data, void *hint)

@@ -42,6 +42,13 @@ typedef struct {
     size_t bytes;          /* bytes received (all frames) */
 } wire_msg_t;
 
+/* Call once at program start, before any thread: tunes the allocator for
+ * ~1 MB messages. glibc serves blocks over 128 KB with a fresh mmap, so every
+ * message costs page faults and zeroing, which on a virtual machine made 2
+ * clients 6x slower than 1 (README, "Server microbenchmark"); with a higher
+ * threshold the heap recycles the same pages. */
+void wire_init(void);
+
 /* Sends env (its protocol field is set here) and, when tensor is not NULL,
  * the tensor frame, to peer (NULL on a DEALER socket). Returns the bytes sent
  * or -1 with errno set (EAGAIN if the socket would block with ZMQ_DONTWAIT

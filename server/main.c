@@ -133,6 +133,7 @@ int main(int argc, char **argv)
                 WIRE_TENSOR_FLOATS, MODEL_NPARAMS);
         return 1;
     }
+    wire_init();
     struct sigaction sa = {.sa_handler = s_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

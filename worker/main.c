@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "wire.h"
 #include "worker.h"
 
 volatile sig_atomic_t worker_stop = 0;
@@ -135,6 +136,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    wire_init();
     struct sigaction sa = {.sa_handler = s_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
