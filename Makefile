@@ -89,6 +89,11 @@ basic: deps data all
 	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
 	$(B)/psreport
 
+# The distributed study: a paramserver and WORKERS workers (default 2) on
+# this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
+run: deps data all
+	deploy/run-local.sh
+
 $(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
