@@ -32,7 +32,7 @@ CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: all deps data check bench basic run install uninstall clean
+.PHONY: all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -84,6 +84,15 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 
 check: deps data all $(TEST_BIN)
 	@tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
+
+# Optional: loads the saved models into PyTorch's SimpleConvNet with
+# load_state_dict(strict=True) and compares PyTorch's test accuracy with ours.
+# Needs Debian's python3-torch (not installed by deploy/install-deps.sh: 1 GB).
+PYTORCH_PYTHON ?= /usr/bin/python3
+check-pytorch: data
+	@for f in results/model_basic.safetensors results/model_distributed.safetensors; do \
+	    if [ -f $$f ]; then echo "$$f:"; $(PYTORCH_PYTHON) tests/pytorch_check.py $$f "$(MNIST_DIR)" || exit 1; \
+	    else echo "$$f: not there (make basic / make run first)"; fi; done
 
 basic: deps data all
 	$(B)/worker --basic --data-dir "$(MNIST_DIR)"

@@ -55,23 +55,31 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
     }
     ps__envelope__pack(env, hbuf);
     long sent = 0;
-    zmq_msg_t h;
-    zmq_msg_init_data(&h, hbuf, hlen, s_free, NULL); /* the frame owns hbuf now */
-    if (peer && zmq_send(sock, peer->id, peer->len, ZMQ_SNDMORE | flags) < 0) {
-        zmq_msg_close(&h);
-        return -1;
+    zmq_msg_t h, t;
+    size_t tlen = WIRE_TENSOR_FLOATS * sizeof(float);
+    /* Allocate the tensor frame first: failing after the header went out
+     * with SNDMORE would glue the next message onto this one. */
+    if (tensor) {
+        if (zmq_msg_init_size(&t, tlen) != 0) {
+            free(hbuf);
+            return -1;
+        }
+        memcpy(zmq_msg_data(&t), tensor, tlen); /* x86 and ARM are little-endian */
     }
-    if (zmq_msg_send(&h, sock, (tensor ? ZMQ_SNDMORE : 0) | flags) < 0) {
+    zmq_msg_init_data(&h, hbuf, hlen, s_free, NULL); /* the frame owns hbuf now */
+    if ((peer && zmq_send(sock, peer->id, peer->len, ZMQ_SNDMORE | flags) < 0) ||
+        zmq_msg_send(&h, sock, (tensor ? ZMQ_SNDMORE : 0) | flags) < 0) {
+        int e = errno;
         zmq_msg_close(&h);
+        if (tensor)
+            zmq_msg_close(&t);
+        errno = e;
         return -1;
     }
     sent += (long)hlen;
     if (tensor) {
-        zmq_msg_t t;
-        size_t tlen = WIRE_TENSOR_FLOATS * sizeof(float);
-        if (zmq_msg_init_size(&t, tlen) != 0)
-            return -1;
-        memcpy(zmq_msg_data(&t), tensor, tlen); /* x86 and ARM are little-endian */
+        /* ZeroMQ sends all frames of a message or none: after the first
+         * frame is accepted the rest cannot fail for lack of room. */
         if (zmq_msg_send(&t, sock, flags) < 0) {
             zmq_msg_close(&t);
             return -1;
@@ -170,7 +178,10 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         return PS__ERROR_CODE__ERROR_MALFORMED;
     }
     int rc = 0;
-    if (env->protocol != WIRE_PROTOCOL) {
+    if (env->protocol == 0) { /* proto3 cannot tell 0 from absent: not an Envelope */
+        snprintf(err, errlen, "header has no protocol version (not an Envelope)");
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (env->protocol != WIRE_PROTOCOL) {
         snprintf(err, errlen,
                  "protocol version mismatch: this side speaks %d, the peer %u; run the same "
                  "release of paramserver and worker",

@@ -56,7 +56,9 @@ void wire_init(void);
 long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const float *tensor,
                int flags);
 
-/* Receives one message (blocks unless flags has ZMQ_DONTWAIT). peer is NULL
+/* Receives one message: blocks until it is there (call it after zmq_poll
+ * says the socket is readable; with ZMQ_RCVTIMEO set it gives up with
+ * EAGAIN). peer is NULL
  * on a DEALER socket and receives the routing id on a ROUTER socket.
  * Returns 0 with m filled; -1 with errno set for a socket error (EAGAIN:
  * nothing to read); or a positive Ps__ErrorCode when the message was

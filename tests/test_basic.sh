@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_basic: the worker program in basic mode, end to end. Trains on the
-# first 12,000 MNIST training images for one epoch and checks it learns
+# first 24,000 MNIST training images for one epoch and checks it learns
 # (>= 95% test accuracy), that it saved a model PyTorch's names and shapes
 # would accept, that the metrics database holds the run, and that bad flags
 # and bad data are refused with a message and a non-zero exit.
@@ -22,8 +22,8 @@ cp "$MNIST_DIR/train-labels-idx1-ubyte" "$TMP/bad/"
 expect_exit 1 "a truncated images file is an error" -- $W --basic --data-dir "$TMP/bad" --db "$TMP/m.db"
 expect_output "truncated" "the message says truncated"
 
-expect_exit 0 "basic mode trains 1 epoch on 12,000 images" -- \
-    $W --basic --data-dir "$MNIST_DIR" --epochs 1 --train-limit 12000 --db "$TMP/m.db" --out "$TMP/out"
+expect_exit 0 "basic mode trains 1 epoch on 24,000 images" -- \
+    $W --basic --data-dir "$MNIST_DIR" --epochs 1 --train-limit 24000 --db "$TMP/m.db" --out "$TMP/model"
 tail -3 "$TMP/out"
 acc=$(sed -n 's/^summary: .*test_accuracy=\([0-9.]*\).*/\1/p' "$TMP/out")
 [ -n "$acc" ] || fail "no summary line"
@@ -32,7 +32,7 @@ ok "test accuracy $acc% >= 95%"
 [ "$(tail -1 "$TMP/out" | cut -d: -f1)" = summary ] || fail "the last line is not the summary"
 ok "the last line is the summary"
 
-f="$TMP/out/model_basic.safetensors"
+f="$TMP/model/model_basic.safetensors"
 [ -s "$f" ] || fail "no model file"
 hdr=$(python3 - "$f" <<'PY'
 import json, struct, sys
@@ -48,9 +48,9 @@ ok "the model file has PyTorch's state_dict names, dtypes and shapes"
 
 q() { sqlite3 "$TMP/m.db" "$1"; }
 [ "$(q "select mode||','||status||','||workers from runs")" = "basic,done,1" ] || fail "runs row"
-[ "$(q "select count(*) from steps")" = 188 ] || fail "steps rows: $(q 'select count(*) from steps')"
+[ "$(q "select count(*) from steps")" = 375 ] || fail "steps rows: $(q 'select count(*) from steps')"
 [ "$(q "select count(*) from epochs where test_accuracy >= 95")" = 1 ] || fail "epochs row"
-ok "the database holds the run, 188 steps and the epoch"
+ok "the database holds the run, 375 steps and the epoch"
 [ "$(q "pragma journal_mode")" = wal ] || fail "not WAL"
 ok "the database is in WAL mode"
 

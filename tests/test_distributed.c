@@ -1,0 +1,453 @@
+/* test_distributed: the paramserver and its workers as real processes on
+ * loopback, each test with its own ephemeral port, database and output
+ * directory, and a deadline instead of sleeps:
+ *   - sync with 2 workers equals single-process training with batch 128 on
+ *     the same data order (to float tolerance);
+ *   - async and ssp runs with 2 workers learn (>= 95% on a subset);
+ *   - shards with unequal batch counts finish in sync mode (no hang);
+ *   - the database holds rows for every worker;
+ *   - a client speaking another protocol version is refused with an Error,
+ *     and a worker that gets a reply in another version exits with a message.
+ * Needs MNIST in $MNIST_DIR (default data) and the programs in build/. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "cli.h"
+#include "engine.h"
+#include "idx.h"
+#include "model.h"
+#include "modelfile.h"
+#include "shard.h"
+#include "wire.h"
+
+#define DEADLINE 120.0 /* seconds any one run may take */
+
+static char s_tmp[256];
+static const char *s_data;
+
+/* Starts argv with stdout and stderr into `log`; returns the pid. */
+static pid_t s_spawn(const char *log, const char *const *argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for all pids until the deadline; kills them all past it. Exit
+ * statuses into codes[] (-1 for killed/signalled). 0 if all ended in time. */
+static int s_wait_all(pid_t *pids, int n, int *codes, double seconds)
+{
+    double end = cli_now() + seconds;
+    int left = n;
+    for (int i = 0; i < n; i++)
+        codes[i] = -2;
+    while (left > 0 && cli_now() < end) {
+        for (int i = 0; i < n; i++) {
+            if (codes[i] != -2)
+                continue;
+            int st;
+            if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+                codes[i] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                left--;
+            }
+        }
+        if (left > 0)
+            usleep(20000); /* polling a child's exit: no event to wait on */
+    }
+    for (int i = 0; i < n; i++)
+        if (codes[i] == -2) {
+            kill(pids[i], SIGKILL);
+            waitpid(pids[i], NULL, 0);
+            codes[i] = -1;
+        }
+    return left == 0 ? 0 : -1;
+}
+
+static void s_cat(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+    if (!f)
+        return;
+    fprintf(stderr, "---- %s\n", path);
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fclose(f);
+}
+
+/* Waits until the server's log names its endpoint; copies it to ep. */
+static int s_endpoint(const char *log, char *ep, size_t len)
+{
+    double end = cli_now() + 30;
+    while (cli_now() < end) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            char *p = strstr(line, "listening on ");
+            if (p) {
+                sscanf(p + 13, "%255s", ep);
+                (void)len;
+                fclose(f);
+                return 0;
+            }
+        }
+        if (f)
+            fclose(f);
+        usleep(20000);
+    }
+    return -1;
+}
+
+typedef struct {
+    const char *name, *mode;
+    int workers, epochs, batch, train_limit, test_limit, staleness;
+    char dir[300], db[320], ep[256];
+    int codes[9];
+} run_t;
+
+/* Runs a server and its workers to the end. 0 if everyone exited 0. */
+static int s_run(run_t *r)
+{
+    snprintf(r->dir, sizeof r->dir, "%s/%s", s_tmp, r->name);
+    cli_mkdirs(r->dir);
+    snprintf(r->db, sizeof r->db, "%s/m.db", r->dir);
+    char workers[16], epochs[16], batch[16], train[16], test[16], stale[16], log[400];
+    snprintf(workers, sizeof workers, "%d", r->workers);
+    snprintf(epochs, sizeof epochs, "%d", r->epochs);
+    snprintf(batch, sizeof batch, "%d", r->batch);
+    snprintf(train, sizeof train, "%d", r->train_limit);
+    snprintf(test, sizeof test, "%d", r->test_limit);
+    snprintf(stale, sizeof stale, "%d", r->staleness);
+    snprintf(log, sizeof log, "%s/server.log", r->dir);
+    const char *sargv[] = {"build/paramserver", "--bind", "tcp://127.0.0.1:*", "--workers",
+                           workers, "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
+                           "--batch-size", batch, "--train-limit", train, "--test-limit", test,
+                           "--data-dir", s_data, "--db", r->db, "--out", r->dir, "--threads", "1",
+                           "--register-timeout", "60", NULL};
+    pid_t pids[9];
+    pids[0] = s_spawn(log, sargv);
+    if (s_endpoint(log, r->ep, sizeof r->ep) != 0) {
+        kill(pids[0], SIGKILL);
+        s_cat(log);
+        return -1;
+    }
+    for (int k = 0; k < r->workers; k++) {
+        char wlog[400], name[16];
+        snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
+        snprintf(name, sizeof name, "w%d", k);
+        const char *wargv[] = {"build/worker", "--server", r->ep, "--name", name, "--data-dir",
+                               s_data, "--threads", "1", "--timeout", "60", NULL};
+        pids[k + 1] = s_spawn(wlog, wargv);
+    }
+    int rc = s_wait_all(pids, r->workers + 1, r->codes, DEADLINE);
+    int ok = rc == 0;
+    for (int i = 0; i <= r->workers; i++)
+        ok = ok && r->codes[i] == 0;
+    if (!ok) {
+        fprintf(stderr, "run %s: %s; exit codes:", r->name, rc ? "DEADLINE PASSED" : "failed");
+        for (int i = 0; i <= r->workers; i++)
+            fprintf(stderr, " %d", r->codes[i]);
+        fprintf(stderr, "\n");
+        s_cat(log);
+        for (int k = 0; k < r->workers; k++) {
+            char wlog[400];
+            snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
+            s_cat(wlog);
+        }
+    }
+    return ok ? 0 : -1;
+}
+
+static double s_query(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    double v = NAN;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return v;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_double(st, 0);
+    else
+        fprintf(stderr, "query failed: %s: %s\n", sql, sqlite3_errmsg(h));
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return v;
+}
+
+/* Every worker has its registration, all its epochs and its steps. */
+static void s_check_db(run_t *r, int steps_each_min)
+{
+    char sql[256];
+    assert_int_equal((int)s_query(r->db, "select count(*) from runs where status = 'done'"), 1);
+    for (int k = 0; k < r->workers; k++) {
+        snprintf(sql, sizeof sql, "select count(*) from workers where worker_id = %d", k);
+        assert_int_equal((int)s_query(r->db, sql), 1);
+        snprintf(sql, sizeof sql, "select count(*) from epochs where worker_id = %d", k);
+        assert_int_equal((int)s_query(r->db, sql), r->epochs);
+        snprintf(sql, sizeof sql, "select count(*) from steps where worker_id = %d", k);
+        assert_true((int)s_query(r->db, sql) >= steps_each_min);
+    }
+    assert_true(s_query(r->db, "select count(*) from server_stats") >= 1);
+}
+
+static double s_final_accuracy(run_t *r)
+{
+    return s_query(r->db, "select final_accuracy from runs");
+}
+
+/* Sync with 2 workers, 64 images each per step, must be single-process
+ * training on batches of 128 = worker 0's batch b followed by worker 1's:
+ * 2 epochs of 3 steps (with the reshuffle between them) agree to ~1e-8.
+ * Runs much longer than this drift apart by more than rounding suggests:
+ * the mean of two 64-image means is not bit-equal to one 128-image mean,
+ * and once such a difference flips a max-pool winner or a ReLU the two runs
+ * follow slightly different (equally valid) paths. */
+static void test_sync_equals_batch_128(void **state)
+{
+    (void)state;
+    run_t r = {.name = "sync_equiv", .mode = "sync", .workers = 2, .epochs = 2, .batch = 64,
+               .train_limit = 384, .test_limit = 100};
+    const int half = r.train_limit / 2, steps = half / 64;
+    assert_int_equal(s_run(&r), 0);
+    s_check_db(&r, steps * r.epochs);
+
+    static float dist[MODEL_NPARAMS], w[MODEL_NPARAMS], v[MODEL_NPARAMS], g[MODEL_NPARAMS];
+    char path[400], err[512];
+    snprintf(path, sizeof path, "%s/model_distributed.safetensors", r.dir);
+    assert_int_equal(modelfile_load(path, "", dist, err, sizeof err), 0);
+
+    idx_dataset_t train;
+    assert_int_equal(idx_load(s_data, "train", &train, err, sizeof err), 0);
+    engine_t *e = engine_new(1, 128, err, sizeof err);
+    assert_non_null(e);
+    model_init(w, 1);
+    memset(v, 0, sizeof v);
+    int shard[2][192], batch[128];
+    rng_t rng[2];
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(shard_size(r.train_limit, 2, k), half);
+        shard_indices(1, r.train_limit, 2, k, shard[k]);
+        shard_epoch_rng(&rng[k], 1, k);
+    }
+    for (int epoch = 0; epoch < r.epochs; epoch++) {
+        for (int k = 0; k < 2; k++)
+            rng_shuffle(&rng[k], shard[k], half);
+        for (int b = 0; b < steps; b++) {
+            memcpy(batch, shard[0] + b * 64, 64 * sizeof(int));
+            memcpy(batch + 64, shard[1] + b * 64, 64 * sizeof(int));
+            engine_gradient(e, w, &train, batch, 128, g);
+            model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
+        }
+    }
+    double num = 0, den = 0, moved = 0;
+    model_init(g, 1);
+    for (int i = 0; i < MODEL_NPARAMS; i++) {
+        num = fmax(num, fabs((double)dist[i] - w[i]));
+        den = fmax(den, fabs((double)w[i]));
+        moved = fmax(moved, fabs((double)w[i] - g[i]));
+    }
+    printf("  6 sync steps of 2 workers vs batch 128: max |diff| %.3g, max |w| %.3g, max "
+           "|w - w0| %.3g\n", num, den, moved);
+    assert_true(moved > 1e-3);      /* training changed the weights... */
+    assert_true(num <= 1e-6 * den); /* ...and both ways agree to float tolerance */
+    engine_destroy(&e);
+    idx_free(&train);
+}
+
+static void test_async_learns(void **state)
+{
+    (void)state;
+    run_t r = {.name = "async", .mode = "async", .workers = 2, .epochs = 2, .batch = 64,
+               .train_limit = 20000, .test_limit = 10000};
+    assert_int_equal(s_run(&r), 0);
+    s_check_db(&r, 300);
+    printf("  async, 2 workers, 20,000 images, 2 epochs: %.2f%%\n", s_final_accuracy(&r));
+    assert_true(s_final_accuracy(&r) >= 95.0);
+    /* Both workers pushed; every push was applied exactly once. */
+    assert_int_equal((int)s_query(r.db, "select max(updates_applied) from server_stats"),
+                     (int)s_query(r.db, "select count(*) from steps"));
+}
+
+static void test_ssp_learns(void **state)
+{
+    (void)state;
+    run_t r = {.name = "ssp", .mode = "ssp", .workers = 2, .epochs = 2, .batch = 64,
+               .train_limit = 20000, .test_limit = 10000, .staleness = 2};
+    assert_int_equal(s_run(&r), 0);
+    s_check_db(&r, 300);
+    printf("  ssp (s=2), 2 workers, 20,000 images, 2 epochs: %.2f%%\n", s_final_accuracy(&r));
+    assert_true(s_final_accuracy(&r) >= 95.0);
+    /* While one worker computes a step on the weights it got, the other,
+     * which may be from s behind to s ahead of it, can push at most 2s + 1
+     * gradients: the staleness bound SSP guarantees for 2 workers. */
+    double stale = s_query(r.db, "select max(max_staleness) from server_stats");
+    printf("  largest staleness applied: %.0f (bound 2s+1 = 5)\n", stale);
+    assert_true(stale <= 2 * 2 + 1);
+}
+
+/* 129 images split between 2 workers in batches of 64: shards of 64 and 65
+ * images, so 1 and 2 batches per epoch. In sync mode worker 0 finishes first
+ * and must leave the barrier, or worker 1 would wait for it forever. */
+static void test_unequal_shards_finish(void **state)
+{
+    (void)state;
+    run_t r = {.name = "unequal", .mode = "sync", .workers = 2, .epochs = 3, .batch = 64,
+               .train_limit = 129, .test_limit = 100};
+    assert_int_equal(shard_size(129, 2, 0), 64);
+    assert_int_equal(shard_size(129, 2, 1), 65);
+    assert_int_equal(s_run(&r), 0);
+    s_check_db(&r, 3);
+    assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 0"), 3);
+    assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 1"), 6);
+}
+
+/* A client of another protocol version is refused with Error{VERSION}, and
+ * the server goes on serving. */
+static void test_version_mismatch_refused_by_server(void **state)
+{
+    (void)state;
+    char dir[300], log[400], ep[256];
+    snprintf(dir, sizeof dir, "%s/version", s_tmp);
+    cli_mkdirs(dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    char db[400];
+    snprintf(db, sizeof db, "%s/m.db", dir);
+    const char *sargv[] = {"build/paramserver", "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+                           "--data-dir", s_data, "--db", db, "--out", dir,
+                           "--register-timeout", "20", NULL};
+    pid_t pid = s_spawn(log, sargv);
+    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(sock, ep), 0);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = "from-the-future";
+    env.protocol = WIRE_PROTOCOL + 1;
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    uint8_t buf[256];
+    size_t n = ps__envelope__pack(&env, buf);
+    assert_int_equal(zmq_send(sock, buf, n, 0), (int)n);
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&item, 1, 10000), 1);
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(sock, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_VERSION);
+    printf("  server answered: %s\n", m.env->error->message);
+    assert_non_null(strstr(m.env->error->message, "protocol version mismatch"));
+    wire_msg_close(&m);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    kill(pid, SIGTERM);
+    int codes[1];
+    s_wait_all(&pid, 1, codes, 20);
+    assert_int_equal(codes[0], 1); /* interrupted: the run is marked failed */
+}
+
+/* A worker whose server answers in another protocol version says so and
+ * exits non-zero (a fake server: a ROUTER that answers with protocol + 1). */
+static void test_version_mismatch_refused_by_worker(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
+    assert_int_equal(zmq_bind(sock, "tcp://127.0.0.1:*"), 0);
+    char ep[256], log[400];
+    size_t len = sizeof ep;
+    zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
+    snprintf(log, sizeof log, "%s/worker_version.log", s_tmp);
+    const char *wargv[] = {"build/worker", "--server", ep, "--data-dir", s_data, "--timeout", "10",
+                           "--connect-timeout", "10", NULL};
+    pid_t pid = s_spawn(log, wargv);
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&item, 1, 10000), 1);
+    wire_peer_t peer;
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(sock, &peer, &m, err, sizeof err), 0);
+    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_REGISTER);
+    wire_msg_close(&m);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Ack ack = PS__ACK__INIT;
+    env.protocol = WIRE_PROTOCOL + 1;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    uint8_t buf[64];
+    size_t n = ps__envelope__pack(&env, buf);
+    zmq_send(sock, peer.id, peer.len, ZMQ_SNDMORE);
+    zmq_send(sock, buf, n, 0);
+    int codes[1];
+    assert_int_equal(s_wait_all(&pid, 1, codes, 30), 0);
+    assert_int_equal(codes[0], 1);
+    FILE *f = fopen(log, "r");
+    char text[2048] = "";
+    size_t got = fread(text, 1, sizeof text - 1, f);
+    text[got] = '\0';
+    fclose(f);
+    printf("  worker said: %s", strstr(text, "error") ? strstr(text, "error") : text);
+    assert_non_null(strstr(text, "protocol version mismatch"));
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/test_distributed.XXXXXX");
+    if (!mkdtemp(s_tmp))
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    if (!getenv("KEEP_TMP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_tmp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", s_tmp);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    wire_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version_mismatch_refused_by_server),
+        cmocka_unit_test(test_version_mismatch_refused_by_worker),
+        cmocka_unit_test(test_unequal_shards_finish),
+        cmocka_unit_test(test_sync_equals_batch_128),
+        cmocka_unit_test(test_async_learns),
+        cmocka_unit_test(test_ssp_learns),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
