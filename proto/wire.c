@@ -43,50 +43,62 @@ static void s_free(void *data, void *hint)
     free(data);
 }
 
-long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const float *tensor,
-               int flags)
+int wire_tensor_init(zmq_msg_t *msg, const float *tensor)
+{
+    if (zmq_msg_init_size(msg, WIRE_TENSOR_FLOATS * sizeof(float)) != 0)
+        return -1;
+    if (tensor) /* x86 and ARM are little-endian: the floats go as they are */
+        memcpy(zmq_msg_data(msg), tensor, WIRE_TENSOR_FLOATS * sizeof(float));
+    return 0;
+}
+
+long wire_send_msg(void *sock, const wire_peer_t *peer, Ps__Envelope *env, zmq_msg_t *tensor,
+                   int flags)
 {
     env->protocol = WIRE_PROTOCOL;
     size_t hlen = ps__envelope__get_packed_size(env);
     uint8_t *hbuf = malloc(hlen ? hlen : 1);
     if (!hbuf) {
+        if (tensor)
+            zmq_msg_close(tensor);
         errno = ENOMEM;
         return -1;
     }
     ps__envelope__pack(env, hbuf);
-    long sent = 0;
-    zmq_msg_t h, t;
-    size_t tlen = WIRE_TENSOR_FLOATS * sizeof(float);
-    /* Allocate the tensor frame first: failing after the header went out
-     * with SNDMORE would glue the next message onto this one. */
-    if (tensor) {
-        if (zmq_msg_init_size(&t, tlen) != 0) {
-            free(hbuf);
-            return -1;
-        }
-        memcpy(zmq_msg_data(&t), tensor, tlen); /* x86 and ARM are little-endian */
-    }
+    zmq_msg_t h;
     zmq_msg_init_data(&h, hbuf, hlen, s_free, NULL); /* the frame owns hbuf now */
     if ((peer && zmq_send(sock, peer->id, peer->len, ZMQ_SNDMORE | flags) < 0) ||
         zmq_msg_send(&h, sock, (tensor ? ZMQ_SNDMORE : 0) | flags) < 0) {
         int e = errno;
         zmq_msg_close(&h);
         if (tensor)
-            zmq_msg_close(&t);
+            zmq_msg_close(tensor);
         errno = e;
         return -1;
     }
-    sent += (long)hlen;
+    long sent = (long)hlen;
     if (tensor) {
-        /* ZeroMQ sends all frames of a message or none: after the first
-         * frame is accepted the rest cannot fail for lack of room. */
-        if (zmq_msg_send(&t, sock, flags) < 0) {
-            zmq_msg_close(&t);
+        size_t tlen = zmq_msg_size(tensor);
+        /* ZeroMQ takes all frames of a message or none: once the first frame
+         * is accepted, the rest cannot fail for lack of room. */
+        if (zmq_msg_send(tensor, sock, flags) < 0) {
+            zmq_msg_close(tensor);
             return -1;
         }
         sent += (long)tlen;
     }
     return sent;
+}
+
+long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const float *tensor,
+               int flags)
+{
+    zmq_msg_t t;
+    /* Build the tensor frame before sending anything: failing after the
+     * header went out with SNDMORE would glue the next message onto it. */
+    if (tensor && wire_tensor_init(&t, tensor) != 0)
+        return -1;
+    return wire_send_msg(sock, peer, env, tensor ? &t : NULL, flags);
 }
 
 long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, const char *message)

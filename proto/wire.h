@@ -69,6 +69,19 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
 /* Frees what wire_recv filled; safe to call twice. */
 void wire_msg_close(wire_msg_t *m);
 
+/* A tensor frame of WIRE_TENSOR_FLOATS floats, filled from `tensor`, or
+ * left for the caller to fill through zmq_msg_data when tensor is NULL (a
+ * worker computes its gradient straight into the frame it will send).
+ * 0, or -1 when out of memory. */
+int wire_tensor_init(zmq_msg_t *msg, const float *tensor);
+
+/* As wire_send, with a ready tensor frame (or NULL) whose ownership passes
+ * to this call, sent or not. To send one frame to several peers without
+ * copying it, give each call its own zmq_msg_copy of it (ZeroMQ shares the
+ * buffer and counts references). */
+long wire_send_msg(void *sock, const wire_peer_t *peer, Ps__Envelope *env, zmq_msg_t *tensor,
+                   int flags);
+
 /* Sends an Error{code, message} to peer. Returns as wire_send. */
 long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, const char *message);
 

@@ -34,6 +34,7 @@ typedef struct {
     double held_since;  /* when the held request arrived */
     double last_seen;   /* cli_now() of its last message */
     int64_t shard;      /* images it owns */
+    wire_msg_t grad;    /* sync: its gradient of the open round, kept until applied */
 } slot_t;
 
 typedef struct {
@@ -43,11 +44,11 @@ typedef struct {
     int64_t run;
     double t0;          /* cli_now() when the run started (all registered) */
     double t_listen;    /* cli_now() when the socket was bound */
-    float *w, *v, *acc; /* master weights, momentum, sync-round gradient sum */
+    float *w, *v;       /* master weights and momentum */
     uint64_t version;   /* number of updates applied to w */
     slot_t *slots;
     int registered, active, started;
-    int round_arrived;  /* sync: gradients in acc */
+    int round_arrived;  /* sync: gradients held for the open round */
     int train_count;    /* images split among workers */
     idx_dataset_t test;
     int64_t updates;
@@ -89,15 +90,44 @@ static void s_send(srv_t *s, slot_t *slot, Ps__Envelope *env, const float *tenso
         s->bytes_out += n;
 }
 
-static void s_reply_weights(srv_t *s, slot_t *slot, double held)
+/* The current weights as one tensor frame, built on first use and shared by
+ * every reply of one release (ZeroMQ counts the references). */
+typedef struct {
+    zmq_msg_t msg;
+    int ready;
+} snapshot_t;
+
+static void s_reply_weights(srv_t *s, slot_t *slot, double held, snapshot_t *snap)
 {
+    if (!snap->ready) {
+        if (wire_tensor_init(&snap->msg, s->w) != 0) {
+            s_log(s, "warning: out of memory for a reply to worker %d", (int)(slot - s->slots));
+            return;
+        }
+        snap->ready = 1;
+    }
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &snap->msg);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Weights wm = PS__WEIGHTS__INIT;
     wm.version = s->version;
     wm.held_seconds = held;
     env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
     env.weights = &wm;
-    s_send(s, slot, &env, s->w);
+    long n = wire_send_msg(s->sock, &slot->peer, &env, &copy, ZMQ_DONTWAIT);
+    if (n < 0)
+        s_log(s, "warning: cannot send weights to worker %d (%s): %s", (int)(slot - s->slots),
+              slot->name, zmq_strerror(errno));
+    else
+        s->bytes_out += n;
+}
+
+static void s_snapshot_close(snapshot_t *snap)
+{
+    if (snap->ready)
+        zmq_msg_close(&snap->msg);
+    snap->ready = 0;
 }
 
 static void s_reply_ack(srv_t *s, slot_t *slot)
@@ -110,15 +140,41 @@ static void s_reply_ack(srv_t *s, slot_t *slot)
     s_send(s, slot, &env, NULL);
 }
 
-static void s_apply(srv_t *s, const float *g, uint64_t computed_on)
+static void s_count_update(srv_t *s, uint64_t computed_on)
 {
-    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr, (float)s->o->momentum);
     int64_t stale = (int64_t)(s->version - computed_on);
     s->stale_sum += (double)stale;
     if (stale > s->stale_max)
         s->stale_max = stale;
     s->updates++;
     s->version++;
+}
+
+static void s_apply(srv_t *s, const float *g, uint64_t computed_on)
+{
+    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr, (float)s->o->momentum);
+    s_count_update(s, computed_on);
+}
+
+/* sync: one SGD step with the average of the k held gradients, in blocks
+ * small enough for L1, in one pass over w and v (no accumulator to clear). */
+static void s_apply_average(srv_t *s, const float *const *g, int k)
+{
+    enum { BLOCK = 2048 };
+    float avg[BLOCK];
+    const float scale = 1.0f / (float)k, lr = (float)s->o->lr, mom = (float)s->o->momentum;
+    for (size_t lo = 0; lo < MODEL_NPARAMS; lo += BLOCK) {
+        size_t n = MODEL_NPARAMS - lo < BLOCK ? MODEL_NPARAMS - lo : BLOCK;
+        memcpy(avg, g[0] + lo, n * sizeof(float));
+        for (int j = 1; j < k; j++)
+            for (size_t i = 0; i < n; i++)
+                avg[i] += g[j][lo + i];
+        for (size_t i = 0; i < n; i++)
+            avg[i] *= scale;
+        model_sgd_step(s->w + lo, s->v + lo, avg, n, lr, mom);
+    }
+    /* Every gradient of a round was computed on the current version. */
+    s_count_update(s, s->version);
 }
 
 static void s_stats(srv_t *s)
@@ -136,22 +192,25 @@ static void s_check_round(srv_t *s)
     for (int i = 0; i < s->o->workers; i++)
         if (s->slots[i].active && !s->slots[i].pending)
             return;
-    float scale = 1.0f / (float)s->round_arrived;
-    for (size_t i = 0; i < MODEL_NPARAMS; i++)
-        s->acc[i] *= scale;
-    /* Every gradient of a round was computed on the current version. */
-    s_apply(s, s->acc, s->version);
-    memset(s->acc, 0, MODEL_NPARAMS * sizeof(float));
+    const float *g[s->o->workers];
+    int k = 0;
+    for (int i = 0; i < s->o->workers; i++)
+        if (s->slots[i].grad.tensor)
+            g[k++] = s->slots[i].grad.tensor;
+    s_apply_average(s, g, k);
     s->round_arrived = 0;
     double now = cli_now();
+    snapshot_t snap = {.ready = 0};
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
+        wire_msg_close(&sl->grad);
         if (sl->pending) {
             sl->pending = 0;
             if (sl->active)
-                s_reply_weights(s, sl, now - sl->held_since);
+                s_reply_weights(s, sl, now - sl->held_since, &snap);
         }
     }
+    s_snapshot_close(&snap);
 }
 
 /* ssp: release each held worker whose clock is within `staleness` steps of
@@ -165,13 +224,15 @@ static void s_check_ssp(srv_t *s)
         if (s->slots[i].active && s->slots[i].steps < min)
             min = s->slots[i].steps;
     double now = cli_now();
+    snapshot_t snap = {.ready = 0};
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
         if (sl->pending && (min == UINT64_MAX || sl->steps <= min + (uint64_t)s->o->staleness)) {
             sl->pending = 0;
-            s_reply_weights(s, sl, now - sl->held_since);
+            s_reply_weights(s, sl, now - sl->held_since, &snap);
         }
     }
+    s_snapshot_close(&snap);
 }
 
 /* A worker leaves every barrier: it finished, or it was evicted. */
@@ -288,8 +349,12 @@ static slot_t *s_check_worker(srv_t *s, const wire_peer_t *peer, uint32_t id, co
     return NULL;
 }
 
-static void s_on_push(srv_t *s, const wire_peer_t *peer, const Ps__Push *p, const float *g)
+/* A push. In sync mode the gradient's message moves into the slot (and *m is
+ * left empty) until the round is applied. */
+static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
 {
+    const Ps__Push *p = m->env->push;
+    const float *g = m->tensor;
     slot_t *sl = s_check_worker(s, peer, p->worker_id, "push");
     if (!sl)
         return;
@@ -313,17 +378,20 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, const Ps__Push *p, cons
                  s_t(s));
     switch (s->o->mode) {
     case MODE_SYNC:
-        for (size_t i = 0; i < MODEL_NPARAMS; i++)
-            s->acc[i] += g[i];
+        sl->grad = *m; /* the slot owns the message now */
+        memset(m, 0, sizeof *m);
         s->round_arrived++;
         sl->pending = 1;
         sl->held_since = cli_now();
         s_check_round(s);
         break;
-    case MODE_ASYNC:
+    case MODE_ASYNC: {
         s_apply(s, g, p->version);
-        s_reply_weights(s, sl, 0.0);
+        snapshot_t snap = {.ready = 0};
+        s_reply_weights(s, sl, 0.0, &snap);
+        s_snapshot_close(&snap);
         break;
+    }
     case MODE_SSP:
         s_apply(s, g, p->version);
         sl->pending = 1;
@@ -390,11 +458,13 @@ static void s_handle(srv_t *s)
     case PS__ENVELOPE__BODY_REGISTER: s_on_register(s, &peer, env->register_); break;
     case PS__ENVELOPE__BODY_PULL: {
         slot_t *sl = s_check_worker(s, &peer, env->pull->worker_id, "pull");
+        snapshot_t snap = {.ready = 0};
         if (sl)
-            s_reply_weights(s, sl, 0.0);
+            s_reply_weights(s, sl, 0.0, &snap);
+        s_snapshot_close(&snap);
         break;
     }
-    case PS__ENVELOPE__BODY_PUSH: s_on_push(s, &peer, env->push, m.tensor); break;
+    case PS__ENVELOPE__BODY_PUSH: s_on_push(s, &peer, &m); break;
     case PS__ENVELOPE__BODY_EPOCH: s_on_epoch(s, &peer, env->epoch); break;
     case PS__ENVELOPE__BODY_DONE: s_on_done(s, &peer, env->done); break;
     default:
@@ -522,9 +592,8 @@ int server_run(const server_opts_t *o)
     }
     s.w = malloc(MODEL_NPARAMS * sizeof(float));
     s.v = calloc(MODEL_NPARAMS, sizeof(float));
-    s.acc = calloc(MODEL_NPARAMS, sizeof(float));
     s.slots = calloc((size_t)o->workers, sizeof *s.slots);
-    if (!s.w || !s.v || !s.acc || !s.slots) {
+    if (!s.w || !s.v || !s.slots) {
         fprintf(stderr, "error: out of memory\n");
         goto out;
     }
@@ -576,7 +645,8 @@ out:
     idx_free(&s.test);
     free(s.w);
     free(s.v);
-    free(s.acc);
+    for (int i = 0; s.slots && i < o->workers; i++)
+        wire_msg_close(&s.slots[i].grad);
     free(s.slots);
     return status;
 }

@@ -67,14 +67,15 @@ static int s_check_endpoint(const char *ep)
     return 0;
 }
 
-/* Sends a request and waits up to `timeout` seconds for its reply, which
- * must be of kind `want` (an Error reply is printed). 0 with *reply filled
- * (caller closes it), or -1 after printing why. */
-static int s_request(conn_t *c, Ps__Envelope *req, const float *tensor,
+/* Sends a request (with the tensor frame, whose ownership passes here, or
+ * NULL) and waits up to `timeout` seconds for its reply, which must be of
+ * kind `want` (an Error reply is printed). 0 with *reply filled (caller
+ * closes it), or -1 after printing why. */
+static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
                      Ps__Envelope__BodyCase want, double timeout, wire_msg_t *reply)
 {
     double t0 = cli_now();
-    long n = wire_send(c->sock, NULL, req, tensor, 0);
+    long n = wire_send_msg(c->sock, NULL, req, tensor, 0);
     c->send_seconds = cli_now() - t0;
     if (n < 0) {
         fprintf(stderr, "error: cannot send to %s: %s\n", c->o->server, zmq_strerror(errno));
@@ -156,9 +157,9 @@ int distributed_run(const worker_opts_t *o)
     char err[512], host[128] = "", name[160];
     idx_dataset_t train = {0}, test = {0};
     engine_t *eng = NULL;
-    float *params = NULL, *grad = NULL;
     int *order = NULL;
     wire_msg_t reply = {0};
+    wire_msg_t weights = {0}; /* the last Weights reply: its tensor is the model */
 
     if (s_check_endpoint(o->server) != 0)
         return 1;
@@ -217,10 +218,8 @@ int distributed_run(const worker_opts_t *o)
     int test_limit = o->test_limit > 0 ? o->test_limit : (int)w.test_limit;
     int batches = (n + batch - 1) / batch;
     eng = engine_new(o->threads, batch, err, sizeof err);
-    params = malloc(MODEL_NPARAMS * sizeof(float));
-    grad = malloc(MODEL_NPARAMS * sizeof(float));
     order = malloc((size_t)n * sizeof(int));
-    if (!eng || !params || !grad || !order) {
+    if (!eng || !order) {
         fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
         goto out;
     }
@@ -237,11 +236,9 @@ int distributed_run(const worker_opts_t *o)
     env = (Ps__Envelope)PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PULL;
     env.pull = &pull;
-    if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &reply) != 0)
+    if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &weights) != 0)
         goto out;
-    memcpy(params, reply.tensor, MODEL_NPARAMS * sizeof(float));
-    uint64_t version = reply.env->weights->version;
-    wire_msg_close(&reply);
+    uint64_t version = weights.env->weights->version;
 
     progress_t prog;
     progress_init(&prog, epochs, batches, who);
@@ -257,7 +254,14 @@ int distributed_run(const worker_opts_t *o)
                 goto out;
             int lo = b * batch, m = n - lo < batch ? n - lo : batch;
             double tc = cli_now();
-            double loss = engine_gradient(eng, params, &train, order + lo, m, grad);
+            /* The gradient goes straight into the frame that carries it. */
+            zmq_msg_t grad;
+            if (wire_tensor_init(&grad, NULL) != 0) {
+                fprintf(stderr, "error: out of memory\n");
+                goto out;
+            }
+            double loss = engine_gradient(eng, weights.tensor, &train, order + lo, m,
+                                          zmq_msg_data(&grad));
             double tp = cli_now();
             t_compute += tp - tc;
             loss_sum += loss;
@@ -271,13 +275,14 @@ int distributed_run(const worker_opts_t *o)
             env = (Ps__Envelope)PS__ENVELOPE__INIT;
             env.body_case = PS__ENVELOPE__BODY_PUSH;
             env.push = &push;
-            if (s_request(&c, &env, grad, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &reply) != 0)
+            if (s_request(&c, &env, &grad, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &reply) != 0)
                 goto out;
             double te = cli_now();
             double held = reply.env->weights->held_seconds;
-            memcpy(params, reply.tensor, MODEL_NPARAMS * sizeof(float));
             version = reply.env->weights->version;
-            wire_msg_close(&reply);
+            wire_msg_close(&weights);
+            weights = reply; /* the new weights, used in place */
+            memset(&reply, 0, sizeof reply);
             /* wire_send encodes and queues (push); the rest of the round
              * trip beyond the server's hold is transfer and update (pull). */
             double rest = te - tp - c.send_seconds;
@@ -289,7 +294,7 @@ int distributed_run(const worker_opts_t *o)
         }
         double epoch_seconds = cli_now() - t0;
         train_seconds += epoch_seconds;
-        accuracy = engine_evaluate(eng, params, &test, test_limit, NULL);
+        accuracy = engine_evaluate(eng, weights.tensor, &test, test_limit, NULL);
         progress_clear(&prog);
         printf("%s: epoch %d/%d: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
                "wait %.1f, communication %.1f)\n",
@@ -336,13 +341,12 @@ out:
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
     wire_msg_close(&reply);
+    wire_msg_close(&weights);
     if (c.sock)
         zmq_close(c.sock);
     if (c.ctx)
         zmq_ctx_term(c.ctx);
     engine_destroy(&eng);
-    free(params);
-    free(grad);
     free(order);
     idx_free(&train);
     idx_free(&test);

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make bench-ps: what the parameter server costs. (1) basic mode's 2-thread
+# throughput as the yardstick; (2) one epoch of sync and async training with
+# 1, 2 and 4 single-threaded workers on loopback, with each worker's time
+# split into compute, push, pull and wait (from the run's epochs table);
+# (3) the server alone under bench_ps_client's 1-8 clients pushing a
+# gradient and pulling the weights back as fast as they can.
+# Environment: TRAIN_LIMIT (30000), SECONDS (microbenchmark, 5), RUNS (1;
+# more gives the median per cell), DEADLINE (seconds per run, 300).
+# SECONDS is bash's clock, which starts at the environment's value: read it first.
+secs=$SECONDS && [ "$secs" -gt 0 ] || secs=5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+limit=${TRAIN_LIMIT:-30000} runs=${RUNS:-1} deadline=${DEADLINE:-300}
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "bench-ps: interrupted" >&2; exit 130' INT TERM
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# colmedian: the per-column median of whitespace-separated rows.
+colmedian() { awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
+    END { for (i = 1; i <= nf; i++) {
+            for (r = 1; r <= NR; r++) { x = v[i, r]; for (j = r; j > 1 && a[j - 1] > x; j--) a[j] = a[j - 1]; a[j] = x }
+            printf "%s%s", a[int((NR + 1) / 2)], (i < nf ? " " : "\n") } }'; }
+now() { date +%s.%N; }
+past() { awk -v t="$1" -v n="$(now)" 'BEGIN { exit !(n > t) }'; }
+alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+
+# start_server LOG ARGS...: starts a paramserver on a free loopback port and
+# sets $server and $endpoint, read from its "listening on" line.
+start_server() {
+    local log=$1 until; shift
+    build/paramserver --bind 'tcp://127.0.0.1:*' "$@" >"$log" 2>&1 &
+    server=$! && pids+=("$server")
+    until=$(awk -v n="$(now)" 'BEGIN { printf "%.3f\n", n + 60 }')
+    endpoint=
+    while [ -z "$endpoint" ]; do
+        endpoint=$(sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$log" | head -1)
+        [ -n "$endpoint" ] && break
+        if ! alive "$server" || past "$until"; then
+            echo "bench-ps: the paramserver did not start listening; its log:" >&2
+            tail -5 "$log" >&2; exit 1
+        fi
+        sleep 0.05
+    done
+}
+
+# await LOG PIDS...: waits for the processes until $deadline seconds after
+# now; past it kills them and fails.
+await() {
+    local log=$1 until p; shift
+    until=$(awk -v n="$(now)" -v d="$deadline" 'BEGIN { printf "%.3f\n", n + d }')
+    while alive "$@"; do
+        if past "$until"; then
+            echo "bench-ps: still running after ${deadline}s; killed it (see $log):" >&2
+            tail -5 "$log" >&2
+            for p in "$@"; do kill "$p" 2>/dev/null || true; done
+            return 1
+        fi
+        sleep 0.2
+    done
+    for p in "$@"; do wait "$p" || { echo "bench-ps: a process failed; $log:" >&2; tail -5 "$log" >&2; return 1; }; done
+}
+
+echo "== basic mode, 2 threads, 1 epoch of $limit images (median of $runs) =="
+basic=$(for r in $(seq "$runs"); do
+    build/worker --basic --epochs 1 --threads 2 --train-limit "$limit" --test-limit 1000 \
+        --db "$tmp/basic.db" --out "$tmp" >"$tmp/basic.log" 2>&1 &
+    pids+=("$!"); await "$tmp/basic.log" "$!" >&2 || exit 1
+    tail -1 "$tmp/basic.log" | sed -n 's/^summary:.*images_per_second=\([0-9.]*\).*/\1/p'
+done | median)
+[ -n "$basic" ] || { echo "bench-ps: no images_per_second in basic mode's summary" >&2; exit 1; }
+printf '%-8s %10s\n' threads images/s
+printf '%-8d %10.0f\n\n' 2 "$basic"
+
+echo "== distributed, 1 epoch of $limit images, 1 thread per worker ($(nproc) cores; 4 workers oversubscribe) =="
+printf '%-6s %7s %9s %11s %8s %8s %8s %6s %9s\n' mode workers images/s compute_ms push_ms pull_ms wait_ms comm "of basic"
+for mode in sync async; do
+    for w in 1 2 4; do
+        for r in $(seq "$runs"); do
+            db=$tmp/$mode-$w-$r.db log=$tmp/$mode-$w-$r.log
+            start_server "$log" --workers "$w" --mode "$mode" --epochs 1 --train-limit "$limit" \
+                --test-limit 1000 --db "$db" --out "$tmp"
+            wp=()
+            for ((k = 0; k < w; k++)); do
+                build/worker --server "$endpoint" --name "w$k" --threads 1 --test-limit 1000 \
+                    >"$tmp/$mode-$w-$r-worker$k.log" 2>&1 &
+                wp+=("$!") && pids+=("$!")
+            done
+            await "$log" "$server" "${wp[@]}" >&2 || exit 1
+            # images, slowest epoch, compute, push, pull, wait, steps, sum of epoch seconds
+            sqlite3 -separator ' ' "$db" "select sum(images), max(es), sum(c), sum(pu), sum(pl), sum(wt),
+                sum((images + 63) / 64), sum(es) from (select worker_id, sum(images) images,
+                sum(epoch_seconds) es, sum(compute_seconds) c, sum(push_seconds) pu,
+                sum(pull_seconds) pl, sum(wait_seconds) wt from epochs
+                where run_id = (select max(id) from runs) group by worker_id)" |
+                awk -v b="$basic" '{ ips = $1 / $2
+                    print ips, 1e3 * $3 / $7, 1e3 * $4 / $7, 1e3 * $5 / $7, 1e3 * $6 / $7, 100 * ($4 + $5) / $8, 100 * ips / b }'
+        done | colmedian | awk -v m="$mode" -v w="$w" '{
+            printf "%-6s %7d %9.0f %11.2f %8.2f %8.2f %8.2f %5.1f%% %8.0f%%\n", m, w, $1, $2, $3, $4, $5, $6, $7 }'
+    done
+done
+echo "(images/s: all workers' images / the slowest worker's epoch; *_ms: mean per step of 64 images;"
+echo " comm: push + pull share of the workers' epoch time; of basic: images/s over basic's 2-thread figure)"
+echo
+
+echo "== server microbenchmark: clients push 900 KB and pull the weights, ${secs}s (median of $runs) =="
+printf '%-8s %9s %10s %12s %9s\n' clients rt/s median_ms "ps-lite rt/s" "of ps-lite"
+ref=(420 600 840 840) i=0
+for c in 1 2 4 8; do
+    for r in $(seq "$runs"); do
+        log=$tmp/micro-$c-$r.log
+        start_server "$log" --workers "$c" --mode async --test-limit 10 --db "$tmp/micro.db" \
+            --out "$tmp" --register-timeout 60
+        build/bench_ps_client "$endpoint" "$c" "$secs" >"$tmp/client.out" 2>&1 &
+        cp=$! && pids+=("$cp")
+        await "$log" "$server" "$cp" >&2 || { cat "$tmp/client.out" >&2; exit 1; }
+        sed -n 's/.*round_trips_per_second=\([0-9.]*\) median_ms=\([0-9.]*\).*/\1 \2/p' "$tmp/client.out"
+    done | colmedian | awk -v c="$c" -v ref="${ref[$i]}" '{
+        printf "%-8d %9.0f %10.2f %12d %8.0f%%\n", c, $1, $2, ref, 100 * $1 / ref }'
+    i=$((i + 1))
+done
+echo "(rt/s: push + weights-back round trips per second, all clients; median_ms: one round trip;"
+echo " ps-lite rt/s: ps-lite's figures measured earlier on this machine, noisy between 200 and 1150)"
