@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=${TRAIN_LIMIT:-30000} runs=${RUNS:-1} deadline=${DEADLINE:-300}
 tmp=$(mktemp -d)
-pids=()
+pids=() failed=0
 cleanup() {
     local p
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -59,7 +59,7 @@ await() {
     until=$(awk -v n="$(now)" -v d="$deadline" 'BEGIN { printf "%.3f\n", n + d }')
     while alive "$@"; do
         if past "$until"; then
-            echo "bench-ps: still running after ${deadline}s; killed it (see $log):" >&2
+            echo "bench-ps: still running after ${deadline}s, killed; $log ends:" >&2
             tail -5 "$log" >&2
             for p in "$@"; do kill "$p" 2>/dev/null || true; done
             return 1
@@ -70,12 +70,15 @@ await() {
 }
 
 echo "== basic mode, 2 threads, 1 epoch of $limit images (median of $runs) =="
-basic=$(for r in $(seq "$runs"); do
+# (No process is started inside a pipeline or $(...): a subshell's pids
+# would escape the cleanup.)
+for r in $(seq "$runs"); do
     build/worker --basic --epochs 1 --threads 2 --train-limit "$limit" --test-limit 1000 \
         --db "$tmp/basic.db" --out "$tmp" >"$tmp/basic.log" 2>&1 &
-    pids+=("$!"); await "$tmp/basic.log" "$!" >&2 || exit 1
-    tail -1 "$tmp/basic.log" | sed -n 's/^summary:.*images_per_second=\([0-9.]*\).*/\1/p'
-done | median)
+    pids+=("$!") && await "$tmp/basic.log" "$!" || exit 1
+    grep '^summary:' "$tmp/basic.log" | tail -1 | sed -n 's/^summary:.*images_per_second=\([0-9.]*\).*/\1/p' >>"$tmp/basic"
+done
+basic=$(median <"$tmp/basic")
 [ -n "$basic" ] || { echo "bench-ps: no images_per_second in basic mode's summary" >&2; exit 1; }
 printf '%-8s %10s\n' threads images/s
 printf '%-8d %10.0f\n\n' 2 "$basic"
@@ -84,6 +87,7 @@ echo "== distributed, 1 epoch of $limit images, 1 thread per worker ($(nproc) co
 printf '%-6s %7s %9s %11s %8s %8s %8s %6s %9s\n' mode workers images/s compute_ms push_ms pull_ms wait_ms comm "of basic"
 for mode in sync async; do
     for w in 1 2 4; do
+        : >"$tmp/cell"
         for r in $(seq "$runs"); do
             db=$tmp/$mode-$w-$r.db log=$tmp/$mode-$w-$r.log
             start_server "$log" --workers "$w" --mode "$mode" --epochs 1 --train-limit "$limit" \
@@ -94,7 +98,7 @@ for mode in sync async; do
                     >"$tmp/$mode-$w-$r-worker$k.log" 2>&1 &
                 wp+=("$!") && pids+=("$!")
             done
-            await "$log" "$server" "${wp[@]}" >&2 || exit 1
+            await "$log" "$server" "${wp[@]}" || { failed=1 && continue; }
             # images, slowest epoch, compute, push, pull, wait, steps, sum of epoch seconds
             sqlite3 -separator ' ' "$db" "select sum(images), max(es), sum(c), sum(pu), sum(pl), sum(wt),
                 sum((images + 63) / 64), sum(es) from (select worker_id, sum(images) images,
@@ -102,8 +106,10 @@ for mode in sync async; do
                 sum(pull_seconds) pl, sum(wait_seconds) wt from epochs
                 where run_id = (select max(id) from runs) group by worker_id)" |
                 awk -v b="$basic" '{ ips = $1 / $2
-                    print ips, 1e3 * $3 / $7, 1e3 * $4 / $7, 1e3 * $5 / $7, 1e3 * $6 / $7, 100 * ($4 + $5) / $8, 100 * ips / b }'
-        done | colmedian | awk -v m="$mode" -v w="$w" '{
+                    print ips, 1e3 * $3 / $7, 1e3 * $4 / $7, 1e3 * $5 / $7, 1e3 * $6 / $7, 100 * ($4 + $5) / $8, 100 * ips / b }' >>"$tmp/cell"
+        done
+        [ -s "$tmp/cell" ] || { printf '%-6s %7d  failed (see above)\n' "$mode" "$w" && continue; }
+        colmedian <"$tmp/cell" | awk -v m="$mode" -v w="$w" '{
             printf "%-6s %7d %9.0f %11.2f %8.2f %8.2f %8.2f %5.1f%% %8.0f%%\n", m, w, $1, $2, $3, $4, $5, $6, $7 }'
     done
 done
@@ -112,20 +118,23 @@ echo " comm: push + pull share of the workers' epoch time; of basic: images/s ov
 echo
 
 echo "== server microbenchmark: clients push 900 KB and pull the weights, ${secs}s (median of $runs) =="
-printf '%-8s %9s %10s %12s %9s\n' clients rt/s median_ms "ps-lite rt/s" "of ps-lite"
-ref=(420 600 840 840) i=0
+printf '%-8s %9s %10s %12s %10s\n' clients rt/s median_ms "ps-lite rt/s" "of ps-lite"
+ref=([1]=420 [2]=600 [4]=840 [8]=840)
 for c in 1 2 4 8; do
+    : >"$tmp/cell"
     for r in $(seq "$runs"); do
         log=$tmp/micro-$c-$r.log
         start_server "$log" --workers "$c" --mode async --test-limit 10 --db "$tmp/micro.db" \
             --out "$tmp" --register-timeout 60
         build/bench_ps_client "$endpoint" "$c" "$secs" >"$tmp/client.out" 2>&1 &
         cp=$! && pids+=("$cp")
-        await "$log" "$server" "$cp" >&2 || { cat "$tmp/client.out" >&2; exit 1; }
-        sed -n 's/.*round_trips_per_second=\([0-9.]*\) median_ms=\([0-9.]*\).*/\1 \2/p' "$tmp/client.out"
-    done | colmedian | awk -v c="$c" -v ref="${ref[$i]}" '{
-        printf "%-8d %9.0f %10.2f %12d %8.0f%%\n", c, $1, $2, ref, 100 * $1 / ref }'
-    i=$((i + 1))
+        await "$log" "$server" "$cp" || { cat "$tmp/client.out" >&2 && failed=1 && continue; }
+        sed -n 's/.*round_trips_per_second=\([0-9.]*\) median_ms=\([0-9.]*\).*/\1 \2/p' "$tmp/client.out" >>"$tmp/cell"
+    done
+    [ -s "$tmp/cell" ] || { printf '%-8d  failed (see above)\n' "$c" && continue; }
+    colmedian <"$tmp/cell" | awk -v c="$c" -v ref="${ref[$c]}" '{
+        printf "%-8d %9.0f %10.2f %12d %9.0f%%\n", c, $1, $2, ref, 100 * $1 / ref }'
 done
 echo "(rt/s: push + weights-back round trips per second, all clients; median_ms: one round trip;"
 echo " ps-lite rt/s: ps-lite's figures measured earlier on this machine, noisy between 200 and 1150)"
+exit "$failed"
