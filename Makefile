@@ -82,7 +82,7 @@ $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
 
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
-check: deps data all $(TEST_BIN)
+check: deps data all $(TEST_BIN) $(B)/bench_ps_client
 	@tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # Optional: loads the saved models into PyTorch's SimpleConvNet with

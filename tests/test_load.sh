@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# test_load: 32 clients push gradients and pull weights concurrently for a
+# bounded time against one async paramserver. Every push the clients saw
+# acknowledged (answered with weights) must have been applied exactly once:
+# the server's update count, its last server_stats row and the number of
+# step rows in the database all equal the clients' count of round trips.
+source "$(dirname "$0")/lib.sh"
+CLIENTS=32
+build/paramserver --bind 'tcp://127.0.0.1:*' --workers $CLIENTS --mode async --test-limit 10 \
+    --data-dir "$MNIST_DIR" --db "$TMP/load.db" --out "$TMP" --register-timeout 60 >"$TMP/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$TMP"' EXIT
+ep=""
+for _ in $(seq 300); do   # up to 30 s for the server to log its endpoint
+    ep=$(sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$TMP/server.log")
+    [ -n "$ep" ] && break
+    kill -0 $server 2>/dev/null || { cat "$TMP/server.log"; fail "the server exited"; }
+    sleep 0.1
+done
+[ -n "$ep" ] || fail "the server did not start listening"
+expect_exit 0 "$CLIENTS clients push and pull for 3 s" -- timeout 120 build/bench_ps_client "$ep" $CLIENTS 3
+cat "$TMP/out"
+acked=$(sed -n 's/.*round_trips=\([0-9]*\) .*/\1/p' "$TMP/out")
+for _ in $(seq 600); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
+kill -0 $server 2>/dev/null && fail "the server did not exit after the clients finished"
+wait $server || fail "the server exited with an error"
+applied=$(sed -n 's/^summary: .*updates=\([0-9]*\) .*/\1/p' "$TMP/server.log")
+[ "$acked" -gt 0 ] || fail "no round trips"
+[ "$applied" = "$acked" ] || fail "server applied $applied updates, clients saw $acked acknowledged"
+ok "the server applied $applied updates = $acked acknowledged pushes"
+q() { sqlite3 "$TMP/load.db" "$1"; }
+[ "$(q 'select max(updates_applied) from server_stats')" = "$acked" ] || fail "server_stats: $(q 'select max(updates_applied) from server_stats')"
+[ "$(q 'select count(*) from steps')" = "$acked" ] || fail "step rows: $(q 'select count(*) from steps')"
+[ "$(q 'select count(distinct worker_id) from steps')" = $CLIENTS ] || fail "not every client has step rows"
+ok "the database has $acked step rows from $CLIENTS workers and the same update count"
+done_testing
