@@ -5,8 +5,10 @@
 
 CC       ?= cc
 CFLAGS   ?= -O3 -march=native -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
-CPPFLAGS += -Icommon -Iproto -I$(B)/proto
+# What the code needs is added with override, so that `make CFLAGS=...`
+# changes optimisation and sanitizers but keeps these.
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
+override CPPFLAGS += -Icommon -Iproto -I$(B)/proto
 LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
 NET_LIBS := -lzmq -lprotobuf-c
 PREFIX   ?= /usr/local
@@ -29,10 +31,11 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_SH    := $(wildcard tests/test_*.sh)
 CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null)
 CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null)
+override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -44,8 +47,6 @@ data:
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
-
-$(B)/obj/report/%.o: CFLAGS += $(CAIRO_CFLAGS)
 
 $(B)/libcommon.a: $(COMMON_OBJ)
 	$(AR) rcs $@ $^
@@ -83,7 +84,14 @@ $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
 check: deps data all $(TEST_BIN) $(B)/bench_ps_client
-	@tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
+	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
+
+# The whole suite again, built with AddressSanitizer and UBSan into
+# build-asan/ (any report fails the test that triggered it).
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+asan:
+	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" check
 
 # Optional: loads the saved models into PyTorch's SimpleConvNet with
 # load_state_dict(strict=True) and compares PyTorch's test accuracy with ours.
@@ -122,6 +130,6 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) build-asan
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

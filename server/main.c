@@ -45,6 +45,11 @@ static void s_usage(FILE *f)
         "  --threads N             threads for the final evaluation (default: cores)\n"
         "  --register-timeout S    give up when not all workers registered (default 300)\n"
         "  --worker-timeout S      evict a worker silent this long (default 60)\n"
+        "  --checkpoint PATH       checkpoint file (default OUT/checkpoint.safetensors)\n"
+        "  --checkpoint-every N    checkpoint every N updates, 0 for never (default 100)\n"
+        "  --checkpoint-seconds S  ...or every S seconds, whichever comes first (default 30)\n"
+        "  --resume                continue the run saved in the checkpoint (same flags);\n"
+        "                          its workers rejoin by name\n"
         "  -h, --help              this help\n");
 }
 
@@ -55,9 +60,11 @@ int main(int argc, char **argv)
                        .db = "results/metrics.db", .out_dir = "results", .mode = MODE_SYNC,
                        .workers = 2, .staleness = 2, .epochs = 5, .batch_size = 64,
                        .threads = cli_cpus(), .lr = 0.01, .momentum = 0.9, .seed = 1,
-                       .register_timeout = 300, .worker_timeout = 60};
+                       .register_timeout = 300, .worker_timeout = 60,
+                       .checkpoint_every = 100, .checkpoint_seconds = 30};
     enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
-           O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO };
+           O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO,
+           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"workers", required_argument, 0, O_WORKERS},
@@ -76,6 +83,10 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS},
         {"register-timeout", required_argument, 0, O_REG_TO},
         {"worker-timeout", required_argument, 0, O_WORK_TO},
+        {"checkpoint", required_argument, 0, O_CKPT},
+        {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
+        {"checkpoint-seconds", required_argument, 0, O_CKPT_SECONDS},
+        {"resume", no_argument, 0, O_RESUME},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -116,6 +127,14 @@ int main(int argc, char **argv)
         case O_WORK_TO:
             bad |= cli_double("--worker-timeout", optarg, 0.1, 1e6, &o.worker_timeout);
             break;
+        case O_CKPT: o.checkpoint = optarg; break;
+        case O_CKPT_EVERY:
+            bad |= cli_int("--checkpoint-every", optarg, 0, 1 << 30, &o.checkpoint_every);
+            break;
+        case O_CKPT_SECONDS:
+            bad |= cli_double("--checkpoint-seconds", optarg, 0.1, 1e6, &o.checkpoint_seconds);
+            break;
+        case O_RESUME: o.resume = 1; break;
         case 'h': s_usage(stdout); return 0;
         default: bad = 1; break;
         }
@@ -127,6 +146,11 @@ int main(int argc, char **argv)
     if (bad) {
         fprintf(stderr, "run 'paramserver --help' for usage\n");
         return 2;
+    }
+    char ckpt[4096];
+    if (!o.checkpoint) {
+        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
+        o.checkpoint = ckpt;
     }
     if (WIRE_TENSOR_FLOATS != MODEL_NPARAMS) {
         fprintf(stderr, "fatal: wire tensor length %d != model parameters %d\n",

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "modelfile.h"
+#include "safetensors.h"
 #include "wire.h"
 
 volatile sig_atomic_t server_stop = 0;
@@ -27,11 +28,13 @@ typedef struct {
     char name[128], host[128];
     wire_peer_t peer;   /* where replies go */
     int threads;
+    int incarnation;    /* 0, then +1 at every rejoin */
     int active;         /* registered and neither done nor evicted */
     int done, evicted;
     uint64_t steps;     /* gradients accepted from this worker (its clock) */
     int pending;        /* a Push reply is being held (barrier) */
     double held_since;  /* when the held request arrived */
+    uint64_t held_request; /* its request id, echoed in the reply */
     double last_seen;   /* cli_now() of its last message */
     int64_t shard;      /* images it owns */
     wire_msg_t grad;    /* sync: its gradient of the open round, kept until applied */
@@ -56,6 +59,10 @@ typedef struct {
     int64_t stale_max;
     int64_t bytes_in, bytes_out;
     double worker_train_max; /* the longest training time a worker reported */
+    int64_t duplicates;      /* pushes received again and not applied */
+    uint64_t request;        /* request id of the message being handled */
+    uint64_t ckpt_version;   /* version of the last checkpoint */
+    double ckpt_time;        /* cli_now() of the last checkpoint */
 } srv_t;
 
 const char *server_mode_name(server_mode_t m)
@@ -80,8 +87,12 @@ static double s_t(const srv_t *s)
     return s->started ? cli_now() - s->t0 : 0.0;
 }
 
+/* Sends a reply; it answers the request being handled unless env already
+ * names another. */
 static void s_send(srv_t *s, slot_t *slot, Ps__Envelope *env, const float *tensor)
 {
+    if (env->request_id == 0)
+        env->request_id = s->request;
     long n = wire_send(s->sock, &slot->peer, env, tensor, ZMQ_DONTWAIT);
     if (n < 0)
         s_log(s, "warning: cannot send %s to worker %d (%s): %s", wire_kind_name(env->body_case),
@@ -97,7 +108,10 @@ typedef struct {
     int ready;
 } snapshot_t;
 
-static void s_reply_weights(srv_t *s, slot_t *slot, double held, snapshot_t *snap)
+/* Replies with the weights to request `request` of this slot's worker; `held`
+ * is how long the server held it (a barrier). */
+static void s_reply_weights(srv_t *s, slot_t *slot, uint64_t request, double held,
+                            snapshot_t *snap)
 {
     if (!snap->ready) {
         if (wire_tensor_init(&snap->msg, s->w) != 0) {
@@ -115,6 +129,7 @@ static void s_reply_weights(srv_t *s, slot_t *slot, double held, snapshot_t *sna
     wm.held_seconds = held;
     env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
     env.weights = &wm;
+    env.request_id = request;
     long n = wire_send_msg(s->sock, &slot->peer, &env, &copy, ZMQ_DONTWAIT);
     if (n < 0)
         s_log(s, "warning: cannot send weights to worker %d (%s): %s", (int)(slot - s->slots),
@@ -150,6 +165,19 @@ static void s_count_update(srv_t *s, uint64_t computed_on)
     s->version++;
 }
 
+/* An Error reply to the request being handled. */
+static void s_error(srv_t *s, const wire_peer_t *peer, Ps__ErrorCode code, const char *message)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Error e = PS__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)message;
+    env.body_case = PS__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    env.request_id = s->request;
+    wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+}
+
 static void s_apply(srv_t *s, const float *g, uint64_t computed_on)
 {
     model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr, (float)s->o->momentum);
@@ -183,6 +211,220 @@ static void s_stats(srv_t *s)
                          s->updates ? s->stale_sum / (double)s->updates : 0.0, s->stale_max);
 }
 
+/* Writes the checkpoint (see server.h). Returns 0 or -1 after logging. */
+static int s_checkpoint(srv_t *s)
+{
+    enum { PER_SLOT = 7, FIXED = 19 };
+    int nmeta = FIXED + PER_SLOT * s->o->workers;
+    char(*val)[160] = calloc((size_t)nmeta, sizeof *val);
+    char(*key)[40] = calloc((size_t)nmeta, sizeof *key);
+    const char **meta = calloc((size_t)(2 * nmeta + 1), sizeof *meta);
+    if (!val || !key || !meta) {
+        free(val);
+        free(key);
+        free(meta);
+        s_log(s, "warning: out of memory for a checkpoint");
+        return -1;
+    }
+    int k = 0;
+#define PUT(name, ...)                                                                         \
+    do {                                                                                       \
+        snprintf(key[k], sizeof key[k], "%s", name);                                           \
+        snprintf(val[k], sizeof val[k], __VA_ARGS__);                                          \
+        k++;                                                                                   \
+    } while (0)
+    PUT("format", "pt");
+    PUT("kind", "paramserver-checkpoint");
+    PUT("run_id", "%lld", (long long)s->run);
+    PUT("version", "%llu", (unsigned long long)s->version);
+    PUT("updates", "%lld", (long long)s->updates);
+    PUT("stale_sum", "%.17g", s->stale_sum);
+    PUT("stale_max", "%lld", (long long)s->stale_max);
+    PUT("elapsed", "%.6f", s_t(s));
+    PUT("worker_train_max", "%.6f", s->worker_train_max);
+    PUT("mode", "%s", server_mode_name(s->o->mode));
+    PUT("workers", "%d", s->o->workers);
+    PUT("staleness", "%d", s->o->staleness);
+    PUT("epochs", "%d", s->o->epochs);
+    PUT("batch_size", "%d", s->o->batch_size);
+    PUT("seed", "%llu", (unsigned long long)s->o->seed);
+    PUT("train_count", "%d", s->train_count);
+    PUT("lr", "%.17g", s->o->lr);
+    PUT("momentum", "%.17g", s->o->momentum);
+    PUT("test_limit", "%d", s->o->test_limit);
+    for (int i = 0; i < s->o->workers; i++) {
+        const slot_t *sl = &s->slots[i];
+        char kk[40];
+#define PUTS(field, ...)                                                                       \
+    do {                                                                                       \
+        snprintf(kk, sizeof kk, "slot.%d.%s", i, field);                                       \
+        PUT(kk, __VA_ARGS__);                                                                  \
+    } while (0)
+        PUTS("name", "%s", sl->name);
+        PUTS("host", "%s", sl->host);
+        PUTS("steps", "%llu", (unsigned long long)sl->steps);
+        PUTS("done", "%d", sl->done);
+        PUTS("evicted", "%d", sl->evicted);
+        PUTS("incarnation", "%d", sl->incarnation);
+        PUTS("threads", "%d", sl->threads);
+#undef PUTS
+    }
+#undef PUT
+    for (int i = 0; i < k; i++) {
+        meta[2 * i] = key[i];
+        meta[2 * i + 1] = val[i];
+    }
+    meta[2 * k] = NULL;
+
+    st_tensor_t t[2 * MODEL_NTENSORS];
+    char names[MODEL_NTENSORS][64];
+    for (int i = 0; i < MODEL_NTENSORS; i++) {
+        const model_tensor_t *mt = &model_tensors[i];
+        snprintf(names[i], sizeof names[i], "momentum.%s", mt->name);
+        t[i] = (st_tensor_t){.name = mt->name, .dtype = ST_F32, .ndim = mt->ndim,
+                             .data = s->w + mt->offset};
+        t[MODEL_NTENSORS + i] = (st_tensor_t){.name = names[i], .dtype = ST_F32,
+                                              .ndim = mt->ndim, .data = s->v + mt->offset};
+        for (int d = 0; d < mt->ndim; d++)
+            t[i].shape[d] = t[MODEL_NTENSORS + i].shape[d] = mt->shape[d];
+    }
+    char err[512];
+    int rc = st_write(s->o->checkpoint, t, 2 * MODEL_NTENSORS, meta, err, sizeof err);
+    if (rc != 0)
+        s_log(s, "warning: checkpoint failed: %s", err);
+    s->ckpt_version = s->version;
+    s->ckpt_time = cli_now();
+    free(val);
+    free(key);
+    free(meta);
+    return rc;
+}
+
+static void s_maybe_checkpoint(srv_t *s)
+{
+    if (s->o->checkpoint_every <= 0)
+        return;
+    if (s->version - s->ckpt_version >= (uint64_t)s->o->checkpoint_every ||
+        cli_now() - s->ckpt_time >= s->o->checkpoint_seconds)
+        s_checkpoint(s);
+}
+
+/* Reads an integer or real from the checkpoint's metadata. */
+static int s_meta_num(const st_file_t *f, const char *key, double *out, char *err, size_t errlen)
+{
+    const char *v = st_metadata(f, key);
+    char *end;
+    if (!v || !*v || (*out = strtod(v, &end), *end != '\0')) {
+        snprintf(err, errlen, "metadata '%s' is %s", key, v ? "not a number" : "missing");
+        return -1;
+    }
+    return 0;
+}
+
+/* Restores a run from the checkpoint; every worker must re-register. */
+static int s_resume(srv_t *s, char *err, size_t errlen)
+{
+    const server_opts_t *o = s->o;
+    char local[400];
+    st_file_t *f = st_open(o->checkpoint, local, sizeof local);
+    if (!f) {
+        snprintf(err, errlen, "cannot resume: %s", local);
+        return -1;
+    }
+    int rc = -1;
+    const char *kind = st_metadata(f, "kind"), *mode = st_metadata(f, "mode");
+    double run, version, updates, stale_sum, stale_max, elapsed, wtm, workers, epochs, batch,
+        seed, count, staleness;
+    if (!kind || strcmp(kind, "paramserver-checkpoint") != 0) {
+        snprintf(local, sizeof local, "not a paramserver checkpoint");
+        goto out;
+    }
+    if (s_meta_num(f, "run_id", &run, local, sizeof local) ||
+        s_meta_num(f, "version", &version, local, sizeof local) ||
+        s_meta_num(f, "updates", &updates, local, sizeof local) ||
+        s_meta_num(f, "stale_sum", &stale_sum, local, sizeof local) ||
+        s_meta_num(f, "stale_max", &stale_max, local, sizeof local) ||
+        s_meta_num(f, "elapsed", &elapsed, local, sizeof local) ||
+        s_meta_num(f, "worker_train_max", &wtm, local, sizeof local) ||
+        s_meta_num(f, "workers", &workers, local, sizeof local) ||
+        s_meta_num(f, "staleness", &staleness, local, sizeof local) ||
+        s_meta_num(f, "epochs", &epochs, local, sizeof local) ||
+        s_meta_num(f, "batch_size", &batch, local, sizeof local) ||
+        s_meta_num(f, "seed", &seed, local, sizeof local) ||
+        s_meta_num(f, "train_count", &count, local, sizeof local))
+        goto out;
+    if (!mode || strcmp(mode, server_mode_name(o->mode)) != 0 || (int)workers != o->workers ||
+        (int)epochs != o->epochs || (int)batch != o->batch_size ||
+        (uint64_t)seed != o->seed || (int)count != s->train_count ||
+        (int)staleness != o->staleness) {
+        snprintf(local, sizeof local,
+                 "it is of a run with --mode %s --workers %d --epochs %d --batch-size %d "
+                 "--seed %.0f --staleness %d over %d images; give the same flags with --resume",
+                 mode ? mode : "?", (int)workers, (int)epochs, (int)batch, seed, (int)staleness,
+                 (int)count);
+        goto out;
+    }
+    if (modelfile_load(o->checkpoint, "", s->w, local, sizeof local) != 0 ||
+        modelfile_load(o->checkpoint, "momentum.", s->v, local, sizeof local) != 0)
+        goto out;
+    for (int i = 0; i < o->workers; i++) {
+        slot_t *sl = &s->slots[i];
+        char key[40];
+        double steps, done, evicted, inc, threads;
+        snprintf(key, sizeof key, "slot.%d.name", i);
+        const char *name = st_metadata(f, key);
+        snprintf(key, sizeof key, "slot.%d.host", i);
+        const char *host = st_metadata(f, key);
+        if (!name || !host) {
+            snprintf(local, sizeof local, "metadata of worker %d is missing", i);
+            goto out;
+        }
+#define NUM(field, var)                                                                        \
+    (snprintf(key, sizeof key, "slot.%d." field, i), s_meta_num(f, key, &var, local, sizeof local))
+        if (NUM("steps", steps) || NUM("done", done) || NUM("evicted", evicted) ||
+            NUM("incarnation", inc) || NUM("threads", threads))
+            goto out;
+#undef NUM
+        snprintf(sl->name, sizeof sl->name, "%s", name);
+        snprintf(sl->host, sizeof sl->host, "%s", host);
+        sl->steps = (uint64_t)steps;
+        sl->done = done != 0;
+        sl->evicted = evicted != 0;
+        sl->incarnation = (int)inc;
+        sl->threads = (int)threads;
+        sl->active = !sl->done && !sl->evicted;
+        sl->peer.len = 0; /* no connection yet: it must register again */
+        sl->last_seen = cli_now();
+        sl->shard = (s->train_count * (int64_t)(i + 1)) / o->workers -
+                    (s->train_count * (int64_t)i) / o->workers;
+        s->active += sl->active;
+    }
+    s->run = (int64_t)run;
+    s->version = s->ckpt_version = (uint64_t)version;
+    s->updates = (int64_t)updates;
+    s->stale_sum = stale_sum;
+    s->stale_max = (int64_t)stale_max;
+    s->worker_train_max = wtm;
+    s->registered = o->workers;
+    s->started = 1;
+    s->t0 = cli_now() - elapsed;
+    s->ckpt_time = cli_now();
+    char detail[160];
+    snprintf(detail, sizeof detail, "from %s at version %llu; %d workers to rejoin",
+             o->checkpoint, (unsigned long long)s->version, s->active);
+    if (metrics_event(s->db, s->run, s_t(s), -1, "resumed", detail) != 0) {
+        snprintf(local, sizeof local, "%s", metrics_errmsg(s->db));
+        goto out;
+    }
+    s_log(s, "resumed run %lld %s", (long long)s->run, detail);
+    rc = 0;
+out:
+    if (rc != 0)
+        snprintf(err, errlen, "cannot resume from %s: %s", o->checkpoint, local);
+    st_close(&f);
+    return rc;
+}
+
 /* sync: when every active worker has a gradient in the round, apply their
  * average once and release them all with the new weights. */
 static void s_check_round(srv_t *s)
@@ -207,10 +449,11 @@ static void s_check_round(srv_t *s)
         if (sl->pending) {
             sl->pending = 0;
             if (sl->active)
-                s_reply_weights(s, sl, now - sl->held_since, &snap);
+                s_reply_weights(s, sl, sl->held_request, now - sl->held_since, &snap);
         }
     }
     s_snapshot_close(&snap);
+    s_maybe_checkpoint(s);
 }
 
 /* ssp: release each held worker whose clock is within `staleness` steps of
@@ -229,7 +472,7 @@ static void s_check_ssp(srv_t *s)
         slot_t *sl = &s->slots[i];
         if (sl->pending && (min == UINT64_MAX || sl->steps <= min + (uint64_t)s->o->staleness)) {
             sl->pending = 0;
-            s_reply_weights(s, sl, now - sl->held_since, &snap);
+            s_reply_weights(s, sl, sl->held_request, now - sl->held_since, &snap);
         }
     }
     s_snapshot_close(&snap);
@@ -244,6 +487,31 @@ static void s_leave(srv_t *s, slot_t *sl)
     s->active--;
     s_check_round(s);
     s_check_ssp(s);
+}
+
+/* Tells one worker who it is, the recipe, and where to resume. */
+static void s_welcome(srv_t *s, slot_t *sl)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Welcome wm = PS__WELCOME__INIT;
+    wm.worker_id = (uint32_t)(sl - s->slots);
+    wm.workers = (uint32_t)s->o->workers;
+    wm.run_id = s->run;
+    wm.mode = (char *)server_mode_name(s->o->mode);
+    wm.staleness = (uint32_t)s->o->staleness;
+    wm.epochs = (uint32_t)s->o->epochs;
+    wm.batch_size = (uint32_t)s->o->batch_size;
+    wm.seed = s->o->seed;
+    wm.train_limit = (uint32_t)s->train_count;
+    wm.test_limit = (uint32_t)s->o->test_limit;
+    wm.params = MODEL_NPARAMS;
+    wm.incarnation = (uint32_t)sl->incarnation;
+    wm.start_step = sl->steps;
+    env.body_case = PS__ENVELOPE__BODY_WELCOME;
+    env.welcome = &wm;
+    env.request_id = sl->held_request; /* the Register it answers */
+    sl->last_seen = cli_now();
+    s_send(s, sl, &env, NULL);
 }
 
 static void s_welcome_all(srv_t *s)
@@ -261,55 +529,87 @@ static void s_welcome_all(srv_t *s)
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
         metrics_worker(s->db, s->run, i, sl->name, sl->host, (int)sl->shard, sl->threads, 0);
-        Ps__Envelope env = PS__ENVELOPE__INIT;
-        Ps__Welcome wm = PS__WELCOME__INIT;
-        wm.worker_id = (uint32_t)i;
-        wm.workers = (uint32_t)s->o->workers;
-        wm.run_id = s->run;
-        wm.mode = (char *)server_mode_name(s->o->mode);
-        wm.staleness = (uint32_t)s->o->staleness;
-        wm.epochs = (uint32_t)s->o->epochs;
-        wm.batch_size = (uint32_t)s->o->batch_size;
-        wm.seed = s->o->seed;
-        wm.train_limit = (uint32_t)s->train_count;
-        wm.test_limit = (uint32_t)s->o->test_limit;
-        wm.params = MODEL_NPARAMS;
-        env.body_case = PS__ENVELOPE__BODY_WELCOME;
-        env.welcome = &wm;
-        sl->last_seen = cli_now();
-        s_send(s, sl, &env, NULL);
+        s_welcome(s, sl);
     }
     s_log(s, "all %d workers registered: run %lld, mode %s, training starts", s->o->workers,
           (long long)s->run, server_mode_name(s->o->mode));
 }
 
+/* A worker comes back under its name after the run started: its process
+ * restarted, or this server did (--resume). It gets a new incarnation and
+ * resumes after the steps already applied; a gradient of it still waiting in
+ * a sync round is dropped (it will compute that step again). */
+static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Register *r)
+{
+    int id = (int)(sl - s->slots);
+    if (sl->pending && s->o->mode == MODE_SYNC && sl->grad.tensor) {
+        wire_msg_close(&sl->grad);
+        s->round_arrived--;
+        sl->steps--;
+    }
+    sl->pending = 0;
+    sl->peer = *peer;
+    sl->held_request = s->request;
+    sl->incarnation++;
+    sl->threads = (int)r->threads;
+    if (r->host)
+        snprintf(sl->host, sizeof sl->host, "%s", r->host);
+    if (!sl->active) {
+        sl->active = 1;
+        sl->evicted = 0;
+        s->active++;
+    }
+    char detail[160];
+    snprintf(detail, sizeof detail, "incarnation %d resumes after step %llu", sl->incarnation,
+             (unsigned long long)sl->steps);
+    s_log(s, "worker %d (%s) rejoined: %s", id, sl->name, detail);
+    metrics_worker(s->db, s->run, id, sl->name, sl->host, (int)sl->shard, sl->threads,
+                   sl->incarnation);
+    metrics_event(s->db, s->run, s_t(s), id, "rejoined", detail);
+    s_welcome(s, sl);
+}
+
 static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register *r)
 {
     const char *name = r->name && *r->name ? r->name : "unnamed";
-    if (s->started) {
-        wire_send_error(s->sock, peer, PS__ERROR_CODE__ERROR_FULL,
-                        "the run has started and all worker slots are taken");
-        s_log(s, "refused registration of %s: the run has started", name);
-        return;
-    }
     if (strlen(name) >= sizeof s->slots[0].name || (r->host && strlen(r->host) >= 128)) {
-        wire_send_error(s->sock, peer, PS__ERROR_CODE__ERROR_MALFORMED,
+        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED,
                         "worker name or host is too long (at most 127 bytes)");
         return;
     }
-    for (int i = 0; i < s->registered; i++)
-        if (strcmp(s->slots[i].name, name) == 0) {
-            wire_send_error(s->sock, peer, PS__ERROR_CODE__ERROR_STATE,
+    for (int i = 0; i < s->registered; i++) {
+        slot_t *sl = &s->slots[i];
+        if (strcmp(sl->name, name) != 0)
+            continue;
+        int same_conn = sl->peer.len == peer->len && memcmp(sl->peer.id, peer->id, peer->len) == 0;
+        if (!s->started && same_conn)
+            return; /* a resent Register: its Welcome comes when all have registered */
+        if (!s->started) {
+            s_error(s, peer, PS__ERROR_CODE__ERROR_STATE,
                             "a worker with this name is already registered; give each "
                             "worker its own --name");
             s_log(s, "refused registration: duplicate name %s", name);
-            return;
-        }
+        } else if (sl->done) {
+            s_error(s, peer, PS__ERROR_CODE__ERROR_STATE,
+                            "a worker with this name has already finished its epochs");
+            s_log(s, "refused registration of %s: it has finished", name);
+        } else
+            s_rejoin(s, sl, peer, r);
+        return;
+    }
+    if (s->started) {
+        s_error(s, peer, PS__ERROR_CODE__ERROR_FULL,
+                        "the run has started and all worker slots are taken (a worker that "
+                        "restarts must keep its --name to rejoin)");
+        s_log(s, "refused registration of %s: the run has started", name);
+        return;
+    }
     int id = s->registered++;
     slot_t *sl = &s->slots[id];
     snprintf(sl->name, sizeof sl->name, "%s", name);
     snprintf(sl->host, sizeof sl->host, "%s", r->host ? r->host : "");
     sl->peer = *peer;
+    sl->held_request = s->request;
     sl->threads = (int)r->threads;
     sl->active = 1;
     sl->last_seen = cli_now();
@@ -337,15 +637,18 @@ static slot_t *s_check_worker(srv_t *s, const wire_peer_t *peer, uint32_t id, co
                memcmp(s->slots[id].peer.id, peer->id, peer->len) != 0) {
         snprintf(why, sizeof why, "%s claims worker id %u from another connection", what, id);
     } else if (!s->slots[id].active) {
+        /* An evicted worker gets UNKNOWN_WORKER: it registers again and
+         * rejoins; a finished one has nothing more to do. */
         snprintf(why, sizeof why, "%s from worker %u, which has %s", what, id,
-                 s->slots[id].done ? "finished" : "been evicted");
-        code = PS__ERROR_CODE__ERROR_STATE;
+                 s->slots[id].done ? "finished" : "been evicted (register again to rejoin)");
+        if (s->slots[id].done)
+            code = PS__ERROR_CODE__ERROR_STATE;
     } else {
         s->slots[id].last_seen = cli_now();
         return &s->slots[id];
     }
     s_log(s, "refused %s", why);
-    wire_send_error(s->sock, peer, code, why);
+    s_error(s, peer, code, why);
     return NULL;
 }
 
@@ -359,7 +662,22 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     if (!sl)
         return;
     char why[160] = "";
-    if (sl->pending)
+    if (p->step >= 1 && p->step <= sl->steps) {
+        /* Already applied: a retry after a lost or slow reply. Exactly once:
+         * never apply it again; answer it unless the original's answer is
+         * still to come. */
+        s->duplicates++;
+        if (!sl->pending) {
+            snapshot_t snap = {.ready = 0};
+            s_reply_weights(s, sl, s->request, 0.0, &snap);
+            s_snapshot_close(&snap);
+        }
+        return;
+    }
+    if (p->incarnation != (uint32_t)sl->incarnation)
+        snprintf(why, sizeof why, "push from incarnation %u; the worker is now incarnation %d",
+                 p->incarnation, sl->incarnation);
+    else if (sl->pending)
         snprintf(why, sizeof why, "push of step %llu while step %llu is still held",
                  (unsigned long long)p->step, (unsigned long long)sl->steps);
     else if (p->step != sl->steps + 1)
@@ -370,7 +688,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
                  (unsigned long long)p->version, (unsigned long long)s->version);
     if (*why) {
         s_log(s, "refused worker %d: %s", (int)(sl - s->slots), why);
-        wire_send_error(s->sock, peer, PS__ERROR_CODE__ERROR_STATE, why);
+        s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
         return;
     }
     sl->steps = p->step;
@@ -383,20 +701,24 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
         s->round_arrived++;
         sl->pending = 1;
         sl->held_since = cli_now();
+        sl->held_request = s->request;
         s_check_round(s);
         break;
     case MODE_ASYNC: {
         s_apply(s, g, p->version);
         snapshot_t snap = {.ready = 0};
-        s_reply_weights(s, sl, 0.0, &snap);
+        s_reply_weights(s, sl, s->request, 0.0, &snap);
         s_snapshot_close(&snap);
+        s_maybe_checkpoint(s);
         break;
     }
     case MODE_SSP:
         s_apply(s, g, p->version);
         sl->pending = 1;
         sl->held_since = cli_now();
+        sl->held_request = s->request;
         s_check_ssp(s);
+        s_maybe_checkpoint(s);
         break;
     }
 }
@@ -444,23 +766,25 @@ static void s_handle(srv_t *s)
     wire_peer_t peer;
     wire_msg_t m;
     char err[256];
+    s->request = 0; /* unknown until the message decodes */
     int rc = wire_recv(s->sock, &peer, &m, err, sizeof err);
     if (rc < 0)
         return;
     if (rc > 0) {
         s_log(s, "refused a message: %s", err);
-        wire_send_error(s->sock, &peer, (Ps__ErrorCode)rc, err);
+        s_error(s, &peer, (Ps__ErrorCode)rc, err);
         return;
     }
     s->bytes_in += (int64_t)m.bytes;
     Ps__Envelope *env = m.env;
+    s->request = env->request_id;
     switch (env->body_case) {
     case PS__ENVELOPE__BODY_REGISTER: s_on_register(s, &peer, env->register_); break;
     case PS__ENVELOPE__BODY_PULL: {
         slot_t *sl = s_check_worker(s, &peer, env->pull->worker_id, "pull");
         snapshot_t snap = {.ready = 0};
         if (sl)
-            s_reply_weights(s, sl, 0.0, &snap);
+            s_reply_weights(s, sl, s->request, 0.0, &snap);
         s_snapshot_close(&snap);
         break;
     }
@@ -471,7 +795,7 @@ static void s_handle(srv_t *s)
         snprintf(err, sizeof err, "a worker may not send a %s message",
                  wire_kind_name(env->body_case));
         s_log(s, "refused: %s", err);
-        wire_send_error(s->sock, &peer, PS__ERROR_CODE__ERROR_STATE, err);
+        s_error(s, &peer, PS__ERROR_CODE__ERROR_STATE, err);
         break;
     }
     wire_msg_close(&m);
@@ -563,10 +887,11 @@ static int s_finish(srv_t *s)
         status = 1;
     }
     metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds);
-    printf("summary: mode=%s workers=%d finished=%d updates=%lld mean_staleness=%.2f "
-           "test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f\n",
+    printf("summary: mode=%s workers=%d finished=%d updates=%lld duplicates=%lld "
+           "mean_staleness=%.2f test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f\n",
            server_mode_name(s->o->mode), s->o->workers, done, (long long)s->updates,
-           s->updates ? s->stale_sum / (double)s->updates : 0.0, accuracy, train_seconds, wall);
+           (long long)s->duplicates, s->updates ? s->stale_sum / (double)s->updates : 0.0,
+           accuracy, train_seconds, wall);
     return status;
 }
 
@@ -598,9 +923,19 @@ int server_run(const server_opts_t *o)
         goto out;
     }
     model_init(s.w, o->seed);
+    if (cli_mkdirs(o->out_dir) != 0) {
+        fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
+                strerror(errno));
+        goto out;
+    }
     s.db = metrics_open(o->db, err, sizeof err);
     if (!s.db) {
         fprintf(stderr, "error: %s\n", err);
+        goto out;
+    }
+    if (o->resume && s_resume(&s, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        s.run = 0; /* not ours to mark failed */
         goto out;
     }
     if (s_listen(&s) != 0)

@@ -16,6 +16,13 @@
  * A worker that has finished (Done) or was evicted leaves every barrier, so
  * unequal shards and dead workers never hang a run.
  *
+ * Checkpoints: every --checkpoint-every updates or --checkpoint-seconds the
+ * master weights, momentum, version, run id and every worker's progress are
+ * written atomically (write, fsync, rename) to one safetensors file; the
+ * weights keep PyTorch's names, so the checkpoint is also a loadable model.
+ * `--resume` continues that run in the same database: workers re-register
+ * under their names and resume after their last applied step.
+ *
  * One thread owns the server and its socket: a zmq_poll loop. */
 #ifndef SERVER_H
 #define SERVER_H
@@ -36,6 +43,10 @@ typedef struct {
     uint64_t seed;
     double register_timeout; /* seconds to wait for all workers to register */
     double worker_timeout;   /* seconds of silence before a worker is evicted */
+    const char *checkpoint;  /* checkpoint file */
+    int checkpoint_every;    /* checkpoint after this many updates (0: never) */
+    double checkpoint_seconds; /* ...or when this many seconds have passed */
+    int resume;              /* continue the run saved in the checkpoint */
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */

@@ -29,8 +29,8 @@ colmedian() { awk '{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF }
     END { for (i = 1; i <= nf; i++) {
             for (r = 1; r <= NR; r++) { x = v[i, r]; for (j = r; j > 1 && a[j - 1] > x; j--) a[j] = a[j - 1]; a[j] = x }
             printf "%s%s", a[int((NR + 1) / 2)], (i < nf ? " " : "\n") } }'; }
-now() { date +%s.%N; }
-past() { awk -v t="$1" -v n="$(now)" 'BEGIN { exit !(n > t) }'; }
+later() { awk -v n="$EPOCHREALTIME" -v d="$1" 'BEGIN { printf "%.3f\n", n + d }'; }
+past() { awk -v t="$1" -v n="$EPOCHREALTIME" 'BEGIN { exit !(n > t) }'; }
 alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 
 # start_server LOG ARGS...: starts a paramserver on a free loopback port and
@@ -39,7 +39,7 @@ start_server() {
     local log=$1 until; shift
     build/paramserver --bind 'tcp://127.0.0.1:*' "$@" >"$log" 2>&1 &
     server=$! && pids+=("$server")
-    until=$(awk -v n="$(now)" 'BEGIN { printf "%.3f\n", n + 60 }')
+    until=$(later 60)
     endpoint=
     while [ -z "$endpoint" ]; do
         endpoint=$(sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$log" | head -1)
@@ -56,7 +56,7 @@ start_server() {
 # now; past it kills them and fails.
 await() {
     local log=$1 until p; shift
-    until=$(awk -v n="$(now)" -v d="$deadline" 'BEGIN { printf "%.3f\n", n + d }')
+    until=$(later "$deadline")
     while alive "$@"; do
         if past "$until"; then
             echo "bench-ps: still running after ${deadline}s, killed; $log ends:" >&2

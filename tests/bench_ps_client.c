@@ -145,5 +145,10 @@ int main(int argc, char **argv)
     qsort(all, (size_t)nlat, sizeof *all, s_cmp);
     printf("clients=%d round_trips=%ld seconds=%.2f round_trips_per_second=%.1f median_ms=%.2f\n",
            clients, total, seconds, total / seconds, nlat ? 1e3 * all[nlat / 2] : 0.0);
+    for (int k = 0; k < clients; k++)
+        free(c[k].lat);
+    free(all);
+    free(c);
+    free(t);
     return failed;
 }

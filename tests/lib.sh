@@ -3,8 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+pids=()   # processes a test starts in the background: killed on exit
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
 : "${MNIST_DIR:=data}"
+B=${BUILD:-build}   # where the programs are: build, or build-asan for make asan
 checks=0
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -26,3 +33,22 @@ expect_output() {
 }
 
 done_testing() { echo "$checks checks passed"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s until it
+# succeeds; fails the test past the deadline.
+wait_for() {
+    local secs=$1 what=$2; shift 2
+    local end=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $end ] || fail "timed out after ${secs}s waiting for: $what"
+        sleep 0.1
+    done
+}
+
+# The endpoint a paramserver started with --bind tcp://127.0.0.1:* logged.
+endpoint() { sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$1" | head -1; }
+has_endpoint() { [ -n "$(endpoint "$1")" ]; }
+# rows DB QUERY: the query's result, 0 if the database cannot be read yet.
+rows() { sqlite3 "$1" "$2" 2>/dev/null || echo 0; }
+at_least() { [ "$(rows "$1" "$2")" -ge "$3" ]; }   # at_least DB QUERY N
+gone() { ! kill -0 "$1" 2>/dev/null; }

@@ -5,7 +5,7 @@
 # would accept, that the metrics database holds the run, and that bad flags
 # and bad data are refused with a message and a non-zero exit.
 source "$(dirname "$0")/lib.sh"
-W=build/worker
+W=$B/worker
 
 expect_exit 0 "--help works" -- $W --help
 expect_output "--train-limit" "--help lists the flags"
@@ -54,7 +54,7 @@ ok "the database holds the run, 375 steps and the epoch"
 [ "$(q "pragma journal_mode")" = wal ] || fail "not WAL"
 ok "the database is in WAL mode"
 
-expect_exit 0 "psreport renders the run" -- build/psreport --db "$TMP/m.db" --out "$TMP/r.png"
+expect_exit 0 "psreport renders the run" -- $B/psreport --db "$TMP/m.db" --out "$TMP/r.png"
 [ "$(head -c 8 "$TMP/r.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "not a PNG"
 ok "the report is a PNG"
 done_testing

@@ -8,7 +8,8 @@
  *   - the database holds rows for every worker;
  *   - a client speaking another protocol version is refused with an Error,
  *     and a worker that gets a reply in another version exits with a message.
- * Needs MNIST in $MNIST_DIR (default data) and the programs in build/. */
+ * Needs MNIST in $MNIST_DIR (default data) and the programs in $BUILD
+ * (default build). */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -38,6 +39,7 @@
 
 static char s_tmp[256];
 static const char *s_data;
+static char s_server[256], s_worker[256]; /* $BUILD/paramserver, $BUILD/worker */
 
 /* Starts argv with stdout and stderr into `log`; returns the pid. */
 static pid_t s_spawn(const char *log, const char *const *argv)
@@ -140,7 +142,7 @@ static int s_run(run_t *r)
     snprintf(test, sizeof test, "%d", r->test_limit);
     snprintf(stale, sizeof stale, "%d", r->staleness);
     snprintf(log, sizeof log, "%s/server.log", r->dir);
-    const char *sargv[] = {"build/paramserver", "--bind", "tcp://127.0.0.1:*", "--workers",
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers",
                            workers, "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
                            "--batch-size", batch, "--train-limit", train, "--test-limit", test,
                            "--data-dir", s_data, "--db", r->db, "--out", r->dir, "--threads", "1",
@@ -156,7 +158,7 @@ static int s_run(run_t *r)
         char wlog[400], name[16];
         snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *wargv[] = {"build/worker", "--server", r->ep, "--name", name, "--data-dir",
+        const char *wargv[] = {s_worker, "--server", r->ep, "--name", name, "--data-dir",
                                s_data, "--threads", "1", "--timeout", "60", NULL};
         pids[k + 1] = s_spawn(wlog, wargv);
     }
@@ -333,7 +335,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     snprintf(log, sizeof log, "%s/server.log", dir);
     char db[400];
     snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {"build/paramserver", "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
                            "--data-dir", s_data, "--db", db, "--out", dir,
                            "--register-timeout", "20", NULL};
     pid_t pid = s_spawn(log, sargv);
@@ -381,7 +383,7 @@ static void test_version_mismatch_refused_by_worker(void **state)
     size_t len = sizeof ep;
     zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
     snprintf(log, sizeof log, "%s/worker_version.log", s_tmp);
-    const char *wargv[] = {"build/worker", "--server", ep, "--data-dir", s_data, "--timeout", "10",
+    const char *wargv[] = {s_worker, "--server", ep, "--data-dir", s_data, "--timeout", "10",
                            "--connect-timeout", "10", NULL};
     pid_t pid = s_spawn(log, wargv);
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
@@ -419,6 +421,9 @@ static int s_setup(void **state)
 {
     (void)state;
     s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
+    const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
+    snprintf(s_server, sizeof s_server, "%s/paramserver", b);
+    snprintf(s_worker, sizeof s_worker, "%s/worker", b);
     snprintf(s_tmp, sizeof s_tmp, "/tmp/test_distributed.XXXXXX");
     if (!mkdtemp(s_tmp))
         return -1;

@@ -8,34 +8,18 @@
 #     (visible to another connection) before the kill.
 # Waits are polls of a condition with a deadline, never fixed sleeps.
 source "$(dirname "$0")/lib.sh"
-pids=()
-trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$TMP"' EXIT
 
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s.
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local end=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $end ] || fail "timed out after ${secs}s waiting for: $what"
-        sleep 0.1
-    done
-}
-endpoint() { sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$1"; }
-rows() { sqlite3 "$1" "$2" 2>/dev/null || echo 0; }
-has_endpoint() { [ -n "$(endpoint "$1")" ]; }
-at_least() { [ "$(rows "$1" "$2")" -ge "$3" ]; }   # at_least DB QUERY N
-gone() { ! kill -0 "$1" 2>/dev/null; }
 
 start_run() { # start_run NAME EXTRA_SERVER_FLAGS...: server + 2 workers
     local name=$1; shift
-    build/paramserver --bind 'tcp://127.0.0.1:*' --workers 2 --mode sync --epochs 1 \
+    $B/paramserver --bind 'tcp://127.0.0.1:*' --workers 2 --mode sync --epochs 1 \
         --test-limit 500 --data-dir "$MNIST_DIR" --db "$TMP/$name.db" --out "$TMP/$name" "$@" \
         >"$TMP/$name.server.log" 2>&1 &
     server=$!; pids+=("$server")
     wait_for 30 "the server to listen" has_endpoint "$TMP/$name.server.log"
     local ep; ep=$(endpoint "$TMP/$name.server.log")
     for k in 0 1; do
-        build/worker --server "$ep" --name "w$k" --data-dir "$MNIST_DIR" --timeout 10 \
+        $B/worker --server "$ep" --name "w$k" --data-dir "$MNIST_DIR" --timeout 10 \
             >"$TMP/$name.worker$k.log" 2>&1 &
         wpid[$k]=$!; pids+=("$!")
     done
@@ -45,12 +29,13 @@ start_run() { # start_run NAME EXTRA_SERVER_FLAGS...: server + 2 workers
 start_run evict --train-limit 20000 --worker-timeout 2
 wait_for 60 "worker 1 to make 20 steps" \
     at_least "$TMP/evict.db" 'select count(*) from steps where worker_id = 1' 20
-kill -9 "${wpid[1]}"
-ok "worker 1 killed with SIGKILL after 20+ steps"
+k=$(sed -n 's/.*worker 1 registered: w\([01]\) .*/\1/p' "$TMP/evict.server.log")
+kill -9 "${wpid[$k]}"
+ok "worker 1 (process w$k) killed with SIGKILL after 20+ steps"
 wait_for 120 "the server to finish" gone "$server"
 wait "$server" || { cat "$TMP/evict.server.log"; fail "the server failed"; }
-wait "${wpid[0]}" || fail "worker 0 failed"
-grep -q "evicting worker 1" "$TMP/evict.server.log" || fail "no eviction in the server log"
+wait "${wpid[$((1 - k))]}" || fail "worker 0 failed"
+grep -q "evicting worker 1" "$TMP/evict.server.log" || { cat "$TMP/evict.server.log"; fail "no eviction in the server log"; }
 ok "the server evicted worker 1 and finished with worker 0"
 [ "$(rows "$TMP/evict.db" "select kind from events where worker_id = 1")" = evicted ] || fail "no eviction event"
 [ "$(rows "$TMP/evict.db" "select status from runs")" = done ] || fail "run not done"

@@ -6,23 +6,16 @@
 # step rows in the database all equal the clients' count of round trips.
 source "$(dirname "$0")/lib.sh"
 CLIENTS=32
-build/paramserver --bind 'tcp://127.0.0.1:*' --workers $CLIENTS --mode async --test-limit 10 \
+$B/paramserver --bind 'tcp://127.0.0.1:*' --workers $CLIENTS --mode async --test-limit 10 \
     --data-dir "$MNIST_DIR" --db "$TMP/load.db" --out "$TMP" --register-timeout 60 >"$TMP/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$TMP"' EXIT
-ep=""
-for _ in $(seq 300); do   # up to 30 s for the server to log its endpoint
-    ep=$(sed -n 's/.*listening on \(tcp:[^ ]*\).*/\1/p' "$TMP/server.log")
-    [ -n "$ep" ] && break
-    kill -0 $server 2>/dev/null || { cat "$TMP/server.log"; fail "the server exited"; }
-    sleep 0.1
-done
-[ -n "$ep" ] || fail "the server did not start listening"
-expect_exit 0 "$CLIENTS clients push and pull for 3 s" -- timeout 120 build/bench_ps_client "$ep" $CLIENTS 3
+pids+=("$server")
+wait_for 30 "the server to listen" has_endpoint "$TMP/server.log"
+ep=$(endpoint "$TMP/server.log")
+expect_exit 0 "$CLIENTS clients push and pull for 3 s" -- timeout 120 $B/bench_ps_client "$ep" $CLIENTS 3
 cat "$TMP/out"
 acked=$(sed -n 's/.*round_trips=\([0-9]*\) .*/\1/p' "$TMP/out")
-for _ in $(seq 600); do kill -0 $server 2>/dev/null || break; sleep 0.1; done
-kill -0 $server 2>/dev/null && fail "the server did not exit after the clients finished"
+wait_for 60 "the server to exit after the clients finished" gone $server
 wait $server || fail "the server exited with an error"
 applied=$(sed -n 's/^summary: .*updates=\([0-9]*\) .*/\1/p' "$TMP/server.log")
 [ "$acked" -gt 0 ] || fail "no round trips"

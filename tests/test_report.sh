@@ -3,7 +3,7 @@
 # kind of figure is written as a PNG of the expected size, and bad input
 # (missing database, unknown run, empty run) is refused with a message.
 source "$(dirname "$0")/lib.sh"
-R=build/psreport
+R=$B/psreport
 tests/make-sample-db.sh "$TMP/s.db"
 
 png_size() { python3 -c 'import struct,sys; b=open(sys.argv[1],"rb").read(24); assert b[:8]==b"\x89PNG\r\n\x1a\n"; print("%dx%d" % struct.unpack(">II", b[16:24]))' "$1"; }

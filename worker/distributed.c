@@ -30,6 +30,7 @@ typedef struct {
     void *ctx, *sock;
     int64_t bytes_sent, bytes_received;
     double send_seconds; /* how long the last request took to encode and queue */
+    uint64_t request;    /* id of the last request */
 } conn_t;
 
 /* Checks that a tcp:// endpoint's host resolves, for a clear message now
@@ -67,68 +68,114 @@ static int s_check_endpoint(const char *ep)
     return 0;
 }
 
+/* What s_request can end with besides a good reply. */
+enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2 };
+
 /* Sends a request (with the tensor frame, whose ownership passes here, or
- * NULL) and waits up to `timeout` seconds for its reply, which must be of
- * kind `want` (an Error reply is printed). 0 with *reply filled (caller
- * closes it), or -1 after printing why. */
+ * NULL) and waits for its reply, which must be of kind `want`. When no reply
+ * comes the request is sent again after 2, 4, 8... seconds (the server
+ * applies a resent push once), until `timeout` seconds have passed in all.
+ * Replies to earlier requests (answers to a resent one) are dropped by their
+ * request id. Returns REQ_OK with *reply filled (caller closes it); REQ_REJOIN
+ * when the server does not know this worker's connection (it restarted, or
+ * evicted this worker): register again; REQ_FAIL after printing why. */
 static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
                      Ps__Envelope__BodyCase want, double timeout, wire_msg_t *reply)
 {
+    req->request_id = ++c->request;
+    zmq_msg_t keep; /* a shared copy of the tensor frame, for resending */
+    if (tensor) {
+        zmq_msg_init(&keep);
+        zmq_msg_copy(&keep, tensor);
+    }
+    int rc = REQ_FAIL;
+    double start = cli_now(), deadline = start + timeout, wait = 2.0;
     double t0 = cli_now();
     long n = wire_send_msg(c->sock, NULL, req, tensor, 0);
     c->send_seconds = cli_now() - t0;
     if (n < 0) {
         fprintf(stderr, "error: cannot send to %s: %s\n", c->o->server, zmq_strerror(errno));
-        return -1;
+        goto out;
     }
     c->bytes_sent += n;
-    double deadline = cli_now() + timeout;
+    double resend_at = cli_now() + wait;
     for (;;) {
-        double left = deadline - cli_now();
-        if (left <= 0 || worker_stop) {
+        double now = cli_now();
+        if (now >= deadline || worker_stop) {
             if (!worker_stop)
                 fprintf(stderr,
-                        "error: no reply to %s from the server at %s within %.0f s (--timeout): "
-                        "is the paramserver running and reachable at that address?\n",
+                        "error: no reply to %s from the server at %s within %.0f s (--timeout), "
+                        "though resent: is the paramserver running and reachable at that "
+                        "address?\n",
                         wire_kind_name(req->body_case), c->o->server, timeout);
-            return -1;
+            goto out;
+        }
+        if (now >= resend_at) {
+            zmq_msg_t again;
+            if (tensor) {
+                zmq_msg_init(&again);
+                zmq_msg_copy(&again, &keep);
+            }
+            if (wire_send_msg(c->sock, NULL, req, tensor ? &again : NULL, ZMQ_DONTWAIT) >= 0)
+                fprintf(stderr, "worker: no reply to %s after %.0f s; sent it again\n",
+                        wire_kind_name(req->body_case), now - start);
+            wait *= 2;
+            resend_at = now + wait;
         }
         zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-        long ms = left > 1.0 ? 1000 : (long)(left * 1000) + 1;
-        if (zmq_poll(&item, 1, ms) < 0) {
+        double until = resend_at < deadline ? resend_at : deadline;
+        long ms = (long)((until - now) * 1000) + 1;
+        if (zmq_poll(&item, 1, ms > 1000 ? 1000 : ms) < 0) {
             if (errno == EINTR)
                 continue;
             fprintf(stderr, "error: zmq_poll: %s\n", zmq_strerror(errno));
-            return -1;
+            goto out;
         }
         if (!(item.revents & ZMQ_POLLIN))
             continue;
         char err[256];
-        int rc = wire_recv(c->sock, NULL, reply, err, sizeof err);
-        if (rc < 0)
+        int r = wire_recv(c->sock, NULL, reply, err, sizeof err);
+        if (r < 0)
             continue;
-        if (rc > 0) {
+        if (r > 0) {
             fprintf(stderr, "error: bad reply from the server at %s: %s\n", c->o->server, err);
-            return -1;
+            goto out;
         }
         c->bytes_received += (int64_t)reply->bytes;
         Ps__Envelope *env = reply->env;
-        if (env->body_case == PS__ENVELOPE__BODY_ERROR) {
-            fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
-                    wire_kind_name(req->body_case),
-                    env->error->message ? env->error->message : "(no message)");
+        int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
+        if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
+            wire_msg_close(reply); /* a late answer to an earlier request */
+            continue;
+        }
+        if (is_error) {
+            if (env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER)
+                rc = REQ_REJOIN;
+            else
+                fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
+                        wire_kind_name(req->body_case),
+                        env->error->message ? env->error->message : "(no message)");
+            if (rc == REQ_REJOIN)
+                fprintf(stderr, "worker: the server does not know this connection (%s); "
+                                "registering again\n",
+                        env->error->message ? env->error->message : "");
             wire_msg_close(reply);
-            return -1;
+            goto out;
         }
         if (env->body_case != want) {
             fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
                     wire_kind_name(req->body_case), wire_kind_name(env->body_case),
                     wire_kind_name(want));
             wire_msg_close(reply);
-            return -1;
+            goto out;
         }
-        return 0;
+        rc = REQ_OK;
+        goto out;
     }
+out:
+    if (tensor)
+        zmq_msg_close(&keep);
+    return rc;
 }
 
 /* Checks the recipe the server sent; prints what is wrong. */
@@ -150,16 +197,87 @@ static int s_check_welcome(const Ps__Welcome *w)
     return bad ? -1 : 0;
 }
 
+/* Registers (again) and checks the Welcome. On a rejoin the recipe must be
+ * the one this worker started with. REQ_OK, or REQ_FAIL after printing. */
+static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome *w, int again)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = (char *)name;
+    reg.host = (char *)host;
+    reg.threads = (uint32_t)c->o->threads;
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    wire_msg_t reply;
+    int rc = s_request(c, &env, NULL, PS__ENVELOPE__BODY_WELCOME,
+                       again ? c->o->timeout : c->o->connect_timeout, &reply);
+    if (rc != REQ_OK)
+        return REQ_FAIL;
+    Ps__Welcome got = *reply.env->welcome;
+    got.mode = NULL; /* points into the reply */
+    wire_msg_close(&reply);
+    if (s_check_welcome(&got) != 0)
+        return REQ_FAIL;
+    if (again && (got.worker_id != w->worker_id || got.run_id != w->run_id ||
+                  got.seed != w->seed || got.epochs != w->epochs ||
+                  got.batch_size != w->batch_size || got.train_limit != w->train_limit ||
+                  got.workers != w->workers)) {
+        fprintf(stderr, "error: on rejoining, the server at %s sent another run or recipe "
+                        "(run %lld, worker %u); this worker belongs to run %lld as worker %u\n",
+                c->o->server, (long long)got.run_id, got.worker_id, (long long)w->run_id,
+                w->worker_id);
+        return REQ_FAIL;
+    }
+    *w = got;
+    return REQ_OK;
+}
+
+/* Pushes one gradient (the frame's ownership passes here) and receives the
+ * weights for the next step into *weights (replacing the old ones). */
+static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t version, int epoch,
+                  double loss, zmq_msg_t *grad, wire_msg_t *weights)
+{
+    Ps__Push push = PS__PUSH__INIT;
+    push.worker_id = w->worker_id;
+    push.step = step;
+    push.version = version;
+    push.epoch = (uint32_t)epoch;
+    push.loss = (float)loss;
+    push.incarnation = w->incarnation;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &push;
+    wire_msg_t reply;
+    int rc = s_request(c, &env, grad, PS__ENVELOPE__BODY_WEIGHTS, c->o->timeout, &reply);
+    if (rc == REQ_OK) {
+        wire_msg_close(weights);
+        *weights = reply; /* the new weights, used in place */
+    }
+    return rc;
+}
+
+/* A request without a tensor whose reply is an Ack. */
+static int s_tell(conn_t *c, Ps__Envelope *env)
+{
+    wire_msg_t reply;
+    int rc = s_request(c, env, NULL, PS__ENVELOPE__BODY_ACK, c->o->timeout, &reply);
+    if (rc == REQ_OK)
+        wire_msg_close(&reply);
+    return rc;
+}
+
 int distributed_run(const worker_opts_t *o)
 {
     conn_t c = {.o = o};
     int status = 1;
-    char err[512], host[128] = "", name[160];
+    char err[512], host[128] = "", name[160], who[32] = "worker";
     idx_dataset_t train = {0}, test = {0};
     engine_t *eng = NULL;
     int *order = NULL;
-    wire_msg_t reply = {0};
     wire_msg_t weights = {0}; /* the last Weights reply: its tensor is the model */
+    Ps__Welcome w = PS__WELCOME__INIT;
+    int n = 0, batches = 0, test_limit = 0, sessions = 0;
+    double train_seconds = 0.0, accuracy = 0.0;
 
     if (s_check_endpoint(o->server) != 0)
         return 1;
@@ -178,78 +296,82 @@ int distributed_run(const worker_opts_t *o)
                 o->server, zmq_strerror(errno));
         goto out;
     }
-
-    /* Register, then wait (up to --connect-timeout) for the server and the
-     * other workers: the Welcome comes when all have registered. */
     printf("worker %s: registering with %s (waiting up to %.0f s for the server and the other "
            "workers)\n", name, o->server, o->connect_timeout);
-    fflush(stdout);
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Register reg = PS__REGISTER__INIT;
-    reg.name = name;
-    reg.host = host;
-    reg.threads = (uint32_t)o->threads;
-    env.body_case = PS__ENVELOPE__BODY_REGISTER;
-    env.register_ = &reg;
-    if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WELCOME, o->connect_timeout, &reply) != 0)
+
+session:
+    /* (Re)join: a session ends early only when the server no longer knows
+     * this connection, i.e. it restarted (--resume) or evicted this worker. */
+    if (++sessions > 100) {
+        fprintf(stderr, "error: gave up after rejoining the server %d times\n", sessions - 1);
         goto out;
-    Ps__Welcome w = *reply.env->welcome;
-    char mode[16];
-    snprintf(mode, sizeof mode, "%s", w.mode ? w.mode : "?");
-    wire_msg_close(&reply);
-    if (s_check_welcome(&w) != 0)
+    }
+    if (s_register(&c, name, host, &w, sessions > 1) != REQ_OK)
         goto out;
     const int id = (int)w.worker_id, batch = (int)w.batch_size, epochs = (int)w.epochs;
-    char who[32];
-    snprintf(who, sizeof who, "worker %d", id);
+    if (sessions == 1) {
+        snprintf(who, sizeof who, "worker %d", id);
+        if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
+            idx_load(o->data_dir, "t10k", &test, err, sizeof err) != 0) {
+            fprintf(stderr, "error: %s\n(run `make data` to fetch MNIST, or pass --data-dir "
+                            "DIR)\n", err);
+            goto out;
+        }
+        if ((int)w.train_limit > train.count) {
+            fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
+                    w.train_limit, o->data_dir, train.count);
+            goto out;
+        }
+        n = shard_size((int)w.train_limit, (int)w.workers, id);
+        test_limit = o->test_limit > 0 ? o->test_limit : (int)w.test_limit;
+        batches = (n + batch - 1) / batch;
+        eng = engine_new(o->threads, batch, err, sizeof err);
+        order = malloc((size_t)n * sizeof(int));
+        if (!eng || !order) {
+            fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
+            goto out;
+        }
+        printf("%s of %u: run %lld, shard of %d images, %d batches of %d per epoch, %d epochs, "
+               "%d thread(s)\n", who, w.workers, (long long)w.run_id, n, batches, batch, epochs,
+               o->threads);
+    } else
+        printf("%s: rejoined as incarnation %u, resuming after step %llu\n", who, w.incarnation,
+               (unsigned long long)w.start_step);
 
-    if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
-        idx_load(o->data_dir, "t10k", &test, err, sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n(run `make data` to fetch MNIST, or pass --data-dir DIR)\n",
-                err);
-        goto out;
-    }
-    if ((int)w.train_limit > train.count) {
-        fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                w.train_limit, o->data_dir, train.count);
-        goto out;
-    }
-    int n = shard_size((int)w.train_limit, (int)w.workers, id);
-    int test_limit = o->test_limit > 0 ? o->test_limit : (int)w.test_limit;
-    int batches = (n + batch - 1) / batch;
-    eng = engine_new(o->threads, batch, err, sizeof err);
-    order = malloc((size_t)n * sizeof(int));
-    if (!eng || !order) {
-        fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
-        goto out;
-    }
-    shard_indices(w.seed, (int)w.train_limit, (int)w.workers, id, order);
-    rng_t rng;
-    shard_epoch_rng(&rng, w.seed, id);
-    printf("%s of %u: run %lld, mode %s, shard of %d images, %d batches of %d per epoch, %d "
-           "epochs, %d thread(s)\n",
-           who, w.workers, (long long)w.run_id, mode, n, batches, batch, epochs, o->threads);
-
-    /* The initial weights. */
+    /* The weights to start from. */
     Ps__Pull pull = PS__PULL__INIT;
     pull.worker_id = (uint32_t)id;
-    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PULL;
     env.pull = &pull;
-    if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &weights) != 0)
+    wire_msg_close(&weights);
+    int rc = s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &weights);
+    if (rc == REQ_REJOIN)
+        goto session;
+    if (rc != REQ_OK)
         goto out;
     uint64_t version = weights.env->weights->version;
 
+    /* Replay the shard's order from the seed; skip the steps already applied. */
+    shard_indices(w.seed, (int)w.train_limit, (int)w.workers, id, order);
+    rng_t rng;
+    shard_epoch_rng(&rng, w.seed, id);
     progress_t prog;
     progress_init(&prog, epochs, batches, who);
-    double train_seconds = 0.0, accuracy = 0.0;
     uint64_t step = 0;
     for (int epoch = 1; epoch <= epochs; epoch++) {
         rng_shuffle(&rng, order, n);
+        if (step + (uint64_t)batches <= w.start_step) {
+            step += (uint64_t)batches;
+            continue;
+        }
         progress_epoch_start(&prog);
         double t0 = cli_now(), loss_sum = 0.0, t_compute = 0, t_push = 0, t_pull = 0, t_wait = 0;
         int64_t sent0 = c.bytes_sent, recv0 = c.bytes_received;
+        int done_here = 0;
         for (int b = 0; b < batches; b++) {
+            if (++step <= w.start_step)
+                continue;
             if (worker_stop)
                 goto out;
             int lo = b * batch, m = n - lo < batch ? n - lo : batch;
@@ -265,24 +387,15 @@ int distributed_run(const worker_opts_t *o)
             double tp = cli_now();
             t_compute += tp - tc;
             loss_sum += loss;
-
-            Ps__Push push = PS__PUSH__INIT;
-            push.worker_id = (uint32_t)id;
-            push.step = ++step;
-            push.version = version;
-            push.epoch = (uint32_t)epoch;
-            push.loss = (float)loss;
-            env = (Ps__Envelope)PS__ENVELOPE__INIT;
-            env.body_case = PS__ENVELOPE__BODY_PUSH;
-            env.push = &push;
-            if (s_request(&c, &env, &grad, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &reply) != 0)
+            done_here++;
+            rc = s_push(&c, &w, step, version, epoch, loss, &grad, &weights);
+            if (rc == REQ_REJOIN)
+                goto session;
+            if (rc != REQ_OK)
                 goto out;
             double te = cli_now();
-            double held = reply.env->weights->held_seconds;
-            version = reply.env->weights->version;
-            wire_msg_close(&weights);
-            weights = reply; /* the new weights, used in place */
-            memset(&reply, 0, sizeof reply);
+            double held = weights.env->weights->held_seconds;
+            version = weights.env->weights->version;
             /* wire_send encodes and queues (push); the rest of the round
              * trip beyond the server's hold is transfer and update (pull). */
             double rest = te - tp - c.send_seconds;
@@ -298,29 +411,30 @@ int distributed_run(const worker_opts_t *o)
         progress_clear(&prog);
         printf("%s: epoch %d/%d: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
                "wait %.1f, communication %.1f)\n",
-               who, epoch, epochs, loss_sum / batches, accuracy, epoch_seconds, t_compute, t_wait,
-               t_push + t_pull);
-        fflush(stdout);
+               who, epoch, epochs, loss_sum / done_here, accuracy, epoch_seconds, t_compute,
+               t_wait, t_push + t_pull);
 
         Ps__EpochReport er = PS__EPOCH_REPORT__INIT;
         er.worker_id = (uint32_t)id;
         er.epoch = (uint32_t)epoch;
-        er.train_loss = loss_sum / batches;
+        er.train_loss = loss_sum / done_here;
         er.test_accuracy = accuracy;
         er.epoch_seconds = epoch_seconds;
         er.compute_seconds = t_compute;
         er.push_seconds = t_push;
         er.pull_seconds = t_pull;
         er.wait_seconds = t_wait;
-        er.images = (uint64_t)n;
+        er.images = (uint64_t)(done_here == batches ? n : done_here * batch);
         er.bytes_sent = (uint64_t)(c.bytes_sent - sent0);
         er.bytes_received = (uint64_t)(c.bytes_received - recv0);
         env = (Ps__Envelope)PS__ENVELOPE__INIT;
         env.body_case = PS__ENVELOPE__BODY_EPOCH;
         env.epoch = &er;
-        if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_ACK, o->timeout, &reply) != 0)
+        rc = s_tell(&c, &env);
+        if (rc == REQ_REJOIN)
+            goto session;
+        if (rc != REQ_OK)
             goto out;
-        wire_msg_close(&reply);
     }
 
     Ps__Done done = PS__DONE__INIT;
@@ -330,9 +444,11 @@ int distributed_run(const worker_opts_t *o)
     env = (Ps__Envelope)PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_DONE;
     env.done = &done;
-    if (s_request(&c, &env, NULL, PS__ENVELOPE__BODY_ACK, o->timeout, &reply) != 0)
+    rc = s_tell(&c, &env);
+    if (rc == REQ_REJOIN)
+        goto session;
+    if (rc != REQ_OK)
         goto out;
-    wire_msg_close(&reply);
     printf("summary: epochs=%d test_accuracy=%.2f train_seconds=%.1f images_per_second=%.0f\n",
            epochs, accuracy, train_seconds,
            train_seconds > 0 ? (double)n * epochs / train_seconds : 0.0);
@@ -340,7 +456,6 @@ int distributed_run(const worker_opts_t *o)
 out:
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
-    wire_msg_close(&reply);
     wire_msg_close(&weights);
     if (c.sock)
         zmq_close(c.sock);
