@@ -417,6 +417,101 @@ static void test_version_mismatch_refused_by_worker(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* Sends env (+ tensor) and returns the reply's kind, filling *m. */
+static int s_ask(void *sock, Ps__Envelope *env, const float *tensor, wire_msg_t *m)
+{
+    char err[256];
+    if (wire_send(sock, NULL, env, tensor, 0) < 0)
+        return -1;
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, 20000) != 1 || wire_recv(sock, NULL, m, err, sizeof err) != 0)
+        return -1;
+    return m->env->body_case;
+}
+
+static int s_push_step(void *sock, uint32_t id, uint64_t step, uint64_t version, const float *g,
+                       uint64_t *new_version)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = id;
+    p.step = step;
+    p.version = version;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 100 + step;
+    wire_msg_t m;
+    int kind = s_ask(sock, &env, g, &m);
+    if (kind != PS__ENVELOPE__BODY_WEIGHTS)
+        return -1;
+    *new_version = m.env->weights->version;
+    wire_msg_close(&m);
+    return 0;
+}
+
+/* Exactly once: a push sent again (as after a lost reply) is answered with
+ * the weights but not applied a second time; the count of applied updates
+ * is the count of distinct steps. A raw client plays the worker. */
+static void test_push_applied_exactly_once(void **state)
+{
+    (void)state;
+    char dir[300], log[400], db[400], ep[256];
+    snprintf(dir, sizeof dir, "%s/once", s_tmp);
+    cli_mkdirs(dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(db, sizeof db, "%s/m.db", dir);
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
+                           "async", "--test-limit", "10", "--data-dir", s_data, "--db", db,
+                           "--out", dir, "--register-timeout", "20", NULL};
+    pid_t pid = s_spawn(log, sargv);
+    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(sock, ep), 0);
+
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = "once";
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    env.request_id = 1;
+    wire_msg_t m;
+    assert_int_equal(s_ask(sock, &env, NULL, &m), PS__ENVELOPE__BODY_WELCOME);
+    uint32_t id = m.env->welcome->worker_id;
+    wire_msg_close(&m);
+
+    static float g[MODEL_NPARAMS];
+    for (int i = 0; i < MODEL_NPARAMS; i++)
+        g[i] = 1e-3f;
+    uint64_t v1, v1again, v2;
+    assert_int_equal(s_push_step(sock, id, 1, 0, g, &v1), 0);
+    assert_int_equal(s_push_step(sock, id, 1, 0, g, &v1again), 0); /* the "retry" */
+    assert_int_equal(s_push_step(sock, id, 2, v1, g, &v2), 0);
+    printf("  versions after step 1, its retry, step 2: %llu %llu %llu\n",
+           (unsigned long long)v1, (unsigned long long)v1again, (unsigned long long)v2);
+    assert_int_equal(v1, 1);
+    assert_int_equal(v1again, 1); /* not applied again */
+    assert_int_equal(v2, 2);
+
+    Ps__Done done = PS__DONE__INIT;
+    done.worker_id = id;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &done;
+    env.request_id = 999;
+    assert_int_equal(s_ask(sock, &env, NULL, &m), PS__ENVELOPE__BODY_ACK);
+    wire_msg_close(&m);
+    int codes[1];
+    assert_int_equal(s_wait_all(&pid, 1, codes, 30), 0);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal((int)s_query(db, "select max(updates_applied) from server_stats"), 2);
+    assert_int_equal((int)s_query(db, "select count(*) from steps"), 2);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -450,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_version_mismatch_refused_by_server),
         cmocka_unit_test(test_version_mismatch_refused_by_worker),
         cmocka_unit_test(test_unequal_shards_finish),
+        cmocka_unit_test(test_push_applied_exactly_once),
         cmocka_unit_test(test_sync_equals_batch_128),
         cmocka_unit_test(test_async_learns),
         cmocka_unit_test(test_ssp_learns),

@@ -521,7 +521,7 @@ const ProtobufCMessageDescriptor ps__register__descriptor =
   (ProtobufCMessageInit) ps__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__welcome__field_descriptors[11] =
+static const ProtobufCFieldDescriptor ps__welcome__field_descriptors[13] =
 {
   {
     "worker_id",
@@ -655,15 +655,41 @@ static const ProtobufCFieldDescriptor ps__welcome__field_descriptors[11] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "incarnation",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Ps__Welcome, incarnation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_step",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__Welcome, start_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__welcome__field_indices_by_name[] = {
   6,   /* field[6] = batch_size */
   5,   /* field[5] = epochs */
+  11,   /* field[11] = incarnation */
   3,   /* field[3] = mode */
   10,   /* field[10] = params */
   2,   /* field[2] = run_id */
   7,   /* field[7] = seed */
   4,   /* field[4] = staleness */
+  12,   /* field[12] = start_step */
   9,   /* field[9] = test_limit */
   8,   /* field[8] = train_limit */
   0,   /* field[0] = worker_id */
@@ -672,7 +698,7 @@ static const unsigned ps__welcome__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__welcome__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor ps__welcome__descriptor =
 {
@@ -682,7 +708,7 @@ const ProtobufCMessageDescriptor ps__welcome__descriptor =
   "Ps__Welcome",
   "ps",
   sizeof(Ps__Welcome),
-  11,
+  13,
   ps__welcome__field_descriptors,
   ps__welcome__field_indices_by_name,
   1,  ps__welcome__number_ranges,
@@ -727,7 +753,7 @@ const ProtobufCMessageDescriptor ps__pull__descriptor =
   (ProtobufCMessageInit) ps__pull__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__push__field_descriptors[5] =
+static const ProtobufCFieldDescriptor ps__push__field_descriptors[6] =
 {
   {
     "worker_id",
@@ -789,9 +815,22 @@ static const ProtobufCFieldDescriptor ps__push__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "incarnation",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Ps__Push, incarnation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__push__field_indices_by_name[] = {
   3,   /* field[3] = epoch */
+  5,   /* field[5] = incarnation */
   4,   /* field[4] = loss */
   1,   /* field[1] = step */
   2,   /* field[2] = version */
@@ -800,7 +839,7 @@ static const unsigned ps__push__field_indices_by_name[] = {
 static const ProtobufCIntRange ps__push__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor ps__push__descriptor =
 {
@@ -810,7 +849,7 @@ const ProtobufCMessageDescriptor ps__push__descriptor =
   "Ps__Push",
   "ps",
   sizeof(Ps__Push),
-  5,
+  6,
   ps__push__field_descriptors,
   ps__push__field_indices_by_name,
   1,  ps__push__number_ranges,
@@ -1202,7 +1241,7 @@ const ProtobufCMessageDescriptor ps__error__descriptor =
   (ProtobufCMessageInit) ps__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor ps__envelope__field_descriptors[10] =
+static const ProtobufCFieldDescriptor ps__envelope__field_descriptors[11] =
 {
   {
     "protocol",
@@ -1324,6 +1363,18 @@ static const ProtobufCFieldDescriptor ps__envelope__field_descriptors[10] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "request_id",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Ps__Envelope, request_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned ps__envelope__field_indices_by_name[] = {
   8,   /* field[8] = ack */
@@ -1334,13 +1385,14 @@ static const unsigned ps__envelope__field_indices_by_name[] = {
   3,   /* field[3] = pull */
   4,   /* field[4] = push */
   1,   /* field[1] = register */
+  10,   /* field[10] = request_id */
   5,   /* field[5] = weights */
   2,   /* field[2] = welcome */
 };
 static const ProtobufCIntRange ps__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor ps__envelope__descriptor =
 {
@@ -1350,7 +1402,7 @@ const ProtobufCMessageDescriptor ps__envelope__descriptor =
   "Ps__Envelope",
   "ps",
   sizeof(Ps__Envelope),
-  10,
+  11,
   ps__envelope__field_descriptors,
   ps__envelope__field_indices_by_name,
   1,  ps__envelope__number_ranges,

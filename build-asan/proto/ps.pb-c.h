@@ -54,7 +54,8 @@ typedef enum _Ps__ErrorCode {
 /* --- messages --- */
 
 /*
- * worker -> server: join the run.
+ * worker -> server: join the run, or rejoin it under the same name after the
+ * worker or the server restarted (the Welcome then says where to resume).
  */
 struct  Ps__Register
 {
@@ -109,10 +110,18 @@ struct  Ps__Welcome
    * tensor length, must equal the worker's model
    */
   uint32_t params;
+  /*
+   * 0 at first; +1 each time this worker rejoins
+   */
+  uint32_t incarnation;
+  /*
+   * steps of this worker already applied: resume after them
+   */
+  uint64_t start_step;
 };
 #define PS__WELCOME__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__welcome__descriptor) \
-    , 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -131,7 +140,9 @@ struct  Ps__Pull
 /*
  * worker -> server: a gradient (tensor frame) of the mean loss of one
  * minibatch, computed on weights `version`. Reply: Weights (the weights to
- * compute the next step on; in sync mode after the step's barrier).
+ * compute the next step on; in sync mode after the step's barrier). A push
+ * whose step the server has already applied (a retry after a lost reply) is
+ * not applied again: exactly once per (worker, incarnation, step).
  */
 struct  Ps__Push
 {
@@ -150,10 +161,14 @@ struct  Ps__Push
    * the minibatch's mean loss, for the metrics
    */
   float loss;
+  /*
+   * from the Welcome; a push of an older one is refused
+   */
+  uint32_t incarnation;
 };
 #define PS__PUSH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__push__descriptor) \
-    , 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -254,6 +269,11 @@ struct  Ps__Envelope
 {
   ProtobufCMessage base;
   uint32_t protocol;
+  /*
+   * Set by a worker on each request (never 0) and echoed in the reply, so a
+   * worker that resent a request can drop a late answer to an earlier one.
+   */
+  uint64_t request_id;
   Ps__Envelope__BodyCase body_case;
   union {
     Ps__Register *register_;
@@ -269,7 +289,7 @@ struct  Ps__Envelope
 };
 #define PS__ENVELOPE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&ps__envelope__descriptor) \
-    , 0, PS__ENVELOPE__BODY__NOT_SET, {0} }
+    , 0, 0, PS__ENVELOPE__BODY__NOT_SET, {0} }
 
 
 /* Ps__Register methods */
