@@ -10,7 +10,7 @@ CFLAGS   ?= -O3 -march=native -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
 override CPPFLAGS += -Icommon -Iproto -I$(B)/proto
 LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
-NET_LIBS := -lzmq -lprotobuf-c
+NET_LIBS := -lczmq -lzmq -lprotobuf-c
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 B        := build

@@ -14,6 +14,7 @@ PACKAGES=(
     build-essential     # cc, make, ar, libc headers
     pkg-config          # the Makefile asks it for cairo's flags
     libzmq3-dev         # ZeroMQ: messaging between server and workers
+    libczmq-dev         # czmq: CurveZMQ certificates (zcert) and the ZAP handler (zauth)
     libprotobuf-c-dev   # protobuf-c runtime: the wire format in proto/
     protobuf-c-compiler # protoc-c: generates the C code for proto/*.proto
     libsqlite3-dev      # metrics are written to an SQLite database

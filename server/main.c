@@ -1,10 +1,13 @@
 /* paramserver: the parameter-server daemon. This file parses and checks the
  * command line; server.c runs the training run. */
+#include <czmq.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "model.h"
@@ -50,7 +53,36 @@ static void s_usage(FILE *f)
         "  --checkpoint-seconds S  ...or every S seconds, whichever comes first (default 30)\n"
         "  --resume                continue the run saved in the checkpoint (same flags);\n"
         "                          its workers rejoin by name\n"
+        "  --curve-secret FILE     CurveZMQ: encrypt, with this secret certificate\n"
+        "  --allowed-keys DIR      CurveZMQ: admit only workers whose public certificate\n"
+        "                          is in DIR (both flags go together)\n"
+        "  --keygen PATH           write a new CurveZMQ key pair: PATH (public certificate,\n"
+        "                          to share) and PATH_secret (keep private), then exit\n"
         "  -h, --help              this help\n");
+}
+
+/* --keygen PATH: a new key pair in czmq's certificate format. */
+static int s_keygen(const char *path)
+{
+    zsys_handler_set(NULL);
+    zcert_t *cert = zcert_new();
+    if (!cert) {
+        fprintf(stderr, "error: cannot make a key pair (is libzmq built with CURVE?)\n");
+        return 1;
+    }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    zcert_set_meta(cert, "name", "%s", path);
+    zcert_set_meta(cert, "host", "%s", host);
+    int rc = zcert_save(cert, path);
+    if (rc != 0)
+        fprintf(stderr, "error: cannot write %s and %s_secret: %s\n", path, path,
+                strerror(errno));
+    else
+        printf("wrote %s (public: give it to the other side) and %s_secret (secret: keep it "
+               "here, mode 0600)\npublic key: %s\n", path, path, zcert_public_txt(cert));
+    zcert_destroy(&cert);
+    return rc == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -64,7 +96,7 @@ int main(int argc, char **argv)
                        .checkpoint_every = 100, .checkpoint_seconds = 30};
     enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
            O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO,
-           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME };
+           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME, O_CURVE, O_ALLOWED, O_KEYGEN };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"workers", required_argument, 0, O_WORKERS},
@@ -87,6 +119,9 @@ int main(int argc, char **argv)
         {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
         {"checkpoint-seconds", required_argument, 0, O_CKPT_SECONDS},
         {"resume", no_argument, 0, O_RESUME},
+        {"curve-secret", required_argument, 0, O_CURVE},
+        {"allowed-keys", required_argument, 0, O_ALLOWED},
+        {"keygen", required_argument, 0, O_KEYGEN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -135,12 +170,20 @@ int main(int argc, char **argv)
             bad |= cli_double("--checkpoint-seconds", optarg, 0.1, 1e6, &o.checkpoint_seconds);
             break;
         case O_RESUME: o.resume = 1; break;
+        case O_CURVE: o.curve_secret = optarg; break;
+        case O_ALLOWED: o.allowed_keys = optarg; break;
+        case O_KEYGEN: return s_keygen(optarg);
         case 'h': s_usage(stdout); return 0;
         default: bad = 1; break;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+        bad = 1;
+    }
+    if (!bad && (o.curve_secret != NULL) != (o.allowed_keys != NULL)) {
+        fprintf(stderr, "error: --curve-secret and --allowed-keys go together: an encrypted "
+                        "server must know whom to admit\n");
         bad = 1;
     }
     if (bad) {

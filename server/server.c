@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <czmq.h>
+
 #include "cli.h"
 #include "engine.h"
 #include "idx.h"
@@ -43,6 +45,7 @@ typedef struct {
 typedef struct {
     const server_opts_t *o;
     void *ctx, *sock;
+    zactor_t *auth; /* CurveZMQ: czmq's ZAP handler, in ctx */
     metrics_t *db;
     int64_t run;
     double t0;          /* cli_now() when the run started (all registered) */
@@ -819,16 +822,58 @@ static void s_check_deadlines(srv_t *s)
     }
 }
 
+/* Turns on CurveZMQ for the socket: the server's certificate, and a ZAP
+ * handler that admits only the public keys found in the allowed directory. */
+static int s_curve(srv_t *s)
+{
+    const server_opts_t *o = s->o;
+    zcert_t *cert = zcert_load(o->curve_secret);
+    if (!cert) {
+        fprintf(stderr, "error: cannot read the certificate %s (make one with paramserver "
+                        "--keygen PATH; give PATH_secret here)\n", o->curve_secret);
+        return -1;
+    }
+    if (strcmp(zcert_secret_txt(cert), "0000000000000000000000000000000000000000") == 0) {
+        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
+                o->curve_secret);
+        zcert_destroy(&cert);
+        return -1;
+    }
+    zdir_t *dir = zdir_new(o->allowed_keys, NULL);
+    if (!dir) {
+        fprintf(stderr, "error: --allowed-keys %s is not a readable directory\n",
+                o->allowed_keys);
+        zcert_destroy(&cert);
+        return -1;
+    }
+    zdir_destroy(&dir);
+    s->auth = zactor_new(zauth, NULL);
+    zstr_sendx(s->auth, "CURVE", o->allowed_keys, NULL);
+    zsock_wait(s->auth);
+    int server = 1;
+    zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &server, sizeof server);
+    zcert_apply(cert, s->sock);
+    s_log(s, "CurveZMQ on: server key %s; admitting the public keys in %s",
+          zcert_public_txt(cert), o->allowed_keys);
+    zcert_destroy(&cert);
+    return 0;
+}
+
 /* Opens the socket with a message naming the address and the fix. */
 static int s_listen(srv_t *s)
 {
-    s->ctx = zmq_ctx_new();
+    /* czmq's context, so that its ZAP handler (zauth) serves this socket;
+     * signals stay ours. */
+    zsys_handler_set(NULL);
+    s->ctx = zsys_init();
     s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
     int64_t maxmsg = WIRE_MAX_MESSAGE;
     int linger = 2000, mandatory = 1;
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+    if (s->o->curve_secret && s_curve(s) != 0)
+        return -1;
     if (zmq_bind(s->sock, s->o->bind) != 0) {
         int e = errno;
         fprintf(stderr, "error: cannot listen on %s: %s\n", s->o->bind, zmq_strerror(e));
@@ -974,8 +1019,8 @@ out:
         metrics_run_end(s.db, s.run, "failed", 0.0, cli_now() - s.t0);
     if (s.sock)
         zmq_close(s.sock);
-    if (s.ctx)
-        zmq_ctx_term(s.ctx);
+    zactor_destroy(&s.auth);
+    /* The context is czmq's: it ends it at exit. */
     metrics_close(&s.db);
     idx_free(&s.test);
     free(s.w);

@@ -23,6 +23,11 @@
  * `--resume` continues that run in the same database: workers re-register
  * under their names and resume after their last applied step.
  *
+ * Security: with --curve-secret and --allowed-keys the traffic is encrypted
+ * with CurveZMQ and only workers whose public certificate is in the allowed
+ * directory get past the handshake (czmq's zauth serves ZAP, zcert reads
+ * the certificate files).
+ *
  * One thread owns the server and its socket: a zmq_poll loop. */
 #ifndef SERVER_H
 #define SERVER_H
@@ -47,6 +52,8 @@ typedef struct {
     int checkpoint_every;    /* checkpoint after this many updates (0: never) */
     double checkpoint_seconds; /* ...or when this many seconds have passed */
     int resume;              /* continue the run saved in the checkpoint */
+    const char *curve_secret; /* CurveZMQ: the server's secret certificate, or NULL */
+    const char *allowed_keys; /* CurveZMQ: directory of the workers' public certificates */
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */

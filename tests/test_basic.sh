@@ -24,12 +24,12 @@ expect_output "truncated" "the message says truncated"
 
 expect_exit 0 "basic mode trains 1 epoch on 24,000 images" -- \
     $W --basic --data-dir "$MNIST_DIR" --epochs 1 --train-limit 24000 --db "$TMP/m.db" --out "$TMP/model"
-tail -3 "$TMP/out"
-acc=$(sed -n 's/^summary: .*test_accuracy=\([0-9.]*\).*/\1/p' "$TMP/out")
+tail -3 "$TMP/cmd.log"
+acc=$(sed -n 's/^summary: .*test_accuracy=\([0-9.]*\).*/\1/p' "$TMP/cmd.log")
 [ -n "$acc" ] || fail "no summary line"
 awk -v a="$acc" 'BEGIN { exit !(a >= 95.0) }' || fail "test accuracy $acc% < 95%"
 ok "test accuracy $acc% >= 95%"
-[ "$(tail -1 "$TMP/out" | cut -d: -f1)" = summary ] || fail "the last line is not the summary"
+[ "$(tail -1 "$TMP/cmd.log" | cut -d: -f1)" = summary ] || fail "the last line is not the summary"
 ok "the last line is the summary"
 
 f="$TMP/model/model_basic.safetensors"

@@ -13,8 +13,8 @@ pids+=("$server")
 wait_for 30 "the server to listen" has_endpoint "$TMP/server.log"
 ep=$(endpoint "$TMP/server.log")
 expect_exit 0 "$CLIENTS clients push and pull for 3 s" -- timeout 120 $B/bench_ps_client "$ep" $CLIENTS 3
-cat "$TMP/out"
-acked=$(sed -n 's/.*round_trips=\([0-9]*\) .*/\1/p' "$TMP/out")
+cat "$TMP/cmd.log"
+acked=$(sed -n 's/.*round_trips=\([0-9]*\) .*/\1/p' "$TMP/cmd.log")
 wait_for 60 "the server to exit after the clients finished" gone $server
 wait $server || fail "the server exited with an error"
 applied=$(sed -n 's/^summary: .*updates=\([0-9]*\) .*/\1/p' "$TMP/server.log")

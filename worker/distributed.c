@@ -8,6 +8,7 @@
  * queueing the gradient), wait (how long the server held the request at a
  * barrier, as it reports) and pull (the rest of the round trip: transfer both
  * ways and the server's update). Every wait for the server has a deadline. */
+#include <czmq.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -68,6 +69,31 @@ static int s_check_endpoint(const char *ep)
     return 0;
 }
 
+/* CurveZMQ on the worker's socket: its own certificate and the server's
+ * public key. A server that does not list this worker's public key lets the
+ * handshake fail: no reply ever comes, and the worker says so at its deadline. */
+static int s_curve(void *sock, const worker_opts_t *o)
+{
+    zsys_handler_set(NULL);
+    zcert_t *mine = zcert_load(o->curve_secret), *server = zcert_load(o->server_key);
+    int rc = -1;
+    if (!mine || !server)
+        fprintf(stderr, "error: cannot read the certificate %s (paramserver --keygen PATH makes "
+                        "PATH and PATH_secret)\n", !mine ? o->curve_secret : o->server_key);
+    else if (strcmp(zcert_secret_txt(mine), "0000000000000000000000000000000000000000") == 0)
+        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
+                o->curve_secret);
+    else {
+        zcert_apply(mine, sock);
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32);
+        printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
+        rc = 0;
+    }
+    zcert_destroy(&mine);
+    zcert_destroy(&server);
+    return rc;
+}
+
 /* What s_request can end with besides a good reply. */
 enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2 };
 
@@ -104,10 +130,14 @@ static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
         if (now >= deadline || worker_stop) {
             if (!worker_stop)
                 fprintf(stderr,
-                        "error: no reply to %s from the server at %s within %.0f s (--timeout), "
+                        "error: no reply to %s from the server at %s within %.0f s (%s), "
                         "though resent: is the paramserver running and reachable at that "
-                        "address?\n",
-                        wire_kind_name(req->body_case), c->o->server, timeout);
+                        "address? (A server with CurveZMQ also stays silent to a worker it "
+                        "does not admit: check --curve-secret, --server-key and the server's "
+                        "--allowed-keys.)\n",
+                        wire_kind_name(req->body_case), c->o->server, timeout,
+                        req->body_case == PS__ENVELOPE__BODY_REGISTER ? "--connect-timeout"
+                                                                      : "--timeout");
             goto out;
         }
         if (now >= resend_at) {
@@ -291,6 +321,8 @@ int distributed_run(const worker_opts_t *o)
     c.sock = zmq_socket(c.ctx, ZMQ_DEALER);
     int linger = 1000;
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (o->curve_secret && s_curve(c.sock, o) != 0)
+        goto out;
     if (zmq_connect(c.sock, o->server) != 0) {
         fprintf(stderr, "error: cannot connect to %s: %s (--server takes tcp://HOST:PORT)\n",
                 o->server, zmq_strerror(errno));

@@ -51,6 +51,9 @@ static void s_usage(FILE *f)
         "  --timeout S           distributed: give up when a reply takes longer (default 120)\n"
         "  --connect-timeout S   distributed: wait this long for the server and the other\n"
         "                        workers at start-up (default 300)\n"
+        "  --curve-secret FILE   distributed, CurveZMQ: this worker's secret certificate\n"
+        "                        (paramserver --keygen PATH writes PATH_secret)\n"
+        "  --server-key FILE     distributed, CurveZMQ: the server's public certificate\n"
         "  -h, --help            this help\n"
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
@@ -67,7 +70,8 @@ int main(int argc, char **argv)
                        .timeout = 120, .connect_timeout = 300};
     int basic = 0;
     enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
-           O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT };
+           O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT,
+           O_CURVE, O_SERVER_KEY };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
         {"server", required_argument, 0, O_SERVER},
@@ -85,6 +89,8 @@ int main(int argc, char **argv)
         {"name", required_argument, 0, O_NAME},
         {"timeout", required_argument, 0, O_TIMEOUT},
         {"connect-timeout", required_argument, 0, O_CONNECT_TIMEOUT},
+        {"curve-secret", required_argument, 0, O_CURVE},
+        {"server-key", required_argument, 0, O_SERVER_KEY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -108,6 +114,8 @@ int main(int argc, char **argv)
         case O_DB: o.db = optarg; break;
         case O_NAME: o.name = optarg; break;
         case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
+        case O_CURVE: o.curve_secret = optarg; break;
+        case O_SERVER_KEY: o.server_key = optarg; break;
         case O_CONNECT_TIMEOUT:
             bad |= cli_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
             break;
@@ -121,6 +129,10 @@ int main(int argc, char **argv)
     }
     if (!bad && basic == (o.server != NULL)) {
         fprintf(stderr, "error: give exactly one of --basic or --server ADDR\n");
+        bad = 1;
+    }
+    if (!bad && (o.curve_secret != NULL) != (o.server_key != NULL)) {
+        fprintf(stderr, "error: --curve-secret and --server-key go together\n");
         bad = 1;
     }
     if (bad) {

@@ -18,6 +18,8 @@ typedef struct {
     uint64_t seed;
     double timeout;         /* distributed: seconds to wait for any reply */
     double connect_timeout; /* distributed: seconds to wait for the Welcome */
+    const char *curve_secret; /* CurveZMQ: this worker's secret certificate, or NULL */
+    const char *server_key;   /* CurveZMQ: the server's public certificate */
 } worker_opts_t;
 
 /* Set by SIGINT/SIGTERM: training loops stop at the next batch. */
