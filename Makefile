@@ -35,7 +35,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -83,7 +83,28 @@ $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
 
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
-check: deps data all $(TEST_BIN) $(B)/bench_ps_client
+# The server's message handler under the fuzzer: tests/fuzz/. make check
+# replays the corpus and the crashers (fuzz_replay); make fuzz runs libFuzzer
+# (clang, ASan + UBSan) for FUZZ_SECONDS and keeps new crashers.
+FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c
+$(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
+
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
+	    build-fuzz/libproto.a build-fuzz/libcommon.a
+	clang $(CPPFLAGS:$(B)/%=build-fuzz/%) -Ibuild-fuzz/proto -Iserver $(FUZZ_FLAGS) -fsanitize=fuzzer \
+	    $(FUZZ_SRC) build-fuzz/libproto.a build-fuzz/libcommon.a -o build-fuzz/fuzz_server \
+	    $(NET_LIBS) $(LDLIBS)
+	mkdir -p build-fuzz/corpus tests/fuzz/crashers
+	cp tests/fuzz/corpus/* build-fuzz/corpus/
+	build-fuzz/fuzz_server -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
+
+
+check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # The whole suite again, built with AddressSanitizer and UBSan into
@@ -130,6 +151,6 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver
 
 clean:
-	rm -rf $(B) build-asan
+	rm -rf $(B) build-asan build-fuzz
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

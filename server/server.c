@@ -42,7 +42,7 @@ typedef struct {
     wire_msg_t grad;    /* sync: its gradient of the open round, kept until applied */
 } slot_t;
 
-typedef struct {
+typedef struct server {
     const server_opts_t *o;
     void *ctx, *sock;
     zactor_t *auth; /* CurveZMQ: czmq's ZAP handler, in ctx */
@@ -940,93 +940,129 @@ static int s_finish(srv_t *s)
     return status;
 }
 
-int server_run(const server_opts_t *o)
+server_t *server_new(const server_opts_t *o)
 {
-    srv_t s = {.o = o};
-    int status = 1;
+    srv_t *s = calloc(1, sizeof *s);
     char err[512];
-    idx_dataset_t train = {0};
-    if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
-        idx_load(o->data_dir, "t10k", &s.test, err, sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n(the server needs MNIST for the shard split and the final "
-                        "evaluation: run `make data` or pass --data-dir DIR)\n", err);
-        goto out;
-    }
-    s.train_count = o->train_limit > 0 && o->train_limit < train.count ? o->train_limit
-                                                                        : train.count;
-    idx_free(&train);
-    if (s.train_count < o->workers) {
-        fprintf(stderr, "error: %d training images cannot be split among %d workers\n",
-                s.train_count, o->workers);
-        goto out;
-    }
-    s.w = malloc(MODEL_NPARAMS * sizeof(float));
-    s.v = calloc(MODEL_NPARAMS, sizeof(float));
-    s.slots = calloc((size_t)o->workers, sizeof *s.slots);
-    if (!s.w || !s.v || !s.slots) {
+    if (!s) {
         fprintf(stderr, "error: out of memory\n");
-        goto out;
+        return NULL;
     }
-    model_init(s.w, o->seed);
+    s->o = o;
+    if (o->data_dir) {
+        idx_dataset_t train = {0};
+        if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
+            idx_load(o->data_dir, "t10k", &s->test, err, sizeof err) != 0) {
+            fprintf(stderr, "error: %s\n(the server needs MNIST for the shard split and the "
+                            "final evaluation: run `make data` or pass --data-dir DIR)\n", err);
+            goto fail;
+        }
+        s->train_count = o->train_limit > 0 && o->train_limit < train.count ? o->train_limit
+                                                                            : train.count;
+        idx_free(&train);
+    } else
+        s->train_count = o->train_limit; /* no data: the fuzzer's server */
+    if (s->train_count < o->workers) {
+        fprintf(stderr, "error: %d training images cannot be split among %d workers\n",
+                s->train_count, o->workers);
+        goto fail;
+    }
+    s->w = malloc(MODEL_NPARAMS * sizeof(float));
+    s->v = calloc(MODEL_NPARAMS, sizeof(float));
+    s->slots = calloc((size_t)o->workers, sizeof *s->slots);
+    if (!s->w || !s->v || !s->slots) {
+        fprintf(stderr, "error: out of memory\n");
+        goto fail;
+    }
+    model_init(s->w, o->seed);
     if (cli_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
                 strerror(errno));
-        goto out;
+        goto fail;
     }
-    s.db = metrics_open(o->db, err, sizeof err);
-    if (!s.db) {
+    s->db = metrics_open(o->db, err, sizeof err);
+    if (!s->db) {
         fprintf(stderr, "error: %s\n", err);
-        goto out;
+        goto fail;
     }
-    if (o->resume && s_resume(&s, err, sizeof err) != 0) {
+    if (o->resume && s_resume(s, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
-        s.run = 0; /* not ours to mark failed */
-        goto out;
+        s->run = 0; /* not ours to mark failed */
+        goto fail;
     }
-    if (s_listen(&s) != 0)
-        goto out;
-    s.t_listen = cli_now();
+    if (s_listen(s) != 0)
+        goto fail;
+    s->t_listen = cli_now();
+    return s;
+fail:
+    server_destroy(&s);
+    return NULL;
+}
 
-    while (!server_stop && !(s.started && s.active == 0)) {
-        zmq_pollitem_t item = {s.sock, 0, ZMQ_POLLIN, 0};
+int server_handle_ready(server_t *s)
+{
+    int events = 0, n = 0;
+    size_t len = sizeof events;
+    while (!server_stop && zmq_getsockopt(s->sock, ZMQ_EVENTS, &events, &len) == 0 &&
+           (events & ZMQ_POLLIN)) {
+        s_handle(s);
+        n++;
+    }
+    return n;
+}
+
+void server_destroy(server_t **ps)
+{
+    if (!ps || !*ps)
+        return;
+    srv_t *s = *ps;
+    if (s->run > 0) /* started and not finished */
+        metrics_run_end(s->db, s->run, "failed", 0.0, cli_now() - s->t0);
+    if (s->sock)
+        zmq_close(s->sock);
+    zactor_destroy(&s->auth);
+    /* The context is czmq's: it ends it at exit. */
+    metrics_close(&s->db);
+    idx_free(&s->test);
+    free(s->w);
+    free(s->v);
+    for (int i = 0; s->slots && i < s->o->workers; i++)
+        wire_msg_close(&s->slots[i].grad);
+    free(s->slots);
+    free(s);
+    *ps = NULL;
+}
+
+int server_run(const server_opts_t *o)
+{
+    server_t *s = server_new(o);
+    int status = 1;
+    if (!s)
+        return 1;
+    while (!server_stop && !(s->started && s->active == 0)) {
+        zmq_pollitem_t item = {s->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, SERVER_TICK_MS) < 0 && errno != EINTR) {
             fprintf(stderr, "error: zmq_poll: %s\n", zmq_strerror(errno));
             goto out;
         }
-        int events = 0;
-        size_t len = sizeof events;
-        while (!server_stop && zmq_getsockopt(s.sock, ZMQ_EVENTS, &events, &len) == 0 &&
-               (events & ZMQ_POLLIN))
-            s_handle(&s);
-        if (!s.started && cli_now() - s.t_listen > o->register_timeout) {
+        server_handle_ready(s);
+        if (!s->started && cli_now() - s->t_listen > o->register_timeout) {
             fprintf(stderr, "error: only %d of %d workers registered within %.0f s "
                             "(--register-timeout); are the workers pointed at this server's "
                             "address, and is the port open?\n",
-                    s.registered, o->workers, o->register_timeout);
+                    s->registered, o->workers, o->register_timeout);
             goto out;
         }
-        if (s.started)
-            s_check_deadlines(&s);
+        if (s->started)
+            s_check_deadlines(s);
     }
     if (server_stop) {
-        fprintf(stderr, "interrupted: run %lld marked failed\n", (long long)s.run);
+        fprintf(stderr, "interrupted: run %lld marked failed\n", (long long)s->run);
         goto out;
     }
-    status = s_finish(&s); /* ends the run in the database either way */
-    s.run = 0;
+    status = s_finish(s); /* ends the run in the database either way */
+    s->run = 0;
 out:
-    if (s.run > 0)
-        metrics_run_end(s.db, s.run, "failed", 0.0, cli_now() - s.t0);
-    if (s.sock)
-        zmq_close(s.sock);
-    zactor_destroy(&s.auth);
-    /* The context is czmq's: it ends it at exit. */
-    metrics_close(&s.db);
-    idx_free(&s.test);
-    free(s.w);
-    free(s.v);
-    for (int i = 0; s.slots && i < o->workers; i++)
-        wire_msg_close(&s.slots[i].grad);
-    free(s.slots);
+    server_destroy(&s);
     return status;
 }

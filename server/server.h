@@ -62,6 +62,22 @@ extern volatile sig_atomic_t server_stop;
 /* Runs a whole training run. Returns the process exit status. */
 int server_run(const server_opts_t *o);
 
+/* The same in pieces, for the fuzzer (tests/fuzz_server.c), which drives the
+ * message handler directly. Opaque. */
+typedef struct server server_t;
+
+/* Loads the data (none when o->data_dir is NULL: then o->train_limit images
+ * are split), opens the database, binds. NULL after printing why. o must
+ * outlive the server. */
+server_t *server_new(const server_opts_t *o);
+
+/* Handles every message ready on the socket, without waiting; returns how
+ * many. */
+int server_handle_ready(server_t *s);
+
+/* Closes everything; a run started and not finished is marked failed. */
+void server_destroy(server_t **ps);
+
 const char *server_mode_name(server_mode_t m);
 
 #endif
