@@ -141,14 +141,28 @@ $(B)/bench_ps_client: tests/bench_ps_client.c $(B)/libproto.a $(B)/libcommon.a
 bench: deps data all $(B)/bench_sgemm
 	@tests/bench.sh
 
+# Binaries, docs, systemd units (paths rewritten for PREFIX), example
+# settings, the Slurm script, and MNIST when data/ has it, where the units
+# and the script expect them.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SHAREDIR := $(PREFIX)/share/paramserver
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/data
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/paramserver/
+	for u in paramserver.service worker@.service; do \
+	    sed -e 's|/usr/local/bin|$(PREFIX)/bin|g; s|/usr/local/share|$(PREFIX)/share|g' \
+	        deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
+	install -m 644 deploy/systemd/paramserver.env deploy/systemd/worker.env $(DESTDIR)$(SHAREDIR)/
+	install -m 755 deploy/slurm/paramserver.sbatch $(DESTDIR)$(SHAREDIR)/
+	if [ -f "$(MNIST_DIR)/train-images-idx3-ubyte" ]; then \
+	    install -m 644 $(MNIST_DIR)/*-ubyte $(DESTDIR)$(SHAREDIR)/data/; fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
-	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver
+	rm -f $(DESTDIR)$(UNITDIR)/paramserver.service $(DESTDIR)$(UNITDIR)/worker@.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver $(DESTDIR)$(SHAREDIR)
 
 clean:
 	rm -rf $(B) build-asan build-fuzz

@@ -63,9 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 1)
         return 0;
-    char db[96];
+    /* A new endpoint each time: a closed socket's inproc name is released
+     * asynchronously. */
+    static unsigned serial = 0;
+    char db[96], ep[64];
     snprintf(db, sizeof db, "%s/m.db", dir);
-    server_opts_t o = {.bind = "inproc://fuzz", .data_dir = NULL, .db = db, .out_dir = dir,
+    snprintf(ep, sizeof ep, "inproc://fuzz-%u", serial++);
+    server_opts_t o = {.bind = ep, .data_dir = NULL, .db = db, .out_dir = dir,
                        .checkpoint = "/dev/null", .mode = (server_mode_t)(data[0] % 3),
                        .workers = 2, .staleness = 1, .epochs = 1, .batch_size = 64,
                        .train_limit = 256, .threads = 1, .lr = 0.01, .momentum = 0.9, .seed = 1,
@@ -78,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         client[k] = zmq_socket(ctx, ZMQ_DEALER);
         int linger = 0;
         zmq_setsockopt(client[k], ZMQ_LINGER, &linger, sizeof linger);
-        zmq_connect(client[k], "inproc://fuzz");
+        zmq_connect(client[k], ep);
     }
     size_t p = 1;
     while (p + 2 <= size) {
