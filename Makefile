@@ -79,7 +79,7 @@ $(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
 # library; programs are tested as programs by the tests/test_*.sh scripts.
 $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $^ -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
@@ -88,7 +88,7 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 # (clang, ASan + UBSan) for FUZZ_SECONDS and keeps new crashers.
 FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
-	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -138,10 +138,10 @@ run: deps data all
 	deploy/run-local.sh
 
 $(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
-	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS)
 
 $(B)/bench_ps_client: tests/bench_ps_client.c $(B)/libproto.a $(B)/libcommon.a
-	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
 bench: deps data all $(B)/bench_sgemm
 	@tests/bench.sh

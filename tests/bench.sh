@@ -27,3 +27,19 @@ for t in 1 2; do
         printf "%-8d %12.0f %10.1f %14.1f %9.0f%%\n", t, ips, gf, sg, 100 * gf / sg }'
 done
 echo "(training: forward + backward = 15.4 MFLOP per image; sgemm: 2048^3, OpenBLAS)"
+
+# PyTorch on the same machine and data, when Debian's python3-torch is there
+# (not installed by install-deps: 1 GB). Its loop feeds pre-normalised
+# tensors, without the original script's DataLoader, so this is PyTorch's
+# compute speed, not the original script's ~48 s/epoch.
+py=${PYTORCH_PYTHON:-/usr/bin/python3}
+if "$py" -c 'import torch' 2>/dev/null; then
+    for t in 1 2; do
+        ips=$(for r in $(seq "$runs"); do
+            "$py" tests/pytorch_train.py "${MNIST_DIR:-data}" 1 1 "$limit" "$t" | sed -n 's/.*images_per_second=\([0-9.]*\).*/\1/p'
+        done | median)
+        echo "pytorch threads=$t images/s=$ips"
+    done
+else
+    echo "(PyTorch not installed: apt-get install python3-torch to compare)"
+fi

@@ -1,4 +1,4 @@
-"""pytorch_train.py MNIST_DIR [EPOCHS] [SEED] [TRAIN_LIMIT]: the original study's
+"""pytorch_train.py MNIST_DIR [EPOCHS] [SEED] [TRAIN_LIMIT] [THREADS]: the original study's
 train_basic.py recipe in PyTorch (SimpleConvNet, batch 64 shuffled, SGD lr 0.01
 momentum 0.9, test batch 1000), for comparing our speed and accuracy with
 PyTorch's on the same machine. Prints per-epoch test accuracy and a summary line
@@ -28,8 +28,10 @@ d = sys.argv[1]
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 torch.manual_seed(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 xtr, ytr = load(d, "train"); xte, yte = load(d, "t10k")
-if len(sys.argv) > 4:
+if len(sys.argv) > 4 and int(sys.argv[4]) > 0:
     xtr, ytr = xtr[:int(sys.argv[4])], ytr[:int(sys.argv[4])]
+if len(sys.argv) > 5:
+    torch.set_num_threads(int(sys.argv[5]))
 m = SimpleConvNet(); opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
 crit = nn.CrossEntropyLoss(); train_s = 0.0; acc = 0.0
 for e in range(1, epochs + 1):
@@ -37,7 +39,7 @@ for e in range(1, epochs + 1):
     for i in range(0, len(ytr), 64):
         idx = perm[i:i + 64]; opt.zero_grad()
         loss = crit(m(xtr[idx]), ytr[idx]); loss.backward(); opt.step()
-    train_s += time.time() - t0; m.eval()
+    train_s += time.time() - t0; m.eval()  # training time only, as worker --basic reports
     with torch.no_grad():
         acc = 100.0 * sum((m(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item() for i in range(0, len(yte), 1000)) / len(yte)
     print(f"epoch {e}/{epochs}: test accuracy {acc:.2f}%, {time.time() - t0:.1f} s", flush=True)
