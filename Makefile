@@ -151,6 +151,9 @@ bench: deps data all $(B)/bench_sgemm
 # and the script expect them.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SHAREDIR := $(PREFIX)/share/paramserver
+bench-ps: deps data all $(B)/bench_ps_client
+	@BUILD=$(B) tests/bench-ps.sh
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/data

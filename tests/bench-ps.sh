@@ -11,6 +11,7 @@
 secs=$SECONDS && [ "$secs" -gt 0 ] || secs=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bin=${BUILD:-build}   # where the programs are
 limit=${TRAIN_LIMIT:-30000} runs=${RUNS:-1} deadline=${DEADLINE:-300}
 tmp=$(mktemp -d)
 pids=() failed=0
@@ -37,7 +38,7 @@ alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done;
 # sets $server and $endpoint, read from its "listening on" line.
 start_server() {
     local log=$1 until; shift
-    build/paramserver --bind 'tcp://127.0.0.1:*' "$@" >"$log" 2>&1 &
+    "$bin"/paramserver --bind 'tcp://127.0.0.1:*' "$@" >"$log" 2>&1 &
     server=$! && pids+=("$server")
     until=$(later 60)
     endpoint=
@@ -73,7 +74,7 @@ echo "== basic mode, 2 threads, 1 epoch of $limit images (median of $runs) =="
 # (No process is started inside a pipeline or $(...): a subshell's pids
 # would escape the cleanup.)
 for r in $(seq "$runs"); do
-    build/worker --basic --epochs 1 --threads 2 --train-limit "$limit" --test-limit 1000 \
+    "$bin"/worker --basic --epochs 1 --threads 2 --train-limit "$limit" --test-limit 1000 \
         --db "$tmp/basic.db" --out "$tmp" >"$tmp/basic.log" 2>&1 &
     pids+=("$!") && await "$tmp/basic.log" "$!" || exit 1
     grep '^summary:' "$tmp/basic.log" | tail -1 | sed -n 's/^summary:.*images_per_second=\([0-9.]*\).*/\1/p' >>"$tmp/basic"
@@ -94,7 +95,7 @@ for mode in sync async; do
                 --test-limit 1000 --db "$db" --out "$tmp"
             wp=()
             for ((k = 0; k < w; k++)); do
-                build/worker --server "$endpoint" --name "w$k" --threads 1 --test-limit 1000 \
+                "$bin"/worker --server "$endpoint" --name "w$k" --threads 1 --test-limit 1000 \
                     >"$tmp/$mode-$w-$r-worker$k.log" 2>&1 &
                 wp+=("$!") && pids+=("$!")
             done
@@ -126,7 +127,7 @@ for c in 1 2 4 8; do
         log=$tmp/micro-$c-$r.log
         start_server "$log" --workers "$c" --mode async --test-limit 10 --db "$tmp/micro.db" \
             --out "$tmp" --register-timeout 60
-        build/bench_ps_client "$endpoint" "$c" "$secs" >"$tmp/client.out" 2>&1 &
+        "$bin"/bench_ps_client "$endpoint" "$c" "$secs" >"$tmp/client.out" 2>&1 &
         cp=$! && pids+=("$cp")
         await "$log" "$server" "$cp" || { cat "$tmp/client.out" >&2 && failed=1 && continue; }
         sed -n 's/.*round_trips_per_second=\([0-9.]*\) median_ms=\([0-9.]*\).*/\1 \2/p' "$tmp/client.out" >>"$tmp/cell"
