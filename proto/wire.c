@@ -128,6 +128,169 @@ static void s_drain(void *sock)
     }
 }
 
+/* IEEE float <-> half, round to nearest even; F16C instructions when the
+ * compiler may use them, the same results by hand otherwise. */
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
+static uint16_t s_f2h(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000, mant = x & 0x7fffff;
+    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    if (((x >> 23) & 0xff) == 0xff)
+        return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
+    if (exp >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10)
+            return (uint16_t)sign;
+        mant |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp), h = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++; /* a carry into the exponent is the right rounding */
+    return (uint16_t)h;
+}
+
+static float s_h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, x;
+    if (exp == 0 && mant == 0)
+        x = sign;
+    else if (exp == 0) { /* subnormal: normalise */
+        int e = 1;
+        while (!(mant & 0x400)) {
+            mant <<= 1;
+            e--;
+        }
+        x = sign | ((uint32_t)(e + 127 - 15) << 23) | ((mant & 0x3ff) << 13);
+    } else if (exp == 31)
+        x = sign | 0x7f800000 | (mant << 13);
+    else
+        x = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+static void s_to_half(const float *in, uint16_t *out, size_t n)
+{
+    size_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++)
+        out[i] = s_f2h(in[i]);
+}
+
+static void s_from_half(const uint16_t *in, float *out, size_t n)
+{
+    size_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+#endif
+    for (; i < n; i++)
+        out[i] = s_h2f(in[i]);
+}
+
+#define S_I8_BLOCKS ((WIRE_TENSOR_FLOATS + WIRE_I8_BLOCK - 1) / WIRE_I8_BLOCK)
+
+size_t wire_encoded_size(int encoding)
+{
+    switch (encoding) {
+    case PS__ENCODING__ENCODING_F32: return WIRE_TENSOR_FLOATS * sizeof(float);
+    case PS__ENCODING__ENCODING_F16: return WIRE_TENSOR_FLOATS * sizeof(uint16_t);
+    case PS__ENCODING__ENCODING_I8: return WIRE_TENSOR_FLOATS + S_I8_BLOCKS * sizeof(float);
+    default: return 0;
+    }
+}
+
+int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual)
+{
+    size_t size = wire_encoded_size(encoding);
+    if (size == 0 || zmq_msg_init_size(msg, size) != 0)
+        return -1;
+    unsigned char *out = zmq_msg_data(msg);
+    if (encoding == PS__ENCODING__ENCODING_F32)
+        memcpy(out, t, size);
+    else if (encoding == PS__ENCODING__ENCODING_F16)
+        s_to_half(t, (uint16_t *)out, WIRE_TENSOR_FLOATS);
+    else {
+        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+            size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
+            n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
+            float x[WIRE_I8_BLOCK], mx = 0.0f;
+            for (size_t i = 0; i < n; i++) {
+                x[i] = t[lo + i] + (residual ? residual[lo + i] : 0.0f);
+                mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+            }
+            float scale = mx / 127.0f, inv = mx > 0 ? 127.0f / mx : 0.0f;
+            unsigned char *blk = out + b * (sizeof(float) + WIRE_I8_BLOCK);
+            memcpy(blk, &scale, sizeof scale);
+            int8_t *q = (int8_t *)(blk + sizeof scale);
+            for (size_t i = 0; i < n; i++) {
+                long v = lrintf(x[i] * inv);
+                q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+                if (residual)
+                    residual[lo + i] = x[i] - (float)q[i] * scale;
+            }
+        }
+    }
+    return 0;
+}
+
+const float *wire_tensor(const wire_msg_t *m, float *scratch)
+{
+    if (m->tensor)
+        return m->tensor;
+    const unsigned char *in = zmq_msg_data((zmq_msg_t *)&m->tensor_msg);
+    if (m->encoding == PS__ENCODING__ENCODING_F16)
+        s_from_half((const uint16_t *)in, scratch, WIRE_TENSOR_FLOATS);
+    else
+        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+            size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
+            n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
+            const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+            float scale;
+            memcpy(&scale, blk, sizeof scale);
+            const int8_t *q = (const int8_t *)(blk + sizeof scale);
+            for (size_t i = 0; i < n; i++)
+                scratch[lo + i] = (float)q[i] * scale;
+        }
+    return scratch;
+}
+
+/* Checks a compressed tensor frame: no half-precision infinity or NaN, no
+ * int8 block scale that is negative or not finite. Returns the index of the
+ * first bad value or block, or -1 when all is well. */
+static long s_check_compressed(const unsigned char *in, int encoding)
+{
+    if (encoding == PS__ENCODING__ENCODING_F16) {
+        const uint16_t *h = (const uint16_t *)in;
+        for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
+            if ((h[i] & 0x7c00) == 0x7c00)
+                return (long)i;
+    } else
+        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+            float scale;
+            memcpy(&scale, in + b * (sizeof(float) + WIRE_I8_BLOCK), sizeof scale);
+            if (!isfinite(scale) || scale < 0)
+                return (long)b;
+        }
+    return -1;
+}
+
 /* No NaN or infinity among n floats: a branch-free pass over the exponent
  * bits (all ones means not finite), which the compiler vectorises. */
 static int s_all_finite(const float *t, size_t n)
@@ -222,10 +385,24 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         size_t tlen = zmq_msg_size(&m->tensor_msg);
         m->bytes += tlen;
         const float *t = zmq_msg_data(&m->tensor_msg);
-        if (tlen != WIRE_TENSOR_FLOATS * sizeof(float)) {
-            snprintf(err, errlen, "tensor frame has %zu bytes; expected %zu (%d floats)", tlen,
-                     WIRE_TENSOR_FLOATS * sizeof(float), WIRE_TENSOR_FLOATS);
+        int enc = env->body_case == PS__ENVELOPE__BODY_PUSH ? (int)env->push->encoding
+                                                            : (int)env->weights->encoding;
+        size_t want = wire_encoded_size(enc);
+        long bad;
+        m->encoding = enc;
+        if (want == 0) {
+            snprintf(err, errlen, "unknown tensor encoding %d", enc);
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else if (tlen != want) {
+            snprintf(err, errlen, "tensor frame has %zu bytes; expected %zu (%d values, "
+                     "encoding %d)", tlen, want, WIRE_TENSOR_FLOATS, enc);
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else if (enc != PS__ENCODING__ENCODING_F32) {
+            if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
+                snprintf(err, errlen, "tensor %s %ld is not finite",
+                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad);
+                rc = PS__ERROR_CODE__ERROR_MALFORMED;
+            }
         } else if (((uintptr_t)t & 3) != 0) {
             snprintf(err, errlen, "tensor frame is not aligned for floats");
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
@@ -235,8 +412,8 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
                 i++;
             snprintf(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        }
-        m->tensor = t;
+        } else
+            m->tensor = t;
     }
     if (s_more(sock)) {
         s_drain(sock);
@@ -252,6 +429,20 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     }
     m->env = env;
     return 0;
+}
+
+void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
+{
+    *dst = (wire_msg_t){.env = src->env, .encoding = src->encoding, .bytes = src->bytes,
+                        .has_tensor_msg = src->has_tensor_msg};
+    if (src->has_tensor_msg) {
+        zmq_msg_init(&dst->tensor_msg);
+        zmq_msg_move(&dst->tensor_msg, &src->tensor_msg);
+        zmq_msg_close(&src->tensor_msg);
+        if (src->tensor)
+            dst->tensor = zmq_msg_data(&dst->tensor_msg);
+    }
+    memset(src, 0, sizeof *src);
 }
 
 void wire_msg_close(wire_msg_t *m)

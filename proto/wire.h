@@ -9,8 +9,11 @@
  * every tensor value is finite. Anything else is refused with an error code
  * and message that the server sends back as an Error.
  *
- * The tensor is read in place from the received frame (no copy); a send
- * copies it once into a new frame, so the caller may reuse its buffer at once. */
+ * Tensors travel as float32 (read in place from the received frame, no
+ * copy), or compressed as float16 or as int8 with a float32 scale per block
+ * of WIRE_I8_BLOCK values (Push.encoding / Weights.encoding say which; the
+ * frame's length must match, and every decoded value must be finite).
+ * wire_tensor() gives the floats whatever the encoding. */
 #ifndef WIRE_H
 #define WIRE_H
 
@@ -27,6 +30,11 @@
 /* The largest message a server accepts (ZMQ_MAXMSGSIZE): a tensor + slack. */
 #define WIRE_MAX_MESSAGE (WIRE_TENSOR_FLOATS * 4 + 65536)
 
+#define WIRE_I8_BLOCK 256
+
+/* Bytes of a tensor frame in an encoding (PS__ENCODING__*); 0 if unknown. */
+size_t wire_encoded_size(int encoding);
+
 /* A routing id: who sent a message to a ROUTER socket, and where a reply goes. */
 typedef struct {
     size_t len;
@@ -36,8 +44,9 @@ typedef struct {
 /* A received, checked message. */
 typedef struct {
     Ps__Envelope *env;     /* decoded header, owned; env->body_case says which */
-    const float *tensor;   /* WIRE_TENSOR_FLOATS floats in the received frame, or NULL */
-    zmq_msg_t tensor_msg;  /* the frame that holds `tensor` */
+    const float *tensor;   /* F32: WIRE_TENSOR_FLOATS floats in the received frame; else NULL */
+    int encoding;          /* of the tensor frame, when there is one */
+    zmq_msg_t tensor_msg;  /* the tensor frame */
     int has_tensor_msg;
     size_t bytes;          /* bytes received (all frames) */
 } wire_msg_t;
@@ -65,6 +74,20 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
  * received but refused, with a message in err (peer is still filled, so an
  * Error can be sent back). On anything but 0, m holds nothing to free. */
 int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen);
+
+/* The message's tensor as WIRE_TENSOR_FLOATS floats: in place for F32,
+ * else decoded into scratch (WIRE_TENSOR_FLOATS floats), which is returned. */
+const float *wire_tensor(const wire_msg_t *m, float *scratch);
+
+/* A tensor frame holding `t` in `encoding`. For I8 with a residual
+ * (WIRE_TENSOR_FLOATS floats, error feedback), t + residual is encoded and
+ * residual becomes what the encoding lost, to be sent with the next tensor.
+ * 0, or -1 when out of memory or for an unknown encoding. */
+int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual);
+
+/* Moves a received message: dst takes over src's header and frames (and
+ * src is left empty). Use it instead of copying the struct. */
+void wire_msg_move(wire_msg_t *dst, wire_msg_t *src);
 
 /* Frees what wire_recv filled; safe to call twice. */
 void wire_msg_close(wire_msg_t *m);

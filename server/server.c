@@ -39,7 +39,10 @@ typedef struct {
     uint64_t held_request; /* its request id, echoed in the reply */
     double last_seen;   /* cli_now() of its last message */
     int64_t shard;      /* images it owns */
-    wire_msg_t grad;    /* sync: its gradient of the open round, kept until applied */
+    wire_msg_t grad;    /* sync: its gradient's message of the open round */
+    const float *round_g; /* sync: its gradient in the open round, or NULL */
+    int compress;       /* PS__COMPRESSION__*: how its tensors travel */
+    float *gbuf;        /* its last compressed gradient, decoded */
 } slot_t;
 
 typedef struct server {
@@ -107,8 +110,8 @@ static void s_send(srv_t *s, slot_t *slot, Ps__Envelope *env, const float *tenso
 /* The current weights as one tensor frame, built on first use and shared by
  * every reply of one release (ZeroMQ counts the references). */
 typedef struct {
-    zmq_msg_t msg;
-    int ready;
+    zmq_msg_t msg[3]; /* per encoding, PS__ENCODING__* */
+    int ready[3];
 } snapshot_t;
 
 /* Replies with the weights to request `request` of this slot's worker; `held`
@@ -116,20 +119,24 @@ typedef struct {
 static void s_reply_weights(srv_t *s, slot_t *slot, uint64_t request, double held,
                             snapshot_t *snap)
 {
-    if (!snap->ready) {
-        if (wire_tensor_init(&snap->msg, s->w) != 0) {
+    /* Weights travel as float32, or as float16 under any compression. */
+    int enc = slot->compress == PS__COMPRESSION__COMPRESSION_NONE ? PS__ENCODING__ENCODING_F32
+                                                                  : PS__ENCODING__ENCODING_F16;
+    if (!snap->ready[enc]) {
+        if (wire_tensor_encode(&snap->msg[enc], s->w, enc, NULL) != 0) {
             s_log(s, "warning: out of memory for a reply to worker %d", (int)(slot - s->slots));
             return;
         }
-        snap->ready = 1;
+        snap->ready[enc] = 1;
     }
     zmq_msg_t copy;
     zmq_msg_init(&copy);
-    zmq_msg_copy(&copy, &snap->msg);
+    zmq_msg_copy(&copy, &snap->msg[enc]);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Weights wm = PS__WEIGHTS__INIT;
     wm.version = s->version;
     wm.held_seconds = held;
+    wm.encoding = (Ps__Encoding)enc;
     env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
     env.weights = &wm;
     env.request_id = request;
@@ -143,9 +150,10 @@ static void s_reply_weights(srv_t *s, slot_t *slot, uint64_t request, double hel
 
 static void s_snapshot_close(snapshot_t *snap)
 {
-    if (snap->ready)
-        zmq_msg_close(&snap->msg);
-    snap->ready = 0;
+    for (int e = 0; e < 3; e++)
+        if (snap->ready[e])
+            zmq_msg_close(&snap->msg[e]);
+    memset(snap, 0, sizeof *snap);
 }
 
 static void s_reply_ack(srv_t *s, slot_t *slot)
@@ -440,15 +448,16 @@ static void s_check_round(srv_t *s)
     const float *g[s->o->workers];
     int k = 0;
     for (int i = 0; i < s->o->workers; i++)
-        if (s->slots[i].grad.tensor)
-            g[k++] = s->slots[i].grad.tensor;
+        if (s->slots[i].round_g)
+            g[k++] = s->slots[i].round_g;
     s_apply_average(s, g, k);
     s->round_arrived = 0;
     double now = cli_now();
-    snapshot_t snap = {.ready = 0};
+    snapshot_t snap = {.ready = {0}};
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
         wire_msg_close(&sl->grad);
+        sl->round_g = NULL;
         if (sl->pending) {
             sl->pending = 0;
             if (sl->active)
@@ -470,7 +479,7 @@ static void s_check_ssp(srv_t *s)
         if (s->slots[i].active && s->slots[i].steps < min)
             min = s->slots[i].steps;
     double now = cli_now();
-    snapshot_t snap = {.ready = 0};
+    snapshot_t snap = {.ready = {0}};
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
         if (sl->pending && (min == UINT64_MAX || sl->steps <= min + (uint64_t)s->o->staleness)) {
@@ -510,6 +519,7 @@ static void s_welcome(srv_t *s, slot_t *sl)
     wm.params = MODEL_NPARAMS;
     wm.incarnation = (uint32_t)sl->incarnation;
     wm.start_step = sl->steps;
+    wm.compress = (Ps__Compression)sl->compress;
     env.body_case = PS__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
     env.request_id = sl->held_request; /* the Register it answers */
@@ -545,8 +555,9 @@ static void s_welcome_all(srv_t *s)
 static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Register *r)
 {
     int id = (int)(sl - s->slots);
-    if (sl->pending && s->o->mode == MODE_SYNC && sl->grad.tensor) {
+    if (sl->pending && s->o->mode == MODE_SYNC && sl->round_g) {
         wire_msg_close(&sl->grad);
+        sl->round_g = NULL;
         s->round_arrived--;
         sl->steps--;
     }
@@ -555,6 +566,7 @@ static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Re
     sl->held_request = s->request;
     sl->incarnation++;
     sl->threads = (int)r->threads;
+    sl->compress = (int)r->compress;
     if (r->host)
         snprintf(sl->host, sizeof sl->host, "%s", r->host);
     if (!sl->active) {
@@ -575,6 +587,10 @@ static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Re
 static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register *r)
 {
     const char *name = r->name && *r->name ? r->name : "unnamed";
+    if ((int)r->compress < 0 || r->compress > PS__COMPRESSION__COMPRESSION_INT8) {
+        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "unknown compression");
+        return;
+    }
     if (strlen(name) >= sizeof s->slots[0].name || (r->host && strlen(r->host) >= 128)) {
         s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED,
                         "worker name or host is too long (at most 127 bytes)");
@@ -614,6 +630,7 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
     sl->peer = *peer;
     sl->held_request = s->request;
     sl->threads = (int)r->threads;
+    sl->compress = (int)r->compress;
     sl->active = 1;
     sl->last_seen = cli_now();
     sl->shard = (s->train_count * (int64_t)(id + 1)) / s->o->workers -
@@ -660,7 +677,6 @@ static slot_t *s_check_worker(srv_t *s, const wire_peer_t *peer, uint32_t id, co
 static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
 {
     const Ps__Push *p = m->env->push;
-    const float *g = m->tensor;
     slot_t *sl = s_check_worker(s, peer, p->worker_id, "push");
     if (!sl)
         return;
@@ -671,7 +687,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
          * still to come. */
         s->duplicates++;
         if (!sl->pending) {
-            snapshot_t snap = {.ready = 0};
+            snapshot_t snap = {.ready = {0}};
             s_reply_weights(s, sl, s->request, 0.0, &snap);
             s_snapshot_close(&snap);
         }
@@ -694,13 +710,24 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
         s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
         return;
     }
+    const float *g = m->tensor;
+    if (!g) { /* compressed: decode into the slot's buffer */
+        if (!sl->gbuf && !(sl->gbuf = malloc(MODEL_NPARAMS * sizeof(float)))) {
+            s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, "server out of memory");
+            return;
+        }
+        g = wire_tensor(m, sl->gbuf);
+    }
     sl->steps = p->step;
     metrics_step(s->db, s->run, (int)(sl - s->slots), (int64_t)p->step, (int)p->epoch, p->loss,
                  s_t(s));
     switch (s->o->mode) {
     case MODE_SYNC:
-        sl->grad = *m; /* the slot owns the message now */
-        memset(m, 0, sizeof *m);
+        if (m->tensor) { /* float32: the slot keeps the message itself */
+            wire_msg_move(&sl->grad, m);
+            g = sl->grad.tensor;
+        }
+        sl->round_g = g;
         s->round_arrived++;
         sl->pending = 1;
         sl->held_since = cli_now();
@@ -709,7 +736,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
         break;
     case MODE_ASYNC: {
         s_apply(s, g, p->version);
-        snapshot_t snap = {.ready = 0};
+        snapshot_t snap = {.ready = {0}};
         s_reply_weights(s, sl, s->request, 0.0, &snap);
         s_snapshot_close(&snap);
         s_maybe_checkpoint(s);
@@ -785,7 +812,7 @@ static void s_handle(srv_t *s)
     case PS__ENVELOPE__BODY_REGISTER: s_on_register(s, &peer, env->register_); break;
     case PS__ENVELOPE__BODY_PULL: {
         slot_t *sl = s_check_worker(s, &peer, env->pull->worker_id, "pull");
-        snapshot_t snap = {.ready = 0};
+        snapshot_t snap = {.ready = {0}};
         if (sl)
             s_reply_weights(s, sl, s->request, 0.0, &snap);
         s_snapshot_close(&snap);
@@ -1026,8 +1053,10 @@ void server_destroy(server_t **ps)
     idx_free(&s->test);
     free(s->w);
     free(s->v);
-    for (int i = 0; s->slots && i < s->o->workers; i++)
+    for (int i = 0; s->slots && i < s->o->workers; i++) {
         wire_msg_close(&s->slots[i].grad);
+        free(s->slots[i].gbuf);
+    }
     free(s->slots);
     free(s);
     *ps = NULL;

@@ -236,6 +236,7 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
     reg.name = (char *)name;
     reg.host = (char *)host;
     reg.threads = (uint32_t)c->o->threads;
+    reg.compress = (Ps__Compression)c->o->compress;
     env.body_case = PS__ENVELOPE__BODY_REGISTER;
     env.register_ = &reg;
     wire_msg_t reply;
@@ -248,6 +249,11 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
     wire_msg_close(&reply);
     if (s_check_welcome(&got) != 0)
         return REQ_FAIL;
+    if ((int)got.compress != c->o->compress) {
+        fprintf(stderr, "error: asked the server for compression %d, got %d\n", c->o->compress,
+                (int)got.compress);
+        return REQ_FAIL;
+    }
     if (again && (got.worker_id != w->worker_id || got.run_id != w->run_id ||
                   got.seed != w->seed || got.epochs != w->epochs ||
                   got.batch_size != w->batch_size || got.train_limit != w->train_limit ||
@@ -274,6 +280,7 @@ static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t versi
     push.epoch = (uint32_t)epoch;
     push.loss = (float)loss;
     push.incarnation = w->incarnation;
+    push.encoding = (Ps__Encoding)c->o->compress; /* NONE/FP16/INT8 -> F32/F16/I8 */
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &push;
@@ -281,7 +288,7 @@ static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t versi
     int rc = s_request(c, &env, grad, PS__ENVELOPE__BODY_WEIGHTS, c->o->timeout, &reply);
     if (rc == REQ_OK) {
         wire_msg_close(weights);
-        *weights = reply; /* the new weights, used in place */
+        wire_msg_move(weights, &reply); /* the new weights */
     }
     return rc;
 }
@@ -305,6 +312,10 @@ int distributed_run(const worker_opts_t *o)
     engine_t *eng = NULL;
     int *order = NULL;
     wire_msg_t weights = {0}; /* the last Weights reply: its tensor is the model */
+    float *wbuf = NULL;       /* compressed: the decoded weights */
+    float *gbuf = NULL;       /* compressed: the gradient before encoding */
+    float *residual = NULL;   /* int8: what encoding lost, added to the next gradient */
+    const float *params = NULL;
     Ps__Welcome w = PS__WELCOME__INIT;
     int n = 0, batches = 0, test_limit = 0, sessions = 0;
     double train_seconds = 0.0, accuracy = 0.0;
@@ -359,7 +370,12 @@ session:
         batches = (n + batch - 1) / batch;
         eng = engine_new(o->threads, batch, err, sizeof err);
         order = malloc((size_t)n * sizeof(int));
-        if (!eng || !order) {
+        if (o->compress) {
+            wbuf = malloc(MODEL_NPARAMS * sizeof(float));
+            gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+            residual = calloc(MODEL_NPARAMS, sizeof(float));
+        }
+        if (!eng || !order || (o->compress && (!wbuf || !gbuf || !residual))) {
             fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
             goto out;
         }
@@ -383,6 +399,7 @@ session:
     if (rc != REQ_OK)
         goto out;
     uint64_t version = weights.env->weights->version;
+    params = wire_tensor(&weights, wbuf);
 
     /* Replay the shard's order from the seed; skip the steps already applied. */
     shard_indices(w.seed, (int)w.train_limit, (int)w.workers, id, order);
@@ -408,14 +425,25 @@ session:
                 goto out;
             int lo = b * batch, m = n - lo < batch ? n - lo : batch;
             double tc = cli_now();
-            /* The gradient goes straight into the frame that carries it. */
+            /* Uncompressed, the gradient goes straight into the frame that
+             * carries it; compressed, it is encoded into one. */
             zmq_msg_t grad;
-            if (wire_tensor_init(&grad, NULL) != 0) {
-                fprintf(stderr, "error: out of memory\n");
-                goto out;
+            double loss;
+            if (!o->compress) {
+                if (wire_tensor_init(&grad, NULL) != 0) {
+                    fprintf(stderr, "error: out of memory\n");
+                    goto out;
+                }
+                loss = engine_gradient(eng, params, &train, order + lo, m, zmq_msg_data(&grad));
+            } else {
+                loss = engine_gradient(eng, params, &train, order + lo, m, gbuf);
+                if (wire_tensor_encode(&grad, gbuf, o->compress,
+                                       o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? residual
+                                                                                      : NULL) != 0) {
+                    fprintf(stderr, "error: out of memory\n");
+                    goto out;
+                }
             }
-            double loss = engine_gradient(eng, weights.tensor, &train, order + lo, m,
-                                          zmq_msg_data(&grad));
             double tp = cli_now();
             t_compute += tp - tc;
             loss_sum += loss;
@@ -428,6 +456,7 @@ session:
             double te = cli_now();
             double held = weights.env->weights->held_seconds;
             version = weights.env->weights->version;
+            params = wire_tensor(&weights, wbuf);
             /* wire_send encodes and queues (push); the rest of the round
              * trip beyond the server's hold is transfer and update (pull). */
             double rest = te - tp - c.send_seconds;
@@ -439,7 +468,7 @@ session:
         }
         double epoch_seconds = cli_now() - t0;
         train_seconds += epoch_seconds;
-        accuracy = engine_evaluate(eng, weights.tensor, &test, test_limit, NULL);
+        accuracy = engine_evaluate(eng, params, &test, test_limit, NULL);
         progress_clear(&prog);
         printf("%s: epoch %d/%d: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
                "wait %.1f, communication %.1f)\n",
@@ -495,6 +524,9 @@ out:
         zmq_ctx_term(c.ctx);
     engine_destroy(&eng);
     free(order);
+    free(wbuf);
+    free(gbuf);
+    free(residual);
     idx_free(&train);
     idx_free(&test);
     return status;

@@ -54,6 +54,9 @@ static void s_usage(FILE *f)
         "  --curve-secret FILE   distributed, CurveZMQ: this worker's secret certificate\n"
         "                        (paramserver --keygen PATH writes PATH_secret)\n"
         "  --server-key FILE     distributed, CurveZMQ: the server's public certificate\n"
+        "  --compress SCHEME     distributed: none (float32), fp16 (gradients and weights\n"
+        "                        as float16), int8 (gradients as int8 per block of 256 with\n"
+        "                        error feedback, weights as float16); default none\n"
         "  -h, --help            this help\n"
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
@@ -71,7 +74,7 @@ int main(int argc, char **argv)
     int basic = 0;
     enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
            O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT,
-           O_CURVE, O_SERVER_KEY };
+           O_CURVE, O_SERVER_KEY, O_COMPRESS };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
         {"server", required_argument, 0, O_SERVER},
@@ -91,6 +94,7 @@ int main(int argc, char **argv)
         {"connect-timeout", required_argument, 0, O_CONNECT_TIMEOUT},
         {"curve-secret", required_argument, 0, O_CURVE},
         {"server-key", required_argument, 0, O_SERVER_KEY},
+        {"compress", required_argument, 0, O_COMPRESS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -116,6 +120,19 @@ int main(int argc, char **argv)
         case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
         case O_CURVE: o.curve_secret = optarg; break;
         case O_SERVER_KEY: o.server_key = optarg; break;
+        case O_COMPRESS:
+            if (strcmp(optarg, "none") == 0)
+                o.compress = 0;
+            else if (strcmp(optarg, "fp16") == 0)
+                o.compress = 1;
+            else if (strcmp(optarg, "int8") == 0)
+                o.compress = 2;
+            else {
+                fprintf(stderr, "error: --compress '%s' is not one of none, fp16, int8\n",
+                        optarg);
+                bad = 1;
+            }
+            break;
         case O_CONNECT_TIMEOUT:
             bad |= cli_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
             break;

@@ -20,6 +20,7 @@ typedef struct {
     double connect_timeout; /* distributed: seconds to wait for the Welcome */
     const char *curve_secret; /* CurveZMQ: this worker's secret certificate, or NULL */
     const char *server_key;   /* CurveZMQ: the server's public certificate */
+    int compress;             /* distributed: PS__COMPRESSION__* to ask the server for */
 } worker_opts_t;
 
 /* Set by SIGINT/SIGTERM: training loops stop at the next batch. */
