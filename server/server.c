@@ -520,6 +520,7 @@ static void s_welcome(srv_t *s, slot_t *sl)
     wm.incarnation = (uint32_t)sl->incarnation;
     wm.start_step = sl->steps;
     wm.compress = (Ps__Compression)sl->compress;
+    wm.lr = s->o->lr;
     env.body_case = PS__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
     env.request_id = sl->held_request; /* the Register it answers */

@@ -32,6 +32,7 @@ typedef struct {
     int64_t bytes_sent, bytes_received;
     double send_seconds; /* how long the last request took to encode and queue */
     uint64_t request;    /* id of the last request */
+    char mode[16];       /* the server's consistency mode, from the Welcome */
 } conn_t;
 
 /* Checks that a tcp:// endpoint's host resolves, for a clear message now
@@ -245,6 +246,7 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
     if (rc != REQ_OK)
         return REQ_FAIL;
     Ps__Welcome got = *reply.env->welcome;
+    snprintf(c->mode, sizeof c->mode, "%s", got.mode ? got.mode : "?");
     got.mode = NULL; /* points into the reply */
     wire_msg_close(&reply);
     if (s_check_welcome(&got) != 0)
@@ -315,6 +317,8 @@ int distributed_run(const worker_opts_t *o)
     float *wbuf = NULL;       /* compressed: the decoded weights */
     float *gbuf = NULL;       /* compressed: the gradient before encoding */
     float *residual = NULL;   /* int8: what encoding lost, added to the next gradient */
+    float *local = NULL;      /* --push-every K > 1: this worker's own weights */
+    float *acc = NULL;        /* --push-every K > 1: the sum of the group's gradients */
     const float *params = NULL;
     Ps__Welcome w = PS__WELCOME__INIT;
     int n = 0, batches = 0, test_limit = 0, sessions = 0;
@@ -352,6 +356,13 @@ session:
     if (s_register(&c, name, host, &w, sessions > 1) != REQ_OK)
         goto out;
     const int id = (int)w.worker_id, batch = (int)w.batch_size, epochs = (int)w.epochs;
+    if (o->push_every > 1 && strcmp(c.mode, "sync") != 0) {
+        /* Measured: async with 4 local steps per push diverged (50% after an
+         * epoch): stale pushes 4 steps long, amplified by momentum. */
+        fprintf(stderr, "error: --push-every needs a sync server (this one is %s): stale "
+                        "multi-step pushes with momentum diverge\n", c.mode);
+        goto out;
+    }
     if (sessions == 1) {
         snprintf(who, sizeof who, "worker %d", id);
         if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
@@ -370,12 +381,17 @@ session:
         batches = (n + batch - 1) / batch;
         eng = engine_new(o->threads, batch, err, sizeof err);
         order = malloc((size_t)n * sizeof(int));
-        if (o->compress) {
+        if (o->compress || o->push_every > 1) {
             wbuf = malloc(MODEL_NPARAMS * sizeof(float));
             gbuf = malloc(MODEL_NPARAMS * sizeof(float));
             residual = calloc(MODEL_NPARAMS, sizeof(float));
         }
-        if (!eng || !order || (o->compress && (!wbuf || !gbuf || !residual))) {
+        if (o->push_every > 1) {
+            local = malloc(MODEL_NPARAMS * sizeof(float));
+            acc = malloc(MODEL_NPARAMS * sizeof(float));
+        }
+        if (!eng || !order || ((o->compress || o->push_every > 1) && (!wbuf || !gbuf || !residual)) ||
+            (o->push_every > 1 && (!local || !acc))) {
             fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
             goto out;
         }
@@ -400,6 +416,11 @@ session:
         goto out;
     uint64_t version = weights.env->weights->version;
     params = wire_tensor(&weights, wbuf);
+    const int K = o->push_every, pushes = (batches + K - 1) / K; /* per epoch */
+    if (K > 1) {
+        memcpy(local, params, MODEL_NPARAMS * sizeof(float));
+        params = local;
+    }
 
     /* Replay the shard's order from the seed; skip the steps already applied. */
     shard_indices(w.seed, (int)w.train_limit, (int)w.workers, id, order);
@@ -407,48 +428,73 @@ session:
     shard_epoch_rng(&rng, w.seed, id);
     progress_t prog;
     progress_init(&prog, epochs, batches, who);
+    /* Steps are pushes: one per batch, or one per group of K batches (a
+     * group never spans two epochs). */
     uint64_t step = 0;
     for (int epoch = 1; epoch <= epochs; epoch++) {
         rng_shuffle(&rng, order, n);
-        if (step + (uint64_t)batches <= w.start_step) {
-            step += (uint64_t)batches;
+        if (step + (uint64_t)pushes <= w.start_step) {
+            step += (uint64_t)pushes;
             continue;
         }
         progress_epoch_start(&prog);
         double t0 = cli_now(), loss_sum = 0.0, t_compute = 0, t_push = 0, t_pull = 0, t_wait = 0;
+        double group_loss = 0.0;
         int64_t sent0 = c.bytes_sent, recv0 = c.bytes_received;
-        int done_here = 0;
+        int done_here = 0, in_group = 0;
         for (int b = 0; b < batches; b++) {
-            if (++step <= w.start_step)
+            uint64_t this_push = step + (uint64_t)(b / K) + 1;
+            if (this_push <= w.start_step)
                 continue;
             if (worker_stop)
                 goto out;
             int lo = b * batch, m = n - lo < batch ? n - lo : batch;
             double tc = cli_now();
-            /* Uncompressed, the gradient goes straight into the frame that
-             * carries it; compressed, it is encoded into one. */
+            /* Plain, the gradient goes straight into the frame that carries
+             * it; compressed or grouped, it goes through gbuf. */
             zmq_msg_t grad;
             double loss;
-            if (!o->compress) {
+            if (!gbuf) {
                 if (wire_tensor_init(&grad, NULL) != 0) {
                     fprintf(stderr, "error: out of memory\n");
                     goto out;
                 }
                 loss = engine_gradient(eng, params, &train, order + lo, m, zmq_msg_data(&grad));
-            } else {
+            } else
                 loss = engine_gradient(eng, params, &train, order + lo, m, gbuf);
-                if (wire_tensor_encode(&grad, gbuf, o->compress,
-                                       o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? residual
-                                                                                      : NULL) != 0) {
-                    fprintf(stderr, "error: out of memory\n");
-                    goto out;
+            loss_sum += loss;
+            group_loss += loss;
+            done_here++;
+            if (K > 1) { /* local SGD: take the step here, push the group's sum */
+                float lr = (float)w.lr;
+                for (size_t i = 0; i < MODEL_NPARAMS; i++) {
+                    acc[i] = in_group ? acc[i] + gbuf[i] : gbuf[i];
+                    local[i] -= lr * gbuf[i];
                 }
+                if (++in_group < K && b + 1 < batches) {
+                    t_compute += cli_now() - tc;
+                    progress_batch(&prog, epoch, b + 1, loss);
+                    continue;
+                }
+                /* The sum of the group's gradients is this worker's local
+                 * displacement divided by lr: the server moves the master
+                 * weights by the workers' mean displacement (model averaging),
+                 * with its momentum on top. */
+                memcpy(gbuf, acc, MODEL_NPARAMS * sizeof(float));
+                loss = group_loss / in_group;
+            }
+            if (gbuf && wire_tensor_encode(&grad, gbuf, o->compress,
+                                           o->compress == PS__COMPRESSION__COMPRESSION_INT8
+                                               ? residual
+                                               : NULL) != 0) {
+                fprintf(stderr, "error: out of memory\n");
+                goto out;
             }
             double tp = cli_now();
             t_compute += tp - tc;
-            loss_sum += loss;
-            done_here++;
-            rc = s_push(&c, &w, step, version, epoch, loss, &grad, &weights);
+            in_group = 0;
+            group_loss = 0.0;
+            rc = s_push(&c, &w, this_push, version, epoch, loss, &grad, &weights);
             if (rc == REQ_REJOIN)
                 goto session;
             if (rc != REQ_OK)
@@ -457,6 +503,10 @@ session:
             double held = weights.env->weights->held_seconds;
             version = weights.env->weights->version;
             params = wire_tensor(&weights, wbuf);
+            if (K > 1) {
+                memcpy(local, params, MODEL_NPARAMS * sizeof(float));
+                params = local;
+            }
             /* wire_send encodes and queues (push); the rest of the round
              * trip beyond the server's hold is transfer and update (pull). */
             double rest = te - tp - c.send_seconds;
@@ -466,6 +516,7 @@ session:
             t_pull += rest - held;
             progress_batch(&prog, epoch, b + 1, loss);
         }
+        step += (uint64_t)pushes;
         double epoch_seconds = cli_now() - t0;
         train_seconds += epoch_seconds;
         accuracy = engine_evaluate(eng, params, &test, test_limit, NULL);
@@ -527,6 +578,8 @@ out:
     free(wbuf);
     free(gbuf);
     free(residual);
+    free(local);
+    free(acc);
     idx_free(&train);
     idx_free(&test);
     return status;

@@ -57,6 +57,9 @@ static void s_usage(FILE *f)
         "  --compress SCHEME     distributed: none (float32), fp16 (gradients and weights\n"
         "                        as float16), int8 (gradients as int8 per block of 256 with\n"
         "                        error feedback, weights as float16); default none\n"
+        "  --push-every K        distributed, local SGD: take K local SGD steps (plain, at\n"
+        "                        the server's lr) between pushes and push the mean of their\n"
+        "                        K gradients: 1/K of the traffic (default 1)\n"
         "  -h, --help            this help\n"
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
@@ -70,11 +73,11 @@ int main(int argc, char **argv)
     worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data", .out_dir = "results",
                        .db = "results/metrics.db", .epochs = 5, .batch_size = 64,
                        .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1,
-                       .timeout = 120, .connect_timeout = 300};
+                       .timeout = 120, .connect_timeout = 300, .push_every = 1};
     int basic = 0;
     enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
            O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT,
-           O_CURVE, O_SERVER_KEY, O_COMPRESS };
+           O_CURVE, O_SERVER_KEY, O_COMPRESS, O_PUSH_EVERY };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
         {"server", required_argument, 0, O_SERVER},
@@ -95,6 +98,7 @@ int main(int argc, char **argv)
         {"curve-secret", required_argument, 0, O_CURVE},
         {"server-key", required_argument, 0, O_SERVER_KEY},
         {"compress", required_argument, 0, O_COMPRESS},
+        {"push-every", required_argument, 0, O_PUSH_EVERY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
         case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
         case O_CURVE: o.curve_secret = optarg; break;
         case O_SERVER_KEY: o.server_key = optarg; break;
+        case O_PUSH_EVERY: bad |= cli_int("--push-every", optarg, 1, 1000, &o.push_every); break;
         case O_COMPRESS:
             if (strcmp(optarg, "none") == 0)
                 o.compress = 0;

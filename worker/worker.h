@@ -21,6 +21,7 @@ typedef struct {
     const char *curve_secret; /* CurveZMQ: this worker's secret certificate, or NULL */
     const char *server_key;   /* CurveZMQ: the server's public certificate */
     int compress;             /* distributed: PS__COMPRESSION__* to ask the server for */
+    int push_every;           /* distributed: local SGD steps per push (1: every step) */
 } worker_opts_t;
 
 /* Set by SIGINT/SIGTERM: training loops stop at the next batch. */
