@@ -35,7 +35,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: bench-net check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -153,6 +153,11 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 SHAREDIR := $(PREFIX)/share/paramserver
 bench-ps: deps data all $(B)/bench_ps_client
 	@BUILD=$(B) tests/bench-ps.sh
+
+# The same short sync run across separate hosts on a shaped link, for each
+# compression setting (needs root: network namespaces).
+bench-net: deps data all
+	@BUILD=$(B) tests/bench-net.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver \
