@@ -101,7 +101,8 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
     return wire_send_msg(sock, peer, env, tensor ? &t : NULL, flags);
 }
 
-long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, const char *message)
+long wire_send_error(void *sock, const wire_peer_t *peer, uint64_t request_id, Ps__ErrorCode code,
+                     const char *message)
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Error e = PS__ERROR__INIT;
@@ -109,7 +110,8 @@ long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, co
     e.message = (char *)message;
     env.body_case = PS__ENVELOPE__BODY_ERROR;
     env.error = &e;
-    return wire_send(sock, peer, &env, NULL, 0);
+    env.request_id = request_id;
+    return wire_send(sock, peer, &env, NULL, ZMQ_DONTWAIT);
 }
 
 /* Reads and drops the remaining frames of a multipart message. */

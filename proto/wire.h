@@ -105,8 +105,10 @@ int wire_tensor_init(zmq_msg_t *msg, const float *tensor);
 long wire_send_msg(void *sock, const wire_peer_t *peer, Ps__Envelope *env, zmq_msg_t *tensor,
                    int flags);
 
-/* Sends an Error{code, message} to peer. Returns as wire_send. */
-long wire_send_error(void *sock, const wire_peer_t *peer, Ps__ErrorCode code, const char *message);
+/* Sends an Error{code, message} answering request_id (0 when the request
+ * could not be read) to peer, without blocking. Returns as wire_send. */
+long wire_send_error(void *sock, const wire_peer_t *peer, uint64_t request_id, Ps__ErrorCode code,
+                     const char *message);
 
 /* The name of a message kind, for log lines ("push", "weights"...). */
 const char *wire_kind_name(Ps__Envelope__BodyCase kind);

@@ -179,14 +179,7 @@ static void s_count_update(srv_t *s, uint64_t computed_on)
 /* An Error reply to the request being handled. */
 static void s_error(srv_t *s, const wire_peer_t *peer, Ps__ErrorCode code, const char *message)
 {
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Error e = PS__ERROR__INIT;
-    e.code = code;
-    e.message = (char *)message;
-    env.body_case = PS__ENVELOPE__BODY_ERROR;
-    env.error = &e;
-    env.request_id = s->request;
-    wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    wire_send_error(s->sock, peer, s->request, code, message);
 }
 
 static void s_apply(srv_t *s, const float *g, uint64_t computed_on)

@@ -548,7 +548,7 @@ static void s_version_mismatch(s_fixture_t *fx, s_dir_t dir, Ps__Envelope__BodyC
     assert_null(m.tensor);
     if (dir == S_UP) {
         /* As the server does: the refusal goes back to the peer it came from. */
-        assert_true(wire_send_error(fx->router, &fx->peer, (Ps__ErrorCode)rc, err) > 0);
+        assert_true(wire_send_error(fx->router, &fx->peer, 0, (Ps__ErrorCode)rc, err) > 0);
         char err2[256];
         assert_int_equal(s_recv(fx, S_DOWN, &m, err2, sizeof err2), 0);
         assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
@@ -753,8 +753,8 @@ static void test_send_error(void **state) {
             char text[128];
             snprintf(text, sizeof text, "error %d going %s: \xe2\x9c\x97 refused", code,
                      s_dir_name(dir));
-            long sent = dir == S_UP ? wire_send_error(fx->dealer, NULL, code, text)
-                                    : wire_send_error(fx->router, &fx->peer, code, text);
+            long sent = dir == S_UP ? wire_send_error(fx->dealer, NULL, 0, code, text)
+                                    : wire_send_error(fx->router, &fx->peer, 0, code, text);
             assert_true(sent > 0);
             wire_msg_t m;
             char err[256];
