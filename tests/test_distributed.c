@@ -453,6 +453,64 @@ static int s_push_step(void *sock, uint32_t id, uint64_t step, uint64_t version,
     return 0;
 }
 
+/* Oversized and malformed input: a 2 MB frame (over ZMQ_MAXMSGSIZE) makes
+ * ZeroMQ drop that connection; a header over the limit gets an Error; the
+ * server then still registers a good worker. */
+static void test_oversized_refused_server_goes_on(void **state)
+{
+    (void)state;
+    char dir[300], log[400], db[400], ep[256];
+    snprintf(dir, sizeof dir, "%s/oversized", s_tmp);
+    cli_mkdirs(dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(db, sizeof db, "%s/m.db", dir);
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+                           "--data-dir", s_data, "--db", db, "--out", dir,
+                           "--register-timeout", "20", NULL};
+    pid_t pid = s_spawn(log, sargv);
+    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    void *ctx = zmq_ctx_new(), *big = zmq_socket(ctx, ZMQ_DEALER);
+    void *bad = zmq_socket(ctx, ZMQ_DEALER), *good = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(big, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(bad, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(good, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(big, ep), 0);
+    assert_int_equal(zmq_connect(bad, ep), 0);
+    assert_int_equal(zmq_connect(good, ep), 0);
+    size_t n = 2 << 20;
+    char *junk = calloc(1, n);
+    assert_int_equal(zmq_send(big, junk, n, 0), (int)n);
+    assert_int_equal(zmq_send(bad, junk, WIRE_MAX_HEADER + 1, 0), WIRE_MAX_HEADER + 1);
+    free(junk);
+    zmq_pollitem_t item = {bad, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&item, 1, 10000), 1);
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(bad, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_MALFORMED);
+    printf("  oversized header answered: %s\n", m.env->error->message);
+    wire_msg_close(&m);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = "good";
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    env.request_id = 1;
+    assert_int_equal(s_ask(good, &env, NULL, &m), PS__ENVELOPE__BODY_WELCOME);
+    wire_msg_close(&m);
+    item.socket = big;
+    assert_int_equal(zmq_poll(&item, 1, 200), 0); /* the 2 MB message got no answer */
+    zmq_close(big);
+    zmq_close(bad);
+    zmq_close(good);
+    zmq_ctx_term(ctx);
+    kill(pid, SIGTERM);
+    int codes[1];
+    s_wait_all(&pid, 1, codes, 20);
+}
+
 /* Exactly once: a push sent again (as after a lost reply) is answered with
  * the weights but not applied a second time; the count of applied updates
  * is the count of distinct steps. A raw client plays the worker. */
@@ -589,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_version_mismatch_refused_by_worker),
         cmocka_unit_test(test_unequal_shards_finish),
         cmocka_unit_test(test_push_applied_exactly_once),
+        cmocka_unit_test(test_oversized_refused_server_goes_on),
         cmocka_unit_test(test_sync_equals_batch_128),
         cmocka_unit_test(test_async_learns),
         cmocka_unit_test(test_ssp_learns),

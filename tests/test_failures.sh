@@ -42,7 +42,27 @@ ok "the server evicted worker 1 and finished with worker 0"
 [ -f "$TMP/evict/model_distributed.safetensors" ] || fail "no model saved"
 ok "the database records the eviction; the run is done and the model saved"
 
-# 2. The server dies.
+# 2. A worker dies and is restarted under the same name: it rejoins as
+# incarnation 1 and resumes after its last applied step; the run finishes.
+start_run rejoin --train-limit 20000 --worker-timeout 60
+ep=$(endpoint "$TMP/rejoin.server.log")
+wait_for 60 "worker 1 to make 20 steps" \
+    at_least "$TMP/rejoin.db" 'select count(*) from steps where worker_id = 1' 20
+k=$(sed -n 's/.*worker 1 registered: w\([01]\) .*/\1/p' "$TMP/rejoin.server.log")
+kill -9 "${wpid[$k]}"
+$B/worker --server "$ep" --name "w$k" --data-dir "$MNIST_DIR" --timeout 10 >"$TMP/rejoin.again.log" 2>&1 &
+again=$!; pids+=("$again")
+wait_for 120 "the server to finish" gone "$server"
+wait "$server" || { cat "$TMP/rejoin.server.log"; fail "the server failed"; }
+wait "$again" || { cat "$TMP/rejoin.again.log"; fail "the restarted worker failed"; }
+grep -q "rejoined as incarnation 1, resuming after step" "$TMP/rejoin.again.log" || { cat "$TMP/rejoin.again.log"; tail -5 "$TMP/rejoin.server.log"; fail "no rejoin"; }
+[ "$(rows "$TMP/rejoin.db" "select count(*) from workers where worker_id = 1 and incarnation = 1")" = 1 ] || fail "no incarnation row"
+[ "$(rows "$TMP/rejoin.db" "select count(*) from events where kind = 'done'")" = 2 ] || fail "not both done"
+steps1=$(rows "$TMP/rejoin.db" 'select max(step) from steps where worker_id = 1')
+[ "$steps1" = 157 ] || fail "worker 1 ended at step $steps1, not 157"
+ok "the restarted worker rejoined as incarnation 1, finished its shard (157 steps), the run is done"
+
+# 3. The server dies.
 start_run crash --train-limit 60000
 wait_for 60 "300 committed step rows" at_least "$TMP/crash.db" 'select count(*) from steps' 300
 before=$(rows "$TMP/crash.db" 'select count(*) from steps')

@@ -398,7 +398,8 @@ session:
         printf("%s of %u: run %lld, shard of %d images, %d batches of %d per epoch, %d epochs, "
                "%d thread(s)\n", who, w.workers, (long long)w.run_id, n, batches, batch, epochs,
                o->threads);
-    } else
+    }
+    if (w.incarnation > 0) /* this process, or an earlier one under this name, was here */
         printf("%s: rejoined as incarnation %u, resuming after step %llu\n", who, w.incarnation,
                (unsigned long long)w.start_step);
 
