@@ -35,7 +35,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: bench-net check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: valgrind bench-net check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -112,6 +112,12 @@ check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
 check-multihost: deps data all
 	@BUILD=$(B) tests/multihost.sh
 
+# A short distributed run under valgrind memcheck (build-vg/: no
+# -march=native, which valgrind cannot decode).
+valgrind: deps data
+	$(MAKE) B=build-vg CFLAGS="-O1 -g" all
+	BUILD=build-vg tests/valgrind.sh
+
 # The whole suite again, built with AddressSanitizer and UBSan into
 # build-asan/ (any report fails the test that triggered it).
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -178,6 +184,6 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver $(DESTDIR)$(SHAREDIR)
 
 clean:
-	rm -rf $(B) build-asan build-fuzz
+	rm -rf $(B) build-asan build-fuzz build-vg
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
