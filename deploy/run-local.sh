@@ -49,17 +49,19 @@ echo "run-local: logs in $OUT/logs/; following the server:"
 tail -n +1 -f "$OUT/logs/server.log" --pid "$server" | grep --line-buffered -E 'registered|epoch|done|evict|error|summary|saved' &
 pids+=("$!")
 
+# A worker that fails is evicted by the server after --worker-timeout and the
+# run goes on with the others; if the server fails, everything stops now.
 status=0
 wait "$server" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "run-local: the paramserver failed (exit $status); see $OUT/logs/server.log" >&2
+    tail -5 "$OUT/logs/server.log" >&2
+    exit 1   # the EXIT trap stops the workers
+fi
 failed=0
 for ((k = 0; k < WORKERS; k++)); do
     wait "${pids[$((k + 1))]}" || { echo "run-local: worker $k failed; see $OUT/logs/worker$k.log" >&2; failed=1; }
 done
-if [ "$status" -ne 0 ]; then
-    echo "run-local: the paramserver failed (exit $status); see $OUT/logs/server.log" >&2
-    tail -5 "$OUT/logs/server.log" >&2
-    exit 1
-fi
 total=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
 
 build/psreport --db "$DB" --out "$OUT/distributed_training_results.png"

@@ -39,7 +39,7 @@ static const char *s_usage =
     "                 comparison.png with --comparison)\n"
     "  --comparison   compare the latest run of each mode (basic, sync, async, ssp):\n"
     "                 test accuracy over wall time, and throughput\n"
-    "  --help         show this help\n";
+    "  -h, --help     show this help\n";
 
 /* A growable list of (x, y) points. */
 typedef struct {

@@ -35,7 +35,7 @@ static void s_usage(FILE *f)
         "  --mode MODE             sync (BSP), async (ASP) or ssp (default sync)\n"
         "  --staleness S           ssp: how many steps a worker may run ahead (default 2)\n"
         "  --epochs N              epochs each worker trains (default 5)\n"
-        "  --batch-size N          minibatch per worker and step (default 64)\n"
+        "  --batch-size N          minibatch per worker and step, 1..128 (default 64)\n"
         "  --lr X                  learning rate (default 0.01)\n"
         "  --momentum X            SGD momentum (default 0.9)\n"
         "  --seed N                init, shard split and shuffling (default 1)\n"
@@ -48,7 +48,8 @@ static void s_usage(FILE *f)
         "  --threads N             threads for the final evaluation (default: cores)\n"
         "  --register-timeout S    give up when not all workers registered (default 300)\n"
         "  --worker-timeout S      evict a worker silent this long (default 60)\n"
-        "  --checkpoint PATH       checkpoint file (default OUT/checkpoint.safetensors)\n"
+        "  --checkpoint PATH       checkpoint file (default OUT/checkpoint.safetensors;\n"
+        "                          removed when the run completes)\n"
         "  --checkpoint-every N    checkpoint every N updates, 0 for never (default 100)\n"
         "  --checkpoint-seconds S  ...or every S seconds, whichever comes first (default 30)\n"
         "  --resume                continue the run saved in the checkpoint (same flags);\n"
@@ -74,6 +75,17 @@ static int s_keygen(const char *path)
     gethostname(host, sizeof host - 1);
     zcert_set_meta(cert, "name", "%s", path);
     zcert_set_meta(cert, "host", "%s", host);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (cli_mkdirs(dir) != 0) {
+            fprintf(stderr, "error: cannot create %s: %s\n", dir, strerror(errno));
+            zcert_destroy(&cert);
+            return 1;
+        }
+    }
     int rc = zcert_save(cert, path);
     if (rc != 0)
         fprintf(stderr, "error: cannot write %s and %s_secret: %s\n", path, path,

@@ -69,6 +69,7 @@ typedef struct server {
     uint64_t request;        /* request id of the message being handled */
     uint64_t ckpt_version;   /* version of the last checkpoint */
     double ckpt_time;        /* cli_now() of the last checkpoint */
+    double last_flush;       /* cli_now() when step rows were last committed */
 } srv_t;
 
 const char *server_mode_name(server_mode_t m)
@@ -338,7 +339,7 @@ static int s_resume(srv_t *s, char *err, size_t errlen)
     int rc = -1;
     const char *kind = st_metadata(f, "kind"), *mode = st_metadata(f, "mode");
     double run, version, updates, stale_sum, stale_max, elapsed, wtm, workers, epochs, batch,
-        seed, count, staleness;
+        seed, count, staleness, lr, momentum, test_limit;
     if (!kind || strcmp(kind, "paramserver-checkpoint") != 0) {
         snprintf(local, sizeof local, "not a paramserver checkpoint");
         goto out;
@@ -355,17 +356,22 @@ static int s_resume(srv_t *s, char *err, size_t errlen)
         s_meta_num(f, "epochs", &epochs, local, sizeof local) ||
         s_meta_num(f, "batch_size", &batch, local, sizeof local) ||
         s_meta_num(f, "seed", &seed, local, sizeof local) ||
-        s_meta_num(f, "train_count", &count, local, sizeof local))
+        s_meta_num(f, "train_count", &count, local, sizeof local) ||
+        s_meta_num(f, "lr", &lr, local, sizeof local) ||
+        s_meta_num(f, "momentum", &momentum, local, sizeof local) ||
+        s_meta_num(f, "test_limit", &test_limit, local, sizeof local))
         goto out;
     if (!mode || strcmp(mode, server_mode_name(o->mode)) != 0 || (int)workers != o->workers ||
         (int)epochs != o->epochs || (int)batch != o->batch_size ||
         (uint64_t)seed != o->seed || (int)count != s->train_count ||
-        (int)staleness != o->staleness) {
+        (int)staleness != o->staleness || lr != o->lr || momentum != o->momentum ||
+        (int)test_limit != o->test_limit) {
         snprintf(local, sizeof local,
                  "it is of a run with --mode %s --workers %d --epochs %d --batch-size %d "
-                 "--seed %.0f --staleness %d over %d images; give the same flags with --resume",
+                 "--seed %.0f --staleness %d --lr %g --momentum %g --test-limit %d over %d "
+                 "images; give the same flags with --resume",
                  mode ? mode : "?", (int)workers, (int)epochs, (int)batch, seed, (int)staleness,
-                 (int)count);
+                 lr, momentum, (int)test_limit, (int)count);
         goto out;
     }
     if (modelfile_load(o->checkpoint, "", s->w, local, sizeof local) != 0 ||
@@ -453,6 +459,7 @@ static void s_check_round(srv_t *s)
         sl->round_g = NULL;
         if (sl->pending) {
             sl->pending = 0;
+            sl->last_seen = now; /* it was silent because we held it */
             if (sl->active)
                 s_reply_weights(s, sl, sl->held_request, now - sl->held_since, &snap);
         }
@@ -477,6 +484,7 @@ static void s_check_ssp(srv_t *s)
         slot_t *sl = &s->slots[i];
         if (sl->pending && (min == UINT64_MAX || sl->steps <= min + (uint64_t)s->o->staleness)) {
             sl->pending = 0;
+            sl->last_seen = now; /* it was silent because we held it */
             s_reply_weights(s, sl, sl->held_request, now - sl->held_since, &snap);
         }
     }
@@ -946,8 +954,13 @@ static int s_finish(srv_t *s)
     } else if (modelfile_save(path, s->w, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         status = 1;
-    } else
+    } else {
         s_log(s, "model saved: %s", path);
+        /* The run is over: nothing to resume. (A service that restarts the
+         * server resumes exactly when a checkpoint is there.) */
+        if (unlink(s->o->checkpoint) == 0)
+            s_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
+    }
     if (done == 0) {
         fprintf(stderr, "error: no worker finished its epochs (all were evicted)\n");
         status = 1;
@@ -1069,6 +1082,12 @@ int server_run(const server_opts_t *o)
             goto out;
         }
         server_handle_ready(s);
+        if (s->db && cli_now() - s->last_flush >= METRICS_BATCH_SECONDS) {
+            /* Step rows wait in a batch; commit it even while no step comes
+             * (barriers, evaluation), so a crash loses at most 2 s of them. */
+            metrics_flush(s->db);
+            s->last_flush = cli_now();
+        }
         if (!s->started && cli_now() - s->t_listen > o->register_timeout) {
             fprintf(stderr, "error: only %d of %d workers registered within %.0f s "
                             "(--register-timeout); are the workers pointed at this server's "
