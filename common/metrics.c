@@ -14,7 +14,10 @@
  * cannot leave the two out of step. */
 #include "metrics.h"
 
+#include "cli.h"
+
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,6 +224,19 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
         if (err && errlen)
             snprintf(err, errlen, "metrics: %s: out of memory", path);
         return NULL;
+    }
+    /* Create the directory the database goes in, as a user would expect of
+     * --db results/run1/metrics.db. */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (cli_mkdirs(dir) != 0) {
+            s_seterr(m, "metrics: cannot create the directory %s for %s: %s", dir, path,
+                     strerror(errno));
+            goto fail;
+        }
     }
     int rc = sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {

@@ -59,9 +59,9 @@ typedef struct {
     int64_t images, bytes_sent, bytes_received;
 } metrics_epoch_t;
 
-/* Opens (creating if needed) the database at path and its schema. Refuses a
- * database whose schema version is newer than this program's. NULL + err on
- * failure. The parent directory must exist. */
+/* Opens (creating if needed) the database at path, its directory and its
+ * schema. Refuses a database whose schema version is newer than this
+ * program's. NULL + err on failure. */
 metrics_t *metrics_open(const char *path, char *err, size_t errlen);
 
 /* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. */

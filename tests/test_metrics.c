@@ -370,11 +370,17 @@ static void test_open_errors(void **state) {
     assert_non_null(strstr(err, "not a database"));
     assert_non_null(strstr(err, tmp->path));
 
+    /* A missing directory is created... */
     char path[192];
     snprintf(path, sizeof path, "%s/no/such/dir/m.db", tmp->dir);
+    metrics_t *m = metrics_open(path, err, sizeof err);
+    assert_non_null(m);
+    metrics_close(&m);
+    /* ...one that cannot be (its parent is a file) is an error naming it. */
+    snprintf(path, sizeof path, "%s/sub/m.db", tmp->path);
     assert_null(metrics_open(path, err, sizeof err));
     assert_non_null(strstr(err, path));
-    assert_non_null(strstr(err, "unable to open"));
+    assert_non_null(strstr(err, "cannot create the directory"));
     assert_null(metrics_open(path, NULL, 0));
     assert_string_equal(metrics_errmsg(NULL), "metrics: no database");
 }
