@@ -967,10 +967,11 @@ static int s_finish(srv_t *s)
     }
     metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds);
     printf("summary: mode=%s workers=%d finished=%d updates=%lld duplicates=%lld "
-           "mean_staleness=%.2f test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f\n",
+           "mean_staleness=%.2f test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f "
+           "mb_in=%.1f mb_out=%.1f\n",
            server_mode_name(s->o->mode), s->o->workers, done, (long long)s->updates,
            (long long)s->duplicates, s->updates ? s->stale_sum / (double)s->updates : 0.0,
-           accuracy, train_seconds, wall);
+           accuracy, train_seconds, wall, (double)s->bytes_in / 1e6, (double)s->bytes_out / 1e6);
     return status;
 }
 
