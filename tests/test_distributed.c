@@ -327,22 +327,32 @@ static void test_unequal_shards_finish(void **state)
     assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 1"), 6);
 }
 
+/* A one-worker server of its own for a test that plays the worker itself:
+ * in s_tmp/NAME, mode MODE, listening on a free port written to ep. Its
+ * database path goes to db. Returns the pid. */
+static pid_t s_one_worker_server(const char *name, const char *mode, char *ep, size_t eplen,
+                                 char *db, size_t dblen)
+{
+    char dir[300], log[400];
+    snprintf(dir, sizeof dir, "%s/%s", s_tmp, name);
+    cli_mkdirs(dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(db, dblen, "%s/m.db", dir);
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
+                           mode, "--test-limit", "10", "--data-dir", s_data, "--db", db,
+                           "--out", dir, "--register-timeout", "20", NULL};
+    pid_t pid = s_spawn(log, sargv);
+    assert_int_equal(s_endpoint(log, ep, eplen), 0);
+    return pid;
+}
+
 /* A client of another protocol version is refused with Error{VERSION}, and
  * the server goes on serving. */
 static void test_version_mismatch_refused_by_server(void **state)
 {
     (void)state;
-    char dir[300], log[400], ep[256];
-    snprintf(dir, sizeof dir, "%s/version", s_tmp);
-    cli_mkdirs(dir);
-    snprintf(log, sizeof log, "%s/server.log", dir);
-    char db[400];
-    snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
-                           "--data-dir", s_data, "--db", db, "--out", dir,
-                           "--register-timeout", "20", NULL};
-    pid_t pid = s_spawn(log, sargv);
-    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    char ep[256], db[400];
+    pid_t pid = s_one_worker_server("version", "sync", ep, sizeof ep, db, sizeof db);
 
     void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0;
@@ -459,16 +469,8 @@ static int s_push_step(void *sock, uint32_t id, uint64_t step, uint64_t version,
 static void test_oversized_refused_server_goes_on(void **state)
 {
     (void)state;
-    char dir[300], log[400], db[400], ep[256];
-    snprintf(dir, sizeof dir, "%s/oversized", s_tmp);
-    cli_mkdirs(dir);
-    snprintf(log, sizeof log, "%s/server.log", dir);
-    snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
-                           "--data-dir", s_data, "--db", db, "--out", dir,
-                           "--register-timeout", "20", NULL};
-    pid_t pid = s_spawn(log, sargv);
-    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    char ep[256], db[400];
+    pid_t pid = s_one_worker_server("oversized", "sync", ep, sizeof ep, db, sizeof db);
     void *ctx = zmq_ctx_new(), *big = zmq_socket(ctx, ZMQ_DEALER);
     void *bad = zmq_socket(ctx, ZMQ_DEALER), *good = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0;
@@ -517,16 +519,8 @@ static void test_oversized_refused_server_goes_on(void **state)
 static void test_push_applied_exactly_once(void **state)
 {
     (void)state;
-    char dir[300], log[400], db[400], ep[256];
-    snprintf(dir, sizeof dir, "%s/once", s_tmp);
-    cli_mkdirs(dir);
-    snprintf(log, sizeof log, "%s/server.log", dir);
-    snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
-                           "async", "--test-limit", "10", "--data-dir", s_data, "--db", db,
-                           "--out", dir, "--register-timeout", "20", NULL};
-    pid_t pid = s_spawn(log, sargv);
-    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    char ep[256], db[400];
+    pid_t pid = s_one_worker_server("once", "async", ep, sizeof ep, db, sizeof db);
     void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
