@@ -3,7 +3,6 @@
 #include "engine.h"
 
 #include <cblas.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,17 +109,7 @@ static void s_evaluate(engine_t *e, worker_t *w)
         }
         model_forward(j->params, w->images, m, w->ws);
         w->result.correct += model_count_correct(w->ws, w->labels, m);
-        const float *logits = model_ws_logits(w->ws);
-        for (int i = 0; i < m; i++) {
-            const float *l = logits + (size_t)i * MODEL_CLASSES;
-            float mx = l[0];
-            for (int c = 1; c < MODEL_CLASSES; c++)
-                mx = l[c] > mx ? l[c] : mx;
-            double sum = 0.0;
-            for (int c = 0; c < MODEL_CLASSES; c++)
-                sum += exp((double)(l[c] - mx));
-            w->result.loss += (double)mx + log(sum) - (double)l[w->labels[i]];
-        }
+        w->result.loss += model_loss_sum(w->ws, w->labels, m);
     }
 }
 

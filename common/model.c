@@ -276,6 +276,28 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
             ws->logits[b * 10 + j] += b2[j];
 }
 
+/* log(sum_j exp(l[j])) of 10 logits, computed without overflow. */
+static double s_logsumexp(const float *l)
+{
+    float mx = l[0];
+    for (int j = 1; j < MODEL_CLASSES; j++)
+        mx = l[j] > mx ? l[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < MODEL_CLASSES; j++)
+        sum += exp((double)(l[j] - mx));
+    return (double)mx + log(sum);
+}
+
+double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n)
+{
+    double loss = 0.0;
+    for (int b = 0; b < n; b++) {
+        const float *l = ws->logits + (size_t)b * MODEL_CLASSES;
+        loss += s_logsumexp(l) - (double)l[labels[b]];
+    }
+    return loss;
+}
+
 int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
 {
     int correct = 0;
@@ -302,13 +324,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     for (int b = 0; b < n; b++) {
         const float *l = ws->logits + (size_t)b * 10;
         float *d = ws->dlogits + (size_t)b * 10;
-        float mx = l[0];
-        for (int j = 1; j < 10; j++)
-            mx = l[j] > mx ? l[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < 10; j++)
-            sum += exp((double)(l[j] - mx));
-        double lse = (double)mx + log(sum);
+        double lse = s_logsumexp(l);
         loss += lse - (double)l[labels[b]];
         for (int j = 0; j < 10; j++)
             d[j] = scale * (float)exp((double)l[j] - lse);

@@ -78,6 +78,9 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws);
 
+/* Summed cross-entropy of the last forward pass's n images against labels. */
+double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n);
+
 /* Number of the last forward pass's n images whose argmax logit == label. */
 int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n);
 

@@ -43,13 +43,9 @@ static void s_free(void *data, void *hint)
     free(data);
 }
 
-int wire_tensor_init(zmq_msg_t *msg, const float *tensor)
+int wire_tensor_init(zmq_msg_t *msg)
 {
-    if (zmq_msg_init_size(msg, WIRE_TENSOR_FLOATS * sizeof(float)) != 0)
-        return -1;
-    if (tensor) /* x86 and ARM are little-endian: the floats go as they are */
-        memcpy(zmq_msg_data(msg), tensor, WIRE_TENSOR_FLOATS * sizeof(float));
-    return 0;
+    return zmq_msg_init_size(msg, WIRE_TENSOR_FLOATS * sizeof(float)) == 0 ? 0 : -1;
 }
 
 long wire_send_msg(void *sock, const wire_peer_t *peer, Ps__Envelope *env, zmq_msg_t *tensor,
@@ -96,7 +92,7 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
     zmq_msg_t t;
     /* Build the tensor frame before sending anything: failing after the
      * header went out with SNDMORE would glue the next message onto it. */
-    if (tensor && wire_tensor_init(&t, tensor) != 0)
+    if (tensor && wire_tensor_encode(&t, tensor, PS__ENCODING__ENCODING_F32, NULL) != 0)
         return -1;
     return wire_send_msg(sock, peer, env, tensor ? &t : NULL, flags);
 }
@@ -225,7 +221,7 @@ int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *resi
         return -1;
     unsigned char *out = zmq_msg_data(msg);
     if (encoding == PS__ENCODING__ENCODING_F32)
-        memcpy(out, t, size);
+        memcpy(out, t, size); /* x86 and ARM are little-endian: as they are */
     else if (encoding == PS__ENCODING__ENCODING_F16)
         s_to_half(t, (uint16_t *)out, WIRE_TENSOR_FLOATS);
     else {

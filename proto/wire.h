@@ -92,11 +92,11 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src);
 /* Frees what wire_recv filled; safe to call twice. */
 void wire_msg_close(wire_msg_t *m);
 
-/* A tensor frame of WIRE_TENSOR_FLOATS floats, filled from `tensor`, or
- * left for the caller to fill through zmq_msg_data when tensor is NULL (a
- * worker computes its gradient straight into the frame it will send).
+/* An F32 tensor frame of WIRE_TENSOR_FLOATS floats for the caller to fill
+ * through zmq_msg_data (a worker computes its gradient straight into the
+ * frame it will send; wire_tensor_encode copies a tensor in instead).
  * 0, or -1 when out of memory. */
-int wire_tensor_init(zmq_msg_t *msg, const float *tensor);
+int wire_tensor_init(zmq_msg_t *msg);
 
 /* As wire_send, with a ready tensor frame (or NULL) whose ownership passes
  * to this call, sent or not. To send one frame to several peers without

@@ -456,7 +456,7 @@ session:
             zmq_msg_t grad;
             double loss;
             if (!gbuf) {
-                if (wire_tensor_init(&grad, NULL) != 0) {
+                if (wire_tensor_init(&grad) != 0) {
                     fprintf(stderr, "error: out of memory\n");
                     goto out;
                 }
