@@ -327,6 +327,17 @@ static void test_unequal_shards_finish(void **state)
     assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 1"), 6);
 }
 
+/* A DEALER socket in ctx, connected to ep, that drops unsent messages on
+ * close: a test client playing a worker. */
+static void *s_dealer(void *ctx, const char *ep)
+{
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(sock, ep), 0);
+    return sock;
+}
+
 /* A one-worker server of its own for a test that plays the worker itself:
  * in s_tmp/NAME, mode MODE, listening on a free port written to ep. Its
  * database path goes to db. Returns the pid. */
@@ -354,10 +365,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("version", "sync", ep, sizeof ep, db, sizeof db);
 
-    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(sock, ep), 0);
+    void *ctx = zmq_ctx_new(), *sock = s_dealer(ctx, ep);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
     reg.name = "from-the-future";
@@ -471,15 +479,8 @@ static void test_oversized_refused_server_goes_on(void **state)
     (void)state;
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("oversized", "sync", ep, sizeof ep, db, sizeof db);
-    void *ctx = zmq_ctx_new(), *big = zmq_socket(ctx, ZMQ_DEALER);
-    void *bad = zmq_socket(ctx, ZMQ_DEALER), *good = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(big, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(bad, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(good, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(big, ep), 0);
-    assert_int_equal(zmq_connect(bad, ep), 0);
-    assert_int_equal(zmq_connect(good, ep), 0);
+    void *ctx = zmq_ctx_new(), *big = s_dealer(ctx, ep), *bad = s_dealer(ctx, ep);
+    void *good = s_dealer(ctx, ep);
     size_t n = 2 << 20;
     char *junk = calloc(1, n);
     assert_int_equal(zmq_send(big, junk, n, 0), (int)n);
@@ -521,10 +522,7 @@ static void test_push_applied_exactly_once(void **state)
     (void)state;
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("once", "async", ep, sizeof ep, db, sizeof db);
-    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(sock, ep), 0);
+    void *ctx = zmq_ctx_new(), *sock = s_dealer(ctx, ep);
 
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
