@@ -4,7 +4,14 @@
 # in one process; `make bench` measures speed. See README.md.
 
 CC       ?= cc
+# The default build runs on any x86-64 CPU: our hot loops pick AVX2/FMA code at
+# run time (common/dispatch.h), OpenBLAS picks its own. `make NATIVE=1` builds
+# for this machine's CPU only.
+ifeq ($(NATIVE),1)
 CFLAGS   ?= -O3 -march=native -g
+else
+CFLAGS   ?= -O3 -g
+endif
 # What the code needs is added with override, so that `make CFLAGS=...`
 # changes optimisation and sanitizers but keeps these.
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
@@ -35,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: valgrind bench-net check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -72,6 +79,12 @@ $(B)/paramserver: $(SERVER_OBJ) $(B)/libproto.a $(B)/libcommon.a
 $(B)/worker: $(WORKER_OBJ) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(NET_LIBS) $(LDLIBS)
 
+# psreport draws with cairo; without its development files, say what to do.
+$(REPORT_OBJ): | cairo-check
+cairo-check:
+	@pkg-config --exists cairo 2>/dev/null || { echo "cairo's development files are missing:" \
+	    "run 'make deps' (or: apt-get install pkg-config libcairo2-dev)" >&2; exit 1; }
+
 $(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(CAIRO_LIBS) -lpng $(LDLIBS)
 
@@ -104,20 +117,6 @@ fuzz:
 	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
 
 
-check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
-	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
-
-# Server and workers in separate network namespaces joined by a shaped
-# bridge (needs root; .ci/run runs it when it can).
-check-multihost: deps data all
-	@BUILD=$(B) tests/multihost.sh
-
-# A short distributed run under valgrind memcheck (build-vg/: no
-# -march=native, which valgrind cannot decode).
-valgrind: deps data
-	$(MAKE) B=build-vg CFLAGS="-O1 -g" all
-	BUILD=build-vg tests/valgrind.sh
-
 # The whole suite again, built with AddressSanitizer and UBSan into
 # build-asan/ (any report fails the test that triggered it).
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -134,37 +133,71 @@ check-pytorch: data
 	    if [ -f $$f ]; then echo "$$f:"; $(PYTORCH_PYTHON) tests/pytorch_check.py $$f "$(MNIST_DIR)" || exit 1; \
 	    else echo "$$f: not there (make basic / make run first)"; fi; done
 
-basic: deps data all
-	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
-	$(B)/psreport
-
-# The distributed study: a paramserver and WORKERS workers (default 2) on
-# this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
-run: deps data all
-	deploy/run-local.sh
-
 $(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS)
 
 $(B)/bench_ps_client: tests/bench_ps_client.c $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
-bench: deps data all $(B)/bench_sgemm
+# The README's two commands on a fresh Debian 12 made with debootstrap, first
+# call each (root; about 10 minutes, 1 the first time for debootstrap).
+check-fresh:
+	@tests/check-fresh.sh
+
+# The targets below need the Debian packages and MNIST. They install them
+# first, in this make, and do their work in a second make: that one reads
+# this Makefile again, so what it asks pkg-config (cairo's flags) is looked
+# up after deps installed it. That is what makes `make run` and `make check`
+# work on their first call on a fresh machine.
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run bench bench-ps bench-net
+ifneq ($(DEPS_READY),1)
+$(NEEDS_DEPS): deps data
+	@$(MAKE) --no-print-directory DEPS_READY=1 $@
+else
+check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
+	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
+
+# Server and workers in separate network namespaces joined by a shaped
+# bridge (needs root; .ci/run runs it when it can).
+check-multihost: all
+	@BUILD=$(B) tests/multihost.sh
+
+# The Slurm batch script on a real Slurm cluster of three namespaced hosts
+# (needs root; .ci/run runs it when it can).
+check-slurm: all
+	@BUILD=$(B) tests/check-slurm.sh
+
+# A short distributed run under valgrind memcheck, built into build-vg/.
+valgrind:
+	$(MAKE) B=build-vg CFLAGS="-O1 -g" all
+	BUILD=build-vg tests/valgrind.sh
+
+basic: all
+	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
+	$(B)/psreport
+
+# The distributed study: a paramserver and WORKERS workers (default 2) on
+# this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
+run: all
+	deploy/run-local.sh
+
+bench: all $(B)/bench_sgemm
 	@tests/bench.sh
+
+bench-ps: all $(B)/bench_ps_client
+	@BUILD=$(B) tests/bench-ps.sh
+
+# The same short sync run across separate hosts on a shaped link, for each
+# compression setting (needs root: network namespaces).
+bench-net: all
+	@BUILD=$(B) tests/bench-net.sh
+endif
 
 # Binaries, docs, systemd units (paths rewritten for PREFIX), example
 # settings, the Slurm script, and MNIST when data/ has it, where the units
 # and the script expect them.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SHAREDIR := $(PREFIX)/share/paramserver
-bench-ps: deps data all $(B)/bench_ps_client
-	@BUILD=$(B) tests/bench-ps.sh
-
-# The same short sync run across separate hosts on a shaped link, for each
-# compression setting (needs root: network namespaces).
-bench-net: deps data all
-	@BUILD=$(B) tests/bench-net.sh
-
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/paramserver \
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/data

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dispatch.h"
 #include "model.h"
 
 /* The largest slice one thread handles at once during evaluation. */
@@ -62,6 +63,7 @@ static void s_slice(int n, int t, int id, int *lo, int *hi)
     *hi = (int)((long)n * (id + 1) / t);
 }
 
+HOT_KERNEL
 static void s_gradient(engine_t *e, worker_t *w)
 {
     const job_t *j = &e->job;

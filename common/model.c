@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dispatch.h"
 #include "idx.h"
 #include "rng.h"
 
@@ -110,7 +111,7 @@ const float *model_ws_logits(const model_ws_t *ws)
 }
 
 /* col1[ky*3+kx][b*676 + y*26 + x] = x[b][y+ky][x+kx] */
-static void s_im2col1(const float *x, float *col1, int n)
+HOT_INLINE void s_im2col1(const float *x, float *col1, int n)
 {
     size_t N = (size_t)n * 676;
     for (int ky = 0; ky < 3; ky++)
@@ -128,7 +129,7 @@ static void s_im2col1(const float *x, float *col1, int n)
 /* Fused bias + ReLU + 2x2 max-pool, stride 2, floor: in [C][n][H][W] to out
  * [C][n][H/2][W/2]. The winners are not stored: backward finds them again in
  * `in`, which is cheaper than writing and reading them. */
-static void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
+HOT_INLINE void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
 {
     const int PH = H / 2, PW = W / 2;
     for (int c = 0; c < C; c++) {
@@ -155,7 +156,7 @@ static void s_pool_relu(const float *in, const float *bias, float *out, int C, i
  * its winner (the first of the 4 in scan order with the maximum value, as
  * PyTorch picks) when ReLU passed it, 0 elsewhere, also in the row and column
  * that floor pooling drops; dbias[c] = sum of the gradients that pass. */
-static void s_pool_relu_backward(const float *dout, float *a, const float *bias, float *dbias,
+HOT_INLINE void s_pool_relu_backward(const float *dout, float *a, const float *bias, float *dbias,
                                  int C, int n, int H, int W)
 {
     const int PH = H / 2, PW = W / 2;
@@ -195,7 +196,7 @@ static void s_pool_relu_backward(const float *dout, float *a, const float *bias,
 }
 
 /* col2[c*9+ky*3+kx][b*121 + y*11 + x] = p1[c][b][y+ky][x+kx] */
-static void s_im2col2(const float *p1, float *col2, int n)
+HOT_INLINE void s_im2col2(const float *p1, float *col2, int n)
 {
     size_t N = (size_t)n * 121;
     for (int c = 0; c < 32; c++)
@@ -213,7 +214,7 @@ static void s_im2col2(const float *p1, float *col2, int n)
 }
 
 /* The adjoint of s_im2col2: dp1 (zeroed here) += scattered dcol2. */
-static void s_col2im2(const float *dcol2, float *dp1, int n)
+HOT_INLINE void s_col2im2(const float *dcol2, float *dp1, int n)
 {
     size_t N = (size_t)n * 121;
     memset(dp1, 0, (size_t)32 * n * 169 * sizeof(float));
@@ -234,6 +235,7 @@ static void s_col2im2(const float *dcol2, float *dp1, int n)
             }
 }
 
+HOT_KERNEL
 void model_forward(const float *params, const uint8_t *const *images, int n, model_ws_t *ws)
 {
     const int N1 = n * 676, N2 = n * 121;
@@ -312,6 +314,7 @@ int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
     return correct;
 }
 
+HOT_KERNEL
 double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws)
@@ -385,6 +388,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     return loss;
 }
 
+HOT_KERNEL
 void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, float momentum)
 {
     for (size_t i = 0; i < n; i++) {

@@ -29,6 +29,7 @@ PACKAGES=(
     python3             # the tests read safetensors headers with an independent JSON parser
     iproute2            # ip and tc: the multi-host test (network namespaces, shaped links)
     systemd             # systemd-analyze: the install test verifies the units
+    qemu-user           # qemu-x86_64: test_portable.sh runs the programs on an emulated older CPU
 )
 
 me=install-deps

@@ -126,10 +126,42 @@ static void s_drain(void *sock)
     }
 }
 
-/* IEEE float <-> half, round to nearest even; F16C instructions when the
- * compiler may use them, the same results by hand otherwise. */
-#ifdef __F16C__
+/* IEEE float <-> half, round to nearest even: by hand, and with the F16C
+ * instructions (x86-64, chosen at run time when the CPU has them: the default
+ * build targets the x86-64 baseline, see common/dispatch.h). Both give the
+ * same results. */
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define S_HAVE_F16C_PATH 1
+
+__attribute__((target("avx,f16c"))) static size_t s_to_half_f16c(const float *in, uint16_t *out,
+                                                                  size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const uint16_t *in, float *out,
+                                                                    size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+    return i;
+}
+
+static int s_cpu_has_f16c(void)
+{
+    static int known = -1; /* a race only computes the same answer twice */
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    }
+    return known;
+}
 #endif
 
 static uint16_t s_f2h(float f)
@@ -182,10 +214,9 @@ static float s_h2f(uint16_t h)
 static void s_to_half(const float *in, uint16_t *out, size_t n)
 {
     size_t i = 0;
-#ifdef __F16C__
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(out + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+#ifdef S_HAVE_F16C_PATH
+    if (s_cpu_has_f16c())
+        i = s_to_half_f16c(in, out, n);
 #endif
     for (; i < n; i++)
         out[i] = s_f2h(in[i]);
@@ -194,9 +225,9 @@ static void s_to_half(const float *in, uint16_t *out, size_t n)
 static void s_from_half(const uint16_t *in, float *out, size_t n)
 {
     size_t i = 0;
-#ifdef __F16C__
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+#ifdef S_HAVE_F16C_PATH
+    if (s_cpu_has_f16c())
+        i = s_from_half_f16c(in, out, n);
 #endif
     for (; i < n; i++)
         out[i] = s_h2f(in[i]);

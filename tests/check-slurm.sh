@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# check-slurm.sh (make check-slurm): deploy/slurm/paramserver.sbatch on a real
+# Slurm 22.05 cluster of three hosts made on this machine.
+#
+# The hosts are network namespaces on a bridge (tests/netns.sh): ctl
+# (10.78.0.1) runs slurmctld, node1..node3 (10.78.0.11..13) each run slurmd,
+# every daemon in its own UTS namespace with its own hostname (slurmd is
+# started with nsenter + unshare --uts: `ip netns exec` remounts /sys, and
+# slurmd then fails). munged runs with a key made for the test, its socket in
+# the test's folder; nothing of the machine's own (/etc/slurm, /etc/munge) is
+# read or changed. The test submits the project's own batch script with
+# --nodes=3 and checks that the job COMPLETED, that the run is in the
+# database with its two workers on two other hosts than the server, and that
+# the model and the plot are in the job's results folder. Every daemon is
+# stopped by PID and the namespaces are deleted, also on failure.
+# Needs root; installs slurmctld, slurmd, slurm-client and munge if missing.
+source "$(dirname "$0")/lib.sh"
+source tests/netns.sh
+[ "$(id -u)" = 0 ] || fail "needs root (network namespaces, Slurm daemons); run: sudo make check-slurm"
+
+pkgs=(slurmctld slurmd slurm-client munge)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "check-slurm: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends "${missing[@]}" \
+        >"$TMP/apt.log" 2>&1 || { tail -5 "$TMP/apt.log"; fail "cannot install ${missing[*]}"; }
+fi
+# Debian's packages start the daemons where systemd runs; this test runs its
+# own, so it must not find theirs on its ports.
+for d in slurmctld slurmd; do
+    pgrep -x "$d" >/dev/null && fail "a $d is already running on this machine: stop it first"
+done
+
+# until SECONDS COMMAND...: polls COMMAND every 0.2 s; 1 past the deadline.
+until_ok() {
+    local end=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+
+# Daemons get SIGTERM and a moment to stop before netns.sh's teardown.
+stop_daemons() {
+    local p
+    { for p in "${pids[@]}"; do kill -TERM "$p"; done; sleep 0.5; } 2>/dev/null || true
+    teardown
+}
+trap stop_daemons EXIT
+
+T=$TMP
+mkdir -p "$T/munge" "$T/state" "$T/log" "$T/job" "$T/results"
+for n in node1 node2 node3; do mkdir -p "$T/spool/$n"; done
+
+# munge: a key for this test only; the socket in the test's folder.
+mungekey --create --keyfile "$T/munge/munge.key" || fail "mungekey --create failed"
+chmod 600 "$T/munge/munge.key"
+munged --foreground --force --key-file="$T/munge/munge.key" --socket="$T/munge/munge.sock" \
+    --pid-file="$T/munge/munged.pid" --log-file="$T/log/munged.log" \
+    --seed-file="$T/munge/munged.seed" >>"$T/log/munged.log" 2>&1 &
+pids+=($!)
+wait_for 10 "munged's socket" test -S "$T/munge/munge.sock"
+ok "munged runs with the test's key"
+
+# The hosts: a bridge, the controller and three nodes.
+ip netns add "$NS_BR" || fail "cannot create network namespaces (ip netns add): needs root"
+ip -n "$NS_BR" link add br0 type bridge
+ip -n "$NS_BR" link set br0 up
+NS_CTL=psctl$tag
+NS_NODES=(psn1$tag psn2$tag psn3$tag)
+all_ns+=("$NS_CTL" "${NS_NODES[@]}")
+host "$NS_CTL" 10.78.0.1
+for i in 1 2 3; do host "${NS_NODES[i - 1]}" "10.78.0.1$i"; done
+
+export SLURM_CONF=$T/slurm.conf
+cat >"$SLURM_CONF" <<EOF
+ClusterName=pstest
+SlurmctldHost=ctl(10.78.0.1)
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$T/munge/munge.sock
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$T/state
+SlurmdSpoolDir=$T/spool/%n
+SlurmctldPidFile=$T/slurmctld.pid
+SlurmdPidFile=$T/slurmd-%n.pid
+SlurmctldLogFile=$T/log/slurmctld.log
+SlurmdLogFile=$T/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+SlurmdTimeout=30
+NodeName=node1 NodeAddr=10.78.0.11 CPUs=2 State=UNKNOWN
+NodeName=node2 NodeAddr=10.78.0.12 CPUs=2 State=UNKNOWN
+NodeName=node3 NodeAddr=10.78.0.13 CPUs=2 State=UNKNOWN
+PartitionName=test Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# in_host NS NAME COMMAND...: runs COMMAND in the host's network namespace
+# and a UTS namespace of its own whose hostname is NAME.
+in_host() {
+    local ns=$1 name=$2; shift 2
+    nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$name" "$@"
+}
+ctl() { nsenter --net="/run/netns/$NS_CTL" "$@"; }   # Slurm's client commands, on the controller's host
+
+in_host "$NS_CTL" ctl slurmctld -D -i -f "$SLURM_CONF" >"$T/log/slurmctld.out" 2>&1 &
+pids+=($!)
+for i in 1 2 3; do
+    in_host "${NS_NODES[i - 1]}" "node$i" slurmd -D -N "node$i" -f "$SLURM_CONF" >"$T/log/slurmd-node$i.out" 2>&1 &
+    pids+=($!)
+done
+idle() { [ "$(ctl sinfo -h -N -t idle -o %N | sort -u | wc -l)" = 3 ]; }
+if ! until_ok 60 idle; then
+    tail -n 20 "$T"/log/slurm*.log "$T"/log/*.out >&2 || true
+    ctl sinfo -N >&2 || true
+    fail "the three nodes did not come up idle within 60 s (logs above)"
+fi
+ok "slurmctld and three slurmd are up, all nodes idle"
+
+# The job: the project's own batch script, unchanged, on three nodes.
+export PS_BIN=$PWD/$B MNIST_DIR=$(cd "$MNIST_DIR" && pwd) RESULTS=$T/results
+export EPOCHS=1 TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
+job=$(ctl sbatch --parsable --nodes=3 --chdir="$T/job" --output="$T/job/job-%j.out" \
+    deploy/slurm/paramserver.sbatch) || fail "sbatch refused the job"
+job=${job%%;*}
+ok "sbatch --nodes=3 deploy/slurm/paramserver.sbatch: job $job"
+
+state() { ctl scontrol show job "$job" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+finished() { case $(state) in PENDING | RUNNING | CONFIGURING | COMPLETING | "") return 1 ;; esac; }
+if ! until_ok 300 finished; then
+    ctl scontrol show job "$job" >&2 || true
+    cat "$T"/job/job-*.out "$RESULTS/server.log" >&2 2>/dev/null || true
+    ctl scancel "$job" || true
+    fail "job $job did not finish within 300 s (state $(state))"
+fi
+st=$(state)
+if [ "$st" != COMPLETED ]; then
+    ctl scontrol show job "$job" >&2
+    cat "$T"/job/job-*.out "$RESULTS/server.log" >&2 2>/dev/null || true
+    fail "job $job ended $st, not COMPLETED"
+fi
+ok "job $job COMPLETED"
+sed 's/^/  job: /' "$T/job/job-$job.out"
+
+db=$RESULTS/metrics.db
+[ "$(rows "$db" "select count(*) from runs where mode = 'sync' and status = 'done'")" = 1 ] ||
+    fail "the database has no single finished sync run: $(rows "$db" 'select id, mode, status from runs')"
+ok "one finished run in the job's database"
+hosts=$(rows "$db" "select group_concat(distinct host) from workers")
+[ "$(rows "$db" "select count(distinct host) from workers")" = 2 ] || fail "workers' hosts: $hosts, expected two"
+[ "$(rows "$db" "select count(*) from workers where host = 'node1'")" = 0 ] ||
+    fail "a worker ran on node1, the server's node: $hosts"
+ok "its two workers ran on two hosts other than the server's ($hosts)"
+[ "$(rows "$db" "select count(distinct worker_id) from epochs")" = 2 ] || fail "not every worker logged its epoch"
+ok "each worker logged its epoch"
+for f in model_distributed.safetensors distributed_training_results.png; do
+    [ -s "$RESULTS/$f" ] || fail "$RESULTS/$f is missing"
+done
+ok "the model and the plot are in the job's results folder"
+done_testing
