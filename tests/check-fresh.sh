@@ -50,12 +50,12 @@ mirror() {
             /^[ \t]*$/ { if (ok && uri) { print uri; exit } ok = 0; uri = ""; next }
             tolower($1) == "uris:" { uri = $2 }
             tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == s) ok = 1 }
-            END { if (ok && uri) print uri }' "$f" | head -1
+            END { if (ok && uri) print uri }' "$f"
     done
     [ -f /etc/apt/sources.list ] && awk -v s="$suite" '$1 == "deb" && $3 == s { print $2; exit }' /etc/apt/sources.list
     echo http://deb.debian.org/debian
 }
-url=$(mirror | head -1)
+url=$(mirror | sed -n 1p)
 
 command -v debootstrap >/dev/null || {
     say "installing debootstrap"
