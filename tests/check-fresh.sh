@@ -144,7 +144,7 @@ set +e
 ROOT=$root timeout --kill-after=10 "$limit" \
     unshare --pid --fork --kill-child --mount --propagation private bash "$root/root/inside.sh" >"$log" 2>&1 &
 inner=$!
-tail -n +1 -f "$log" --pid="$inner" | grep --line-buffered -E '^check-fresh: inside:|^summary:|^== FAIL|FAIL:|error' &
+tail -n +1 -f "$log" --pid="$inner" | grep --line-buffered -E '^check-fresh: inside:|^summary: [0-9]+ test|^== FAIL|^FAIL:|^make: \*\*\*' &
 wait "$inner"
 rc=$?
 inner=
