@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -149,7 +149,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run bench bench-ps bench-net
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run bench bench-portable bench-ps bench-net
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -184,6 +184,11 @@ run: all
 bench: all $(B)/bench_sgemm
 	@tests/bench.sh
 
+# The portable build against a NATIVE=1 build (into build-native/).
+bench-portable: all
+	$(MAKE) --no-print-directory B=build-native NATIVE=1 all
+	@tests/bench-portable.sh
+
 bench-ps: all $(B)/bench_ps_client
 	@BUILD=$(B) tests/bench-ps.sh
 
@@ -217,6 +222,6 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver $(DESTDIR)$(SHAREDIR)
 
 clean:
-	rm -rf $(B) build-asan build-fuzz build-vg
+	rm -rf $(B) build-asan build-fuzz build-vg build-native
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
