@@ -43,10 +43,15 @@ until_ok() {
     done
 }
 
-# Daemons get SIGTERM and a moment to stop before netns.sh's teardown.
+# Daemons get SIGTERM and up to 10 s to stop (each is reaped here), then
+# netns.sh's teardown kills what is left and deletes the namespaces.
 stop_daemons() {
-    local p
-    { for p in "${pids[@]}"; do kill -TERM "$p"; done; sleep 0.5; } 2>/dev/null || true
+    local p end=$((SECONDS + 10))
+    { for p in "${pids[@]}"; do kill -TERM "$p"; done; } 2>/dev/null || true
+    for p in "${pids[@]}"; do
+        while [ $SECONDS -lt $end ] && kill -0 "$p" 2>/dev/null &&
+            [[ $(ps -o stat= -p "$p") != Z* ]]; do sleep 0.1; done
+    done
     teardown
 }
 trap stop_daemons EXIT
@@ -107,10 +112,11 @@ PartitionName=test Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP
 EOF
 
 # in_host NS NAME COMMAND...: runs COMMAND in the host's network namespace
-# and a UTS namespace of its own whose hostname is NAME.
+# and a UTS namespace of its own whose hostname is NAME. It execs: call it
+# in the background (&), so that $! is the daemon itself.
 in_host() {
     local ns=$1 name=$2; shift 2
-    nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$name" "$@"
+    exec nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$name" "$@"
 }
 ctl() { nsenter --net="/run/netns/$NS_CTL" "$@"; }   # Slurm's client commands, on the controller's host
 
