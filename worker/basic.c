@@ -19,20 +19,6 @@
 #include "shard.h"
 #include "worker.h"
 
-/* Loads both splits; prints the error and returns -1 on failure. */
-static int s_load_data(const char *dir, idx_dataset_t *train, idx_dataset_t *test)
-{
-    char err[512];
-    if (idx_load(dir, "train", train, err, sizeof err) != 0 ||
-        idx_load(dir, "t10k", test, err, sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n(run `make data` to fetch MNIST into data/, or pass "
-                        "--data-dir DIR)\n", err);
-        idx_free(train);
-        return -1;
-    }
-    return 0;
-}
-
 int basic_run(const worker_opts_t *o)
 {
     char err[512];
@@ -43,7 +29,7 @@ int basic_run(const worker_opts_t *o)
     float *params = NULL, *mom = NULL, *grad = NULL;
     int *order = NULL;
 
-    if (s_load_data(o->data_dir, &train, &test) != 0)
+    if (worker_load_data(o->data_dir, &train, &test) != 0)
         return 1;
     int n = (o->train_limit > 0 && o->train_limit < train.count) ? o->train_limit : train.count;
     int batches = (n + o->batch_size - 1) / o->batch_size;
@@ -153,9 +139,7 @@ int basic_run(const worker_opts_t *o)
     printf("model saved: %s\n", path);
     if (metrics_run_end(db, run, "done", accuracy, train_seconds) != 0)
         fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
-    printf("summary: epochs=%d test_accuracy=%.2f train_seconds=%.1f images_per_second=%.0f\n",
-           o->epochs, accuracy, train_seconds,
-           train_seconds > 0 ? (double)n * o->epochs / train_seconds : 0.0);
+    worker_summary(o->epochs, accuracy, train_seconds, (double)n * o->epochs);
     status = 0;
 out:
     metrics_close(&db);

@@ -305,283 +305,356 @@ static int s_tell(conn_t *c, Ps__Envelope *env)
     return rc;
 }
 
-int distributed_run(const worker_opts_t *o)
+/* What a distributed worker holds for its whole life, across sessions (a
+ * session ends early when the server no longer knows this connection: it
+ * restarted with --resume, or evicted this worker; the worker then registers
+ * again and goes on from the last step the server applied). */
+typedef struct {
+    const worker_opts_t *o;
+    conn_t c;
+    Ps__Welcome w; /* the run and recipe, from the Welcome */
+    char host[128], name[160], who[32];
+    idx_dataset_t train, test;
+    engine_t *eng;
+    int *order;               /* this worker's shard, in this epoch's order */
+    int n, batches, test_limit;
+    wire_msg_t weights;       /* the last Weights reply: its tensor is the model */
+    uint64_t version;         /* of those weights */
+    const float *params;      /* the weights to compute on: in `weights`, wbuf or local */
+    float *wbuf;              /* compressed: the decoded weights */
+    float *gbuf;              /* compressed or grouped: the gradient before encoding */
+    float *residual;          /* int8: what encoding lost, added to the next gradient */
+    float *local;             /* --push-every K > 1: this worker's own weights */
+    float *acc;               /* --push-every K > 1: the sum of the group's gradients */
+    double train_seconds, accuracy;
+} dist_t;
+
+/* One epoch's figures, for its report. */
+typedef struct {
+    double loss_sum, compute, push, pull, wait;
+    int done; /* batches computed in this session */
+    int64_t sent0, recv0;
+} epoch_stats_t;
+
+/* The socket, connected to the server (nothing is sent yet). */
+static int s_connect(dist_t *d)
 {
-    conn_t c = {.o = o};
-    int status = 1;
-    char err[512], host[128] = "", name[160], who[32] = "worker";
-    idx_dataset_t train = {0}, test = {0};
-    engine_t *eng = NULL;
-    int *order = NULL;
-    wire_msg_t weights = {0}; /* the last Weights reply: its tensor is the model */
-    float *wbuf = NULL;       /* compressed: the decoded weights */
-    float *gbuf = NULL;       /* compressed: the gradient before encoding */
-    float *residual = NULL;   /* int8: what encoding lost, added to the next gradient */
-    float *local = NULL;      /* --push-every K > 1: this worker's own weights */
-    float *acc = NULL;        /* --push-every K > 1: the sum of the group's gradients */
-    const float *params = NULL;
-    Ps__Welcome w = PS__WELCOME__INIT;
-    int n = 0, batches = 0, test_limit = 0, sessions = 0;
-    double train_seconds = 0.0, accuracy = 0.0;
-
+    const worker_opts_t *o = d->o;
     if (s_check_endpoint(o->server) != 0)
-        return 1;
-    gethostname(host, sizeof host - 1);
+        return -1;
+    gethostname(d->host, sizeof d->host - 1);
     if (o->name)
-        snprintf(name, sizeof name, "%s", o->name);
+        snprintf(d->name, sizeof d->name, "%s", o->name);
     else
-        snprintf(name, sizeof name, "%s:%d", host, (int)getpid());
+        snprintf(d->name, sizeof d->name, "%s:%d", d->host, (int)getpid());
+    snprintf(d->who, sizeof d->who, "worker");
 
-    c.ctx = zmq_ctx_new();
-    c.sock = zmq_socket(c.ctx, ZMQ_DEALER);
+    d->c.ctx = zmq_ctx_new();
+    d->c.sock = zmq_socket(d->c.ctx, ZMQ_DEALER);
     int linger = 1000;
-    zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (o->curve_secret && s_curve(c.sock, o) != 0)
-        goto out;
-    if (zmq_connect(c.sock, o->server) != 0) {
+    zmq_setsockopt(d->c.sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (o->curve_secret && s_curve(d->c.sock, o) != 0)
+        return -1;
+    if (zmq_connect(d->c.sock, o->server) != 0) {
         fprintf(stderr, "error: cannot connect to %s: %s (--server takes tcp://HOST:PORT)\n",
                 o->server, zmq_strerror(errno));
-        goto out;
+        return -1;
     }
     printf("worker %s: registering with %s (waiting up to %.0f s for the server and the other "
-           "workers)\n", name, o->server, o->connect_timeout);
+           "workers)\n", d->name, o->server, o->connect_timeout);
+    return 0;
+}
 
-session:
-    /* (Re)join: a session ends early only when the server no longer knows
-     * this connection, i.e. it restarted (--resume) or evicted this worker. */
-    if (++sessions > 100) {
-        fprintf(stderr, "error: gave up after rejoining the server %d times\n", sessions - 1);
-        goto out;
+/* After the first Welcome: the data, the shard and every buffer. */
+static int s_prepare(dist_t *d)
+{
+    const worker_opts_t *o = d->o;
+    const Ps__Welcome *w = &d->w;
+    char err[512];
+    int id = (int)w->worker_id;
+    snprintf(d->who, sizeof d->who, "worker %d", id);
+    if (worker_load_data(o->data_dir, &d->train, &d->test) != 0)
+        return -1;
+    if ((int)w->train_limit > d->train.count) {
+        fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
+                w->train_limit, o->data_dir, d->train.count);
+        return -1;
     }
-    if (s_register(&c, name, host, &w, sessions > 1) != REQ_OK)
-        goto out;
-    const int id = (int)w.worker_id, batch = (int)w.batch_size, epochs = (int)w.epochs;
-    if (o->push_every > 1 && strcmp(c.mode, "sync") != 0) {
+    d->n = shard_size((int)w->train_limit, (int)w->workers, id);
+    d->test_limit = o->test_limit > 0 ? o->test_limit : (int)w->test_limit;
+    d->batches = (d->n + (int)w->batch_size - 1) / (int)w->batch_size;
+    d->eng = engine_new(o->threads, (int)w->batch_size, err, sizeof err);
+    if (!d->eng) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    int grouped = o->push_every > 1;
+    d->order = malloc((size_t)d->n * sizeof(int));
+    if (o->compress || grouped) {
+        d->wbuf = malloc(MODEL_NPARAMS * sizeof(float));
+        d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+        d->residual = calloc(MODEL_NPARAMS, sizeof(float));
+    }
+    if (grouped) {
+        d->local = malloc(MODEL_NPARAMS * sizeof(float));
+        d->acc = malloc(MODEL_NPARAMS * sizeof(float));
+    }
+    if (!d->order || ((o->compress || grouped) && (!d->wbuf || !d->gbuf || !d->residual)) ||
+        (grouped && (!d->local || !d->acc))) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    printf("%s of %u: run %lld, shard of %d images, %d batches of %u per epoch, %u epochs, "
+           "%d thread(s)\n", d->who, w->workers, (long long)w->run_id, d->n, d->batches,
+           w->batch_size, w->epochs, o->threads);
+    return 0;
+}
+
+/* Registers (again, after the first time) and prepares on the first
+ * Welcome. REQ_OK or REQ_FAIL. */
+static int s_join(dist_t *d, int first)
+{
+    if (s_register(&d->c, d->name, d->host, &d->w, !first) != REQ_OK)
+        return REQ_FAIL;
+    if (d->o->push_every > 1 && strcmp(d->c.mode, "sync") != 0) {
         /* Measured: async with 4 local steps per push diverged (50% after an
          * epoch): stale pushes 4 steps long, amplified by momentum. */
         fprintf(stderr, "error: --push-every needs a sync server (this one is %s): stale "
-                        "multi-step pushes with momentum diverge\n", c.mode);
-        goto out;
+                        "multi-step pushes with momentum diverge\n", d->c.mode);
+        return REQ_FAIL;
     }
-    if (sessions == 1) {
-        snprintf(who, sizeof who, "worker %d", id);
-        if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
-            idx_load(o->data_dir, "t10k", &test, err, sizeof err) != 0) {
-            fprintf(stderr, "error: %s\n(run `make data` to fetch MNIST, or pass --data-dir "
-                            "DIR)\n", err);
-            goto out;
-        }
-        if ((int)w.train_limit > train.count) {
-            fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                    w.train_limit, o->data_dir, train.count);
-            goto out;
-        }
-        n = shard_size((int)w.train_limit, (int)w.workers, id);
-        test_limit = o->test_limit > 0 ? o->test_limit : (int)w.test_limit;
-        batches = (n + batch - 1) / batch;
-        eng = engine_new(o->threads, batch, err, sizeof err);
-        order = malloc((size_t)n * sizeof(int));
-        if (o->compress || o->push_every > 1) {
-            wbuf = malloc(MODEL_NPARAMS * sizeof(float));
-            gbuf = malloc(MODEL_NPARAMS * sizeof(float));
-            residual = calloc(MODEL_NPARAMS, sizeof(float));
-        }
-        if (o->push_every > 1) {
-            local = malloc(MODEL_NPARAMS * sizeof(float));
-            acc = malloc(MODEL_NPARAMS * sizeof(float));
-        }
-        if (!eng || !order || ((o->compress || o->push_every > 1) && (!wbuf || !gbuf || !residual)) ||
-            (o->push_every > 1 && (!local || !acc))) {
-            fprintf(stderr, "error: %s\n", eng ? "out of memory" : err);
-            goto out;
-        }
-        printf("%s of %u: run %lld, shard of %d images, %d batches of %d per epoch, %d epochs, "
-               "%d thread(s)\n", who, w.workers, (long long)w.run_id, n, batches, batch, epochs,
-               o->threads);
-    }
-    if (w.incarnation > 0) /* this process, or an earlier one under this name, was here */
-        printf("%s: rejoined as incarnation %u, resuming after step %llu\n", who, w.incarnation,
-               (unsigned long long)w.start_step);
+    if (first && s_prepare(d) != 0)
+        return REQ_FAIL;
+    if (d->w.incarnation > 0) /* this process, or an earlier one under this name, was here */
+        printf("%s: rejoined as incarnation %u, resuming after step %llu\n", d->who,
+               d->w.incarnation, (unsigned long long)d->w.start_step);
+    return REQ_OK;
+}
 
-    /* The weights to start from. */
+/* The weights of the last Weights reply become the ones to compute on. */
+static void s_take_weights(dist_t *d)
+{
+    d->version = d->weights.env->weights->version;
+    d->params = wire_tensor(&d->weights, d->wbuf);
+    if (d->local) {
+        memcpy(d->local, d->params, MODEL_NPARAMS * sizeof(float));
+        d->params = d->local;
+    }
+}
+
+/* Pulls the weights to start a session from. */
+static int s_pull(dist_t *d)
+{
     Ps__Pull pull = PS__PULL__INIT;
-    pull.worker_id = (uint32_t)id;
+    pull.worker_id = d->w.worker_id;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PULL;
     env.pull = &pull;
-    wire_msg_close(&weights);
-    int rc = s_request(&c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, o->timeout, &weights);
-    if (rc == REQ_REJOIN)
-        goto session;
-    if (rc != REQ_OK)
-        goto out;
-    uint64_t version = weights.env->weights->version;
-    params = wire_tensor(&weights, wbuf);
-    const int K = o->push_every, pushes = (batches + K - 1) / K; /* per epoch */
-    if (K > 1) {
-        memcpy(local, params, MODEL_NPARAMS * sizeof(float));
-        params = local;
+    wire_msg_close(&d->weights);
+    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout,
+                       &d->weights);
+    if (rc == REQ_OK)
+        s_take_weights(d);
+    return rc;
+}
+
+/* Sends the gradient in gbuf (or already in *grad) as push number `push`,
+ * and takes the weights of the reply. */
+static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch, double loss,
+                           epoch_stats_t *st)
+{
+    const worker_opts_t *o = d->o;
+    if (d->gbuf && wire_tensor_encode(grad, d->gbuf, o->compress,
+                                      o->compress == PS__COMPRESSION__COMPRESSION_INT8
+                                          ? d->residual
+                                          : NULL) != 0) {
+        fprintf(stderr, "error: out of memory\n");
+        return REQ_FAIL;
     }
+    double tp = cli_now();
+    int rc = s_push(&d->c, &d->w, push, d->version, epoch, loss, grad, &d->weights);
+    if (rc != REQ_OK)
+        return rc;
+    double te = cli_now();
+    double held = d->weights.env->weights->held_seconds;
+    s_take_weights(d);
+    /* wire_send encodes and queues (push); the rest of the round trip beyond
+     * the server's hold is transfer and update (pull). */
+    double rest = te - tp - d->c.send_seconds;
+    held = held < 0 ? 0 : held > rest ? rest : held;
+    st->push += d->c.send_seconds;
+    st->wait += held;
+    st->pull += rest - held;
+    return REQ_OK;
+}
 
-    /* Replay the shard's order from the seed; skip the steps already applied. */
-    shard_indices(w.seed, (int)w.train_limit, (int)w.workers, id, order);
-    rng_t rng;
-    shard_epoch_rng(&rng, w.seed, id);
-    progress_t prog;
-    progress_init(&prog, epochs, batches, who);
-    /* Steps are pushes: one per batch, or one per group of K batches (a
-     * group never spans two epochs). */
-    uint64_t step = 0;
-    for (int epoch = 1; epoch <= epochs; epoch++) {
-        rng_shuffle(&rng, order, n);
-        if (step + (uint64_t)pushes <= w.start_step) {
-            step += (uint64_t)pushes;
+/* Evaluates, prints the epoch's line and reports it to the server. */
+static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stats_t *st,
+                          progress_t *prog)
+{
+    d->train_seconds += seconds;
+    d->accuracy = engine_evaluate(d->eng, d->params, &d->test, d->test_limit, NULL);
+    progress_clear(prog);
+    double loss = st->loss_sum / st->done;
+    printf("%s: epoch %d/%u: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
+           "wait %.1f, communication %.1f)\n",
+           d->who, epoch, d->w.epochs, loss, d->accuracy, seconds, st->compute, st->wait,
+           st->push + st->pull);
+
+    Ps__EpochReport er = PS__EPOCH_REPORT__INIT;
+    er.worker_id = d->w.worker_id;
+    er.epoch = (uint32_t)epoch;
+    er.train_loss = loss;
+    er.test_accuracy = d->accuracy;
+    er.epoch_seconds = seconds;
+    er.compute_seconds = st->compute;
+    er.push_seconds = st->push;
+    er.pull_seconds = st->pull;
+    er.wait_seconds = st->wait;
+    er.images = (uint64_t)(st->done == d->batches ? d->n : st->done * (int)d->w.batch_size);
+    er.bytes_sent = (uint64_t)(d->c.bytes_sent - st->sent0);
+    er.bytes_received = (uint64_t)(d->c.bytes_received - st->recv0);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_EPOCH;
+    env.epoch = &er;
+    return s_tell(&d->c, &env);
+}
+
+/* One epoch, from the first push the server has not applied. Pushes are
+ * numbered from `step` + 1: one per batch, or one per group of K batches
+ * (--push-every; a group never spans two epochs). */
+static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
+{
+    const int K = d->o->push_every, batch = (int)d->w.batch_size;
+    epoch_stats_t st = {.sent0 = d->c.bytes_sent, .recv0 = d->c.bytes_received};
+    double t0 = cli_now(), group_loss = 0.0;
+    int in_group = 0;
+    progress_epoch_start(prog);
+    for (int b = 0; b < d->batches; b++) {
+        uint64_t push = step + (uint64_t)(b / K) + 1;
+        if (push <= d->w.start_step)
             continue;
-        }
-        progress_epoch_start(&prog);
-        double t0 = cli_now(), loss_sum = 0.0, t_compute = 0, t_push = 0, t_pull = 0, t_wait = 0;
-        double group_loss = 0.0;
-        int64_t sent0 = c.bytes_sent, recv0 = c.bytes_received;
-        int done_here = 0, in_group = 0;
-        for (int b = 0; b < batches; b++) {
-            uint64_t this_push = step + (uint64_t)(b / K) + 1;
-            if (this_push <= w.start_step)
-                continue;
-            if (worker_stop)
-                goto out;
-            int lo = b * batch, m = n - lo < batch ? n - lo : batch;
-            double tc = cli_now();
-            /* Plain, the gradient goes straight into the frame that carries
-             * it; compressed or grouped, it goes through gbuf. */
-            zmq_msg_t grad;
-            double loss;
-            if (!gbuf) {
-                if (wire_tensor_init(&grad) != 0) {
-                    fprintf(stderr, "error: out of memory\n");
-                    goto out;
-                }
-                loss = engine_gradient(eng, params, &train, order + lo, m, zmq_msg_data(&grad));
-            } else
-                loss = engine_gradient(eng, params, &train, order + lo, m, gbuf);
-            loss_sum += loss;
-            group_loss += loss;
-            done_here++;
-            if (K > 1) { /* local SGD: take the step here, push the group's sum */
-                float lr = (float)w.lr;
-                for (size_t i = 0; i < MODEL_NPARAMS; i++) {
-                    acc[i] = in_group ? acc[i] + gbuf[i] : gbuf[i];
-                    local[i] -= lr * gbuf[i];
-                }
-                if (++in_group < K && b + 1 < batches) {
-                    t_compute += cli_now() - tc;
-                    progress_batch(&prog, epoch, b + 1, loss);
-                    continue;
-                }
-                /* The sum of the group's gradients is this worker's local
-                 * displacement divided by lr: the server moves the master
-                 * weights by the workers' mean displacement (model averaging),
-                 * with its momentum on top. */
-                memcpy(gbuf, acc, MODEL_NPARAMS * sizeof(float));
-                loss = group_loss / in_group;
-            }
-            if (gbuf && wire_tensor_encode(&grad, gbuf, o->compress,
-                                           o->compress == PS__COMPRESSION__COMPRESSION_INT8
-                                               ? residual
-                                               : NULL) != 0) {
+        if (worker_stop)
+            return REQ_FAIL;
+        int lo = b * batch, m = d->n - lo < batch ? d->n - lo : batch;
+        double tc = cli_now();
+        /* Plain, the gradient goes straight into the frame that carries it;
+         * compressed or grouped, it goes through gbuf. */
+        zmq_msg_t grad;
+        double loss;
+        if (!d->gbuf) {
+            if (wire_tensor_init(&grad) != 0) {
                 fprintf(stderr, "error: out of memory\n");
-                goto out;
+                return REQ_FAIL;
             }
-            double tp = cli_now();
-            t_compute += tp - tc;
-            in_group = 0;
-            group_loss = 0.0;
-            rc = s_push(&c, &w, this_push, version, epoch, loss, &grad, &weights);
-            if (rc == REQ_REJOIN)
-                goto session;
-            if (rc != REQ_OK)
-                goto out;
-            double te = cli_now();
-            double held = weights.env->weights->held_seconds;
-            version = weights.env->weights->version;
-            params = wire_tensor(&weights, wbuf);
-            if (K > 1) {
-                memcpy(local, params, MODEL_NPARAMS * sizeof(float));
-                params = local;
+            loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m,
+                                   zmq_msg_data(&grad));
+        } else
+            loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+        st.loss_sum += loss;
+        st.done++;
+        group_loss += loss;
+        if (K > 1) { /* local SGD: take the step here, push the group's sum */
+            float lr = (float)d->w.lr;
+            for (size_t i = 0; i < MODEL_NPARAMS; i++) {
+                d->acc[i] = in_group ? d->acc[i] + d->gbuf[i] : d->gbuf[i];
+                d->local[i] -= lr * d->gbuf[i];
             }
-            /* wire_send encodes and queues (push); the rest of the round
-             * trip beyond the server's hold is transfer and update (pull). */
-            double rest = te - tp - c.send_seconds;
-            held = held < 0 ? 0 : held > rest ? rest : held;
-            t_push += c.send_seconds;
-            t_wait += held;
-            t_pull += rest - held;
-            progress_batch(&prog, epoch, b + 1, loss);
+            if (++in_group < K && b + 1 < d->batches) {
+                st.compute += cli_now() - tc;
+                progress_batch(prog, epoch, b + 1, loss);
+                continue;
+            }
+            /* The sum of the group's gradients is this worker's local
+             * displacement divided by lr: the server moves the master weights
+             * by the workers' mean displacement (model averaging), with its
+             * momentum on top. */
+            memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
+            loss = group_loss / in_group;
         }
-        step += (uint64_t)pushes;
-        double epoch_seconds = cli_now() - t0;
-        train_seconds += epoch_seconds;
-        accuracy = engine_evaluate(eng, params, &test, test_limit, NULL);
-        progress_clear(&prog);
-        printf("%s: epoch %d/%d: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
-               "wait %.1f, communication %.1f)\n",
-               who, epoch, epochs, loss_sum / done_here, accuracy, epoch_seconds, t_compute,
-               t_wait, t_push + t_pull);
-
-        Ps__EpochReport er = PS__EPOCH_REPORT__INIT;
-        er.worker_id = (uint32_t)id;
-        er.epoch = (uint32_t)epoch;
-        er.train_loss = loss_sum / done_here;
-        er.test_accuracy = accuracy;
-        er.epoch_seconds = epoch_seconds;
-        er.compute_seconds = t_compute;
-        er.push_seconds = t_push;
-        er.pull_seconds = t_pull;
-        er.wait_seconds = t_wait;
-        er.images = (uint64_t)(done_here == batches ? n : done_here * batch);
-        er.bytes_sent = (uint64_t)(c.bytes_sent - sent0);
-        er.bytes_received = (uint64_t)(c.bytes_received - recv0);
-        env = (Ps__Envelope)PS__ENVELOPE__INIT;
-        env.body_case = PS__ENVELOPE__BODY_EPOCH;
-        env.epoch = &er;
-        rc = s_tell(&c, &env);
-        if (rc == REQ_REJOIN)
-            goto session;
+        st.compute += cli_now() - tc;
+        in_group = 0;
+        group_loss = 0.0;
+        int rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
         if (rc != REQ_OK)
-            goto out;
+            return rc;
+        progress_batch(prog, epoch, b + 1, loss);
+    }
+    return s_report_epoch(d, epoch, cli_now() - t0, &st, prog);
+}
+
+/* A session: the weights to start from, the epochs not finished yet (the
+ * shard's order replayed from the seed), then Done. REQ_OK when the server
+ * acknowledged Done, REQ_REJOIN, or REQ_FAIL. */
+static int s_session(dist_t *d)
+{
+    int rc = s_pull(d);
+    if (rc != REQ_OK)
+        return rc;
+    const Ps__Welcome *w = &d->w;
+    const int id = (int)w->worker_id, epochs = (int)w->epochs;
+    const uint64_t pushes = (uint64_t)((d->batches + d->o->push_every - 1) / d->o->push_every);
+    shard_indices(w->seed, (int)w->train_limit, (int)w->workers, id, d->order);
+    rng_t rng;
+    shard_epoch_rng(&rng, w->seed, id);
+    progress_t prog;
+    progress_init(&prog, epochs, d->batches, d->who);
+    uint64_t step = 0; /* pushes before this epoch */
+    for (int epoch = 1; epoch <= epochs; epoch++, step += pushes) {
+        rng_shuffle(&rng, d->order, d->n);
+        if (step + pushes <= w->start_step)
+            continue; /* applied before this session */
+        if ((rc = s_epoch(d, epoch, step, &prog)) != REQ_OK)
+            return rc;
     }
 
     Ps__Done done = PS__DONE__INIT;
     done.worker_id = (uint32_t)id;
-    done.train_seconds = train_seconds;
-    done.test_accuracy = accuracy;
-    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    done.train_seconds = d->train_seconds;
+    done.test_accuracy = d->accuracy;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_DONE;
     env.done = &done;
-    rc = s_tell(&c, &env);
-    if (rc == REQ_REJOIN)
-        goto session;
-    if (rc != REQ_OK)
-        goto out;
-    printf("summary: epochs=%d test_accuracy=%.2f train_seconds=%.1f images_per_second=%.0f\n",
-           epochs, accuracy, train_seconds,
-           train_seconds > 0 ? (double)n * epochs / train_seconds : 0.0);
-    status = 0;
-out:
+    return s_tell(&d->c, &env);
+}
+
+int distributed_run(const worker_opts_t *o)
+{
+    enum { MAX_SESSIONS = 100 };
+    dist_t d = {.o = o, .c = {.o = o}};
+    int rc = REQ_FAIL;
+    if (s_connect(&d) == 0) {
+        for (int session = 1;; session++) {
+            if (session > MAX_SESSIONS) {
+                fprintf(stderr, "error: gave up after rejoining the server %d times\n",
+                        MAX_SESSIONS - 1);
+                rc = REQ_FAIL;
+                break;
+            }
+            rc = s_join(&d, session == 1);
+            if (rc == REQ_OK)
+                rc = s_session(&d);
+            if (rc != REQ_REJOIN)
+                break;
+        }
+    }
+    if (rc == REQ_OK)
+        worker_summary((int)d.w.epochs, d.accuracy, d.train_seconds, (double)d.n * d.w.epochs);
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
-    wire_msg_close(&weights);
-    if (c.sock)
-        zmq_close(c.sock);
-    if (c.ctx)
-        zmq_ctx_term(c.ctx);
-    engine_destroy(&eng);
-    free(order);
-    free(wbuf);
-    free(gbuf);
-    free(residual);
-    free(local);
-    free(acc);
-    idx_free(&train);
-    idx_free(&test);
-    return status;
+    wire_msg_close(&d.weights);
+    if (d.c.sock)
+        zmq_close(d.c.sock);
+    if (d.c.ctx)
+        zmq_ctx_term(d.c.ctx);
+    engine_destroy(&d.eng);
+    free(d.order);
+    free(d.wbuf);
+    free(d.gbuf);
+    free(d.residual);
+    free(d.local);
+    free(d.acc);
+    idx_free(&d.train);
+    idx_free(&d.test);
+    return rc == REQ_OK ? 0 : 1;
 }

@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "idx.h"
+
 typedef struct {
     const char *server;   /* distributed: tcp://HOST:PORT; NULL in basic mode */
     const char *data_dir; /* MNIST IDX files */
@@ -32,5 +34,11 @@ int basic_run(const worker_opts_t *o);
 
 /* Distributed mode: a worker of the paramserver at o->server. */
 int distributed_run(const worker_opts_t *o);
+
+/* Both modes (training.c). Loads MNIST's train and test splits from dir;
+ * prints what is wrong and how to get the files, and returns -1, on failure. */
+int worker_load_data(const char *dir, idx_dataset_t *train, idx_dataset_t *test);
+/* Prints the run's `summary:` line (images: all images trained on). */
+void worker_summary(int epochs, double accuracy, double train_seconds, double images);
 
 #endif
