@@ -565,6 +565,89 @@ static void test_push_applied_exactly_once(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* ssp holds a fast worker back: with --staleness 1 and two raw clients, a
+ * worker that pushed step 1 while the other pushed nothing gets no reply to
+ * its step 2 (it would be 2 steps ahead of the slowest) until the other
+ * pushes its step 1; then the held reply comes. An async server would
+ * answer at once, so this fails if ssp stops bounding staleness. */
+static void test_ssp_holds_fast_worker(void **state)
+{
+    (void)state;
+    char dir[300], log[400], db[400], ep[256];
+    snprintf(dir, sizeof dir, "%s/ssp-hold", s_tmp);
+    cli_mkdirs(dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(db, sizeof db, "%s/m.db", dir);
+    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "2", "--mode",
+                           "ssp", "--staleness", "1", "--worker-timeout", "60", "--test-limit",
+                           "10", "--data-dir", s_data, "--db", db, "--out", dir,
+                           "--register-timeout", "20", NULL};
+    pid_t pid = s_spawn(log, sargv);
+    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
+    void *ctx = zmq_ctx_new(), *fast = s_dealer(ctx, ep), *slow = s_dealer(ctx, ep);
+
+    /* Both register; the Welcomes come once both are there. */
+    void *socks[2] = {fast, slow};
+    const char *names[2] = {"fast", "slow"};
+    uint32_t ids[2];
+    for (int i = 0; i < 2; i++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        Ps__Register reg = PS__REGISTER__INIT;
+        reg.name = (char *)names[i];
+        env.body_case = PS__ENVELOPE__BODY_REGISTER;
+        env.register_ = &reg;
+        env.request_id = 1;
+        assert_true(wire_send(socks[i], NULL, &env, NULL, 0) >= 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        zmq_pollitem_t item = {socks[i], 0, ZMQ_POLLIN, 0};
+        wire_msg_t m;
+        char err[256];
+        assert_int_equal(zmq_poll(&item, 1, 20000), 1);
+        assert_int_equal(wire_recv(socks[i], NULL, &m, err, sizeof err), 0);
+        assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WELCOME);
+        ids[i] = m.env->welcome->worker_id;
+        wire_msg_close(&m);
+    }
+
+    static float g[MODEL_NPARAMS];
+    uint64_t v;
+    assert_int_equal(s_push_step(fast, ids[0], 1, 0, g, &v), 0); /* 1 <= 0 + 1: answered */
+
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = ids[0];
+    p.step = 2;
+    p.version = v;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 102;
+    assert_true(wire_send(fast, NULL, &env, g, 0) >= 0);
+    zmq_pollitem_t item = {fast, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&item, 1, 1500), 0); /* 2 > 0 + 1: held */
+    printf("  fast worker's step 2 held while the slow one is at step 0\n");
+
+    assert_int_equal(s_push_step(slow, ids[1], 1, 0, g, &v), 0);
+    assert_int_equal(zmq_poll(&item, 1, 5000), 1); /* released: 2 <= 1 + 1 */
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(fast, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(m.env->request_id, 102);
+    printf("  released after the slow worker's step 1 (held %.2f s)\n",
+           m.env->weights->held_seconds);
+    assert_true(m.env->weights->held_seconds >= 1.0);
+    wire_msg_close(&m);
+
+    zmq_close(fast);
+    zmq_close(slow);
+    zmq_ctx_term(ctx);
+    kill(pid, SIGTERM);
+    int codes[1];
+    s_wait_all(&pid, 1, codes, 20);
+}
+
 /* fp16 and int8 compression: the run learns as well as float32 (within a
  * point on this short run) with half and about 38% of the bytes per step. */
 static void test_compression(void **state)
@@ -643,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_sync_equals_batch_128),
         cmocka_unit_test(test_async_learns),
         cmocka_unit_test(test_ssp_learns),
+        cmocka_unit_test(test_ssp_holds_fast_worker),
         cmocka_unit_test(test_compression),
         cmocka_unit_test(test_local_sgd),
     };
