@@ -9,7 +9,7 @@ CFLAGS   ?= -O3 -march=native -g
 # changes optimisation and sanitizers but keeps these.
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
 override CPPFLAGS += -Icommon -Iproto -I$(B)/proto
-LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
+LDLIBS   += -lopenblas -lsqlite3 -ljansson -lz -lm -pthread
 NET_LIBS := -lczmq -lzmq -lprotobuf-c
 PREFIX   ?= /usr/local
 DESTDIR  ?=

@@ -322,15 +322,15 @@ static const s_bad_t s_bad[] = {
     {"not an object", "[1]", -1, 0, "must begin with '{'"},
     {"leading space", " {}", -1, 0, "must begin with '{'"},
     {"missing closing brace", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",
-     -1, 4, "expected '}'"},
-    {"missing colon", "{\"a\" {}}", -1, 0, "expected ':'"},
-    {"trailing garbage", "{}x", -1, 0, "after the header"},
-    {"trailing comma", "{\"__metadata__\":{},}", -1, 0, "expected '\"'"},
-    {"unterminated string", "{\"abc", -1, 0, "unterminated"},
-    {"bad escape", "{\"a\\q\":{}}", -1, 0, "unknown escape"},
-    {"control char", "{\"a\nb\":{}}", -1, 0, "control character"},
+     -1, 4, "'}' expected"},
+    {"missing colon", "{\"a\" {}}", -1, 0, "':' expected"},
+    {"trailing garbage", "{}x", -1, 0, "end of file expected near 'x'"},
+    {"trailing comma", "{\"__metadata__\":{},}", -1, 0, "string or '}' expected"},
+    {"unterminated string", "{\"abc", -1, 0, "premature end of input"},
+    {"bad escape", "{\"a\\q\":{}}", -1, 0, "invalid escape"},
+    {"control char", "{\"a\nb\":{}}", -1, 0, "unexpected newline"},
     {"invalid UTF-8", "{\"a\xc0\x80\":{}}", -1, 0, "UTF-8"},
-    {"lone surrogate", "{\"a\\udc00\":{}}", -1, 0, "surrogate"},
+    {"lone surrogate", "{\"a\\udc00\":{}}", -1, 0, "invalid Unicode '\\uDC00'"},
     {"NUL escape", "{\"a\\u0000\":{}}", -1, 0, "\\u0000"},
     {"unknown dtype", T1("\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]"), -1, 4,
      "tensor 'a' has dtype 'F16'"},
@@ -343,15 +343,15 @@ static const s_bad_t s_bad[] = {
      4, "unknown field 'x'"},
     {"duplicate field",
      T1("\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"), -1, 4,
-     "two dtypes"},
+     "duplicate object key near '\"dtype\"'"},
     {"negative dim", T1("\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]"), -1, 4,
      "negative"},
     {"float dim", T1("\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]"), -1, 4,
      "integers"},
     {"leading zero", T1("\"dtype\":\"F32\",\"shape\":[01],\"data_offsets\":[0,4]"), -1, 4,
-     "leading zero"},
+     "invalid token"},
     {"huge number", T1("\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]"),
-     -1, 4, "too large"},
+     -1, 4, "too big integer"},
     {"5 dims", T1("\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]"), -1, 4,
      "more than 4"},
     {"shape overflow",
@@ -379,26 +379,100 @@ static const s_bad_t s_bad[] = {
     {"duplicate tensor",
      "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
      "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
-     -1, 8, "appears twice"},
+     -1, 8, "duplicate object key near '\"a\"'"},
     {"metadata value not a string", "{\"__metadata__\":{\"k\":1}}", -1, 0, "not a string"},
-    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", -1, 0, "two"},
-    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", -1, 0, "twice"},
+    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", -1, 0,
+     "duplicate object key near '\"__metadata__\"'"},
+    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", -1, 0,
+     "duplicate object key near '\"k\"'"},
+    {"metadata not an object", "{\"__metadata__\":[]}", -1, 0, "\"__metadata__\" is not an object"},
+    {"tensor not an object", "{\"a\":[1]}", -1, 0, "tensor 'a' is not an object"},
+    {"shape not an array", T1("\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]"), -1, 4,
+     "shape is not an array"},
+    {"offset not an integer", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,\"4\"]"),
+     -1, 4, "data_offsets must hold integers"},
 };
 
+/* Every case is tried and every wrong one printed before the test fails. */
 static void test_bad_files(void **state) {
     s_tmp_t *tmp = *state;
+    int wrong = 0;
     for (size_t i = 0; i < sizeof s_bad / sizeof s_bad[0]; i++) {
         char err[256] = "";
         s_write_raw(tmp->path, s_bad[i].json, s_bad[i].hlen, s_bad[i].ndata);
         st_file_t *f = st_open(tmp->path, err, sizeof err);
         if (f) {
             st_close(&f);
-            fail_msg("%s: opened", s_bad[i].what);
+            print_error("%s: opened\n", s_bad[i].what);
+            wrong++;
+        } else if (!strstr(err, s_bad[i].want) || !strstr(err, tmp->path)) {
+            print_error("%s: message '%s' lacks '%s' or the path\n", s_bad[i].what, err,
+                        s_bad[i].want);
+            wrong++;
         }
-        if (!strstr(err, s_bad[i].want) || !strstr(err, tmp->path))
-            fail_msg("%s: message '%s' lacks '%s' or the path", s_bad[i].what, err,
-                     s_bad[i].want);
     }
+    assert_int_equal(wrong, 0);
+}
+
+/* Integers stored as metadata strings, read back checked. */
+static void test_metadata_numbers(void **state) {
+    s_tmp_t *tmp = *state;
+    const char *meta[] = {"n", "42", "neg", "-7", "u", "18446744073709551615", "junk", "12x",
+                          "empty", "", "huge", "99999999999999999999", "plus", "+3", "space",
+                          " 5", NULL};
+    char err[256] = "";
+    assert_int_equal(st_write(tmp->path, NULL, 0, meta, err, sizeof err), 0);
+    st_file_t *f = st_open(tmp->path, err, sizeof err);
+    if (!f)
+        fail_msg("st_open: %s", err);
+    int64_t v = 0;
+    uint64_t u = 0;
+    assert_int_equal(st_metadata_int64(f, "n", 0, 100, &v, err, sizeof err), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(st_metadata_int64(f, "neg", -10, 0, &v, err, sizeof err), 0);
+    assert_int_equal(v, -7);
+    assert_int_equal(st_metadata_uint64(f, "u", &u, err, sizeof err), 0);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(st_metadata_uint64(f, "n", &u, err, sizeof err), 0);
+    assert_true(u == 42);
+    struct {
+        const char *key;
+        int is_unsigned;
+        const char *want;
+    } bad[] = {
+        {"missing", 0, "missing"},      {"n", 0, "outside 0..10"},
+        {"junk", 0, "not a whole"},     {"empty", 0, "not a whole"},
+        {"huge", 0, "beyond 64 bits"},  {"huge", 1, "beyond 64 bits"},
+        {"neg", 1, "not a whole"},      {"plus", 1, "not a whole"},
+        {"space", 0, "not a whole"},    {"space", 1, "not a whole"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = bad[i].is_unsigned ? st_metadata_uint64(f, bad[i].key, &u, err, sizeof err)
+                                    : st_metadata_int64(f, bad[i].key, 0, 10, &v, err, sizeof err);
+        if (rc != -1 || !strstr(err, bad[i].want) || !strstr(err, bad[i].key))
+            fail_msg("'%s': rc %d, message '%s' lacks '%s'", bad[i].key, rc, err, bad[i].want);
+    }
+    st_close(&f);
+}
+
+/* Nesting far deeper than any header needs is refused without exhausting
+ * the stack. */
+static void test_deep_nesting(void **state) {
+    s_tmp_t *tmp = *state;
+    enum { DEPTH = 100000 };
+    char *json = malloc(2 * DEPTH + 64);
+    assert_non_null(json);
+    int n = sprintf(json, "{\"__metadata__\":{\"k\":");
+    memset(json + n, '[', DEPTH);
+    memset(json + n + DEPTH, ']', DEPTH);
+    strcpy(json + n + 2 * DEPTH, "}}");
+    s_write_raw(tmp->path, json, -1, 0);
+    free(json);
+    char err[256] = "";
+    assert_null(st_open(tmp->path, err, sizeof err));
+    if (!strstr(err, "depth"))
+        fail_msg("message '%s' lacks 'depth'", err);
 }
 
 static void test_good_oddities(void **state) {
@@ -508,6 +582,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_write_errors, s_setup, s_teardown),
         cmocka_unit_test(test_pytorch_fixture),
         cmocka_unit_test_setup_teardown(test_bad_files, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_numbers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_good_oddities, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_short_and_special_files, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_truncated_fixture, s_setup, s_teardown),
