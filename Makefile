@@ -35,7 +35,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: valgrind bench-net check-multihost fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: valgrind bench-net check-multihost fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -103,8 +103,26 @@ fuzz:
 	build-fuzz/fuzz_server -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
 
+# The safetensors reader under the fuzzer (model files and checkpoints come
+# from disk, and could come from anywhere): make check replays
+# tests/fuzz/corpus-safetensors with fuzz_replay.c's main; make
+# fuzz-safetensors runs libFuzzer for FUZZ_SECONDS, adds what it learns to
+# build-fuzz/corpus-safetensors and keeps crashers in
+# tests/fuzz/crashers-safetensors/.
+ST_FUZZ_SRC := tests/fuzz/fuzz_safetensors.c
+$(B)/fuzz_replay_safetensors: tests/fuzz/fuzz_replay.c $(ST_FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
-check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
+fuzz-safetensors:
+	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" build-fuzz/libcommon.a
+	clang $(CPPFLAGS:$(B)/%=build-fuzz/%) $(FUZZ_FLAGS) -fsanitize=fuzzer \
+	    $(ST_FUZZ_SRC) build-fuzz/libcommon.a -o build-fuzz/fuzz_safetensors $(LDLIBS)
+	mkdir -p build-fuzz/corpus-safetensors tests/fuzz/crashers-safetensors
+	cp tests/fuzz/corpus-safetensors/* build-fuzz/corpus-safetensors/
+	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=tests/fuzz/crashers-safetensors/ build-fuzz/corpus-safetensors
+
+check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # Server and workers in separate network namespaces joined by a shaped
