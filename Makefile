@@ -75,6 +75,16 @@ $(B)/worker: $(WORKER_OBJ) $(B)/libproto.a $(B)/libcommon.a
 $(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(CAIRO_LIBS) -lpng $(LDLIBS)
 
+# psreport writes its version into every plot's PNG text: the tree it was
+# built from, as git describes it.
+PS_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(B)/obj/report/psreport.o: override CPPFLAGS += -DPS_VERSION='"$(PS_VERSION)"'
+
+# The plot module's own test links the report objects it tests.
+$(B)/tests/test_plot: tests/test_plot.c $(B)/obj/report/plot.o $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Ireport $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(CAIRO_LIBS) -lpng $(LDLIBS)
+
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library; programs are tested as programs by the tests/test_*.sh scripts.
 $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a

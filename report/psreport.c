@@ -60,7 +60,8 @@ typedef struct {
     int64_t id;
     char mode[32], host[128], status[32];
     double started_at, lr, momentum, final_accuracy, train_seconds; /* NAN when NULL */
-    int workers, epochs, batch_size, threads, staleness;
+    int workers, epochs, batch_size, threads, staleness, train_limit;
+    uint64_t seed;
     s_worker_t *w;
     int nw;
 } s_run_t;
@@ -251,7 +252,7 @@ static int s_load_run_row(sqlite3 *db, int64_t id, s_run_t *r)
 {
     sqlite3_stmt *st = s_prepare(
         db, "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-            "workers, epochs, batch_size, threads, staleness FROM runs WHERE id = ?");
+            "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = ?");
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, id);
@@ -277,6 +278,8 @@ static int s_load_run_row(sqlite3 *db, int64_t id, s_run_t *r)
     r->batch_size = sqlite3_column_int(st, 10);
     r->threads = sqlite3_column_int(st, 11);
     r->staleness = sqlite3_column_int(st, 12);
+    r->seed = (uint64_t)sqlite3_column_int64(st, 13);
+    r->train_limit = sqlite3_column_int(st, 14);
     sqlite3_finalize(st);
     return 1;
 }
@@ -438,6 +441,64 @@ static void s_run_title(sqlite3 *db, const s_run_t *r, const char *what, char *b
         n += snprintf(buf + n, len - (size_t)n, "%s%s", i ? " \xc2\xb7 " : "", parts[i]);
 }
 
+/* ---- PNG text --------------------------------------------------------- */
+
+#ifndef PS_VERSION
+#define PS_VERSION "unknown"
+#endif
+
+/* Sets a PNG text entry of the figure from a printf format. The keywords
+ * are this file's constants, so a refusal is a bug here: it aborts. */
+static void s_text(plot_fig_t *f, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_text(plot_fig_t *f, const char *key, const char *fmt, ...)
+{
+    char value[1024], err[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    if (plot_fig_text(f, key, value, err, sizeof err) != 0) {
+        fprintf(stderr, "psreport: %s\n", err);
+        abort();
+    }
+}
+
+/* The settings of a run on one line, key=value. */
+static void s_run_settings(const s_run_t *r, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "epochs=%d batch_size=%d lr=%g momentum=%g seed=%llu threads=%d train_limit=%d%s",
+             r->epochs, r->batch_size, r->lr, r->momentum, (unsigned long long)r->seed,
+             r->threads, r->train_limit, strcmp(r->mode, "ssp") ? "" : " staleness=");
+    if (!strcmp(r->mode, "ssp"))
+        snprintf(buf + strlen(buf), len - strlen(buf), "%d", r->staleness);
+}
+
+/* Entries every figure carries: what wrote it and from which database. */
+static void s_text_common(plot_fig_t *f, const char *title, const char *dbpath)
+{
+    s_text(f, "Title", "%s", title);
+    s_text(f, "Software", "psreport %s (paramserver)", PS_VERSION);
+    s_text(f, "Source", "%s", dbpath);
+}
+
+/* Entries of a single-run figure: the run, its settings and its result. */
+static void s_text_run(plot_fig_t *f, const s_run_t *r)
+{
+    char settings[512];
+    s_run_settings(r, settings, sizeof settings);
+    s_text(f, "run id", "%lld", (long long)r->id);
+    s_text(f, "mode", "%s", r->mode);
+    s_text(f, "workers", "%d", r->workers);
+    s_text(f, "hyperparameters", "%s", settings);
+    if (isfinite(r->final_accuracy))
+        s_text(f, "final accuracy", "%.2f%%", r->final_accuracy);
+    else
+        s_text(f, "final accuracy", "none (status %s)", r->status);
+    s_text(f, "status", "%s", r->status);
+}
+
 static int s_write(plot_fig_t *f, const char *out)
 {
     char err[512];
@@ -524,13 +585,15 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     plot_panel_empty_text(p, "no steps recorded");
 }
 
-static int s_report_basic(sqlite3 *db, const s_run_t *r, const char *out)
+static int s_report_basic(sqlite3 *db, const char *dbpath, const s_run_t *r, const char *out)
 {
     char title[512];
     s_run_title(db, r, "Basic training", title, sizeof title);
     plot_fig_t *f = plot_fig_new(1500, 520, 2, title);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Basic training", dbpath);
+    s_text_run(f, r);
     s_loss_panel(plot_fig_panel(f, 0), r, 1);
 
     plot_panel_t *p = plot_fig_panel(f, 1);
@@ -553,13 +616,16 @@ static int s_report_basic(sqlite3 *db, const s_run_t *r, const char *out)
     return rc;
 }
 
-static int s_report_distributed(sqlite3 *db, const s_run_t *r, const char *out)
+static int s_report_distributed(sqlite3 *db, const char *dbpath, const s_run_t *r,
+                                const char *out)
 {
     char title[512], label[64];
     s_run_title(db, r, "Distributed training", title, sizeof title);
     plot_fig_t *f = plot_fig_new(1650, 520, 3, title);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Distributed training", dbpath);
+    s_text_run(f, r);
     s_loss_panel(plot_fig_panel(f, 0), r, 0);
 
     plot_panel_t *p = plot_fig_panel(f, 1);
@@ -630,6 +696,8 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
     plot_fig_t *f = plot_fig_new(1500, 540, 2, NULL);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Training modes compared", dbpath);
+    char runs[256] = "";
     plot_panel_t *pa = plot_fig_panel(f, 0), *pt = plot_fig_panel(f, 1);
     plot_panel_title(pa, "Test accuracy over wall time");
     plot_panel_labels(pa, "seconds since the run started (epoch end)", "test accuracy (%)");
@@ -691,6 +759,14 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
         double secs = s_run_seconds(db, &r, &so_far);
         tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
 
+        char key[32], settings[512];
+        s_run_settings(&r, settings, sizeof settings);
+        snprintf(key, sizeof key, "run %lld", (long long)r.id);
+        s_text(f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode, r.workers,
+               settings, acc, r.status);
+        snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%lld", i ? " " : "",
+                 (long long)r.id);
+
         size_t len = strlen(title);
         char ssecs[32];
         s_fmt_secs(ssecs, sizeof ssecs, secs);
@@ -709,6 +785,7 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
     plot_series_values(bars, "%.0f img/s");
 
     plot_fig_title(f, title);
+    s_text(f, "runs", "%s", runs);
     rc = s_write(f, out);
     plot_fig_destroy(&f);
     return rc;
@@ -825,7 +902,8 @@ int main(int argc, char **argv)
         if (!out)
             out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
         if (s_mkdir_parents(out) == 0)
-            rc = basic ? s_report_basic(db, &r, out) : s_report_distributed(db, &r, out);
+            rc = basic ? s_report_basic(db, dbpath, &r, out)
+                       : s_report_distributed(db, dbpath, &r, out);
         rc = rc ? 1 : 0;
     }
     s_run_free(&r);
