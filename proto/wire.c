@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
+
+_Static_assert(WIRE_TENSOR_FLOATS == MODEL_NPARAMS,
+               "a tensor frame must hold exactly the model's parameters");
+
 /* Does this kind of message carry a tensor frame? */
 static int s_needs_tensor(Ps__Envelope__BodyCase kind)
 {
