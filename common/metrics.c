@@ -15,6 +15,7 @@
 #include "metrics.h"
 
 #include "cli.h"
+#include "errmsg.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -102,7 +102,7 @@ static void s_seterr(metrics_t *m, const char *fmt, ...) __attribute__((format(p
 static void s_seterr(metrics_t *m, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    errmsg_vset(m->err, sizeof m->err, fmt, ap);
     va_end(ap);
 }
 
@@ -122,18 +122,6 @@ static int s_check_version(metrics_t *m, int v) {
              "build, or another database file",
              m->path, v, METRICS_SCHEMA_VERSION);
     return -1;
-}
-
-static double s_mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double s_unix_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int s_exec(metrics_t *m, const char *sql, const char *what) {
@@ -227,16 +215,9 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     }
     /* Create the directory the database goes in, as a user would expect of
      * --db results/run1/metrics.db. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        if (cli_mkdirs(dir) != 0) {
-            s_seterr(m, "metrics: cannot create the directory %s for %s: %s", dir, path,
-                     strerror(errno));
-            goto fail;
-        }
+    if (cli_mkdir_parent(path) != 0) {
+        s_seterr(m, "metrics: cannot create the directory for %s: %s", path, strerror(errno));
+        goto fail;
     }
     int rc = sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {
@@ -312,7 +293,7 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
     }
     sqlite3_stmt *st = m->stmt[S_RUN_BEGIN];
     s_bind_text(st, 1, info->mode);
-    sqlite3_bind_double(st, 2, s_unix_now());
+    sqlite3_bind_double(st, 2, cli_wall());
     s_bind_text(st, 3, h);
     sqlite3_bind_int(st, 4, info->workers);
     sqlite3_bind_int(st, 5, info->epochs);
@@ -337,7 +318,7 @@ int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_RUN_END];
-    sqlite3_bind_double(st, 1, s_unix_now());
+    sqlite3_bind_double(st, 1, cli_wall());
     s_bind_text(st, 2, status);
     sqlite3_bind_double(st, 3, final_accuracy);
     sqlite3_bind_double(st, 4, train_seconds);
@@ -364,7 +345,7 @@ int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, c
     sqlite3_bind_int(st, 5, shard_size);
     sqlite3_bind_int(st, 6, threads);
     sqlite3_bind_int(st, 7, incarnation);
-    sqlite3_bind_double(st, 8, s_unix_now());
+    sqlite3_bind_double(st, 8, cli_wall());
     return s_run(m, S_WORKER, "insert worker");
 }
 
@@ -375,7 +356,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
             return -1;
         m->batch_rows = 0;
-        m->batch_start = s_mono_now();
+        m->batch_start = cli_now();
     }
     sqlite3_stmt *st = m->stmt[S_STEP];
     sqlite3_bind_int64(st, 1, run);
@@ -388,7 +369,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         return -1;
     m->batch_rows++;
     if (m->batch_rows >= METRICS_BATCH_ROWS ||
-        s_mono_now() - m->batch_start >= METRICS_BATCH_SECONDS)
+        cli_now() - m->batch_start >= METRICS_BATCH_SECONDS)
         return metrics_flush(m);
     return 0;
 }

@@ -6,6 +6,7 @@
  * (test accuracy over wall time and throughput of the latest run of each
  * mode). The database is opened read-only with a busy timeout, so the report
  * can be drawn while a run is still writing. */
+#include "cli.h"
 #include "metrics.h"
 #include "plot.h"
 
@@ -499,6 +500,15 @@ static void s_text_run(plot_fig_t *f, const s_run_t *r)
     s_text(f, "status", "%s", r->status);
 }
 
+/* Creates the directory the figure goes in. 0, or -1 after saying why. */
+static int s_mkdir_parent(const char *out)
+{
+    if (cli_mkdir_parent(out) == 0)
+        return 0;
+    fprintf(stderr, "psreport: cannot create the directory for %s: %s\n", out, strerror(errno));
+    return -1;
+}
+
 static int s_write(plot_fig_t *f, const char *out)
 {
     char err[512];
@@ -793,25 +803,6 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
 
 /* ---- main ---------------------------------------------------------------- */
 
-/* Creates the directories above path, like mkdir -p of its dirname. */
-static int s_mkdir_parents(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "psreport: cannot create directory %s: %s\n", buf, strerror(errno));
-            return -1;
-        }
-        *p = '/';
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *dbpath = DEFAULT_DB, *out = NULL;
@@ -870,7 +861,7 @@ int main(int argc, char **argv)
     if (comparison) {
         if (!out)
             out = "results/comparison.png";
-        if (s_mkdir_parents(out) == 0 && s_report_comparison(db, dbpath, out) == 0)
+        if (s_mkdir_parent(out) == 0 && s_report_comparison(db, dbpath, out) == 0)
             rc = 0;
         sqlite3_close(db);
         return rc;
@@ -901,7 +892,7 @@ int main(int argc, char **argv)
         int basic = strcmp(r.mode, "basic") == 0;
         if (!out)
             out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
-        if (s_mkdir_parents(out) == 0)
+        if (s_mkdir_parent(out) == 0)
             rc = basic ? s_report_basic(db, dbpath, &r, out)
                        : s_report_distributed(db, dbpath, &r, out);
         rc = rc ? 1 : 0;

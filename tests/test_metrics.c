@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "cli.h"
 #include "metrics.h"
 
 typedef struct {
@@ -101,18 +102,6 @@ static void s_text(sqlite3 *db, const char *sql, char *out, size_t n) {
     sqlite3_finalize(st);
 }
 
-static double s_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
     const unsigned char *s = sqlite3_column_text(st, col);
     if (!want) {
@@ -127,7 +116,7 @@ static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
 
 static void test_round_trip(void **state) {
     s_tmp_t *tmp = *state;
-    double t0 = s_now();
+    double t0 = cli_wall();
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {
         .mode = "sync",
@@ -176,7 +165,7 @@ static void test_round_trip(void **state) {
     metrics_close(&m);
     assert_null(m);
     metrics_close(&m); /* idempotent */
-    double t1 = s_now();
+    double t1 = cli_wall();
 
     sqlite3 *db = s_reader(tmp->path);
     char host[256] = "";
@@ -403,7 +392,7 @@ static void test_step_batching(void **state) {
     sqlite3 *db = s_reader(tmp->path);
     const char *count = "SELECT count(*) FROM steps";
 
-    double start = s_mono();
+    double start = cli_now();
     for (int i = 0; i < METRICS_BATCH_ROWS - 1; i++)
         assert_int_equal(metrics_step(m, run, 0, i, 1, 1.0, 0.0), 0);
     assert_int_equal(s_int(db, count), 0);
@@ -412,7 +401,7 @@ static void test_step_batching(void **state) {
     for (int i = 0; i < 10; i++)
         assert_int_equal(metrics_step(m, run, 0, METRICS_BATCH_ROWS + i, 1, 1.0, 0.0), 0);
     /* Only meaningful if the batch was not cut short by the clock. */
-    if (s_mono() - start < METRICS_BATCH_SECONDS * 0.9)
+    if (cli_now() - start < METRICS_BATCH_SECONDS * 0.9)
         assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS);
     assert_int_equal(metrics_flush(m), 0);
     assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS + 10);
@@ -426,9 +415,9 @@ static void test_step_batching(void **state) {
 
     /* A batch older than METRICS_BATCH_SECONDS is committed by the next step. */
     assert_int_equal(metrics_step(m, run, 0, 10000, 1, 1.0, 0.0), 0);
-    double begun = s_mono();
+    double begun = cli_now();
     assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS + 11);
-    while (s_mono() - begun < METRICS_BATCH_SECONDS + 0.05) {
+    while (cli_now() - begun < METRICS_BATCH_SECONDS + 0.05) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -454,11 +443,11 @@ static void test_reader_does_not_block(void **state) {
     sqlite3 *db = s_reader(tmp->path);
     assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(s_int(db, "SELECT count(*) FROM runs"), 1);
-    double start = s_mono();
+    double start = cli_now();
     for (int i = 0; i < 3 * METRICS_BATCH_ROWS; i++)
         assert_int_equal(metrics_step(m, run, 0, i, 1, 1.0, 0.0), 0);
     assert_int_equal(metrics_run_end(m, run, "done", 99.0, 1.0), 0);
-    assert_true(s_mono() - start < 1.0); /* no busy wait happened */
+    assert_true(cli_now() - start < 1.0); /* no busy wait happened */
     /* The reader's snapshot is unchanged until it ends its transaction. */
     assert_int_equal(s_int(db, "SELECT count(*) FROM steps"), 0);
     assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
