@@ -130,6 +130,7 @@ fuzz-safetensors:
 	mkdir -p build-fuzz/corpus-safetensors tests/fuzz/crashers-safetensors
 	cp tests/fuzz/corpus-safetensors/* build-fuzz/corpus-safetensors/
 	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=tests/fuzz/safetensors.dict \
 	    -artifact_prefix=tests/fuzz/crashers-safetensors/ build-fuzz/corpus-safetensors
 
 check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors
