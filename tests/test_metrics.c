@@ -24,33 +24,10 @@
 
 #include "cli.h"
 #include "metrics.h"
-
-typedef struct {
-    char dir[64];
-    char path[128];
-} s_tmp_t;
+#include "tmpdir.h"
 
 static int s_setup(void **state) {
-    s_tmp_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/test_metrics.XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        free(t);
-        return -1;
-    }
-    snprintf(t->path, sizeof t->path, "%s/metrics.db", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int s_teardown(void **state) {
-    s_tmp_t *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    int rc = system(cmd);
-    free(t);
-    return rc == 0 ? 0 : -1;
+    return tmpdir_setup(state, "test_metrics", "metrics.db");
 }
 
 static metrics_t *s_open(const char *path) {
@@ -117,7 +94,7 @@ static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
 #define N_STEPS 1234
 
 static void test_round_trip(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     double t0 = cli_wall();
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {
@@ -304,7 +281,7 @@ static void test_round_trip(void **state) {
 }
 
 static void test_wal_version_indexes(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_close(&m);
     sqlite3 *db = s_reader(tmp->path);
@@ -325,7 +302,7 @@ static void test_wal_version_indexes(void **state) {
 }
 
 static void test_newer_schema_refused(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 2;", NULL,
@@ -350,7 +327,7 @@ static void test_newer_schema_refused(void **state) {
 }
 
 static void test_open_errors(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[512] = "";
     FILE *fp = fopen(tmp->path, "wb");
     assert_non_null(fp);
@@ -377,7 +354,7 @@ static void test_open_errors(void **state) {
 }
 
 static void test_run_end_unknown(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     assert_int_equal(metrics_run_end(m, 99, "done", 0, 0), -1);
     assert_non_null(strstr(metrics_errmsg(m), "no run with id 99"));
@@ -386,7 +363,7 @@ static void test_run_end_unknown(void **state) {
 
 /* Step rows reach other connections batch by batch. */
 static void test_step_batching(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic", .host = "h"};
     int64_t run = metrics_run_begin(m, &info);
@@ -438,7 +415,7 @@ static void test_step_batching(void **state) {
 /* A reader in the middle of a read transaction (psreport drawing a plot)
  * blocks neither step batches nor other writes. */
 static void test_reader_does_not_block(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic"};
     int64_t run = metrics_run_begin(m, &info);
@@ -500,7 +477,7 @@ static metrics_t *s_open_ro(const char *path) {
 
 /* Two runs written through the writer, read back through the queries. */
 static void test_read_queries(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *w = s_open(tmp->path);
     metrics_run_info_t basic = {.mode = "basic", .host = "h", .workers = 1, .epochs = 2,
                                 .batch_size = 64, .threads = 2, .train_limit = 100,
@@ -591,7 +568,7 @@ static void test_read_queries(void **state) {
 
 /* What is not a metrics database is refused, with a message naming it. */
 static void test_open_readonly_errors(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char path[160], err[512];
     struct {
         const char *name, *sql, *want;
@@ -625,15 +602,15 @@ static void test_open_readonly_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_open_errors, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_run_end_unknown, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_step_batching, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_read_queries, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_open_readonly_errors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_run_end_unknown, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_step_batching, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_read_queries, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_open_readonly_errors, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,39 +18,15 @@
 #include <cmocka.h>
 
 #include "safetensors.h"
+#include "tmpdir.h"
 
 #ifndef FIXTURE_DIR
 #define FIXTURE_DIR "tests/fixtures"
 #endif
 #define FIXTURE FIXTURE_DIR "/simpleconvnet_pytorch_ref.safetensors"
 
-/* A fresh temporary directory per test, removed afterwards. */
-typedef struct {
-    char dir[64];
-    char path[128];
-} s_tmp_t;
-
 static int s_setup(void **state) {
-    s_tmp_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/test_safetensors.XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        free(t);
-        return -1;
-    }
-    snprintf(t->path, sizeof t->path, "%s/t.safetensors", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int s_teardown(void **state) {
-    s_tmp_t *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    int rc = system(cmd);
-    free(t);
-    return rc == 0 ? 0 : -1;
+    return tmpdir_setup(state, "test_safetensors", "t.safetensors");
 }
 
 static void s_write_file(const char *path, const void *bytes, size_t n) {
@@ -94,7 +70,7 @@ static unsigned char *s_read_all(const char *path, size_t *n) {
 static const char *const s_weird_name = "we\"ird\\na/me\n\t\x01 \xc3\xa9\xe2\x82\xac";
 
 static void test_round_trip(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     float w[6] = {1.5f, -2.25f, 3e-8f, 1e30f, 0.0f, -0.0f};
     float scalar = 42.0f;
     uint8_t odd[7] = {0, 1, 2, 3, 250, 254, 255};
@@ -173,7 +149,7 @@ static void test_round_trip(void **state) {
 }
 
 static void test_overwrite_and_empty(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256] = "";
     uint8_t a[3] = {1, 2, 3};
     st_tensor_t t = {"a", ST_U8, 1, {3}, a};
@@ -189,7 +165,7 @@ static void test_overwrite_and_empty(void **state) {
 }
 
 static void test_write_errors(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256];
     float x[2] = {1, 2};
     st_tensor_t dup[2] = {{"x", ST_F32, 1, {2}, x}, {"x", ST_F32, 1, {2}, x}};
@@ -395,7 +371,7 @@ static const s_bad_t s_bad[] = {
 
 /* Every case is tried and every wrong one printed before the test fails. */
 static void test_bad_files(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     int wrong = 0;
     for (size_t i = 0; i < sizeof s_bad / sizeof s_bad[0]; i++) {
         char err[256] = "";
@@ -416,7 +392,7 @@ static void test_bad_files(void **state) {
 
 /* Integers stored as metadata strings, read back checked. */
 static void test_metadata_numbers(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     const char *meta[] = {"n", "42", "neg", "-7", "u", "18446744073709551615", "junk", "12x",
                           "empty", "", "huge", "99999999999999999999", "plus", "+3", "space",
                           " 5", NULL};
@@ -459,7 +435,7 @@ static void test_metadata_numbers(void **state) {
 /* Nesting far deeper than any header needs is refused without exhausting
  * the stack. */
 static void test_deep_nesting(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     enum { DEPTH = 100000 };
     char *json = malloc(2 * DEPTH + 64);
     assert_non_null(json);
@@ -478,7 +454,7 @@ static void test_deep_nesting(void **state) {
 static void test_good_oddities(void **state) {
     /* Valid JSON a writer may produce: white space, escapes, surrogate pairs,
      * empty metadata, zero-size tensors sharing an offset. */
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     const char *json = "{ \"__metadata__\" : { } ,\n\t\"\\u00e9\\ud83d\\ude00\\/\" : "
                        "{ \"shape\" : [ ] , \"data_offsets\" : [ 0 , 4 ] , \"dtype\" : \"F32\" } ,"
                        "\"z1\":{\"dtype\":\"U8\",\"shape\":[0,3],\"data_offsets\":[4,4]},"
@@ -499,7 +475,7 @@ static void test_good_oddities(void **state) {
 }
 
 static void test_short_and_special_files(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256] = "";
     s_write_file(tmp->path, "\x02\x00\x00", 3);
     assert_null(st_open(tmp->path, err, sizeof err));
@@ -516,7 +492,7 @@ static void test_short_and_special_files(void **state) {
 }
 
 static void test_truncated_fixture(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     size_t n;
     unsigned char *raw = s_read_all(FIXTURE, &n);
     size_t cuts[] = {0, 7, 8, 100, 2207, 2208, 2209, 100000, n - 1};
@@ -536,7 +512,7 @@ static void test_truncated_fixture(void **state) {
 /* Flips random bytes of a small valid file; every result must be an error or
  * a valid file, never a crash (the sanitizers tell). */
 static void test_mutations(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     float w[4] = {1, 2, 3, 4};
     uint8_t b[3] = {1, 2, 3};
     st_tensor_t in[] = {{"w", ST_F32, 2, {2, 2}, w}, {"b\"", ST_U8, 1, {3}, b}};
@@ -577,17 +553,17 @@ static void test_mutations(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_overwrite_and_empty, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_write_errors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite_and_empty, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_write_errors, s_setup, tmpdir_teardown),
         cmocka_unit_test(test_pytorch_fixture),
-        cmocka_unit_test_setup_teardown(test_bad_files, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_metadata_numbers, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_deep_nesting, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_good_oddities, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_short_and_special_files, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_fixture, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_mutations, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_numbers, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_good_oddities, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_short_and_special_files, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_fixture, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_mutations, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
