@@ -16,7 +16,7 @@ endif
 # changes optimisation and sanitizers but keeps these.
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -MMD -MP
 override CPPFLAGS += -Icommon -Iproto -I$(B)/proto
-LDLIBS   += -lopenblas -lsqlite3 -lz -lm -pthread
+LDLIBS   += -lopenblas -lsqlite3 -ljansson -lz -lm -pthread
 NET_LIBS := -lczmq -lzmq -lprotobuf-c
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -88,6 +88,16 @@ cairo-check:
 $(B)/psreport: $(REPORT_OBJ) $(B)/libcommon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(CAIRO_LIBS) -lpng $(LDLIBS)
 
+# psreport writes its version into every plot's PNG text: the tree it was
+# built from, as git describes it.
+PS_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+$(B)/obj/report/psreport.o: override CPPFLAGS += -DPS_VERSION='"$(PS_VERSION)"'
+
+# The plot module's own test links the report objects it tests.
+$(B)/tests/test_plot: tests/test_plot.c $(B)/obj/report/plot.o $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Ireport $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(CAIRO_LIBS) -lpng $(LDLIBS)
+
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library; programs are tested as programs by the tests/test_*.sh scripts.
 $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
@@ -116,6 +126,25 @@ fuzz:
 	build-fuzz/fuzz_server -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
 
+# The safetensors reader under the fuzzer (model files and checkpoints come
+# from disk, and could come from anywhere): make check replays
+# tests/fuzz/corpus-safetensors with fuzz_replay.c's main; make
+# fuzz-safetensors runs libFuzzer for FUZZ_SECONDS, adds what it learns to
+# build-fuzz/corpus-safetensors and keeps crashers in
+# tests/fuzz/crashers-safetensors/.
+ST_FUZZ_SRC := tests/fuzz/fuzz_safetensors.c
+$(B)/fuzz_replay_safetensors: tests/fuzz/fuzz_replay.c $(ST_FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
+
+fuzz-safetensors:
+	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" build-fuzz/libcommon.a
+	clang $(CPPFLAGS:$(B)/%=build-fuzz/%) $(FUZZ_FLAGS) -fsanitize=fuzzer \
+	    $(ST_FUZZ_SRC) build-fuzz/libcommon.a -o build-fuzz/fuzz_safetensors $(LDLIBS)
+	mkdir -p build-fuzz/corpus-safetensors tests/fuzz/crashers-safetensors
+	cp tests/fuzz/corpus-safetensors/* build-fuzz/corpus-safetensors/
+	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=tests/fuzz/safetensors.dict \
+	    -artifact_prefix=tests/fuzz/crashers-safetensors/ build-fuzz/corpus-safetensors
 
 # The whole suite again, built with AddressSanitizer and UBSan into
 # build-asan/ (any report fails the test that triggered it).
@@ -154,7 +183,7 @@ ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
 else
-check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay
+check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # Server and workers in separate network namespaces joined by a shaped

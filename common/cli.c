@@ -93,3 +93,17 @@ int cli_mkdirs(const char *path)
         return -1;
     return 0;
 }
+
+int cli_mkdir_parent(const char *path)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    return cli_mkdirs(dir);
+}

@@ -24,4 +24,9 @@ int cli_cpus(void);
 /* Creates a directory and its parents (like mkdir -p). 0 or -1 with errno. */
 int cli_mkdirs(const char *path);
 
+/* Creates the directory a file at path goes in, and its parents (mkdir -p
+ * of its dirname; nothing when path has no directory part). 0 or -1 with
+ * errno. */
+int cli_mkdir_parent(const char *path);
+
 #endif

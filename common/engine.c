@@ -45,14 +45,14 @@ typedef struct {
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
-} worker_t;
+} s_thread_t;
 
 struct engine {
     int threads, max_batch;
     int running; /* helper threads started and barriers initialised */
     pthread_t *tids;
     pthread_barrier_t start, mid, end;
-    worker_t *w;
+    s_thread_t *w;
     job_t job;
 };
 
@@ -64,7 +64,7 @@ static void s_slice(int n, int t, int id, int *lo, int *hi)
 }
 
 HOT_KERNEL
-static void s_gradient(engine_t *e, worker_t *w)
+static void s_gradient(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
     int lo, hi;
@@ -96,7 +96,7 @@ static void s_gradient(engine_t *e, worker_t *w)
     }
 }
 
-static void s_evaluate(engine_t *e, worker_t *w)
+static void s_evaluate(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
     int lo, hi;
@@ -115,7 +115,7 @@ static void s_evaluate(engine_t *e, worker_t *w)
     }
 }
 
-static void s_run(engine_t *e, worker_t *w)
+static void s_run(engine_t *e, s_thread_t *w)
 {
     if (e->job.kind == JOB_GRADIENT)
         s_gradient(e, w);
@@ -125,7 +125,7 @@ static void s_run(engine_t *e, worker_t *w)
 
 static void *s_thread_main(void *arg)
 {
-    worker_t *w = arg;
+    s_thread_t *w = arg;
     engine_t *e = w->e;
     for (;;) {
         pthread_barrier_wait(&e->start);

@@ -7,12 +7,12 @@
  * with "truncated" instead of first allocating all that memory. Everything in
  * the file is untrusted: each check ends in a message that names the file. */
 #include "idx.h"
+#include "errmsg.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,18 +30,6 @@
 #define IDX_MAX_BYTES ((size_t)1 << 33) /* 8 GiB of pixel data */
 #define IDX_FIRST_CHUNK ((size_t)1 << 20)
 #define IDX_REDOWNLOAD "download it again (for MNIST: deploy/fetch-mnist.sh DIR, or `make data`)"
-
-/* printf into the caller's error buffer, tolerating a NULL or empty one. */
-static void s_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void s_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static uint32_t s_be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
@@ -66,7 +54,7 @@ static long long s_gzread_full(gzFile f, const char *path, uint8_t *buf, size_t 
                 msg = strerror(errno);
             else if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0)
                 msg += plen + 2; /* gzerror prefixes the path; ours already does */
-            s_err(err, errlen, "%s: read error: %s; the file is damaged, %s", path, msg,
+            errmsg_set(err, errlen, "%s: read error: %s; the file is damaged, %s", path, msg,
                   IDX_REDOWNLOAD);
             return -1;
         }
@@ -85,21 +73,21 @@ static void s_bad_magic(const char *path, uint32_t magic, uint32_t want, char *e
     uint32_t swapped = (magic >> 24) | ((magic >> 8) & 0xff00u) | ((magic << 8) & 0xff0000u) |
                        (magic << 24);
     if (magic == other)
-        s_err(err, errlen,
+        errmsg_set(err, errlen,
               "%s: this is an IDX %s file (magic %u), but an %s file (magic %u) was expected; "
               "are the file names swapped?",
               path, other == IDX_MAGIC_IMAGES ? "images" : "labels", magic, kind, want);
     else if (swapped == want || swapped == other)
-        s_err(err, errlen,
+        errmsg_set(err, errlen,
               "%s: magic number 0x%08x is byte-swapped (IDX headers are big-endian); the file "
               "was written wrongly, %s",
               path, magic, IDX_REDOWNLOAD);
     else if ((magic >> 16) == 0 && (magic & 0xff00u) != 0x0800u)
-        s_err(err, errlen,
+        errmsg_set(err, errlen,
               "%s: IDX element type 0x%02x is not supported (only unsigned bytes, 0x08)", path,
               (magic >> 8) & 0xffu);
     else
-        s_err(err, errlen,
+        errmsg_set(err, errlen,
               "%s: not an IDX %s file: magic number 0x%08x, expected 0x%08x (%u); %s", path,
               kind, magic, want, want, IDX_REDOWNLOAD);
 }
@@ -114,7 +102,7 @@ static int s_read_header(gzFile f, const char *path, int expect_dims, int *count
     if (n < 0)
         return -1;
     if (n == 0) {
-        s_err(err, errlen, "%s: file is empty; %s", path, IDX_REDOWNLOAD);
+        errmsg_set(err, errlen, "%s: file is empty; %s", path, IDX_REDOWNLOAD);
         return -1;
     }
     uint32_t want = expect_dims == 3 ? IDX_MAGIC_IMAGES : IDX_MAGIC_LABELS;
@@ -124,18 +112,18 @@ static int s_read_header(gzFile f, const char *path, int expect_dims, int *count
         return -1;
     }
     if ((size_t)n < hlen) {
-        s_err(err, errlen, "%s: file is truncated: %lld bytes, shorter than the %zu-byte IDX "
+        errmsg_set(err, errlen, "%s: file is truncated: %lld bytes, shorter than the %zu-byte IDX "
               "header; %s", path, n, hlen, IDX_REDOWNLOAD);
         return -1;
     }
     uint32_t c = s_be32(h + 4);
     if (c == 0) {
-        s_err(err, errlen, "%s: header says the file holds 0 items; a dataset needs at least "
+        errmsg_set(err, errlen, "%s: header says the file holds 0 items; a dataset needs at least "
               "one", path);
         return -1;
     }
     if (c > IDX_MAX_COUNT) {
-        s_err(err, errlen, "%s: header claims %u items (more than %d): the header is corrupt; %s",
+        errmsg_set(err, errlen, "%s: header claims %u items (more than %d): the header is corrupt; %s",
               path, c, IDX_MAX_COUNT, IDX_REDOWNLOAD);
         return -1;
     }
@@ -144,14 +132,14 @@ static int s_read_header(gzFile f, const char *path, int expect_dims, int *count
         r = s_be32(h + 8);
         k = s_be32(h + 12);
         if (r < 1 || r > IDX_MAX_SIDE || k < 1 || k > IDX_MAX_SIDE) {
-            s_err(err, errlen, "%s: image size %ux%u is out of range (each side must be 1..%d); "
+            errmsg_set(err, errlen, "%s: image size %ux%u is out of range (each side must be 1..%d); "
                   "the header is corrupt", path, r, k, IDX_MAX_SIDE);
             return -1;
         }
     }
     size_t bytes = (size_t)c * r * k; /* <= 1e8 * 2^20, fits in 64 bits */
     if (bytes > IDX_MAX_BYTES) {
-        s_err(err, errlen, "%s: header describes %u images of %ux%u = %zu bytes, more than the "
+        errmsg_set(err, errlen, "%s: header describes %u images of %ux%u = %zu bytes, more than the "
               "%zu-byte limit", path, c, r, k, bytes, IDX_MAX_BYTES);
         return -1;
     }
@@ -177,7 +165,7 @@ static uint8_t *s_read_body(gzFile f, const char *path, size_t hlen, size_t body
             goto fail;
         got += (size_t)n;
         if (got < cap) {
-            s_err(err, errlen, "%s: file is truncated: the header promises %zu bytes of data "
+            errmsg_set(err, errlen, "%s: file is truncated: the header promises %zu bytes of data "
                   "but only %zu follow it (file length %zu, expected %zu); %s",
                   path, body, got, hlen + got, hlen + body, IDX_REDOWNLOAD);
             goto fail;
@@ -203,14 +191,14 @@ static uint8_t *s_read_body(gzFile f, const char *path, size_t hlen, size_t body
                 goto fail;
             total += more;
         }
-        s_err(err, errlen, "%s: file has %lld unexpected byte%s after the %zu its header "
+        errmsg_set(err, errlen, "%s: file has %lld unexpected byte%s after the %zu its header "
               "describes; it is corrupt or not the file it claims to be; %s",
               path, total, total == 1 ? "" : "s", hlen + body, IDX_REDOWNLOAD);
         goto fail;
     }
     return buf;
 nomem:
-    s_err(err, errlen, "%s: out of memory reading %zu bytes", path, body);
+    errmsg_set(err, errlen, "%s: out of memory reading %zu bytes", path, body);
 fail:
     free(buf);
     return NULL;
@@ -229,17 +217,17 @@ int idx_read_file(const char *path, int expect_dims, uint8_t **data, int *count,
 
     struct stat st;
     if (stat(path, &st) != 0) {
-        s_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        errmsg_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        s_err(err, errlen, "%s: not a regular file", path);
+        errmsg_set(err, errlen, "%s: not a regular file", path);
         return -1;
     }
     errno = 0;
     gzFile f = gzopen(path, "rb");
     if (!f) {
-        s_err(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+        errmsg_set(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         return -1;
     }
     gzbuffer(f, 1u << 17);
@@ -266,7 +254,7 @@ static int s_find(const char *dir, const char *split, const char *stem, char *pa
                   char *err, size_t errlen) {
     int n = snprintf(path, len, "%s/%s-%s", dir, split, stem);
     if (n < 0 || (size_t)n + 3 >= len) {
-        s_err(err, errlen, "%s/%s-%s: path is too long", dir, split, stem);
+        errmsg_set(err, errlen, "%s/%s-%s: path is too long", dir, split, stem);
         return -1;
     }
     struct stat st;
@@ -276,7 +264,7 @@ static int s_find(const char *dir, const char *split, const char *stem, char *pa
     if (stat(path, &st) == 0 || errno != ENOENT)
         return 0;
     path[n] = '\0';
-    s_err(err, errlen, "%s: no such file (nor %s.gz); download MNIST with "
+    errmsg_set(err, errlen, "%s: no such file (nor %s.gz); download MNIST with "
           "`deploy/fetch-mnist.sh %s` (or `make data`) or point the data directory elsewhere",
           path, path, dir);
     return -1;
@@ -288,7 +276,7 @@ int idx_load(const char *dir, const char *split, idx_dataset_t *out, char *err, 
     if (!*dir)
         dir = ".";
     if (strcmp(split, "train") != 0 && strcmp(split, "t10k") != 0) {
-        s_err(err, errlen, "%s: unknown split \"%s\" (use \"train\" or \"t10k\")", dir, split);
+        errmsg_set(err, errlen, "%s: unknown split \"%s\" (use \"train\" or \"t10k\")", dir, split);
         return -1;
     }
     char ipath[PATH_MAX], lpath[PATH_MAX];
@@ -302,13 +290,13 @@ int idx_load(const char *dir, const char *split, idx_dataset_t *out, char *err, 
         idx_read_file(lpath, 1, &ds.labels, &nlabels, NULL, NULL, err, errlen) != 0)
         goto fail;
     if (nlabels != ds.count) {
-        s_err(err, errlen, "%s holds %d images but %s holds %d labels; the two files must come "
+        errmsg_set(err, errlen, "%s holds %d images but %s holds %d labels; the two files must come "
               "from the same split of the same dataset", ipath, ds.count, lpath, nlabels);
         goto fail;
     }
     for (int i = 0; i < nlabels; i++) {
         if (ds.labels[i] > 9) {
-            s_err(err, errlen, "%s: label %d is %u, outside 0..9; the file is corrupt or not a "
+            errmsg_set(err, errlen, "%s: label %d is %u, outside 0..9; the file is corrupt or not a "
                   "10-class dataset; %s", lpath, i, ds.labels[i], IDX_REDOWNLOAD);
             goto fail;
         }

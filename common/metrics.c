@@ -15,14 +15,16 @@
 #include "metrics.h"
 
 #include "cli.h"
+#include "errmsg.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -102,7 +104,7 @@ static void s_seterr(metrics_t *m, const char *fmt, ...) __attribute__((format(p
 static void s_seterr(metrics_t *m, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    errmsg_vset(m->err, sizeof m->err, fmt, ap);
     va_end(ap);
 }
 
@@ -122,18 +124,6 @@ static int s_check_version(metrics_t *m, int v) {
              "build, or another database file",
              m->path, v, METRICS_SCHEMA_VERSION);
     return -1;
-}
-
-static double s_mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double s_unix_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int s_exec(metrics_t *m, const char *sql, const char *what) {
@@ -227,16 +217,9 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     }
     /* Create the directory the database goes in, as a user would expect of
      * --db results/run1/metrics.db. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        if (cli_mkdirs(dir) != 0) {
-            s_seterr(m, "metrics: cannot create the directory %s for %s: %s", dir, path,
-                     strerror(errno));
-            goto fail;
-        }
+    if (cli_mkdir_parent(path) != 0) {
+        s_seterr(m, "metrics: cannot create the directory for %s: %s", path, strerror(errno));
+        goto fail;
     }
     int rc = sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {
@@ -312,7 +295,7 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
     }
     sqlite3_stmt *st = m->stmt[S_RUN_BEGIN];
     s_bind_text(st, 1, info->mode);
-    sqlite3_bind_double(st, 2, s_unix_now());
+    sqlite3_bind_double(st, 2, cli_wall());
     s_bind_text(st, 3, h);
     sqlite3_bind_int(st, 4, info->workers);
     sqlite3_bind_int(st, 5, info->epochs);
@@ -337,7 +320,7 @@ int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_RUN_END];
-    sqlite3_bind_double(st, 1, s_unix_now());
+    sqlite3_bind_double(st, 1, cli_wall());
     s_bind_text(st, 2, status);
     sqlite3_bind_double(st, 3, final_accuracy);
     sqlite3_bind_double(st, 4, train_seconds);
@@ -364,7 +347,7 @@ int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, c
     sqlite3_bind_int(st, 5, shard_size);
     sqlite3_bind_int(st, 6, threads);
     sqlite3_bind_int(st, 7, incarnation);
-    sqlite3_bind_double(st, 8, s_unix_now());
+    sqlite3_bind_double(st, 8, cli_wall());
     return s_run(m, S_WORKER, "insert worker");
 }
 
@@ -375,7 +358,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
             return -1;
         m->batch_rows = 0;
-        m->batch_start = s_mono_now();
+        m->batch_start = cli_now();
     }
     sqlite3_stmt *st = m->stmt[S_STEP];
     sqlite3_bind_int64(st, 1, run);
@@ -388,7 +371,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         return -1;
     m->batch_rows++;
     if (m->batch_rows >= METRICS_BATCH_ROWS ||
-        s_mono_now() - m->batch_start >= METRICS_BATCH_SECONDS)
+        cli_now() - m->batch_start >= METRICS_BATCH_SECONDS)
         return metrics_flush(m);
     return 0;
 }
@@ -446,4 +429,254 @@ int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char
 
 const char *metrics_errmsg(const metrics_t *m) {
     return m ? m->err : "metrics: no database";
+}
+
+/* ---- Reading --------------------------------------------------------------- */
+
+metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen) {
+    assert(path);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        errmsg_set(err, errlen,
+                   "metrics: no database at %s (%s); training writes one (make basic, make run)",
+                   path, strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        errmsg_set(err, errlen, "metrics: %s is not a regular file", path);
+        return NULL;
+    }
+    metrics_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        errmsg_set(err, errlen, "metrics: %s: out of memory", path);
+        return NULL;
+    }
+    int v = -1, tables = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        s_seterr(m, "metrics: cannot open %s: %s", path,
+                 m->db ? sqlite3_errmsg(m->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(m->db, METRICS_BUSY_TIMEOUT_MS);
+    if (s_user_version(m, &v) < 0) {
+        s_seterr(m, "metrics: %s is not a readable SQLite database: %s", path,
+                 sqlite3_errmsg(m->db));
+        goto fail;
+    }
+    if (s_check_version(m, v) < 0)
+        goto fail;
+    if (sqlite3_prepare_v2(m->db,
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                           "('runs', 'steps', 'epochs')",
+                           -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        s_dberr(m, "read the list of tables");
+        goto fail;
+    }
+    tables = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (tables != 3) {
+        s_seterr(m, "metrics: %s is not a metrics database (no runs, steps or epochs table)",
+                 path);
+        goto fail;
+    }
+    return m;
+fail:
+    errmsg_set(err, errlen, "%s", m->err);
+    sqlite3_finalize(st);
+    sqlite3_close(m->db);
+    free(m->path);
+    free(m);
+    return NULL;
+}
+
+/* Prepares sql and binds run to ?1 when run > 0. NULL after recording why. */
+static sqlite3_stmt *s_query(metrics_t *m, const char *sql, int64_t run) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(m->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        s_dberr(m, "prepare a query");
+        return NULL;
+    }
+    if (run > 0)
+        sqlite3_bind_int64(st, 1, run);
+    return st;
+}
+
+/* Finishes a query stepped until rc: 0 if it ran to the end, else -1. */
+static int s_query_end(metrics_t *m, sqlite3_stmt *st, int rc, const char *what) {
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : s_dberr(m, what);
+}
+
+static double s_col_real(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const char *dflt) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(buf, len, "%s", t ? (const char *)t : dflt);
+}
+
+int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out) {
+    assert(m && out);
+    sqlite3_stmt *st = s_query(
+        m,
+        "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
+        "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = ?1",
+        id);
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return s_query_end(m, st, rc, "read a run") < 0 ? -1 : 0;
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    s_col_text(st, 0, out->mode, sizeof out->mode, "?");
+    s_col_text(st, 1, out->host, sizeof out->host, "");
+    s_col_text(st, 2, out->status, sizeof out->status, "?");
+    out->started_at = s_col_real(st, 3);
+    out->lr = s_col_real(st, 4);
+    out->momentum = s_col_real(st, 5);
+    out->final_accuracy = s_col_real(st, 6);
+    out->train_seconds = s_col_real(st, 7);
+    out->workers = sqlite3_column_int(st, 8);
+    out->epochs = sqlite3_column_int(st, 9);
+    out->batch_size = sqlite3_column_int(st, 10);
+    out->threads = sqlite3_column_int(st, 11);
+    out->staleness = sqlite3_column_int(st, 12);
+    out->seed = (uint64_t)sqlite3_column_int64(st, 13); /* stored signed: see run_begin */
+    out->train_limit = sqlite3_column_int(st, 14);
+    sqlite3_finalize(st);
+    return 1;
+}
+
+int64_t metrics_run_latest(metrics_t *m) {
+    assert(m);
+    sqlite3_stmt *st = s_query(m, "SELECT coalesce(max(id), 0) FROM runs", 0);
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return id >= 0 ? id : s_dberr(m, "find the latest run");
+}
+
+int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max) {
+    assert(m && ids);
+    sqlite3_stmt *st = s_query(
+        m,
+        "SELECT max(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = "
+        "r.id) GROUP BY r.mode ORDER BY CASE r.mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
+        "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, r.mode",
+        0);
+    if (!st)
+        return -1;
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max)
+        ids[n++] = sqlite3_column_int64(st, 0);
+    if (rc == SQLITE_ROW)
+        rc = SQLITE_DONE; /* more modes than room: the first max */
+    return s_query_end(m, st, rc, "find the latest run of each mode") < 0 ? -1 : n;
+}
+
+int metrics_runs_each(metrics_t *m, metrics_run_fn fn, void *ctx) {
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT id, mode, status, (SELECT count(*) FROM steps s WHERE "
+                               "s.run_id = r.id) FROM runs r ORDER BY id",
+                               0);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char mode[32], status[32];
+        s_col_text(st, 1, mode, sizeof mode, "?");
+        s_col_text(st, 2, status, sizeof status, "?");
+        fn(ctx, sqlite3_column_int64(st, 0), mode, status, sqlite3_column_int64(st, 3));
+    }
+    return s_query_end(m, st, rc, "list the runs");
+}
+
+int64_t metrics_steps_each(metrics_t *m, int64_t run, metrics_point_fn fn, void *ctx) {
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT worker_id, step, loss FROM steps WHERE run_id = ?1 AND "
+                               "loss IS NOT NULL ORDER BY worker_id, step",
+                               run);
+    if (!st)
+        return -1;
+    int64_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fn(ctx, sqlite3_column_int(st, 0), sqlite3_column_double(st, 1),
+           sqlite3_column_double(st, 2));
+        n++;
+    }
+    return s_query_end(m, st, rc, "read the steps") < 0 ? -1 : n;
+}
+
+int metrics_epochs_each(metrics_t *m, int64_t run, metrics_point_fn acc, metrics_point_fn secs,
+                        void *ctx) {
+    assert(m);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT worker_id, epoch, test_accuracy, epoch_seconds FROM epochs "
+                               "WHERE run_id = ?1 ORDER BY worker_id, epoch",
+                               run);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int w = sqlite3_column_int(st, 0);
+        double epoch = sqlite3_column_double(st, 1), a = s_col_real(st, 2), s = s_col_real(st, 3);
+        if (acc && isfinite(a))
+            acc(ctx, w, epoch, a);
+        if (secs && isfinite(s))
+            secs(ctx, w, epoch, s);
+    }
+    return s_query_end(m, st, rc, "read the epochs");
+}
+
+int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void *ctx) {
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT avg(t), avg(test_accuracy), count(*) FROM epochs WHERE "
+                               "run_id = ?1 AND test_accuracy IS NOT NULL GROUP BY epoch "
+                               "ORDER BY epoch",
+                               run);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ctx, s_col_real(st, 0), s_col_real(st, 1), sqlite3_column_int(st, 2));
+    return s_query_end(m, st, rc, "average the epochs");
+}
+
+/* Runs a query of one real value for run into *out. */
+static int s_query_real(metrics_t *m, const char *sql, int64_t run, double *out,
+                        const char *what) {
+    sqlite3_stmt *st = s_query(m, sql, run);
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? s_col_real(st, 0) : NAN;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : s_dberr(m, what);
+}
+
+int metrics_run_images(metrics_t *m, int64_t run, double *out) {
+    assert(m && out);
+    return s_query_real(m, "SELECT sum(images) FROM epochs WHERE run_id = ?1", run, out,
+                        "count the images");
+}
+
+int metrics_run_last_t(metrics_t *m, int64_t run, double *out) {
+    assert(m && out);
+    return s_query_real(m,
+                        "SELECT max(t) FROM (SELECT max(t) AS t FROM steps WHERE run_id = ?1 "
+                        "UNION ALL SELECT max(t) FROM epochs WHERE run_id = ?1)",
+                        run, out, "read the latest time");
 }

@@ -100,4 +100,70 @@ int metrics_flush(metrics_t *m);
 /* The last error message (never NULL). */
 const char *metrics_errmsg(const metrics_t *m);
 
+/* ---- Reading: the queries the report draws from -------------------------
+ * A handle from metrics_open_readonly only reads: the functions above that
+ * write must not be called with it. Reading works while a run is being
+ * written (WAL, busy timeout). Errors: -1 with the message in
+ * metrics_errmsg. */
+
+/* Opens an existing database read-only and checks that it is one of ours:
+ * schema version no newer than this program's, tables runs, steps and
+ * epochs present. NULL + err (a missing file, a file that is not a database,
+ * a newer schema, other tables). */
+metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen);
+
+/* A runs row. Text columns that are NULL read as "" ("?" for mode and
+ * status), real ones as NAN, integer ones as 0. */
+typedef struct {
+    int64_t id;
+    char mode[32], host[128], status[32];
+    double started_at, lr, momentum, final_accuracy, train_seconds;
+    int workers, epochs, batch_size, threads, staleness, train_limit;
+    uint64_t seed;
+} metrics_run_row_t;
+
+/* Reads run id into out. 1 found, 0 no such run, -1 error. */
+int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out);
+
+/* The id of the latest run; 0 when there is none, -1 on error. */
+int64_t metrics_run_latest(metrics_t *m);
+
+/* The latest run of each mode that finished at least one epoch, in the
+ * order basic, sync, async, ssp, then other modes by name: at most max ids.
+ * Their number, or -1. */
+int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max);
+
+/* Calls fn for every run, oldest first, with its number of step rows. 0 or
+ * -1. */
+typedef void (*metrics_run_fn)(void *ctx, int64_t id, const char *mode, const char *status,
+                               int64_t steps);
+int metrics_runs_each(metrics_t *m, metrics_run_fn fn, void *ctx);
+
+/* One point of a worker's series. */
+typedef void (*metrics_point_fn)(void *ctx, int worker_id, double x, double y);
+
+/* The run's losses as (step, loss) points, by worker then step; rows with a
+ * NULL loss are left out. The number of points, or -1. */
+int64_t metrics_steps_each(metrics_t *m, int64_t run, metrics_point_fn fn, void *ctx);
+
+/* The run's epochs by worker then epoch: acc gets (epoch, test accuracy)
+ * and secs (epoch, epoch seconds), each only where the row has the value.
+ * 0 or -1. */
+int metrics_epochs_each(metrics_t *m, int64_t run, metrics_point_fn acc, metrics_point_fn secs,
+                        void *ctx);
+
+/* Per epoch, in order: the mean over the workers that reported a test
+ * accuracy of (t, test accuracy), and how many they were. 0 or -1. */
+typedef void (*metrics_mean_fn)(void *ctx, double t, double accuracy, int workers);
+int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void *ctx);
+
+/* Training images of all the run's epochs, summed over workers (NAN when
+ * none recorded). 0 or -1. */
+int metrics_run_images(metrics_t *m, int64_t run, double *out);
+
+/* The latest t (seconds since the run started) in its steps or epochs: how
+ * long a run without train_seconds has trained so far (NAN when nothing is
+ * recorded). 0 or -1. */
+int metrics_run_last_t(metrics_t *m, int64_t run, double *out);
+
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -23,12 +24,9 @@ int modelfile_save(const char *path, const float *params, const char *const *met
 
 int modelfile_load(const char *path, const char *prefix, float *params, char *err, size_t errlen)
 {
-    char local[256];
-    st_file_t *f = st_open(path, local, sizeof local);
-    if (!f) {
-        snprintf(err, errlen, "%s", local);
+    st_file_t *f = st_open(path, err, errlen);
+    if (!f)
         return -1;
-    }
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
         char name[128];
@@ -42,8 +40,8 @@ int modelfile_load(const char *path, const char *prefix, float *params, char *er
             for (int d = 0; d < mt->ndim; d++)
                 snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%d",
                          d ? "," : "", mt->shape[d]);
-            snprintf(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path, name,
-                     t ? "of another dtype or shape" : "missing", shape);
+            errmsg_set(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path,
+                       name, t ? "of another dtype or shape" : "missing", shape);
             st_close(&f);
             return -1;
         }

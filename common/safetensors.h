@@ -51,6 +51,15 @@ const st_tensor_t *st_get(const st_file_t *f, int i);
 /* Value of a "__metadata__" key, or NULL. */
 const char *st_metadata(const st_file_t *f, const char *key);
 
+/* Value of a "__metadata__" key read as a decimal integer in [min, max]
+ * (the format stores metadata as strings only). 0, or -1 with a message
+ * naming the key and saying whether it is missing, not a whole number or out
+ * of range. */
+int st_metadata_int64(const st_file_t *f, const char *key, int64_t min, int64_t max,
+                      int64_t *out, char *err, size_t errlen);
+int st_metadata_uint64(const st_file_t *f, const char *key, uint64_t *out, char *err,
+                       size_t errlen);
+
 /* Frees the file and sets *pf to NULL; safe on NULL. */
 void st_close(st_file_t **pf);
 

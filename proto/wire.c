@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
+#include "wire_half.h"
+
+_Static_assert(WIRE_TENSOR_FLOATS == MODEL_NPARAMS,
+               "a tensor frame must hold exactly the model's parameters");
+
 /* Does this kind of message carry a tensor frame? */
 static int s_needs_tensor(Ps__Envelope__BodyCase kind)
 {
@@ -483,4 +489,14 @@ void wire_msg_close(wire_msg_t *m)
         zmq_msg_close(&m->tensor_msg);
     m->has_tensor_msg = 0;
     m->tensor = NULL;
+}
+
+uint16_t wire_f2h_soft(float f)
+{
+    return s_f2h(f);
+}
+
+float wire_h2f_soft(uint16_t h)
+{
+    return s_h2f(h);
 }

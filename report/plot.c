@@ -6,6 +6,8 @@
  * the y axis when no corner is free. All layout is in pixels of the final
  * image; nothing is scaled afterwards, so text stays sharp. */
 #include "plot.h"
+#include "atomicfile.h"
+#include "errmsg.h"
 
 #include <cairo.h>
 #include <errno.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #define PLOT_MAX_PANELS 8
+#define PLOT_MAX_TEXT 32
 #define PLOT_FONT "DejaVu Sans"
 #define FS_TICK 12.0
 #define FS_LABEL 13.5
@@ -74,6 +77,8 @@ struct plot_fig {
     int width, height, npanels;
     char *title;
     plot_panel_t panels[PLOT_MAX_PANELS];
+    char *text[PLOT_MAX_TEXT][2]; /* PNG text chunks: keyword, value; owned */
+    int ntext;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -93,16 +98,6 @@ static void s_set_str(char **dst, const char *src)
 {
     free(*dst);
     *dst = s_strdup(src);
-}
-
-static void s_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 plot_color_t plot_palette(int i)
@@ -220,8 +215,57 @@ void plot_fig_destroy(plot_fig_t **pf)
         free(p->series);
     }
     free(f->title);
+    for (int i = 0; i < f->ntext; i++) {
+        free(f->text[i][0]);
+        free(f->text[i][1]);
+    }
     free(f);
     *pf = NULL;
+}
+
+/* A PNG keyword: 1 to 79 printable ASCII characters, no leading, trailing
+ * or double spaces (the PNG specification's rule, narrowed to ASCII). */
+static int s_keyword_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n < 1 || n > 79 || k[0] == ' ' || k[n - 1] == ' ' || strstr(k, "  "))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (k[i] < 0x20 || k[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+int plot_fig_text(plot_fig_t *f, const char *key, const char *value, char *err, size_t errlen)
+{
+    if (!key || !s_keyword_ok(key)) {
+        errmsg_set(err, errlen,
+                   "PNG text keyword '%s' is not 1-79 printable ASCII characters without "
+                   "leading, trailing or double spaces",
+                   key ? key : "(null)");
+        return -1;
+    }
+    for (int i = 0; i < f->ntext; i++) {
+        if (!strcmp(f->text[i][0], key)) {
+            s_set_str(&f->text[i][1], value ? value : "");
+            return f->text[i][1] ? 0 : (errmsg_set(err, errlen, "out of memory"), -1);
+        }
+    }
+    if (f->ntext == PLOT_MAX_TEXT) {
+        errmsg_set(err, errlen, "more than %d PNG text entries ('%s')", PLOT_MAX_TEXT, key);
+        return -1;
+    }
+    char *k = s_strdup(key), *v = s_strdup(value ? value : "");
+    if (!k || !v) {
+        free(k);
+        free(v);
+        errmsg_set(err, errlen, "out of memory");
+        return -1;
+    }
+    f->text[f->ntext][0] = k;
+    f->text[f->ntext][1] = v;
+    f->ntext++;
+    return 0;
 }
 
 plot_panel_t *plot_fig_panel(plot_fig_t *f, int i)
@@ -1076,7 +1120,8 @@ static cairo_surface_t *s_render(plot_fig_t *f)
 
 /* Writes the surface through libpng as 8-bit RGBA, undoing cairo's
  * premultiplied, native-endian ARGB32. */
-static int s_write_png(cairo_surface_t *sf, FILE *fp, char *err, size_t errlen)
+static int s_write_png(cairo_surface_t *sf, const plot_fig_t *f, FILE *fp, char *err,
+                       size_t errlen)
 {
     int w = cairo_image_surface_get_width(sf), h = cairo_image_surface_get_height(sf);
     int stride = cairo_image_surface_get_stride(sf);
@@ -1084,7 +1129,7 @@ static int s_write_png(cairo_surface_t *sf, FILE *fp, char *err, size_t errlen)
     unsigned char *row = malloc((size_t)w * 4);
     if (!data || !row) {
         free(row);
-        s_seterr(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         return -1;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
@@ -1092,18 +1137,32 @@ static int s_write_png(cairo_surface_t *sf, FILE *fp, char *err, size_t errlen)
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
         free(row);
-        s_seterr(err, errlen, "libpng: cannot create write structures");
+        errmsg_set(err, errlen, "libpng: cannot create write structures");
         return -1;
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
         free(row);
-        s_seterr(err, errlen, "libpng: write failed");
+        errmsg_set(err, errlen, "libpng: write failed");
         return -1;
     }
     png_init_io(png, fp);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB_ALPHA,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    /* The text as iTXt chunks (UTF-8, uncompressed), written before the
+     * image data so that a reader finds them without inflating it. */
+    png_text text[PLOT_MAX_TEXT];
+    for (int i = 0; i < f->ntext; i++) {
+        memset(&text[i], 0, sizeof text[i]);
+        text[i].compression = PNG_ITXT_COMPRESSION_NONE;
+        text[i].key = f->text[i][0];
+        text[i].text = f->text[i][1];
+        text[i].itxt_length = strlen(f->text[i][1]);
+        text[i].lang = "";
+        text[i].lang_key = "";
+    }
+    if (f->ntext > 0)
+        png_set_text(png, info, text, f->ntext);
     png_write_info(png, info);
     for (int yy = 0; yy < h; yy++) {
         const uint32_t *src = (const uint32_t *)(const void *)(data + (size_t)yy * stride);
@@ -1132,37 +1191,44 @@ static int s_write_png(cairo_surface_t *sf, FILE *fp, char *err, size_t errlen)
 int plot_fig_write_png(plot_fig_t *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path) {
-        s_seterr(err, errlen, "no figure or path");
+        errmsg_set(err, errlen, "no figure or path");
         return -1;
     }
     cairo_surface_t *sf = s_render(f);
     if (!sf) {
-        s_seterr(err, errlen, "cannot create a %dx%d image", f->width, f->height);
+        errmsg_set(err, errlen, "cannot create a %dx%d image", f->width, f->height);
         return -1;
     }
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        cairo_surface_destroy(sf);
-        s_seterr(err, errlen, "path too long: %s", path);
-        return -1;
-    }
-    FILE *fp = fopen(tmp, "wb");
+    atomicfile_t af;
+    FILE *fp = atomicfile_open(&af, path, err, errlen);
     if (!fp) {
-        s_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         cairo_surface_destroy(sf);
         return -1;
     }
-    int rc = s_write_png(sf, fp, err, errlen);
+    int rc = s_write_png(sf, f, fp, err, errlen);
     cairo_surface_destroy(sf);
-    if (fclose(fp) != 0 && rc == 0) {
-        s_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        rc = -1;
+    if (rc != 0) {
+        atomicfile_abort(&af);
+        return -1;
     }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        s_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        rc = -1;
-    }
-    if (rc != 0)
-        unlink(tmp);
-    return rc;
+    return atomicfile_commit(&af, err, errlen);
+}
+
+int plot_fig_layout(plot_fig_t *f, int i, plot_layout_t *out)
+{
+    if (!f || i < 0 || i >= f->npanels || !out)
+        return -1;
+    cairo_surface_t *sf = s_render(f);
+    if (!sf)
+        return -1;
+    cairo_surface_destroy(sf);
+    const plot_panel_t *p = &f->panels[i];
+    *out = (plot_layout_t){
+        .x_lo = p->xa.lo, .x_hi = p->xa.hi, .x_step = p->xa.step, .nxticks = s_tick_count(&p->xa),
+        .y_lo = p->ya.lo, .y_hi = p->ya.hi, .y_step = p->ya.step, .nyticks = s_tick_count(&p->ya),
+        .area_x = p->ax, .area_y = p->ay, .area_w = p->aw, .area_h = p->ah,
+        .legend = p->lw > 0, .legend_x = p->lx, .legend_y = p->ly, .legend_w = p->lw,
+        .legend_h = p->lh,
+    };
+    return 0;
 }

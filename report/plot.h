@@ -11,7 +11,11 @@
  * Ownership: the figure owns its panels and series; every add function
  * copies the data and strings it is given, so callers may free theirs at
  * once. Panel and series handles stay valid until plot_fig_destroy. Not
- * thread-safe: one thread owns a figure. */
+ * thread-safe: one thread owns a figure.
+ *
+ * Text given with plot_fig_text goes into the PNG as iTXt chunks, so that a
+ * plot found alone says where it came from (exiftool, `identify -verbose`
+ * or any PNG reader shows them). */
 #ifndef PLOT_H
 #define PLOT_H
 
@@ -41,13 +45,33 @@ void plot_fig_title(plot_fig_t *f, const char *title);
  * NULL. */
 void plot_fig_destroy(plot_fig_t **pf);
 
+/* Sets a text entry (PNG keyword, UTF-8 value) written into the PNG as an
+ * iTXt chunk; setting a keyword again replaces its value. A keyword is 1-79
+ * printable ASCII characters without leading, trailing or double spaces.
+ * 0, or -1 with a message in err (bad keyword, more than 32 entries). */
+int plot_fig_text(plot_fig_t *f, const char *key, const char *value, char *err, size_t errlen);
+
 /* Panel i (0-based, left to right); owned by the figure. */
 plot_panel_t *plot_fig_panel(plot_fig_t *f, int i);
 
-/* Draws the figure and writes it to path as an 8-bit RGBA PNG. Writes to a
- * temporary file beside path and renames it, so a reader never sees half a
- * file. 0, or -1 with a message in err. */
+/* Draws the figure and writes it to path as an 8-bit RGBA PNG with the text
+ * entries, through atomicfile (a reader never sees half a file). 0, or -1
+ * with a message in err. */
 int plot_fig_write_png(plot_fig_t *f, const char *path, char *err, size_t errlen);
+
+/* How a panel was laid out: axis ranges and tick steps in data units, the
+ * plot area and the legend box in pixels of the image. */
+typedef struct {
+    double x_lo, x_hi, x_step, y_lo, y_hi, y_step;
+    int nxticks, nyticks;           /* ticks drawn on each axis */
+    double area_x, area_y, area_w, area_h;
+    int legend;                     /* 0 when no series has a label */
+    double legend_x, legend_y, legend_w, legend_h;
+} plot_layout_t;
+
+/* Lays the figure out as plot_fig_write_png would and reports panel i's
+ * layout (for tests, and for callers that annotate the image). 0 or -1. */
+int plot_fig_layout(plot_fig_t *f, int i, plot_layout_t *out);
 
 /* Panel title and axis labels; any may be NULL. */
 void plot_panel_title(plot_panel_t *p, const char *title);

@@ -4,26 +4,25 @@
  * ssp) gives results/distributed_training_results.png (per-worker loss, time
  * per epoch and test accuracy); --comparison gives results/comparison.png
  * (test accuracy over wall time and throughput of the latest run of each
- * mode). The database is opened read-only with a busy timeout, so the report
- * can be drawn while a run is still writing. */
+ * mode). The database is read through common/metrics (read-only, with a
+ * busy timeout, so the report can be drawn while a run is still writing);
+ * this file knows nothing of its schema. */
+#include "cli.h"
 #include "metrics.h"
 #include "plot.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_DB "results/metrics.db"
-#define BUSY_TIMEOUT_MS 5000
 
 static const char *s_usage =
     "usage: psreport [--db PATH] [--run ID] [--out PATH]\n"
@@ -57,10 +56,7 @@ typedef struct {
 
 /* A run row and its workers' figures. */
 typedef struct {
-    int64_t id;
-    char mode[32], host[128], status[32];
-    double started_at, lr, momentum, final_accuracy, train_seconds; /* NAN when NULL */
-    int workers, epochs, batch_size, threads, staleness;
+    metrics_run_row_t row;
     s_worker_t *w;
     int nw;
 } s_run_t;
@@ -130,198 +126,54 @@ static int s_cmp_worker(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* ---- database ------------------------------------------------------------ */
+/* ---- database: through common/metrics ------------------------------------- */
 
-static double s_col_double(sqlite3_stmt *st, int i)
+static void s_print_run(void *ctx, int64_t id, const char *mode, const char *status,
+                        int64_t steps)
 {
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+    int *n = ctx;
+    fprintf(stderr, "  run %lld: %s, %s, %lld steps\n", (long long)id, mode, status,
+            (long long)steps);
+    (*n)++;
 }
 
-static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const char *dflt)
+/* Prints the runs in the database to stderr, oldest first. */
+static void s_list_runs(metrics_t *m)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    snprintf(buf, len, "%s", t ? (const char *)t : dflt);
-}
-
-static sqlite3_stmt *s_prepare(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "psreport: query failed: %s\n  %s\n", sqlite3_errmsg(db), sql);
-        return NULL;
-    }
-    return st;
-}
-
-/* Opens the database read-only and checks that it holds the metrics schema.
- * NULL after printing why. */
-static sqlite3 *s_open_db(const char *path)
-{
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        fprintf(stderr,
-                "psreport: no metrics database at %s (%s).\n"
-                "Run training first (`make basic` or `make run`), or name the database "
-                "with --db PATH.\n",
-                path, strerror(errno));
-        return NULL;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        fprintf(stderr, "psreport: %s is not a regular file\n", path);
-        return NULL;
-    }
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        fprintf(stderr, "psreport: cannot open %s: %s\n", path,
-                db ? sqlite3_errmsg(db) : "out of memory");
-        sqlite3_close(db);
-        return NULL;
-    }
-    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-
-    sqlite3_stmt *st = s_prepare(db, "PRAGMA user_version");
-    int version = -1;
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (version < 0) {
-        fprintf(stderr, "psreport: %s is not a readable SQLite database: %s\n", path,
-                sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return NULL;
-    }
-    if (version > METRICS_SCHEMA_VERSION) {
-        fprintf(stderr,
-                "psreport: %s has metrics schema version %d; this psreport reads version %d. "
-                "Rebuild psreport.\n",
-                path, version, METRICS_SCHEMA_VERSION);
-        sqlite3_close(db);
-        return NULL;
-    }
-    st = s_prepare(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
-                       "('runs', 'steps', 'epochs')");
-    int tables = 0;
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        tables = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (tables != 3) {
-        fprintf(stderr, "psreport: %s is not a metrics database (no runs, steps or epochs table)\n",
-                path);
-        sqlite3_close(db);
-        return NULL;
-    }
-    return db;
-}
-
-/* Prints the runs in the database to stderr, newest last. */
-static void s_list_runs(sqlite3 *db)
-{
-    sqlite3_stmt *st = s_prepare(
-        db, "SELECT id, mode, status, (SELECT count(*) FROM steps s WHERE s.run_id = r.id) "
-            "FROM runs r ORDER BY id");
-    if (!st)
-        return;
     int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        char mode[32], status[32];
-        s_col_text(st, 1, mode, sizeof mode, "?");
-        s_col_text(st, 2, status, sizeof status, "?");
-        fprintf(stderr, "  run %lld: %s, %s, %lld steps\n", (long long)sqlite3_column_int64(st, 0),
-                mode, status, (long long)sqlite3_column_int64(st, 3));
-        n++;
-    }
-    if (!n)
+    if (metrics_runs_each(m, s_print_run, &n) != 0)
+        fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+    else if (!n)
         fprintf(stderr, "  (none: the database holds no runs yet)\n");
-    sqlite3_finalize(st);
 }
 
-/* The id of the latest run, or 0 when there is none. */
-static int64_t s_latest_run(sqlite3 *db)
+static void s_add_loss(void *ctx, int worker_id, double step, double loss)
 {
-    sqlite3_stmt *st = s_prepare(db, "SELECT max(id) FROM runs");
-    int64_t id = 0;
-    if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return id;
+    s_xy_push(&s_worker(ctx, worker_id)->loss, step, loss);
 }
 
-/* Reads run id's row into r. 1 found, 0 not found, -1 error. */
-static int s_load_run_row(sqlite3 *db, int64_t id, s_run_t *r)
+static void s_add_acc(void *ctx, int worker_id, double epoch, double acc)
 {
-    sqlite3_stmt *st = s_prepare(
-        db, "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-            "workers, epochs, batch_size, threads, staleness FROM runs WHERE id = ?");
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE)
-            fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)id, sqlite3_errmsg(db));
-        sqlite3_finalize(st);
-        return rc == SQLITE_DONE ? 0 : -1;
-    }
-    memset(r, 0, sizeof *r);
-    r->id = id;
-    s_col_text(st, 0, r->mode, sizeof r->mode, "?");
-    s_col_text(st, 1, r->host, sizeof r->host, "");
-    s_col_text(st, 2, r->status, sizeof r->status, "?");
-    r->started_at = s_col_double(st, 3);
-    r->lr = s_col_double(st, 4);
-    r->momentum = s_col_double(st, 5);
-    r->final_accuracy = s_col_double(st, 6);
-    r->train_seconds = s_col_double(st, 7);
-    r->workers = sqlite3_column_int(st, 8);
-    r->epochs = sqlite3_column_int(st, 9);
-    r->batch_size = sqlite3_column_int(st, 10);
-    r->threads = sqlite3_column_int(st, 11);
-    r->staleness = sqlite3_column_int(st, 12);
-    sqlite3_finalize(st);
-    return 1;
+    s_xy_push(&s_worker(ctx, worker_id)->acc, epoch, acc);
 }
 
-/* Reads the run's steps and epochs per worker. Number of step rows, or -1. */
-static int64_t s_load_run_data(sqlite3 *db, s_run_t *r)
+static void s_add_secs(void *ctx, int worker_id, double epoch, double secs)
 {
-    int64_t nsteps = 0;
-    sqlite3_stmt *st = s_prepare(db, "SELECT worker_id, step, loss FROM steps WHERE run_id = ? "
-                                     "AND loss IS NOT NULL ORDER BY worker_id, step");
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, r->id);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        s_worker_t *w = s_worker(r, sqlite3_column_int(st, 0));
-        s_xy_push(&w->loss, sqlite3_column_double(st, 1), sqlite3_column_double(st, 2));
-        nsteps++;
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        goto err;
+    s_xy_push(&s_worker(ctx, worker_id)->secs, epoch, secs);
+}
 
-    st = s_prepare(db, "SELECT worker_id, epoch, test_accuracy, epoch_seconds FROM epochs "
-                       "WHERE run_id = ? ORDER BY worker_id, epoch");
-    if (!st)
+/* Reads the run's steps and epochs per worker. Number of step rows, or -1
+ * after saying why. */
+static int64_t s_load_run_data(metrics_t *m, s_run_t *r)
+{
+    int64_t nsteps = metrics_steps_each(m, r->row.id, s_add_loss, r);
+    if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0) {
+        fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)r->row.id,
+                metrics_errmsg(m));
         return -1;
-    sqlite3_bind_int64(st, 1, r->id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        s_worker_t *w = s_worker(r, sqlite3_column_int(st, 0));
-        double epoch = sqlite3_column_double(st, 1);
-        double acc = s_col_double(st, 2), secs = s_col_double(st, 3);
-        if (isfinite(acc))
-            s_xy_push(&w->acc, epoch, acc);
-        if (isfinite(secs))
-            s_xy_push(&w->secs, epoch, secs);
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        goto err;
     qsort(r->w, (size_t)r->nw, sizeof *r->w, s_cmp_worker);
     return nsteps;
-err:
-    fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)r->id, sqlite3_errmsg(db));
-    return -1;
 }
 
 /* ---- figures ------------------------------------------------------------- */
@@ -366,32 +218,26 @@ static void s_fmt_secs(char *buf, size_t len, double s)
 }
 
 /* Seconds of training: the recorded figure, else the latest step time. */
-static double s_run_seconds(sqlite3 *db, const s_run_t *r, int *so_far)
+static double s_run_seconds(metrics_t *m, const metrics_run_row_t *r, int *so_far)
 {
     *so_far = 0;
     if (isfinite(r->train_seconds) && r->train_seconds > 0)
         return r->train_seconds;
-    sqlite3_stmt *st = s_prepare(db, "SELECT max(t) FROM (SELECT max(t) AS t FROM steps WHERE "
-                                     "run_id = ?1 UNION ALL SELECT max(t) FROM epochs WHERE run_id = ?1)");
     double t = NAN;
-    if (st) {
-        sqlite3_bind_int64(st, 1, r->id);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            t = s_col_double(st, 0);
-    }
-    sqlite3_finalize(st);
+    if (metrics_run_last_t(m, r->id, &t) != 0)
+        fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
     *so_far = 1;
     return t;
 }
 
 /* The two title lines shared by the single-run figures. */
-static void s_run_title(sqlite3 *db, const s_run_t *r, const char *what, char *buf, size_t len)
+static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *buf, size_t len)
 {
     int so_far;
-    double secs = s_run_seconds(db, r, &so_far);
+    double secs = s_run_seconds(m, &r->row, &so_far);
     char ssecs[32], acc[48], when[64] = "", extra[64] = "";
     s_fmt_secs(ssecs, sizeof ssecs, secs);
-    double fa = r->final_accuracy;
+    double fa = r->row.final_accuracy;
     if (!isfinite(fa)) {
         /* A run still going (or one that failed) has no final figure: show
          * the best worker's latest epoch. */
@@ -405,37 +251,104 @@ static void s_run_title(sqlite3 *db, const s_run_t *r, const char *what, char *b
     } else {
         snprintf(acc, sizeof acc, "final accuracy %.2f%%", fa);
     }
-    if (isfinite(r->started_at)) {
-        time_t t = (time_t)r->started_at;
+    if (isfinite(r->row.started_at)) {
+        time_t t = (time_t)r->row.started_at;
         struct tm tm;
         if (localtime_r(&t, &tm))
             strftime(when, sizeof when, "started %Y-%m-%d %H:%M", &tm);
     }
-    if (strcmp(r->mode, "basic") != 0)
-        snprintf(extra, sizeof extra, " \xc2\xb7 %d workers", r->workers > 0 ? r->workers : r->nw);
-    if (strcmp(r->mode, "ssp") == 0)
+    if (strcmp(r->row.mode, "basic") != 0)
+        snprintf(extra, sizeof extra, " \xc2\xb7 %d workers", r->row.workers > 0 ? r->row.workers : r->nw);
+    if (strcmp(r->row.mode, "ssp") == 0)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " \xc2\xb7 staleness %d",
-                 r->staleness);
+                 r->row.staleness);
     int n = snprintf(buf, len,
                      "%s \xe2\x80\x94 run %lld (%s)%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
-                     what, (long long)r->id, r->mode, extra, r->epochs,
-                     r->epochs == 1 ? "epoch" : "epochs", r->batch_size, r->lr, acc,
+                     what, (long long)r->row.id, r->row.mode, extra, r->row.epochs,
+                     r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size, r->row.lr, acc,
                      ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
-    if (r->host[0])
-        snprintf(parts[np++], sizeof parts[0], "host %s", r->host);
-    if (isfinite(r->momentum))
-        snprintf(parts[np++], sizeof parts[0], "momentum %g", r->momentum);
-    if (r->threads > 0)
-        snprintf(parts[np++], sizeof parts[0], "%d thread%s", r->threads, r->threads == 1 ? "" : "s");
-    snprintf(parts[np++], sizeof parts[0], "status %s", r->status);
+    if (r->row.host[0])
+        snprintf(parts[np++], sizeof parts[0], "host %s", r->row.host);
+    if (isfinite(r->row.momentum))
+        snprintf(parts[np++], sizeof parts[0], "momentum %g", r->row.momentum);
+    if (r->row.threads > 0)
+        snprintf(parts[np++], sizeof parts[0], "%d thread%s", r->row.threads, r->row.threads == 1 ? "" : "s");
+    snprintf(parts[np++], sizeof parts[0], "status %s", r->row.status);
     if (when[0])
         snprintf(parts[np++], sizeof parts[0], "%s", when);
     for (int i = 0; i < np && n > 0 && (size_t)n < len; i++)
         n += snprintf(buf + n, len - (size_t)n, "%s%s", i ? " \xc2\xb7 " : "", parts[i]);
+}
+
+/* ---- PNG text --------------------------------------------------------- */
+
+#ifndef PS_VERSION
+#define PS_VERSION "unknown"
+#endif
+
+/* Sets a PNG text entry of the figure from a printf format. The keywords
+ * are this file's constants, so a refusal is a bug here: it aborts. */
+static void s_text(plot_fig_t *f, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_text(plot_fig_t *f, const char *key, const char *fmt, ...)
+{
+    char value[1024], err[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    if (plot_fig_text(f, key, value, err, sizeof err) != 0) {
+        fprintf(stderr, "psreport: %s\n", err);
+        abort();
+    }
+}
+
+/* The settings of a run on one line, key=value. */
+static void s_run_settings(const metrics_run_row_t *r, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "epochs=%d batch_size=%d lr=%g momentum=%g seed=%llu threads=%d train_limit=%d%s",
+             r->epochs, r->batch_size, r->lr, r->momentum, (unsigned long long)r->seed,
+             r->threads, r->train_limit, strcmp(r->mode, "ssp") ? "" : " staleness=");
+    if (!strcmp(r->mode, "ssp"))
+        snprintf(buf + strlen(buf), len - strlen(buf), "%d", r->staleness);
+}
+
+/* Entries every figure carries: what wrote it and from which database. */
+static void s_text_common(plot_fig_t *f, const char *title, const char *dbpath)
+{
+    s_text(f, "Title", "%s", title);
+    s_text(f, "Software", "psreport %s (paramserver)", PS_VERSION);
+    s_text(f, "Source", "%s", dbpath);
+}
+
+/* Entries of a single-run figure: the run, its settings and its result. */
+static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
+{
+    char settings[512];
+    s_run_settings(r, settings, sizeof settings);
+    s_text(f, "run id", "%lld", (long long)r->id);
+    s_text(f, "mode", "%s", r->mode);
+    s_text(f, "workers", "%d", r->workers);
+    s_text(f, "hyperparameters", "%s", settings);
+    if (isfinite(r->final_accuracy))
+        s_text(f, "final accuracy", "%.2f%%", r->final_accuracy);
+    else
+        s_text(f, "final accuracy", "none (status %s)", r->status);
+    s_text(f, "status", "%s", r->status);
+}
+
+/* Creates the directory the figure goes in. 0, or -1 after saying why. */
+static int s_mkdir_parent(const char *out)
+{
+    if (cli_mkdir_parent(out) == 0)
+        return 0;
+    fprintf(stderr, "psreport: cannot create the directory for %s: %s\n", out, strerror(errno));
+    return -1;
 }
 
 static int s_write(plot_fig_t *f, const char *out)
@@ -524,13 +437,15 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     plot_panel_empty_text(p, "no steps recorded");
 }
 
-static int s_report_basic(sqlite3 *db, const s_run_t *r, const char *out)
+static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
 {
     char title[512];
-    s_run_title(db, r, "Basic training", title, sizeof title);
+    s_run_title(m, r, "Basic training", title, sizeof title);
     plot_fig_t *f = plot_fig_new(1500, 520, 2, title);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Basic training", dbpath);
+    s_text_run(f, &r->row);
     s_loss_panel(plot_fig_panel(f, 0), r, 1);
 
     plot_panel_t *p = plot_fig_panel(f, 1);
@@ -553,13 +468,16 @@ static int s_report_basic(sqlite3 *db, const s_run_t *r, const char *out)
     return rc;
 }
 
-static int s_report_distributed(sqlite3 *db, const s_run_t *r, const char *out)
+static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t *r,
+                                const char *out)
 {
     char title[512], label[64];
-    s_run_title(db, r, "Distributed training", title, sizeof title);
+    s_run_title(m, r, "Distributed training", title, sizeof title);
     plot_fig_t *f = plot_fig_new(1650, 520, 3, title);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Distributed training", dbpath);
+    s_text_run(f, &r->row);
     s_loss_panel(plot_fig_panel(f, 0), r, 0);
 
     plot_panel_t *p = plot_fig_panel(f, 1);
@@ -603,24 +521,33 @@ static plot_color_t s_mode_color(const char *mode)
     return plot_palette(4);
 }
 
-static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
+/* One epoch of the comparison's accuracy curve: the mean over workers. */
+typedef struct {
+    s_xy_t v;
+    int maxw; /* most workers averaged in one epoch */
+} s_means_t;
+
+static void s_add_mean(void *ctx, double t, double accuracy, int workers)
+{
+    s_means_t *mm = ctx;
+    s_xy_push(&mm->v, t, accuracy);
+    if (workers > mm->maxw)
+        mm->maxw = workers;
+}
+
+static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out)
 {
     /* The latest run of each mode that finished at least one epoch. */
-    sqlite3_stmt *st = s_prepare(
-        db, "SELECT max(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = r.id) "
-            "GROUP BY r.mode ORDER BY CASE r.mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
-            "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, r.mode");
-    if (!st)
-        return -1;
     int64_t ids[16];
-    int n = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 16)
-        ids[n++] = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    int n = metrics_runs_latest_per_mode(m, ids, 16), rc;
+    if (n < 0) {
+        fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+        return -1;
+    }
     if (n == 0) {
         fprintf(stderr, "psreport: no run in %s has finished an epoch yet; nothing to compare.\n"
                         "Runs in the database:\n", dbpath);
-        s_list_runs(db);
+        s_list_runs(m);
         return -1;
     }
 
@@ -630,6 +557,8 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
     plot_fig_t *f = plot_fig_new(1500, 540, 2, NULL);
     if (!f)
         s_die_oom();
+    s_text_common(f, "Training modes compared", dbpath);
+    char runs[256] = "";
     plot_panel_t *pa = plot_fig_panel(f, 0), *pt = plot_fig_panel(f, 1);
     plot_panel_title(pa, "Test accuracy over wall time");
     plot_panel_labels(pa, "seconds since the run started (epoch end)", "test accuracy (%)");
@@ -642,8 +571,9 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
     char cats[16][48];
     const char *catp[16];
     for (int i = 0; i < n; i++) {
-        s_run_t r;
-        if (s_load_run_row(db, ids[i], &r) != 1) {
+        metrics_run_row_t r;
+        if (metrics_run_get(m, ids[i], &r) != 1) {
+            fprintf(stderr, "psreport: run %lld: %s\n", (long long)ids[i], metrics_errmsg(m));
             plot_fig_destroy(&f);
             return -1;
         }
@@ -653,21 +583,17 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
 
         /* Mean over workers per epoch: one curve per run, comparable across
          * modes; the legend says how many workers it averages. */
-        st = s_prepare(db, "SELECT avg(t), avg(test_accuracy), count(*) FROM epochs WHERE run_id = ? "
-                           "AND test_accuracy IS NOT NULL GROUP BY epoch ORDER BY epoch");
-        if (!st) {
+        s_means_t mm = {0};
+        double images = NAN;
+        if (metrics_epoch_means_each(m, r.id, s_add_mean, &mm) != 0 ||
+            metrics_run_images(m, r.id, &images) != 0) {
+            fprintf(stderr, "psreport: run %lld: %s\n", (long long)r.id, metrics_errmsg(m));
+            s_xy_free(&mm.v);
             plot_fig_destroy(&f);
             return -1;
         }
-        sqlite3_bind_int64(st, 1, r.id);
-        s_xy_t v = {0};
-        int maxw = 0;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            s_xy_push(&v, s_col_double(st, 0), s_col_double(st, 1));
-            if (sqlite3_column_int(st, 2) > maxw)
-                maxw = sqlite3_column_int(st, 2);
-        }
-        sqlite3_finalize(st);
+        const s_xy_t v = mm.v;
+        int maxw = mm.maxw;
         char label[96];
         if (maxw > 1)
             snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
@@ -677,19 +603,19 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
         if (v.n)
             plot_panel_line_markers(pa, v.x, v.y, v.n, colors[i], label);
         double acc = isfinite(r.final_accuracy) ? r.final_accuracy : v.n ? v.y[v.n - 1] : NAN;
-        s_xy_free(&v);
+        s_xy_free(&mm.v);
 
-        st = s_prepare(db, "SELECT sum(images) FROM epochs WHERE run_id = ?");
-        double images = NAN;
-        if (st) {
-            sqlite3_bind_int64(st, 1, r.id);
-            if (sqlite3_step(st) == SQLITE_ROW)
-                images = s_col_double(st, 0);
-        }
-        sqlite3_finalize(st);
         int so_far;
-        double secs = s_run_seconds(db, &r, &so_far);
+        double secs = s_run_seconds(m, &r, &so_far);
         tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
+
+        char key[32], settings[512];
+        s_run_settings(&r, settings, sizeof settings);
+        snprintf(key, sizeof key, "run %lld", (long long)r.id);
+        s_text(f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode, r.workers,
+               settings, acc, r.status);
+        snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%lld", i ? " " : "",
+                 (long long)r.id);
 
         size_t len = strlen(title);
         char ssecs[32];
@@ -697,7 +623,6 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
         snprintf(title + len, sizeof title - len, "%s%s: %.2f%% after %d %s in %s%s",
                  i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs", ssecs,
                  strcmp(r.status, "done") ? " (not finished)" : "");
-        s_run_free(&r);
     }
 
     double xs[16];
@@ -709,31 +634,13 @@ static int s_report_comparison(sqlite3 *db, const char *dbpath, const char *out)
     plot_series_values(bars, "%.0f img/s");
 
     plot_fig_title(f, title);
+    s_text(f, "runs", "%s", runs);
     rc = s_write(f, out);
     plot_fig_destroy(&f);
     return rc;
 }
 
 /* ---- main ---------------------------------------------------------------- */
-
-/* Creates the directories above path, like mkdir -p of its dirname. */
-static int s_mkdir_parents(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "psreport: cannot create directory %s: %s\n", buf, strerror(errno));
-            return -1;
-        }
-        *p = '/';
-    }
-    return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -786,49 +693,60 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    sqlite3 *db = s_open_db(dbpath);
-    if (!db)
+    char err[512];
+    metrics_t *m = metrics_open_readonly(dbpath, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "psreport: %s\n", err);
         return 1;
+    }
     int rc = 1;
     if (comparison) {
         if (!out)
             out = "results/comparison.png";
-        if (s_mkdir_parents(out) == 0 && s_report_comparison(db, dbpath, out) == 0)
+        if (s_mkdir_parent(out) == 0 && s_report_comparison(m, dbpath, out) == 0)
             rc = 0;
-        sqlite3_close(db);
+        metrics_close(&m);
         return rc;
     }
 
-    if (!run_id && !(run_id = s_latest_run(db))) {
-        fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
-        sqlite3_close(db);
+    if (!run_id)
+        run_id = metrics_run_latest(m);
+    if (run_id <= 0) {
+        if (run_id == 0)
+            fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
+        else
+            fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+        metrics_close(&m);
         return 1;
     }
-    s_run_t r;
-    int found = s_load_run_row(db, run_id, &r);
+    s_run_t r = {0};
+    int found = metrics_run_get(m, run_id, &r.row);
     if (found == 0) {
         fprintf(stderr, "psreport: no run %lld in %s. Runs there:\n", (long long)run_id, dbpath);
-        s_list_runs(db);
+        s_list_runs(m);
+    } else if (found < 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)run_id, metrics_errmsg(m));
     }
     if (found != 1) {
-        sqlite3_close(db);
+        metrics_close(&m);
         return 1;
     }
-    int64_t nsteps = s_load_run_data(db, &r);
+    int64_t nsteps = s_load_run_data(m, &r);
     if (nsteps == 0)
         fprintf(stderr,
                 "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "
                 "It may have failed before its first step.\n",
-                (long long)run_id, r.mode, r.status);
+                (long long)run_id, r.row.mode, r.row.status);
     if (nsteps > 0) {
-        int basic = strcmp(r.mode, "basic") == 0;
+        int basic = strcmp(r.row.mode, "basic") == 0;
         if (!out)
             out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
-        if (s_mkdir_parents(out) == 0)
-            rc = basic ? s_report_basic(db, &r, out) : s_report_distributed(db, &r, out);
+        if (s_mkdir_parent(out) == 0)
+            rc = basic ? s_report_basic(m, dbpath, &r, out)
+                       : s_report_distributed(m, dbpath, &r, out);
         rc = rc ? 1 : 0;
     }
     s_run_free(&r);
-    sqlite3_close(db);
+    metrics_close(&m);
     return rc;
 }

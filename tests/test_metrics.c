@@ -1,4 +1,5 @@
-/* test_metrics: the SQLite metrics writer.
+/* test_metrics: the SQLite metrics writer, and the queries the report
+ * reads it with (metrics_open_readonly and the functions after it).
  *
  * Everything written is read back through a second, plain sqlite3 connection,
  * as psreport would: every column of every table, the WAL mode and schema
@@ -7,6 +8,7 @@
  * (after METRICS_BATCH_ROWS rows, METRICS_BATCH_SECONDS seconds, any other
  * write, a flush, or close), and a reader holding a transaction open does not
  * block the writer. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,34 +22,12 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "cli.h"
 #include "metrics.h"
-
-typedef struct {
-    char dir[64];
-    char path[128];
-} s_tmp_t;
+#include "tmpdir.h"
 
 static int s_setup(void **state) {
-    s_tmp_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/test_metrics.XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        free(t);
-        return -1;
-    }
-    snprintf(t->path, sizeof t->path, "%s/metrics.db", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int s_teardown(void **state) {
-    s_tmp_t *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    int rc = system(cmd);
-    free(t);
-    return rc == 0 ? 0 : -1;
+    return tmpdir_setup(state, "test_metrics", "metrics.db");
 }
 
 static metrics_t *s_open(const char *path) {
@@ -101,18 +81,6 @@ static void s_text(sqlite3 *db, const char *sql, char *out, size_t n) {
     sqlite3_finalize(st);
 }
 
-static double s_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
     const unsigned char *s = sqlite3_column_text(st, col);
     if (!want) {
@@ -126,8 +94,8 @@ static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
 #define N_STEPS 1234
 
 static void test_round_trip(void **state) {
-    s_tmp_t *tmp = *state;
-    double t0 = s_now();
+    tmpdir_t *tmp = *state;
+    double t0 = cli_wall();
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {
         .mode = "sync",
@@ -176,7 +144,7 @@ static void test_round_trip(void **state) {
     metrics_close(&m);
     assert_null(m);
     metrics_close(&m); /* idempotent */
-    double t1 = s_now();
+    double t1 = cli_wall();
 
     sqlite3 *db = s_reader(tmp->path);
     char host[256] = "";
@@ -313,7 +281,7 @@ static void test_round_trip(void **state) {
 }
 
 static void test_wal_version_indexes(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_close(&m);
     sqlite3 *db = s_reader(tmp->path);
@@ -334,7 +302,7 @@ static void test_wal_version_indexes(void **state) {
 }
 
 static void test_newer_schema_refused(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 2;", NULL,
@@ -359,7 +327,7 @@ static void test_newer_schema_refused(void **state) {
 }
 
 static void test_open_errors(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[512] = "";
     FILE *fp = fopen(tmp->path, "wb");
     assert_non_null(fp);
@@ -386,7 +354,7 @@ static void test_open_errors(void **state) {
 }
 
 static void test_run_end_unknown(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     assert_int_equal(metrics_run_end(m, 99, "done", 0, 0), -1);
     assert_non_null(strstr(metrics_errmsg(m), "no run with id 99"));
@@ -395,7 +363,7 @@ static void test_run_end_unknown(void **state) {
 
 /* Step rows reach other connections batch by batch. */
 static void test_step_batching(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic", .host = "h"};
     int64_t run = metrics_run_begin(m, &info);
@@ -403,7 +371,7 @@ static void test_step_batching(void **state) {
     sqlite3 *db = s_reader(tmp->path);
     const char *count = "SELECT count(*) FROM steps";
 
-    double start = s_mono();
+    double start = cli_now();
     for (int i = 0; i < METRICS_BATCH_ROWS - 1; i++)
         assert_int_equal(metrics_step(m, run, 0, i, 1, 1.0, 0.0), 0);
     assert_int_equal(s_int(db, count), 0);
@@ -412,7 +380,7 @@ static void test_step_batching(void **state) {
     for (int i = 0; i < 10; i++)
         assert_int_equal(metrics_step(m, run, 0, METRICS_BATCH_ROWS + i, 1, 1.0, 0.0), 0);
     /* Only meaningful if the batch was not cut short by the clock. */
-    if (s_mono() - start < METRICS_BATCH_SECONDS * 0.9)
+    if (cli_now() - start < METRICS_BATCH_SECONDS * 0.9)
         assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS);
     assert_int_equal(metrics_flush(m), 0);
     assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS + 10);
@@ -426,9 +394,9 @@ static void test_step_batching(void **state) {
 
     /* A batch older than METRICS_BATCH_SECONDS is committed by the next step. */
     assert_int_equal(metrics_step(m, run, 0, 10000, 1, 1.0, 0.0), 0);
-    double begun = s_mono();
+    double begun = cli_now();
     assert_int_equal(s_int(db, count), METRICS_BATCH_ROWS + 11);
-    while (s_mono() - begun < METRICS_BATCH_SECONDS + 0.05) {
+    while (cli_now() - begun < METRICS_BATCH_SECONDS + 0.05) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -447,18 +415,18 @@ static void test_step_batching(void **state) {
 /* A reader in the middle of a read transaction (psreport drawing a plot)
  * blocks neither step batches nor other writes. */
 static void test_reader_does_not_block(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic"};
     int64_t run = metrics_run_begin(m, &info);
     sqlite3 *db = s_reader(tmp->path);
     assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(s_int(db, "SELECT count(*) FROM runs"), 1);
-    double start = s_mono();
+    double start = cli_now();
     for (int i = 0; i < 3 * METRICS_BATCH_ROWS; i++)
         assert_int_equal(metrics_step(m, run, 0, i, 1, 1.0, 0.0), 0);
     assert_int_equal(metrics_run_end(m, run, "done", 99.0, 1.0), 0);
-    assert_true(s_mono() - start < 1.0); /* no busy wait happened */
+    assert_true(cli_now() - start < 1.0); /* no busy wait happened */
     /* The reader's snapshot is unchanged until it ends its transaction. */
     assert_int_equal(s_int(db, "SELECT count(*) FROM steps"), 0);
     assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
@@ -467,15 +435,182 @@ static void test_reader_does_not_block(void **state) {
     metrics_close(&m);
 }
 
+/* ---- reading ---------------------------------------------------------- */
+
+/* What the read callbacks saw, as text: "w0 (1,2.5) w1 ...". */
+typedef struct {
+    char s[2048];
+} s_seen_t;
+
+static void s_seen_point(void *ctx, int worker_id, double x, double y) {
+    s_seen_t *seen = ctx;
+    size_t n = strlen(seen->s);
+    snprintf(seen->s + n, sizeof seen->s - n, "%sw%d(%g,%g)", n ? " " : "", worker_id, x, y);
+}
+
+static void s_seen_secs(void *ctx, int worker_id, double x, double y) {
+    s_seen_point((char *)ctx + sizeof(s_seen_t), worker_id, x, y);
+}
+
+static void s_seen_mean(void *ctx, double t, double accuracy, int workers) {
+    s_seen_t *seen = ctx;
+    size_t n = strlen(seen->s);
+    snprintf(seen->s + n, sizeof seen->s - n, "%s(%g,%g,%d)", n ? " " : "", t, accuracy,
+             workers);
+}
+
+static void s_seen_run(void *ctx, int64_t id, const char *mode, const char *status,
+                       int64_t steps) {
+    s_seen_t *seen = ctx;
+    size_t n = strlen(seen->s);
+    snprintf(seen->s + n, sizeof seen->s - n, "%s%lld:%s:%s:%lld", n ? " " : "", (long long)id,
+             mode, status, (long long)steps);
+}
+
+static metrics_t *s_open_ro(const char *path) {
+    char err[512] = "";
+    metrics_t *m = metrics_open_readonly(path, err, sizeof err);
+    if (!m)
+        fail_msg("metrics_open_readonly: %s", err);
+    return m;
+}
+
+/* Two runs written through the writer, read back through the queries. */
+static void test_read_queries(void **state) {
+    tmpdir_t *tmp = *state;
+    metrics_t *w = s_open(tmp->path);
+    metrics_run_info_t basic = {.mode = "basic", .host = "h", .workers = 1, .epochs = 2,
+                                .batch_size = 64, .threads = 2, .train_limit = 100,
+                                .lr = 0.01, .momentum = 0.9, .seed = UINT64_MAX};
+    metrics_run_info_t sync = {.mode = "sync", .host = "h", .workers = 2, .epochs = 1};
+    int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync);
+    int64_t r3 = metrics_run_begin(w, &basic); /* a later basic run without epochs */
+    assert_true(r1 > 0 && r2 > r1 && r3 > r2);
+    assert_int_equal(metrics_step(w, r1, 0, 1, 1, 2.5, 0.1), 0);
+    assert_int_equal(metrics_step(w, r1, 0, 2, 1, NAN, 0.2), 0); /* stored as NULL */
+    assert_int_equal(metrics_step(w, r2, 1, 1, 1, 1.5, 0.3), 0);
+    assert_int_equal(metrics_step(w, r2, 0, 1, 1, 2.0, 0.4), 0);
+    metrics_epoch_t e = {.epoch = 1, .test_accuracy = 90, .epoch_seconds = 3, .images = 50};
+    assert_int_equal(metrics_epoch(w, r1, 0, &e, 5.0), 0);
+    e = (metrics_epoch_t){.epoch = 1, .test_accuracy = 80, .epoch_seconds = NAN, .images = 30};
+    assert_int_equal(metrics_epoch(w, r2, 0, &e, 6.0), 0);
+    e = (metrics_epoch_t){.epoch = 1, .test_accuracy = 84, .epoch_seconds = 4, .images = 30};
+    assert_int_equal(metrics_epoch(w, r2, 1, &e, 8.0), 0);
+    assert_int_equal(metrics_run_end(w, r1, "done", 91.5, 12.0), 0);
+    metrics_close(&w);
+
+    metrics_t *m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_run_latest(m), r3);
+    metrics_run_row_t row;
+    assert_int_equal(metrics_run_get(m, r1, &row), 1);
+    assert_int_equal(row.id, r1);
+    assert_string_equal(row.mode, "basic");
+    assert_string_equal(row.host, "h");
+    assert_string_equal(row.status, "done");
+    assert_true(row.final_accuracy == 91.5 && row.train_seconds == 12.0);
+    assert_true(row.lr == 0.01 && row.momentum == 0.9 && row.seed == UINT64_MAX);
+    assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 &&
+                row.threads == 2 && row.train_limit == 100);
+    assert_true(isfinite(row.started_at));
+    assert_int_equal(metrics_run_get(m, r2, &row), 1);
+    assert_string_equal(row.status, "running");
+    assert_true(isnan(row.final_accuracy) && isnan(row.train_seconds));
+    assert_int_equal(metrics_run_get(m, 999, &row), 0);
+
+    int64_t ids[4];
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 2);
+    assert_true(ids[0] == r1 && ids[1] == r2); /* basic first; r3 has no epoch */
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 1), 1);
+
+    s_seen_t seen[2];
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(metrics_runs_each(m, s_seen_run, seen), 0);
+    assert_string_equal(seen[0].s, "1:basic:done:2 2:sync:running:2 3:basic:running:0");
+
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(metrics_steps_each(m, r2, s_seen_point, seen), 2);
+    assert_string_equal(seen[0].s, "w0(1,2) w1(1,1.5)"); /* by worker, then step */
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(metrics_steps_each(m, r1, s_seen_point, seen), 1); /* NULL loss left out */
+
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(metrics_epochs_each(m, r2, s_seen_point, s_seen_secs, seen), 0);
+    assert_string_equal(seen[0].s, "w0(1,80) w1(1,84)");
+    assert_string_equal(seen[1].s, "w1(1,4)"); /* worker 0's NULL seconds left out */
+
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(metrics_epoch_means_each(m, r2, s_seen_mean, seen), 0);
+    assert_string_equal(seen[0].s, "(7,82,2)");
+
+    double v = 0;
+    assert_int_equal(metrics_run_images(m, r2, &v), 0);
+    assert_true(v == 60);
+    assert_int_equal(metrics_run_images(m, r3, &v), 0);
+    assert_true(isnan(v));
+    assert_int_equal(metrics_run_last_t(m, r2, &v), 0);
+    assert_true(v == 8.0); /* the epoch row's t is later than the steps' */
+    assert_int_equal(metrics_run_last_t(m, r1, &v), 0);
+    assert_true(v == 5.0);
+    assert_int_equal(metrics_run_last_t(m, r3, &v), 0);
+    assert_true(isnan(v));
+    metrics_close(&m);
+
+    /* An empty database has no latest run. */
+    char empty[160];
+    snprintf(empty, sizeof empty, "%s/empty.db", tmp->dir);
+    w = s_open(empty);
+    metrics_close(&w);
+    m = s_open_ro(empty);
+    assert_int_equal(metrics_run_latest(m), 0);
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 0);
+    metrics_close(&m);
+}
+
+/* What is not a metrics database is refused, with a message naming it. */
+static void test_open_readonly_errors(void **state) {
+    tmpdir_t *tmp = *state;
+    char path[160], err[512];
+    struct {
+        const char *name, *sql, *want;
+    } cases[] = {
+        {"missing.db", NULL, "no database at"},
+        {"text.db", "", "not a readable SQLite database"},
+        {"other.db", "CREATE TABLE x(a);", "not a metrics database"},
+        {"newer.db", "PRAGMA user_version = 99;", "newer than this program"},
+        {".", NULL, "not a regular file"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp->dir, cases[i].name);
+        if (cases[i].sql && !cases[i].sql[0]) {
+            FILE *fp = fopen(path, "w");
+            assert_non_null(fp);
+            fputs("this is not a database, but it is long enough to look like a header...\n", fp);
+            fclose(fp);
+        } else if (cases[i].sql) {
+            sqlite3 *db = NULL;
+            assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+            assert_int_equal(sqlite3_exec(db, cases[i].sql, NULL, NULL, NULL), SQLITE_OK);
+            sqlite3_close(db);
+        }
+        err[0] = '\0';
+        metrics_t *m = metrics_open_readonly(path, err, sizeof err);
+        if (m || !strstr(err, cases[i].want) || !strstr(err, path))
+            fail_msg("%s: %s, message '%s' lacks '%s' or the path", cases[i].name,
+                     m ? "opened" : "refused", err, cases[i].want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_open_errors, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_run_end_unknown, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_step_batching, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_run_end_unknown, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_step_batching, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_read_queries, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_open_readonly_errors, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,14 @@
 
 #define FIXTURE FIXTURE_DIR "/simpleconvnet_pytorch_ref.safetensors"
 
+/* How close to PyTorch every comparison with the oracle must be: relative
+ * error (largest |ours - pytorch| over the tensor's largest |pytorch|). float
+ * has 24 bits (6e-8 per rounding); the sums here differ from PyTorch's in
+ * order, so a few roundings add up. Measured on x86-64 with OpenBLAS: logits
+ * 2.8e-7, loss 1.0e-7, gradients up to 6.9e-7 (conv1.weight), weights after
+ * two steps up to 1.5e-7. README.md quotes this figure. */
+#define PYTORCH_TOL 2e-6
+
 typedef struct {
     st_file_t *f;
     float params[MODEL_NPARAMS];
@@ -99,7 +107,7 @@ static void test_forward_matches_pytorch(void **state)
     fixture_t *fx = *state;
     model_ws_t *ws = model_ws_new(4);
     model_forward(fx->params, fx->images, 4, ws);
-    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) < 1e-5);
+    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) < PYTORCH_TOL);
     model_ws_destroy(&ws);
 }
 
@@ -112,13 +120,13 @@ static void test_gradients_match_pytorch(void **state)
     float ours = (float)(loss / 4);
     const float *ref = s_tensor(fx, "loss", 1);
     printf("  loss ours %.8f pytorch %.8f\n", ours, ref[0]);
-    assert_true(fabs(ours - ref[0]) <= 1e-5 * fabs(ref[0]));
+    assert_true(fabs(ours - ref[0]) <= PYTORCH_TOL * fabs(ref[0]));
     for (int t = 0; t < MODEL_NTENSORS; t++) {
         char name[64];
         snprintf(name, sizeof name, "grad.%s", model_tensors[t].name);
         const float *g = s_tensor(fx, name, model_tensors[t].numel);
         assert_true(s_rel_err(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
-                    1e-4);
+                    PYTORCH_TOL);
     }
     model_ws_destroy(&ws);
 }
@@ -148,7 +156,7 @@ static void test_two_sgd_steps_match_pytorch(void **state)
             snprintf(name, sizeof name, "after2.%s", model_tensors[t].name);
             const float *ref = s_tensor(fx, name, model_tensors[t].numel);
             assert_true(s_rel_err(name, w + model_tensors[t].offset, ref,
-                                  model_tensors[t].numel) < 1e-5);
+                                  model_tensors[t].numel) < PYTORCH_TOL);
         }
         engine_destroy(&e);
     }

@@ -18,39 +18,15 @@
 #include <cmocka.h>
 
 #include "safetensors.h"
+#include "tmpdir.h"
 
 #ifndef FIXTURE_DIR
 #define FIXTURE_DIR "tests/fixtures"
 #endif
 #define FIXTURE FIXTURE_DIR "/simpleconvnet_pytorch_ref.safetensors"
 
-/* A fresh temporary directory per test, removed afterwards. */
-typedef struct {
-    char dir[64];
-    char path[128];
-} s_tmp_t;
-
 static int s_setup(void **state) {
-    s_tmp_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/test_safetensors.XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        free(t);
-        return -1;
-    }
-    snprintf(t->path, sizeof t->path, "%s/t.safetensors", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int s_teardown(void **state) {
-    s_tmp_t *t = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    int rc = system(cmd);
-    free(t);
-    return rc == 0 ? 0 : -1;
+    return tmpdir_setup(state, "test_safetensors", "t.safetensors");
 }
 
 static void s_write_file(const char *path, const void *bytes, size_t n) {
@@ -94,7 +70,7 @@ static unsigned char *s_read_all(const char *path, size_t *n) {
 static const char *const s_weird_name = "we\"ird\\na/me\n\t\x01 \xc3\xa9\xe2\x82\xac";
 
 static void test_round_trip(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     float w[6] = {1.5f, -2.25f, 3e-8f, 1e30f, 0.0f, -0.0f};
     float scalar = 42.0f;
     uint8_t odd[7] = {0, 1, 2, 3, 250, 254, 255};
@@ -173,7 +149,7 @@ static void test_round_trip(void **state) {
 }
 
 static void test_overwrite_and_empty(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256] = "";
     uint8_t a[3] = {1, 2, 3};
     st_tensor_t t = {"a", ST_U8, 1, {3}, a};
@@ -189,7 +165,7 @@ static void test_overwrite_and_empty(void **state) {
 }
 
 static void test_write_errors(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256];
     float x[2] = {1, 2};
     st_tensor_t dup[2] = {{"x", ST_F32, 1, {2}, x}, {"x", ST_F32, 1, {2}, x}};
@@ -322,15 +298,15 @@ static const s_bad_t s_bad[] = {
     {"not an object", "[1]", -1, 0, "must begin with '{'"},
     {"leading space", " {}", -1, 0, "must begin with '{'"},
     {"missing closing brace", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",
-     -1, 4, "expected '}'"},
-    {"missing colon", "{\"a\" {}}", -1, 0, "expected ':'"},
-    {"trailing garbage", "{}x", -1, 0, "after the header"},
-    {"trailing comma", "{\"__metadata__\":{},}", -1, 0, "expected '\"'"},
-    {"unterminated string", "{\"abc", -1, 0, "unterminated"},
-    {"bad escape", "{\"a\\q\":{}}", -1, 0, "unknown escape"},
-    {"control char", "{\"a\nb\":{}}", -1, 0, "control character"},
+     -1, 4, "'}' expected"},
+    {"missing colon", "{\"a\" {}}", -1, 0, "':' expected"},
+    {"trailing garbage", "{}x", -1, 0, "end of file expected near 'x'"},
+    {"trailing comma", "{\"__metadata__\":{},}", -1, 0, "string or '}' expected"},
+    {"unterminated string", "{\"abc", -1, 0, "premature end of input"},
+    {"bad escape", "{\"a\\q\":{}}", -1, 0, "invalid escape"},
+    {"control char", "{\"a\nb\":{}}", -1, 0, "unexpected newline"},
     {"invalid UTF-8", "{\"a\xc0\x80\":{}}", -1, 0, "UTF-8"},
-    {"lone surrogate", "{\"a\\udc00\":{}}", -1, 0, "surrogate"},
+    {"lone surrogate", "{\"a\\udc00\":{}}", -1, 0, "invalid Unicode '\\uDC00'"},
     {"NUL escape", "{\"a\\u0000\":{}}", -1, 0, "\\u0000"},
     {"unknown dtype", T1("\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]"), -1, 4,
      "tensor 'a' has dtype 'F16'"},
@@ -343,15 +319,15 @@ static const s_bad_t s_bad[] = {
      4, "unknown field 'x'"},
     {"duplicate field",
      T1("\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"), -1, 4,
-     "two dtypes"},
+     "duplicate object key near '\"dtype\"'"},
     {"negative dim", T1("\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]"), -1, 4,
      "negative"},
     {"float dim", T1("\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]"), -1, 4,
      "integers"},
     {"leading zero", T1("\"dtype\":\"F32\",\"shape\":[01],\"data_offsets\":[0,4]"), -1, 4,
-     "leading zero"},
+     "invalid token"},
     {"huge number", T1("\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]"),
-     -1, 4, "too large"},
+     -1, 4, "too big integer"},
     {"5 dims", T1("\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]"), -1, 4,
      "more than 4"},
     {"shape overflow",
@@ -379,32 +355,106 @@ static const s_bad_t s_bad[] = {
     {"duplicate tensor",
      "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
      "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
-     -1, 8, "appears twice"},
+     -1, 8, "duplicate object key near '\"a\"'"},
     {"metadata value not a string", "{\"__metadata__\":{\"k\":1}}", -1, 0, "not a string"},
-    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", -1, 0, "two"},
-    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", -1, 0, "twice"},
+    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", -1, 0,
+     "duplicate object key near '\"__metadata__\"'"},
+    {"duplicate metadata key", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", -1, 0,
+     "duplicate object key near '\"k\"'"},
+    {"metadata not an object", "{\"__metadata__\":[]}", -1, 0, "\"__metadata__\" is not an object"},
+    {"tensor not an object", "{\"a\":[1]}", -1, 0, "tensor 'a' is not an object"},
+    {"shape not an array", T1("\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]"), -1, 4,
+     "shape is not an array"},
+    {"offset not an integer", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,\"4\"]"),
+     -1, 4, "data_offsets must hold integers"},
 };
 
+/* Every case is tried and every wrong one printed before the test fails. */
 static void test_bad_files(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
+    int wrong = 0;
     for (size_t i = 0; i < sizeof s_bad / sizeof s_bad[0]; i++) {
         char err[256] = "";
         s_write_raw(tmp->path, s_bad[i].json, s_bad[i].hlen, s_bad[i].ndata);
         st_file_t *f = st_open(tmp->path, err, sizeof err);
         if (f) {
             st_close(&f);
-            fail_msg("%s: opened", s_bad[i].what);
+            print_error("%s: opened\n", s_bad[i].what);
+            wrong++;
+        } else if (!strstr(err, s_bad[i].want) || !strstr(err, tmp->path)) {
+            print_error("%s: message '%s' lacks '%s' or the path\n", s_bad[i].what, err,
+                        s_bad[i].want);
+            wrong++;
         }
-        if (!strstr(err, s_bad[i].want) || !strstr(err, tmp->path))
-            fail_msg("%s: message '%s' lacks '%s' or the path", s_bad[i].what, err,
-                     s_bad[i].want);
     }
+    assert_int_equal(wrong, 0);
+}
+
+/* Integers stored as metadata strings, read back checked. */
+static void test_metadata_numbers(void **state) {
+    tmpdir_t *tmp = *state;
+    const char *meta[] = {"n", "42", "neg", "-7", "u", "18446744073709551615", "junk", "12x",
+                          "empty", "", "huge", "99999999999999999999", "plus", "+3", "space",
+                          " 5", NULL};
+    char err[256] = "";
+    assert_int_equal(st_write(tmp->path, NULL, 0, meta, err, sizeof err), 0);
+    st_file_t *f = st_open(tmp->path, err, sizeof err);
+    if (!f)
+        fail_msg("st_open: %s", err);
+    int64_t v = 0;
+    uint64_t u = 0;
+    assert_int_equal(st_metadata_int64(f, "n", 0, 100, &v, err, sizeof err), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(st_metadata_int64(f, "neg", -10, 0, &v, err, sizeof err), 0);
+    assert_int_equal(v, -7);
+    assert_int_equal(st_metadata_uint64(f, "u", &u, err, sizeof err), 0);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(st_metadata_uint64(f, "n", &u, err, sizeof err), 0);
+    assert_true(u == 42);
+    struct {
+        const char *key;
+        int is_unsigned;
+        const char *want;
+    } bad[] = {
+        {"missing", 0, "missing"},      {"n", 0, "outside 0..10"},
+        {"junk", 0, "not a whole"},     {"empty", 0, "not a whole"},
+        {"huge", 0, "beyond 64 bits"},  {"huge", 1, "beyond 64 bits"},
+        {"neg", 1, "not a whole"},      {"plus", 1, "not a whole"},
+        {"space", 0, "not a whole"},    {"space", 1, "not a whole"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = bad[i].is_unsigned ? st_metadata_uint64(f, bad[i].key, &u, err, sizeof err)
+                                    : st_metadata_int64(f, bad[i].key, 0, 10, &v, err, sizeof err);
+        if (rc != -1 || !strstr(err, bad[i].want) || !strstr(err, bad[i].key))
+            fail_msg("'%s': rc %d, message '%s' lacks '%s'", bad[i].key, rc, err, bad[i].want);
+    }
+    st_close(&f);
+}
+
+/* Nesting far deeper than any header needs is refused without exhausting
+ * the stack. */
+static void test_deep_nesting(void **state) {
+    tmpdir_t *tmp = *state;
+    enum { DEPTH = 100000 };
+    char *json = malloc(2 * DEPTH + 64);
+    assert_non_null(json);
+    int n = sprintf(json, "{\"__metadata__\":{\"k\":");
+    memset(json + n, '[', DEPTH);
+    memset(json + n + DEPTH, ']', DEPTH);
+    strcpy(json + n + 2 * DEPTH, "}}");
+    s_write_raw(tmp->path, json, -1, 0);
+    free(json);
+    char err[256] = "";
+    assert_null(st_open(tmp->path, err, sizeof err));
+    if (!strstr(err, "depth"))
+        fail_msg("message '%s' lacks 'depth'", err);
 }
 
 static void test_good_oddities(void **state) {
     /* Valid JSON a writer may produce: white space, escapes, surrogate pairs,
      * empty metadata, zero-size tensors sharing an offset. */
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     const char *json = "{ \"__metadata__\" : { } ,\n\t\"\\u00e9\\ud83d\\ude00\\/\" : "
                        "{ \"shape\" : [ ] , \"data_offsets\" : [ 0 , 4 ] , \"dtype\" : \"F32\" } ,"
                        "\"z1\":{\"dtype\":\"U8\",\"shape\":[0,3],\"data_offsets\":[4,4]},"
@@ -425,7 +475,7 @@ static void test_good_oddities(void **state) {
 }
 
 static void test_short_and_special_files(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     char err[256] = "";
     s_write_file(tmp->path, "\x02\x00\x00", 3);
     assert_null(st_open(tmp->path, err, sizeof err));
@@ -442,7 +492,7 @@ static void test_short_and_special_files(void **state) {
 }
 
 static void test_truncated_fixture(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     size_t n;
     unsigned char *raw = s_read_all(FIXTURE, &n);
     size_t cuts[] = {0, 7, 8, 100, 2207, 2208, 2209, 100000, n - 1};
@@ -462,7 +512,7 @@ static void test_truncated_fixture(void **state) {
 /* Flips random bytes of a small valid file; every result must be an error or
  * a valid file, never a crash (the sanitizers tell). */
 static void test_mutations(void **state) {
-    s_tmp_t *tmp = *state;
+    tmpdir_t *tmp = *state;
     float w[4] = {1, 2, 3, 4};
     uint8_t b[3] = {1, 2, 3};
     st_tensor_t in[] = {{"w", ST_F32, 2, {2, 2}, w}, {"b\"", ST_U8, 1, {3}, b}};
@@ -503,15 +553,17 @@ static void test_mutations(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_overwrite_and_empty, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_write_errors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite_and_empty, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_write_errors, s_setup, tmpdir_teardown),
         cmocka_unit_test(test_pytorch_fixture),
-        cmocka_unit_test_setup_teardown(test_bad_files, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_good_oddities, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_short_and_special_files, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_fixture, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_mutations, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_numbers, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_good_oddities, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_short_and_special_files, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_fixture, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_mutations, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

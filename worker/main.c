@@ -130,11 +130,11 @@ int main(int argc, char **argv)
         case O_PUSH_EVERY: bad |= cli_int("--push-every", optarg, 1, 1000, &o.push_every); break;
         case O_COMPRESS:
             if (strcmp(optarg, "none") == 0)
-                o.compress = 0;
+                o.compress = PS__COMPRESSION__COMPRESSION_NONE;
             else if (strcmp(optarg, "fp16") == 0)
-                o.compress = 1;
+                o.compress = PS__COMPRESSION__COMPRESSION_FP16;
             else if (strcmp(optarg, "int8") == 0)
-                o.compress = 2;
+                o.compress = PS__COMPRESSION__COMPRESSION_INT8;
             else {
                 fprintf(stderr, "error: --compress '%s' is not one of none, fp16, int8\n",
                         optarg);
