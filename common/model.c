@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,16 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
     {"fc2.bias", 1, {10}, MODEL_FC2_B, 10, 128},
 };
 
+const char *const model_prof_names[MODEL_PROF_N] = {
+    "input",          "conv1 im2col",   "conv1 gemm",    "pool1+relu",     "conv2 in",
+    "conv2 mul",      "conv2 out",      "pool2+relu",    "fc1+fc2",        "loss",
+    "fc2+fc1 back",   "pool2+relu back", "conv2 dW",     "conv2 dX mul",   "conv2 dX out",
+    "pool1+relu back", "conv1 dW",      "thread reduce", "sgd update",
+};
+
 struct model_ws {
     int cap, n;
+    double *prof, t_last; /* profile: where stage times go, the last tick */
     float *x, *col1, *a1, *p1, *col2, *a2, *p2, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
@@ -51,6 +60,29 @@ void model_init(float *params, uint64_t seed)
         float bound = 1.0f / sqrtf((float)mt->fan_in);
         for (size_t i = 0; i < mt->numel; i++)
             params[mt->offset + i] = rng_uniform(&r, -bound, bound);
+    }
+}
+
+void model_ws_profile(model_ws_t *ws, double *seconds)
+{
+    ws->prof = seconds;
+}
+
+static double s_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Profile: the time since the last tick goes to `stage`. */
+static inline void s_tick(model_ws_t *ws, int stage)
+{
+    if (ws->prof) {
+        double now = s_clock();
+        if (stage >= 0)
+            ws->prof[stage] += now - ws->t_last;
+        ws->t_last = now;
     }
 }
 
@@ -240,17 +272,24 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
 {
     const int N1 = n * 676, N2 = n * 121;
     ws->n = n;
+    s_tick(ws, -1);
     for (int b = 0; b < n; b++)
         idx_normalize(images[b], ws->x + (size_t)b * 784, 784);
+    s_tick(ws, MODEL_PROF_INPUT);
 
     s_im2col1(ws->x, ws->col1, n);
+    s_tick(ws, MODEL_PROF_CONV1_IN);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 32, N1, 9, 1.0f,
                 params + MODEL_CONV1_W, 9, ws->col1, N1, 0.0f, ws->a1, N1);
+    s_tick(ws, MODEL_PROF_CONV1_MUL);
     s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, 32, n, 26, 26);
+    s_tick(ws, MODEL_PROF_POOL1);
 
     s_im2col2(ws->p1, ws->col2, n);
+    s_tick(ws, MODEL_PROF_CONV2_IN);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 64, N2, 288, 1.0f,
                 params + MODEL_CONV2_W, 288, ws->col2, N2, 0.0f, ws->a2, N2);
+    s_tick(ws, MODEL_PROF_CONV2_MUL);
     s_pool_relu(ws->a2, params + MODEL_CONV2_B, ws->p2, 64, n, 11, 11);
 
     /* flatten [64][n][25] -> [n][64*25] */
@@ -258,6 +297,7 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
         for (int b = 0; b < n; b++)
             memcpy(ws->f + (size_t)b * 1600 + c * 25, ws->p2 + ((size_t)c * n + b) * 25,
                    25 * sizeof(float));
+    s_tick(ws, MODEL_PROF_POOL2);
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 128, 1600, 1.0f, ws->f, 1600,
                 params + MODEL_FC1_W, 1600, 0.0f, ws->h, 128);
@@ -276,6 +316,7 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
     for (int b = 0; b < n; b++)
         for (int j = 0; j < 10; j++)
             ws->logits[b * 10 + j] += b2[j];
+    s_tick(ws, MODEL_PROF_FC);
 }
 
 /* log(sum_j exp(l[j])) of 10 logits, computed without overflow. */
@@ -333,6 +374,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
             d[j] = scale * (float)exp((double)l[j] - lse);
         d[labels[b]] -= scale;
     }
+    s_tick(ws, MODEL_PROF_LOSS);
 
     /* fc2 */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 10, 128, n, 1.0f, ws->dlogits, 10, ws->h,
@@ -361,6 +403,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     float *df = ws->f; /* f is no longer needed */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 1600, 128, 1.0f, ws->dh, 128,
                 params + MODEL_FC1_W, 1600, 0.0f, df, 1600);
+    s_tick(ws, MODEL_PROF_FC_B);
 
     /* unflatten [n][1600] -> [64][n][25], then pool2 + relu backward into a2 */
     float *dp2 = ws->p2;
@@ -370,21 +413,27 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                    25 * sizeof(float));
     float *da2 = ws->a2;
     s_pool_relu_backward(dp2, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, 64, n, 11, 11);
+    s_tick(ws, MODEL_PROF_POOL2_B);
 
     /* conv2: dW2 = da2 . col2^T, then dcol2 = W2^T . da2 (into col2's memory) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 288, N2, 1.0f, da2, N2, ws->col2, N2,
                 0.0f, grad + MODEL_CONV2_W, 288);
+    s_tick(ws, MODEL_PROF_CONV2_DW);
     float *dcol2 = ws->col2;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 288, N2, 64, 1.0f, params + MODEL_CONV2_W,
                 288, da2, N2, 0.0f, dcol2, N2);
+    s_tick(ws, MODEL_PROF_CONV2_DX);
     float *dp1 = ws->p1;
     s_col2im2(dcol2, dp1, n);
+    s_tick(ws, MODEL_PROF_CONV2_DXT);
 
     /* pool1 + relu backward into a1, then conv1's weight gradient */
     float *da1 = ws->a1;
     s_pool_relu_backward(dp1, da1, params + MODEL_CONV1_B, grad + MODEL_CONV1_B, 32, n, 26, 26);
+    s_tick(ws, MODEL_PROF_POOL1_B);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 32, 9, N1, 1.0f, da1, N1, ws->col1, N1,
                 0.0f, grad + MODEL_CONV1_W, 9);
+    s_tick(ws, MODEL_PROF_CONV1_DW);
     return loss;
 }
 
