@@ -1,14 +1,15 @@
 /* model: SimpleConvNet forward, backward, init and SGD; see model.h.
  *
- * Layout of activations for a sub-batch of n images (channel-major over the
- * batch, so a convolution is one GEMM with PyTorch's weight as is):
+ * Layout of activations for a sub-batch of n images:
  *   x      [n][28][28]          normalised input
  *   col1   [9][n*676]           im2col of x, row k = ky*3+kx
  *   a1     [32][n*676]          conv1 output without bias (later: its gradient)
- *   p1     [32][n][13][13]      relu(maxpool(a1) + b1) (later: its gradient)
- *   col2   [288][n*121]         im2col of p1, row k = c*9+ky*3+kx (later: its gradient)
- *   a2     [64][n*121]          conv2 output without bias (later: its gradient);
- *                                pool2 (11x11 -> 5x5) drops row and column 10
+ *   p1     [13][13][n][32]      relu(maxpool(a1) + b1) (later: its gradient), in
+ *                                the layout conv2's Winograd transforms read
+ *   V, M, U, dU                 conv2 in the Winograd domain (winograd.h)
+ *   a2     [10][10][n][64]      conv2 output without bias (later: its gradient);
+ *                                only 10x10: pool2 (11x11 -> 5x5) drops row and
+ *                                column 10, whose gradient is zero
  *   f      [n][1600]            flatten of pool2 output (later: its gradient)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
@@ -25,6 +26,7 @@
 #include "dispatch.h"
 #include "idx.h"
 #include "rng.h"
+#include "winograd.h"
 
 const model_tensor_t model_tensors[MODEL_NTENSORS] = {
     {"conv1.weight", 4, {32, 1, 3, 3}, MODEL_CONV1_W, 32 * 9, 9},
@@ -47,7 +49,7 @@ const char *const model_prof_names[MODEL_PROF_N] = {
 struct model_ws {
     int cap, n;
     double *prof, t_last; /* profile: where stage times go, the last tick */
-    float *x, *col1, *a1, *p1, *col2, *a2, *p2, *f, *h, *logits, *dh, *dlogits;
+    float *x, *col1, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -96,9 +98,10 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,       9 * n * 676,  32 * n * 676, 32 * n * 169,
-                       288 * n * 121, 64 * n * 121, 64 * n * 25,  n * 1600,
-                       n * 128,       n * 10,       n * 128,      n * 10};
+    size_t floats[] = {n * 784,         9 * n * 676,      32 * n * 676,  32 * n * 169,
+                       WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
+                       WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 128,
+                       n * 10,           n * 128,          n * 10};
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
@@ -113,8 +116,9 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->col1, &ws->a1, &ws->p1,     &ws->col2, &ws->a2,
-                     &ws->p2, &ws->f,    &ws->h,  &ws->logits, &ws->dh,   &ws->dlogits};
+    float **dst[] = {&ws->x,  &ws->col1,     &ws->a1, &ws->p1, &ws->V,      &ws->M,
+                     &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->f,
+                     &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
@@ -159,8 +163,9 @@ HOT_INLINE void s_im2col1(const float *x, float *col1, int n)
 }
 
 /* Fused bias + ReLU + 2x2 max-pool, stride 2, floor: in [C][n][H][W] to out
- * [C][n][H/2][W/2]. The winners are not stored: backward finds them again in
- * `in`, which is cheaper than writing and reading them. */
+ * [H/2][W/2][n][C] (the layout the next layer reads). The winners are not
+ * stored: backward finds them again in `in`, which is cheaper than writing
+ * and reading them. */
 HOT_INLINE void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
 {
     const int PH = H / 2, PW = W / 2;
@@ -171,19 +176,19 @@ HOT_INLINE void s_pool_relu(const float *in, const float *bias, float *out, int 
             for (int py = 0; py < PH; py++) {
                 const float *r0 = in + (img * H + 2 * py) * W;
                 const float *r1 = r0 + W;
-                float *o = out + (img * PH + py) * PW;
+                float *o = out + ((size_t)py * PW * n + b) * C + c;
                 for (int px = 0; px < PW; px++) {
                     float m0 = r0[2 * px] > r0[2 * px + 1] ? r0[2 * px] : r0[2 * px + 1];
                     float m1 = r1[2 * px] > r1[2 * px + 1] ? r1[2 * px] : r1[2 * px + 1];
                     float m = (m0 > m1 ? m0 : m1) + bc;
-                    o[px] = m > 0.0f ? m : 0.0f;
+                    o[(size_t)px * n * C] = m > 0.0f ? m : 0.0f;
                 }
             }
         }
     }
 }
 
-/* Backward of s_pool_relu, in place: `a` holds the layer's pre-pooling
+/* Backward of s_pool_relu (dout in its output layout), in place: `a` holds the layer's pre-pooling
  * output on entry and its gradient on return. Each window's gradient goes to
  * its winner (the first of the 4 in scan order with the maximum value, as
  * PyTorch picks) when ReLU passed it, 0 elsewhere, also in the row and column
@@ -200,13 +205,13 @@ HOT_INLINE void s_pool_relu_backward(const float *dout, float *a, const float *b
             for (int py = 0; py < PH; py++) {
                 float *restrict r0 = a + (img * H + 2 * py) * W;
                 float *restrict r1 = r0 + W;
-                const float *restrict d = dout + (img * PH + py) * PW;
+                const float *restrict d = dout + ((size_t)py * PW * n + b) * C + c;
                 for (int px = 0; px < PW; px++) {
                     float v0 = r0[2 * px], v1 = r0[2 * px + 1];
                     float v2 = r1[2 * px], v3 = r1[2 * px + 1];
                     float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
                     float m = m0 > m1 ? m0 : m1;
-                    float g = m + bc > 0.0f ? d[px] : 0.0f;
+                    float g = m + bc > 0.0f ? d[(size_t)px * n * C] : 0.0f;
                     sum += g;
                     /* Hand the gradient down the scan order to the first max. */
                     float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
@@ -227,50 +232,65 @@ HOT_INLINE void s_pool_relu_backward(const float *dout, float *a, const float *b
     }
 }
 
-/* col2[c*9+ky*3+kx][b*121 + y*11 + x] = p1[c][b][y+ky][x+kx] */
-HOT_INLINE void s_im2col2(const float *p1, float *col2, int n)
+/* conv2's bias + ReLU + 2x2 max-pool on its 10x10 outputs a2 [10][10][n][64],
+ * written flattened as PyTorch's view does: f[b][o*25 + py*5 + px]. */
+HOT_INLINE void s_pool2_relu(const float *a2, const float *bias, float *f, int n)
 {
-    size_t N = (size_t)n * 121;
-    for (int c = 0; c < 32; c++)
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++) {
-                float *row = col2 + (size_t)(c * 9 + ky * 3 + kx) * N;
-                for (int b = 0; b < n; b++) {
-                    const float *img = p1 + ((size_t)c * n + b) * 169;
-                    float *dst = row + (size_t)b * 121;
-                    for (int y = 0; y < 11; y++)
-                        for (int x = 0; x < 11; x++)
-                            dst[y * 11 + x] = img[(y + ky) * 13 + kx + x];
+    const size_t L = (size_t)n * 64;
+    for (int py = 0; py < 5; py++)
+        for (int px = 0; px < 5; px++) {
+            const float *r0 = a2 + (size_t)(2 * py * 10 + 2 * px) * L, *r1 = r0 + 10 * L;
+            for (int b = 0; b < n; b++) {
+                float *fb = f + (size_t)b * 1600 + py * 5 + px;
+                for (int o = 0; o < 64; o++) {
+                    size_t i = (size_t)b * 64 + o;
+                    float m0 = r0[i] > r0[i + L] ? r0[i] : r0[i + L];
+                    float m1 = r1[i] > r1[i + L] ? r1[i] : r1[i + L];
+                    float m = (m0 > m1 ? m0 : m1) + bias[o];
+                    fb[o * 25] = m > 0.0f ? m : 0.0f;
                 }
             }
+        }
 }
 
-/* The adjoint of s_im2col2: dp1 (zeroed here) += scattered dcol2. */
-HOT_INLINE void s_col2im2(const float *dcol2, float *dp1, int n)
+/* Backward of s_pool2_relu, in place: a2 holds conv2's outputs on entry and
+ * their gradient on return (to each window's first winner in scan order, as
+ * PyTorch picks, when ReLU passed it); dbias[o] = sum of what passed. */
+HOT_INLINE void s_pool2_relu_backward(const float *df, float *a2, const float *bias, float *dbias,
+                                      int n)
 {
-    size_t N = (size_t)n * 121;
-    memset(dp1, 0, (size_t)32 * n * 169 * sizeof(float));
-    for (int c = 0; c < 32; c++)
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++) {
-                const float *row = dcol2 + (size_t)(c * 9 + ky * 3 + kx) * N;
-                for (int b = 0; b < n; b++) {
-                    float *img = dp1 + ((size_t)c * n + b) * 169;
-                    const float *src = row + (size_t)b * 121;
-                    for (int y = 0; y < 11; y++) {
-                        float *d = img + (y + ky) * 13 + kx;
-                        const float *s = src + y * 11;
-                        for (int x = 0; x < 11; x++)
-                            d[x] += s[x];
-                    }
+    const size_t L = (size_t)n * 64;
+    float sum[64] = {0};
+    for (int py = 0; py < 5; py++)
+        for (int px = 0; px < 5; px++) {
+            float *r0 = a2 + (size_t)(2 * py * 10 + 2 * px) * L, *r1 = r0 + 10 * L;
+            for (int b = 0; b < n; b++) {
+                const float *d = df + (size_t)b * 1600 + py * 5 + px;
+                for (int o = 0; o < 64; o++) {
+                    size_t i = (size_t)b * 64 + o;
+                    float v0 = r0[i], v1 = r0[i + L], v2 = r1[i], v3 = r1[i + L];
+                    float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
+                    float m = m0 > m1 ? m0 : m1;
+                    float g = m + bias[o] > 0.0f ? d[o * 25] : 0.0f;
+                    sum[o] += g;
+                    float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
+                    float g1 = v1 == m ? rest0 : 0.0f, rest1 = rest0 - g1;
+                    float g2 = v2 == m ? rest1 : 0.0f;
+                    r0[i] = g0;
+                    r0[i + L] = g1;
+                    r1[i] = g2;
+                    r1[i + L] = rest1 - g2;
                 }
             }
+        }
+    for (int o = 0; o < 64; o++)
+        dbias[o] = sum[o];
 }
 
 HOT_KERNEL
 void model_forward(const float *params, const uint8_t *const *images, int n, model_ws_t *ws)
 {
-    const int N1 = n * 676, N2 = n * 121;
+    const int N1 = n * 676;
     ws->n = n;
     s_tick(ws, -1);
     for (int b = 0; b < n; b++)
@@ -285,18 +305,14 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
     s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, 32, n, 26, 26);
     s_tick(ws, MODEL_PROF_POOL1);
 
-    s_im2col2(ws->p1, ws->col2, n);
+    wino_weights(params + MODEL_CONV2_W, ws->U, ws->wscratch);
+    wino_input(ws->p1, n, ws->V);
     s_tick(ws, MODEL_PROF_CONV2_IN);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 64, N2, 288, 1.0f,
-                params + MODEL_CONV2_W, 288, ws->col2, N2, 0.0f, ws->a2, N2);
+    wino_multiply(ws->U, ws->V, n, ws->M);
     s_tick(ws, MODEL_PROF_CONV2_MUL);
-    s_pool_relu(ws->a2, params + MODEL_CONV2_B, ws->p2, 64, n, 11, 11);
-
-    /* flatten [64][n][25] -> [n][64*25] */
-    for (int c = 0; c < 64; c++)
-        for (int b = 0; b < n; b++)
-            memcpy(ws->f + (size_t)b * 1600 + c * 25, ws->p2 + ((size_t)c * n + b) * 25,
-                   25 * sizeof(float));
+    wino_output(ws->M, n, ws->a2);
+    s_tick(ws, MODEL_PROF_CONV2_OUT);
+    s_pool2_relu(ws->a2, params + MODEL_CONV2_B, ws->f, n);
     s_tick(ws, MODEL_PROF_POOL2);
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 128, 1600, 1.0f, ws->f, 1600,
@@ -360,7 +376,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws)
 {
-    const int N1 = n * 676, N2 = n * 121;
+    const int N1 = n * 676;
     model_forward(params, images, n, ws);
 
     /* Cross-entropy of softmax, summed; dlogits = scale * (softmax - onehot). */
@@ -405,26 +421,22 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                 params + MODEL_FC1_W, 1600, 0.0f, df, 1600);
     s_tick(ws, MODEL_PROF_FC_B);
 
-    /* unflatten [n][1600] -> [64][n][25], then pool2 + relu backward into a2 */
-    float *dp2 = ws->p2;
-    for (int c = 0; c < 64; c++)
-        for (int b = 0; b < n; b++)
-            memcpy(dp2 + ((size_t)c * n + b) * 25, df + (size_t)b * 1600 + c * 25,
-                   25 * sizeof(float));
+    /* pool2 + relu backward into a2 */
     float *da2 = ws->a2;
-    s_pool_relu_backward(dp2, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, 64, n, 11, 11);
+    s_pool2_relu_backward(df, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, n);
     s_tick(ws, MODEL_PROF_POOL2_B);
 
-    /* conv2: dW2 = da2 . col2^T, then dcol2 = W2^T . da2 (into col2's memory) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 288, N2, 1.0f, da2, N2, ws->col2, N2,
-                0.0f, grad + MODEL_CONV2_W, 288);
+    /* conv2 in the Winograd domain: dM, then dW2 from V and dM, then dV
+     * (into V's memory) and dp1 (into p1's). */
+    float *dM = ws->M;
+    wino_output_grad(da2, n, dM);
+    wino_weight_grad(ws->V, dM, n, ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
     s_tick(ws, MODEL_PROF_CONV2_DW);
-    float *dcol2 = ws->col2;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 288, N2, 64, 1.0f, params + MODEL_CONV2_W,
-                288, da2, N2, 0.0f, dcol2, N2);
+    float *dV = ws->V;
+    wino_input_grad_multiply(ws->U, dM, n, dV);
     s_tick(ws, MODEL_PROF_CONV2_DX);
     float *dp1 = ws->p1;
-    s_col2im2(dcol2, dp1, n);
+    wino_input_grad(dV, n, dp1);
     s_tick(ws, MODEL_PROF_CONV2_DXT);
 
     /* pool1 + relu backward into a1, then conv1's weight gradient */

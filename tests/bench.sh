@@ -50,7 +50,7 @@ for t in 1 2; do
     awk -v t="$t" -v ips="$ips" -v sg="$sg" -v pt="$pt" 'BEGIN {
         gf = ips * 15.4e6 / 1e9
         printf "%-8d %10.0f %9.1f %7.0f%% %14.1f %9s %10s\n", t, ips, gf, 100 * gf / sg, sg,
-            pt > 0 ? sprintf("%.0f", pt) : "-", pt > 0 ? sprintf("%.2fx", ips / pt) : "-" }'
+            (pt > 0 ? sprintf("%.0f", pt) : "-"), (pt > 0 ? sprintf("%.2fx", ips / pt) : "-") }'
 done
 if [ "$have_torch" = 1 ]; then
     awk -v o="$(median <"$tmp/ours2")" -v b="$best_torch" \
