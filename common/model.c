@@ -2,8 +2,7 @@
  *
  * Layout of activations for a sub-batch of n images:
  *   x      [n][28][28]          normalised input
- *   col1   [9][n*676]           im2col of x, row k = ky*3+kx
- *   a1     [32][n*676]          conv1 output without bias (later: its gradient)
+ *   a1     [n][26][26][32]      conv1 output without bias, kept for backward
  *   p1     [13][13][n][32]      relu(maxpool(a1) + b1) (later: its gradient), in
  *                                the layout conv2's Winograd transforms read
  *   V, M, U, dU                 conv2 in the Winograd domain (winograd.h)
@@ -40,16 +39,16 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
 };
 
 const char *const model_prof_names[MODEL_PROF_N] = {
-    "input",          "conv1 im2col",   "conv1 gemm",    "pool1+relu",     "conv2 in",
-    "conv2 mul",      "conv2 out",      "pool2+relu",    "fc1+fc2",        "loss",
-    "fc2+fc1 back",   "pool2+relu back", "conv2 dW",     "conv2 dX mul",   "conv2 dX out",
-    "pool1+relu back", "conv1 dW",      "thread reduce", "sgd update",
+    "input",         "conv1+pool1",    "conv2 in",      "conv2 mul",      "conv2 out",
+    "pool2+relu",    "fc1+fc2",        "loss",          "fc2+fc1 back",   "pool2+relu back",
+    "conv2 dW",      "conv2 dX mul",   "conv2 dX out",  "conv1+pool1 back", "thread reduce",
+    "sgd update",
 };
 
 struct model_ws {
     int cap, n;
     double *prof, t_last; /* profile: where stage times go, the last tick */
-    float *x, *col1, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *f, *h, *logits, *dh, *dlogits;
+    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -98,7 +97,7 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,         9 * n * 676,      32 * n * 676,  32 * n * 169,
+    size_t floats[] = {n * 784,                           32 * n * 676,  32 * n * 169,
                        WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
                        WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 128,
                        n * 10,           n * 128,          n * 10};
@@ -116,7 +115,7 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->col1,     &ws->a1, &ws->p1, &ws->V,      &ws->M,
+    float **dst[] = {&ws->x,                 &ws->a1, &ws->p1, &ws->V,      &ws->M,
                      &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->f,
                      &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
@@ -146,89 +145,97 @@ const float *model_ws_logits(const model_ws_t *ws)
     return ws->logits;
 }
 
-/* col1[ky*3+kx][b*676 + y*26 + x] = x[b][y+ky][x+kx] */
-HOT_INLINE void s_im2col1(const float *x, float *col1, int n)
+/* conv1 (1 -> 32 channels, 3x3, K = 9: too small for a GEMM to shine) as a
+ * direct kernel fused with its bias, ReLU and 2x2 max-pool: for each pooling
+ * window, the 4 conv outputs (32 channels each, one vector op per tap) go to
+ * a1 [n][26][26][32] for backward, their max + bias, ReLU'd, to p1
+ * [13][13][n][32]. The bias is added after the max: max and ReLU commute with
+ * adding a per-channel constant. The 9 products are summed in double: the
+ * rounded result is then the exact sum rounded once, so which pixel wins a
+ * pooling window is decided as exact arithmetic (and PyTorch, except for
+ * ties closer than its own rounding) decides it, with the same bits in
+ * every clone of the kernel. */
+HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, float *a1,
+                             float *p1, int n)
 {
-    size_t N = (size_t)n * 676;
-    for (int ky = 0; ky < 3; ky++)
-        for (int kx = 0; kx < 3; kx++) {
-            float *row = col1 + (size_t)(ky * 3 + kx) * N;
-            for (int b = 0; b < n; b++) {
-                const float *img = x + (size_t)b * 784;
-                for (int y = 0; y < 26; y++)
-                    memcpy(row + (size_t)b * 676 + y * 26, img + (y + ky) * 28 + kx,
-                           26 * sizeof(float));
-            }
-        }
-}
-
-/* Fused bias + ReLU + 2x2 max-pool, stride 2, floor: in [C][n][H][W] to out
- * [H/2][W/2][n][C] (the layout the next layer reads). The winners are not
- * stored: backward finds them again in `in`, which is cheaper than writing
- * and reading them. */
-HOT_INLINE void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
-{
-    const int PH = H / 2, PW = W / 2;
-    for (int c = 0; c < C; c++) {
-        const float bc = bias[c];
-        for (int b = 0; b < n; b++) {
-            size_t img = (size_t)c * n + b;
-            for (int py = 0; py < PH; py++) {
-                const float *r0 = in + (img * H + 2 * py) * W;
-                const float *r1 = r0 + W;
-                float *o = out + ((size_t)py * PW * n + b) * C + c;
-                for (int px = 0; px < PW; px++) {
-                    float m0 = r0[2 * px] > r0[2 * px + 1] ? r0[2 * px] : r0[2 * px + 1];
-                    float m1 = r1[2 * px] > r1[2 * px + 1] ? r1[2 * px] : r1[2 * px + 1];
-                    float m = (m0 > m1 ? m0 : m1) + bc;
-                    o[(size_t)px * n * C] = m > 0.0f ? m : 0.0f;
+    double wt[9][32];
+    for (int c = 0; c < 32; c++)
+        for (int k = 0; k < 9; k++)
+            wt[k][c] = w1[c * 9 + k];
+    for (int b = 0; b < n; b++) {
+        const float *img = x + (size_t)b * 784;
+        for (int py = 0; py < 13; py++)
+            for (int px = 0; px < 13; px++) {
+                float m[32];
+                for (int q = 0; q < 4; q++) {
+                    int y = 2 * py + (q >> 1), xx = 2 * px + (q & 1);
+                    const float *src = img + y * 28 + xx;
+                    float *restrict out = a1 + (((size_t)b * 26 + y) * 26 + xx) * 32;
+                    double acc[32] = {0};
+                    for (int k = 0; k < 9; k++) {
+                        double v = src[(k / 3) * 28 + k % 3];
+                        for (int c = 0; c < 32; c++)
+                            acc[c] += wt[k][c] * v;
+                    }
+                    for (int c = 0; c < 32; c++) {
+                        float a = (float)acc[c];
+                        out[c] = a;
+                        m[c] = q == 0 || a > m[c] ? a : m[c];
+                    }
+                }
+                float *restrict o = p1 + ((size_t)(py * 13 + px) * n + b) * 32;
+                for (int c = 0; c < 32; c++) {
+                    float v = m[c] + bias[c];
+                    o[c] = v > 0.0f ? v : 0.0f;
                 }
             }
-        }
     }
 }
 
-/* Backward of s_pool_relu (dout in its output layout), in place: `a` holds the layer's pre-pooling
- * output on entry and its gradient on return. Each window's gradient goes to
- * its winner (the first of the 4 in scan order with the maximum value, as
- * PyTorch picks) when ReLU passed it, 0 elsewhere, also in the row and column
- * that floor pooling drops; dbias[c] = sum of the gradients that pass. */
-HOT_INLINE void s_pool_relu_backward(const float *dout, float *a, const float *bias, float *dbias,
-                                 int C, int n, int H, int W)
+/* Backward of s_conv1_pool, fused the same way: each window's gradient dp1
+ * goes to its first winner in scan order (as PyTorch picks) when ReLU passed
+ * it, and straight into conv1's weight gradient (dw1 += g * input patch),
+ * without writing the conv output's gradient anywhere. db1 = sum of the
+ * gradients that pass. dw1 and db1 are overwritten. */
+HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const float *a1,
+                                      const float *bias, float *dw1, float *db1, int n)
 {
-    const int PH = H / 2, PW = W / 2;
-    for (int c = 0; c < C; c++) {
-        const float bc = bias[c];
-        float sum = 0.0f;
-        for (int b = 0; b < n; b++) {
-            size_t img = (size_t)c * n + b;
-            for (int py = 0; py < PH; py++) {
-                float *restrict r0 = a + (img * H + 2 * py) * W;
-                float *restrict r1 = r0 + W;
-                const float *restrict d = dout + ((size_t)py * PW * n + b) * C + c;
-                for (int px = 0; px < PW; px++) {
-                    float v0 = r0[2 * px], v1 = r0[2 * px + 1];
-                    float v2 = r1[2 * px], v3 = r1[2 * px + 1];
-                    float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
-                    float m = m0 > m1 ? m0 : m1;
-                    float g = m + bc > 0.0f ? d[(size_t)px * n * C] : 0.0f;
-                    sum += g;
-                    /* Hand the gradient down the scan order to the first max. */
-                    float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
-                    float g1 = v1 == m ? rest0 : 0.0f, rest1 = rest0 - g1;
-                    float g2 = v2 == m ? rest1 : 0.0f;
-                    r0[2 * px] = g0;
-                    r0[2 * px + 1] = g1;
-                    r1[2 * px] = g2;
-                    r1[2 * px + 1] = rest1 - g2;
+    float dwt[9][32] = {{0}}, db[32] = {0};
+    for (int b = 0; b < n; b++) {
+        const float *img = x + (size_t)b * 784;
+        for (int py = 0; py < 13; py++)
+            for (int px = 0; px < 13; px++) {
+                const float *d = dp1 + ((size_t)(py * 13 + px) * n + b) * 32;
+                const float *r = a1 + (((size_t)b * 26 + 2 * py) * 26 + 2 * px) * 32;
+                const float *v[4] = {r, r + 32, r + 26 * 32, r + 27 * 32};
+                float m[32], rest[32];
+                for (int c = 0; c < 32; c++) {
+                    float m0 = v[0][c] > v[1][c] ? v[0][c] : v[1][c];
+                    float m1 = v[2][c] > v[3][c] ? v[2][c] : v[3][c];
+                    m[c] = m0 > m1 ? m0 : m1;
+                    float g = m[c] + bias[c] > 0.0f ? d[c] : 0.0f;
+                    db[c] += g;
+                    rest[c] = g;
                 }
-                if (W & 1)
-                    r0[W - 1] = r1[W - 1] = 0.0f;
+                for (int q = 0; q < 4; q++) {
+                    const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
+                    float gq[32];
+                    for (int c = 0; c < 32; c++) {
+                        gq[c] = q == 3 || v[q][c] == m[c] ? rest[c] : 0.0f;
+                        rest[c] -= gq[c];
+                    }
+                    for (int k = 0; k < 9; k++) {
+                        float s = src[(k / 3) * 28 + k % 3];
+                        for (int c = 0; c < 32; c++)
+                            dwt[k][c] += gq[c] * s;
+                    }
+                }
             }
-            if (H & 1)
-                memset(a + (img * H + H - 1) * W, 0, (size_t)W * sizeof(float));
-        }
-        dbias[c] = sum;
+    }
+    for (int c = 0; c < 32; c++) {
+        db1[c] = db[c];
+        for (int k = 0; k < 9; k++)
+            dw1[c * 9 + k] = dwt[k][c];
     }
 }
 
@@ -290,20 +297,14 @@ HOT_INLINE void s_pool2_relu_backward(const float *df, float *a2, const float *b
 HOT_KERNEL
 void model_forward(const float *params, const uint8_t *const *images, int n, model_ws_t *ws)
 {
-    const int N1 = n * 676;
     ws->n = n;
     s_tick(ws, -1);
     for (int b = 0; b < n; b++)
         idx_normalize(images[b], ws->x + (size_t)b * 784, 784);
     s_tick(ws, MODEL_PROF_INPUT);
 
-    s_im2col1(ws->x, ws->col1, n);
-    s_tick(ws, MODEL_PROF_CONV1_IN);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 32, N1, 9, 1.0f,
-                params + MODEL_CONV1_W, 9, ws->col1, N1, 0.0f, ws->a1, N1);
-    s_tick(ws, MODEL_PROF_CONV1_MUL);
-    s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, 32, n, 26, 26);
-    s_tick(ws, MODEL_PROF_POOL1);
+    s_conv1_pool(ws->x, params + MODEL_CONV1_W, params + MODEL_CONV1_B, ws->a1, ws->p1, n);
+    s_tick(ws, MODEL_PROF_CONV1);
 
     wino_weights(params + MODEL_CONV2_W, ws->U, ws->wscratch);
     wino_input(ws->p1, n, ws->V);
@@ -376,7 +377,6 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws)
 {
-    const int N1 = n * 676;
     model_forward(params, images, n, ws);
 
     /* Cross-entropy of softmax, summed; dlogits = scale * (softmax - onehot). */
@@ -439,13 +439,9 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     wino_input_grad(dV, n, dp1);
     s_tick(ws, MODEL_PROF_CONV2_DXT);
 
-    /* pool1 + relu backward into a1, then conv1's weight gradient */
-    float *da1 = ws->a1;
-    s_pool_relu_backward(dp1, da1, params + MODEL_CONV1_B, grad + MODEL_CONV1_B, 32, n, 26, 26);
-    s_tick(ws, MODEL_PROF_POOL1_B);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 32, 9, N1, 1.0f, da1, N1, ws->col1, N1,
-                0.0f, grad + MODEL_CONV1_W, 9);
-    s_tick(ws, MODEL_PROF_CONV1_DW);
+    s_conv1_pool_backward(ws->x, dp1, ws->a1, params + MODEL_CONV1_B, grad + MODEL_CONV1_W,
+                          grad + MODEL_CONV1_B, n);
+    s_tick(ws, MODEL_PROF_CONV1_B);
     return loss;
 }
 
