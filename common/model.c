@@ -9,6 +9,7 @@
  *   a2     [10][10][n][64]      conv2 output without bias (later: its gradient);
  *                                only 10x10: pool2 (11x11 -> 5x5) drops row and
  *                                column 10, whose gradient is zero
+ *   pt     [25][n][64]          pool2 output before the flatten (later: its gradient)
  *   f      [n][1600]            flatten of pool2 output (later: its gradient)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
@@ -52,7 +53,7 @@ const char *const model_prof_names[MODEL_PROF_N] = {
 struct model_ws {
     int cap, n;
     double *prof, t_last; /* profile: where stage times go, the last tick */
-    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *f, *h, *logits, *dh, *dlogits;
+    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -105,7 +106,7 @@ model_ws_t *model_ws_new(int max_n)
     size_t n = (size_t)max_n;
     size_t floats[] = {n * 784,                           32 * n * 676,  32 * n * 169,
                        WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
-                       WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 128,
+                       WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 1600,      n * 128,
                        n * 10,           n * 128,          n * 10};
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
@@ -122,7 +123,7 @@ model_ws_t *model_ws_new(int max_n)
     memset(ws->block, 0, total);
     char *p = ws->block;
     float **dst[] = {&ws->x,                 &ws->a1, &ws->p1, &ws->V,      &ws->M,
-                     &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->f,
+                     &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->pt, &ws->f,
                      &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
@@ -265,59 +266,75 @@ HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const fl
     }
 }
 
-/* conv2's bias + ReLU + 2x2 max-pool on its 10x10 outputs a2 [10][10][n][64],
- * written flattened as PyTorch's view does: f[b][o*25 + py*5 + px]. */
-HOT_INLINE void s_pool2_relu(const float *a2, const float *bias, float *f, int n)
+/* 16 floats, for the loops over conv2's 64 output channels. */
+typedef float s_v16f __attribute__((vector_size(64)));
+typedef int s_v16i __attribute__((vector_size(64)));
+typedef float s_v16fu __attribute__((vector_size(64), aligned(4), may_alias));
+#define S_LD16(p) ((s_v16f)(*(const s_v16fu *)(p)))
+#define S_ST16(p, v) (*(s_v16fu *)(p) = (v))
+
+HOT_INLINE s_v16f s_sel16(s_v16i c, s_v16f a, s_v16f b)
 {
-    const size_t L = (size_t)n * 64;
-    for (int py = 0; py < 5; py++)
-        for (int px = 0; px < 5; px++) {
-            const float *r0 = a2 + (size_t)(2 * py * 10 + 2 * px) * L, *r1 = r0 + 10 * L;
-            for (int b = 0; b < n; b++) {
-                float *fb = f + (size_t)b * 1600 + py * 5 + px;
-                for (int o = 0; o < 64; o++) {
-                    size_t i = (size_t)b * 64 + o;
-                    float m0 = r0[i] > r0[i + L] ? r0[i] : r0[i + L];
-                    float m1 = r1[i] > r1[i + L] ? r1[i] : r1[i + L];
-                    float m = (m0 > m1 ? m0 : m1) + bias[o];
-                    fb[o * 25] = m > 0.0f ? m : 0.0f;
-                }
-            }
-        }
+    return (s_v16f)(((s_v16i)a & c) | ((s_v16i)b & ~c));
 }
 
-/* Backward of s_pool2_relu, in place: a2 holds conv2's outputs on entry and
- * their gradient on return (to each window's first winner in scan order, as
- * PyTorch picks, when ReLU passed it); dbias[o] = sum of what passed. */
-HOT_INLINE void s_pool2_relu_backward(const float *df, float *a2, const float *bias, float *dbias,
-                                      int n)
+/* conv2's bias + ReLU + 2x2 max-pool on its 10x10 outputs a2 [10][10][n][64]
+ * into pt [25][n][64], then flattened as PyTorch's view does into
+ * f[b][o*25 + q] (q = py*5 + px). */
+HOT_INLINE void s_pool2_relu(const float *a2, const float *bias, float *pt, float *f, int n)
 {
     const size_t L = (size_t)n * 64;
-    float sum[64] = {0};
-    for (int py = 0; py < 5; py++)
-        for (int px = 0; px < 5; px++) {
-            float *r0 = a2 + (size_t)(2 * py * 10 + 2 * px) * L, *r1 = r0 + 10 * L;
-            for (int b = 0; b < n; b++) {
-                const float *d = df + (size_t)b * 1600 + py * 5 + px;
-                for (int o = 0; o < 64; o++) {
-                    size_t i = (size_t)b * 64 + o;
-                    float v0 = r0[i], v1 = r0[i + L], v2 = r1[i], v3 = r1[i + L];
-                    float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
-                    float m = m0 > m1 ? m0 : m1;
-                    float g = m + bias[o] > 0.0f ? d[o * 25] : 0.0f;
-                    sum[o] += g;
-                    float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
-                    float g1 = v1 == m ? rest0 : 0.0f, rest1 = rest0 - g1;
-                    float g2 = v2 == m ? rest1 : 0.0f;
-                    r0[i] = g0;
-                    r0[i + L] = g1;
-                    r1[i] = g2;
-                    r1[i + L] = rest1 - g2;
-                }
-            }
+    for (int q = 0; q < 25; q++) {
+        const float *r0 = a2 + (size_t)(2 * (q / 5) * 10 + 2 * (q % 5)) * L, *r1 = r0 + 10 * L;
+        float *o = pt + q * L;
+        for (size_t i = 0; i < L; i += 16) {
+            s_v16f v0 = S_LD16(r0 + i), v1 = S_LD16(r0 + L + i);
+            s_v16f v2 = S_LD16(r1 + i), v3 = S_LD16(r1 + L + i);
+            s_v16f m0 = s_sel16(v0 > v1, v0, v1), m1 = s_sel16(v2 > v3, v2, v3);
+            s_v16f m = s_sel16(m0 > m1, m0, m1) + S_LD16(bias + i % 64);
+            S_ST16(o + i, s_sel16(m > 0.0f, m, (s_v16f){0}));
         }
+    }
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < 64; c++)
+            for (int q = 0; q < 25; q++)
+                f[(size_t)b * 1600 + c * 25 + q] = pt[((size_t)q * n + b) * 64 + c];
+}
+
+/* Backward of s_pool2_relu, in place: df [n][1600] is first put into pt's
+ * layout; a2 holds conv2's outputs on entry and their gradient on return (to
+ * each window's first winner in scan order, as PyTorch picks, when ReLU passed
+ * it); dbias[o] = sum of what passed. */
+HOT_INLINE void s_pool2_relu_backward(const float *df, float *pt, float *a2, const float *bias,
+                                      float *dbias, int n)
+{
+    const size_t L = (size_t)n * 64;
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < 64; c++)
+            for (int q = 0; q < 25; q++)
+                pt[((size_t)q * n + b) * 64 + c] = df[(size_t)b * 1600 + c * 25 + q];
+    s_v16f sum[4] = {{0}};
+    for (int q = 0; q < 25; q++) {
+        float *r0 = a2 + (size_t)(2 * (q / 5) * 10 + 2 * (q % 5)) * L, *r1 = r0 + 10 * L;
+        const float *d = pt + q * L;
+        for (size_t i = 0; i < L; i += 16) {
+            s_v16f v0 = S_LD16(r0 + i), v1 = S_LD16(r0 + L + i);
+            s_v16f v2 = S_LD16(r1 + i), v3 = S_LD16(r1 + L + i);
+            s_v16f m0 = s_sel16(v0 > v1, v0, v1), m1 = s_sel16(v2 > v3, v2, v3);
+            s_v16f m = s_sel16(m0 > m1, m0, m1), zero = {0};
+            s_v16f g = s_sel16(m + S_LD16(bias + i % 64) > 0.0f, S_LD16(d + i), zero);
+            sum[i % 64 / 16] += g;
+            s_v16f g0 = s_sel16(v0 == m, g, zero), rest0 = g - g0;
+            s_v16f g1 = s_sel16(v1 == m, rest0, zero), rest1 = rest0 - g1;
+            s_v16f g2 = s_sel16(v2 == m, rest1, zero);
+            S_ST16(r0 + i, g0);
+            S_ST16(r0 + L + i, g1);
+            S_ST16(r1 + i, g2);
+            S_ST16(r1 + L + i, rest1 - g2);
+        }
+    }
     for (int o = 0; o < 64; o++)
-        dbias[o] = sum[o];
+        dbias[o] = sum[o / 16][o % 16];
 }
 
 HOT_KERNEL
@@ -339,7 +356,7 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
     s_tick(ws, MODEL_PROF_CONV2_MUL);
     wino_output(ws->M, n, ws->a2);
     s_tick(ws, MODEL_PROF_CONV2_OUT);
-    s_pool2_relu(ws->a2, params + MODEL_CONV2_B, ws->f, n);
+    s_pool2_relu(ws->a2, params + MODEL_CONV2_B, ws->pt, ws->f, n);
     s_tick(ws, MODEL_PROF_POOL2);
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 128, 1600, 1.0f, ws->f, 1600,
@@ -449,7 +466,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
 
     /* pool2 + relu backward into a2 */
     float *da2 = ws->a2;
-    s_pool2_relu_backward(df, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, n);
+    s_pool2_relu_backward(df, ws->pt, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, n);
     s_tick(ws, MODEL_PROF_POOL2_B);
 
     /* conv2 in the Winograd domain: dM, then dW2 from V and dM, then dV
