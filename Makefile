@@ -165,6 +165,9 @@ check-pytorch: data
 $(B)/bench_sgemm: tests/bench_sgemm.c $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS)
 
+$(B)/bench_model: tests/bench_model.c $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS)
+
 $(B)/bench_ps_client: tests/bench_ps_client.c $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
@@ -210,7 +213,7 @@ basic: all
 run: all
 	deploy/run-local.sh
 
-bench: all $(B)/bench_sgemm
+bench: all $(B)/bench_sgemm $(B)/bench_model
 	@tests/bench.sh
 
 # The portable build against a NATIVE=1 build (into build-native/).

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dispatch.h"
 #include "model.h"
@@ -45,6 +46,8 @@ typedef struct {
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
+    int profiling;
+    double prof[MODEL_PROF_N]; /* seconds per stage while profiling */
 } s_thread_t;
 
 struct engine {
@@ -55,6 +58,14 @@ struct engine {
     s_thread_t *w;
     job_t job;
 };
+
+/* This thread's CPU time in seconds (profiling). */
+static double s_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* The half-open range [lo, hi) of n items that thread id of t handles. */
 static void s_slice(int n, int t, int id, int *lo, int *hi)
@@ -84,6 +95,7 @@ static void s_gradient(engine_t *e, s_thread_t *w)
     }
 
     pthread_barrier_wait(&e->mid);
+    double t0 = w->profiling ? s_cpu_now() : 0.0;
 
     /* Sum one slice of the parameter vector over all threads, in thread order. */
     s_slice(MODEL_NPARAMS, e->threads, w->id, &lo, &hi);
@@ -94,6 +106,8 @@ static void s_gradient(engine_t *e, s_thread_t *w)
         for (int i = lo; i < hi; i++)
             out[i] += g[i];
     }
+    if (w->profiling)
+        w->prof[MODEL_PROF_REDUCE] += s_cpu_now() - t0;
 }
 
 static void s_evaluate(engine_t *e, s_thread_t *w)
@@ -256,4 +270,24 @@ double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds
     if (mean_loss)
         *mean_loss = n ? loss / n : 0.0;
     return n ? 100.0 * (double)correct / n : 0.0;
+}
+
+void engine_profile(engine_t *e, int on)
+{
+    for (int t = 0; t < e->threads; t++) {
+        s_thread_t *w = &e->w[t];
+        if (on)
+            memset(w->prof, 0, sizeof w->prof);
+        w->profiling = on;
+        model_ws_profile(w->ws, on ? w->prof : NULL);
+    }
+}
+
+void engine_profile_read(const engine_t *e, double *seconds)
+{
+    for (int s = 0; s < MODEL_PROF_N; s++) {
+        seconds[s] = 0.0;
+        for (int t = 0; t < e->threads; t++)
+            seconds[s] += e->w[t].prof[s] / e->threads;
+    }
 }

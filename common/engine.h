@@ -37,4 +37,11 @@ double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds
 double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds, int limit,
                        double *mean_loss);
 
+/* Profiling (make bench): on != 0 zeroes each thread's stage times and starts
+ * adding to them (model.h's model_prof_stage_t, MODEL_PROF_REDUCE included);
+ * on == 0 stops. engine_profile_read stores the mean over threads of each
+ * stage's seconds into seconds[MODEL_PROF_N] (MODEL_PROF_SGD is left 0). */
+void engine_profile(engine_t *e, int on);
+void engine_profile_read(const engine_t *e, double *seconds);
+
 #endif

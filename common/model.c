@@ -1,14 +1,15 @@
 /* model: SimpleConvNet forward, backward, init and SGD; see model.h.
  *
- * Layout of activations for a sub-batch of n images (channel-major over the
- * batch, so a convolution is one GEMM with PyTorch's weight as is):
+ * Layout of activations for a sub-batch of n images:
  *   x      [n][28][28]          normalised input
- *   col1   [9][n*676]           im2col of x, row k = ky*3+kx
- *   a1     [32][n*676]          conv1 output without bias (later: its gradient)
- *   p1     [32][n][13][13]      relu(maxpool(a1) + b1) (later: its gradient)
- *   col2   [288][n*121]         im2col of p1, row k = c*9+ky*3+kx (later: its gradient)
- *   a2     [64][n*121]          conv2 output without bias (later: its gradient);
- *                                pool2 (11x11 -> 5x5) drops row and column 10
+ *   a1     [n][26][26][32]      conv1 output without bias, kept for backward
+ *   p1     [13][13][n][32]      relu(maxpool(a1) + b1) (later: its gradient), in
+ *                                the layout conv2's Winograd transforms read
+ *   V, M, U, dU                 conv2 in the Winograd domain (winograd.h)
+ *   a2     [10][10][n][64]      conv2 output without bias (later: its gradient);
+ *                                only 10x10: pool2 (11x11 -> 5x5) drops row and
+ *                                column 10, whose gradient is zero
+ *   pt     [25][n][64]          pool2 output before the flatten (later: its gradient)
  *   f      [n][1600]            flatten of pool2 output (later: its gradient)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
@@ -18,12 +19,18 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dispatch.h"
 #include "idx.h"
 #include "rng.h"
+#include "winograd.h"
+
+/* The helpers below pass 32- and 64-byte vectors by value; they are always
+ * inlined, so the ABI note GCC gives for the baseline clone does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 const model_tensor_t model_tensors[MODEL_NTENSORS] = {
     {"conv1.weight", 4, {32, 1, 3, 3}, MODEL_CONV1_W, 32 * 9, 9},
@@ -36,9 +43,17 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
     {"fc2.bias", 1, {10}, MODEL_FC2_B, 10, 128},
 };
 
+const char *const model_prof_names[MODEL_PROF_N] = {
+    "input",         "conv1+pool1",    "conv2 in",      "conv2 mul",      "conv2 out",
+    "pool2+relu",    "fc1+fc2",        "loss",          "fc2+fc1 back",   "pool2+relu back",
+    "conv2 dW",      "conv2 dX mul",   "conv2 dX out",  "conv1+pool1 back", "thread reduce",
+    "sgd update",
+};
+
 struct model_ws {
     int cap, n;
-    float *x, *col1, *a1, *p1, *col2, *a2, *p2, *f, *h, *logits, *dh, *dlogits;
+    double *prof, t_last; /* profile: where stage times go, the last tick */
+    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -54,6 +69,31 @@ void model_init(float *params, uint64_t seed)
     }
 }
 
+void model_ws_profile(model_ws_t *ws, double *seconds)
+{
+    ws->prof = seconds;
+}
+
+static double s_clock(void)
+{
+    struct timespec ts;
+    /* This thread's CPU time: on a shared machine, other processes' time
+     * slices do not land in whichever stage they interrupt. */
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Profile: the time since the last tick goes to `stage`. */
+static inline void s_tick(model_ws_t *ws, int stage)
+{
+    if (ws->prof) {
+        double now = s_clock();
+        if (stage >= 0)
+            ws->prof[stage] += now - ws->t_last;
+        ws->t_last = now;
+    }
+}
+
 static size_t s_align(size_t bytes)
 {
     return (bytes + 63) & ~(size_t)63;
@@ -64,9 +104,10 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,       9 * n * 676,  32 * n * 676, 32 * n * 169,
-                       288 * n * 121, 64 * n * 121, 64 * n * 25,  n * 1600,
-                       n * 128,       n * 10,       n * 128,      n * 10};
+    size_t floats[] = {n * 784,                           32 * n * 676,  32 * n * 169,
+                       WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
+                       WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 1600,      n * 128,
+                       n * 10,           n * 128,          n * 10};
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
@@ -81,8 +122,9 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->col1, &ws->a1, &ws->p1,     &ws->col2, &ws->a2,
-                     &ws->p2, &ws->f,    &ws->h,  &ws->logits, &ws->dh,   &ws->dlogits};
+    float **dst[] = {&ws->x,                 &ws->a1, &ws->p1, &ws->V,      &ws->M,
+                     &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->pt, &ws->f,
+                     &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
@@ -110,154 +152,212 @@ const float *model_ws_logits(const model_ws_t *ws)
     return ws->logits;
 }
 
-/* col1[ky*3+kx][b*676 + y*26 + x] = x[b][y+ky][x+kx] */
-HOT_INLINE void s_im2col1(const float *x, float *col1, int n)
+/* conv1 (1 -> 32 channels, 3x3, K = 9: too small for a GEMM to shine) as a
+ * direct kernel fused with its bias, ReLU and 2x2 max-pool: for each pooling
+ * window, the 4 conv outputs (32 channels each, one vector op per tap) go to
+ * a1 [n][26][26][32] for backward, their max + bias, ReLU'd, to p1
+ * [13][13][n][32]. The bias is added after the max: max and ReLU commute with
+ * adding a per-channel constant. The 9 products are summed in double: the
+ * rounded result is then the exact sum rounded once, so which pixel wins a
+ * pooling window is decided as exact arithmetic (and PyTorch, except for
+ * ties closer than its own rounding) decides it, with the same bits in
+ * every clone of the kernel. */
+typedef double s_v8d __attribute__((vector_size(64)));
+typedef float s_v8f __attribute__((vector_size(32)));
+typedef int s_v8i __attribute__((vector_size(32)));
+typedef float s_v8fu __attribute__((vector_size(32), aligned(4), may_alias));
+#define S_LD8(p) ((s_v8f)(*(const s_v8fu *)(p)))
+#define S_ST8(p, v) (*(s_v8fu *)(p) = (v))
+
+/* Lane-wise c ? a : b for a comparison mask c. */
+HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
 {
-    size_t N = (size_t)n * 676;
-    for (int ky = 0; ky < 3; ky++)
-        for (int kx = 0; kx < 3; kx++) {
-            float *row = col1 + (size_t)(ky * 3 + kx) * N;
-            for (int b = 0; b < n; b++) {
-                const float *img = x + (size_t)b * 784;
-                for (int y = 0; y < 26; y++)
-                    memcpy(row + (size_t)b * 676 + y * 26, img + (y + ky) * 28 + kx,
-                           26 * sizeof(float));
-            }
-        }
+    return (s_v8f)(((s_v8i)a & c) | ((s_v8i)b & ~c));
 }
 
-/* Fused bias + ReLU + 2x2 max-pool, stride 2, floor: in [C][n][H][W] to out
- * [C][n][H/2][W/2]. The winners are not stored: backward finds them again in
- * `in`, which is cheaper than writing and reading them. */
-HOT_INLINE void s_pool_relu(const float *in, const float *bias, float *out, int C, int n, int H, int W)
+HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, float *a1,
+                             float *p1, int n)
 {
-    const int PH = H / 2, PW = W / 2;
-    for (int c = 0; c < C; c++) {
-        const float bc = bias[c];
-        for (int b = 0; b < n; b++) {
-            size_t img = (size_t)c * n + b;
-            for (int py = 0; py < PH; py++) {
-                const float *r0 = in + (img * H + 2 * py) * W;
-                const float *r1 = r0 + W;
-                float *o = out + (img * PH + py) * PW;
-                for (int px = 0; px < PW; px++) {
-                    float m0 = r0[2 * px] > r0[2 * px + 1] ? r0[2 * px] : r0[2 * px + 1];
-                    float m1 = r1[2 * px] > r1[2 * px + 1] ? r1[2 * px] : r1[2 * px + 1];
-                    float m = (m0 > m1 ? m0 : m1) + bc;
-                    o[px] = m > 0.0f ? m : 0.0f;
+    s_v8d wt[9][4];
+    for (int c = 0; c < 32; c++)
+        for (int k = 0; k < 9; k++)
+            wt[k][c / 8][c % 8] = w1[c * 9 + k];
+    s_v8f bv[4];
+    for (int j = 0; j < 4; j++)
+        bv[j] = S_LD8(bias + 8 * j);
+    for (int b = 0; b < n; b++) {
+        const float *img = x + (size_t)b * 784;
+        for (int py = 0; py < 13; py++)
+            for (int px = 0; px < 13; px++) {
+                s_v8f m[4];
+                for (int q = 0; q < 4; q++) {
+                    int y = 2 * py + (q >> 1), xx = 2 * px + (q & 1);
+                    const float *src = img + y * 28 + xx;
+                    float *out = a1 + (((size_t)b * 26 + y) * 26 + xx) * 32;
+                    s_v8d acc[4] = {{0}};
+                    for (int k = 0; k < 9; k++) {
+                        double v = src[(k / 3) * 28 + k % 3];
+                        for (int j = 0; j < 4; j++)
+                            acc[j] += wt[k][j] * v;
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        s_v8f a = __builtin_convertvector(acc[j], s_v8f);
+                        S_ST8(out + 8 * j, a);
+                        m[j] = q == 0 ? a : s_sel(a > m[j], a, m[j]);
+                    }
+                }
+                float *o = p1 + ((size_t)(py * 13 + px) * n + b) * 32;
+                for (int j = 0; j < 4; j++) {
+                    s_v8f v = m[j] + bv[j];
+                    S_ST8(o + 8 * j, s_sel(v > 0.0f, v, (s_v8f){0}));
                 }
             }
-        }
     }
 }
 
-/* Backward of s_pool_relu, in place: `a` holds the layer's pre-pooling
- * output on entry and its gradient on return. Each window's gradient goes to
- * its winner (the first of the 4 in scan order with the maximum value, as
- * PyTorch picks) when ReLU passed it, 0 elsewhere, also in the row and column
- * that floor pooling drops; dbias[c] = sum of the gradients that pass. */
-HOT_INLINE void s_pool_relu_backward(const float *dout, float *a, const float *bias, float *dbias,
-                                 int C, int n, int H, int W)
+/* Backward of s_conv1_pool, fused the same way: each window's gradient dp1
+ * goes to its first winner in scan order (as PyTorch picks) when ReLU passed
+ * it, and straight into conv1's weight gradient (dw1 += g * input patch),
+ * without writing the conv output's gradient anywhere. db1 = sum of the
+ * gradients that pass. dw1 and db1 are overwritten. */
+HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const float *a1,
+                                      const float *bias, float *dw1, float *db1, int n)
 {
-    const int PH = H / 2, PW = W / 2;
-    for (int c = 0; c < C; c++) {
-        const float bc = bias[c];
-        float sum = 0.0f;
-        for (int b = 0; b < n; b++) {
-            size_t img = (size_t)c * n + b;
-            for (int py = 0; py < PH; py++) {
-                float *restrict r0 = a + (img * H + 2 * py) * W;
-                float *restrict r1 = r0 + W;
-                const float *restrict d = dout + (img * PH + py) * PW;
-                for (int px = 0; px < PW; px++) {
-                    float v0 = r0[2 * px], v1 = r0[2 * px + 1];
-                    float v2 = r1[2 * px], v3 = r1[2 * px + 1];
-                    float m0 = v0 > v1 ? v0 : v1, m1 = v2 > v3 ? v2 : v3;
-                    float m = m0 > m1 ? m0 : m1;
-                    float g = m + bc > 0.0f ? d[px] : 0.0f;
-                    sum += g;
-                    /* Hand the gradient down the scan order to the first max. */
-                    float g0 = v0 == m ? g : 0.0f, rest0 = g - g0;
-                    float g1 = v1 == m ? rest0 : 0.0f, rest1 = rest0 - g1;
-                    float g2 = v2 == m ? rest1 : 0.0f;
-                    r0[2 * px] = g0;
-                    r0[2 * px + 1] = g1;
-                    r1[2 * px] = g2;
-                    r1[2 * px + 1] = rest1 - g2;
+    s_v8f dwt[9][4] = {{{0}}}, db[4] = {{0}}, bv[4];
+    for (int j = 0; j < 4; j++)
+        bv[j] = S_LD8(bias + 8 * j);
+    for (int b = 0; b < n; b++) {
+        const float *img = x + (size_t)b * 784;
+        for (int py = 0; py < 13; py++)
+            for (int px = 0; px < 13; px++) {
+                const float *d = dp1 + ((size_t)(py * 13 + px) * n + b) * 32;
+                const float *r = a1 + (((size_t)b * 26 + 2 * py) * 26 + 2 * px) * 32;
+                const float *v[4] = {r, r + 32, r + 26 * 32, r + 27 * 32};
+                s_v8f m[4], rest[4];
+                for (int j = 0; j < 4; j++) {
+                    s_v8f v0 = S_LD8(v[0] + 8 * j), v1 = S_LD8(v[1] + 8 * j);
+                    s_v8f v2 = S_LD8(v[2] + 8 * j), v3 = S_LD8(v[3] + 8 * j);
+                    s_v8f m0 = s_sel(v0 > v1, v0, v1), m1 = s_sel(v2 > v3, v2, v3);
+                    m[j] = s_sel(m0 > m1, m0, m1);
+                    s_v8f g = s_sel(m[j] + bv[j] > 0.0f, S_LD8(d + 8 * j), (s_v8f){0});
+                    db[j] += g;
+                    rest[j] = g;
                 }
-                if (W & 1)
-                    r0[W - 1] = r1[W - 1] = 0.0f;
-            }
-            if (H & 1)
-                memset(a + (img * H + H - 1) * W, 0, (size_t)W * sizeof(float));
-        }
-        dbias[c] = sum;
-    }
-}
-
-/* col2[c*9+ky*3+kx][b*121 + y*11 + x] = p1[c][b][y+ky][x+kx] */
-HOT_INLINE void s_im2col2(const float *p1, float *col2, int n)
-{
-    size_t N = (size_t)n * 121;
-    for (int c = 0; c < 32; c++)
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++) {
-                float *row = col2 + (size_t)(c * 9 + ky * 3 + kx) * N;
-                for (int b = 0; b < n; b++) {
-                    const float *img = p1 + ((size_t)c * n + b) * 169;
-                    float *dst = row + (size_t)b * 121;
-                    for (int y = 0; y < 11; y++)
-                        for (int x = 0; x < 11; x++)
-                            dst[y * 11 + x] = img[(y + ky) * 13 + kx + x];
-                }
-            }
-}
-
-/* The adjoint of s_im2col2: dp1 (zeroed here) += scattered dcol2. */
-HOT_INLINE void s_col2im2(const float *dcol2, float *dp1, int n)
-{
-    size_t N = (size_t)n * 121;
-    memset(dp1, 0, (size_t)32 * n * 169 * sizeof(float));
-    for (int c = 0; c < 32; c++)
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++) {
-                const float *row = dcol2 + (size_t)(c * 9 + ky * 3 + kx) * N;
-                for (int b = 0; b < n; b++) {
-                    float *img = dp1 + ((size_t)c * n + b) * 169;
-                    const float *src = row + (size_t)b * 121;
-                    for (int y = 0; y < 11; y++) {
-                        float *d = img + (y + ky) * 13 + kx;
-                        const float *s = src + y * 11;
-                        for (int x = 0; x < 11; x++)
-                            d[x] += s[x];
+                for (int q = 0; q < 4; q++) {
+                    const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
+                    s_v8f gq[4];
+                    for (int j = 0; j < 4; j++) {
+                        gq[j] = q == 3 ? rest[j]
+                                       : s_sel(S_LD8(v[q] + 8 * j) == m[j], rest[j], (s_v8f){0});
+                        rest[j] -= gq[j];
+                    }
+                    for (int k = 0; k < 9; k++) {
+                        float s = src[(k / 3) * 28 + k % 3];
+                        for (int j = 0; j < 4; j++)
+                            dwt[k][j] += gq[j] * s;
                     }
                 }
             }
+    }
+    for (int c = 0; c < 32; c++) {
+        db1[c] = db[c / 8][c % 8];
+        for (int k = 0; k < 9; k++)
+            dw1[c * 9 + k] = dwt[k][c / 8][c % 8];
+    }
+}
+
+/* 16 floats, for the loops over conv2's 64 output channels. */
+typedef float s_v16f __attribute__((vector_size(64)));
+typedef int s_v16i __attribute__((vector_size(64)));
+typedef float s_v16fu __attribute__((vector_size(64), aligned(4), may_alias));
+#define S_LD16(p) ((s_v16f)(*(const s_v16fu *)(p)))
+#define S_ST16(p, v) (*(s_v16fu *)(p) = (v))
+
+HOT_INLINE s_v16f s_sel16(s_v16i c, s_v16f a, s_v16f b)
+{
+    return (s_v16f)(((s_v16i)a & c) | ((s_v16i)b & ~c));
+}
+
+/* conv2's bias + ReLU + 2x2 max-pool on its 10x10 outputs a2 [10][10][n][64]
+ * into pt [25][n][64], then flattened as PyTorch's view does into
+ * f[b][o*25 + q] (q = py*5 + px). */
+HOT_INLINE void s_pool2_relu(const float *a2, const float *bias, float *pt, float *f, int n)
+{
+    const size_t L = (size_t)n * 64;
+    for (int q = 0; q < 25; q++) {
+        const float *r0 = a2 + (size_t)(2 * (q / 5) * 10 + 2 * (q % 5)) * L, *r1 = r0 + 10 * L;
+        float *o = pt + q * L;
+        for (size_t i = 0; i < L; i += 16) {
+            s_v16f v0 = S_LD16(r0 + i), v1 = S_LD16(r0 + L + i);
+            s_v16f v2 = S_LD16(r1 + i), v3 = S_LD16(r1 + L + i);
+            s_v16f m0 = s_sel16(v0 > v1, v0, v1), m1 = s_sel16(v2 > v3, v2, v3);
+            s_v16f m = s_sel16(m0 > m1, m0, m1) + S_LD16(bias + i % 64);
+            S_ST16(o + i, s_sel16(m > 0.0f, m, (s_v16f){0}));
+        }
+    }
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < 64; c++)
+            for (int q = 0; q < 25; q++)
+                f[(size_t)b * 1600 + c * 25 + q] = pt[((size_t)q * n + b) * 64 + c];
+}
+
+/* Backward of s_pool2_relu, in place: df [n][1600] is first put into pt's
+ * layout; a2 holds conv2's outputs on entry and their gradient on return (to
+ * each window's first winner in scan order, as PyTorch picks, when ReLU passed
+ * it); dbias[o] = sum of what passed. */
+HOT_INLINE void s_pool2_relu_backward(const float *df, float *pt, float *a2, const float *bias,
+                                      float *dbias, int n)
+{
+    const size_t L = (size_t)n * 64;
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < 64; c++)
+            for (int q = 0; q < 25; q++)
+                pt[((size_t)q * n + b) * 64 + c] = df[(size_t)b * 1600 + c * 25 + q];
+    s_v16f sum[4] = {{0}};
+    for (int q = 0; q < 25; q++) {
+        float *r0 = a2 + (size_t)(2 * (q / 5) * 10 + 2 * (q % 5)) * L, *r1 = r0 + 10 * L;
+        const float *d = pt + q * L;
+        for (size_t i = 0; i < L; i += 16) {
+            s_v16f v0 = S_LD16(r0 + i), v1 = S_LD16(r0 + L + i);
+            s_v16f v2 = S_LD16(r1 + i), v3 = S_LD16(r1 + L + i);
+            s_v16f m0 = s_sel16(v0 > v1, v0, v1), m1 = s_sel16(v2 > v3, v2, v3);
+            s_v16f m = s_sel16(m0 > m1, m0, m1), zero = {0};
+            s_v16f g = s_sel16(m + S_LD16(bias + i % 64) > 0.0f, S_LD16(d + i), zero);
+            sum[i % 64 / 16] += g;
+            s_v16f g0 = s_sel16(v0 == m, g, zero), rest0 = g - g0;
+            s_v16f g1 = s_sel16(v1 == m, rest0, zero), rest1 = rest0 - g1;
+            s_v16f g2 = s_sel16(v2 == m, rest1, zero);
+            S_ST16(r0 + i, g0);
+            S_ST16(r0 + L + i, g1);
+            S_ST16(r1 + i, g2);
+            S_ST16(r1 + L + i, rest1 - g2);
+        }
+    }
+    for (int o = 0; o < 64; o++)
+        dbias[o] = sum[o / 16][o % 16];
 }
 
 HOT_KERNEL
 void model_forward(const float *params, const uint8_t *const *images, int n, model_ws_t *ws)
 {
-    const int N1 = n * 676, N2 = n * 121;
     ws->n = n;
+    s_tick(ws, -1);
     for (int b = 0; b < n; b++)
         idx_normalize(images[b], ws->x + (size_t)b * 784, 784);
+    s_tick(ws, MODEL_PROF_INPUT);
 
-    s_im2col1(ws->x, ws->col1, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 32, N1, 9, 1.0f,
-                params + MODEL_CONV1_W, 9, ws->col1, N1, 0.0f, ws->a1, N1);
-    s_pool_relu(ws->a1, params + MODEL_CONV1_B, ws->p1, 32, n, 26, 26);
+    s_conv1_pool(ws->x, params + MODEL_CONV1_W, params + MODEL_CONV1_B, ws->a1, ws->p1, n);
+    s_tick(ws, MODEL_PROF_CONV1);
 
-    s_im2col2(ws->p1, ws->col2, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 64, N2, 288, 1.0f,
-                params + MODEL_CONV2_W, 288, ws->col2, N2, 0.0f, ws->a2, N2);
-    s_pool_relu(ws->a2, params + MODEL_CONV2_B, ws->p2, 64, n, 11, 11);
-
-    /* flatten [64][n][25] -> [n][64*25] */
-    for (int c = 0; c < 64; c++)
-        for (int b = 0; b < n; b++)
-            memcpy(ws->f + (size_t)b * 1600 + c * 25, ws->p2 + ((size_t)c * n + b) * 25,
-                   25 * sizeof(float));
+    wino_weights(params + MODEL_CONV2_W, ws->U, ws->wscratch);
+    wino_input(ws->p1, n, ws->V);
+    s_tick(ws, MODEL_PROF_CONV2_IN);
+    wino_multiply(ws->U, ws->V, n, ws->M);
+    s_tick(ws, MODEL_PROF_CONV2_MUL);
+    wino_output(ws->M, n, ws->a2);
+    s_tick(ws, MODEL_PROF_CONV2_OUT);
+    s_pool2_relu(ws->a2, params + MODEL_CONV2_B, ws->pt, ws->f, n);
+    s_tick(ws, MODEL_PROF_POOL2);
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 128, 1600, 1.0f, ws->f, 1600,
                 params + MODEL_FC1_W, 1600, 0.0f, ws->h, 128);
@@ -276,6 +376,7 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
     for (int b = 0; b < n; b++)
         for (int j = 0; j < 10; j++)
             ws->logits[b * 10 + j] += b2[j];
+    s_tick(ws, MODEL_PROF_FC);
 }
 
 /* log(sum_j exp(l[j])) of 10 logits, computed without overflow. */
@@ -319,7 +420,6 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws)
 {
-    const int N1 = n * 676, N2 = n * 121;
     model_forward(params, images, n, ws);
 
     /* Cross-entropy of softmax, summed; dlogits = scale * (softmax - onehot). */
@@ -333,6 +433,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
             d[j] = scale * (float)exp((double)l[j] - lse);
         d[labels[b]] -= scale;
     }
+    s_tick(ws, MODEL_PROF_LOSS);
 
     /* fc2 */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 10, 128, n, 1.0f, ws->dlogits, 10, ws->h,
@@ -361,30 +462,29 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     float *df = ws->f; /* f is no longer needed */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 1600, 128, 1.0f, ws->dh, 128,
                 params + MODEL_FC1_W, 1600, 0.0f, df, 1600);
+    s_tick(ws, MODEL_PROF_FC_B);
 
-    /* unflatten [n][1600] -> [64][n][25], then pool2 + relu backward into a2 */
-    float *dp2 = ws->p2;
-    for (int c = 0; c < 64; c++)
-        for (int b = 0; b < n; b++)
-            memcpy(dp2 + ((size_t)c * n + b) * 25, df + (size_t)b * 1600 + c * 25,
-                   25 * sizeof(float));
+    /* pool2 + relu backward into a2 */
     float *da2 = ws->a2;
-    s_pool_relu_backward(dp2, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, 64, n, 11, 11);
+    s_pool2_relu_backward(df, ws->pt, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, n);
+    s_tick(ws, MODEL_PROF_POOL2_B);
 
-    /* conv2: dW2 = da2 . col2^T, then dcol2 = W2^T . da2 (into col2's memory) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 64, 288, N2, 1.0f, da2, N2, ws->col2, N2,
-                0.0f, grad + MODEL_CONV2_W, 288);
-    float *dcol2 = ws->col2;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 288, N2, 64, 1.0f, params + MODEL_CONV2_W,
-                288, da2, N2, 0.0f, dcol2, N2);
+    /* conv2 in the Winograd domain: dM, then dW2 from V and dM, then dV
+     * (into V's memory) and dp1 (into p1's). */
+    float *dM = ws->M;
+    wino_output_grad(da2, n, dM);
+    wino_weight_grad(ws->V, dM, n, ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
+    s_tick(ws, MODEL_PROF_CONV2_DW);
+    float *dV = ws->V;
+    wino_input_grad_multiply(ws->U, dM, n, dV);
+    s_tick(ws, MODEL_PROF_CONV2_DX);
     float *dp1 = ws->p1;
-    s_col2im2(dcol2, dp1, n);
+    wino_input_grad(dV, n, dp1);
+    s_tick(ws, MODEL_PROF_CONV2_DXT);
 
-    /* pool1 + relu backward into a1, then conv1's weight gradient */
-    float *da1 = ws->a1;
-    s_pool_relu_backward(dp1, da1, params + MODEL_CONV1_B, grad + MODEL_CONV1_B, 32, n, 26, 26);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 32, 9, N1, 1.0f, da1, N1, ws->col1, N1,
-                0.0f, grad + MODEL_CONV1_W, 9);
+    s_conv1_pool_backward(ws->x, dp1, ws->a1, params + MODEL_CONV1_B, grad + MODEL_CONV1_W,
+                          grad + MODEL_CONV1_B, n);
+    s_tick(ws, MODEL_PROF_CONV1_B);
     return loss;
 }
 

@@ -8,12 +8,13 @@
  * order (model_tensors[] gives each tensor's name, shape and offset); gradients
  * use the same layout. That array is what a worker pushes and pulls.
  *
- * Forward and backward work on a sub-batch in a caller-owned workspace, with
- * im2col + single-threaded OpenBLAS sgemm over the whole sub-batch at once.
- * Activations are kept channel-major across the sub-batch ([C][n][H][W]) so
- * that each convolution is one GEMM whose weight operand is PyTorch's layout
- * as is. Bias, ReLU and max-pooling are fused into one pass. Nothing is
- * allocated after model_ws_new. Parallelism across threads is engine.h's job. */
+ * Forward and backward work on a sub-batch in a caller-owned workspace:
+ * conv1 is a direct kernel fused with its bias, ReLU and max-pooling (and so
+ * is its backward); conv2 runs in the Winograd domain (winograd.h) as batched
+ * single-threaded OpenBLAS GEMMs over all tiles of the sub-batch; the fully
+ * connected layers are GEMMs. Activations are kept with image and channel
+ * innermost, the layout the next layer reads. Nothing is allocated after
+ * model_ws_new. Parallelism across threads is engine.h's job. */
 #ifndef MODEL_H
 #define MODEL_H
 
@@ -83,6 +84,37 @@ double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n);
 
 /* Number of the last forward pass's n images whose argmax logit == label. */
 int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n);
+
+/* The stages of a training step that a profile times, in the order they run.
+ * MODEL_PROF_REDUCE (the engine's gradient sum across threads) and
+ * MODEL_PROF_SGD are timed by their callers. */
+typedef enum {
+    MODEL_PROF_INPUT,     /* bytes -> normalised floats */
+    MODEL_PROF_CONV1,     /* conv1 + bias + ReLU + max-pool (one fused kernel) */
+    MODEL_PROF_CONV2_IN,  /* conv2: weight and input transforms */
+    MODEL_PROF_CONV2_MUL, /* conv2: the multiplication (GEMM, batched GEMMs) */
+    MODEL_PROF_CONV2_OUT, /* conv2: output transform */
+    MODEL_PROF_POOL2,     /* bias + ReLU + max-pool of conv2, flatten */
+    MODEL_PROF_FC,        /* fc1 + ReLU + fc2 forward */
+    MODEL_PROF_LOSS,      /* softmax cross-entropy and its gradient */
+    MODEL_PROF_FC_B,      /* fc2 and fc1 backward */
+    MODEL_PROF_POOL2_B,   /* unflatten, pool2 + ReLU backward, conv2 bias grad */
+    MODEL_PROF_CONV2_DW,  /* conv2: output-gradient transform, weight gradient */
+    MODEL_PROF_CONV2_DX,  /* conv2 input gradient: multiplication */
+    MODEL_PROF_CONV2_DXT, /* conv2 input gradient: inverse input transform */
+    MODEL_PROF_CONV1_B,   /* pool1 + ReLU backward, conv1 weight and bias grad */
+    MODEL_PROF_REDUCE,    /* engine: sum of the threads' gradients */
+    MODEL_PROF_SGD,       /* the SGD update */
+    MODEL_PROF_N
+} model_prof_stage_t;
+
+extern const char *const model_prof_names[MODEL_PROF_N];
+
+/* Profiling: while `seconds` (MODEL_PROF_N doubles, owned by the caller) is
+ * set, forward and backward add the CPU time of each stage (the calling
+ * thread's, CLOCK_THREAD_CPUTIME_ID) to it. NULL stops. About 20 clock reads
+ * a step, well under 1% of it. */
+void model_ws_profile(model_ws_t *ws, double *seconds);
 
 /* SGD with momentum, PyTorch's semantics (no dampening, no weight decay):
  *   v = momentum * v + g;  w -= lr * v

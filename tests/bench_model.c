@@ -1,0 +1,127 @@
+/* bench_model: training speed of the model through the engine, as basic mode
+ * trains (engine_gradient + SGD step on shuffled minibatches), at a given
+ * thread count and batch size, and where a step's time goes.
+ *
+ *   bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]
+ *
+ * prints "model threads=T batch=B images_per_second=X" (the median of 3
+ * passes over IMAGES training images, default 10000) and, with `profile`, a
+ * table of each stage's time per step (mean over threads) and its share of a
+ * step's wall time; "waiting" is what the stages do not account for (barriers,
+ * a thread waiting for the other, the clock itself). */
+#include <stdio.h>
+#include <time.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "engine.h"
+#include "idx.h"
+#include "model.h"
+#include "rng.h"
+
+static double s_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int s_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Trains on `images` images in batches; returns the wall seconds. With prof,
+ * adds the SGD update's seconds to prof[MODEL_PROF_SGD]. */
+static double s_pass(engine_t *e, float *w, float *v, float *g, const idx_dataset_t *ds,
+                     const int *order, int images, int batch, double *prof)
+{
+    double t0 = cli_now();
+    for (int lo = 0; lo + batch <= images; lo += batch) {
+        engine_gradient(e, w, ds, order + lo, batch, g);
+        double t1 = prof ? cli_now() : 0.0;
+        model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
+        if (prof)
+            prof[MODEL_PROF_SGD] += cli_now() - t1;
+    }
+    return cli_now() - t0;
+}
+
+int main(int argc, char **argv)
+{
+    int threads, batch, images = 10000;
+    char err[512];
+    if (argc < 4 || cli_int("THREADS", argv[2], 1, 256, &threads) != 0 ||
+        cli_int("BATCH", argv[3], 1, 4096, &batch) != 0 ||
+        (argc > 4 && cli_int("IMAGES", argv[4], 1, 60000, &images) != 0)) {
+        fprintf(stderr, "usage: bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]\n");
+        return 2;
+    }
+    int profile = argc > 5 && strcmp(argv[5], "profile") == 0;
+    idx_dataset_t ds;
+    if (idx_load(argv[1], "train", &ds, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    if (images > ds.count)
+        images = ds.count;
+    engine_t *e = engine_new(threads, batch, err, sizeof err);
+    float *w = malloc(MODEL_NPARAMS * sizeof *w), *v = calloc(MODEL_NPARAMS, sizeof *v),
+          *g = malloc(MODEL_NPARAMS * sizeof *g);
+    int *order = malloc((size_t)ds.count * sizeof *order);
+    if (!e || !w || !v || !g || !order) {
+        fprintf(stderr, "error: %s\n", e ? "out of memory" : err);
+        return 1;
+    }
+    model_init(w, 1);
+    rng_t r;
+    rng_seed(&r, 1);
+    for (int i = 0; i < ds.count; i++)
+        order[i] = i;
+    for (int i = ds.count - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint32_t)i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+
+    s_pass(e, w, v, g, &ds, order, images < 2000 ? images : 2000, batch, NULL); /* warm-up */
+    double ips[3], ipc[3];
+    int done = images / batch * batch;
+    for (int k = 0; k < 3; k++) {
+        double c0 = s_cpu();
+        ips[k] = done / s_pass(e, w, v, g, &ds, order, images, batch, NULL);
+        ipc[k] = done / (s_cpu() - c0);
+    }
+    qsort(ips, 3, sizeof *ips, s_cmp);
+    qsort(ipc, 3, sizeof *ipc, s_cmp);
+    printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f\n",
+           threads, batch, ips[1], ipc[1]);
+
+    if (profile) {
+        double prof[MODEL_PROF_N] = {0}, wall;
+        engine_profile(e, 1);
+        wall = s_pass(e, w, v, g, &ds, order, images, batch, prof);
+        double sgd = prof[MODEL_PROF_SGD];
+        engine_profile_read(e, prof);
+        prof[MODEL_PROF_SGD] = sgd;
+        engine_profile(e, 0);
+        double steps = done / batch, sum = 0.0;
+        for (int s = 0; s < MODEL_PROF_N; s++)
+            sum += prof[s];
+        printf("profile threads=%d batch=%d: %.3f ms CPU per step and thread, %.3f ms wall "
+               "per step\n", threads, batch, 1e3 * sum / steps, 1e3 * wall / steps);
+        printf("  %-16s %10s %8s\n", "stage", "us/step", "share");
+        for (int s = 0; s < MODEL_PROF_N; s++)
+            printf("  %-16s %10.1f %7.1f%%\n", model_prof_names[s], 1e6 * prof[s] / steps,
+                   100.0 * prof[s] / sum);
+    }
+    engine_destroy(&e);
+    free(w);
+    free(v);
+    free(g);
+    free(order);
+    idx_free(&ds);
+    return 0;
+}
