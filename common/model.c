@@ -393,3 +393,22 @@ void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, floa
         w[i] -= lr * vi;
     }
 }
+
+int model_sgd_step_finite(const float *w, const float *v, const float *g, size_t n, float lr,
+                          float momentum)
+{
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        float vi = momentum * v[i] + g[i], wi = w[i] - lr * vi;
+        ok &= isfinite(vi) && isfinite(wi);
+    }
+    return ok;
+}
+
+int model_all_finite(const float *x, size_t n)
+{
+    int ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= isfinite(x[i]) != 0;
+    return ok;
+}

@@ -269,9 +269,11 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     return scratch;
 }
 
-/* Checks a compressed tensor frame: no half-precision infinity or NaN, no
- * int8 block scale that is negative or not finite. Returns the index of the
- * first bad value or block, or -1 when all is well. */
+/* Checks a compressed tensor frame: no half-precision infinity or NaN; for
+ * int8, no block scale that is negative or not finite, and no decoded value
+ * (scale x int8) that overflows a float: a scale of 3e38 is finite, 127 times
+ * it is not. Returns the index of the first bad value or block, or -1 when
+ * all is well. */
 static long s_check_compressed(const unsigned char *in, int encoding)
 {
     if (encoding == PS__ENCODING__ENCODING_F16) {
@@ -279,13 +281,21 @@ static long s_check_compressed(const unsigned char *in, int encoding)
         for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
             if ((h[i] & 0x7c00) == 0x7c00)
                 return (long)i;
-    } else
-        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
-            float scale;
-            memcpy(&scale, in + b * (sizeof(float) + WIRE_I8_BLOCK), sizeof scale);
-            if (!isfinite(scale) || scale < 0)
-                return (long)b;
-        }
+        return -1;
+    }
+    for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+        size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
+        n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
+        const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+        float scale;
+        memcpy(&scale, blk, sizeof scale);
+        const int8_t *q = (const int8_t *)(blk + sizeof scale);
+        int big = 0;
+        for (size_t i = 0; i < n; i++)
+            big = abs(q[i]) > big ? abs(q[i]) : big;
+        if (!isfinite(scale) || scale < 0 || !isfinite((float)big * scale))
+            return (long)b;
+    }
     return -1;
 }
 
@@ -398,7 +408,9 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         } else if (enc != PS__ENCODING__ENCODING_F32) {
             if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
                 snprintf(err, errlen, "tensor %s %ld is not finite",
-                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad);
+                         enc == PS__ENCODING__ENCODING_F16 ? "value"
+                                                           : "block (its scale, or scale x value)",
+                         bad);
                 rc = PS__ERROR_CODE__ERROR_MALFORMED;
             }
         } else if (((uintptr_t)t & 3) != 0) {

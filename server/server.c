@@ -191,23 +191,31 @@ static void s_apply(srv_t *s, const float *g, uint64_t computed_on)
 
 /* sync: one SGD step with the average of the k held gradients, in blocks
  * small enough for L1, in one pass over w and v (no accumulator to clear). */
-static void s_apply_average(srv_t *s, const float *const *g, int k)
+static int s_apply_average(srv_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
     float avg[BLOCK];
     const float scale = 1.0f / (float)k, lr = (float)s->o->lr, mom = (float)s->o->momentum;
-    for (size_t lo = 0; lo < MODEL_NPARAMS; lo += BLOCK) {
-        size_t n = MODEL_NPARAMS - lo < BLOCK ? MODEL_NPARAMS - lo : BLOCK;
-        memcpy(avg, g[0] + lo, n * sizeof(float));
-        for (int j = 1; j < k; j++)
+    /* Pass 0 checks that the step keeps every value finite (each gradient
+     * was checked alone, but a sum of large finite ones can overflow); pass
+     * 1 applies it. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t lo = 0; lo < MODEL_NPARAMS; lo += BLOCK) {
+            size_t n = MODEL_NPARAMS - lo < BLOCK ? MODEL_NPARAMS - lo : BLOCK;
+            memcpy(avg, g[0] + lo, n * sizeof(float));
+            for (int j = 1; j < k; j++)
+                for (size_t i = 0; i < n; i++)
+                    avg[i] += g[j][lo + i];
             for (size_t i = 0; i < n; i++)
-                avg[i] += g[j][lo + i];
-        for (size_t i = 0; i < n; i++)
-            avg[i] *= scale;
-        model_sgd_step(s->w + lo, s->v + lo, avg, n, lr, mom);
-    }
+                avg[i] *= scale;
+            if (pass == 1)
+                model_sgd_step(s->w + lo, s->v + lo, avg, n, lr, mom);
+            else if (!model_sgd_step_finite(s->w + lo, s->v + lo, avg, n, lr, mom))
+                return -1;
+        }
     /* Every gradient of a round was computed on the current version. */
     s_count_update(s, s->version);
+    return 0;
 }
 
 static void s_stats(srv_t *s)
@@ -427,6 +435,8 @@ static int s_resume(srv_t *s, char *err, size_t errlen)
         goto out;
     }
     s_log(s, "resumed run %lld %s", (long long)s->run, detail);
+    if (s->active == 0)
+        s_log(s, "every worker had finished or left before the restart: finishing the run");
     rc = 0;
 out:
     if (rc != 0)
@@ -449,7 +459,11 @@ static void s_check_round(srv_t *s)
     for (int i = 0; i < s->o->workers; i++)
         if (s->slots[i].round_g)
             g[k++] = s->slots[i].round_g;
-    s_apply_average(s, g, k);
+    if (s_apply_average(s, g, k) != 0) {
+        s_log(s, "round of %d gradients not applied: their average would make the weights "
+                 "overflow", k);
+        metrics_event(s->db, s->run, s_t(s), -1, "round_refused", "average not finite");
+    }
     s->round_arrived = 0;
     double now = cli_now();
     snapshot_t snap = {.ready = {0}};
@@ -707,6 +721,10 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     else if (p->version > s->version)
         snprintf(why, sizeof why, "push computed on version %llu, newer than the server's %llu",
                  (unsigned long long)p->version, (unsigned long long)s->version);
+    else if ((int)p->encoding != sl->compress) /* PS__COMPRESSION_x pairs with PS__ENCODING_x */
+        snprintf(why, sizeof why, "push in tensor encoding %d; this worker was granted "
+                 "compression %d at registration (register again to change it)",
+                 (int)p->encoding, sl->compress);
     if (*why) {
         s_log(s, "refused worker %d: %s", (int)(sl - s->slots), why);
         s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
@@ -719,6 +737,14 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
             return;
         }
         g = wire_tensor(m, sl->gbuf);
+    }
+    if (!model_sgd_step_finite(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr,
+                               (float)s->o->momentum)) {
+        snprintf(why, sizeof why, "push of step %llu would make the weights or the momentum "
+                 "overflow (not finite); not applied", (unsigned long long)p->step);
+        s_log(s, "refused worker %d: %s", (int)(sl - s->slots), why);
+        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
+        return;
     }
     sl->steps = p->step;
     metrics_step(s->db, s->run, (int)(sl - s->slots), (int64_t)p->step, (int)p->epoch, p->loss,
@@ -789,6 +815,10 @@ static void s_on_done(srv_t *s, const wire_peer_t *peer, const Ps__Done *d)
              (unsigned long long)sl->steps, d->train_seconds, d->test_accuracy);
     metrics_event(s->db, s->run, s_t(s), (int)d->worker_id, "done", detail);
     s_log(s, "worker %u done: %s", d->worker_id, detail);
+    /* Durable before acknowledged: a server that crashes after this Ack
+     * resumes knowing the worker finished, instead of waiting for it. */
+    if (s->o->checkpoint_every > 0)
+        s_checkpoint(s);
     s_reply_ack(s, sl);
     s_leave(s, sl);
 }
@@ -948,7 +978,10 @@ static int s_finish(srv_t *s)
     snprintf(ver_s, sizeof ver_s, "%llu", (unsigned long long)s->version);
     const char *meta[] = {"format", "pt", "mode", server_mode_name(s->o->mode), "version", ver_s,
                           "test_accuracy", acc_s, NULL};
-    if (cli_mkdirs(s->o->out_dir) != 0) {
+    if (!model_all_finite(s->w, MODEL_NPARAMS)) {
+        fprintf(stderr, "error: the final weights are not finite; the model is not saved\n");
+        status = 1;
+    } else if (cli_mkdirs(s->o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create %s: %s\n", s->o->out_dir, strerror(errno));
         status = 1;
     } else if (modelfile_save(path, s->w, meta, err, sizeof err) != 0) {

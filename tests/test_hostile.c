@@ -1,0 +1,550 @@
+/* test_hostile: a paramserver attacked by hostile or faulty peers (issue 9).
+ * Each test starts a real server on an ephemeral loopback port and plays the
+ * worker(s) itself with raw DEALER sockets and hand-built messages, then
+ * checks what the server did: its replies, its exit status, its database,
+ * its model and checkpoint files. Every wait has a deadline.
+ * Needs MNIST in $MNIST_DIR (default data) and the programs in $BUILD
+ * (default build). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "cli.h"
+#include "model.h"
+#include "modelfile.h"
+#include "wire.h"
+
+static char s_tmp[256];
+static const char *s_data;
+static char s_server[256];
+
+/* Starts argv with stdout and stderr appended to `log`; returns the pid. */
+static pid_t s_spawn(const char *log, const char *const *argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid until the deadline; kills it past it. Its exit status, or
+ * -1 when it was killed or signalled. */
+static int s_wait(pid_t pid, double seconds)
+{
+    double end = cli_now() + seconds;
+    int st;
+    while (cli_now() < end) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        usleep(20000); /* polling a child's exit: no event to wait on */
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void s_cat(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+    if (!f)
+        return;
+    fprintf(stderr, "---- %s\n", path);
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fclose(f);
+}
+
+/* Does the file contain the text? */
+static int s_contains(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Waits until the log has a line with `text`, up to `seconds`. */
+static int s_wait_log(const char *log, const char *text, double seconds)
+{
+    double end = cli_now() + seconds;
+    while (cli_now() < end) {
+        if (s_contains(log, text))
+            return 0;
+        usleep(20000);
+    }
+    return -1;
+}
+
+/* A server under test: its directory, files and endpoint. */
+typedef struct {
+    char dir[300], log[400], db[400], out[400], ckpt[400], ep[256];
+    pid_t pid;
+} srv_t;
+
+/* Starts a paramserver in s_tmp/NAME on a free loopback port with the given
+ * extra flags (NULL-terminated), and waits for its endpoint. With `again`
+ * the same directory is reused and the server binds the endpoint it had. */
+static void s_start(srv_t *v, const char *name, int again, const char *flag, ...)
+{
+    if (!again) {
+        memset(v, 0, sizeof *v);
+        snprintf(v->dir, sizeof v->dir, "%s/%s", s_tmp, name);
+        cli_mkdirs(v->dir);
+        snprintf(v->log, sizeof v->log, "%s/server.log", v->dir);
+        snprintf(v->db, sizeof v->db, "%s/m.db", v->dir);
+        snprintf(v->out, sizeof v->out, "%s/out", v->dir);
+        snprintf(v->ckpt, sizeof v->ckpt, "%s/out/checkpoint.safetensors", v->dir);
+    }
+    const char *argv[64] = {s_server, "--bind", again ? v->ep : "tcp://127.0.0.1:*",
+                            "--data-dir", s_data, "--db", v->db, "--out", v->out,
+                            "--threads", "1", "--register-timeout", "30"};
+    int n = 13;
+    va_list ap;
+    va_start(ap, flag);
+    for (const char *a = flag; a && n < 62; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    size_t mark = 0;
+    struct stat st;
+    if (stat(v->log, &st) == 0)
+        mark = (size_t)st.st_size;
+    v->pid = s_spawn(v->log, argv);
+    /* The endpoint line of this start (the log may hold an earlier one). */
+    double end = cli_now() + 30;
+    while (cli_now() < end) {
+        FILE *f = fopen(v->log, "r");
+        char line[512];
+        if (f && fseek(f, (long)mark, SEEK_SET) == 0)
+            while (fgets(line, sizeof line, f)) {
+                char *p = strstr(line, "listening on ");
+                if (p) {
+                    sscanf(p + 13, "%255s", v->ep);
+                    fclose(f);
+                    return;
+                }
+            }
+        if (f)
+            fclose(f);
+        if (waitpid(v->pid, NULL, WNOHANG) == v->pid)
+            break;
+        usleep(20000);
+    }
+    s_cat(v->log);
+    fail_msg("the server %s did not start listening", name);
+}
+
+static void s_stop(srv_t *v)
+{
+    if (v->pid > 0) {
+        kill(v->pid, SIGKILL);
+        waitpid(v->pid, NULL, 0);
+        v->pid = 0;
+    }
+}
+
+static double s_query(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    double v = NAN;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return v;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return v;
+}
+
+/* A DEALER socket connected to ep that drops unsent messages on close: a
+ * test client playing a worker. */
+static void *s_dealer(void *ctx, const char *ep)
+{
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(sock, ep), 0);
+    return sock;
+}
+
+/* Waits up to `ms` for a reply into *m; its kind, or -1 when none came. */
+static int s_reply(void *sock, wire_msg_t *m, long ms)
+{
+    char err[256];
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, ms) != 1)
+        return -1;
+    int rc = wire_recv(sock, NULL, m, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "  the client refused the reply: %s\n", err);
+        return -1;
+    }
+    return m->env->body_case;
+}
+
+/* Sends env (+ a ready tensor frame, whose ownership passes) and returns the
+ * reply's kind, filling *m (closed by the caller), or -1. */
+static int s_ask_msg(void *sock, Ps__Envelope *env, zmq_msg_t *tensor, wire_msg_t *m)
+{
+    static uint64_t request = 1;
+    if (env->request_id == 0)
+        env->request_id = ++request;
+    if (wire_send_msg(sock, NULL, env, tensor, 0) < 0)
+        return -1;
+    return s_reply(sock, m, 20000);
+}
+
+/* Prints the Error reply's message when there is one. */
+static void s_show(const char *what, const wire_msg_t *m)
+{
+    if (m->env && m->env->body_case == PS__ENVELOPE__BODY_ERROR)
+        printf("  %s: Error %d: %s\n", what, m->env->error->code, m->env->error->message);
+}
+
+/* Sends a Register under name asking for compression. */
+static void s_register_send(void *sock, const char *name, int compress)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = (char *)name;
+    reg.host = "test";
+    reg.threads = 1;
+    reg.compress = (Ps__Compression)compress;
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    env.request_id = 1;
+    assert_true(wire_send_msg(sock, NULL, &env, NULL, 0) > 0);
+}
+
+/* Waits for the answer to a Register: the worker id, or -1. */
+static int s_welcome(void *sock)
+{
+    wire_msg_t m;
+    int kind = s_reply(sock, &m, 20000);
+    if (kind < 0)
+        return -1;
+    s_show("register", &m);
+    int id = kind == PS__ENVELOPE__BODY_WELCOME ? (int)m.env->welcome->worker_id : -1;
+    wire_msg_close(&m);
+    return id;
+}
+
+/* Registers under name asking for compression; the worker id, or -1. */
+static int s_register(void *sock, const char *name, int compress)
+{
+    s_register_send(sock, name, compress);
+    return s_welcome(sock);
+}
+
+/* Registers two clients (the Welcomes come when both did); their ids. */
+static void s_register2(void *a, const char *na, int ca, void *b, const char *nb, int cb,
+                        int *ia, int *ib)
+{
+    s_register_send(a, na, ca);
+    s_register_send(b, nb, cb);
+    *ia = s_welcome(a);
+    *ib = s_welcome(b);
+    assert_true(*ia >= 0 && *ib >= 0);
+}
+
+/* Pushes the tensor frame (ownership passes) as step `step` in `encoding`;
+ * the reply's kind, with the reply in *m. */
+static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encoding,
+                  zmq_msg_t *t, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)id;
+    p.step = step;
+    p.version = version;
+    p.epoch = 1;
+    p.loss = 1.0f;
+    p.encoding = (Ps__Encoding)encoding;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    int kind = s_ask_msg(sock, &env, t, m);
+    if (kind >= 0)
+        s_show("push", m);
+    return kind;
+}
+
+/* A float32 tensor frame with every value x. */
+static void s_f32(zmq_msg_t *t, float x)
+{
+    assert_int_equal(wire_tensor_init(t), 0);
+    float *f = zmq_msg_data(t);
+    for (int i = 0; i < MODEL_NPARAMS; i++)
+        f[i] = x;
+}
+
+/* Pushes a float32 tensor of x; the reply's kind (the reply is closed). */
+static int s_push_f32(void *sock, int id, uint64_t step, float x)
+{
+    zmq_msg_t t;
+    wire_msg_t m;
+    s_f32(&t, x);
+    int kind = s_push(sock, id, step, 0, PS__ENCODING__ENCODING_F32, &t, &m);
+    if (kind >= 0)
+        wire_msg_close(&m);
+    return kind;
+}
+
+/* Sends a request without a tensor; the reply's kind (reply closed). */
+static int s_tell(void *sock, Ps__Envelope *env)
+{
+    wire_msg_t m;
+    int kind = s_ask_msg(sock, env, NULL, &m);
+    if (kind >= 0) {
+        s_show(wire_kind_name(env->body_case), &m);
+        wire_msg_close(&m);
+    }
+    return kind;
+}
+
+static int s_done(void *sock, int id)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Done d = PS__DONE__INIT;
+    d.worker_id = (uint32_t)id;
+    d.train_seconds = 1.0;
+    d.test_accuracy = 50.0;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &d;
+    return s_tell(sock, &env);
+}
+
+static int s_pull(void *sock, int id, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull p = PS__PULL__INIT;
+    p.worker_id = (uint32_t)id;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &p;
+    return s_ask_msg(sock, &env, NULL, m);
+}
+
+/* The server's model file holds only finite values (0), or is unreadable or
+ * not finite (-1). */
+static int s_model_finite(const srv_t *v)
+{
+    static float w[MODEL_NPARAMS];
+    char path[500], err[512];
+    snprintf(path, sizeof path, "%s/model_distributed.safetensors", v->out);
+    if (modelfile_load(path, "", w, err, sizeof err) != 0)
+        return -1;
+    return model_all_finite(w, MODEL_NPARAMS) ? 0 : -1;
+}
+
+/* D1: an int8 push whose block scale is finite but whose values overflow
+ * when decoded (3e38 x 127) is refused, and so is an encoding the worker
+ * was not granted at registration; the server's weights stay finite. */
+static void test_int8_overflow_and_ungranted_encoding_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "int8", 0, "--workers", "2", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "int8", PS__COMPRESSION__COMPRESSION_INT8, b, "plain",
+                PS__COMPRESSION__COMPRESSION_NONE, &ia, &ib);
+
+    size_t size = wire_encoded_size(PS__ENCODING__ENCODING_I8);
+    zmq_msg_t t;
+    wire_msg_t m;
+    assert_int_equal(zmq_msg_init_size(&t, size), 0);
+    unsigned char *p = zmq_msg_data(&t);
+    for (size_t blk = 0; blk < size; blk += 4 + WIRE_I8_BLOCK) {
+        float scale = 3e38f;
+        memcpy(p + blk, &scale, 4);
+        memset(p + blk + 4, 127, size - blk - 4 < WIRE_I8_BLOCK ? size - blk - 4 : WIRE_I8_BLOCK);
+    }
+    assert_int_equal(s_push(a, ia, 1, 0, PS__ENCODING__ENCODING_I8, &t, &m),
+                     PS__ENVELOPE__BODY_ERROR);
+    wire_msg_close(&m);
+    /* A well-formed small int8 frame: refused from a worker that registered
+     * for float32, applied from the int8 worker; the weights stay finite. */
+    assert_int_equal(zmq_msg_init_size(&t, size), 0);
+    p = zmq_msg_data(&t);
+    memset(p, 0, size);
+    for (size_t blk = 0; blk < size; blk += 4 + WIRE_I8_BLOCK) {
+        float scale = 1e-4f;
+        memcpy(p + blk, &scale, 4);
+        p[blk + 4] = 100;
+    }
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &t);
+    assert_int_equal(s_push(b, ib, 1, 0, PS__ENCODING__ENCODING_I8, &copy, &m),
+                     PS__ENVELOPE__BODY_ERROR);
+    wire_msg_close(&m);
+    assert_int_equal(s_push(a, ia, 1, 0, PS__ENCODING__ENCODING_I8, &t, &m),
+                     PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(m.env->weights->version, 1);
+    static float w[MODEL_NPARAMS];
+    const float *wf = wire_tensor(&m, w);
+    assert_true(model_all_finite(wf, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D5: pushes of finite but huge gradients (3e38) whose application would
+ * overflow the momentum are refused (async: the second one; sync: the
+ * round's average), so the weights stay finite and the saved model too. */
+static void test_momentum_overflow_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "overflow_async", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "big", 0);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 3e38f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_push_f32(a, id, 2, 3e38f), PS__ENVELOPE__BODY_ERROR);
+    wire_msg_t m;
+    assert_int_equal(s_pull(a, id, &m), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_true(model_all_finite(m.tensor, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal(s_model_finite(&v), 0);
+    zmq_close(a);
+
+    /* sync: each gradient alone is fine, their sum overflows. */
+    s_start(&v, "overflow_sync", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
+            NULL);
+    void *b = s_dealer(ctx, v.ep);
+    a = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "a", 0, b, "b", 0, &ia, &ib);
+    zmq_msg_t t;
+    s_f32(&t, 3e38f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)ia;
+    p.step = 1;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 77;
+    assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0); /* held for the round */
+    assert_int_equal(s_push_f32(b, ib, 1, 3e38f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_reply(a, &m, 10000), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_true(model_all_finite(m.tensor, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D2: the server is killed with SIGKILL right after acknowledging the last
+ * worker's Done (during the final evaluation) and restarted with --resume:
+ * it must finish the run at once (evaluate, save, mark done, exit 0) with
+ * the weights the worker ended with, not wait for it, evict it and fail. */
+static void test_crash_after_done_resumes_to_done(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "after_done", 0, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
+            "--checkpoint-every", "1000", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    static float last[MODEL_NPARAMS], saved[MODEL_NPARAMS];
+    wire_msg_t m;
+    for (uint64_t step = 1; step <= 3; step++) {
+        zmq_msg_t t;
+        s_f32(&t, 1e-3f * (float)step);
+        assert_int_equal(s_push(a, id, step, step - 1, PS__ENCODING__ENCODING_F32, &t, &m),
+                         PS__ENVELOPE__BODY_WEIGHTS);
+        memcpy(last, m.tensor, sizeof last);
+        wire_msg_close(&m);
+    }
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    kill(v.pid, SIGKILL); /* it is evaluating 10,000 test images now */
+    waitpid(v.pid, NULL, 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    char model[500], err[512];
+    snprintf(model, sizeof model, "%s/model_distributed.safetensors", v.out);
+    assert_int_not_equal(access(model, F_OK), 0); /* killed before it saved */
+
+    s_start(&v, "after_done", 1, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
+            "--checkpoint-every", "1000", "--resume", NULL);
+    int code = s_wait(v.pid, 60);
+    if (code != 0)
+        s_cat(v.log);
+    assert_int_equal(code, 0);
+    assert_int_equal(modelfile_load(model, "", saved, err, sizeof err), 0);
+    assert_memory_equal(saved, last, sizeof last);
+    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'done'"), 1);
+    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'evicted'"),
+                     0);
+    assert_int_not_equal(access(v.ckpt, F_OK), 0); /* the completed run's checkpoint is gone */
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
+    const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
+    snprintf(s_server, sizeof s_server, "%s/paramserver", b);
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/test_hostile.XXXXXX");
+    if (!mkdtemp(s_tmp))
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    if (!getenv("KEEP_TMP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_tmp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", s_tmp);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    wire_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_int8_overflow_and_ungranted_encoding_refused),
+        cmocka_unit_test(test_momentum_overflow_refused),
+        cmocka_unit_test(test_crash_after_done_resumes_to_done),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
