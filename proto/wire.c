@@ -333,6 +333,8 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         }
         peer->len = zmq_msg_size(&f) <= WIRE_MAX_PEER ? zmq_msg_size(&f) : WIRE_MAX_PEER;
         memcpy(peer->id, zmq_msg_data(&f), peer->len);
+        const char *user = zmq_msg_gets(&f, "User-Id");
+        snprintf(peer->key, sizeof peer->key, "%s", user ? user : "");
         zmq_msg_close(&f);
         if (!s_more(sock)) {
             snprintf(err, errlen, "empty message");

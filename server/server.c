@@ -37,7 +37,9 @@ typedef struct {
     int pending;        /* a Push reply is being held (barrier) */
     double held_since;  /* when the held request arrived */
     uint64_t held_request; /* its request id, echoed in the reply */
-    double last_seen;   /* cli_now() of its last message */
+    double last_seen;   /* cli_now() of its last progress: registration, a new step
+                         * accepted, or release from a barrier (pulls do not count) */
+    char key[48];       /* CurveZMQ: the public key that registered the name ("" without) */
     int64_t shard;      /* images it owns */
     wire_msg_t grad;    /* sync: its gradient's message of the open round */
     const float *round_g; /* sync: its gradient in the open round, or NULL */
@@ -227,7 +229,7 @@ static void s_stats(srv_t *s)
 /* Writes the checkpoint (see server.h). Returns 0 or -1 after logging. */
 static int s_checkpoint(srv_t *s)
 {
-    enum { PER_SLOT = 7, FIXED = 19 };
+    enum { PER_SLOT = 8, FIXED = 19 };
     int nmeta = FIXED + PER_SLOT * s->o->workers;
     char(*val)[160] = calloc((size_t)nmeta, sizeof *val);
     char(*key)[40] = calloc((size_t)nmeta, sizeof *key);
@@ -280,6 +282,7 @@ static int s_checkpoint(srv_t *s)
         PUTS("evicted", "%d", sl->evicted);
         PUTS("incarnation", "%d", sl->incarnation);
         PUTS("threads", "%d", sl->threads);
+        PUTS("key", "%s", sl->key);
 #undef PUTS
     }
 #undef PUT
@@ -405,6 +408,9 @@ static int s_resume(srv_t *s, char *err, size_t errlen)
 #undef NUM
         snprintf(sl->name, sizeof sl->name, "%s", name);
         snprintf(sl->host, sizeof sl->host, "%s", host);
+        snprintf(key, sizeof key, "slot.%d.key", i);
+        const char *ckey = st_metadata(f, key);
+        snprintf(sl->key, sizeof sl->key, "%s", ckey ? ckey : "");
         sl->steps = (uint64_t)steps;
         sl->done = done != 0;
         sl->evicted = evicted != 0;
@@ -579,6 +585,8 @@ static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Re
     }
     sl->pending = 0;
     sl->peer = *peer;
+    if (!sl->key[0])
+        snprintf(sl->key, sizeof sl->key, "%s", peer->key);
     sl->held_request = s->request;
     sl->incarnation++;
     sl->threads = (int)r->threads;
@@ -600,16 +608,90 @@ static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Re
     s_welcome(s, sl);
 }
 
+/* A name or host a peer sent: at most max bytes of valid UTF-8 (no overlong
+ * forms, surrogates or code points past U+10FFFF) without control characters,
+ * so that it can go into the log, the database and the checkpoint's JSON.
+ * NULL when it is fine, else what is wrong. */
+static const char *s_text_problem(const char *t, size_t max)
+{
+    size_t n = strlen(t);
+    if (n > max)
+        return "is too long";
+    const unsigned char *p = (const unsigned char *)t, *end = p + n;
+    while (p < end) {
+        uint32_t c = *p;
+        int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                             : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 0 || end - p < len)
+            return "is not valid UTF-8";
+        if (len > 1)
+            c &= 0x3fu >> (len - 1);
+        for (int k = 1; k < len; k++) {
+            if ((p[k] & 0xc0) != 0x80)
+                return "is not valid UTF-8";
+            c = c << 6 | (p[k] & 0x3fu);
+        }
+        static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (c < least[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return "is not valid UTF-8";
+        if (c < 0x20 || (c >= 0x7f && c < 0xa0))
+            return "has a control character";
+        p += len;
+    }
+    return NULL;
+}
+
+/* Is the connection that registered this slot still there? A probe that
+ * the worker drops (an Ack to no request it made) cannot be routed to a
+ * peer that disconnected (ZMQ_ROUTER_MANDATORY: EHOSTUNREACH). */
+static int s_peer_alive(srv_t *s, const slot_t *sl)
+{
+    if (sl->peer.len == 0)
+        return 0; /* none since a --resume */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Ack ack = PS__ACK__INIT;
+    ack.version = s->version;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = UINT64_MAX;
+    return wire_send(s->sock, &sl->peer, &env, NULL, ZMQ_DONTWAIT) >= 0 || errno == EAGAIN;
+}
+
+/* Why a registration under a taken name after the start may not take the
+ * slot over, or NULL when it may (a rejoin): a name belongs to the CurveZMQ
+ * key that first registered it, and while its connection is alive to no one
+ * else. */
+static const char *s_rejoin_problem(srv_t *s, const slot_t *sl, const wire_peer_t *peer)
+{
+    int same_conn = sl->peer.len == peer->len && memcmp(sl->peer.id, peer->id, peer->len) == 0;
+    if (sl->done)
+        return "a worker with this name has already finished its epochs";
+    if (sl->key[0] && strcmp(sl->key, peer->key) != 0)
+        return "this name belongs to another worker's CurveZMQ key";
+    if (sl->active && !same_conn && s_peer_alive(s, sl))
+        return "a live worker is registered under this name (its connection is still open); "
+               "give each worker its own --name";
+    return NULL;
+}
+
 static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register *r)
 {
-    const char *name = r->name && *r->name ? r->name : "unnamed";
+    const char *name = r->name && *r->name ? r->name : "unnamed", *bad;
+    char why[200];
     if ((int)r->compress < 0 || r->compress > PS__COMPRESSION__COMPRESSION_INT8) {
         s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "unknown compression");
         return;
     }
-    if (strlen(name) >= sizeof s->slots[0].name || (r->host && strlen(r->host) >= 128)) {
-        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED,
-                        "worker name or host is too long (at most 127 bytes)");
+    if ((bad = s_text_problem(name, sizeof s->slots[0].name - 1)) ||
+        (r->host && (bad = s_text_problem(r->host, sizeof s->slots[0].host - 1)))) {
+        snprintf(why, sizeof why, "worker %s %s: use at most 127 bytes of printable UTF-8 "
+                 "(--name)", r->host && !s_text_problem(name, 127) ? "host" : "name", bad);
+        s_log(s, "refused a registration: %s", why);
+        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
+        return;
+    }
+    if (r->threads > 1024) {
+        s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "threads out of range (0..1024)");
         return;
     }
     for (int i = 0; i < s->registered; i++) {
@@ -624,10 +706,9 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
                             "a worker with this name is already registered; give each "
                             "worker its own --name");
             s_log(s, "refused registration: duplicate name %s", name);
-        } else if (sl->done) {
-            s_error(s, peer, PS__ERROR_CODE__ERROR_STATE,
-                            "a worker with this name has already finished its epochs");
-            s_log(s, "refused registration of %s: it has finished", name);
+        } else if ((bad = s_rejoin_problem(s, sl, peer))) {
+            s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, bad);
+            s_log(s, "refused registration of %s: %s", name, bad);
         } else
             s_rejoin(s, sl, peer, r);
         return;
@@ -643,6 +724,7 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
     slot_t *sl = &s->slots[id];
     snprintf(sl->name, sizeof sl->name, "%s", name);
     snprintf(sl->host, sizeof sl->host, "%s", r->host ? r->host : "");
+    snprintf(sl->key, sizeof sl->key, "%s", peer->key);
     sl->peer = *peer;
     sl->held_request = s->request;
     sl->threads = (int)r->threads;
@@ -680,7 +762,6 @@ static slot_t *s_check_worker(srv_t *s, const wire_peer_t *peer, uint32_t id, co
         if (s->slots[id].done)
             code = PS__ERROR_CODE__ERROR_STATE;
     } else {
-        s->slots[id].last_seen = cli_now();
         return &s->slots[id];
     }
     s_log(s, "refused %s", why);
@@ -747,6 +828,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
         return;
     }
     sl->steps = p->step;
+    sl->last_seen = cli_now();
     metrics_step(s->db, s->run, (int)(sl - s->slots), (int64_t)p->step, (int)p->epoch, p->loss,
                  s_t(s));
     switch (s->o->mode) {
@@ -863,7 +945,9 @@ static void s_handle(srv_t *s)
     wire_msg_close(&m);
 }
 
-/* Evicts active workers that have been silent for longer than the timeout. */
+/* Evicts active workers that have made no progress (pushed no new step)
+ * for longer than the timeout: pulls or repeated pushes do not keep a worker
+ * in a barrier that it holds up. */
 static void s_check_deadlines(srv_t *s)
 {
     double now = cli_now();
@@ -872,7 +956,7 @@ static void s_check_deadlines(srv_t *s)
         if (!sl->active || sl->pending || now - sl->last_seen <= s->o->worker_timeout)
             continue;
         char detail[128];
-        snprintf(detail, sizeof detail, "silent for %.1f s (--worker-timeout %.1f) after %llu steps",
+        snprintf(detail, sizeof detail, "no new step for %.1f s (--worker-timeout %.1f) after %llu steps",
                  now - sl->last_seen, s->o->worker_timeout, (unsigned long long)sl->steps);
         s_log(s, "evicting worker %d (%s): %s", i, sl->name, detail);
         metrics_event(s->db, s->run, s_t(s), i, "evicted", detail);
@@ -978,7 +1062,16 @@ static int s_finish(srv_t *s)
     snprintf(ver_s, sizeof ver_s, "%llu", (unsigned long long)s->version);
     const char *meta[] = {"format", "pt", "mode", server_mode_name(s->o->mode), "version", ver_s,
                           "test_accuracy", acc_s, NULL};
-    if (!model_all_finite(s->w, MODEL_NPARAMS)) {
+    if (done == 0 || s->updates == 0) {
+        /* Nothing trained: an existing model (of a better run) stays, and so
+         * does the checkpoint, for a --resume with workers. */
+        fprintf(stderr, "error: %s; the model is not saved (%s is left as it was) and the "
+                        "checkpoint is kept\n",
+                done == 0 ? "no worker finished its epochs (all were evicted)"
+                          : "no update was applied",
+                path);
+        status = 1;
+    } else if (!model_all_finite(s->w, MODEL_NPARAMS)) {
         fprintf(stderr, "error: the final weights are not finite; the model is not saved\n");
         status = 1;
     } else if (cli_mkdirs(s->o->out_dir) != 0) {
@@ -993,10 +1086,6 @@ static int s_finish(srv_t *s)
          * server resumes exactly when a checkpoint is there.) */
         if (unlink(s->o->checkpoint) == 0)
             s_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
-    }
-    if (done == 0) {
-        fprintf(stderr, "error: no worker finished its epochs (all were evicted)\n");
-        status = 1;
     }
     metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds);
     printf("summary: mode=%s workers=%d finished=%d updates=%lld duplicates=%lld "

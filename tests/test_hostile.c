@@ -217,7 +217,15 @@ static int s_ask_msg(void *sock, Ps__Envelope *env, zmq_msg_t *tensor, wire_msg_
         env->request_id = ++request;
     if (wire_send_msg(sock, NULL, env, tensor, 0) < 0)
         return -1;
-    return s_reply(sock, m, 20000);
+    /* As a worker does, drop what answers no request of ours. */
+    for (double end = cli_now() + 20; cli_now() < end;) {
+        int kind = s_reply(sock, m, 20000);
+        if (kind < 0 || m->env->request_id == env->request_id ||
+            (kind == PS__ENVELOPE__BODY_ERROR && m->env->request_id == 0))
+            return kind;
+        wire_msg_close(m);
+    }
+    return -1;
 }
 
 /* Prints the Error reply's message when there is one. */
@@ -242,6 +250,10 @@ static void s_register_send(void *sock, const char *name, int compress)
     assert_true(wire_send_msg(sock, NULL, &env, NULL, 0) > 0);
 }
 
+/* The incarnation the last Welcome gave, which pushes then carry (tests
+ * with two clients have both at 0). */
+static uint32_t s_incarnation;
+
 /* Waits for the answer to a Register: the worker id, or -1. */
 static int s_welcome(void *sock)
 {
@@ -251,6 +263,8 @@ static int s_welcome(void *sock)
         return -1;
     s_show("register", &m);
     int id = kind == PS__ENVELOPE__BODY_WELCOME ? (int)m.env->welcome->worker_id : -1;
+    if (id >= 0)
+        s_incarnation = m.env->welcome->incarnation;
     wire_msg_close(&m);
     return id;
 }
@@ -286,6 +300,7 @@ static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encod
     p.epoch = 1;
     p.loss = 1.0f;
     p.encoding = (Ps__Encoding)encoding;
+    p.incarnation = s_incarnation;
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &p;
     int kind = s_ask_msg(sock, &env, t, m);
@@ -513,6 +528,142 @@ static void test_crash_after_done_resumes_to_done(void **state)
     assert_int_not_equal(access(v.ckpt, F_OK), 0); /* the completed run's checkpoint is gone */
 }
 
+/* D4: after the start, a registration under a live worker's name from
+ * another connection is refused (it used to take the slot over, and its
+ * Done with 0 steps ended the run); the worker goes on. Once that worker's
+ * connection is gone, its name may rejoin (a restarted worker). */
+static void test_name_takeover_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "takeover", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int id = s_register(a, "victim", 0);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_register(b, "victim", 0), -1);
+    assert_int_equal(s_done(b, id), PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(s_push_f32(a, id, 2, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    zmq_close(a);
+    /* The victim's process is gone: a new one under its name rejoins. */
+    void *c = s_dealer(ctx, v.ep);
+    int again = -1;
+    for (double end = cli_now() + 10; again < 0 && cli_now() < end;)
+        if ((again = s_register(c, "victim", 0)) < 0)
+            usleep(100000);
+    assert_int_equal(again, id);
+    assert_int_equal(s_push_f32(c, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_done(c, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    zmq_close(b);
+    zmq_close(c);
+    zmq_ctx_term(ctx);
+}
+
+/* D6: worker names that are not valid UTF-8, hold control characters or
+ * are too long are refused at registration with a message saying so (one
+ * used to disable checkpointing for the whole run). */
+static void test_bad_names_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "names", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    char longname[200];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    const char *bad[] = {"\xff\xfe", "w\xc0\xafx", "fake\n[  1.00] worker 0 done", "\x1b[31mred",
+                         "\xed\xa0\x80", longname};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(s_register(a, bad[i], 0), -1);
+    int id = s_register(a, "caf\xc3\xa9-w\xe2\x82\xac", 0); /* UTF-8 is fine */
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    /* Checkpointing works (it is written just after the reply). */
+    for (double end = cli_now() + 10; access(v.ckpt, F_OK) != 0 && cli_now() < end;)
+        usleep(20000);
+    assert_int_equal(access(v.ckpt, F_OK), 0);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D7: in sync mode a worker that registers and pulls but never pushes is
+ * evicted after --worker-timeout (pulls are not progress), so the other
+ * worker's held push is answered. */
+static void test_puller_without_pushes_evicted(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "puller", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
+            "--worker-timeout", "2", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "pusher", 0, b, "puller", 0, &ia, &ib);
+    zmq_msg_t t;
+    s_f32(&t, 1e-3f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)ia;
+    p.step = 1;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 5;
+    assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0);
+    double t0 = cli_now();
+    wire_msg_t m;
+    int kind = -1;
+    while (kind < 0 && cli_now() - t0 < 12) {
+        wire_msg_t w;
+        if (s_pull(b, ib, &w) >= 0)
+            wire_msg_close(&w);
+        kind = s_reply(a, &m, 300);
+    }
+    printf("  held push answered after %.1f s (--worker-timeout 2)\n", cli_now() - t0);
+    assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
+    wire_msg_close(&m);
+    assert_true(s_contains(v.log, "evicting worker 1"));
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D8: a run in which every worker was evicted (here: the only one, which
+ * never pushed) saves no model, so a good model already there is kept, and
+ * exits non-zero with the run marked failed. */
+static void test_all_evicted_keeps_model(void **state)
+{
+    (void)state;
+    srv_t v;
+    char model[500];
+    s_start(&v, "evicted", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--worker-timeout", "1", NULL);
+    snprintf(model, sizeof model, "%s/model_distributed.safetensors", v.out);
+    FILE *f = fopen(model, "w");
+    assert_non_null(f);
+    fputs("the model of an earlier, good run", f);
+    fclose(f);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    assert_true(s_register(a, "idle", 0) >= 0);
+    int code = s_wait(v.pid, 30);
+    assert_int_equal(code, 1);
+    char text[64] = "";
+    f = fopen(model, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof text, f));
+    fclose(f);
+    assert_string_equal(text, "the model of an earlier, good run");
+    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'failed'"), 1);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -545,6 +696,10 @@ int main(void)
         cmocka_unit_test(test_int8_overflow_and_ungranted_encoding_refused),
         cmocka_unit_test(test_momentum_overflow_refused),
         cmocka_unit_test(test_crash_after_done_resumes_to_done),
+        cmocka_unit_test(test_name_takeover_refused),
+        cmocka_unit_test(test_bad_names_refused),
+        cmocka_unit_test(test_puller_without_pushes_evicted),
+        cmocka_unit_test(test_all_evicted_keeps_model),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
