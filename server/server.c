@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "engine.h"
+#include "gate.h"
 #include "idx.h"
 #include "metrics.h"
 #include "model.h"
@@ -50,6 +51,7 @@ typedef struct {
 typedef struct server {
     const server_opts_t *o;
     void *ctx, *sock;
+    gate_t *gate;   /* plain TCP: the public endpoint (sock is then its inner pair) */
     zactor_t *auth; /* CurveZMQ: czmq's ZAP handler, in ctx */
     metrics_t *db;
     int64_t run;
@@ -641,20 +643,23 @@ static const char *s_text_problem(const char *t, size_t max)
     return NULL;
 }
 
-/* Is the connection that registered this slot still there? A probe that
- * the worker drops (an Ack to no request it made) cannot be routed to a
- * peer that disconnected (ZMQ_ROUTER_MANDATORY: EHOSTUNREACH). */
+/* Is the connection that registered this slot still there? The gate knows.
+ * On a ROUTER, a probe that the worker drops (an Ack to no request it made)
+ * cannot be queued to a peer that disconnected (ZMQ_ROUTER_MANDATORY:
+ * EHOSTUNREACH, or EAGAIN while its pipe is being torn down). */
 static int s_peer_alive(srv_t *s, const slot_t *sl)
 {
     if (sl->peer.len == 0)
         return 0; /* none since a --resume */
+    if (s->gate)
+        return gate_connected(s->gate, sl->peer.id, sl->peer.len);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Ack ack = PS__ACK__INIT;
     ack.version = s->version;
     env.body_case = PS__ENVELOPE__BODY_ACK;
     env.ack = &ack;
     env.request_id = UINT64_MAX;
-    return wire_send(s->sock, &sl->peer, &env, NULL, ZMQ_DONTWAIT) >= 0 || errno == EAGAIN;
+    return wire_send(s->sock, &sl->peer, &env, NULL, ZMQ_DONTWAIT) >= 0;
 }
 
 /* Why a registration under a taken name after the start may not take the
@@ -1002,6 +1007,39 @@ static int s_curve(srv_t *s)
     return 0;
 }
 
+/* Explains a failed bind: the address, the cause and the fix. */
+static void s_bind_error(const char *bind, int e)
+{
+    fprintf(stderr, "error: cannot listen on %s: %s\n", bind, zmq_strerror(e));
+    if (e == EADDRINUSE)
+        fprintf(stderr, "(another program, perhaps another paramserver, uses this port: stop "
+                        "it or choose another port with --bind tcp://*:PORT)\n");
+    else if (e == EADDRNOTAVAIL || e == ENODEV)
+        fprintf(stderr, "(this machine has no such address or interface: use tcp://*:PORT "
+                        "for all interfaces, or one of `ip -brief addr`)\n");
+    else
+        fprintf(stderr, "(--bind takes a ZeroMQ endpoint such as tcp://*:5555 or "
+                        "tcp://192.168.1.10:5555)\n");
+}
+
+/* Plain TCP goes through the gate (gate.h): the server's socket is a PAIR
+ * bound in-process, the gate's STREAM socket listens. */
+static int s_listen_gate(srv_t *s)
+{
+    char inner[64];
+    snprintf(inner, sizeof inner, "inproc://paramserver-gate-%p", (void *)s);
+    int zero = 0;
+    s->sock = zmq_socket(s->ctx, ZMQ_PAIR);
+    zmq_setsockopt(s->sock, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(s->sock, ZMQ_RCVHWM, &zero, sizeof zero);
+    if (zmq_bind(s->sock, inner) != 0 ||
+        !(s->gate = gate_new(s->ctx, s->o->bind, inner, 2 * s->o->workers + 64))) {
+        s_bind_error(s->o->bind, errno);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens the socket with a message naming the address and the fix. */
 static int s_listen(srv_t *s)
 {
@@ -1009,31 +1047,29 @@ static int s_listen(srv_t *s)
      * signals stay ours. */
     zsys_handler_set(NULL);
     s->ctx = zsys_init();
-    s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
-    int64_t maxmsg = WIRE_MAX_MESSAGE;
-    int linger = 2000, mandatory = 1;
-    zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
-    if (s->o->curve_secret && s_curve(s) != 0)
-        return -1;
-    if (zmq_bind(s->sock, s->o->bind) != 0) {
-        int e = errno;
-        fprintf(stderr, "error: cannot listen on %s: %s\n", s->o->bind, zmq_strerror(e));
-        if (e == EADDRINUSE)
-            fprintf(stderr, "(another program, perhaps another paramserver, uses this port: stop "
-                            "it or choose another port with --bind tcp://*:PORT)\n");
-        else if (e == EADDRNOTAVAIL || e == ENODEV)
-            fprintf(stderr, "(this machine has no such address or interface: use tcp://*:PORT "
-                            "for all interfaces, or one of `ip -brief addr`)\n");
-        else
-            fprintf(stderr, "(--bind takes a ZeroMQ endpoint such as tcp://*:5555 or "
-                            "tcp://192.168.1.10:5555)\n");
-        return -1;
+    if (!s->o->curve_secret && strncmp(s->o->bind, "tcp://", 6) == 0) {
+        if (s_listen_gate(s) != 0)
+            return -1;
+    } else {
+        s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
+        /* ZMQ_MAXMSGSIZE bounds a frame; a few replies may queue toward a
+         * peer that does not read them (SNDHWM), then sends fail. */
+        int64_t maxmsg = WIRE_MAX_MESSAGE;
+        int linger = 2000, mandatory = 1, sndhwm = 8;
+        zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+        zmq_setsockopt(s->sock, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+        if (s->o->curve_secret && s_curve(s) != 0)
+            return -1;
+        if (zmq_bind(s->sock, s->o->bind) != 0) {
+            s_bind_error(s->o->bind, errno);
+            return -1;
+        }
     }
     char last[256];
     size_t len = sizeof last;
-    if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, last, &len) == 0)
+    if (zmq_getsockopt(s->gate ? gate_outer(s->gate) : s->sock, ZMQ_LAST_ENDPOINT, last, &len) == 0)
         s_log(s, "listening on %s for %d workers (mode %s)", last, s->o->workers,
               server_mode_name(s->o->mode));
     return 0;
@@ -1175,8 +1211,11 @@ void server_destroy(server_t **ps)
     srv_t *s = *ps;
     if (s->run > 0) /* started and not finished */
         metrics_run_end(s->db, s->run, "failed", 0.0, cli_now() - s->t0);
+    if (s->gate)
+        gate_pump(s->gate); /* the last replies onto their connections */
     if (s->sock)
         zmq_close(s->sock);
+    gate_destroy(&s->gate);
     zactor_destroy(&s->auth);
     /* The context is czmq's: it ends it at exit. */
     metrics_close(&s->db);
@@ -1199,12 +1238,20 @@ int server_run(const server_opts_t *o)
     if (!s)
         return 1;
     while (!server_stop && !(s->started && s->active == 0)) {
-        zmq_pollitem_t item = {s->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, SERVER_TICK_MS) < 0 && errno != EINTR) {
+        zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0}};
+        if (s->gate) {
+            items[1] = (zmq_pollitem_t){gate_outer(s->gate), 0, ZMQ_POLLIN, 0};
+            items[2] = (zmq_pollitem_t){gate_inner(s->gate), 0, ZMQ_POLLIN, 0};
+        }
+        if (zmq_poll(items, s->gate ? 3 : 1, SERVER_TICK_MS) < 0 && errno != EINTR) {
             fprintf(stderr, "error: zmq_poll: %s\n", zmq_strerror(errno));
             goto out;
         }
+        if (s->gate)
+            gate_pump(s->gate);
         server_handle_ready(s);
+        if (s->gate)
+            gate_pump(s->gate);
         if (s->db && cli_now() - s->last_flush >= METRICS_BATCH_SECONDS) {
             /* Step rows wait in a batch; commit it even while no step comes
              * (barriers, evaluation), so a crash loses at most 2 s of them. */

@@ -16,7 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -664,6 +668,79 @@ static void test_all_evicted_keeps_model(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* The server's resident memory in MB (VmRSS), or -1. */
+static double s_rss_mb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+/* A TCP connection to a tcp://127.0.0.1:PORT endpoint, speaking ZMTP 3.0 by
+ * hand: greeting and READY as a DEALER. Sends time out after 5 s. */
+static int s_zmtp_connect(const char *ep)
+{
+    int port = atoi(strrchr(ep, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    unsigned char greeting[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+    static const unsigned char ready[] = {4, 28, 5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k',
+                                          'e', 't', '-', 'T', 'y', 'p', 'e', 0, 0, 0, 6, 'D', 'E',
+                                          'A', 'L', 'E', 'R'};
+    assert_int_equal(send(fd, greeting, sizeof greeting, MSG_NOSIGNAL), (ssize_t)sizeof greeting);
+    assert_int_equal(send(fd, ready, sizeof ready, MSG_NOSIGNAL), (ssize_t)sizeof ready);
+    return fd;
+}
+
+/* D3: one raw ZMTP client sends frames of 512 KB (each under the size cap)
+ * with the MORE flag and never a last frame. A ROUTER socket kept them all
+ * (the server grew by what was sent); now the connection is closed once the
+ * message passes WIRE_MAX_MESSAGE, the server's memory stays bounded, and it
+ * goes on serving. */
+static void test_endless_multipart_bounded(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "multipart", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    double rss0 = s_rss_mb(v.pid);
+    int fd = s_zmtp_connect(v.ep);
+    enum { FRAME = 512 << 10, TOTAL_MB = 600 };
+    unsigned char *frame = calloc(1, 9 + FRAME);
+    frame[0] = 3; /* MORE | LONG */
+    for (int i = 0; i < 8; i++)
+        frame[1 + i] = (unsigned char)((uint64_t)FRAME >> (56 - 8 * i));
+    double sent = 0;
+    while (sent < TOTAL_MB * 1048576.0) {
+        ssize_t n = send(fd, frame, 9 + FRAME, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (double)n;
+    }
+    double rss1 = s_rss_mb(v.pid);
+    printf("  the client sent %.0f MB of one unfinished message before the server closed it; "
+           "server memory %.0f -> %.0f MB\n", sent / 1048576, rss0, rss1);
+    free(frame);
+    close(fd);
+    assert_true(rss1 - rss0 < 100);
+    assert_true(sent < TOTAL_MB * 1048576.0);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    assert_true(s_register(a, "after", 0) >= 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -700,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_bad_names_refused),
         cmocka_unit_test(test_puller_without_pushes_evicted),
         cmocka_unit_test(test_all_evicted_keeps_model),
+        cmocka_unit_test(test_endless_multipart_bounded),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
