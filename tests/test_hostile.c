@@ -631,7 +631,9 @@ static void test_puller_without_pushes_evicted(void **state)
     printf("  held push answered after %.1f s (--worker-timeout 2)\n", cli_now() - t0);
     assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
     wire_msg_close(&m);
-    assert_true(s_contains(v.log, "evicting worker 1"));
+    char line[64];
+    snprintf(line, sizeof line, "evicting worker %d", ib);
+    assert_true(s_contains(v.log, line));
     zmq_close(a);
     zmq_close(b);
     zmq_ctx_term(ctx);
@@ -741,6 +743,60 @@ static void test_endless_multipart_bounded(void **state)
     s_stop(&v);
 }
 
+/* Sends one message of one frame (env, packed) on a raw ZMTP connection. */
+static void s_zmtp_send(int fd, Ps__Envelope *env)
+{
+    unsigned char buf[512];
+    env->protocol = WIRE_PROTOCOL;
+    size_t n = ps__envelope__get_packed_size(env);
+    assert_true(n < 256);
+    buf[0] = 0;
+    buf[1] = (unsigned char)n;
+    ps__envelope__pack(env, buf + 2);
+    assert_int_equal(send(fd, buf, n + 2, MSG_NOSIGNAL), (ssize_t)(n + 2));
+}
+
+/* D9: a registered client that never reads its replies and keeps asking
+ * for the weights (900 KB each): ZeroMQ's default send queue of 1,000
+ * messages let it pin ~900 MB of the server; now a few replies queue, then
+ * its connection is closed, and the server's memory stays bounded. */
+static void test_client_not_reading_bounded(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "notreading", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    double rss0 = s_rss_mb(v.pid);
+    /* A client whose ZeroMQ takes one message off the network, then no
+     * more: the server's replies back up to it. */
+    void *ctx = zmq_ctx_new(), *a = zmq_socket(ctx, ZMQ_DEALER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(a, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(a, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(a, v.ep), 0);
+    int id = s_register(a, "deaf", 0);
+    assert_true(id >= 0);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = (uint32_t)id;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    int sent = 0;
+    for (; sent < 400; sent++) {
+        env.request_id = 2 + (uint64_t)sent;
+        if (wire_send(a, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+            break;
+        usleep(2000);
+    }
+    double rss1 = s_rss_mb(v.pid);
+    printf("  %d pulls sent without reading a reply; server memory %.0f -> %.0f MB\n", sent,
+           rss0, rss1);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    assert_true(rss1 - rss0 < 100);
+    s_stop(&v);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -778,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_puller_without_pushes_evicted),
         cmocka_unit_test(test_all_evicted_keeps_model),
         cmocka_unit_test(test_endless_multipart_bounded),
+        cmocka_unit_test(test_client_not_reading_bounded),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
