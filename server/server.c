@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <czmq.h>
+#include <zlib.h>
 
 #include "cli.h"
 #include "engine.h"
@@ -92,6 +94,8 @@ static void s_log(const srv_t *s, const char *fmt, ...)
     fflush(stdout);
     va_end(ap);
 }
+
+static const char *s_text_problem(const char *t, size_t max);
 
 static double s_t(const srv_t *s)
 {
@@ -228,10 +232,63 @@ static void s_stats(srv_t *s)
                          s->updates ? s->stale_sum / (double)s->updates : 0.0, s->stale_max);
 }
 
+/* The checkpoint's metadata, in the order it is written and checksummed. */
+static const char *const s_ckpt_fixed[] = {
+    "format", "kind", "run_id", "version", "updates", "stale_sum", "stale_max", "elapsed",
+    "worker_train_max", "mode", "workers", "staleness", "epochs", "batch_size", "seed",
+    "train_count", "lr", "momentum", "test_limit"};
+static const char *const s_ckpt_slot[] = {"name", "host", "steps", "done", "evicted",
+                                          "incarnation", "threads", "key"};
+#define S_NFIXED (int)(sizeof s_ckpt_fixed / sizeof s_ckpt_fixed[0])
+#define S_NSLOT (int)(sizeof s_ckpt_slot / sizeof s_ckpt_slot[0])
+
+/* A metadata value by key ("" when missing), from the writer's pairs or a
+ * file. */
+typedef const char *(*s_value_fn)(const void *src, int n, const char *key);
+
+static const char *s_pairs_value(const void *src, int n, const char *key)
+{
+    const char *const *pairs = src;
+    for (int i = 0; i < n; i++)
+        if (strcmp(pairs[2 * i], key) == 0)
+            return pairs[2 * i + 1];
+    return "";
+}
+
+static const char *s_file_value(const void *src, int n, const char *key)
+{
+    (void)n;
+    const char *v = st_metadata(src, key);
+    return v ? v : "";
+}
+
+/* CRC-32 of every metadata "key=value\n" (fixed keys, then each slot's),
+ * then the weights and momentum bytes: flipped bytes anywhere in what a
+ * resume uses are found. */
+static unsigned long s_ckpt_crc(const float *w, const float *v, s_value_fn value, const void *src,
+                                int n, int workers)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    char line[256];
+    for (int i = 0; i < S_NFIXED + workers * S_NSLOT; i++) {
+        char key[48];
+        if (i < S_NFIXED)
+            snprintf(key, sizeof key, "%s", s_ckpt_fixed[i]);
+        else
+            snprintf(key, sizeof key, "slot.%d.%s", (i - S_NFIXED) / S_NSLOT,
+                     s_ckpt_slot[(i - S_NFIXED) % S_NSLOT]);
+        int len = snprintf(line, sizeof line, "%s=%s\n", key, value(src, n, key));
+        crc = crc32(crc, (const Bytef *)line, (uInt)(len < (int)sizeof line ? len : (int)sizeof line - 1));
+    }
+    crc = crc32(crc, (const Bytef *)w, MODEL_NPARAMS * sizeof(float));
+    crc = crc32(crc, (const Bytef *)v, MODEL_NPARAMS * sizeof(float));
+    return (unsigned long)crc;
+}
+
 /* Writes the checkpoint (see server.h). Returns 0 or -1 after logging. */
 static int s_checkpoint(srv_t *s)
 {
-    enum { PER_SLOT = 8, FIXED = 19 };
+    enum { PER_SLOT = 8, FIXED = 20 };
     int nmeta = FIXED + PER_SLOT * s->o->workers;
     char(*val)[160] = calloc((size_t)nmeta, sizeof *val);
     char(*key)[40] = calloc((size_t)nmeta, sizeof *key);
@@ -279,7 +336,8 @@ static int s_checkpoint(srv_t *s)
     } while (0)
         PUTS("name", "%s", sl->name);
         PUTS("host", "%s", sl->host);
-        PUTS("steps", "%llu", (unsigned long long)sl->steps);
+        /* A gradient held in an open sync round is not applied yet. */
+        PUTS("steps", "%llu", (unsigned long long)(sl->steps - (sl->round_g != NULL)));
         PUTS("done", "%d", sl->done);
         PUTS("evicted", "%d", sl->evicted);
         PUTS("incarnation", "%d", sl->incarnation);
@@ -287,6 +345,13 @@ static int s_checkpoint(srv_t *s)
         PUTS("key", "%s", sl->key);
 #undef PUTS
     }
+    /* Last, and not covered by itself: see s_ckpt_crc. */
+    const char *lookup[2 * nmeta];
+    for (int i = 0; i < k; i++) {
+        lookup[2 * i] = key[i];
+        lookup[2 * i + 1] = val[i];
+    }
+    PUT("checksum", "%08lx", s_ckpt_crc(s->w, s->v, s_pairs_value, lookup, k, s->o->workers));
 #undef PUT
     for (int i = 0; i < k; i++) {
         meta[2 * i] = key[i];
@@ -327,19 +392,124 @@ static void s_maybe_checkpoint(srv_t *s)
         s_checkpoint(s);
 }
 
-/* Reads an integer or real from the checkpoint's metadata. */
-static int s_meta_num(const st_file_t *f, const char *key, double *out, char *err, size_t errlen)
+/* Reads an unsigned integer in [min, max] from the checkpoint's metadata,
+ * exactly (a seed above 2^53 survives; "-1" does not wrap). */
+static int s_meta_u64(const st_file_t *f, const char *key, uint64_t min, uint64_t max,
+                      uint64_t *out, char *err, size_t errlen)
 {
     const char *v = st_metadata(f, key);
     char *end;
-    if (!v || !*v || (*out = strtod(v, &end), *end != '\0')) {
-        snprintf(err, errlen, "metadata '%s' is %s", key, v ? "not a number" : "missing");
+    errno = 0;
+    if (!v || *v < '0' || *v > '9' || (*out = strtoull(v, &end, 10), *end != '\0') ||
+        errno == ERANGE || *out < min || *out > max) {
+        snprintf(err, errlen, "metadata '%s' is %s%s%s; expected an integer in [%llu, %llu]",
+                 key, v ? "'" : "missing", v ? v : "", v ? "'" : "", (unsigned long long)min,
+                 (unsigned long long)max);
         return -1;
     }
     return 0;
 }
 
-/* Restores a run from the checkpoint; every worker must re-register. */
+/* The same into an int. */
+static int s_meta_int(const st_file_t *f, const char *key, int min, int max, int *out, char *err,
+                      size_t errlen)
+{
+    uint64_t u;
+    if (s_meta_u64(f, key, (uint64_t)min, (uint64_t)max, &u, err, errlen) != 0)
+        return -1;
+    *out = (int)u;
+    return 0;
+}
+
+/* Reads a finite real in [min, max] from the checkpoint's metadata. */
+static int s_meta_real(const st_file_t *f, const char *key, double min, double max, double *out,
+                       char *err, size_t errlen)
+{
+    const char *v = st_metadata(f, key);
+    char *end;
+    if (!v || !*v || (*out = strtod(v, &end), *end != '\0') || !isfinite(*out) || *out < min ||
+        *out > max) {
+        snprintf(err, errlen, "metadata '%s' is %s%s%s; expected a number in [%g, %g]", key,
+                 v ? "'" : "missing", v ? v : "", v ? "'" : "", min, max);
+        return -1;
+    }
+    return 0;
+}
+
+/* The run's counters and recipe from the checkpoint, each range-checked. */
+typedef struct {
+    uint64_t run, version, updates, stale_max, seed;
+    double stale_sum, elapsed, wtm, lr, momentum;
+    int workers, staleness, epochs, batch, count, test_limit;
+} ckpt_head_t;
+
+static int s_read_head(const st_file_t *f, ckpt_head_t *h, char *e, size_t n)
+{
+    const uint64_t big = (uint64_t)1 << 62;
+    if (s_meta_u64(f, "run_id", 1, INT64_MAX, &h->run, e, n) ||
+        s_meta_u64(f, "version", 0, big, &h->version, e, n) ||
+        s_meta_u64(f, "updates", 0, h->version, &h->updates, e, n) ||
+        s_meta_u64(f, "stale_max", 0, h->version, &h->stale_max, e, n) ||
+        s_meta_u64(f, "seed", 0, UINT64_MAX, &h->seed, e, n) ||
+        s_meta_real(f, "stale_sum", 0, 1e300, &h->stale_sum, e, n) ||
+        s_meta_real(f, "elapsed", 0, 1e9, &h->elapsed, e, n) ||
+        s_meta_real(f, "worker_train_max", 0, 1e9, &h->wtm, e, n) ||
+        s_meta_real(f, "lr", 0, 100, &h->lr, e, n) ||
+        s_meta_real(f, "momentum", 0, 1, &h->momentum, e, n) ||
+        s_meta_int(f, "workers", 1, 1024, &h->workers, e, n) ||
+        s_meta_int(f, "staleness", 0, 1000000, &h->staleness, e, n) ||
+        s_meta_int(f, "epochs", 1, 1000, &h->epochs, e, n) ||
+        s_meta_int(f, "batch_size", 1, 128, &h->batch, e, n) ||
+        s_meta_int(f, "train_count", 1, 1 << 30, &h->count, e, n) ||
+        s_meta_int(f, "test_limit", 0, 1 << 30, &h->test_limit, e, n))
+        return -1;
+    return 0;
+}
+
+/* One slot's progress from the checkpoint, range-checked. */
+static int s_read_slot(srv_t *s, const st_file_t *f, int i, char *e, size_t n)
+{
+    slot_t *sl = &s->slots[i];
+    char key[48];
+    const char *text[3];
+    for (int k = 0; k < 3; k++) { /* name, host, key */
+        snprintf(key, sizeof key, "slot.%d.%s", i, k == 0 ? "name" : k == 1 ? "host" : "key");
+        text[k] = st_metadata(f, key);
+        if (!text[k] || (k < 2 && s_text_problem(text[k], 127)) || strlen(text[k]) >= 48) {
+            snprintf(e, n, "metadata '%s' is missing or not a valid name", key);
+            return -1;
+        }
+    }
+    uint64_t steps;
+    int done, evicted, inc, threads;
+#define SLOT(field) (snprintf(key, sizeof key, "slot.%d." field, i), key)
+    if (s_meta_u64(f, SLOT("steps"), 0, (uint64_t)1 << 62, &steps, e, n) ||
+        s_meta_int(f, SLOT("done"), 0, 1, &done, e, n) ||
+        s_meta_int(f, SLOT("evicted"), 0, 1, &evicted, e, n) ||
+        s_meta_int(f, SLOT("incarnation"), 0, 1000000, &inc, e, n) ||
+        s_meta_int(f, SLOT("threads"), 0, 1024, &threads, e, n))
+        return -1;
+#undef SLOT
+    snprintf(sl->name, sizeof sl->name, "%s", text[0]);
+    snprintf(sl->host, sizeof sl->host, "%s", text[1]);
+    snprintf(sl->key, sizeof sl->key, "%s", text[2]);
+    sl->steps = steps;
+    sl->done = done;
+    sl->evicted = evicted;
+    sl->incarnation = inc;
+    sl->threads = threads;
+    sl->active = !sl->done && !sl->evicted;
+    sl->peer.len = 0; /* no connection yet: it must register again */
+    sl->last_seen = cli_now();
+    sl->shard = (s->train_count * (int64_t)(i + 1)) / s->o->workers -
+                (s->train_count * (int64_t)i) / s->o->workers;
+    s->active += sl->active;
+    return 0;
+}
+
+/* Restores a run from the checkpoint; every worker must re-register. Every
+ * field is range-checked, the values must be finite, and the checksum over
+ * all of it must match: a damaged checkpoint is refused, never loaded. */
 static int s_resume(srv_t *s, char *err, size_t errlen)
 {
     const server_opts_t *o = s->o;
@@ -351,89 +521,54 @@ static int s_resume(srv_t *s, char *err, size_t errlen)
     }
     int rc = -1;
     const char *kind = st_metadata(f, "kind"), *mode = st_metadata(f, "mode");
-    double run, version, updates, stale_sum, stale_max, elapsed, wtm, workers, epochs, batch,
-        seed, count, staleness, lr, momentum, test_limit;
+    const char *sum = st_metadata(f, "checksum");
+    ckpt_head_t h;
     if (!kind || strcmp(kind, "paramserver-checkpoint") != 0) {
         snprintf(local, sizeof local, "not a paramserver checkpoint");
         goto out;
     }
-    if (s_meta_num(f, "run_id", &run, local, sizeof local) ||
-        s_meta_num(f, "version", &version, local, sizeof local) ||
-        s_meta_num(f, "updates", &updates, local, sizeof local) ||
-        s_meta_num(f, "stale_sum", &stale_sum, local, sizeof local) ||
-        s_meta_num(f, "stale_max", &stale_max, local, sizeof local) ||
-        s_meta_num(f, "elapsed", &elapsed, local, sizeof local) ||
-        s_meta_num(f, "worker_train_max", &wtm, local, sizeof local) ||
-        s_meta_num(f, "workers", &workers, local, sizeof local) ||
-        s_meta_num(f, "staleness", &staleness, local, sizeof local) ||
-        s_meta_num(f, "epochs", &epochs, local, sizeof local) ||
-        s_meta_num(f, "batch_size", &batch, local, sizeof local) ||
-        s_meta_num(f, "seed", &seed, local, sizeof local) ||
-        s_meta_num(f, "train_count", &count, local, sizeof local) ||
-        s_meta_num(f, "lr", &lr, local, sizeof local) ||
-        s_meta_num(f, "momentum", &momentum, local, sizeof local) ||
-        s_meta_num(f, "test_limit", &test_limit, local, sizeof local))
+    if (s_read_head(f, &h, local, sizeof local) != 0)
         goto out;
-    if (!mode || strcmp(mode, server_mode_name(o->mode)) != 0 || (int)workers != o->workers ||
-        (int)epochs != o->epochs || (int)batch != o->batch_size ||
-        (uint64_t)seed != o->seed || (int)count != s->train_count ||
-        (int)staleness != o->staleness || lr != o->lr || momentum != o->momentum ||
-        (int)test_limit != o->test_limit) {
+    if (!mode || strcmp(mode, server_mode_name(o->mode)) != 0 || h.workers != o->workers ||
+        h.epochs != o->epochs || h.batch != o->batch_size || h.seed != o->seed ||
+        h.count != s->train_count || h.staleness != o->staleness || h.lr != o->lr ||
+        h.momentum != o->momentum || h.test_limit != o->test_limit) {
         snprintf(local, sizeof local,
                  "it is of a run with --mode %s --workers %d --epochs %d --batch-size %d "
-                 "--seed %.0f --staleness %d --lr %g --momentum %g --test-limit %d over %d "
+                 "--seed %llu --staleness %d --lr %g --momentum %g --test-limit %d over %d "
                  "images; give the same flags with --resume",
-                 mode ? mode : "?", (int)workers, (int)epochs, (int)batch, seed, (int)staleness,
-                 lr, momentum, (int)test_limit, (int)count);
+                 mode ? mode : "?", h.workers, h.epochs, h.batch, (unsigned long long)h.seed,
+                 h.staleness, h.lr, h.momentum, h.test_limit, h.count);
         goto out;
     }
     if (modelfile_load(o->checkpoint, "", s->w, local, sizeof local) != 0 ||
         modelfile_load(o->checkpoint, "momentum.", s->v, local, sizeof local) != 0)
         goto out;
-    for (int i = 0; i < o->workers; i++) {
-        slot_t *sl = &s->slots[i];
-        char key[40];
-        double steps, done, evicted, inc, threads;
-        snprintf(key, sizeof key, "slot.%d.name", i);
-        const char *name = st_metadata(f, key);
-        snprintf(key, sizeof key, "slot.%d.host", i);
-        const char *host = st_metadata(f, key);
-        if (!name || !host) {
-            snprintf(local, sizeof local, "metadata of worker %d is missing", i);
-            goto out;
-        }
-#define NUM(field, var)                                                                        \
-    (snprintf(key, sizeof key, "slot.%d." field, i), s_meta_num(f, key, &var, local, sizeof local))
-        if (NUM("steps", steps) || NUM("done", done) || NUM("evicted", evicted) ||
-            NUM("incarnation", inc) || NUM("threads", threads))
-            goto out;
-#undef NUM
-        snprintf(sl->name, sizeof sl->name, "%s", name);
-        snprintf(sl->host, sizeof sl->host, "%s", host);
-        snprintf(key, sizeof key, "slot.%d.key", i);
-        const char *ckey = st_metadata(f, key);
-        snprintf(sl->key, sizeof sl->key, "%s", ckey ? ckey : "");
-        sl->steps = (uint64_t)steps;
-        sl->done = done != 0;
-        sl->evicted = evicted != 0;
-        sl->incarnation = (int)inc;
-        sl->threads = (int)threads;
-        sl->active = !sl->done && !sl->evicted;
-        sl->peer.len = 0; /* no connection yet: it must register again */
-        sl->last_seen = cli_now();
-        sl->shard = (s->train_count * (int64_t)(i + 1)) / o->workers -
-                    (s->train_count * (int64_t)i) / o->workers;
-        s->active += sl->active;
+    char want[16];
+    snprintf(want, sizeof want, "%08lx",
+             s_ckpt_crc(s->w, s->v, s_file_value, f, 0, o->workers));
+    if (!sum || strcmp(sum, want) != 0) {
+        snprintf(local, sizeof local, "its checksum is %s, but its contents sum to %s: the file "
+                 "is damaged (or written by another program); remove it to start afresh",
+                 sum ? sum : "missing", want);
+        goto out;
     }
-    s->run = (int64_t)run;
-    s->version = s->ckpt_version = (uint64_t)version;
-    s->updates = (int64_t)updates;
-    s->stale_sum = stale_sum;
-    s->stale_max = (int64_t)stale_max;
-    s->worker_train_max = wtm;
+    if (!model_all_finite(s->w, MODEL_NPARAMS) || !model_all_finite(s->v, MODEL_NPARAMS)) {
+        snprintf(local, sizeof local, "its weights or momentum are not finite");
+        goto out;
+    }
+    s->version = s->ckpt_version = h.version;
+    for (int i = 0; i < o->workers; i++)
+        if (s_read_slot(s, f, i, local, sizeof local) != 0)
+            goto out;
+    s->run = (int64_t)h.run;
+    s->updates = (int64_t)h.updates;
+    s->stale_sum = h.stale_sum;
+    s->stale_max = (int64_t)h.stale_max;
+    s->worker_train_max = h.wtm;
     s->registered = o->workers;
     s->started = 1;
-    s->t0 = cli_now() - elapsed;
+    s->t0 = cli_now() - h.elapsed;
     s->ckpt_time = cli_now();
     char detail[160];
     snprintf(detail, sizeof detail, "from %s at version %llu; %d workers to rejoin",

@@ -111,8 +111,9 @@ typedef struct {
 } srv_t;
 
 /* Starts a paramserver in s_tmp/NAME on a free loopback port with the given
- * extra flags (NULL-terminated), and waits for its endpoint. With `again`
- * the same directory is reused and the server binds the endpoint it had. */
+ * extra flags (NULL-terminated), and waits for its endpoint (left empty if
+ * it exited first). With `again` the same directory is reused and the
+ * server binds the endpoint it had. */
 static void s_start(srv_t *v, const char *name, int again, const char *flag, ...)
 {
     if (!again) {
@@ -124,7 +125,9 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
         snprintf(v->out, sizeof v->out, "%s/out", v->dir);
         snprintf(v->ckpt, sizeof v->ckpt, "%s/out/checkpoint.safetensors", v->dir);
     }
-    const char *argv[64] = {s_server, "--bind", again ? v->ep : "tcp://127.0.0.1:*",
+    static char ep[256];
+    snprintf(ep, sizeof ep, "%s", again && v->ep[0] ? v->ep : "tcp://127.0.0.1:*");
+    const char *argv[64] = {s_server, "--bind", ep,
                             "--data-dir", s_data, "--db", v->db, "--out", v->out,
                             "--threads", "1", "--register-timeout", "30"};
     int n = 13;
@@ -155,8 +158,12 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
             }
         if (f)
             fclose(f);
-        if (waitpid(v->pid, NULL, WNOHANG) == v->pid)
-            break;
+        siginfo_t info = {.si_pid = 0};
+        if (waitid(P_PID, (id_t)v->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == v->pid) {
+            v->ep[0] = '\0'; /* it exited without listening: s_wait has its status */
+            return;
+        }
         usleep(20000);
     }
     s_cat(v->log);
@@ -743,19 +750,6 @@ static void test_endless_multipart_bounded(void **state)
     s_stop(&v);
 }
 
-/* Sends one message of one frame (env, packed) on a raw ZMTP connection. */
-static void s_zmtp_send(int fd, Ps__Envelope *env)
-{
-    unsigned char buf[512];
-    env->protocol = WIRE_PROTOCOL;
-    size_t n = ps__envelope__get_packed_size(env);
-    assert_true(n < 256);
-    buf[0] = 0;
-    buf[1] = (unsigned char)n;
-    ps__envelope__pack(env, buf + 2);
-    assert_int_equal(send(fd, buf, n + 2, MSG_NOSIGNAL), (ssize_t)(n + 2));
-}
-
 /* D9: a registered client that never reads its replies and keeps asking
  * for the weights (900 KB each): ZeroMQ's default send queue of 1,000
  * messages let it pin ~900 MB of the server; now a few replies queue, then
@@ -797,6 +791,121 @@ static void test_client_not_reading_bounded(void **state)
     s_stop(&v);
 }
 
+/* Trains a one-worker async run in NAME for `steps` steps with checkpoints
+ * after every update, then kills the server with SIGKILL: its checkpoint
+ * is left. Extra server flags (NULL-terminated, at most 4) follow. */
+static void s_checkpointed_run(srv_t *v, const char *name, int steps, const char *f1,
+                               const char *f2)
+{
+    s_start(v, name, 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", "--worker-timeout", "2", f1, f2, NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v->ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    for (int step = 1; step <= steps; step++)
+        assert_int_equal(s_push_f32(a, id, (uint64_t)step, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    /* The checkpoint of the last step is written just after its reply. */
+    char line[64];
+    snprintf(line, sizeof line, "\"version\":\"%d\"", steps);
+    for (double end = cli_now() + 10; cli_now() < end; usleep(20000)) {
+        FILE *f = fopen(v->ckpt, "rb");
+        char head[4096] = "";
+        if (f) {
+            size_t n = fread(head, 1, sizeof head - 1, f);
+            head[n] = '\0';
+            fclose(f);
+        }
+        if (strstr(head + 8, line))
+            break;
+    }
+    s_stop(v);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* Flips one bit of the file at offset `at` from its end. */
+static void s_flip(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, -at, SEEK_END), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, -at, SEEK_END), 0);
+    fputc(c ^ 0x04, f);
+    fclose(f);
+}
+
+/* Replaces the first `from` in the file by `to` (same length). */
+static void s_patch(const char *path, const char *from, const char *to)
+{
+    static char buf[4 << 20];
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf, f);
+    char *p = memmem(buf, n, from, strlen(from));
+    assert_non_null(p);
+    assert_int_equal(strlen(from), strlen(to));
+    assert_int_equal(fseek(f, p - buf, SEEK_SET), 0);
+    fwrite(to, 1, strlen(to), f);
+    fclose(f);
+}
+
+/* D10: a checkpoint with a flipped bit in its momentum or a changed digit
+ * in its metadata is refused by --resume with a message naming the
+ * checksum (it used to load silently); a good one resumes. */
+static void test_damaged_checkpoint_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_checkpointed_run(&v, "damaged", 3, NULL, NULL);
+    char good[500], cmd[1200];
+    snprintf(good, sizeof good, "%s/good.safetensors", v.dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", v.ckpt, good);
+    assert_int_equal(system(cmd), 0);
+    const char *what[] = {"a bit of the momentum", "a step count"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, v.ckpt);
+        assert_int_equal(system(cmd), 0);
+        if (k == 0)
+            s_flip(v.ckpt, 1000);
+        else
+            s_patch(v.ckpt, "\"slot.0.steps\":\"3\"", "\"slot.0.steps\":\"1\"");
+        s_start(&v, "damaged", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
+                "--checkpoint-every", "1", "--worker-timeout", "2", "--resume", NULL);
+        int code = s_wait(v.pid, 30);
+        printf("  %s changed: --resume exits %d\n", what[k], code);
+        if (code != 1 || !s_contains(v.log, "checksum"))
+            s_cat(v.log);
+        assert_int_equal(code, 1);
+        assert_true(s_contains(v.log, "the file is damaged"));
+        unlink(v.log);
+    }
+}
+
+/* The seed item: a --seed above 2^53 resumes from its own checkpoint (its
+ * metadata used to be read back through a double, and the seed no longer
+ * matched). */
+static void test_large_seed_resumes(void **state)
+{
+    (void)state;
+    srv_t v;
+    const char *seed = "18446744073709551557";
+    s_checkpointed_run(&v, "seed", 2, "--seed", seed);
+    s_start(&v, "seed", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", "--worker-timeout", "2", "--seed", seed, "--resume", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    if (id < 0)
+        s_cat(v.log);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -835,6 +944,8 @@ int main(void)
         cmocka_unit_test(test_all_evicted_keeps_model),
         cmocka_unit_test(test_endless_multipart_bounded),
         cmocka_unit_test(test_client_not_reading_bounded),
+        cmocka_unit_test(test_damaged_checkpoint_refused),
+        cmocka_unit_test(test_large_seed_resumes),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
