@@ -86,7 +86,7 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 # The server's message handler under the fuzzer: tests/fuzz/. make check
 # replays the corpus and the crashers (fuzz_replay); make fuzz runs libFuzzer
 # (clang, ASan + UBSan) for FUZZ_SECONDS and keeps new crashers.
-FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c
+FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c server/gate.c
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 

@@ -76,6 +76,8 @@ typedef struct server {
     uint64_t ckpt_version;   /* version of the last checkpoint */
     double ckpt_time;        /* cli_now() of the last checkpoint */
     double last_flush;       /* cli_now() when step rows were last committed */
+    double refusal_window;   /* cli_now() when the current window of refusal lines began */
+    long refusals_logged, refusals_hidden; /* in that window */
 } srv_t;
 
 const char *server_mode_name(server_mode_t m)
@@ -97,9 +99,46 @@ static void s_log(const srv_t *s, const char *fmt, ...)
 
 static const char *s_text_problem(const char *t, size_t max);
 
+/* Refusals are logged at most S_REFUSALS_PER_WINDOW times per
+ * S_REFUSAL_WINDOW seconds (a flood of bad messages must not fill the log);
+ * how many were left out is logged when the next window opens. */
+#define S_REFUSALS_PER_WINDOW 20
+#define S_REFUSAL_WINDOW 10.0
+
+static void s_log_refused(srv_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static double s_t(const srv_t *s)
 {
     return s->started ? cli_now() - s->t0 : 0.0;
+}
+
+static void s_log_refused(srv_t *s, const char *fmt, ...)
+{
+    double now = cli_now();
+    if (now - s->refusal_window >= S_REFUSAL_WINDOW) {
+        if (s->refusals_hidden > 0)
+            s_log(s, "(%ld more refused messages in the last %.0f s were not logged)",
+                  s->refusals_hidden, now - s->refusal_window);
+        s->refusal_window = now;
+        s->refusals_logged = s->refusals_hidden = 0;
+    }
+    if (s->refusals_logged >= S_REFUSALS_PER_WINDOW) {
+        s->refusals_hidden++;
+        return;
+    }
+    s->refusals_logged++;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    s_log(s, "%s", line);
+}
+
+/* A figure a worker reports is in [0, max] (and finite)? */
+static int s_in(double x, double max)
+{
+    return isfinite(x) && x >= 0 && x <= max;
 }
 
 /* Sends a reply; it answers the request being handled unless env already
@@ -826,7 +865,7 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
         (r->host && (bad = s_text_problem(r->host, sizeof s->slots[0].host - 1)))) {
         snprintf(why, sizeof why, "worker %s %s: use at most 127 bytes of printable UTF-8 "
                  "(--name)", r->host && !s_text_problem(name, 127) ? "host" : "name", bad);
-        s_log(s, "refused a registration: %s", why);
+        s_log_refused(s, "refused a registration: %s", why);
         s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
         return;
     }
@@ -845,10 +884,10 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
             s_error(s, peer, PS__ERROR_CODE__ERROR_STATE,
                             "a worker with this name is already registered; give each "
                             "worker its own --name");
-            s_log(s, "refused registration: duplicate name %s", name);
+            s_log_refused(s, "refused registration: duplicate name %s", name);
         } else if ((bad = s_rejoin_problem(s, sl, peer))) {
             s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, bad);
-            s_log(s, "refused registration of %s: %s", name, bad);
+            s_log_refused(s, "refused registration of %s: %s", name, bad);
         } else
             s_rejoin(s, sl, peer, r);
         return;
@@ -857,7 +896,7 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
         s_error(s, peer, PS__ERROR_CODE__ERROR_FULL,
                         "the run has started and all worker slots are taken (a worker that "
                         "restarts must keep its --name to rejoin)");
-        s_log(s, "refused registration of %s: the run has started", name);
+        s_log_refused(s, "refused registration of %s: the run has started", name);
         return;
     }
     int id = s->registered++;
@@ -904,7 +943,7 @@ static slot_t *s_check_worker(srv_t *s, const wire_peer_t *peer, uint32_t id, co
     } else {
         return &s->slots[id];
     }
-    s_log(s, "refused %s", why);
+    s_log_refused(s, "refused %s", why);
     s_error(s, peer, code, why);
     return NULL;
 }
@@ -942,12 +981,18 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     else if (p->version > s->version)
         snprintf(why, sizeof why, "push computed on version %llu, newer than the server's %llu",
                  (unsigned long long)p->version, (unsigned long long)s->version);
+    else if (!s_in(p->loss, 1e6))
+        snprintf(why, sizeof why, "push of step %llu has a loss that is negative, not finite or "
+                 "over 1e6 (%g)", (unsigned long long)p->step, (double)p->loss);
+    else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
+        snprintf(why, sizeof why, "push of step %llu names epoch %u (1..%d)",
+                 (unsigned long long)p->step, p->epoch, s->o->epochs);
     else if ((int)p->encoding != sl->compress) /* PS__COMPRESSION_x pairs with PS__ENCODING_x */
         snprintf(why, sizeof why, "push in tensor encoding %d; this worker was granted "
                  "compression %d at registration (register again to change it)",
                  (int)p->encoding, sl->compress);
     if (*why) {
-        s_log(s, "refused worker %d: %s", (int)(sl - s->slots), why);
+        s_log_refused(s, "refused worker %d: %s", (int)(sl - s->slots), why);
         s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
         return;
     }
@@ -963,7 +1008,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
                                (float)s->o->momentum)) {
         snprintf(why, sizeof why, "push of step %llu would make the weights or the momentum "
                  "overflow (not finite); not applied", (unsigned long long)p->step);
-        s_log(s, "refused worker %d: %s", (int)(sl - s->slots), why);
+        s_log_refused(s, "refused worker %d: %s", (int)(sl - s->slots), why);
         s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
         return;
     }
@@ -1003,10 +1048,44 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
 }
 
+/* What is out of range in an epoch report, or NULL. */
+static const char *s_epoch_problem(const srv_t *s, const Ps__EpochReport *e)
+{
+    const double day = 86400 * 365.0; /* seconds: a year */
+    if (e->epoch < 1 || e->epoch > (uint32_t)s->o->epochs)
+        return "epoch out of range (1..--epochs)";
+    if (!s_in(e->train_loss, 1e6))
+        return "train_loss is negative, not finite or over 1e6";
+    if (!s_in(e->test_accuracy, 100))
+        return "test_accuracy is not a percentage (0..100)";
+    if (!s_in(e->epoch_seconds, day) || !s_in(e->compute_seconds, day) ||
+        !s_in(e->push_seconds, day) || !s_in(e->pull_seconds, day) ||
+        !s_in(e->wait_seconds, day))
+        return "a time is negative, not finite or over a year";
+    if (e->images > (uint64_t)s->train_count || e->bytes_sent > ((uint64_t)1 << 50) ||
+        e->bytes_received > ((uint64_t)1 << 50))
+        return "images or bytes out of range";
+    return NULL;
+}
+
+/* Refuses a report with out-of-range figures: they would be stored and
+ * plotted as sent. */
+static int s_refuse_figures(srv_t *s, const wire_peer_t *peer, const char *what,
+                            const char *problem)
+{
+    if (!problem)
+        return 0;
+    char why[200];
+    snprintf(why, sizeof why, "%s refused: %s", what, problem);
+    s_log_refused(s, "refused %s", why);
+    s_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
+    return -1;
+}
+
 static void s_on_epoch(srv_t *s, const wire_peer_t *peer, const Ps__EpochReport *e)
 {
     slot_t *sl = s_check_worker(s, peer, e->worker_id, "epoch report");
-    if (!sl)
+    if (!sl || s_refuse_figures(s, peer, "epoch report", s_epoch_problem(s, e)))
         return;
     metrics_epoch_t me = {.epoch = (int)e->epoch, .train_loss = e->train_loss,
                           .test_accuracy = e->test_accuracy, .epoch_seconds = e->epoch_seconds,
@@ -1027,10 +1106,13 @@ static void s_on_epoch(srv_t *s, const wire_peer_t *peer, const Ps__EpochReport 
 static void s_on_done(srv_t *s, const wire_peer_t *peer, const Ps__Done *d)
 {
     slot_t *sl = s_check_worker(s, peer, d->worker_id, "done");
-    if (!sl)
+    if (!sl || s_refuse_figures(s, peer, "done",
+                                !s_in(d->train_seconds, 86400 * 365.0) ? "train_seconds out of range"
+                                : !s_in(d->test_accuracy, 100) ? "test_accuracy is not a percentage"
+                                                               : NULL))
         return;
     sl->done = 1;
-    if (d->train_seconds > s->worker_train_max && d->train_seconds < 1e9)
+    if (d->train_seconds > s->worker_train_max)
         s->worker_train_max = d->train_seconds;
     char detail[128];
     snprintf(detail, sizeof detail, "steps=%llu train_seconds=%.1f test_accuracy=%.2f",
@@ -1055,7 +1137,7 @@ static void s_handle(srv_t *s)
     if (rc < 0)
         return;
     if (rc > 0) {
-        s_log(s, "refused a message: %s", err);
+        s_log_refused(s, "refused a message: %s", err);
         s_error(s, &peer, (Ps__ErrorCode)rc, err);
         return;
     }
@@ -1078,7 +1160,7 @@ static void s_handle(srv_t *s)
     default:
         snprintf(err, sizeof err, "a worker may not send a %s message",
                  wire_kind_name(env->body_case));
-        s_log(s, "refused: %s", err);
+        s_log_refused(s, "refused: %s", err);
         s_error(s, &peer, PS__ERROR_CODE__ERROR_STATE, err);
         break;
     }

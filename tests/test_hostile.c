@@ -906,6 +906,103 @@ static void test_large_seed_resumes(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* D11: worker-reported figures out of range (loss 1e308, accuracy 500%,
+ * negative seconds, NaN) are refused with an Error and not stored. */
+static void test_bad_figures_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "figures", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--epochs", "2", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "liar", 0);
+    assert_true(id >= 0);
+    Ps__EpochReport good = PS__EPOCH_REPORT__INIT;
+    good.worker_id = (uint32_t)id;
+    good.epoch = 1;
+    good.train_loss = 0.5;
+    good.test_accuracy = 90;
+    good.epoch_seconds = 10;
+    Ps__EpochReport bad[5];
+    for (int k = 0; k < 5; k++)
+        bad[k] = good;
+    bad[0].train_loss = 1e308;
+    bad[1].test_accuracy = 500;
+    bad[2].epoch_seconds = -3;
+    bad[3].wait_seconds = NAN;
+    bad[4].epoch = 99;
+    for (int k = 0; k < 5; k++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_EPOCH;
+        env.epoch = &bad[k];
+        assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ERROR);
+    }
+    /* A push whose loss is NaN, a Done with negative seconds. */
+    zmq_msg_t t;
+    wire_msg_t m;
+    s_f32(&t, 1e-3f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)id;
+    p.step = 1;
+    p.epoch = 1;
+    p.loss = NAN;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    assert_int_equal(s_ask_msg(a, &env, &t, &m), PS__ENVELOPE__BODY_ERROR);
+    s_show("push", &m);
+    wire_msg_close(&m);
+    Ps__Done d = PS__DONE__INIT;
+    d.worker_id = (uint32_t)id;
+    d.train_seconds = -5;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &d;
+    assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ERROR);
+    /* The good report is stored; none of the bad ones. */
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_EPOCH;
+    env.epoch = &good;
+    assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ACK);
+    s_stop(&v);
+    assert_int_equal((int)s_query(v.db, "select count(*) from epochs"), 1);
+    assert_int_equal((int)s_query(v.db, "select count(*) from steps"), 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D15: a flood of refused messages adds a bounded number of log lines (one
+ * per refusal used to); the server still answers each one. */
+static void test_refusal_flood_rate_limited(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "flood", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int answered = 0;
+    for (int k = 0; k < 500; k++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        Ps__Pull pull = PS__PULL__INIT;
+        pull.worker_id = 7; /* before the run started: refused */
+        env.body_case = PS__ENVELOPE__BODY_PULL;
+        env.pull = &pull;
+        answered += s_tell(a, &env) == PS__ENVELOPE__BODY_ERROR;
+    }
+    s_stop(&v);
+    FILE *f = fopen(v.log, "r");
+    char line[512];
+    int lines = 0;
+    while (f && fgets(line, sizeof line, f))
+        lines++;
+    if (f)
+        fclose(f);
+    printf("  500 refused messages, %d answered, %d log lines\n", answered, lines);
+    assert_int_equal(answered, 500);
+    assert_true(lines < 50);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
@@ -946,6 +1043,8 @@ int main(void)
         cmocka_unit_test(test_client_not_reading_bounded),
         cmocka_unit_test(test_damaged_checkpoint_refused),
         cmocka_unit_test(test_large_seed_resumes),
+        cmocka_unit_test(test_bad_figures_refused),
+        cmocka_unit_test(test_refusal_flood_rate_limited),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
