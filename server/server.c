@@ -3,6 +3,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1187,6 +1189,16 @@ static void s_check_deadlines(srv_t *s)
     }
 }
 
+/* A secret key file others can read is no secret: say so (keygen writes
+ * it 0600; a copy or an archive may not have kept that). */
+static void s_warn_secret_mode(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        fprintf(stderr, "warning: the secret key %s is readable by other users (mode %03o): "
+                        "chmod 600 %s\n", path, (unsigned)(st.st_mode & 0777), path);
+}
+
 /* Turns on CurveZMQ for the socket: the server's certificate, and a ZAP
  * handler that admits only the public keys found in the allowed directory. */
 static int s_curve(srv_t *s)
@@ -1211,7 +1223,11 @@ static int s_curve(srv_t *s)
         zcert_destroy(&cert);
         return -1;
     }
+    if (zdir_count(dir) == 0)
+        fprintf(stderr, "warning: --allowed-keys %s holds no public certificates: no worker can "
+                        "connect (copy each worker's public file there)\n", o->allowed_keys);
     zdir_destroy(&dir);
+    s_warn_secret_mode(o->curve_secret);
     s->auth = zactor_new(zauth, NULL);
     zstr_sendx(s->auth, "CURVE", o->allowed_keys, NULL);
     zsock_wait(s->auth);
@@ -1350,6 +1366,26 @@ static int s_finish(srv_t *s)
     return status;
 }
 
+/* Creates dir if needed and checks that files can be written in it, at
+ * start-up rather than when the model or a checkpoint is due. */
+static int s_check_writable(const char *dir, const char *flag, const char *what)
+{
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.paramserver-probe-%d", dir, (int)getpid());
+    int fd = -1;
+    if (cli_mkdirs(dir) == 0)
+        fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "error: cannot write in %s %s (%s): %s\n(give %s a directory this "
+                        "user can write in)\n",
+                what, dir, flag, strerror(errno), flag);
+        return -1;
+    }
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
 server_t *server_new(const server_opts_t *o)
 {
     srv_t *s = calloc(1, sizeof *s);
@@ -1385,10 +1421,16 @@ server_t *server_new(const server_opts_t *o)
         goto fail;
     }
     model_init(s->w, o->seed);
-    if (cli_mkdirs(o->out_dir) != 0) {
-        fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
-                strerror(errno));
+    if (s_check_writable(o->out_dir, "--out", "the output directory") != 0)
         goto fail;
+    if (o->checkpoint_every > 0 || o->resume) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", o->checkpoint);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            slash[slash == dir] = '\0';
+        if (s_check_writable(slash ? dir : ".", "--checkpoint", "the checkpoint's directory") != 0)
+            goto fail;
     }
     s->db = metrics_open(o->db, err, sizeof err);
     if (!s->db) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -85,6 +86,11 @@ static int s_curve(void *sock, const worker_opts_t *o)
         fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
                 o->curve_secret);
     else {
+        struct stat st;
+        if (stat(o->curve_secret, &st) == 0 && (st.st_mode & 077))
+            fprintf(stderr, "warning: the secret key %s is readable by other users (mode %03o): "
+                            "chmod 600 %s\n", o->curve_secret, (unsigned)(st.st_mode & 0777),
+                    o->curve_secret);
         zcert_apply(mine, sock);
         zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32);
         printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
