@@ -80,6 +80,8 @@ typedef struct server {
     double last_flush;       /* cli_now() when step rows were last committed */
     double refusal_window;   /* cli_now() when the current window of refusal lines began */
     long refusals_logged, refusals_hidden; /* in that window */
+    long db_failures;        /* metrics writes that failed */
+    int fatal;               /* the run cannot go on (its start could not be recorded) */
 } srv_t;
 
 const char *server_mode_name(server_mode_t m)
@@ -135,6 +137,19 @@ static void s_log_refused(srv_t *s, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     s_log(s, "%s", line);
+}
+
+/* Checks a metrics write: every failure is counted and reported (the first
+ * few, then every 500th, so that a full disk does not also fill the log). */
+static int s_db(srv_t *s, int rc)
+{
+    if (rc == 0)
+        return 0;
+    s->db_failures++;
+    if (s->db_failures <= 5 || s->db_failures % 500 == 0)
+        s_log(s, "warning: a write to the metrics database failed (%ld so far): %s",
+              s->db_failures, metrics_errmsg(s->db));
+    return -1;
 }
 
 /* A figure a worker reports is in [0, max] (and finite)? */
@@ -269,8 +284,9 @@ static int s_apply_average(srv_t *s, const float *const *g, int k)
 
 static void s_stats(srv_t *s)
 {
-    metrics_server_stats(s->db, s->run, s_t(s), s->updates, (int64_t)s->version,
-                         s->updates ? s->stale_sum / (double)s->updates : 0.0, s->stale_max);
+    s_db(s, metrics_server_stats(s->db, s->run, s_t(s), s->updates, (int64_t)s->version,
+                                 s->updates ? s->stale_sum / (double)s->updates : 0.0,
+                                 s->stale_max));
 }
 
 /* The checkpoint's metadata, in the order it is written and checksummed. */
@@ -646,7 +662,7 @@ static void s_check_round(srv_t *s)
     if (s_apply_average(s, g, k) != 0) {
         s_log(s, "round of %d gradients not applied: their average would make the weights "
                  "overflow", k);
-        metrics_event(s->db, s->run, s_t(s), -1, "round_refused", "average not finite");
+        s_db(s, metrics_event(s->db, s->run, s_t(s), -1, "round_refused", "average not finite"));
     }
     s->round_arrived = 0;
     double now = cli_now();
@@ -735,13 +751,27 @@ static void s_welcome_all(srv_t *s)
                                .train_limit = s->train_count, .staleness = s->o->staleness,
                                .lr = s->o->lr, .momentum = s->o->momentum, .seed = s->o->seed};
     s->run = metrics_run_begin(s->db, &info);
-    if (s->run < 0)
-        s_log(s, "warning: %s", metrics_errmsg(s->db));
+    if (s->run < 0) {
+        /* A run that cannot be recorded is not started: its figures and its
+         * status would be lost. */
+        char why[600];
+        snprintf(why, sizeof why, "the server cannot record the run in its database (%s); "
+                 "the run is not started", metrics_errmsg(s->db));
+        fprintf(stderr, "error: %s\n", why);
+        for (int i = 0; i < s->o->workers; i++) {
+            s->request = s->slots[i].held_request;
+            s_error(s, &s->slots[i].peer, PS__ERROR_CODE__ERROR_STATE, why);
+        }
+        s->run = 0;
+        s->fatal = 1;
+        return;
+    }
     s->started = 1;
     s->t0 = cli_now();
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
-        metrics_worker(s->db, s->run, i, sl->name, sl->host, (int)sl->shard, sl->threads, 0);
+        s_db(s, metrics_worker(s->db, s->run, i, sl->name, sl->host, (int)sl->shard,
+                               sl->threads, 0));
         s_welcome(s, sl);
     }
     s_log(s, "all %d workers registered: run %lld, mode %s, training starts", s->o->workers,
@@ -780,9 +810,9 @@ static void s_rejoin(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Re
     snprintf(detail, sizeof detail, "incarnation %d resumes after step %llu", sl->incarnation,
              (unsigned long long)sl->steps);
     s_log(s, "worker %d (%s) rejoined: %s", id, sl->name, detail);
-    metrics_worker(s->db, s->run, id, sl->name, sl->host, (int)sl->shard, sl->threads,
-                   sl->incarnation);
-    metrics_event(s->db, s->run, s_t(s), id, "rejoined", detail);
+    s_db(s, metrics_worker(s->db, s->run, id, sl->name, sl->host, (int)sl->shard, sl->threads,
+                           sl->incarnation));
+    s_db(s, metrics_event(s->db, s->run, s_t(s), id, "rejoined", detail));
     s_welcome(s, sl);
 }
 
@@ -1016,8 +1046,8 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
     sl->steps = p->step;
     sl->last_seen = cli_now();
-    metrics_step(s->db, s->run, (int)(sl - s->slots), (int64_t)p->step, (int)p->epoch, p->loss,
-                 s_t(s));
+    s_db(s, metrics_step(s->db, s->run, (int)(sl - s->slots), (int64_t)p->step, (int)p->epoch,
+                         p->loss, s_t(s)));
     switch (s->o->mode) {
     case MODE_SYNC:
         if (m->tensor) { /* float32: the slot keeps the message itself */
@@ -1095,14 +1125,27 @@ static void s_on_epoch(srv_t *s, const wire_peer_t *peer, const Ps__EpochReport 
                           .pull_seconds = e->pull_seconds, .wait_seconds = e->wait_seconds,
                           .images = (int64_t)e->images, .bytes_sent = (int64_t)e->bytes_sent,
                           .bytes_received = (int64_t)e->bytes_received};
-    if (metrics_epoch(s->db, s->run, (int)e->worker_id, &me, s_t(s)) != 0)
-        s_log(s, "warning: %s", metrics_errmsg(s->db));
+    s_db(s, metrics_epoch(s->db, s->run, (int)e->worker_id, &me, s_t(s)));
     s_stats(s);
     s_log(s, "worker %u epoch %u: train loss %.4f, test accuracy %.2f%%, %.1f s (compute %.1f, "
              "wait %.1f, comm %.1f)",
           e->worker_id, e->epoch, e->train_loss, e->test_accuracy, e->epoch_seconds,
           e->compute_seconds, e->wait_seconds, e->push_seconds + e->pull_seconds);
     s_reply_ack(s, sl);
+}
+
+/* A worker that stops before the end says so: it leaves every barrier at
+ * once instead of holding the others for --worker-timeout, and may rejoin. */
+static void s_on_leaving(srv_t *s, slot_t *sl)
+{
+    int id = (int)(sl - s->slots);
+    char detail[96];
+    snprintf(detail, sizeof detail, "stopped after %llu steps", (unsigned long long)sl->steps);
+    s_log(s, "worker %d (%s) left: %s", id, sl->name, detail);
+    s_db(s, metrics_event(s->db, s->run, s_t(s), id, "left", detail));
+    sl->evicted = 1; /* as an evicted worker: it may register again */
+    s_reply_ack(s, sl);
+    s_leave(s, sl);
 }
 
 static void s_on_done(srv_t *s, const wire_peer_t *peer, const Ps__Done *d)
@@ -1113,13 +1156,17 @@ static void s_on_done(srv_t *s, const wire_peer_t *peer, const Ps__Done *d)
                                 : !s_in(d->test_accuracy, 100) ? "test_accuracy is not a percentage"
                                                                : NULL))
         return;
+    if (d->leaving) {
+        s_on_leaving(s, sl);
+        return;
+    }
     sl->done = 1;
     if (d->train_seconds > s->worker_train_max)
         s->worker_train_max = d->train_seconds;
     char detail[128];
     snprintf(detail, sizeof detail, "steps=%llu train_seconds=%.1f test_accuracy=%.2f",
              (unsigned long long)sl->steps, d->train_seconds, d->test_accuracy);
-    metrics_event(s->db, s->run, s_t(s), (int)d->worker_id, "done", detail);
+    s_db(s, metrics_event(s->db, s->run, s_t(s), (int)d->worker_id, "done", detail));
     s_log(s, "worker %u done: %s", d->worker_id, detail);
     /* Durable before acknowledged: a server that crashes after this Ack
      * resumes knowing the worker finished, instead of waiting for it. */
@@ -1183,7 +1230,7 @@ static void s_check_deadlines(srv_t *s)
         snprintf(detail, sizeof detail, "no new step for %.1f s (--worker-timeout %.1f) after %llu steps",
                  now - sl->last_seen, s->o->worker_timeout, (unsigned long long)sl->steps);
         s_log(s, "evicting worker %d (%s): %s", i, sl->name, detail);
-        metrics_event(s->db, s->run, s_t(s), i, "evicted", detail);
+        s_db(s, metrics_event(s->db, s->run, s_t(s), i, "evicted", detail));
         sl->evicted = 1;
         s_leave(s, sl);
     }
@@ -1356,7 +1403,15 @@ static int s_finish(srv_t *s)
         if (unlink(s->o->checkpoint) == 0)
             s_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
     }
-    metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds);
+    if (metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy,
+                        train_seconds) != 0) {
+        fprintf(stderr, "error: the run's end could not be recorded (%s): the database still "
+                        "says 'running'\n", metrics_errmsg(s->db));
+        status = 1;
+    }
+    if (s->db_failures > 0)
+        fprintf(stderr, "error: %ld writes to the metrics database failed: its figures of this "
+                        "run are incomplete\n", s->db_failures);
     printf("summary: mode=%s workers=%d finished=%d updates=%lld duplicates=%lld "
            "mean_staleness=%.2f test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f "
            "mb_in=%.1f mb_out=%.1f\n",
@@ -1468,8 +1523,10 @@ void server_destroy(server_t **ps)
     if (!ps || !*ps)
         return;
     srv_t *s = *ps;
-    if (s->run > 0) /* started and not finished */
-        metrics_run_end(s->db, s->run, "failed", 0.0, cli_now() - s->t0);
+    if (s->run > 0 && /* started and not finished */
+        metrics_run_end(s->db, s->run, "failed", 0.0, cli_now() - s->t0) != 0)
+        fprintf(stderr, "error: the run's end could not be recorded (%s): the database still "
+                        "says 'running'\n", metrics_errmsg(s->db));
     if (s->gate)
         gate_pump(s->gate); /* the last replies onto their connections */
     if (s->sock)
@@ -1496,7 +1553,7 @@ int server_run(const server_opts_t *o)
     int status = 1;
     if (!s)
         return 1;
-    while (!server_stop && !(s->started && s->active == 0)) {
+    while (!server_stop && !s->fatal && !(s->started && s->active == 0)) {
         zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0}};
         if (s->gate) {
             items[1] = (zmq_pollitem_t){gate_outer(s->gate), 0, ZMQ_POLLIN, 0};
@@ -1514,7 +1571,7 @@ int server_run(const server_opts_t *o)
         if (s->db && cli_now() - s->last_flush >= METRICS_BATCH_SECONDS) {
             /* Step rows wait in a batch; commit it even while no step comes
              * (barriers, evaluation), so a crash loses at most 2 s of them. */
-            metrics_flush(s->db);
+            s_db(s, metrics_flush(s->db));
             s->last_flush = cli_now();
         }
         if (!s->started && cli_now() - s->t_listen > o->register_timeout) {
@@ -1527,8 +1584,15 @@ int server_run(const server_opts_t *o)
         if (s->started)
             s_check_deadlines(s);
     }
+    if (s->fatal)
+        goto out;
     if (server_stop) {
-        fprintf(stderr, "interrupted: run %lld marked failed\n", (long long)s->run);
+        /* A stop (SIGTERM from systemd, Ctrl-C) keeps what was trained. */
+        if (s->started && s->o->checkpoint_every > 0 && s_checkpoint(s) == 0)
+            fprintf(stderr, "interrupted: checkpoint written to %s (continue with --resume); "
+                            "run %lld marked failed\n", o->checkpoint, (long long)s->run);
+        else
+            fprintf(stderr, "interrupted: run %lld marked failed\n", (long long)s->run);
         goto out;
     }
     status = s_finish(s); /* ends the run in the database either way */

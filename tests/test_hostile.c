@@ -30,11 +30,12 @@
 #include "cli.h"
 #include "model.h"
 #include "modelfile.h"
+#include "safetensors.h"
 #include "wire.h"
 
 static char s_tmp[256];
 static const char *s_data;
-static char s_server[256];
+static char s_server[256], s_worker[256];
 
 /* Starts argv with stdout and stderr appended to `log`; returns the pid. */
 static pid_t s_spawn(const char *log, const char *const *argv)
@@ -1003,12 +1004,78 @@ static void test_refusal_flood_rate_limited(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* D12: SIGTERM (what systemd sends) makes the server write a final
+ * checkpoint, so that --resume continues from the last update rather than
+ * from the last periodic checkpoint (here: none). */
+static void test_sigterm_writes_checkpoint(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "sigterm", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1000", "--checkpoint-seconds", "1000000", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    for (int step = 1; step <= 2; step++)
+        assert_int_equal(s_push_f32(a, id, (uint64_t)step, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    kill(v.pid, SIGTERM);
+    assert_int_equal(s_wait(v.pid, 30), 1);
+    char err[256];
+    st_file_t *f = st_open(v.ckpt, err, sizeof err);
+    if (!f)
+        s_cat(v.log);
+    assert_non_null(f);
+    assert_string_equal(st_metadata(f, "version"), "2");
+    st_close(&f);
+    assert_true(s_contains(v.log, "continue with --resume"));
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D12: a worker stopped with SIGINT tells the server it leaves, so in a
+ * sync run the other worker goes on at once instead of waiting out
+ * --worker-timeout (60 s here), and the run finishes. */
+static void test_worker_sigint_leaves(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "leave", 0, "--workers", "2", "--mode", "sync", "--test-limit", "100",
+            "--epochs", "1", "--train-limit", "6400", "--worker-timeout", "60", NULL);
+    pid_t w[2];
+    for (int k = 0; k < 2; k++) {
+        char log[500], name[8];
+        snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
+        snprintf(name, sizeof name, "w%d", k);
+        const char *argv[] = {s_worker, "--server", v.ep, "--name", name, "--data-dir", s_data,
+                              "--threads", "1", "--timeout", "60", NULL};
+        w[k] = s_spawn(log, argv);
+    }
+    double end = cli_now() + 60, steps = 0;
+    while (cli_now() < end && !(steps >= 10))
+        if (!((steps = s_query(v.db, "select count(*) from steps")) >= 10))
+            usleep(50000);
+    assert_true(steps >= 10);
+    double t0 = cli_now();
+    kill(w[0], SIGINT);
+    int code = s_wait(v.pid, 40);
+    printf("  worker w0 stopped with SIGINT: the server finished %.1f s later (exit %d)\n",
+           cli_now() - t0, code);
+    s_wait(w[0], 10);
+    s_wait(w[1], 10);
+    if (code != 0)
+        s_cat(v.log);
+    assert_int_equal(code, 0);
+    assert_true(s_contains(v.log, "left: stopped after"));
+    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'left'"), 1);
+}
+
 static int s_setup(void **state)
 {
     (void)state;
     s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
     const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
     snprintf(s_server, sizeof s_server, "%s/paramserver", b);
+    snprintf(s_worker, sizeof s_worker, "%s/worker", b);
     snprintf(s_tmp, sizeof s_tmp, "/tmp/test_hostile.XXXXXX");
     if (!mkdtemp(s_tmp))
         return -1;
@@ -1045,6 +1112,8 @@ int main(void)
         cmocka_unit_test(test_large_seed_resumes),
         cmocka_unit_test(test_bad_figures_refused),
         cmocka_unit_test(test_refusal_flood_rate_limited),
+        cmocka_unit_test(test_sigterm_writes_checkpoint),
+        cmocka_unit_test(test_worker_sigint_leaves),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -311,6 +311,37 @@ static int s_tell(conn_t *c, Ps__Envelope *env)
     return rc;
 }
 
+/* Stopped (SIGINT/SIGTERM): tells the server this worker leaves, so that the
+ * others do not wait for it until --worker-timeout; waits for the Ack at
+ * most 2 s. */
+static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
+{
+    Ps__Done done = PS__DONE__INIT;
+    done.worker_id = w->worker_id;
+    done.leaving = 1;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &done;
+    env.request_id = ++c->request;
+    if (wire_send_msg(c->sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+        return;
+    for (double end = cli_now() + 2; cli_now() < end;) {
+        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 200) <= 0)
+            continue;
+        wire_msg_t reply;
+        char err[256];
+        if (wire_recv(c->sock, NULL, &reply, err, sizeof err) != 0)
+            continue;
+        int answered = reply.env->request_id == env.request_id;
+        wire_msg_close(&reply);
+        if (answered) {
+            fprintf(stderr, "worker: told the server this worker leaves\n");
+            return;
+        }
+    }
+}
+
 int distributed_run(const worker_opts_t *o)
 {
     conn_t c = {.o = o};
@@ -573,6 +604,8 @@ session:
            train_seconds > 0 ? (double)n * epochs / train_seconds : 0.0);
     status = 0;
 out:
+    if (worker_stop && w.run_id != 0)
+        s_say_leaving(&c, &w);
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
     wire_msg_close(&weights);
