@@ -85,7 +85,9 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 
 # The server's message handler under the fuzzer: tests/fuzz/. make check
 # replays the corpus and the crashers (fuzz_replay); make fuzz runs libFuzzer
-# (clang, ASan + UBSan) for FUZZ_SECONDS and keeps new crashers.
+# (clang, ASan + UBSan; persistent harness, dictionary tests/fuzz/server.dict)
+# for FUZZ_SECONDS and keeps new crashers; new inputs it finds stay in
+# build-fuzz/corpus (merge them into tests/fuzz/corpus with -merge=1).
 FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c server/gate.c
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
@@ -101,7 +103,7 @@ fuzz:
 	mkdir -p build-fuzz/corpus tests/fuzz/crashers
 	cp tests/fuzz/corpus/* build-fuzz/corpus/
 	build-fuzz/fuzz_server -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
+	    -dict=tests/fuzz/server.dict -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
 
 
 check: deps data all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay

@@ -409,10 +409,11 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         } else if (enc != PS__ENCODING__ENCODING_F32) {
             if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
-                snprintf(err, errlen, "tensor %s %ld is not finite",
-                         enc == PS__ENCODING__ENCODING_F16 ? "value"
-                                                           : "block (its scale, or scale x value)",
-                         bad);
+                snprintf(err, errlen, "tensor %s %ld is not finite%s",
+                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
+                         enc == PS__ENCODING__ENCODING_F16
+                             ? ""
+                             : " (or overflows when multiplied by the block's int8 values)");
                 rc = PS__ERROR_CODE__ERROR_MALFORMED;
             }
         } else if (((uintptr_t)t & 3) != 0) {

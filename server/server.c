@@ -1518,6 +1518,25 @@ int server_handle_ready(server_t *s)
     return n;
 }
 
+void server_reset(server_t *s)
+{
+    for (int i = 0; i < s->o->workers; i++) {
+        slot_t *sl = &s->slots[i];
+        float *gbuf = sl->gbuf;
+        wire_msg_close(&sl->grad);
+        memset(sl, 0, sizeof *sl);
+        sl->gbuf = gbuf;
+    }
+    model_init(s->w, s->o->seed);
+    memset(s->v, 0, MODEL_NPARAMS * sizeof(float));
+    s->run = 0;
+    s->version = s->ckpt_version = 0;
+    s->registered = s->active = s->started = s->round_arrived = s->fatal = 0;
+    s->updates = s->stale_max = s->duplicates = s->bytes_in = s->bytes_out = 0;
+    s->stale_sum = s->worker_train_max = 0.0;
+    s->refusals_logged = s->refusals_hidden = s->db_failures = 0;
+}
+
 void server_destroy(server_t **ps)
 {
     if (!ps || !*ps)
