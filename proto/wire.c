@@ -326,6 +326,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     zmq_msg_t f;
     int flags = 0;
     if (peer) {
+        peer->key[0] = '\0';
         zmq_msg_init(&f);
         if (zmq_msg_recv(&f, sock, flags) < 0) {
             zmq_msg_close(&f);
@@ -333,8 +334,6 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         }
         peer->len = zmq_msg_size(&f) <= WIRE_MAX_PEER ? zmq_msg_size(&f) : WIRE_MAX_PEER;
         memcpy(peer->id, zmq_msg_data(&f), peer->len);
-        const char *user = zmq_msg_gets(&f, "User-Id");
-        snprintf(peer->key, sizeof peer->key, "%s", user ? user : "");
         zmq_msg_close(&f);
         if (!s_more(sock)) {
             snprintf(err, errlen, "empty message");
@@ -348,6 +347,10 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     }
     size_t hlen = zmq_msg_size(&f);
     m->bytes = hlen;
+    if (peer) { /* the connection's metadata rides on the frames it sent */
+        const char *user = zmq_msg_gets(&f, "User-Id");
+        snprintf(peer->key, sizeof peer->key, "%s", user ? user : "");
+    }
     if (hlen > WIRE_MAX_HEADER) {
         zmq_msg_close(&f);
         s_drain(sock);

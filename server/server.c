@@ -56,7 +56,8 @@ typedef struct server {
     const server_opts_t *o;
     void *ctx, *sock;
     gate_t *gate;   /* plain TCP: the public endpoint (sock is then its inner pair) */
-    zactor_t *auth; /* CurveZMQ: czmq's ZAP handler, in ctx */
+    void *zap;             /* CurveZMQ: the ZAP handler's socket (see s_zap_serve) */
+    zcertstore_t *allowed; /* CurveZMQ: the public certificates in --allowed-keys */
     metrics_t *db;
     int64_t run;
     double t0;          /* cli_now() when the run started (all registered) */
@@ -1246,6 +1247,45 @@ static void s_warn_secret_mode(const char *path)
                         "chmod 600 %s\n", path, (unsigned)(st.st_mode & 0777), path);
 }
 
+/* Answers the ZAP requests (rfc.zeromq.org/spec/27) libzmq makes during
+ * CurveZMQ handshakes: a client key found among the allowed certificates
+ * is admitted with the key (Z85) as its User-Id, which every message of the
+ * connection then carries (wire_peer_t.key); any other is refused. */
+static void s_zap_serve(srv_t *s)
+{
+    while (s->zap) {
+        zmq_msg_t part[7];
+        int n = 0, more = 1;
+        while (more && n < 7) {
+            zmq_msg_init(&part[n]);
+            if (zmq_msg_recv(&part[n], s->zap, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(&part[n]);
+                return;
+            }
+            more = zmq_msg_more(&part[n++]);
+        }
+        char key[41] = "", seq[64] = "";
+        if (n >= 2 && zmq_msg_size(&part[1]) < sizeof seq)
+            memcpy(seq, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]));
+        if (n == 7 && zmq_msg_size(&part[6]) == 32)
+            zmq_z85_encode(key, zmq_msg_data(&part[6]), 32);
+        while (more) { /* more frames than a CURVE request has */
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, s->zap, 0);
+            more = zmq_msg_more(&extra);
+            zmq_msg_close(&extra);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&part[i]);
+        int ok = key[0] && zcertstore_lookup(s->allowed, key) != NULL;
+        const char *reply[6] = {"1.0", seq, ok ? "200" : "400", ok ? "OK" : "key not allowed",
+                                ok ? key : "", ""};
+        for (int i = 0; i < 6; i++)
+            zmq_send(s->zap, reply[i], strlen(reply[i]), i < 5 ? ZMQ_SNDMORE : 0);
+    }
+}
+
 /* Turns on CurveZMQ for the socket: the server's certificate, and a ZAP
  * handler that admits only the public keys found in the allowed directory. */
 static int s_curve(srv_t *s)
@@ -1275,9 +1315,15 @@ static int s_curve(srv_t *s)
                         "connect (copy each worker's public file there)\n", o->allowed_keys);
     zdir_destroy(&dir);
     s_warn_secret_mode(o->curve_secret);
-    s->auth = zactor_new(zauth, NULL);
-    zstr_sendx(s->auth, "CURVE", o->allowed_keys, NULL);
-    zsock_wait(s->auth);
+    /* Our own ZAP handler rather than czmq's zauth, which admits the same
+     * keys but does not pass the client's key on as its User-Id. */
+    s->allowed = zcertstore_new(o->allowed_keys);
+    s->zap = zmq_socket(s->ctx, ZMQ_REP);
+    if (!s->allowed || zmq_bind(s->zap, "inproc://zeromq.zap.01") != 0) {
+        fprintf(stderr, "error: cannot start the CurveZMQ handler: %s\n", zmq_strerror(errno));
+        zcert_destroy(&cert);
+        return -1;
+    }
     int server = 1;
     zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &server, sizeof server);
     zcert_apply(cert, s->sock);
@@ -1323,8 +1369,7 @@ static int s_listen_gate(srv_t *s)
 /* Opens the socket with a message naming the address and the fix. */
 static int s_listen(srv_t *s)
 {
-    /* czmq's context, so that its ZAP handler (zauth) serves this socket;
-     * signals stay ours. */
+    /* czmq's context (signals stay ours). */
     zsys_handler_set(NULL);
     s->ctx = zsys_init();
     if (!s->o->curve_secret && strncmp(s->o->bind, "tcp://", 6) == 0) {
@@ -1551,7 +1596,9 @@ void server_destroy(server_t **ps)
     if (s->sock)
         zmq_close(s->sock);
     gate_destroy(&s->gate);
-    zactor_destroy(&s->auth);
+    if (s->zap)
+        zmq_close(s->zap);
+    zcertstore_destroy(&s->allowed);
     /* The context is czmq's: it ends it at exit. */
     metrics_close(&s->db);
     idx_free(&s->test);
@@ -1574,14 +1621,18 @@ int server_run(const server_opts_t *o)
         return 1;
     while (!server_stop && !s->fatal && !(s->started && s->active == 0)) {
         zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0}};
+        int n = 1;
         if (s->gate) {
-            items[1] = (zmq_pollitem_t){gate_outer(s->gate), 0, ZMQ_POLLIN, 0};
-            items[2] = (zmq_pollitem_t){gate_inner(s->gate), 0, ZMQ_POLLIN, 0};
+            items[n++] = (zmq_pollitem_t){gate_outer(s->gate), 0, ZMQ_POLLIN, 0};
+            items[n++] = (zmq_pollitem_t){gate_inner(s->gate), 0, ZMQ_POLLIN, 0};
         }
-        if (zmq_poll(items, s->gate ? 3 : 1, SERVER_TICK_MS) < 0 && errno != EINTR) {
+        if (s->zap)
+            items[n++] = (zmq_pollitem_t){s->zap, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, n, SERVER_TICK_MS) < 0 && errno != EINTR) {
             fprintf(stderr, "error: zmq_poll: %s\n", zmq_strerror(errno));
             goto out;
         }
+        s_zap_serve(s);
         if (s->gate)
             gate_pump(s->gate);
         server_handle_ready(s);
