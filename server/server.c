@@ -63,6 +63,7 @@ typedef struct server {
     double t0;          /* cli_now() when the run started (all registered) */
     double t_listen;    /* cli_now() when the socket was bound */
     float *w, *v;       /* master weights and momentum */
+    float *w0;          /* server_reset: the initial weights, or NULL */
     uint64_t version;   /* number of updates applied to w */
     slot_t *slots;
     int registered, active, started;
@@ -1572,7 +1573,12 @@ void server_reset(server_t *s)
         memset(sl, 0, sizeof *sl);
         sl->gbuf = gbuf;
     }
-    model_init(s->w, s->o->seed);
+    if (!s->w0 && (s->w0 = malloc(MODEL_NPARAMS * sizeof(float))))
+        model_init(s->w0, s->o->seed); /* once: it costs more than an input */
+    if (s->w0)
+        memcpy(s->w, s->w0, MODEL_NPARAMS * sizeof(float));
+    else
+        model_init(s->w, s->o->seed);
     memset(s->v, 0, MODEL_NPARAMS * sizeof(float));
     s->run = 0;
     s->version = s->ckpt_version = 0;
@@ -1603,6 +1609,7 @@ void server_destroy(server_t **ps)
     metrics_close(&s->db);
     idx_free(&s->test);
     free(s->w);
+    free(s->w0);
     free(s->v);
     for (int i = 0; s->slots && i < s->o->workers; i++) {
         wire_msg_close(&s->slots[i].grad);

@@ -60,14 +60,32 @@ static void s_drain(void *sock)
 }
 
 /* Sends a tensor frame in `encoding` of small finite values whose first
- * bytes are `prefix` (n bytes, at most the frame's size). */
+ * bytes are `prefix` (n bytes, at most the frame's size). The frames are
+ * encoded once; each send copies one. */
 static void s_send_encoded(void *c, int encoding, const uint8_t *prefix, size_t n, int more)
 {
+    static zmq_msg_t base[3];
+    static int ready[3];
+    if (!ready[encoding]) {
+        if (wire_tensor_encode(&base[encoding], s_tensor(0), encoding, NULL) != 0)
+            abort();
+        ready[encoding] = 1;
+    }
+    size_t size = zmq_msg_size(&base[encoding]);
     zmq_msg_t t;
-    if (wire_tensor_encode(&t, s_tensor(0), encoding, NULL) != 0)
+    if (zmq_msg_init_size(&t, size) != 0)
         abort();
-    size_t size = zmq_msg_size(&t);
+    memcpy(zmq_msg_data(&t), zmq_msg_data(&base[encoding]), size);
     memcpy(zmq_msg_data(&t), prefix, n < size ? n : size);
+    zmq_msg_send(&t, c, more);
+    zmq_msg_close(&t);
+}
+
+/* Sends one of the two fixed float32 tensors without copying it. */
+static void s_send_fixed(void *c, int nan, int more)
+{
+    zmq_msg_t t;
+    zmq_msg_init_data(&t, s_tensor(nan), MODEL_NPARAMS * sizeof(float), NULL, NULL);
     zmq_msg_send(&t, c, more);
     zmq_msg_close(&t);
 }
@@ -147,7 +165,7 @@ static void s_frame(void *c, const uint8_t *data, size_t size, size_t *p, int mo
     size_t len = data[*p] | (size_t)data[*p + 1] << 8;
     *p += 2;
     if (len >= 0xFFFE) {
-        zmq_send(c, s_tensor(len == 0xFFFE), MODEL_NPARAMS * sizeof(float), more);
+        s_send_fixed(c, len == 0xFFFE, more);
     } else if (len >= 0xFFF0 && len <= 0xFFF2) {
         size_t n = *p < size ? 4 * (size_t)data[(*p)++] : 0;
         n = n < size - *p ? n : size - *p;
