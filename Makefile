@@ -93,7 +93,9 @@ $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libc
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS := -O2 -march=native -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+    -fsanitize-coverage-ignorelist=$(abspath tests/fuzz/coverage-ignore.txt) \
+    -fsanitize-ignorelist=$(abspath tests/fuzz/asan-ignore.txt)
 fuzz:
 	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
 	    build-fuzz/libproto.a build-fuzz/libcommon.a

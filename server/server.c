@@ -257,6 +257,7 @@ static void s_apply(srv_t *s, const float *g, uint64_t computed_on)
 
 /* sync: one SGD step with the average of the k held gradients, in blocks
  * small enough for L1, in one pass over w and v (no accumulator to clear). */
+__attribute__((noinline)) /* the fuzzer's coverage leaves it out: see tests/fuzz/ */
 static int s_apply_average(srv_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
