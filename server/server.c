@@ -1589,6 +1589,25 @@ void server_reset(server_t *s)
     s->refusals_logged = s->refusals_hidden = s->db_failures = 0;
 }
 
+const char *server_invariant_problem(const server_t *s)
+{
+    int active = 0, held = 0;
+    for (int i = 0; i < s->o->workers; i++) {
+        const slot_t *sl = &s->slots[i];
+        active += sl->active;
+        held += sl->round_g != NULL;
+        if (sl->active && (sl->done || sl->evicted))
+            return "a slot is active and finished";
+    }
+    if (active != s->active || s->registered > s->o->workers || s->active > s->registered)
+        return "the worker counts disagree";
+    if (held != s->round_arrived)
+        return "the sync round's count disagrees with the held gradients";
+    if (!model_all_finite(s->w, MODEL_NPARAMS) || !model_all_finite(s->v, MODEL_NPARAMS))
+        return "the weights or the momentum are not finite";
+    return NULL;
+}
+
 void server_destroy(server_t **ps)
 {
     if (!ps || !*ps)

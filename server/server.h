@@ -80,6 +80,10 @@ int server_handle_ready(server_t *s);
  * without the cost of a new one (database rows are kept). */
 void server_reset(server_t *s);
 
+/* For the fuzzer: NULL when the server's state is sound (weights and
+ * momentum finite, worker counts consistent), else what is wrong. */
+const char *server_invariant_problem(const server_t *s);
+
 /* Closes everything; a run started and not finished is marked failed. */
 void server_destroy(server_t **ps);
 

@@ -13,7 +13,9 @@
  *     0xFFF2  int8    } that encoding (for int8: block 0's scale and values)
  * The first byte of the input picks the mode (sync, async, ssp). After each
  * message the server handles what arrived and the clients' replies are
- * dropped.
+ * dropped. After each input the server's invariants are checked
+ * (server_invariant_problem: finite weights and momentum, consistent
+ * counts); a violation aborts, so libFuzzer keeps the input as a crasher.
  *
  * Persistent: one server, one in-memory database and two connected clients
  * for the whole run; server_reset() gives every input a fresh server state
@@ -199,6 +201,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Nothing of this input may reach the next one. */
     while (server_handle_ready(r->s) > 0)
         ;
+    /* The oracle: whatever peers send, the server's state stays sound (this
+     * is what finds a gradient that makes the weights overflow). */
+    const char *bad = server_invariant_problem(r->s);
+    if (bad) {
+        fprintf(stderr, "fuzz_server: %s\n", bad);
+        abort();
+    }
     s_drain(r->client[0]);
     s_drain(r->client[1]);
     return 0;
