@@ -41,6 +41,7 @@ struct gate {
     conn_t *conn;
     int nconn;             /* connections it accepts at once */
     uint32_t last_id;      /* the newest connection's number (see s_from_outer) */
+    int seen_one;          /* last_id is set */
     long refused;
 };
 
@@ -234,7 +235,7 @@ static int s_feed(gate_t *g, conn_t *c, const unsigned char *p, size_t n)
 }
 
 /* The number in a STREAM socket's connection id (a zero byte, then a
- * 32-bit counter that grows with every connection), or 0. */
+ * 32-bit counter that grows with every connection, from a random start). */
 static uint32_t s_id_number(const unsigned char *id, size_t len)
 {
     if (len != 5 || id[0] != 0)
@@ -260,10 +261,13 @@ static void s_from_outer(gate_t *g, zmq_msg_t *id, zmq_msg_t *data)
         c->used = 0;
         return;
     }
+    /* Serial-number order: the counter starts at a random value and may
+     * wrap. */
     uint32_t number = s_id_number(idb, len);
-    if (number <= g->last_id || len > MAX_ID)
+    if ((g->seen_one && (int32_t)(number - g->last_id) <= 0) || len > MAX_ID)
         return;
     g->last_id = number;
+    g->seen_one = 1;
     for (int i = 0; i < g->nconn; i++)
         if (!g->conn[i].used) {
             c = &g->conn[i];
