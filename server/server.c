@@ -30,6 +30,10 @@ volatile sig_atomic_t server_stop = 0;
 /* How often the loop wakes up to check deadlines when nothing arrives. */
 #define SERVER_TICK_MS 200
 
+/* Seconds a registration under a live worker's name waits for that
+ * worker's old connection to close before it is refused. */
+#define S_CLAIM_GRACE 2.0
+
 /* One worker slot. A slot is taken at registration and keeps its id. */
 typedef struct {
     char name[128], host[128];
@@ -45,6 +49,15 @@ typedef struct {
     double last_seen;   /* cli_now() of its last progress: registration, a new step
                          * accepted, or release from a barrier (pulls do not count) */
     char key[48];       /* CurveZMQ: the public key that registered the name ("" without) */
+    /* A registration under this name from another connection while this
+     * one still looked alive, waiting up to S_CLAIM_GRACE s for it to go
+     * (a restarted worker can be quicker than the old connection's close). */
+    int claim;
+    wire_peer_t claim_peer;
+    uint64_t claim_request;
+    double claim_since;
+    int claim_threads, claim_compress;
+    char claim_host[128];
     int64_t shard;      /* images it owns */
     wire_msg_t grad;    /* sync: its gradient's message of the open round */
     const float *round_g; /* sync: its gradient in the open round, or NULL */
@@ -852,6 +865,9 @@ static const char *s_text_problem(const char *t, size_t max)
     return NULL;
 }
 
+static const char S_LIVE_NAME[] = "a live worker is registered under this name (its connection "
+                                  "is still open); give each worker its own --name";
+
 /* Is the connection that registered this slot still there? The gate knows.
  * On a ROUTER, a probe that the worker drops (an Ack to no request it made)
  * cannot be queued to a peer that disconnected (ZMQ_ROUTER_MANDATORY:
@@ -883,9 +899,55 @@ static const char *s_rejoin_problem(srv_t *s, const slot_t *sl, const wire_peer_
     if (sl->key[0] && strcmp(sl->key, peer->key) != 0)
         return "this name belongs to another worker's CurveZMQ key";
     if (sl->active && !same_conn && s_peer_alive(s, sl))
-        return "a live worker is registered under this name (its connection is still open); "
-               "give each worker its own --name";
+        return S_LIVE_NAME;
     return NULL;
+}
+
+/* Holds a registration that claims a live worker's name (see slot_t.claim). */
+static void s_claim(srv_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__Register *r)
+{
+    int same = sl->claim && sl->claim_peer.len == peer->len &&
+               memcmp(sl->claim_peer.id, peer->id, peer->len) == 0;
+    if (sl->claim && !same) /* an earlier claimant loses its place */
+        wire_send_error(s->sock, &sl->claim_peer, sl->claim_request,
+                        PS__ERROR_CODE__ERROR_STATE, S_LIVE_NAME);
+    if (!same)
+        sl->claim_since = cli_now();
+    sl->claim = 1;
+    sl->claim_peer = *peer;
+    sl->claim_request = s->request;
+    sl->claim_threads = (int)r->threads;
+    sl->claim_compress = (int)r->compress;
+    snprintf(sl->claim_host, sizeof sl->claim_host, "%s", r->host ? r->host : "");
+}
+
+/* Settles held claims: a rejoin once the old connection is gone, a refusal
+ * after S_CLAIM_GRACE seconds. */
+static void s_settle_claims(srv_t *s)
+{
+    for (int i = 0; i < s->registered; i++) {
+        slot_t *sl = &s->slots[i];
+        if (!sl->claim)
+            continue;
+        const char *bad = s_rejoin_problem(s, sl, &sl->claim_peer);
+        if (bad && bad == S_LIVE_NAME && cli_now() - sl->claim_since < S_CLAIM_GRACE)
+            continue;
+        sl->claim = 0;
+        uint64_t request = s->request;
+        s->request = sl->claim_request;
+        if (bad) {
+            s_log_refused(s, "refused registration of %s: %s", sl->name, bad);
+            s_error(s, &sl->claim_peer, PS__ERROR_CODE__ERROR_STATE, bad);
+        } else {
+            Ps__Register r = PS__REGISTER__INIT;
+            r.name = sl->name;
+            r.host = sl->claim_host;
+            r.threads = (uint32_t)sl->claim_threads;
+            r.compress = (Ps__Compression)sl->claim_compress;
+            s_rejoin(s, sl, &sl->claim_peer, &r);
+        }
+        s->request = request;
+    }
 }
 
 static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register *r)
@@ -920,7 +982,9 @@ static void s_on_register(srv_t *s, const wire_peer_t *peer, const Ps__Register 
                             "a worker with this name is already registered; give each "
                             "worker its own --name");
             s_log_refused(s, "refused registration: duplicate name %s", name);
-        } else if ((bad = s_rejoin_problem(s, sl, peer))) {
+        } else if ((bad = s_rejoin_problem(s, sl, peer)) == S_LIVE_NAME) {
+            s_claim(s, sl, peer, r);
+        } else if (bad) {
             s_error(s, peer, PS__ERROR_CODE__ERROR_STATE, bad);
             s_log_refused(s, "refused registration of %s: %s", name, bad);
         } else
@@ -1678,8 +1742,10 @@ int server_run(const server_opts_t *o)
                     s->registered, o->workers, o->register_timeout);
             goto out;
         }
-        if (s->started)
+        if (s->started) {
             s_check_deadlines(s);
+            s_settle_claims(s);
+        }
     }
     if (s->fatal)
         goto out;
