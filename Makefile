@@ -108,13 +108,17 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 
 # The server's message handler under the fuzzer: tests/fuzz/. make check
 # replays the corpus and the crashers (fuzz_replay); make fuzz runs libFuzzer
-# (clang, ASan + UBSan) for FUZZ_SECONDS and keeps new crashers.
-FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c
+# (clang, ASan + UBSan; persistent harness, dictionary tests/fuzz/server.dict)
+# for FUZZ_SECONDS and keeps new crashers; new inputs it finds stay in
+# build-fuzz/corpus (merge them into tests/fuzz/corpus with -merge=1).
+FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c server/gate.c
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS := -O2 -march=native -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+    -fsanitize-coverage-ignorelist=$(abspath tests/fuzz/coverage-ignore.txt) \
+    -fsanitize-ignorelist=$(abspath tests/fuzz/asan-ignore.txt)
 fuzz:
 	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
 	    build-fuzz/libproto.a build-fuzz/libcommon.a
@@ -124,7 +128,7 @@ fuzz:
 	mkdir -p build-fuzz/corpus tests/fuzz/crashers
 	cp tests/fuzz/corpus/* build-fuzz/corpus/
 	build-fuzz/fuzz_server -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
+	    -dict=tests/fuzz/server.dict -artifact_prefix=tests/fuzz/crashers/ build-fuzz/corpus
 
 # The safetensors reader under the fuzzer (model files and checkpoints come
 # from disk, and could come from anywhere): make check replays

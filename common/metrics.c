@@ -232,7 +232,8 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     /* The first statement reads the file: one that is not a database fails
      * here. The version is checked before WAL mode changes the file. */
     int v = 0;
-    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0 || s_set_wal(m) < 0 ||
+    int in_memory = strcmp(path, ":memory:") == 0; /* no file: no WAL */
+    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0 || (!in_memory && s_set_wal(m) < 0) ||
         s_exec(m, "PRAGMA synchronous=NORMAL", "set synchronous") < 0 || s_init_schema(m) < 0)
         goto fail;
     for (int i = 0; i < S_COUNT; i++) {

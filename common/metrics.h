@@ -61,7 +61,8 @@ typedef struct {
 
 /* Opens (creating if needed) the database at path, its directory and its
  * schema. Refuses a database whose schema version is newer than this
- * program's. NULL + err on failure. */
+ * program's. ":memory:" is a database in memory, gone at close (the
+ * fuzzer's). NULL + err on failure. */
 metrics_t *metrics_open(const char *path, char *err, size_t errlen);
 
 /* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. */

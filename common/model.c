@@ -497,3 +497,31 @@ void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, floa
         w[i] -= lr * vi;
     }
 }
+
+/* 1 when x is NaN or infinite: its exponent bits are all ones (a test the
+ * compiler vectorises, unlike isfinite). */
+static inline uint32_t s_not_finite(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+int model_sgd_step_finite(const float *w, const float *v, const float *g, size_t n, float lr,
+                          float momentum)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float vi = momentum * v[i] + g[i], wi = w[i] - lr * vi;
+        bad |= s_not_finite(vi) | s_not_finite(wi);
+    }
+    return bad == 0;
+}
+
+int model_all_finite(const float *x, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad |= s_not_finite(x[i]);
+    return bad == 0;
+}

@@ -121,4 +121,13 @@ void model_ws_profile(model_ws_t *ws, double *seconds);
  * over n elements. With momentum 0, v is still updated (v = g). */
 void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, float momentum);
 
+/* 1 when model_sgd_step with these arguments would leave every weight and
+ * momentum value finite, else 0; changes nothing. A server checks a gradient
+ * with it before applying one from outside. */
+int model_sgd_step_finite(const float *w, const float *v, const float *g, size_t n, float lr,
+                          float momentum);
+
+/* 1 when all n values are finite. */
+int model_all_finite(const float *x, size_t n);
+
 #endif

@@ -306,9 +306,11 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     return scratch;
 }
 
-/* Checks a compressed tensor frame: no half-precision infinity or NaN, no
- * int8 block scale that is negative or not finite. Returns the index of the
- * first bad value or block, or -1 when all is well. */
+/* Checks a compressed tensor frame: no half-precision infinity or NaN; for
+ * int8, no block scale that is negative or not finite, and no decoded value
+ * (scale x int8) that overflows a float: a scale of 3e38 is finite, 127 times
+ * it is not. Returns the index of the first bad value or block, or -1 when
+ * all is well. */
 static long s_check_compressed(const unsigned char *in, int encoding)
 {
     if (encoding == PS__ENCODING__ENCODING_F16) {
@@ -316,13 +318,21 @@ static long s_check_compressed(const unsigned char *in, int encoding)
         for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
             if ((h[i] & 0x7c00) == 0x7c00)
                 return (long)i;
-    } else
-        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
-            float scale;
-            memcpy(&scale, in + b * (sizeof(float) + WIRE_I8_BLOCK), sizeof scale);
-            if (!isfinite(scale) || scale < 0)
-                return (long)b;
-        }
+        return -1;
+    }
+    for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+        size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
+        n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
+        const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+        float scale;
+        memcpy(&scale, blk, sizeof scale);
+        const int8_t *q = (const int8_t *)(blk + sizeof scale);
+        int big = 0;
+        for (size_t i = 0; i < n; i++)
+            big = abs(q[i]) > big ? abs(q[i]) : big;
+        if (!isfinite(scale) || scale < 0 || !isfinite((float)big * scale))
+            return (long)b;
+    }
     return -1;
 }
 
@@ -353,6 +363,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     zmq_msg_t f;
     int flags = 0;
     if (peer) {
+        peer->key[0] = '\0';
         zmq_msg_init(&f);
         if (zmq_msg_recv(&f, sock, flags) < 0) {
             zmq_msg_close(&f);
@@ -373,6 +384,10 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     }
     size_t hlen = zmq_msg_size(&f);
     m->bytes = hlen;
+    if (peer) { /* the connection's metadata rides on the frames it sent */
+        const char *user = zmq_msg_gets(&f, "User-Id");
+        snprintf(peer->key, sizeof peer->key, "%s", user ? user : "");
+    }
     if (hlen > WIRE_MAX_HEADER) {
         zmq_msg_close(&f);
         s_drain(sock);
@@ -434,8 +449,11 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         } else if (enc != PS__ENCODING__ENCODING_F32) {
             if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
-                snprintf(err, errlen, "tensor %s %ld is not finite",
-                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad);
+                snprintf(err, errlen, "tensor %s %ld is not finite%s",
+                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
+                         enc == PS__ENCODING__ENCODING_F16
+                             ? ""
+                             : " (or overflows when multiplied by the block's int8 values)");
                 rc = PS__ERROR_CODE__ERROR_MALFORMED;
             }
         } else if (((uintptr_t)t & 3) != 0) {

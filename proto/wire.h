@@ -39,6 +39,7 @@ size_t wire_encoded_size(int encoding);
 typedef struct {
     size_t len;
     unsigned char id[WIRE_MAX_PEER];
+    char key[48]; /* CurveZMQ: the peer's public key (Z85, ZAP's User-Id), else "" */
 } wire_peer_t;
 
 /* A received, checked message. */

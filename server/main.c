@@ -59,12 +59,22 @@ static void s_usage(FILE *f)
         "                          is in DIR (both flags go together)\n"
         "  --keygen PATH           write a new CurveZMQ key pair: PATH (public certificate,\n"
         "                          to share) and PATH_secret (keep private), then exit\n"
+        "  --force                 with --keygen: replace an existing key pair\n"
         "  -h, --help              this help\n");
 }
 
-/* --keygen PATH: a new key pair in czmq's certificate format. */
-static int s_keygen(const char *path)
+/* --keygen PATH: a new key pair in czmq's certificate format. Existing
+ * files are replaced only with --force: a key pair in use would be lost. */
+static int s_keygen(const char *path, int force)
 {
+    char secret[4200];
+    snprintf(secret, sizeof secret, "%s_secret", path);
+    if (!force && (access(path, F_OK) == 0 || access(secret, F_OK) == 0)) {
+        fprintf(stderr, "error: %s exists: --keygen does not overwrite a key pair (it may be in "
+                        "use); give --force to replace it\n",
+                access(path, F_OK) == 0 ? path : secret);
+        return 1;
+    }
     zsys_handler_set(NULL);
     zcert_t *cert = zcert_new();
     if (!cert) {
@@ -97,6 +107,30 @@ static int s_keygen(const char *path)
     return rc == 0 ? 0 : 1;
 }
 
+/* A tcp:// endpoint's port must be * or 1..65535: ZeroMQ takes a larger
+ * number modulo 65536 or as "any port" without a word. */
+static int s_check_bind(const char *bind)
+{
+    if (strncmp(bind, "tcp://", 6) != 0)
+        return 0;
+    const char *colon = strrchr(bind + 6, ':');
+    if (!colon) {
+        fprintf(stderr, "error: --bind %s has no port: give tcp://HOST:PORT\n", bind);
+        return -1;
+    }
+    if (strcmp(colon + 1, "*") == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end || errno || port < 1 || port > 65535) {
+        fprintf(stderr, "error: --bind %s: port '%s' is not in 1..65535 (or * for any free "
+                        "port)\n", bind, colon + 1);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *env_dir = getenv("MNIST_DIR");
@@ -108,7 +142,8 @@ int main(int argc, char **argv)
                        .checkpoint_every = 100, .checkpoint_seconds = 30};
     enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
            O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO,
-           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME, O_CURVE, O_ALLOWED, O_KEYGEN };
+           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME, O_CURVE, O_ALLOWED, O_KEYGEN,
+           O_FORCE };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"workers", required_argument, 0, O_WORKERS},
@@ -134,10 +169,12 @@ int main(int argc, char **argv)
         {"curve-secret", required_argument, 0, O_CURVE},
         {"allowed-keys", required_argument, 0, O_ALLOWED},
         {"keygen", required_argument, 0, O_KEYGEN},
+        {"force", no_argument, 0, O_FORCE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c, bad = 0;
+    int c, bad = 0, force = 0;
+    const char *keygen = NULL;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case O_BIND: o.bind = optarg; break;
@@ -184,7 +221,8 @@ int main(int argc, char **argv)
         case O_RESUME: o.resume = 1; break;
         case O_CURVE: o.curve_secret = optarg; break;
         case O_ALLOWED: o.allowed_keys = optarg; break;
-        case O_KEYGEN: return s_keygen(optarg);
+        case O_KEYGEN: keygen = optarg; break;
+        case O_FORCE: force = 1; break;
         case 'h': s_usage(stdout); return 0;
         default: bad = 1; break;
         }
@@ -198,6 +236,10 @@ int main(int argc, char **argv)
                         "server must know whom to admit\n");
         bad = 1;
     }
+    if (!bad && keygen)
+        return s_keygen(keygen, force);
+    if (!bad && s_check_bind(o.bind) != 0)
+        bad = 1;
     if (bad) {
         fprintf(stderr, "run 'paramserver --help' for usage\n");
         return 2;

@@ -75,6 +75,15 @@ server_t *server_new(const server_opts_t *o);
  * many. */
 int server_handle_ready(server_t *s);
 
+/* For the fuzzer: forgets every worker and the run, restores the initial
+ * weights and zero momentum, so that the next input meets a fresh server
+ * without the cost of a new one (database rows are kept). */
+void server_reset(server_t *s);
+
+/* For the fuzzer: NULL when the server's state is sound (weights and
+ * momentum finite, worker counts consistent), else what is wrong. */
+const char *server_invariant_problem(const server_t *s);
+
 /* Closes everything; a run started and not finished is marked failed. */
 void server_destroy(server_t **ps);
 

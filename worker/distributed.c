@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -85,6 +86,11 @@ static int s_curve(void *sock, const worker_opts_t *o)
         fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
                 o->curve_secret);
     else {
+        struct stat st;
+        if (stat(o->curve_secret, &st) == 0 && (st.st_mode & 077))
+            fprintf(stderr, "warning: the secret key %s is readable by other users (mode %03o): "
+                            "chmod 600 %s\n", o->curve_secret, (unsigned)(st.st_mode & 0777),
+                    o->curve_secret);
         zcert_apply(mine, sock);
         zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32);
         printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
@@ -303,6 +309,37 @@ static int s_tell(conn_t *c, Ps__Envelope *env)
     if (rc == REQ_OK)
         wire_msg_close(&reply);
     return rc;
+}
+
+/* Stopped (SIGINT/SIGTERM): tells the server this worker leaves, so that the
+ * others do not wait for it until --worker-timeout; waits for the Ack at
+ * most 2 s. */
+static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
+{
+    Ps__Done done = PS__DONE__INIT;
+    done.worker_id = w->worker_id;
+    done.leaving = 1;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &done;
+    env.request_id = ++c->request;
+    if (wire_send_msg(c->sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+        return;
+    for (double end = cli_now() + 2; cli_now() < end;) {
+        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 200) <= 0)
+            continue;
+        wire_msg_t reply;
+        char err[256];
+        if (wire_recv(c->sock, NULL, &reply, err, sizeof err) != 0)
+            continue;
+        int answered = reply.env->request_id == env.request_id;
+        wire_msg_close(&reply);
+        if (answered) {
+            fprintf(stderr, "worker: told the server this worker leaves\n");
+            return;
+        }
+    }
 }
 
 /* What a distributed worker holds for its whole life, across sessions (a
@@ -640,6 +677,8 @@ int distributed_run(const worker_opts_t *o)
     }
     if (rc == REQ_OK)
         worker_summary((int)d.w.epochs, d.accuracy, d.train_seconds, (double)d.n * d.w.epochs);
+    if (worker_stop && d.w.run_id != 0)
+        s_say_leaving(&d.c, &d.w);
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
     wire_msg_close(&d.weights);

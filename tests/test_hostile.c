@@ -1,0 +1,1119 @@
+/* test_hostile: a paramserver attacked by hostile or faulty peers (issue 9).
+ * Each test starts a real server on an ephemeral loopback port and plays the
+ * worker(s) itself with raw DEALER sockets and hand-built messages, then
+ * checks what the server did: its replies, its exit status, its database,
+ * its model and checkpoint files. Every wait has a deadline.
+ * Needs MNIST in $MNIST_DIR (default data) and the programs in $BUILD
+ * (default build). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "cli.h"
+#include "model.h"
+#include "modelfile.h"
+#include "safetensors.h"
+#include "wire.h"
+
+static char s_tmp[256];
+static const char *s_data;
+static char s_server[256], s_worker[256];
+
+/* Starts argv with stdout and stderr appended to `log`; returns the pid. */
+static pid_t s_spawn(const char *log, const char *const *argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid until the deadline; kills it past it. Its exit status, or
+ * -1 when it was killed or signalled. */
+static int s_wait(pid_t pid, double seconds)
+{
+    double end = cli_now() + seconds;
+    int st;
+    while (cli_now() < end) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        usleep(20000); /* polling a child's exit: no event to wait on */
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void s_cat(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+    if (!f)
+        return;
+    fprintf(stderr, "---- %s\n", path);
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fclose(f);
+}
+
+/* Does the file contain the text? */
+static int s_contains(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Waits until the log has a line with `text`, up to `seconds`. */
+static int s_wait_log(const char *log, const char *text, double seconds)
+{
+    double end = cli_now() + seconds;
+    while (cli_now() < end) {
+        if (s_contains(log, text))
+            return 0;
+        usleep(20000);
+    }
+    return -1;
+}
+
+/* A server under test: its directory, files and endpoint. */
+typedef struct {
+    char dir[300], log[400], db[400], out[400], ckpt[400], ep[256];
+    pid_t pid;
+} srv_t;
+
+/* Starts a paramserver in s_tmp/NAME on a free loopback port with the given
+ * extra flags (NULL-terminated), and waits for its endpoint (left empty if
+ * it exited first). With `again` the same directory is reused and the
+ * server binds the endpoint it had. */
+static void s_start(srv_t *v, const char *name, int again, const char *flag, ...)
+{
+    if (!again) {
+        memset(v, 0, sizeof *v);
+        snprintf(v->dir, sizeof v->dir, "%s/%s", s_tmp, name);
+        cli_mkdirs(v->dir);
+        snprintf(v->log, sizeof v->log, "%s/server.log", v->dir);
+        snprintf(v->db, sizeof v->db, "%s/m.db", v->dir);
+        snprintf(v->out, sizeof v->out, "%s/out", v->dir);
+        snprintf(v->ckpt, sizeof v->ckpt, "%s/out/checkpoint.safetensors", v->dir);
+    }
+    static char ep[256];
+    snprintf(ep, sizeof ep, "%s", again && v->ep[0] ? v->ep : "tcp://127.0.0.1:*");
+    const char *argv[64] = {s_server, "--bind", ep,
+                            "--data-dir", s_data, "--db", v->db, "--out", v->out,
+                            "--threads", "1", "--register-timeout", "30"};
+    int n = 13;
+    va_list ap;
+    va_start(ap, flag);
+    for (const char *a = flag; a && n < 62; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    size_t mark = 0;
+    struct stat st;
+    if (stat(v->log, &st) == 0)
+        mark = (size_t)st.st_size;
+    v->pid = s_spawn(v->log, argv);
+    /* The endpoint line of this start (the log may hold an earlier one). */
+    double end = cli_now() + 30;
+    while (cli_now() < end) {
+        FILE *f = fopen(v->log, "r");
+        char line[512];
+        if (f && fseek(f, (long)mark, SEEK_SET) == 0)
+            while (fgets(line, sizeof line, f)) {
+                char *p = strstr(line, "listening on ");
+                if (p) {
+                    sscanf(p + 13, "%255s", v->ep);
+                    fclose(f);
+                    return;
+                }
+            }
+        if (f)
+            fclose(f);
+        siginfo_t info = {.si_pid = 0};
+        if (waitid(P_PID, (id_t)v->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == v->pid) {
+            v->ep[0] = '\0'; /* it exited without listening: s_wait has its status */
+            return;
+        }
+        usleep(20000);
+    }
+    s_cat(v->log);
+    fail_msg("the server %s did not start listening", name);
+}
+
+static void s_stop(srv_t *v)
+{
+    if (v->pid > 0) {
+        kill(v->pid, SIGKILL);
+        waitpid(v->pid, NULL, 0);
+        v->pid = 0;
+    }
+}
+
+static double s_query(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    double v = NAN;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return v;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return v;
+}
+
+/* A DEALER socket connected to ep that drops unsent messages on close: a
+ * test client playing a worker. */
+static void *s_dealer(void *ctx, const char *ep)
+{
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(sock, ep), 0);
+    return sock;
+}
+
+/* Waits up to `ms` for a reply into *m; its kind, or -1 when none came. */
+static int s_reply(void *sock, wire_msg_t *m, long ms)
+{
+    char err[256];
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, ms) != 1)
+        return -1;
+    int rc = wire_recv(sock, NULL, m, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "  the client refused the reply: %s\n", err);
+        return -1;
+    }
+    return m->env->body_case;
+}
+
+/* Sends env (+ a ready tensor frame, whose ownership passes) and returns the
+ * reply's kind, filling *m (closed by the caller), or -1. */
+static int s_ask_msg(void *sock, Ps__Envelope *env, zmq_msg_t *tensor, wire_msg_t *m)
+{
+    static uint64_t request = 1;
+    if (env->request_id == 0)
+        env->request_id = ++request;
+    if (wire_send_msg(sock, NULL, env, tensor, 0) < 0)
+        return -1;
+    /* As a worker does, drop what answers no request of ours. */
+    for (double end = cli_now() + 20; cli_now() < end;) {
+        int kind = s_reply(sock, m, 20000);
+        if (kind < 0 || m->env->request_id == env->request_id ||
+            (kind == PS__ENVELOPE__BODY_ERROR && m->env->request_id == 0))
+            return kind;
+        wire_msg_close(m);
+    }
+    return -1;
+}
+
+/* Prints the Error reply's message when there is one. */
+static void s_show(const char *what, const wire_msg_t *m)
+{
+    if (m->env && m->env->body_case == PS__ENVELOPE__BODY_ERROR)
+        printf("  %s: Error %d: %s\n", what, m->env->error->code, m->env->error->message);
+}
+
+/* Sends a Register under name asking for compression. */
+static void s_register_send(void *sock, const char *name, int compress)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = (char *)name;
+    reg.host = "test";
+    reg.threads = 1;
+    reg.compress = (Ps__Compression)compress;
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    env.request_id = 1;
+    assert_true(wire_send_msg(sock, NULL, &env, NULL, 0) > 0);
+}
+
+/* The incarnation the last Welcome gave, which pushes then carry (tests
+ * with two clients have both at 0). */
+static uint32_t s_incarnation;
+
+/* Waits for the answer to a Register: the worker id, or -1. */
+static int s_welcome(void *sock)
+{
+    wire_msg_t m;
+    int kind = s_reply(sock, &m, 20000);
+    if (kind < 0)
+        return -1;
+    s_show("register", &m);
+    int id = kind == PS__ENVELOPE__BODY_WELCOME ? (int)m.env->welcome->worker_id : -1;
+    if (id >= 0)
+        s_incarnation = m.env->welcome->incarnation;
+    wire_msg_close(&m);
+    return id;
+}
+
+/* Registers under name asking for compression; the worker id, or -1. */
+static int s_register(void *sock, const char *name, int compress)
+{
+    s_register_send(sock, name, compress);
+    return s_welcome(sock);
+}
+
+/* Registers two clients (the Welcomes come when both did); their ids. */
+static void s_register2(void *a, const char *na, int ca, void *b, const char *nb, int cb,
+                        int *ia, int *ib)
+{
+    s_register_send(a, na, ca);
+    s_register_send(b, nb, cb);
+    *ia = s_welcome(a);
+    *ib = s_welcome(b);
+    assert_true(*ia >= 0 && *ib >= 0);
+}
+
+/* Pushes the tensor frame (ownership passes) as step `step` in `encoding`;
+ * the reply's kind, with the reply in *m. */
+static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encoding,
+                  zmq_msg_t *t, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)id;
+    p.step = step;
+    p.version = version;
+    p.epoch = 1;
+    p.loss = 1.0f;
+    p.encoding = (Ps__Encoding)encoding;
+    p.incarnation = s_incarnation;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    int kind = s_ask_msg(sock, &env, t, m);
+    if (kind >= 0)
+        s_show("push", m);
+    return kind;
+}
+
+/* A float32 tensor frame with every value x. */
+static void s_f32(zmq_msg_t *t, float x)
+{
+    assert_int_equal(wire_tensor_init(t), 0);
+    float *f = zmq_msg_data(t);
+    for (int i = 0; i < MODEL_NPARAMS; i++)
+        f[i] = x;
+}
+
+/* Pushes a float32 tensor of x; the reply's kind (the reply is closed). */
+static int s_push_f32(void *sock, int id, uint64_t step, float x)
+{
+    zmq_msg_t t;
+    wire_msg_t m;
+    s_f32(&t, x);
+    int kind = s_push(sock, id, step, 0, PS__ENCODING__ENCODING_F32, &t, &m);
+    if (kind >= 0)
+        wire_msg_close(&m);
+    return kind;
+}
+
+/* Sends a request without a tensor; the reply's kind (reply closed). */
+static int s_tell(void *sock, Ps__Envelope *env)
+{
+    wire_msg_t m;
+    int kind = s_ask_msg(sock, env, NULL, &m);
+    if (kind >= 0) {
+        s_show(wire_kind_name(env->body_case), &m);
+        wire_msg_close(&m);
+    }
+    return kind;
+}
+
+static int s_done(void *sock, int id)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Done d = PS__DONE__INIT;
+    d.worker_id = (uint32_t)id;
+    d.train_seconds = 1.0;
+    d.test_accuracy = 50.0;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &d;
+    return s_tell(sock, &env);
+}
+
+static int s_pull(void *sock, int id, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull p = PS__PULL__INIT;
+    p.worker_id = (uint32_t)id;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &p;
+    return s_ask_msg(sock, &env, NULL, m);
+}
+
+/* The server's model file holds only finite values (0), or is unreadable or
+ * not finite (-1). */
+static int s_model_finite(const srv_t *v)
+{
+    static float w[MODEL_NPARAMS];
+    char path[500], err[512];
+    snprintf(path, sizeof path, "%s/model_distributed.safetensors", v->out);
+    if (modelfile_load(path, "", w, err, sizeof err) != 0)
+        return -1;
+    return model_all_finite(w, MODEL_NPARAMS) ? 0 : -1;
+}
+
+/* D1: an int8 push whose block scale is finite but whose values overflow
+ * when decoded (3e38 x 127) is refused, and so is an encoding the worker
+ * was not granted at registration; the server's weights stay finite. */
+static void test_int8_overflow_and_ungranted_encoding_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "int8", 0, "--workers", "2", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "int8", PS__COMPRESSION__COMPRESSION_INT8, b, "plain",
+                PS__COMPRESSION__COMPRESSION_NONE, &ia, &ib);
+
+    size_t size = wire_encoded_size(PS__ENCODING__ENCODING_I8);
+    zmq_msg_t t;
+    wire_msg_t m;
+    assert_int_equal(zmq_msg_init_size(&t, size), 0);
+    unsigned char *p = zmq_msg_data(&t);
+    for (size_t blk = 0; blk < size; blk += 4 + WIRE_I8_BLOCK) {
+        float scale = 3e38f;
+        memcpy(p + blk, &scale, 4);
+        memset(p + blk + 4, 127, size - blk - 4 < WIRE_I8_BLOCK ? size - blk - 4 : WIRE_I8_BLOCK);
+    }
+    assert_int_equal(s_push(a, ia, 1, 0, PS__ENCODING__ENCODING_I8, &t, &m),
+                     PS__ENVELOPE__BODY_ERROR);
+    wire_msg_close(&m);
+    /* A well-formed small int8 frame: refused from a worker that registered
+     * for float32, applied from the int8 worker; the weights stay finite. */
+    assert_int_equal(zmq_msg_init_size(&t, size), 0);
+    p = zmq_msg_data(&t);
+    memset(p, 0, size);
+    for (size_t blk = 0; blk < size; blk += 4 + WIRE_I8_BLOCK) {
+        float scale = 1e-4f;
+        memcpy(p + blk, &scale, 4);
+        p[blk + 4] = 100;
+    }
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &t);
+    assert_int_equal(s_push(b, ib, 1, 0, PS__ENCODING__ENCODING_I8, &copy, &m),
+                     PS__ENVELOPE__BODY_ERROR);
+    wire_msg_close(&m);
+    assert_int_equal(s_push(a, ia, 1, 0, PS__ENCODING__ENCODING_I8, &t, &m),
+                     PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(m.env->weights->version, 1);
+    static float w[MODEL_NPARAMS];
+    const float *wf = wire_tensor(&m, w);
+    assert_true(model_all_finite(wf, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D5: pushes of finite but huge gradients (3e38) whose application would
+ * overflow the momentum are refused (async: the second one; sync: the
+ * round's average), so the weights stay finite and the saved model too. */
+static void test_momentum_overflow_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "overflow_async", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "big", 0);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 3e38f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_push_f32(a, id, 2, 3e38f), PS__ENVELOPE__BODY_ERROR);
+    wire_msg_t m;
+    assert_int_equal(s_pull(a, id, &m), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_true(model_all_finite(m.tensor, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal(s_model_finite(&v), 0);
+    zmq_close(a);
+
+    /* sync: each gradient alone is fine, their sum overflows. */
+    s_start(&v, "overflow_sync", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
+            NULL);
+    void *b = s_dealer(ctx, v.ep);
+    a = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "a", 0, b, "b", 0, &ia, &ib);
+    zmq_msg_t t;
+    s_f32(&t, 3e38f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)ia;
+    p.step = 1;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 77;
+    assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0); /* held for the round */
+    assert_int_equal(s_push_f32(b, ib, 1, 3e38f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_reply(a, &m, 10000), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_true(model_all_finite(m.tensor, MODEL_NPARAMS));
+    wire_msg_close(&m);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D2: the server is killed with SIGKILL right after acknowledging the last
+ * worker's Done (during the final evaluation) and restarted with --resume:
+ * it must finish the run at once (evaluate, save, mark done, exit 0) with
+ * the weights the worker ended with, not wait for it, evict it and fail. */
+static void test_crash_after_done_resumes_to_done(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "after_done", 0, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
+            "--checkpoint-every", "1000", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    static float last[MODEL_NPARAMS], saved[MODEL_NPARAMS];
+    wire_msg_t m;
+    for (uint64_t step = 1; step <= 3; step++) {
+        zmq_msg_t t;
+        s_f32(&t, 1e-3f * (float)step);
+        assert_int_equal(s_push(a, id, step, step - 1, PS__ENCODING__ENCODING_F32, &t, &m),
+                         PS__ENVELOPE__BODY_WEIGHTS);
+        memcpy(last, m.tensor, sizeof last);
+        wire_msg_close(&m);
+    }
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    kill(v.pid, SIGKILL); /* it is evaluating 10,000 test images now */
+    waitpid(v.pid, NULL, 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    char model[500], err[512];
+    snprintf(model, sizeof model, "%s/model_distributed.safetensors", v.out);
+    assert_int_not_equal(access(model, F_OK), 0); /* killed before it saved */
+
+    s_start(&v, "after_done", 1, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
+            "--checkpoint-every", "1000", "--resume", NULL);
+    int code = s_wait(v.pid, 60);
+    if (code != 0)
+        s_cat(v.log);
+    assert_int_equal(code, 0);
+    assert_int_equal(modelfile_load(model, "", saved, err, sizeof err), 0);
+    assert_memory_equal(saved, last, sizeof last);
+    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'done'"), 1);
+    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'evicted'"),
+                     0);
+    assert_int_not_equal(access(v.ckpt, F_OK), 0); /* the completed run's checkpoint is gone */
+}
+
+/* D4: after the start, a registration under a live worker's name from
+ * another connection is refused (it used to take the slot over, and its
+ * Done with 0 steps ended the run); the worker goes on. Once that worker's
+ * connection is gone, its name may rejoin (a restarted worker). */
+static void test_name_takeover_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "takeover", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int id = s_register(a, "victim", 0);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_register(b, "victim", 0), -1);
+    assert_int_equal(s_done(b, id), PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(s_push_f32(a, id, 2, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    zmq_close(a);
+    /* The victim's process is gone: a new one under its name rejoins. */
+    void *c = s_dealer(ctx, v.ep);
+    int again = -1;
+    for (double end = cli_now() + 10; again < 0 && cli_now() < end;)
+        if ((again = s_register(c, "victim", 0)) < 0)
+            usleep(100000);
+    assert_int_equal(again, id);
+    assert_int_equal(s_push_f32(c, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_done(c, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    zmq_close(b);
+    zmq_close(c);
+    zmq_ctx_term(ctx);
+}
+
+/* D6: worker names that are not valid UTF-8, hold control characters or
+ * are too long are refused at registration with a message saying so (one
+ * used to disable checkpointing for the whole run). */
+static void test_bad_names_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "names", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    char longname[200];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    const char *bad[] = {"\xff\xfe", "w\xc0\xafx", "fake\n[  1.00] worker 0 done", "\x1b[31mred",
+                         "\xed\xa0\x80", longname};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(s_register(a, bad[i], 0), -1);
+    int id = s_register(a, "caf\xc3\xa9-w\xe2\x82\xac", 0); /* UTF-8 is fine */
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    /* Checkpointing works (it is written just after the reply). */
+    for (double end = cli_now() + 10; access(v.ckpt, F_OK) != 0 && cli_now() < end;)
+        usleep(20000);
+    assert_int_equal(access(v.ckpt, F_OK), 0);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D7: in sync mode a worker that registers and pulls but never pushes is
+ * evicted after --worker-timeout (pulls are not progress), so the other
+ * worker's held push is answered. */
+static void test_puller_without_pushes_evicted(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "puller", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
+            "--worker-timeout", "2", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    int ia, ib;
+    s_register2(a, "pusher", 0, b, "puller", 0, &ia, &ib);
+    zmq_msg_t t;
+    s_f32(&t, 1e-3f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)ia;
+    p.step = 1;
+    p.epoch = 1;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 5;
+    assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0);
+    double t0 = cli_now();
+    wire_msg_t m;
+    int kind = -1;
+    while (kind < 0 && cli_now() - t0 < 12) {
+        wire_msg_t w;
+        if (s_pull(b, ib, &w) >= 0)
+            wire_msg_close(&w);
+        kind = s_reply(a, &m, 300);
+    }
+    printf("  held push answered after %.1f s (--worker-timeout 2)\n", cli_now() - t0);
+    assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
+    wire_msg_close(&m);
+    char line[64];
+    snprintf(line, sizeof line, "evicting worker %d", ib);
+    assert_true(s_contains(v.log, line));
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D8: a run in which every worker was evicted (here: the only one, which
+ * never pushed) saves no model, so a good model already there is kept, and
+ * exits non-zero with the run marked failed. */
+static void test_all_evicted_keeps_model(void **state)
+{
+    (void)state;
+    srv_t v;
+    char model[500];
+    s_start(&v, "evicted", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--worker-timeout", "1", NULL);
+    snprintf(model, sizeof model, "%s/model_distributed.safetensors", v.out);
+    FILE *f = fopen(model, "w");
+    assert_non_null(f);
+    fputs("the model of an earlier, good run", f);
+    fclose(f);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    assert_true(s_register(a, "idle", 0) >= 0);
+    int code = s_wait(v.pid, 30);
+    assert_int_equal(code, 1);
+    char text[64] = "";
+    f = fopen(model, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof text, f));
+    fclose(f);
+    assert_string_equal(text, "the model of an earlier, good run");
+    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'failed'"), 1);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* The server's resident memory in MB (VmRSS), or -1. */
+static double s_rss_mb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+/* A TCP connection to a tcp://127.0.0.1:PORT endpoint, speaking ZMTP 3.0 by
+ * hand: greeting and READY as a DEALER. Sends time out after 5 s. */
+static int s_zmtp_connect(const char *ep)
+{
+    int port = atoi(strrchr(ep, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    unsigned char greeting[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+    static const unsigned char ready[] = {4, 28, 5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k',
+                                          'e', 't', '-', 'T', 'y', 'p', 'e', 0, 0, 0, 6, 'D', 'E',
+                                          'A', 'L', 'E', 'R'};
+    assert_int_equal(send(fd, greeting, sizeof greeting, MSG_NOSIGNAL), (ssize_t)sizeof greeting);
+    assert_int_equal(send(fd, ready, sizeof ready, MSG_NOSIGNAL), (ssize_t)sizeof ready);
+    return fd;
+}
+
+/* D3: one raw ZMTP client sends frames of 512 KB (each under the size cap)
+ * with the MORE flag and never a last frame. A ROUTER socket kept them all
+ * (the server grew by what was sent); now the connection is closed once the
+ * message passes WIRE_MAX_MESSAGE, the server's memory stays bounded, and it
+ * goes on serving. */
+static void test_endless_multipart_bounded(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "multipart", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    double rss0 = s_rss_mb(v.pid);
+    int fd = s_zmtp_connect(v.ep);
+    enum { FRAME = 512 << 10, TOTAL_MB = 600 };
+    unsigned char *frame = calloc(1, 9 + FRAME);
+    frame[0] = 3; /* MORE | LONG */
+    for (int i = 0; i < 8; i++)
+        frame[1 + i] = (unsigned char)((uint64_t)FRAME >> (56 - 8 * i));
+    double sent = 0;
+    while (sent < TOTAL_MB * 1048576.0) {
+        ssize_t n = send(fd, frame, 9 + FRAME, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (double)n;
+    }
+    double rss1 = s_rss_mb(v.pid);
+    printf("  the client sent %.0f MB of one unfinished message before the server closed it; "
+           "server memory %.0f -> %.0f MB\n", sent / 1048576, rss0, rss1);
+    free(frame);
+    close(fd);
+    assert_true(rss1 - rss0 < 100);
+    assert_true(sent < TOTAL_MB * 1048576.0);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    assert_true(s_register(a, "after", 0) >= 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* D9: a registered client that never reads its replies and keeps asking
+ * for the weights (900 KB each): ZeroMQ's default send queue of 1,000
+ * messages let it pin ~900 MB of the server; now a few replies queue, then
+ * its connection is closed, and the server's memory stays bounded. */
+static void test_client_not_reading_bounded(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "notreading", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            NULL);
+    double rss0 = s_rss_mb(v.pid);
+    /* A client whose ZeroMQ takes one message off the network, then no
+     * more: the server's replies back up to it. */
+    void *ctx = zmq_ctx_new(), *a = zmq_socket(ctx, ZMQ_DEALER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(a, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(a, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(a, v.ep), 0);
+    int id = s_register(a, "deaf", 0);
+    assert_true(id >= 0);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = (uint32_t)id;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    int sent = 0;
+    for (; sent < 400; sent++) {
+        env.request_id = 2 + (uint64_t)sent;
+        if (wire_send(a, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+            break;
+        usleep(2000);
+    }
+    double rss1 = s_rss_mb(v.pid);
+    printf("  %d pulls sent without reading a reply; server memory %.0f -> %.0f MB\n", sent,
+           rss0, rss1);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    assert_true(rss1 - rss0 < 100);
+    s_stop(&v);
+}
+
+/* Trains a one-worker async run in NAME for `steps` steps with checkpoints
+ * after every update, then kills the server with SIGKILL: its checkpoint
+ * is left. Extra server flags (NULL-terminated, at most 4) follow. */
+static void s_checkpointed_run(srv_t *v, const char *name, int steps, const char *f1,
+                               const char *f2)
+{
+    s_start(v, name, 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", "--worker-timeout", "2", f1, f2, NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v->ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    for (int step = 1; step <= steps; step++)
+        assert_int_equal(s_push_f32(a, id, (uint64_t)step, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    /* The checkpoint of the last step is written just after its reply. */
+    char line[64];
+    snprintf(line, sizeof line, "\"version\":\"%d\"", steps);
+    for (double end = cli_now() + 10; cli_now() < end; usleep(20000)) {
+        FILE *f = fopen(v->ckpt, "rb");
+        char head[4096] = "";
+        if (f) {
+            size_t n = fread(head, 1, sizeof head - 1, f);
+            head[n] = '\0';
+            fclose(f);
+        }
+        if (strstr(head + 8, line))
+            break;
+    }
+    s_stop(v);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* Flips one bit of the file at offset `at` from its end. */
+static void s_flip(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, -at, SEEK_END), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, -at, SEEK_END), 0);
+    fputc(c ^ 0x04, f);
+    fclose(f);
+}
+
+/* Replaces the first `from` in the file by `to` (same length). */
+static void s_patch(const char *path, const char *from, const char *to)
+{
+    static char buf[4 << 20];
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf, f);
+    char *p = memmem(buf, n, from, strlen(from));
+    assert_non_null(p);
+    assert_int_equal(strlen(from), strlen(to));
+    assert_int_equal(fseek(f, p - buf, SEEK_SET), 0);
+    fwrite(to, 1, strlen(to), f);
+    fclose(f);
+}
+
+/* D10: a checkpoint with a flipped bit in its momentum or a changed digit
+ * in its metadata is refused by --resume with a message naming the
+ * checksum (it used to load silently); a good one resumes. */
+static void test_damaged_checkpoint_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_checkpointed_run(&v, "damaged", 3, NULL, NULL);
+    char good[500], cmd[1200];
+    snprintf(good, sizeof good, "%s/good.safetensors", v.dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", v.ckpt, good);
+    assert_int_equal(system(cmd), 0);
+    const char *what[] = {"a bit of the momentum", "a step count"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, v.ckpt);
+        assert_int_equal(system(cmd), 0);
+        if (k == 0)
+            s_flip(v.ckpt, 1000);
+        else
+            s_patch(v.ckpt, "\"slot.0.steps\":\"3\"", "\"slot.0.steps\":\"1\"");
+        s_start(&v, "damaged", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
+                "--checkpoint-every", "1", "--worker-timeout", "2", "--resume", NULL);
+        int code = s_wait(v.pid, 30);
+        printf("  %s changed: --resume exits %d\n", what[k], code);
+        if (code != 1 || !s_contains(v.log, "checksum"))
+            s_cat(v.log);
+        assert_int_equal(code, 1);
+        assert_true(s_contains(v.log, "the file is damaged"));
+        unlink(v.log);
+    }
+}
+
+/* The seed item: a --seed above 2^53 resumes from its own checkpoint (its
+ * metadata used to be read back through a double, and the seed no longer
+ * matched). */
+static void test_large_seed_resumes(void **state)
+{
+    (void)state;
+    srv_t v;
+    const char *seed = "18446744073709551557";
+    s_checkpointed_run(&v, "seed", 2, "--seed", seed);
+    s_start(&v, "seed", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1", "--worker-timeout", "2", "--seed", seed, "--resume", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    if (id < 0)
+        s_cat(v.log);
+    assert_true(id >= 0);
+    assert_int_equal(s_push_f32(a, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
+    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D11: worker-reported figures out of range (loss 1e308, accuracy 500%,
+ * negative seconds, NaN) are refused with an Error and not stored. */
+static void test_bad_figures_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "figures", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--epochs", "2", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "liar", 0);
+    assert_true(id >= 0);
+    Ps__EpochReport good = PS__EPOCH_REPORT__INIT;
+    good.worker_id = (uint32_t)id;
+    good.epoch = 1;
+    good.train_loss = 0.5;
+    good.test_accuracy = 90;
+    good.epoch_seconds = 10;
+    Ps__EpochReport bad[5];
+    for (int k = 0; k < 5; k++)
+        bad[k] = good;
+    bad[0].train_loss = 1e308;
+    bad[1].test_accuracy = 500;
+    bad[2].epoch_seconds = -3;
+    bad[3].wait_seconds = NAN;
+    bad[4].epoch = 99;
+    for (int k = 0; k < 5; k++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_EPOCH;
+        env.epoch = &bad[k];
+        assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ERROR);
+    }
+    /* A push whose loss is NaN, a Done with negative seconds. */
+    zmq_msg_t t;
+    wire_msg_t m;
+    s_f32(&t, 1e-3f);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)id;
+    p.step = 1;
+    p.epoch = 1;
+    p.loss = NAN;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    assert_int_equal(s_ask_msg(a, &env, &t, &m), PS__ENVELOPE__BODY_ERROR);
+    s_show("push", &m);
+    wire_msg_close(&m);
+    Ps__Done d = PS__DONE__INIT;
+    d.worker_id = (uint32_t)id;
+    d.train_seconds = -5;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_DONE;
+    env.done = &d;
+    assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ERROR);
+    /* The good report is stored; none of the bad ones. */
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_EPOCH;
+    env.epoch = &good;
+    assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ACK);
+    s_stop(&v);
+    assert_int_equal((int)s_query(v.db, "select count(*) from epochs"), 1);
+    assert_int_equal((int)s_query(v.db, "select count(*) from steps"), 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D15: a flood of refused messages adds a bounded number of log lines (one
+ * per refusal used to); the server still answers each one. */
+static void test_refusal_flood_rate_limited(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "flood", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int answered = 0;
+    for (int k = 0; k < 500; k++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        Ps__Pull pull = PS__PULL__INIT;
+        pull.worker_id = 7; /* before the run started: refused */
+        env.body_case = PS__ENVELOPE__BODY_PULL;
+        env.pull = &pull;
+        answered += s_tell(a, &env) == PS__ENVELOPE__BODY_ERROR;
+    }
+    s_stop(&v);
+    FILE *f = fopen(v.log, "r");
+    char line[512];
+    int lines = 0;
+    while (f && fgets(line, sizeof line, f))
+        lines++;
+    if (f)
+        fclose(f);
+    printf("  500 refused messages, %d answered, %d log lines\n", answered, lines);
+    assert_int_equal(answered, 500);
+    assert_true(lines < 50);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D12: SIGTERM (what systemd sends) makes the server write a final
+ * checkpoint, so that --resume continues from the last update rather than
+ * from the last periodic checkpoint (here: none). */
+static void test_sigterm_writes_checkpoint(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "sigterm", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
+            "--checkpoint-every", "1000", "--checkpoint-seconds", "1000000", NULL);
+    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    int id = s_register(a, "w", 0);
+    assert_true(id >= 0);
+    for (int step = 1; step <= 2; step++)
+        assert_int_equal(s_push_f32(a, id, (uint64_t)step, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
+    kill(v.pid, SIGTERM);
+    assert_int_equal(s_wait(v.pid, 30), 1);
+    char err[256];
+    st_file_t *f = st_open(v.ckpt, err, sizeof err);
+    if (!f)
+        s_cat(v.log);
+    assert_non_null(f);
+    assert_string_equal(st_metadata(f, "version"), "2");
+    st_close(&f);
+    assert_true(s_contains(v.log, "continue with --resume"));
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+}
+
+/* D12: a worker stopped with SIGINT tells the server it leaves, so in a
+ * sync run the other worker goes on at once instead of waiting out
+ * --worker-timeout (60 s here), and the run finishes. */
+static void test_worker_sigint_leaves(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "leave", 0, "--workers", "2", "--mode", "sync", "--test-limit", "100",
+            "--epochs", "1", "--train-limit", "6400", "--worker-timeout", "60", NULL);
+    pid_t w[2];
+    for (int k = 0; k < 2; k++) {
+        char log[500], name[8];
+        snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
+        snprintf(name, sizeof name, "w%d", k);
+        const char *argv[] = {s_worker, "--server", v.ep, "--name", name, "--data-dir", s_data,
+                              "--threads", "1", "--timeout", "60", NULL};
+        w[k] = s_spawn(log, argv);
+    }
+    double end = cli_now() + 60, steps = 0;
+    while (cli_now() < end && !(steps >= 10))
+        if (!((steps = s_query(v.db, "select count(*) from steps")) >= 10))
+            usleep(50000);
+    assert_true(steps >= 10);
+    double t0 = cli_now();
+    kill(w[0], SIGINT);
+    int code = s_wait(v.pid, 40);
+    printf("  worker w0 stopped with SIGINT: the server finished %.1f s later (exit %d)\n",
+           cli_now() - t0, code);
+    s_wait(w[0], 10);
+    s_wait(w[1], 10);
+    if (code != 0)
+        s_cat(v.log);
+    assert_int_equal(code, 0);
+    assert_true(s_contains(v.log, "left: stopped after"));
+    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'left'"), 1);
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
+    const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
+    snprintf(s_server, sizeof s_server, "%s/paramserver", b);
+    snprintf(s_worker, sizeof s_worker, "%s/worker", b);
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/test_hostile.XXXXXX");
+    if (!mkdtemp(s_tmp))
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    if (!getenv("KEEP_TMP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_tmp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", s_tmp);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    wire_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_int8_overflow_and_ungranted_encoding_refused),
+        cmocka_unit_test(test_momentum_overflow_refused),
+        cmocka_unit_test(test_crash_after_done_resumes_to_done),
+        cmocka_unit_test(test_name_takeover_refused),
+        cmocka_unit_test(test_bad_names_refused),
+        cmocka_unit_test(test_puller_without_pushes_evicted),
+        cmocka_unit_test(test_all_evicted_keeps_model),
+        cmocka_unit_test(test_endless_multipart_bounded),
+        cmocka_unit_test(test_client_not_reading_bounded),
+        cmocka_unit_test(test_damaged_checkpoint_refused),
+        cmocka_unit_test(test_large_seed_resumes),
+        cmocka_unit_test(test_bad_figures_refused),
+        cmocka_unit_test(test_refusal_flood_rate_limited),
+        cmocka_unit_test(test_sigterm_writes_checkpoint),
+        cmocka_unit_test(test_worker_sigint_leaves),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
