@@ -241,6 +241,21 @@ static void s_from_half(const uint16_t *in, float *out, size_t n)
 
 #define S_I8_BLOCKS ((WIRE_TENSOR_FLOATS + WIRE_I8_BLOCK - 1) / WIRE_I8_BLOCK)
 
+Ps__Encoding wire_gradient_encoding(Ps__Compression c)
+{
+    switch (c) {
+    case PS__COMPRESSION__COMPRESSION_FP16: return PS__ENCODING__ENCODING_F16;
+    case PS__COMPRESSION__COMPRESSION_INT8: return PS__ENCODING__ENCODING_I8;
+    default: return PS__ENCODING__ENCODING_F32;
+    }
+}
+
+Ps__Encoding wire_weights_encoding(Ps__Compression c)
+{
+    return c == PS__COMPRESSION__COMPRESSION_NONE ? PS__ENCODING__ENCODING_F32
+                                                  : PS__ENCODING__ENCODING_F16;
+}
+
 size_t wire_encoded_size(int encoding)
 {
     switch (encoding) {

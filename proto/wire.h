@@ -35,6 +35,12 @@
 /* Bytes of a tensor frame in an encoding (PS__ENCODING__*); 0 if unknown. */
 size_t wire_encoded_size(int encoding);
 
+/* What a compression granted at registration means on the wire: how a
+ * worker's gradients travel (NONE, FP16, INT8 -> F32, F16, I8) and how the
+ * server's weights do (F32, or F16 under any compression). */
+Ps__Encoding wire_gradient_encoding(Ps__Compression c);
+Ps__Encoding wire_weights_encoding(Ps__Compression c);
+
 /* A routing id: who sent a message to a ROUTER socket, and where a reply goes. */
 typedef struct {
     size_t len;

@@ -85,16 +85,10 @@ static int s_keygen(const char *path, int force)
     gethostname(host, sizeof host - 1);
     zcert_set_meta(cert, "name", "%s", path);
     zcert_set_meta(cert, "host", "%s", host);
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        if (cli_mkdirs(dir) != 0) {
-            fprintf(stderr, "error: cannot create %s: %s\n", dir, strerror(errno));
-            zcert_destroy(&cert);
-            return 1;
-        }
+    if (cli_mkdir_parent(path) != 0) {
+        fprintf(stderr, "error: cannot create the directory of %s: %s\n", path, strerror(errno));
+        zcert_destroy(&cert);
+        return 1;
     }
     int rc = zcert_save(cert, path);
     if (rc != 0)
@@ -249,11 +243,7 @@ int main(int argc, char **argv)
         snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
         o.checkpoint = ckpt;
     }
-    if (WIRE_TENSOR_FLOATS != MODEL_NPARAMS) {
-        fprintf(stderr, "fatal: wire tensor length %d != model parameters %d\n",
-                WIRE_TENSOR_FLOATS, MODEL_NPARAMS);
-        return 1;
-    }
+    /* WIRE_TENSOR_FLOATS == MODEL_NPARAMS is a static assertion in proto/wire.c. */
     wire_init();
     struct sigaction sa = {.sa_handler = s_on_signal};
     sigaction(SIGINT, &sa, NULL);

@@ -199,9 +199,7 @@ typedef struct {
 static void s_reply_weights(srv_t *s, slot_t *slot, uint64_t request, double held,
                             snapshot_t *snap)
 {
-    /* Weights travel as float32, or as float16 under any compression. */
-    int enc = slot->compress == PS__COMPRESSION__COMPRESSION_NONE ? PS__ENCODING__ENCODING_F32
-                                                                  : PS__ENCODING__ENCODING_F16;
+    int enc = wire_weights_encoding((Ps__Compression)slot->compress);
     if (!snap->ready[enc]) {
         if (wire_tensor_encode(&snap->msg[enc], s->w, enc, NULL) != 0) {
             s_log(s, "warning: out of memory for a reply to worker %d", (int)(slot - s->slots));
@@ -1086,7 +1084,7 @@ static void s_on_push(srv_t *s, const wire_peer_t *peer, wire_msg_t *m)
     else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
         snprintf(why, sizeof why, "push of step %llu names epoch %u (1..%d)",
                  (unsigned long long)p->step, p->epoch, s->o->epochs);
-    else if ((int)p->encoding != sl->compress) /* PS__COMPRESSION_x pairs with PS__ENCODING_x */
+    else if (p->encoding != wire_gradient_encoding((Ps__Compression)sl->compress))
         snprintf(why, sizeof why, "push in tensor encoding %d; this worker was granted "
                  "compression %d at registration (register again to change it)",
                  (int)p->encoding, sl->compress);

@@ -288,7 +288,7 @@ static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t versi
     push.epoch = (uint32_t)epoch;
     push.loss = (float)loss;
     push.incarnation = w->incarnation;
-    push.encoding = (Ps__Encoding)c->o->compress; /* NONE/FP16/INT8 -> F32/F16/I8 */
+    push.encoding = wire_gradient_encoding((Ps__Compression)c->o->compress);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &push;
@@ -501,7 +501,8 @@ static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch,
                            epoch_stats_t *st)
 {
     const worker_opts_t *o = d->o;
-    if (d->gbuf && wire_tensor_encode(grad, d->gbuf, o->compress,
+    if (d->gbuf && wire_tensor_encode(grad, d->gbuf,
+                                      wire_gradient_encoding((Ps__Compression)o->compress),
                                       o->compress == PS__COMPRESSION__COMPRESSION_INT8
                                           ? d->residual
                                           : NULL) != 0) {
