@@ -140,6 +140,7 @@ EOS
 
 say "running 'make run', then 'make check' inside, first call each (full log: $log)"
 start=$SECONDS
+: >"$log"
 set +e
 ROOT=$root timeout --kill-after=10 "$limit" \
     unshare --pid --fork --kill-child --mount --propagation private bash "$root/root/inside.sh" >"$log" 2>&1 &

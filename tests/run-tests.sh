@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs each test program given as an argument, each in its own process and
-# under a time limit (TEST_TIMEOUT seconds, default 600: a hung test fails
+# under a time limit (TEST_TIMEOUT seconds, default 600 x TEST_TIME_SCALE: a hung test fails
 # with a message instead of hanging the suite), and ends with one summary
 # line counting programs and test cases: cmocka's "N test(s)" lines and the
 # shell tests' "N checks passed". Exit status 0 only if all passed.
 set -u
-TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+TEST_TIMEOUT=${TEST_TIMEOUT:-$((600 * ${TEST_TIME_SCALE:-1}))}
 pass=0; fail=0; cases=0; failed=()
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
