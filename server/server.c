@@ -77,6 +77,7 @@ typedef struct server {
     double t_listen;    /* cli_now() when the socket was bound */
     float *w, *v;       /* master weights and momentum */
     float *w0;          /* server_reset: the initial weights, or NULL */
+    long resets;        /* server_reset calls */
     uint64_t version;   /* number of updates applied to w */
     slot_t *slots;
     int registered, active, started;
@@ -1649,6 +1650,16 @@ void server_reset(server_t *s)
     s->updates = s->stale_max = s->duplicates = s->bytes_in = s->bytes_out = 0;
     s->stale_sum = s->worker_train_max = 0.0;
     s->refusals_logged = s->refusals_hidden = s->db_failures = 0;
+    /* The rows of every input would pile up in an in-memory database: start
+     * a new one now and then. */
+    if (++s->resets % 4096 == 0) {
+        char err[512];
+        metrics_close(&s->db);
+        if (!(s->db = metrics_open(s->o->db, err, sizeof err))) {
+            fprintf(stderr, "server_reset: %s\n", err);
+            abort(); /* the fuzzer's rig is broken */
+        }
+    }
 }
 
 const char *server_invariant_problem(const server_t *s)
