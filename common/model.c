@@ -500,13 +500,14 @@ void model_sgd_step(float *w, float *v, const float *g, size_t n, float lr, floa
 
 /* 1 when x is NaN or infinite: its exponent bits are all ones (a test the
  * compiler vectorises, unlike isfinite). */
-static inline uint32_t s_not_finite(float x)
+HOT_INLINE uint32_t s_not_finite(float x)
 {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
     return (bits & 0x7f800000u) == 0x7f800000u;
 }
 
+HOT_KERNEL
 int model_sgd_step_finite(const float *w, const float *v, const float *g, size_t n, float lr,
                           float momentum)
 {
@@ -518,6 +519,7 @@ int model_sgd_step_finite(const float *w, const float *v, const float *g, size_t
     return bad == 0;
 }
 
+HOT_KERNEL
 int model_all_finite(const float *x, size_t n)
 {
     uint32_t bad = 0;
