@@ -59,8 +59,9 @@ url=$(mirror | sed -n 1p)
 
 command -v debootstrap >/dev/null || {
     say "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends debootstrap >/dev/null ||
-        die "cannot install debootstrap (apt-get install debootstrap)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends debootstrap ||
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends debootstrap; }
+    } >/dev/null 2>&1 || die "cannot install debootstrap (apt-get install debootstrap)"
 }
 command -v unshare >/dev/null || die "unshare (util-linux) is missing"
 

@@ -25,8 +25,11 @@ for p in "${pkgs[@]}"; do
 done
 if ((${#missing[@]})); then
     echo "check-slurm: installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends "${missing[@]}" \
-        >"$TMP/apt.log" 2>&1 || { tail -5 "$TMP/apt.log"; fail "cannot install ${missing[*]}"; }
+    # Package lists may be missing or stale: update once if the first try fails.
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends "$@"; }
+    apt_install "${missing[@]}" >"$TMP/apt.log" 2>&1 ||
+        { apt-get update -q >>"$TMP/apt.log" 2>&1 && apt_install "${missing[@]}" >>"$TMP/apt.log" 2>&1; } ||
+        { tail -5 "$TMP/apt.log"; fail "cannot install ${missing[*]} (see apt's messages above)"; }
 fi
 # Debian's packages start the daemons where systemd runs; this test runs its
 # own, so it must not find theirs on its ports.
