@@ -241,6 +241,16 @@ static void s_from_half(const uint16_t *in, float *out, size_t n)
 
 #define S_I8_BLOCKS ((WIRE_TENSOR_FLOATS + WIRE_I8_BLOCK - 1) / WIRE_I8_BLOCK)
 
+/* Block b of an int8 frame: its scale, its n (<= WIRE_I8_BLOCK) values. */
+static const int8_t *s_i8_block(const unsigned char *in, size_t b, size_t *n, float *scale)
+{
+    size_t lo = b * WIRE_I8_BLOCK;
+    *n = WIRE_TENSOR_FLOATS - lo < WIRE_I8_BLOCK ? WIRE_TENSOR_FLOATS - lo : WIRE_I8_BLOCK;
+    const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+    memcpy(scale, blk, sizeof *scale);
+    return (const int8_t *)(blk + sizeof *scale);
+}
+
 Ps__Encoding wire_gradient_encoding(Ps__Compression c)
 {
     switch (c) {
@@ -309,14 +319,11 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
         s_from_half((const uint16_t *)in, scratch, WIRE_TENSOR_FLOATS);
     else
         for (size_t b = 0; b < S_I8_BLOCKS; b++) {
-            size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
-            n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
-            const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+            size_t n;
             float scale;
-            memcpy(&scale, blk, sizeof scale);
-            const int8_t *q = (const int8_t *)(blk + sizeof scale);
+            const int8_t *q = s_i8_block(in, b, &n, &scale);
             for (size_t i = 0; i < n; i++)
-                scratch[lo + i] = (float)q[i] * scale;
+                scratch[b * WIRE_I8_BLOCK + i] = (float)q[i] * scale;
         }
     return scratch;
 }
@@ -336,12 +343,9 @@ static long s_check_compressed(const unsigned char *in, int encoding)
         return -1;
     }
     for (size_t b = 0; b < S_I8_BLOCKS; b++) {
-        size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
-        n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
-        const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
+        size_t n;
         float scale;
-        memcpy(&scale, blk, sizeof scale);
-        const int8_t *q = (const int8_t *)(blk + sizeof scale);
+        const int8_t *q = s_i8_block(in, b, &n, &scale);
         int big = 0;
         for (size_t i = 0; i < n; i++)
             big = abs(q[i]) > big ? abs(q[i]) : big;
@@ -349,19 +353,6 @@ static long s_check_compressed(const unsigned char *in, int encoding)
             return (long)b;
     }
     return -1;
-}
-
-/* No NaN or infinity among n floats: a branch-free pass over the exponent
- * bits (all ones means not finite), which the compiler vectorises. */
-static int s_all_finite(const float *t, size_t n)
-{
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &t[i], sizeof bits);
-        bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return bad == 0;
 }
 
 static int s_more(void *sock)
@@ -474,7 +465,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         } else if (((uintptr_t)t & 3) != 0) {
             snprintf(err, errlen, "tensor frame is not aligned for floats");
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        } else if (!s_all_finite(t, WIRE_TENSOR_FLOATS)) {
+        } else if (!model_all_finite(t, WIRE_TENSOR_FLOATS)) {
             size_t i = 0;
             while (isfinite(t[i]))
                 i++;
