@@ -93,18 +93,6 @@ static int s_contains(const char *path, const char *text)
     return found;
 }
 
-/* Waits until the log has a line with `text`, up to `seconds`. */
-static int s_wait_log(const char *log, const char *text, double seconds)
-{
-    double end = cli_now() + seconds;
-    while (cli_now() < end) {
-        if (s_contains(log, text))
-            return 0;
-        usleep(20000);
-    }
-    return -1;
-}
-
 /* A server under test: its directory, files and endpoint. */
 typedef struct {
     char dir[300], log[400], db[400], out[400], ckpt[400], ep[256];
