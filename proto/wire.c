@@ -138,6 +138,7 @@ static void s_drain(void *sock)
  * same results. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <cpuid.h>
 #define S_HAVE_F16C_PATH 1
 
 __attribute__((target("avx,f16c"))) static size_t s_to_half_f16c(const float *in, uint16_t *out,
@@ -163,8 +164,17 @@ static int s_cpu_has_f16c(void)
 {
     static int known = -1; /* a race only computes the same answer twice */
     if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        /* CPUID leaf 1, ECX: bit 27 OSXSAVE, 28 AVX, 29 F16C; then XGETBV
+         * says whether the OS saves the YMM registers. By hand, because
+         * clang 14's __builtin_cpu_supports does not know "f16c". */
+        unsigned a, b, c, d;
+        int ok = __get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 7) == 7;
+        if (ok) {
+            unsigned lo, hi;
+            __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            ok = (lo & 6) == 6;
+        }
+        known = ok;
     }
     return known;
 }
