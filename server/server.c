@@ -1459,7 +1459,8 @@ static int s_listen(srv_t *s)
     }
     char last[256];
     size_t len = sizeof last;
-    if (zmq_getsockopt(s->gate ? gate_outer(s->gate) : s->sock, ZMQ_LAST_ENDPOINT, last, &len) == 0)
+    if (s->gate ? snprintf(last, sizeof last, "%s", gate_endpoint(s->gate)) > 0
+                : zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, last, &len) == 0)
         s_log(s, "listening on %s for %d workers (mode %s)", last, s->o->workers,
               server_mode_name(s->o->mode));
     return 0;
@@ -1723,7 +1724,7 @@ int server_run(const server_opts_t *o)
         zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0}};
         int n = 1;
         if (s->gate) {
-            items[n++] = (zmq_pollitem_t){gate_outer(s->gate), 0, ZMQ_POLLIN, 0};
+            items[n++] = (zmq_pollitem_t){NULL, gate_fd(s->gate), ZMQ_POLLIN, 0};
             items[n++] = (zmq_pollitem_t){gate_inner(s->gate), 0, ZMQ_POLLIN, 0};
         }
         if (s->zap)
