@@ -98,6 +98,11 @@ $(B)/tests/test_plot: tests/test_plot.c $(B)/obj/report/plot.o $(B)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Ireport $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(CAIRO_LIBS) -lpng $(LDLIBS)
 
+# The gate's own test links the gate it tests.
+$(B)/tests/test_gate: tests/test_gate.c $(B)/obj/server/gate.o $(B)/libproto.a $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
+
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library; programs are tested as programs by the tests/test_*.sh scripts.
 $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a

@@ -1,0 +1,564 @@
+/* test_gate: the gate (server/gate.c) alone, in this process: a gate on an
+ * ephemeral loopback port, the server's inner PAIR played by the test, and
+ * peers that are either real ZeroMQ DEALER sockets (interoperation, large
+ * messages both ways, bytes compared) or raw TCP sockets speaking ZMTP by
+ * hand (partial reads, and every way a hostile peer can break the bounds:
+ * oversized messages, too many frames, too many connections, malformed
+ * handshakes, stalls, replies never read). The gate runs in this thread, so
+ * every wait pumps it, and every wait has a deadline. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "gate.h"
+#include "wire.h"
+
+#define DEADLINE 10.0 /* seconds any one wait may take */
+
+static const unsigned char s_greeting[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0,
+                                             'N', 'U', 'L', 'L'};
+
+/* The test's side: ZeroMQ context, the gate and the server's PAIR. */
+typedef struct {
+    void *ctx, *pair;
+    gate_t *g;
+    int port;
+} fix_t;
+
+enum { MAX_CONNS = 3 }; /* the gates under test accept 3 connections */
+
+static void s_open(fix_t *f, int max_conns)
+{
+    static int n;
+    char inner[64];
+    snprintf(inner, sizeof inner, "inproc://test-gate-%d", n++);
+    f->ctx = zmq_ctx_new();
+    f->pair = zmq_socket(f->ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_bind(f->pair, inner), 0);
+    f->g = gate_new(f->ctx, "tcp://127.0.0.1:*", inner, max_conns);
+    assert_non_null(f->g);
+    const char *ep = gate_endpoint(f->g);
+    assert_true(strncmp(ep, "tcp://127.0.0.1:", 16) == 0);
+    f->port = atoi(ep + 16);
+    assert_true(f->port > 0);
+}
+
+static void s_close_fix(fix_t *f)
+{
+    gate_destroy(&f->g);
+    assert_null(f->g);
+    zmq_close(f->pair);
+    zmq_ctx_term(f->ctx);
+}
+
+/* cmocka's setup and teardown: each test gets a fresh gate in *state. */
+static int s_setup(void **state)
+{
+    static fix_t f;
+    s_open(&f, MAX_CONNS);
+    *state = &f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    s_close_fix(*state);
+    return 0;
+}
+
+/* Pumps the gate for up to `ms` milliseconds (less when it has work). */
+static void s_turn(fix_t *f, int ms)
+{
+    zmq_pollitem_t items[2] = {{NULL, gate_fd(f->g), ZMQ_POLLIN, 0},
+                               {gate_inner(f->g), 0, ZMQ_POLLIN, 0}};
+    zmq_poll(items, 2, ms);
+    gate_pump(f->g);
+}
+
+/* A raw TCP connection to the gate, non-blocking. */
+static int s_raw_connect(const fix_t *f)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+/* Sends (out: 1) or receives exactly n bytes, pumping the gate while the
+ * kernel is full or empty. 0, or -1 when the gate closed the connection. */
+static int s_move_all(fix_t *f, int fd, void *data, size_t n, int out)
+{
+    unsigned char *p = data;
+    double end = cli_now() + DEADLINE;
+    while (n > 0) {
+        ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+        if ((k == 0 && !out) || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return -1;
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+        } else {
+            assert_true(cli_now() < end);
+            s_turn(f, 1);
+        }
+    }
+    return 0;
+}
+
+static int s_send_all(fix_t *f, int fd, const void *data, size_t n)
+{
+    return s_move_all(f, fd, (void *)data, n, 1);
+}
+
+static int s_recv_all(fix_t *f, int fd, void *data, size_t n)
+{
+    return s_move_all(f, fd, data, n, 0);
+}
+
+/* Pumps until the gate has closed this raw connection (what it sent us is
+ * read and dropped). */
+static void s_expect_closed(fix_t *f, int fd)
+{
+    unsigned char sink[65536];
+    double end = cli_now() + DEADLINE;
+    for (;;) {
+        ssize_t k = recv(fd, sink, sizeof sink, 0);
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            break;
+        if (k < 0) {
+            assert_true(cli_now() < end);
+            s_turn(f, 1);
+        }
+    }
+    close(fd);
+}
+
+/* A READY command with this Socket-Type. */
+static size_t s_ready(unsigned char *b, const char *type)
+{
+    size_t tl = strlen(type), n = 0;
+    b[n++] = 4;
+    b[n++] = (unsigned char)(1 + 5 + 1 + 11 + 4 + tl);
+    b[n++] = 5;
+    memcpy(b + n, "READY", 5), n += 5;
+    b[n++] = 11;
+    memcpy(b + n, "Socket-Type", 11), n += 11;
+    b[n++] = 0, b[n++] = 0, b[n++] = 0, b[n++] = (unsigned char)tl;
+    memcpy(b + n, type, tl);
+    return n + tl;
+}
+
+/* A raw connection through the handshake as a DEALER: it has read the
+ * gate's greeting and READY. */
+static int s_raw_dealer(fix_t *f)
+{
+    int fd = s_raw_connect(f);
+    unsigned char b[128], got[64 + 30];
+    size_t n = s_ready(b, "DEALER");
+    assert_int_equal(s_send_all(f, fd, s_greeting, sizeof s_greeting), 0);
+    assert_int_equal(s_send_all(f, fd, b, n), 0);
+    assert_int_equal(s_recv_all(f, fd, got, sizeof got), 0);
+    assert_int_equal(got[0], 0xff);
+    assert_memory_equal(got + 12, "NULL", 4);
+    assert_int_equal(got[64], 4); /* a command: READY */
+    assert_memory_equal(got + 64 + 24, "ROUTER", 6);
+    return fd;
+}
+
+/* A frame head: flags (MORE, LONG set by size) and size; its length. */
+static size_t s_head(unsigned char *h, int more, uint64_t size)
+{
+    h[0] = (unsigned char)((more ? 1 : 0) | (size > 255 ? 2 : 0));
+    if (size <= 255) {
+        h[1] = (unsigned char)size;
+        return 2;
+    }
+    for (int i = 0; i < 8; i++)
+        h[1 + i] = (unsigned char)(size >> (56 - 8 * i));
+    return 9;
+}
+
+/* Receives one message on the server's pair (pumping): [id][frames...];
+ * returns the number of frames after the id, copies the id. */
+static int s_server_recv(fix_t *f, zmq_msg_t *frames, int max, unsigned char *id, size_t *idlen)
+{
+    double end = cli_now() + DEADLINE;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, f->pair, ZMQ_DONTWAIT) < 0) {
+        assert_true(cli_now() < end);
+        s_turn(f, 1);
+    }
+    *idlen = zmq_msg_size(&m);
+    assert_true(*idlen <= 16);
+    memcpy(id, zmq_msg_data(&m), *idlen);
+    int n = 0, more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    while (more) {
+        assert_true(n < max);
+        zmq_msg_init(&frames[n]);
+        assert_true(zmq_msg_recv(&frames[n], f->pair, 0) >= 0);
+        more = zmq_msg_more(&frames[n++]);
+    }
+    return n;
+}
+
+/* Receives a one-frame message of one byte, `byte`, on the server's pair;
+ * copies the id. */
+static void s_server_recv_byte(fix_t *f, unsigned char byte, unsigned char *id, size_t *idlen)
+{
+    zmq_msg_t fr[GATE_MAX_FRAMES];
+    assert_int_equal(s_server_recv(f, fr, GATE_MAX_FRAMES, id, idlen), 1);
+    assert_int_equal(zmq_msg_size(&fr[0]), 1);
+    assert_int_equal(*(unsigned char *)zmq_msg_data(&fr[0]), byte);
+    zmq_msg_close(&fr[0]);
+}
+
+/* Nothing waits on the server's pair. */
+static void s_server_nothing(fix_t *f)
+{
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    assert_true(zmq_msg_recv(&m, f->pair, ZMQ_DONTWAIT) < 0);
+    zmq_msg_close(&m);
+}
+
+static unsigned char *s_pattern(size_t n, unsigned seed)
+{
+    unsigned char *p = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 2654435761u + seed) >> 13);
+    return p;
+}
+
+/* A real ZeroMQ DEALER sends a 2-frame message with a 900 KB tensor; the
+ * server receives exactly those bytes; its 900 KB reply reaches the DEALER
+ * exactly; the gate knows the connection until the DEALER goes. */
+static void test_dealer_round_trip(void **state)
+{
+    fix_t *f = *state;
+    void *d = zmq_socket(f->ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", f->port);
+    assert_int_equal(zmq_connect(d, ep), 0);
+    size_t big = WIRE_TENSOR_FLOATS * sizeof(float);
+    unsigned char *head = s_pattern(100, 1), *tensor = s_pattern(big, 2);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(zmq_send(d, head, 100, ZMQ_SNDMORE), 100);
+        assert_int_equal(zmq_send(d, tensor, big, 0), (int)big);
+        zmq_msg_t fr[4];
+        unsigned char id[16];
+        size_t idlen;
+        assert_int_equal(s_server_recv(f, fr, 4, id, &idlen), 2);
+        assert_int_equal(zmq_msg_size(&fr[0]), 100);
+        assert_memory_equal(zmq_msg_data(&fr[0]), head, 100);
+        assert_int_equal(zmq_msg_size(&fr[1]), big);
+        assert_memory_equal(zmq_msg_data(&fr[1]), tensor, big);
+        assert_true(gate_connected(f->g, id, idlen));
+        /* The reply: the same frames back. */
+        zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
+        zmq_msg_send(&fr[0], f->pair, ZMQ_SNDMORE);
+        zmq_msg_send(&fr[1], f->pair, 0);
+        zmq_msg_t r;
+        zmq_msg_init(&r);
+        double end = cli_now() + DEADLINE;
+        while (zmq_msg_recv(&r, d, ZMQ_DONTWAIT) < 0) {
+            assert_true(cli_now() < end);
+            s_turn(f, 1);
+        }
+        assert_int_equal(zmq_msg_size(&r), 100);
+        assert_memory_equal(zmq_msg_data(&r), head, 100);
+        assert_true(zmq_msg_more(&r));
+        assert_true(zmq_msg_recv(&r, d, 0) >= 0);
+        assert_int_equal(zmq_msg_size(&r), big);
+        assert_memory_equal(zmq_msg_data(&r), tensor, big);
+        zmq_msg_close(&r);
+        if (round == 2) {
+            zmq_close(d);
+            for (end = cli_now() + DEADLINE; gate_connected(f->g, id, idlen); s_turn(f, 5))
+                assert_true(cli_now() < end);
+        }
+    }
+    assert_int_equal(gate_refused(f->g), 0);
+    free(head);
+    free(tensor);
+}
+
+/* A peer that sends its handshake and a message one byte per TCP segment,
+ * then 300 one-byte messages in one write: all arrive whole and in order. */
+static void test_partial_and_many_small(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_connect(f);
+    unsigned char msg[256 + 64];
+    size_t n = 0;
+    memcpy(msg, s_greeting, 64), n = 64;
+    n += s_ready(msg + n, "DEALER");
+    unsigned char body[300];
+    for (size_t i = 0; i < sizeof body; i++)
+        body[i] = (unsigned char)i;
+    n += s_head(msg + n, 1, 3);
+    memcpy(msg + n, "abc", 3), n += 3;
+    n += s_head(msg + n, 0, 200);
+    memcpy(msg + n, body, 200), n += 200;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(s_send_all(f, fd, msg + i, 1), 0);
+        s_turn(f, 0);
+    }
+    zmq_msg_t fr[4];
+    unsigned char id[16];
+    size_t idlen;
+    assert_int_equal(s_server_recv(f, fr, 4, id, &idlen), 2);
+    assert_int_equal(zmq_msg_size(&fr[0]), 3);
+    assert_memory_equal(zmq_msg_data(&fr[0]), "abc", 3);
+    assert_int_equal(zmq_msg_size(&fr[1]), 200);
+    assert_memory_equal(zmq_msg_data(&fr[1]), body, 200);
+    zmq_msg_close(&fr[0]);
+    zmq_msg_close(&fr[1]);
+    unsigned char many[300 * 3];
+    for (int i = 0; i < 300; i++) {
+        many[3 * i] = 0;
+        many[3 * i + 1] = 1;
+        many[3 * i + 2] = body[i];
+    }
+    assert_int_equal(s_send_all(f, fd, many, sizeof many), 0);
+    for (int i = 0; i < 300; i++)
+        s_server_recv_byte(f, body[i], id, &idlen);
+    assert_int_equal(gate_refused(f->g), 0);
+    close(fd);
+}
+
+/* A message over WIRE_MAX_MESSAGE, announced in one frame or reached by two
+ * frames, or with more than GATE_MAX_FRAMES frames, closes the connection;
+ * nothing reaches the server. */
+static void test_oversized_and_too_many_frames(void **state)
+{
+    fix_t *f = *state;
+    unsigned char h[9];
+    /* One frame announced over the cap: closed at its head. */
+    int fd = s_raw_dealer(f);
+    size_t hl = s_head(h, 0, (uint64_t)WIRE_MAX_MESSAGE + 1);
+    assert_int_equal(s_send_all(f, fd, h, hl), 0);
+    s_expect_closed(f, fd);
+    assert_int_equal(gate_refused(f->g), 1);
+    /* Two frames, each under the cap, together over it. */
+    size_t half = WIRE_MAX_MESSAGE / 2 + 1;
+    unsigned char *body = calloc(1, half);
+    fd = s_raw_dealer(f);
+    hl = s_head(h, 1, half);
+    assert_int_equal(s_send_all(f, fd, h, hl), 0);
+    assert_int_equal(s_send_all(f, fd, body, half), 0);
+    hl = s_head(h, 0, half);
+    s_send_all(f, fd, h, hl); /* the gate may close it here already */
+    s_expect_closed(f, fd);
+    assert_int_equal(gate_refused(f->g), 2);
+    free(body);
+    /* GATE_MAX_FRAMES + 1 small frames. */
+    fd = s_raw_dealer(f);
+    for (int i = 0; i <= GATE_MAX_FRAMES; i++) {
+        unsigned char fr[3] = {1, 1, 'x'};
+        if (s_send_all(f, fd, fr, sizeof fr) != 0)
+            break;
+    }
+    s_expect_closed(f, fd);
+    assert_int_equal(gate_refused(f->g), 3);
+    s_server_nothing(f);
+}
+
+/* Past MAX_CONNS a connection is closed at once; once one goes, a new one
+ * is accepted. */
+static void test_too_many_connections(void **state)
+{
+    fix_t *f = *state;
+    int a = s_raw_dealer(f), b = s_raw_dealer(f), c = s_raw_dealer(f), d = s_raw_connect(f);
+    s_expect_closed(f, d);
+    assert_int_equal(gate_refused(f->g), 1);
+    close(a);
+    double end = cli_now() + DEADLINE;
+    for (;;) { /* until the gate has seen a's end */
+        d = s_raw_connect(f);
+        unsigned char x;
+        s_send_all(f, d, s_greeting, sizeof s_greeting);
+        s_turn(f, 5);
+        s_turn(f, 5);
+        ssize_t k = recv(d, &x, 1, 0);
+        if (k == 1)
+            break;
+        close(d);
+        assert_true(cli_now() < end);
+    }
+    close(d);
+    close(b);
+    close(c);
+}
+
+/* Each malformed handshake or first frame closes the connection. */
+static void test_malformed_handshakes(void **state)
+{
+    fix_t *f = *state;
+    unsigned char g[64], r[128];
+    struct {
+        const char *what;
+        int at, value;        /* greeting byte changed (-1: none) */
+        const char *type;     /* READY's Socket-Type (NULL: none sent) */
+        unsigned char after[16];
+        size_t afterlen;      /* bytes sent after that */
+    } cases[] = {
+        {"bad signature", 0, 0x7f, "DEALER", {0}, 0},
+        {"ZMTP 2.0", 10, 2, "DEALER", {0}, 0},
+        {"PLAIN mechanism", 12, 'P', "DEALER", {0}, 0},
+        {"a PUB socket", -1, 0, "PUB", {0}, 0},
+        {"a data frame before READY", -1, 0, NULL, {0, 1, 'x'}, 3},
+        {"a command over 4096 bytes", -1, 0, NULL, {6, 0, 0, 0, 0, 0, 0, 0x10, 1}, 9},
+        {"unknown flag bits", -1, 0, "DEALER", {0x40, 1, 'x'}, 3},
+        {"a command with MORE", -1, 0, "DEALER", {5, 1, 'x'}, 3},
+    };
+    int n = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n; i++) {
+        fprintf(stderr, "  %s\n", cases[i].what);
+        int fd = s_raw_connect(f);
+        memcpy(g, s_greeting, sizeof g);
+        if (cases[i].at >= 0)
+            g[cases[i].at] = (unsigned char)cases[i].value;
+        if (cases[i].at == 12)
+            memcpy(g + 12, "PLAIN", 5);
+        s_send_all(f, fd, g, sizeof g);
+        if (cases[i].type)
+            s_send_all(f, fd, r, s_ready(r, cases[i].type));
+        s_send_all(f, fd, cases[i].after, cases[i].afterlen);
+        s_expect_closed(f, fd);
+        assert_int_equal(gate_refused(f->g), i + 1);
+    }
+    s_server_nothing(f);
+}
+
+/* A peer that stops in the middle of its greeting or of a message is closed
+ * after the stall limit; an idle peer between messages is not. */
+static void test_stalled_peers_closed(void **state)
+{
+    fix_t *f = *state;
+    gate_set_stall(f->g, 0.5);
+    int idle = s_raw_dealer(f);
+    int mute = s_raw_connect(f); /* not a byte */
+    int half = s_raw_dealer(f);   /* a frame size, 10 bytes of 1000, then nothing */
+    unsigned char h[9 + 10] = {0};
+    size_t hl = s_head(h, 0, 1000);
+    assert_int_equal(s_send_all(f, half, h, hl + 10), 0);
+    double t0 = cli_now();
+    s_expect_closed(f, mute);
+    s_expect_closed(f, half);
+    double took = cli_now() - t0;
+    fprintf(stderr, "  stalled peers closed after %.1f s (limit 0.5 s, checked each second)\n",
+            took);
+    assert_true(took >= 0.4);
+    assert_int_equal(gate_refused(f->g), 2);
+    /* The idle one is still served. */
+    unsigned char m[3] = {0, 1, 'y'};
+    unsigned char id[16];
+    size_t idlen;
+    assert_int_equal(s_send_all(f, idle, m, sizeof m), 0);
+    s_server_recv_byte(f, 'y', id, &idlen);
+    close(idle);
+}
+
+/* A peer that never reads: replies queue up to GATE_OUT_FRAMES frames
+ * beyond what the kernel holds, then the gate closes the connection
+ * rather than hold more. */
+static void test_unread_replies_close(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_dealer(f);
+    int small = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    unsigned char m[3] = {0, 1, 'z'};
+    unsigned char id[16];
+    size_t idlen;
+    assert_int_equal(s_send_all(f, fd, m, sizeof m), 0);
+    s_server_recv_byte(f, 'z', id, &idlen);
+    size_t big = WIRE_TENSOR_FLOATS * sizeof(float);
+    int sent = 0;
+    for (; sent < 200 && gate_connected(f->g, id, idlen); sent++) {
+        zmq_msg_t t;
+        zmq_msg_init_size(&t, big);
+        zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
+        zmq_send(f->pair, "w", 1, ZMQ_SNDMORE);
+        zmq_msg_send(&t, f->pair, 0);
+        s_turn(f, 1);
+    }
+    fprintf(stderr, "  the connection was closed after %d unread 900 KB replies\n", sent);
+    assert_false(gate_connected(f->g, id, idlen));
+    assert_true(sent < 200);
+    assert_int_equal(gate_refused(f->g), 1);
+    close(fd);
+}
+
+/* Endpoints it cannot listen on fail with the errno the server's message
+ * explains. */
+static void test_bad_endpoints(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new();
+    struct {
+        const char *ep;
+        int err;
+    } cases[] = {
+        {"tcp://127.0.0.1", EINVAL},      {"tcp://127.0.0.1:5x", EINVAL},
+        {"tcp://:5555", EINVAL},          {"udp://127.0.0.1:5555", EINVAL},
+        {"tcp://192.0.2.1:0", EADDRNOTAVAIL}, {"tcp://no-such-if.invalid:0", ENODEV},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        errno = 0;
+        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://unused", 2);
+        if (g || errno != cases[i].err)
+            fprintf(stderr, "  %s: errno %d (%s), expected %d\n", cases[i].ep, errno,
+                    strerror(errno), cases[i].err);
+        assert_null(g);
+        assert_int_equal(errno, cases[i].err);
+    }
+    /* Taken: the second one fails with EADDRINUSE. */
+    void *pair = zmq_socket(ctx, ZMQ_PAIR);
+    zmq_bind(pair, "inproc://bad-endpoints");
+    gate_t *a = gate_new(ctx, "tcp://127.0.0.1:*", "inproc://bad-endpoints", 2);
+    assert_non_null(a);
+    gate_t *b = gate_new(ctx, gate_endpoint(a), "inproc://bad-endpoints", 2);
+    assert_null(b);
+    assert_int_equal(errno, EADDRINUSE);
+    gate_destroy(&a);
+    zmq_close(pair);
+    zmq_ctx_term(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_dealer_round_trip, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_partial_and_many_small, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_and_too_many_frames, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_too_many_connections, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_handshakes, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_peers_closed, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_replies_close, s_setup, s_teardown),
+        cmocka_unit_test(test_bad_endpoints),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
