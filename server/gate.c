@@ -437,9 +437,9 @@ static void s_accept(gate_t *g)
  * connection. A reply to a connection that is gone is dropped; one that
  * does not fit in the connection's queue (the peer does not read) closes
  * that connection, as the frames of a message must not be split. */
-static void s_from_inner(gate_t *g, const zmq_msg_t *id)
+static void s_from_inner(gate_t *g, zmq_msg_t *id)
 {
-    conn_t *c = s_find(g, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size((zmq_msg_t *)id));
+    conn_t *c = s_find(g, zmq_msg_data(id), zmq_msg_size(id));
     zmq_msg_t f[GATE_MAX_FRAMES];
     int nf = 0, more = 1, fits = 1;
     while (more) { /* inproc: the frames of a message are all there */
@@ -570,7 +570,9 @@ static int s_resolve(const char *host, struct sockaddr_storage *sa, socklen_t *l
     freeifaddrs(ifs);
     if (found)
         return 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    /* IPv4, as ZeroMQ resolves it without ZMQ_IPV6 (the workers' side):
+     * "localhost" must not become ::1. */
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
     if (getaddrinfo(host, NULL, &hints, &ai) == 0 && ai && ai->ai_addrlen <= sizeof *sa) {
         memcpy(sa, ai->ai_addr, ai->ai_addrlen);
         *len = ai->ai_addrlen;

@@ -512,6 +512,37 @@ static void test_unread_replies_close(void **state)
     close(fd);
 }
 
+/* The forms of HOST it listens on: *, an address, an interface, a host
+ * name (IPv4, as the workers' ZeroMQ resolves it). */
+static void test_endpoints(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new(), *pair = zmq_socket(ctx, ZMQ_PAIR);
+    zmq_bind(pair, "inproc://endpoints");
+    struct {
+        const char *ep, *prefix;
+    } cases[] = {{"tcp://*:*", "tcp://0.0.0.0:"},
+                 {"tcp://127.0.0.1:*", "tcp://127.0.0.1:"},
+                 {"tcp://lo:*", "tcp://127.0.0.1:"},
+                 {"tcp://localhost:0", "tcp://127.0.0.1:"},
+                 {"tcp://[::1]:*", "tcp://[::1]:"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://endpoints", 2);
+        if (!g && i == 4 && errno == EADDRNOTAVAIL) {
+            fprintf(stderr, "  no IPv6 loopback here: [::1] not tried\n");
+            continue;
+        }
+        assert_non_null(g);
+        const char *got = gate_endpoint(g);
+        fprintf(stderr, "  %s -> %s\n", cases[i].ep, got);
+        assert_true(strncmp(got, cases[i].prefix, strlen(cases[i].prefix)) == 0);
+        assert_true(atoi(got + strlen(cases[i].prefix)) > 0);
+        gate_destroy(&g);
+    }
+    zmq_close(pair);
+    zmq_ctx_term(ctx);
+}
+
 /* Endpoints it cannot listen on fail with the errno the server's message
  * explains. */
 static void test_bad_endpoints(void **state)
@@ -558,6 +589,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_handshakes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_peers_closed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_unread_replies_close, s_setup, s_teardown),
+        cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_bad_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
