@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: study bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -185,7 +185,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run bench bench-portable bench-ps bench-net
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -216,6 +216,13 @@ basic: all
 # this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
 run: all
 	deploy/run-local.sh
+
+# The study as one command: the sweep in study/$(STUDY).conf (default: about
+# half an hour on 2 cores; STUDY=quick: two minutes), every run into
+# results/study/study.db, the report in results/study/study.md.
+STUDY ?= default
+study: all
+	BUILD=$(B) study/run-study.sh study/$(STUDY).conf
 
 bench: all $(B)/bench_sgemm $(B)/bench_model
 	@tests/bench.sh
