@@ -7,7 +7,7 @@
  * mode). The database is read through common/metrics (read-only, with a
  * busy timeout, so the report can be drawn while a run is still writing);
  * this file knows nothing of its schema. */
-#include "cli.h"
+#include "fs.h"
 #include "metrics.h"
 #include "plot.h"
 
@@ -345,7 +345,7 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
 /* Creates the directory the figure goes in. 0, or -1 after saying why. */
 static int s_mkdir_parent(const char *out)
 {
-    if (cli_mkdir_parent(out) == 0)
+    if (fs_mkdir_parent(out) == 0)
         return 0;
     fprintf(stderr, "psreport: cannot create the directory for %s: %s\n", out, strerror(errno));
     return -1;

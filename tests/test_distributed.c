@@ -27,8 +27,9 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
+#include "fs.h"
 #include "idx.h"
 #include "model.h"
 #include "modelfile.h"
@@ -69,11 +70,11 @@ static pid_t s_spawn(const char *log, const char *const *argv)
  * statuses into codes[] (-1 for killed/signalled). 0 if all ended in time. */
 static int s_wait_all(pid_t *pids, int n, int *codes, double seconds)
 {
-    double end = cli_now() + seconds;
+    double end = clock_now() + seconds;
     int left = n;
     for (int i = 0; i < n; i++)
         codes[i] = -2;
-    while (left > 0 && cli_now() < end) {
+    while (left > 0 && clock_now() < end) {
         for (int i = 0; i < n; i++) {
             if (codes[i] != -2)
                 continue;
@@ -110,8 +111,8 @@ static void s_cat(const char *path)
 /* Waits until the server's log names its endpoint; copies it to ep. */
 static int s_endpoint(const char *log, char *ep, size_t len)
 {
-    double end = cli_now() + 30;
-    while (cli_now() < end) {
+    double end = clock_now() + 30;
+    while (clock_now() < end) {
         FILE *f = fopen(log, "r");
         char line[512];
         while (f && fgets(line, sizeof line, f)) {
@@ -142,7 +143,7 @@ typedef struct {
 static int s_run(run_t *r)
 {
     snprintf(r->dir, sizeof r->dir, "%s/%s", s_tmp, r->name);
-    cli_mkdirs(r->dir);
+    fs_mkdirs(r->dir);
     snprintf(r->db, sizeof r->db, "%s/m.db", r->dir);
     char workers[16], epochs[16], batch[16], train[16], test[16], stale[16], log[400];
     snprintf(workers, sizeof workers, "%d", r->workers);
@@ -355,7 +356,7 @@ static pid_t s_one_worker_server(const char *name, const char *mode, char *ep, s
 {
     char dir[300], log[400];
     snprintf(dir, sizeof dir, "%s/%s", s_tmp, name);
-    cli_mkdirs(dir);
+    fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, dblen, "%s/m.db", dir);
     const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
@@ -584,7 +585,7 @@ static void test_ssp_holds_fast_worker(void **state)
     (void)state;
     char dir[300], log[400], db[400], ep[256];
     snprintf(dir, sizeof dir, "%s/ssp-hold", s_tmp);
-    cli_mkdirs(dir);
+    fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, sizeof db, "%s/m.db", dir);
     const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "2", "--mode",

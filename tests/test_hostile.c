@@ -27,7 +27,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "cli.h"
+#include "clock.h"
+#include "fs.h"
 #include "model.h"
 #include "modelfile.h"
 #include "safetensors.h"
@@ -56,9 +57,9 @@ static pid_t s_spawn(const char *log, const char *const *argv)
  * -1 when it was killed or signalled. */
 static int s_wait(pid_t pid, double seconds)
 {
-    double end = cli_now() + seconds;
+    double end = clock_now() + seconds;
     int st;
-    while (cli_now() < end) {
+    while (clock_now() < end) {
         if (waitpid(pid, &st, WNOHANG) == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         usleep(20000); /* polling a child's exit: no event to wait on */
@@ -108,7 +109,7 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
     if (!again) {
         memset(v, 0, sizeof *v);
         snprintf(v->dir, sizeof v->dir, "%s/%s", s_tmp, name);
-        cli_mkdirs(v->dir);
+        fs_mkdirs(v->dir);
         snprintf(v->log, sizeof v->log, "%s/server.log", v->dir);
         snprintf(v->db, sizeof v->db, "%s/m.db", v->dir);
         snprintf(v->out, sizeof v->out, "%s/out", v->dir);
@@ -132,8 +133,8 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
         mark = (size_t)st.st_size;
     v->pid = s_spawn(v->log, argv);
     /* The endpoint line of this start (the log may hold an earlier one). */
-    double end = cli_now() + 30;
-    while (cli_now() < end) {
+    double end = clock_now() + 30;
+    while (clock_now() < end) {
         FILE *f = fopen(v->log, "r");
         char line[512];
         if (f && fseek(f, (long)mark, SEEK_SET) == 0)
@@ -218,7 +219,7 @@ static int s_ask_msg(void *sock, Ps__Envelope *env, zmq_msg_t *tensor, wire_msg_
     if (wire_send_msg(sock, NULL, env, tensor, 0) < 0)
         return -1;
     /* As a worker does, drop what answers no request of ours. */
-    for (double end = cli_now() + 20; cli_now() < end;) {
+    for (double end = clock_now() + 20; clock_now() < end;) {
         int kind = s_reply(sock, m, 20000);
         if (kind < 0 || m->env->request_id == env->request_id ||
             (kind == PS__ENVELOPE__BODY_ERROR && m->env->request_id == 0))
@@ -549,7 +550,7 @@ static void test_name_takeover_refused(void **state)
     /* The victim's process is gone: a new one under its name rejoins. */
     void *c = s_dealer(ctx, v.ep);
     int again = -1;
-    for (double end = cli_now() + 10; again < 0 && cli_now() < end;)
+    for (double end = clock_now() + 10; again < 0 && clock_now() < end;)
         if ((again = s_register(c, "victim", 0)) < 0)
             usleep(100000);
     assert_int_equal(again, id);
@@ -583,7 +584,7 @@ static void test_bad_names_refused(void **state)
     assert_true(id >= 0);
     assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     /* Checkpointing works (it is written just after the reply). */
-    for (double end = cli_now() + 10; access(v.ckpt, F_OK) != 0 && cli_now() < end;)
+    for (double end = clock_now() + 10; access(v.ckpt, F_OK) != 0 && clock_now() < end;)
         usleep(20000);
     assert_int_equal(access(v.ckpt, F_OK), 0);
     assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
@@ -615,16 +616,16 @@ static void test_puller_without_pushes_evicted(void **state)
     env.push = &p;
     env.request_id = 5;
     assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0);
-    double t0 = cli_now();
+    double t0 = clock_now();
     wire_msg_t m;
     int kind = -1;
-    while (kind < 0 && cli_now() - t0 < 12) {
+    while (kind < 0 && clock_now() - t0 < 12) {
         wire_msg_t w;
         if (s_pull(b, ib, &w) >= 0)
             wire_msg_close(&w);
         kind = s_reply(a, &m, 300);
     }
-    printf("  held push answered after %.1f s (--worker-timeout 2)\n", cli_now() - t0);
+    printf("  held push answered after %.1f s (--worker-timeout 2)\n", clock_now() - t0);
     assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
     wire_msg_close(&m);
     char line[64];
@@ -796,7 +797,7 @@ static void s_checkpointed_run(srv_t *v, const char *name, int steps, const char
     /* The checkpoint of the last step is written just after its reply. */
     char line[64];
     snprintf(line, sizeof line, "\"version\":\"%d\"", steps);
-    for (double end = cli_now() + 10; cli_now() < end; usleep(20000)) {
+    for (double end = clock_now() + 10; clock_now() < end; usleep(20000)) {
         FILE *f = fopen(v->ckpt, "rb");
         char head[4096] = "";
         if (f) {
@@ -1039,16 +1040,16 @@ static void test_worker_sigint_leaves(void **state)
                               "--threads", "1", "--timeout", "60", NULL};
         w[k] = s_spawn(log, argv);
     }
-    double end = cli_now() + 60, steps = 0;
-    while (cli_now() < end && !(steps >= 10))
+    double end = clock_now() + 60, steps = 0;
+    while (clock_now() < end && !(steps >= 10))
         if (!((steps = s_query(v.db, "select count(*) from steps")) >= 10))
             usleep(50000);
     assert_true(steps >= 10);
-    double t0 = cli_now();
+    double t0 = clock_now();
     kill(w[0], SIGINT);
     int code = s_wait(v.pid, 40);
     printf("  worker w0 stopped with SIGINT: the server finished %.1f s later (exit %d)\n",
-           cli_now() - t0, code);
+           clock_now() - t0, code);
     s_wait(w[0], 10);
     s_wait(w[1], 10);
     if (code != 0)

@@ -8,8 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
+#include "fs.h"
 #include "idx.h"
 #include "metrics.h"
 #include "model.h"
@@ -76,12 +77,12 @@ int basic_run(const worker_opts_t *o)
 
     progress_t prog;
     progress_init(&prog, o->epochs, batches, NULL);
-    double run_start = cli_now(), train_seconds = 0.0, accuracy = 0.0;
+    double run_start = clock_now(), train_seconds = 0.0, accuracy = 0.0;
     long step = 0;
     for (int epoch = 1; epoch <= o->epochs && !worker_stop; epoch++) {
         rng_shuffle(&rng, order, n);
         progress_epoch_start(&prog);
-        double t0 = cli_now(), loss_sum = 0.0;
+        double t0 = clock_now(), loss_sum = 0.0;
         for (int b = 0; b < batches && !worker_stop; b++) {
             int lo = b * o->batch_size;
             int m = n - lo < o->batch_size ? n - lo : o->batch_size;
@@ -89,13 +90,13 @@ int basic_run(const worker_opts_t *o)
             model_sgd_step(params, mom, grad, MODEL_NPARAMS, (float)o->lr, (float)o->momentum);
             loss_sum += loss;
             step++;
-            if (metrics_step(db, run, 0, step, epoch, loss, cli_now() - run_start) != 0)
+            if (metrics_step(db, run, 0, step, epoch, loss, clock_now() - run_start) != 0)
                 fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
             progress_batch(&prog, epoch, b + 1, loss);
         }
         if (worker_stop)
             break;
-        double epoch_seconds = cli_now() - t0;
+        double epoch_seconds = clock_now() - t0;
         train_seconds += epoch_seconds;
         double test_loss;
         accuracy = engine_evaluate(eng, params, &test, o->test_limit, &test_loss);
@@ -108,7 +109,7 @@ int basic_run(const worker_opts_t *o)
         metrics_epoch_t e = {.epoch = epoch, .train_loss = loss_sum / batches,
                              .test_accuracy = accuracy, .epoch_seconds = epoch_seconds,
                              .compute_seconds = epoch_seconds, .images = n};
-        if (metrics_epoch(db, run, 0, &e, cli_now() - run_start) != 0)
+        if (metrics_epoch(db, run, 0, &e, clock_now() - run_start) != 0)
             fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
     }
     if (worker_stop) {
@@ -125,7 +126,7 @@ int basic_run(const worker_opts_t *o)
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
     const char *meta[] = {"format", "pt", "mode", "basic", "seed", seed_s,
                           "test_accuracy", acc_s, NULL};
-    if (cli_mkdirs(o->out_dir) != 0) {
+    if (fs_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
                 strerror(errno));
         metrics_run_end(db, run, "failed", accuracy, train_seconds);

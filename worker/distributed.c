@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
 #include "idx.h"
 #include "model.h"
@@ -122,18 +122,18 @@ static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
         zmq_msg_copy(&keep, tensor);
     }
     int rc = REQ_FAIL;
-    double start = cli_now(), deadline = start + timeout, wait = 2.0;
-    double t0 = cli_now();
+    double start = clock_now(), deadline = start + timeout, wait = 2.0;
+    double t0 = clock_now();
     long n = wire_send_msg(c->sock, NULL, req, tensor, 0);
-    c->send_seconds = cli_now() - t0;
+    c->send_seconds = clock_now() - t0;
     if (n < 0) {
         fprintf(stderr, "error: cannot send to %s: %s\n", c->o->server, zmq_strerror(errno));
         goto out;
     }
     c->bytes_sent += n;
-    double resend_at = cli_now() + wait;
+    double resend_at = clock_now() + wait;
     for (;;) {
-        double now = cli_now();
+        double now = clock_now();
         if (now >= deadline || worker_stop) {
             if (!worker_stop)
                 fprintf(stderr,
@@ -325,7 +325,7 @@ static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
     env.request_id = ++c->request;
     if (wire_send_msg(c->sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
         return;
-    for (double end = cli_now() + 2; cli_now() < end;) {
+    for (double end = clock_now() + 2; clock_now() < end;) {
         zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, 200) <= 0)
             continue;
@@ -509,11 +509,11 @@ static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch,
         fprintf(stderr, "error: out of memory\n");
         return REQ_FAIL;
     }
-    double tp = cli_now();
+    double tp = clock_now();
     int rc = s_push(&d->c, &d->w, push, d->version, epoch, loss, grad, &d->weights);
     if (rc != REQ_OK)
         return rc;
-    double te = cli_now();
+    double te = clock_now();
     double held = d->weights.env->weights->held_seconds;
     s_take_weights(d);
     /* wire_send encodes and queues (push); the rest of the round trip beyond
@@ -565,7 +565,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
 {
     const int K = d->o->push_every, batch = (int)d->w.batch_size;
     epoch_stats_t st = {.sent0 = d->c.bytes_sent, .recv0 = d->c.bytes_received};
-    double t0 = cli_now(), group_loss = 0.0;
+    double t0 = clock_now(), group_loss = 0.0;
     int in_group = 0;
     progress_epoch_start(prog);
     for (int b = 0; b < d->batches; b++) {
@@ -575,7 +575,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         if (worker_stop)
             return REQ_FAIL;
         int lo = b * batch, m = d->n - lo < batch ? d->n - lo : batch;
-        double tc = cli_now();
+        double tc = clock_now();
         /* Plain, the gradient goes straight into the frame that carries it;
          * compressed or grouped, it goes through gbuf. */
         zmq_msg_t grad;
@@ -599,7 +599,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
                 d->local[i] -= lr * d->gbuf[i];
             }
             if (++in_group < K && b + 1 < d->batches) {
-                st.compute += cli_now() - tc;
+                st.compute += clock_now() - tc;
                 progress_batch(prog, epoch, b + 1, loss);
                 continue;
             }
@@ -610,7 +610,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
             loss = group_loss / in_group;
         }
-        st.compute += cli_now() - tc;
+        st.compute += clock_now() - tc;
         in_group = 0;
         group_loss = 0.0;
         int rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
@@ -618,7 +618,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);
     }
-    return s_report_epoch(d, epoch, cli_now() - t0, &st, prog);
+    return s_report_epoch(d, epoch, clock_now() - t0, &st, prog);
 }
 
 /* A session: the weights to start from, the epochs not finished yet (the

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "args.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -67,7 +67,7 @@ static void s_usage(FILE *f)
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
         "  summary: epochs=5 test_accuracy=98.97 train_seconds=42.0 images_per_second=7136\n",
-        cli_cpus());
+        args_cpus());
 }
 
 int main(int argc, char **argv)
@@ -111,23 +111,23 @@ int main(int argc, char **argv)
         case O_BASIC: basic = 1; break;
         case O_SERVER: o.server = optarg; break;
         case O_DATA: o.data_dir = optarg; break;
-        case O_EPOCHS: bad |= cli_int("--epochs", optarg, 1, 1000, &o.epochs); break;
-        case O_BATCH: bad |= cli_int("--batch-size", optarg, 1, 4096, &o.batch_size); break;
-        case O_LR: bad |= cli_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
-        case O_MOM: bad |= cli_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
-        case O_SEED: bad |= cli_u64("--seed", optarg, &o.seed); break;
-        case O_THREADS: bad |= cli_int("--threads", optarg, 1, 256, &o.threads); break;
+        case O_EPOCHS: bad |= args_int("--epochs", optarg, 1, 1000, &o.epochs); break;
+        case O_BATCH: bad |= args_int("--batch-size", optarg, 1, 4096, &o.batch_size); break;
+        case O_LR: bad |= args_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
+        case O_MOM: bad |= args_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
+        case O_SEED: bad |= args_u64("--seed", optarg, &o.seed); break;
+        case O_THREADS: bad |= args_int("--threads", optarg, 1, 256, &o.threads); break;
         case O_TRAIN_LIMIT:
-            bad |= cli_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
+            bad |= args_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
             break;
-        case O_TEST_LIMIT: bad |= cli_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
+        case O_TEST_LIMIT: bad |= args_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
         case O_OUT: o.out_dir = optarg; break;
         case O_DB: o.db = optarg; break;
         case O_NAME: o.name = optarg; break;
-        case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
+        case O_TIMEOUT: bad |= args_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
         case O_CURVE: o.curve_secret = optarg; break;
         case O_SERVER_KEY: o.server_key = optarg; break;
-        case O_PUSH_EVERY: bad |= cli_int("--push-every", optarg, 1, 1000, &o.push_every); break;
+        case O_PUSH_EVERY: bad |= args_int("--push-every", optarg, 1, 1000, &o.push_every); break;
         case O_COMPRESS:
             if (strcmp(optarg, "none") == 0)
                 o.compress = PS__COMPRESSION__COMPRESSION_NONE;
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_CONNECT_TIMEOUT:
-            bad |= cli_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
+            bad |= args_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
             break;
         case 'h': s_usage(stdout); return 0;
         default: bad = 1; break;
@@ -165,7 +165,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o.threads == 0)
-        o.threads = basic ? cli_cpus() : 1;
+        o.threads = basic ? args_cpus() : 1;
     if ((o.batch_size + o.threads - 1) / o.threads > 128) {
         fprintf(stderr, "error: --batch-size %d over --threads %d gives more than 128 images "
                         "per thread; use more threads or a smaller batch\n",
