@@ -99,8 +99,9 @@ $(B)/tests/test_plot: tests/test_plot.c $(B)/obj/report/plot.o $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Ireport $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(CAIRO_LIBS) -lpng $(LDLIBS)
 
 # Tests: one cmocka program per tests/test_*.c, linked with the common
-# library; programs are tested as programs by the tests/test_*.sh scripts.
-$(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
+# library and tests/proc.c (running the programs as processes, for the tests
+# that do); programs are tested as programs by the tests/test_*.sh scripts.
+$(B)/tests/%: tests/%.c $(B)/obj/tests/proc.o $(B)/libproto.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
