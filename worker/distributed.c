@@ -101,8 +101,46 @@ static int s_curve(void *sock, const worker_opts_t *o)
     return rc;
 }
 
-/* What s_request can end with besides a good reply. */
-enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2 };
+/* What s_request can end with besides a good reply; REQ_LATE is
+ * s_judge_reply's word for an answer to an earlier request. */
+enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3 };
+
+/* Judges a reply received while waiting for request req: REQ_OK when it is
+ * its answer, of kind `want` (the caller keeps it); otherwise it is closed
+ * and the result is REQ_LATE (an answer to an earlier, resent request: wait
+ * on), REQ_REJOIN (the server does not know this connection) or REQ_FAIL
+ * (refused or unexpected, after printing why). */
+static int s_judge_reply(conn_t *c, const Ps__Envelope *req, Ps__Envelope__BodyCase want,
+                         wire_msg_t *reply)
+{
+    Ps__Envelope *env = reply->env;
+    int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
+    if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
+        wire_msg_close(reply);
+        return REQ_LATE;
+    }
+    if (is_error) {
+        int rejoin = env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+        if (rejoin)
+            fprintf(stderr, "worker: the server does not know this connection (%s); "
+                            "registering again\n",
+                    env->error->message ? env->error->message : "");
+        else
+            fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
+                    wire_kind_name(req->body_case),
+                    env->error->message ? env->error->message : "(no message)");
+        wire_msg_close(reply);
+        return rejoin ? REQ_REJOIN : REQ_FAIL;
+    }
+    if (env->body_case != want) {
+        fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
+                wire_kind_name(req->body_case), wire_kind_name(env->body_case),
+                wire_kind_name(want));
+        wire_msg_close(reply);
+        return REQ_FAIL;
+    }
+    return REQ_OK;
+}
 
 /* Sends a request (with the tensor frame, whose ownership passes here, or
  * NULL) and waits for its reply, which must be of kind `want`. When no reply
@@ -179,35 +217,10 @@ static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
             goto out;
         }
         c->bytes_received += (int64_t)reply->bytes;
-        Ps__Envelope *env = reply->env;
-        int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
-        if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
-            wire_msg_close(reply); /* a late answer to an earlier request */
-            continue;
-        }
-        if (is_error) {
-            if (env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER)
-                rc = REQ_REJOIN;
-            else
-                fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
-                        wire_kind_name(req->body_case),
-                        env->error->message ? env->error->message : "(no message)");
-            if (rc == REQ_REJOIN)
-                fprintf(stderr, "worker: the server does not know this connection (%s); "
-                                "registering again\n",
-                        env->error->message ? env->error->message : "");
-            wire_msg_close(reply);
+        rc = s_judge_reply(c, req, want, reply);
+        if (rc != REQ_LATE)
             goto out;
-        }
-        if (env->body_case != want) {
-            fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
-                    wire_kind_name(req->body_case), wire_kind_name(env->body_case),
-                    wire_kind_name(want));
-            wire_msg_close(reply);
-            goto out;
-        }
-        rc = REQ_OK;
-        goto out;
+        rc = REQ_FAIL;
     }
 out:
     if (tensor)
