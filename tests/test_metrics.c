@@ -93,6 +93,11 @@ static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
 
 #define N_STEPS 1234
 
+/* Every table written through the writer (a run, its workers, steps across
+ * batches, epochs, server figures, events) and every column read back with
+ * plain SQL, then the database reopened. Over 80 lines: one scenario whose
+ * checks read against the writes above them; split, each part would need
+ * the same writes again. */
 static void test_round_trip(void **state) {
     tmpdir_t *tmp = *state;
     double t0 = clock_wall();
@@ -475,7 +480,8 @@ static metrics_t *s_open_ro(const char *path) {
     return m;
 }
 
-/* Two runs written through the writer, read back through the queries. */
+/* Two runs written through the writer, read back through the queries. Over
+ * 80 lines for the same reason as test_round_trip: one scenario. */
 static void test_read_queries(void **state) {
     tmpdir_t *tmp = *state;
     metrics_t *w = s_open(tmp->path);
