@@ -286,31 +286,29 @@ void plot_panel_labels(plot_panel_t *p, const char *xlabel, const char *ylabel)
     s_set_str(&p->ylabel, ylabel);
 }
 
-void plot_panel_xrange(plot_panel_t *p, double lo, double hi)
+/* The three range setters: a range is set only when lo < hi. */
+static void s_set_range(int *set, double *r0, double *r1, double lo, double hi)
 {
     if (!(lo < hi))
         return;
-    p->xfixed = 1;
-    p->fx0 = lo;
-    p->fx1 = hi;
+    *set = 1;
+    *r0 = lo;
+    *r1 = hi;
+}
+
+void plot_panel_xrange(plot_panel_t *p, double lo, double hi)
+{
+    s_set_range(&p->xfixed, &p->fx0, &p->fx1, lo, hi);
 }
 
 void plot_panel_yrange(plot_panel_t *p, double lo, double hi)
 {
-    if (!(lo < hi))
-        return;
-    p->yfixed = 1;
-    p->fy0 = lo;
-    p->fy1 = hi;
+    s_set_range(&p->yfixed, &p->fy0, &p->fy1, lo, hi);
 }
 
 void plot_panel_ybounds(plot_panel_t *p, double lo, double hi)
 {
-    if (!(lo < hi))
-        return;
-    p->ybounded = 1;
-    p->yb0 = lo;
-    p->yb1 = hi;
+    s_set_range(&p->ybounded, &p->yb0, &p->yb1, lo, hi);
 }
 
 void plot_panel_xinteger(plot_panel_t *p)

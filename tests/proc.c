@@ -1,6 +1,7 @@
 /* proc: running paramserver and worker as processes under test (see proc.h). */
 #include "proc.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
@@ -21,29 +22,34 @@
 
 #define POLL_US 20000 /* polling a child's exit or its log: no event to wait on */
 
-int proc_env_setup(proc_env_t *env, const char *name)
+proc_env_t proc_env;
+
+int proc_group_setup(void **state)
 {
+    (void)state;
+    proc_env_t *env = &proc_env;
     memset(env, 0, sizeof *env);
     env->data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
     const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
     snprintf(env->server, sizeof env->server, "%s/paramserver", b);
     snprintf(env->worker, sizeof env->worker, "%s/worker", b);
-    snprintf(env->tmp, sizeof env->tmp, "/tmp/%s.XXXXXX", name);
+    snprintf(env->tmp, sizeof env->tmp, "/tmp/%s.XXXXXX", program_invocation_short_name);
     if (!mkdtemp(env->tmp)) {
-        perror("proc_env_setup: cannot make a directory in /tmp");
+        perror("proc_group_setup: cannot make a directory in /tmp");
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
     return 0;
 }
 
-int proc_env_teardown(const proc_env_t *env)
+int proc_group_teardown(void **state)
 {
+    (void)state;
     if (!getenv("KEEP_TMP")) {
         char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", env->tmp);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", proc_env.tmp);
         if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", env->tmp);
+            fprintf(stderr, "could not remove %s\n", proc_env.tmp);
     }
     return 0;
 }

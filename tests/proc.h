@@ -12,20 +12,23 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* The environment of one test program, filled by proc_env_setup. */
+/* The environment of one test program, filled by proc_group_setup. */
 typedef struct {
-    char tmp[256];                 /* /tmp/NAME.XXXXXX, removed by teardown */
+    char tmp[256];                 /* /tmp/PROGRAM.XXXXXX, removed by teardown */
     const char *data;              /* $MNIST_DIR, default data */
     char server[256], worker[256]; /* $BUILD/paramserver, $BUILD/worker (default build) */
 } proc_env_t;
 
-/* Fills env for the test program NAME: reads $MNIST_DIR and $BUILD, makes the
- * temporary directory, and ignores SIGPIPE (a test may write to a server that
- * has gone). 0, or -1 (with a message) when the directory cannot be made. */
-int proc_env_setup(proc_env_t *env, const char *name);
-/* Removes the temporary directory, unless $KEEP_TMP is set (to look at the
- * logs of a failed run). Always 0: a directory left behind is reported. */
-int proc_env_teardown(const proc_env_t *env);
+extern proc_env_t proc_env;
+
+/* cmocka group set-up: fills proc_env (reads $MNIST_DIR and $BUILD, makes
+ * the temporary directory, named after the program) and ignores SIGPIPE (a
+ * test may write to a server that has gone). 0, or -1 with a message. */
+int proc_group_setup(void **state);
+/* cmocka group teardown: removes the temporary directory, unless $KEEP_TMP
+ * is set (to look at the logs of a failed run). Always 0: a directory left
+ * behind is reported. */
+int proc_group_teardown(void **state);
 
 /* Starts argv (argv[0] a path, NULL-terminated) with its stdout and stderr
  * appended to `log` (created when missing; a restarted server appends to

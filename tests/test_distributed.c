@@ -45,8 +45,6 @@ static double s_time_scale(void)
     return x >= 1.0 && x <= 100.0 ? x : 1.0;
 }
 
-static proc_env_t s_env;
-
 typedef struct {
     const char *name, *mode, *compress; /* compress: NULL for none */
     const char *push_every;             /* NULL for 1 */
@@ -58,7 +56,7 @@ typedef struct {
 /* Runs a server and its workers to the end. 0 if everyone exited 0. */
 static int s_run(run_t *r)
 {
-    snprintf(r->dir, sizeof r->dir, "%s/%s", s_env.tmp, r->name);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", proc_env.tmp, r->name);
     fs_mkdirs(r->dir);
     snprintf(r->db, sizeof r->db, "%s/m.db", r->dir);
     char workers[16], epochs[16], batch[16], train[16], test[16], stale[16], log[400];
@@ -69,11 +67,11 @@ static int s_run(run_t *r)
     snprintf(test, sizeof test, "%d", r->test_limit);
     snprintf(stale, sizeof stale, "%d", r->staleness);
     snprintf(log, sizeof log, "%s/server.log", r->dir);
-    const char *sargv[] = {s_env.server, "--bind", "tcp://127.0.0.1:*", "--workers",
-                           workers, "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", workers,
+                           "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
                            "--batch-size", batch, "--train-limit", train, "--test-limit", test,
-                           "--data-dir", s_env.data, "--db", r->db, "--out", r->dir, "--threads", "1",
-                           "--register-timeout", "60", NULL};
+                           "--data-dir", proc_env.data, "--db", r->db, "--out", r->dir, "--threads",
+                           "1", "--register-timeout", "60", NULL};
     pid_t pids[9];
     pids[0] = proc_spawn(log, sargv);
     if (proc_endpoint(pids[0], log, 0, r->ep, sizeof r->ep, 30) != 0) {
@@ -85,8 +83,8 @@ static int s_run(run_t *r)
         char wlog[400], name[16];
         snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *wargv[] = {s_env.worker, "--server", r->ep, "--name", name, "--data-dir",
-                               s_env.data, "--threads", "1", "--timeout", "60", "--compress",
+        const char *wargv[] = {proc_env.worker, "--server", r->ep, "--name", name, "--data-dir",
+                               proc_env.data, "--threads", "1", "--timeout", "60", "--compress",
                                r->compress ? r->compress : "none", "--push-every",
                                r->push_every ? r->push_every : "1", NULL};
         pids[k + 1] = proc_spawn(wlog, wargv);
@@ -153,7 +151,7 @@ static void test_sync_equals_batch_128(void **state)
     assert_int_equal(modelfile_load(path, "", dist, err, sizeof err), 0);
 
     idx_dataset_t train;
-    assert_int_equal(idx_load(s_env.data, "train", &train, err, sizeof err), 0);
+    assert_int_equal(idx_load(proc_env.data, "train", &train, err, sizeof err), 0);
     engine_t *e = engine_new(1, 128, err, sizeof err);
     assert_non_null(e);
     model_init(w, 1);
@@ -238,19 +236,19 @@ static void test_unequal_shards_finish(void **state)
 }
 
 /* A one-worker server of its own for a test that plays the worker itself:
- * in s_env.tmp/NAME, mode MODE, listening on a free port written to ep. Its
+ * in proc_env.tmp/NAME, mode MODE, listening on a free port written to ep. Its
  * database path goes to db. Returns the pid. */
 static pid_t s_one_worker_server(const char *name, const char *mode, char *ep, size_t eplen,
                                  char *db, size_t dblen)
 {
     char dir[300], log[400];
-    snprintf(dir, sizeof dir, "%s/%s", s_env.tmp, name);
+    snprintf(dir, sizeof dir, "%s/%s", proc_env.tmp, name);
     fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, dblen, "%s/m.db", dir);
-    const char *sargv[] = {s_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
-                           mode, "--test-limit", "10", "--data-dir", s_env.data, "--db", db,
-                           "--out", dir, "--register-timeout", "20", NULL};
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+                           "--mode", mode, "--test-limit", "10", "--data-dir", proc_env.data,
+                           "--db", db, "--out", dir, "--register-timeout", "20", NULL};
     pid_t pid = proc_spawn(log, sargv);
     assert_int_equal(proc_endpoint(pid, log, 0, ep, eplen, 30), 0);
     return pid;
@@ -287,9 +285,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     zmq_close(sock);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    proc_wait_all(&pid, 1, codes, 20);
-    assert_int_equal(codes[0], 1); /* interrupted: the run is marked failed */
+    assert_int_equal(proc_wait(pid, 20), 1); /* interrupted: the run is marked failed */
 }
 
 /* A worker whose server answers in another protocol version says so and
@@ -302,9 +298,9 @@ static void test_version_mismatch_refused_by_worker(void **state)
     char ep[256], log[400];
     size_t len = sizeof ep;
     zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
-    snprintf(log, sizeof log, "%s/worker_version.log", s_env.tmp);
-    const char *wargv[] = {s_env.worker, "--server", ep, "--data-dir", s_env.data, "--timeout", "10",
-                           "--connect-timeout", "10", NULL};
+    snprintf(log, sizeof log, "%s/worker_version.log", proc_env.tmp);
+    const char *wargv[] = {proc_env.worker, "--server", ep, "--data-dir", proc_env.data,
+                           "--timeout", "10", "--connect-timeout", "10", NULL};
     pid_t pid = proc_spawn(log, wargv);
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
@@ -323,9 +319,7 @@ static void test_version_mismatch_refused_by_worker(void **state)
     size_t n = ps__envelope__pack(&env, buf);
     zmq_send(sock, peer.id, peer.len, ZMQ_SNDMORE);
     zmq_send(sock, buf, n, 0);
-    int codes[1];
-    assert_int_equal(proc_wait_all(&pid, 1, codes, 30), 0);
-    assert_int_equal(codes[0], 1);
+    assert_int_equal(proc_wait(pid, 30), 1);
     FILE *f = fopen(log, "r");
     char text[2048] = "";
     size_t got = fread(text, 1, sizeof text - 1, f);
@@ -409,8 +403,7 @@ static void test_oversized_refused_server_goes_on(void **state)
     zmq_close(good);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    proc_wait_all(&pid, 1, codes, 20);
+    proc_wait(pid, 20);
 }
 
 /* Exactly once: a push sent again (as after a lost reply) is answered with
@@ -455,9 +448,7 @@ static void test_push_applied_exactly_once(void **state)
     env.request_id = 999;
     assert_int_equal(s_ask(sock, &env, NULL, &m), PS__ENVELOPE__BODY_ACK);
     wire_msg_close(&m);
-    int codes[1];
-    assert_int_equal(proc_wait_all(&pid, 1, codes, 30), 0);
-    assert_int_equal(codes[0], 0);
+    assert_int_equal(proc_wait(pid, 30), 0);
     assert_int_equal((int)proc_query(db, "select max(updates_applied) from server_stats"), 2);
     assert_int_equal((int)proc_query(db, "select count(*) from steps"), 2);
     zmq_close(sock);
@@ -473,14 +464,14 @@ static void test_ssp_holds_fast_worker(void **state)
 {
     (void)state;
     char dir[300], log[400], db[400], ep[256];
-    snprintf(dir, sizeof dir, "%s/ssp-hold", s_env.tmp);
+    snprintf(dir, sizeof dir, "%s/ssp-hold", proc_env.tmp);
     fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {s_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "2", "--mode",
-                           "ssp", "--staleness", "1", "--worker-timeout", "60", "--test-limit",
-                           "10", "--data-dir", s_env.data, "--db", db, "--out", dir,
-                           "--register-timeout", "20", NULL};
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "2",
+                           "--mode", "ssp", "--staleness", "1", "--worker-timeout", "60",
+                           "--test-limit", "10", "--data-dir", proc_env.data, "--db", db, "--out",
+                           dir, "--register-timeout", "20", NULL};
     pid_t pid = proc_spawn(log, sargv);
     assert_int_equal(proc_endpoint(pid, log, 0, ep, sizeof ep, 30), 0);
     void *ctx = zmq_ctx_new(), *fast = proc_dealer(ctx, ep), *slow = proc_dealer(ctx, ep);
@@ -543,8 +534,7 @@ static void test_ssp_holds_fast_worker(void **state)
     zmq_close(slow);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    proc_wait_all(&pid, 1, codes, 20);
+    proc_wait(pid, 20);
 }
 
 /* fp16 and int8 compression: the run learns as well as float32 (within a
@@ -587,18 +577,6 @@ static void test_local_sgd(void **state)
     assert_true(s_final_accuracy(&r) >= 90.0);
 }
 
-static int s_setup(void **state)
-{
-    (void)state;
-    return proc_env_setup(&s_env, "test_distributed");
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    return proc_env_teardown(&s_env);
-}
-
 int main(void)
 {
     wire_init();
@@ -615,5 +593,5 @@ int main(void)
         cmocka_unit_test(test_compression),
         cmocka_unit_test(test_local_sgd),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }

@@ -34,15 +34,13 @@
 #include "safetensors.h"
 #include "wire.h"
 
-static proc_env_t s_env;
-
 /* A server under test: its directory, files and endpoint. */
 typedef struct {
     char dir[300], log[400], db[400], out[400], ckpt[400], ep[256];
     pid_t pid;
 } srv_t;
 
-/* Starts a paramserver in s_env.tmp/NAME on a free loopback port with the given
+/* Starts a paramserver in proc_env.tmp/NAME on a free loopback port with the given
  * extra flags (NULL-terminated), and waits for its endpoint (left empty if
  * it exited first). With `again` the same directory is reused and the
  * server binds the endpoint it had. */
@@ -50,7 +48,7 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
 {
     if (!again) {
         memset(v, 0, sizeof *v);
-        snprintf(v->dir, sizeof v->dir, "%s/%s", s_env.tmp, name);
+        snprintf(v->dir, sizeof v->dir, "%s/%s", proc_env.tmp, name);
         fs_mkdirs(v->dir);
         snprintf(v->log, sizeof v->log, "%s/server.log", v->dir);
         snprintf(v->db, sizeof v->db, "%s/m.db", v->dir);
@@ -59,8 +57,8 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
     }
     static char ep[256];
     snprintf(ep, sizeof ep, "%s", again && v->ep[0] ? v->ep : "tcp://127.0.0.1:*");
-    const char *argv[64] = {s_env.server, "--bind", ep,
-                            "--data-dir", s_env.data, "--db", v->db, "--out", v->out,
+    const char *argv[64] = {proc_env.server, "--bind", ep,
+                            "--data-dir", proc_env.data, "--db", v->db, "--out", v->out,
                             "--threads", "1", "--register-timeout", "30"};
     int n = 13;
     va_list ap;
@@ -933,8 +931,8 @@ static void test_worker_sigint_leaves(void **state)
         char log[500], name[8];
         snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *argv[] = {s_env.worker, "--server", v.ep, "--name", name, "--data-dir", s_env.data,
-                              "--threads", "1", "--timeout", "60", NULL};
+        const char *argv[] = {proc_env.worker, "--server", v.ep, "--name", name, "--data-dir",
+                              proc_env.data, "--threads", "1", "--timeout", "60", NULL};
         w[k] = proc_spawn(log, argv);
     }
     double end = clock_now() + 60, steps = 0;
@@ -954,18 +952,6 @@ static void test_worker_sigint_leaves(void **state)
     assert_int_equal(code, 0);
     assert_true(proc_contains(v.log, "left: stopped after"));
     assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'left'"), 1);
-}
-
-static int s_setup(void **state)
-{
-    (void)state;
-    return proc_env_setup(&s_env, "test_hostile");
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    return proc_env_teardown(&s_env);
 }
 
 int main(void)
@@ -988,5 +974,5 @@ int main(void)
         cmocka_unit_test(test_sigterm_writes_checkpoint),
         cmocka_unit_test(test_worker_sigint_leaves),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }
