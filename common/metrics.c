@@ -213,7 +213,7 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     }
     if (!m) {
         if (err && errlen)
-            snprintf(err, errlen, "metrics: %s: out of memory", path);
+            errmsg_set(err, errlen, "metrics: %s: out of memory", path);
         return NULL;
     }
     /* Create the directory the database goes in, as a user would expect of
@@ -247,7 +247,7 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     return m;
 fail:
     if (err && errlen)
-        snprintf(err, errlen, "%s", m->err);
+        errmsg_set(err, errlen, "%s", m->err);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(m->stmt[i]);
     sqlite3_close(m->db);
@@ -271,13 +271,13 @@ void metrics_close(metrics_t **pm) {
         return;
     metrics_t *m = *pm;
     if (metrics_flush(m) < 0) {
-        fprintf(stderr, "%s; the last step rows are lost\n", m->err);
+        fprintf(stderr, "warning: %s; the last step rows are lost\n", m->err);
         sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
     }
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(m->stmt[i]);
     if (sqlite3_close(m->db) != SQLITE_OK)
-        fprintf(stderr, "metrics: %s: close: %s\n", m->path, sqlite3_errmsg(m->db));
+        fprintf(stderr, "warning: metrics: %s: close: %s\n", m->path, sqlite3_errmsg(m->db));
     free(m->path);
     free(m);
     *pm = NULL;

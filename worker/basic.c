@@ -96,6 +96,14 @@ static double s_train_epoch(basic_t *b, int epoch, long *step)
     return loss_sum;
 }
 
+/* Marks the run failed in the database; a failure to do so is a warning
+ * (the run has already failed for another reason, said before). */
+static void s_end_failed(const basic_t *b, double accuracy, double train_seconds)
+{
+    if (metrics_run_end(b->db, b->run, "failed", accuracy, train_seconds) != 0)
+        fprintf(stderr, "warning: %s\n", metrics_errmsg(b->db));
+}
+
 /* Saves the trained model into --out. 0, or -1 after printing why. */
 static int s_save(const basic_t *b, double accuracy)
 {
@@ -170,11 +178,11 @@ int basic_run(const worker_opts_t *o)
         progress_clear(&b.prog);
         fprintf(stderr, "interrupted: run %lld marked failed; no model saved\n",
                 (long long)b.run);
-        metrics_run_end(b.db, b.run, "failed", accuracy, train_seconds);
+        s_end_failed(&b, accuracy, train_seconds);
         goto out;
     }
     if (s_save(&b, accuracy) != 0) {
-        metrics_run_end(b.db, b.run, "failed", accuracy, train_seconds);
+        s_end_failed(&b, accuracy, train_seconds);
         goto out;
     }
     if (metrics_run_end(b.db, b.run, "done", accuracy, train_seconds) != 0)

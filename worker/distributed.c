@@ -92,9 +92,13 @@ static int s_curve(void *sock, const worker_opts_t *o)
                             "chmod 600 %s\n", o->curve_secret, (unsigned)(st.st_mode & 0777),
                     o->curve_secret);
         zcert_apply(mine, sock);
-        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32);
-        printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
-        rc = 0;
+        if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32) != 0)
+            fprintf(stderr, "error: cannot set the server key of %s on the socket: %s (is "
+                            "libzmq built with CURVE?)\n", o->server_key, zmq_strerror(errno));
+        else {
+            printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
+            rc = 0;
+        }
     }
     zcert_destroy(&mine);
     zcert_destroy(&server);
