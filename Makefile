@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: format-check bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -264,6 +264,7 @@ uninstall:
 FORMAT_SRC := $(wildcard common/*.[ch] proto/*.[ch] server/*.[ch] worker/*.[ch] report/*.[ch] \
     tests/*.[ch] tests/fuzz/*.c)
 CLANG_FORMAT ?= clang-format
+.PHONY: format-check
 format-check:
 	@command -v $(CLANG_FORMAT) >/dev/null || { echo "format-check: $(CLANG_FORMAT) is not" \
 	    "installed: run 'make deps' (or: apt-get install clang-format)" >&2; exit 1; }
