@@ -65,7 +65,8 @@ typedef struct {
  * fuzzer's). NULL + err on failure. */
 metrics_t *metrics_open(const char *path, char *err, size_t errlen);
 
-/* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. */
+/* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. It has
+ * no caller left to tell: a failed commit or close is a warning on stderr. */
 void metrics_close(metrics_t **pm);
 
 /* Starts a run (status 'running'); returns its id (> 0) or -1. */

@@ -7,7 +7,7 @@
  * mode). The database is read through common/metrics (read-only, with a
  * busy timeout, so the report can be drawn while a run is still writing);
  * this file knows nothing of its schema. */
-#include "cli.h"
+#include "fs.h"
 #include "metrics.h"
 #include "plot.h"
 
@@ -345,7 +345,7 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
 /* Creates the directory the figure goes in. 0, or -1 after saying why. */
 static int s_mkdir_parent(const char *out)
 {
-    if (cli_mkdir_parent(out) == 0)
+    if (fs_mkdir_parent(out) == 0)
         return 0;
     fprintf(stderr, "psreport: cannot create the directory for %s: %s\n", out, strerror(errno));
     return -1;
@@ -535,6 +535,76 @@ static void s_add_mean(void *ctx, double t, double accuracy, int workers)
         mm->maxw = workers;
 }
 
+/* What the comparison collects, run by run, for its figure. */
+typedef struct {
+    plot_fig_t *f;
+    plot_panel_t *pa;   /* accuracy over time */
+    double tput[16];    /* images per second, per run */
+    plot_color_t colors[16];
+    char cats[16][48];  /* "MODE (run ID)" */
+    const char *catp[16];
+    char title[1024];   /* the figure's title, one "mode: accuracy" per run */
+    char runs[256];     /* the run ids */
+} s_comparison_t;
+
+/* Adds run `id`, the i-th of the comparison, to c: its accuracy curve, its
+ * throughput bar, its text chunk and its part of the title. 0, or -1 after
+ * printing why. */
+static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
+{
+    metrics_run_row_t r;
+    if (metrics_run_get(m, id, &r) != 1) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)id, metrics_errmsg(m));
+        return -1;
+    }
+    c->colors[i] = s_mode_color(r.mode);
+    snprintf(c->cats[i], sizeof c->cats[i], "%s (run %lld)", r.mode, (long long)r.id);
+    c->catp[i] = c->cats[i];
+
+    /* Mean over workers per epoch: one curve per run, comparable across
+     * modes; the legend says how many workers it averages. */
+    s_means_t mm = {0};
+    double images = NAN;
+    if (metrics_epoch_means_each(m, r.id, s_add_mean, &mm) != 0 ||
+        metrics_run_images(m, r.id, &images) != 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)r.id, metrics_errmsg(m));
+        s_xy_free(&mm.v);
+        return -1;
+    }
+    const s_xy_t v = mm.v;
+    int maxw = mm.maxw;
+    char label[96];
+    if (maxw > 1)
+        snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
+                 (long long)r.id, maxw);
+    else
+        snprintf(label, sizeof label, "%s, run %lld", r.mode, (long long)r.id);
+    if (v.n)
+        plot_panel_line_markers(c->pa, v.x, v.y, v.n, c->colors[i], label);
+    double acc = isfinite(r.final_accuracy) ? r.final_accuracy : v.n ? v.y[v.n - 1] : NAN;
+    s_xy_free(&mm.v);
+
+    int so_far;
+    double secs = s_run_seconds(m, &r, &so_far);
+    c->tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
+
+    char key[32], settings[512];
+    s_run_settings(&r, settings, sizeof settings);
+    snprintf(key, sizeof key, "run %lld", (long long)r.id);
+    s_text(c->f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode,
+           r.workers, settings, acc, r.status);
+    snprintf(c->runs + strlen(c->runs), sizeof c->runs - strlen(c->runs), "%s%lld", i ? " " : "",
+             (long long)r.id);
+
+    size_t len = strlen(c->title);
+    char ssecs[32];
+    s_fmt_secs(ssecs, sizeof ssecs, secs);
+    snprintf(c->title + len, sizeof c->title - len, "%s%s: %.2f%% after %d %s in %s%s",
+             i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs",
+             ssecs, strcmp(r.status, "done") ? " (not finished)" : "");
+    return 0;
+}
+
 static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out)
 {
     /* The latest run of each mode that finished at least one epoch. */
@@ -551,92 +621,82 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
         return -1;
     }
 
-    char title[1024];
-    snprintf(title, sizeof title, "Training modes compared \xe2\x80\x94 latest run of each mode in %s\n",
-             dbpath);
-    plot_fig_t *f = plot_fig_new(1500, 540, 2, NULL);
-    if (!f)
+    s_comparison_t c = {0};
+    snprintf(c.title, sizeof c.title,
+             "Training modes compared \xe2\x80\x94 latest run of each mode in %s\n", dbpath);
+    c.f = plot_fig_new(1500, 540, 2, NULL);
+    if (!c.f)
         s_die_oom();
-    s_text_common(f, "Training modes compared", dbpath);
-    char runs[256] = "";
-    plot_panel_t *pa = plot_fig_panel(f, 0), *pt = plot_fig_panel(f, 1);
-    plot_panel_title(pa, "Test accuracy over wall time");
-    plot_panel_labels(pa, "seconds since the run started (epoch end)", "test accuracy (%)");
-    plot_panel_ybounds(pa, 0, 100);
+    s_text_common(c.f, "Training modes compared", dbpath);
+    c.pa = plot_fig_panel(c.f, 0);
+    plot_panel_t *pt = plot_fig_panel(c.f, 1);
+    plot_panel_title(c.pa, "Test accuracy over wall time");
+    plot_panel_labels(c.pa, "seconds since the run started (epoch end)", "test accuracy (%)");
+    plot_panel_ybounds(c.pa, 0, 100);
     plot_panel_title(pt, "Throughput");
     plot_panel_labels(pt, NULL, "images per second (all workers)");
 
-    double tput[16];
-    plot_color_t colors[16];
-    char cats[16][48];
-    const char *catp[16];
-    for (int i = 0; i < n; i++) {
-        metrics_run_row_t r;
-        if (metrics_run_get(m, ids[i], &r) != 1) {
-            fprintf(stderr, "psreport: run %lld: %s\n", (long long)ids[i], metrics_errmsg(m));
-            plot_fig_destroy(&f);
+    for (int i = 0; i < n; i++)
+        if (s_compare_run(m, &c, i, ids[i]) != 0) {
+            plot_fig_destroy(&c.f);
             return -1;
         }
-        colors[i] = s_mode_color(r.mode);
-        snprintf(cats[i], sizeof cats[i], "%s (run %lld)", r.mode, (long long)r.id);
-        catp[i] = cats[i];
-
-        /* Mean over workers per epoch: one curve per run, comparable across
-         * modes; the legend says how many workers it averages. */
-        s_means_t mm = {0};
-        double images = NAN;
-        if (metrics_epoch_means_each(m, r.id, s_add_mean, &mm) != 0 ||
-            metrics_run_images(m, r.id, &images) != 0) {
-            fprintf(stderr, "psreport: run %lld: %s\n", (long long)r.id, metrics_errmsg(m));
-            s_xy_free(&mm.v);
-            plot_fig_destroy(&f);
-            return -1;
-        }
-        const s_xy_t v = mm.v;
-        int maxw = mm.maxw;
-        char label[96];
-        if (maxw > 1)
-            snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
-                     (long long)r.id, maxw);
-        else
-            snprintf(label, sizeof label, "%s, run %lld", r.mode, (long long)r.id);
-        if (v.n)
-            plot_panel_line_markers(pa, v.x, v.y, v.n, colors[i], label);
-        double acc = isfinite(r.final_accuracy) ? r.final_accuracy : v.n ? v.y[v.n - 1] : NAN;
-        s_xy_free(&mm.v);
-
-        int so_far;
-        double secs = s_run_seconds(m, &r, &so_far);
-        tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
-
-        char key[32], settings[512];
-        s_run_settings(&r, settings, sizeof settings);
-        snprintf(key, sizeof key, "run %lld", (long long)r.id);
-        s_text(f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode, r.workers,
-               settings, acc, r.status);
-        snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%lld", i ? " " : "",
-                 (long long)r.id);
-
-        size_t len = strlen(title);
-        char ssecs[32];
-        s_fmt_secs(ssecs, sizeof ssecs, secs);
-        snprintf(title + len, sizeof title - len, "%s%s: %.2f%% after %d %s in %s%s",
-                 i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs", ssecs,
-                 strcmp(r.status, "done") ? " (not finished)" : "");
-    }
 
     double xs[16];
     for (int i = 0; i < n; i++)
         xs[i] = i + 1;
-    plot_panel_xcategories(pt, catp, n);
-    plot_series_t *bars = plot_panel_bars(pt, xs, tput, (size_t)n, plot_palette(0), NULL);
-    plot_series_colors(bars, colors);
+    plot_panel_xcategories(pt, c.catp, n);
+    plot_series_t *bars = plot_panel_bars(pt, xs, c.tput, (size_t)n, plot_palette(0), NULL);
+    plot_series_colors(bars, c.colors);
     plot_series_values(bars, "%.0f img/s");
 
-    plot_fig_title(f, title);
-    s_text(f, "runs", "%s", runs);
-    rc = s_write(f, out);
-    plot_fig_destroy(&f);
+    plot_fig_title(c.f, c.title);
+    s_text(c.f, "runs", "%s", c.runs);
+    rc = s_write(c.f, out);
+    plot_fig_destroy(&c.f);
+    return rc;
+}
+
+/* The figure of one run (the latest when run_id is 0) into out (by default
+ * the file of its mode in results/). 0, or 1 after printing why. */
+static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const char *out)
+{
+    int rc = 1;
+    if (!run_id)
+        run_id = metrics_run_latest(m);
+    if (run_id <= 0) {
+        if (run_id == 0)
+            fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
+        else
+            fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+        return 1;
+    }
+    s_run_t r = {0};
+    int found = metrics_run_get(m, run_id, &r.row);
+    if (found == 0) {
+        fprintf(stderr, "psreport: no run %lld in %s. Runs there:\n", (long long)run_id, dbpath);
+        s_list_runs(m);
+    } else if (found < 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)run_id, metrics_errmsg(m));
+    }
+    if (found != 1)
+        return 1;
+    int64_t nsteps = s_load_run_data(m, &r);
+    if (nsteps == 0)
+        fprintf(stderr,
+                "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "
+                "It may have failed before its first step.\n",
+                (long long)run_id, r.row.mode, r.row.status);
+    if (nsteps > 0) {
+        int basic = strcmp(r.row.mode, "basic") == 0;
+        if (!out)
+            out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
+        if (s_mkdir_parent(out) == 0)
+            rc = basic ? s_report_basic(m, dbpath, &r, out)
+                       : s_report_distributed(m, dbpath, &r, out);
+        rc = rc ? 1 : 0;
+    }
+    s_run_free(&r);
     return rc;
 }
 
@@ -709,44 +769,7 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    if (!run_id)
-        run_id = metrics_run_latest(m);
-    if (run_id <= 0) {
-        if (run_id == 0)
-            fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
-        else
-            fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
-        metrics_close(&m);
-        return 1;
-    }
-    s_run_t r = {0};
-    int found = metrics_run_get(m, run_id, &r.row);
-    if (found == 0) {
-        fprintf(stderr, "psreport: no run %lld in %s. Runs there:\n", (long long)run_id, dbpath);
-        s_list_runs(m);
-    } else if (found < 0) {
-        fprintf(stderr, "psreport: run %lld: %s\n", (long long)run_id, metrics_errmsg(m));
-    }
-    if (found != 1) {
-        metrics_close(&m);
-        return 1;
-    }
-    int64_t nsteps = s_load_run_data(m, &r);
-    if (nsteps == 0)
-        fprintf(stderr,
-                "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "
-                "It may have failed before its first step.\n",
-                (long long)run_id, r.row.mode, r.row.status);
-    if (nsteps > 0) {
-        int basic = strcmp(r.row.mode, "basic") == 0;
-        if (!out)
-            out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
-        if (s_mkdir_parent(out) == 0)
-            rc = basic ? s_report_basic(m, dbpath, &r, out)
-                       : s_report_distributed(m, dbpath, &r, out);
-        rc = rc ? 1 : 0;
-    }
-    s_run_free(&r);
+    rc = s_report_run(m, dbpath, run_id, out);
     metrics_close(&m);
     return rc;
 }
