@@ -675,6 +675,37 @@ int metrics_run_images(metrics_t *m, int64_t run, double *out) {
                         "count the images");
 }
 
+int metrics_run_comm_share(metrics_t *m, int64_t run, double *out) {
+    assert(m && out);
+    return s_query_real(m,
+                        "SELECT sum(push_seconds + pull_seconds) / sum(epoch_seconds) FROM epochs "
+                        "WHERE run_id = ?1 AND epoch_seconds > 0",
+                        run, out, "read the communication time");
+}
+
+int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx) {
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT id, coalesce(run_id, 0), model, mode, compress, status, "
+                               "workers FROM study_runs ORDER BY id",
+                               0);
+    if (!st)
+        return -1;
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        metrics_study_row_t r = {.id = sqlite3_column_int64(st, 0),
+                                 .run_id = sqlite3_column_int64(st, 1),
+                                 .workers = sqlite3_column_int(st, 6)};
+        s_col_text(st, 2, r.model, sizeof r.model, "?");
+        s_col_text(st, 3, r.mode, sizeof r.mode, "?");
+        s_col_text(st, 4, r.compress, sizeof r.compress, "?");
+        s_col_text(st, 5, r.status, sizeof r.status, "?");
+        fn(ctx, &r);
+        n++;
+    }
+    return s_query_end(m, st, rc, "read the study's runs (table study_runs)") < 0 ? -1 : n;
+}
+
 int metrics_run_last_t(metrics_t *m, int64_t run, double *out) {
     assert(m && out);
     return s_query_real(m,

@@ -3,7 +3,9 @@
 # (study/default.conf, or study/$STUDY.conf), trains every configuration in
 # it on this machine, one after the other, into one database, and writes
 # $OUT/study.md: per model a table of final accuracy, training seconds,
-# images/s, communication share, mean staleness and bytes per image.
+# images/s, communication share, mean staleness and bytes per image, and
+# $OUT/MODEL.png (psreport --study): accuracy over wall time per
+# configuration, speed-up over workers, communication share.
 #
 # Each run has a deadline (STUDY_RUN_TIMEOUT seconds, default 900); a run
 # that fails or passes it is recorded as failed (table study_runs, and in
@@ -22,7 +24,7 @@ run_timeout=${STUDY_RUN_TIMEOUT:-900}
 
 die() { echo "run-study: $*" >&2; exit 1; }
 [ -r "$conf" ] || die "cannot read the sweep file $conf (make study STUDY=NAME reads study/NAME.conf)"
-for p in "$B/paramserver" "$B/worker"; do [ -x "$p" ] || die "$p is missing: run make first"; done
+for p in "$B/paramserver" "$B/worker" "$B/psreport"; do [ -x "$p" ] || die "$p is missing: run make first"; done
 command -v sqlite3 >/dev/null || die "the sqlite3 shell is missing: run make deps"
 
 # --- the sweep file: "key value..." lines, # comments -----------------------
@@ -157,5 +159,7 @@ for r in "${runs[@]}"; do
 done
 
 study/report.sh "$DB" "$conf" >"$OUT/study.md"
+"$B/psreport" --study --db "$DB" --out "$OUT" >/dev/null ||
+    echo "run-study: the plots could not be drawn (see above); study.md is complete" >&2
 failed=$(sqlite3 "$DB" "select count(*) from study_runs where status <> 'done'")
-echo "run-study: $n runs in $(((SECONDS - study_start) / 60)) min, $failed failed; report: $OUT/study.md"
+echo "run-study: $n runs in $(((SECONDS - study_start) / 60)) min, $failed failed; report: $OUT/study.md and the plots $OUT/*.png"

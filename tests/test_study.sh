@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_study: make study's driver (study/run-study.sh) on the quick sweep
-# with a tiny train limit: every run finishes and has its row in study.md;
+# with a tiny train limit: every run finishes and has its row in study.md,
+# and the plot is drawn (test_plot tests the drawing itself);
 # a bad sweep file is refused with the line at fault; runs that fail (here:
 # a deadline no run can meet) are recorded as failed and the sweep goes on.
 source "$(dirname "$0")/lib.sh"
@@ -15,6 +16,8 @@ grep -q '^| basic | 1 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no 
 grep -q '^| sync | 2 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished sync row"; }
 [ "$(rows "$TMP/quick/study.db" "select count(*) from runs where status = 'done'")" = 7 ] ||
     fail "the database does not hold 7 finished runs"
+[ "$(head -c 8 "$TMP/quick/simpleconvnet.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] ||
+    fail "no plot simpleconvnet.png"
 ok "the quick sweep (basic; sync, async, ssp x 2, 4 workers) ran 7 runs into one database and study.md has a row for each"
 
 sed 's/^modes .*/modes sync bogus/' study/quick.conf >"$TMP/bad.conf"
