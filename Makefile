@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: study bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -104,8 +104,9 @@ $(B)/tests/test_gate: tests/test_gate.c $(B)/obj/server/gate.o $(B)/libproto.a $
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
 # Tests: one cmocka program per tests/test_*.c, linked with the common
-# library; programs are tested as programs by the tests/test_*.sh scripts.
-$(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a
+# library and tests/proc.c (running the programs as processes, for the tests
+# that do); programs are tested as programs by the tests/test_*.sh scripts.
+$(B)/tests/%: tests/%.c $(B)/obj/tests/proc.o $(B)/libproto.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DFIXTURE_DIR='"$(FIXTURE_DIR)"' $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
@@ -190,7 +191,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run bench bench-portable bench-ps bench-net
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -221,6 +222,13 @@ basic: all
 # this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
 run: all
 	deploy/run-local.sh
+
+# The study as one command: the sweep in study/$(STUDY).conf (default: about
+# half an hour on 2 cores; STUDY=quick: two minutes), every run into
+# results/study/study.db, the report in results/study/study.md.
+STUDY ?= default
+study: all
+	BUILD=$(B) study/run-study.sh study/$(STUDY).conf
 
 bench: all $(B)/bench_sgemm $(B)/bench_model
 	@tests/bench.sh
@@ -261,6 +269,23 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
 	rm -f $(DESTDIR)$(UNITDIR)/paramserver.service $(DESTDIR)$(UNITDIR)/worker@.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver $(DESTDIR)$(SHAREDIR)
+
+# The style of .clang-format: lists each C file that clang-format would change
+# (with the count of lines) and fails if there is one; changes nothing.
+# `clang-format -i FILE` applies it. Not yet part of `make check`.
+FORMAT_SRC := $(wildcard common/*.[ch] proto/*.[ch] server/*.[ch] worker/*.[ch] report/*.[ch] \
+    tests/*.[ch] tests/fuzz/*.c)
+CLANG_FORMAT ?= clang-format
+.PHONY: format-check
+format-check:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "format-check: $(CLANG_FORMAT) is not" \
+	    "installed: run 'make deps' (or: apt-get install clang-format)" >&2; exit 1; }
+	@bad=0; for f in $(FORMAT_SRC); do \
+	    out=$$($(CLANG_FORMAT) --style=file "$$f") || { echo "format-check: $(CLANG_FORMAT) failed on $$f" >&2; exit 1; }; \
+	    n=$$(printf '%s\n' "$$out" | diff "$$f" - | grep -c '^<'); \
+	    if [ "$$n" -ne 0 ]; then echo "$$f: $$n lines differ from .clang-format"; bad=$$((bad + 1)); fi; \
+	done; \
+	if [ $$bad -ne 0 ]; then echo "format-check: $$bad files differ; 'clang-format -i FILE' reformats one" >&2; exit 1; fi
 
 clean:
 	rm -rf $(B) build-asan build-fuzz build-vg build-native

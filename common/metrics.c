@@ -14,8 +14,9 @@
  * cannot leave the two out of step. */
 #include "metrics.h"
 
-#include "cli.h"
+#include "clock.h"
 #include "errmsg.h"
+#include "fs.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -212,12 +213,12 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     }
     if (!m) {
         if (err && errlen)
-            snprintf(err, errlen, "metrics: %s: out of memory", path);
+            errmsg_set(err, errlen, "metrics: %s: out of memory", path);
         return NULL;
     }
     /* Create the directory the database goes in, as a user would expect of
      * --db results/run1/metrics.db. */
-    if (cli_mkdir_parent(path) != 0) {
+    if (fs_mkdir_parent(path) != 0) {
         s_seterr(m, "metrics: cannot create the directory for %s: %s", path, strerror(errno));
         goto fail;
     }
@@ -246,7 +247,7 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
     return m;
 fail:
     if (err && errlen)
-        snprintf(err, errlen, "%s", m->err);
+        errmsg_set(err, errlen, "%s", m->err);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(m->stmt[i]);
     sqlite3_close(m->db);
@@ -270,13 +271,13 @@ void metrics_close(metrics_t **pm) {
         return;
     metrics_t *m = *pm;
     if (metrics_flush(m) < 0) {
-        fprintf(stderr, "%s; the last step rows are lost\n", m->err);
+        fprintf(stderr, "warning: %s; the last step rows are lost\n", m->err);
         sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
     }
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(m->stmt[i]);
     if (sqlite3_close(m->db) != SQLITE_OK)
-        fprintf(stderr, "metrics: %s: close: %s\n", m->path, sqlite3_errmsg(m->db));
+        fprintf(stderr, "warning: metrics: %s: close: %s\n", m->path, sqlite3_errmsg(m->db));
     free(m->path);
     free(m);
     *pm = NULL;
@@ -296,7 +297,7 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
     }
     sqlite3_stmt *st = m->stmt[S_RUN_BEGIN];
     s_bind_text(st, 1, info->mode);
-    sqlite3_bind_double(st, 2, cli_wall());
+    sqlite3_bind_double(st, 2, clock_wall());
     s_bind_text(st, 3, h);
     sqlite3_bind_int(st, 4, info->workers);
     sqlite3_bind_int(st, 5, info->epochs);
@@ -321,7 +322,7 @@ int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_RUN_END];
-    sqlite3_bind_double(st, 1, cli_wall());
+    sqlite3_bind_double(st, 1, clock_wall());
     s_bind_text(st, 2, status);
     sqlite3_bind_double(st, 3, final_accuracy);
     sqlite3_bind_double(st, 4, train_seconds);
@@ -348,7 +349,7 @@ int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, c
     sqlite3_bind_int(st, 5, shard_size);
     sqlite3_bind_int(st, 6, threads);
     sqlite3_bind_int(st, 7, incarnation);
-    sqlite3_bind_double(st, 8, cli_wall());
+    sqlite3_bind_double(st, 8, clock_wall());
     return s_run(m, S_WORKER, "insert worker");
 }
 
@@ -359,7 +360,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
             return -1;
         m->batch_rows = 0;
-        m->batch_start = cli_now();
+        m->batch_start = clock_now();
     }
     sqlite3_stmt *st = m->stmt[S_STEP];
     sqlite3_bind_int64(st, 1, run);
@@ -372,7 +373,7 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         return -1;
     m->batch_rows++;
     if (m->batch_rows >= METRICS_BATCH_ROWS ||
-        cli_now() - m->batch_start >= METRICS_BATCH_SECONDS)
+        clock_now() - m->batch_start >= METRICS_BATCH_SECONDS)
         return metrics_flush(m);
     return 0;
 }
@@ -672,6 +673,37 @@ int metrics_run_images(metrics_t *m, int64_t run, double *out) {
     assert(m && out);
     return s_query_real(m, "SELECT sum(images) FROM epochs WHERE run_id = ?1", run, out,
                         "count the images");
+}
+
+int metrics_run_comm_share(metrics_t *m, int64_t run, double *out) {
+    assert(m && out);
+    return s_query_real(m,
+                        "SELECT sum(push_seconds + pull_seconds) / sum(epoch_seconds) FROM epochs "
+                        "WHERE run_id = ?1 AND epoch_seconds > 0",
+                        run, out, "read the communication time");
+}
+
+int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx) {
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT id, coalesce(run_id, 0), model, mode, compress, status, "
+                               "workers FROM study_runs ORDER BY id",
+                               0);
+    if (!st)
+        return -1;
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        metrics_study_row_t r = {.id = sqlite3_column_int64(st, 0),
+                                 .run_id = sqlite3_column_int64(st, 1),
+                                 .workers = sqlite3_column_int(st, 6)};
+        s_col_text(st, 2, r.model, sizeof r.model, "?");
+        s_col_text(st, 3, r.mode, sizeof r.mode, "?");
+        s_col_text(st, 4, r.compress, sizeof r.compress, "?");
+        s_col_text(st, 5, r.status, sizeof r.status, "?");
+        fn(ctx, &r);
+        n++;
+    }
+    return s_query_end(m, st, rc, "read the study's runs (table study_runs)") < 0 ? -1 : n;
 }
 
 int metrics_run_last_t(metrics_t *m, int64_t run, double *out) {

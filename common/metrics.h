@@ -65,7 +65,8 @@ typedef struct {
  * fuzzer's). NULL + err on failure. */
 metrics_t *metrics_open(const char *path, char *err, size_t errlen);
 
-/* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. */
+/* Commits what is buffered, closes, sets *pm to NULL; safe on NULL. It has
+ * no caller left to tell: a failed commit or close is a warning on stderr. */
 void metrics_close(metrics_t **pm);
 
 /* Starts a run (status 'running'); returns its id (> 0) or -1. */
@@ -161,6 +162,24 @@ int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void
 /* Training images of all the run's epochs, summed over workers (NAN when
  * none recorded). 0 or -1. */
 int metrics_run_images(metrics_t *m, int64_t run, double *out);
+
+/* The share of the workers' epoch time spent in push and pull, summed over
+ * the run's epoch rows (NAN when none). 0 or -1. */
+int metrics_run_comm_share(metrics_t *m, int64_t run, double *out);
+
+/* One configuration of a study (table study_runs, which study/run-study.sh
+ * creates and fills: one row per configuration it ran; run_id 0 when the
+ * run left no runs row). */
+typedef struct {
+    int64_t id, run_id;
+    char model[32], mode[32], compress[16], status[16];
+    int workers;
+} metrics_study_row_t;
+
+/* Calls fn for every row of study_runs in the order they ran. The number of
+ * rows, or -1 (also when the database holds no study). */
+typedef void (*metrics_study_fn)(void *ctx, const metrics_study_row_t *r);
+int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx);
 
 /* The latest t (seconds since the run started) in its steps or epochs: how
  * long a run without train_seconds has trained so far (NAN when nothing is

@@ -495,6 +495,72 @@ static int s_read_data(st_file_t *f, FILE *fp, const char *path, s_entry_t **ord
     return 0;
 }
 
+/* Opens path for reading if it is a regular file; its size into *size. The
+ * stream, or NULL with err set. */
+static FILE *s_open_regular(const char *path, int64_t *size, char *err, size_t errlen)
+{
+    /* O_NONBLOCK so that a FIFO given by mistake is refused, not waited on;
+     * it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        errmsg_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        errmsg_set(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        errmsg_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    *size = (int64_t)sb.st_size;
+    return fp;
+}
+
+/* Reads the header's length (8 bytes, little-endian) and the header after it,
+ * checked against the file's size and ST_MAX_HEADER. The header (malloc'd,
+ * one byte longer than *hlen) or NULL with err set. */
+static char *s_read_header(FILE *fp, int64_t size, const char *path, uint64_t *hlen, char *err,
+                           size_t errlen)
+{
+    unsigned char len8[8];
+    if (size < 8 || fread(len8, 1, 8, fp) != 8) {
+        errmsg_set(err, errlen, "%s: too short to be a safetensors file (%lld bytes)", path,
+                   (long long)size);
+        return NULL;
+    }
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++)
+        n |= (uint64_t)len8[i] << (8 * i);
+    if (n > (uint64_t)(size - 8)) {
+        errmsg_set(err, errlen, "%s: header length %llu is beyond the end of the %lld-byte file",
+                   path, (unsigned long long)n, (long long)size);
+        return NULL;
+    }
+    if (n > ST_MAX_HEADER) {
+        errmsg_set(err, errlen, "%s: header length %llu exceeds the %d-byte limit", path,
+                   (unsigned long long)n, ST_MAX_HEADER);
+        return NULL;
+    }
+    char *header = malloc(n + 1);
+    if (!header) {
+        errmsg_set(err, errlen, "%s: out of memory for the header", path);
+        return NULL;
+    }
+    if (fread(header, 1, n, fp) != n) {
+        errmsg_set(err, errlen, "%s: read error or file truncated in the header", path);
+        free(header);
+        return NULL;
+    }
+    *hlen = n;
+    return header;
+}
+
 st_file_t *st_open(const char *path, char *err, size_t errlen)
 {
     assert(path);
@@ -502,57 +568,16 @@ st_file_t *st_open(const char *path, char *err, size_t errlen)
     char *header = NULL;
     s_entry_t **order = NULL;
     FILE *fp = NULL;
+    int64_t size = 0;
+    uint64_t hlen = 0;
     if (!f) {
         errmsg_set(err, errlen, "%s: out of memory", path);
         goto fail;
     }
-    /* O_NONBLOCK so that a FIFO given by mistake is refused, not waited on;
-     * it changes nothing for a regular file. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        errmsg_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!(fp = s_open_regular(path, &size, err, errlen)))
         goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        errmsg_set(err, errlen, "%s: not a regular file", path);
-        close(fd);
+    if (!(header = s_read_header(fp, size, path, &hlen, err, errlen)))
         goto fail;
-    }
-    if (!(fp = fdopen(fd, "rb"))) {
-        errmsg_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    int64_t size = (int64_t)sb.st_size;
-    unsigned char len8[8];
-    if (size < 8 || fread(len8, 1, 8, fp) != 8) {
-        errmsg_set(err, errlen, "%s: too short to be a safetensors file (%lld bytes)", path,
-                   (long long)size);
-        goto fail;
-    }
-    uint64_t hlen = 0;
-    for (int i = 0; i < 8; i++)
-        hlen |= (uint64_t)len8[i] << (8 * i);
-    if (hlen > (uint64_t)(size - 8)) {
-        errmsg_set(err, errlen, "%s: header length %llu is beyond the end of the %lld-byte file",
-                   path, (unsigned long long)hlen, (long long)size);
-        goto fail;
-    }
-    if (hlen > ST_MAX_HEADER) {
-        errmsg_set(err, errlen, "%s: header length %llu exceeds the %d-byte limit", path,
-                   (unsigned long long)hlen, ST_MAX_HEADER);
-        goto fail;
-    }
-    header = malloc(hlen + 1);
-    if (!header) {
-        errmsg_set(err, errlen, "%s: out of memory for the header", path);
-        goto fail;
-    }
-    if (fread(header, 1, hlen, fp) != hlen) {
-        errmsg_set(err, errlen, "%s: read error or file truncated in the header", path);
-        goto fail;
-    }
     if (s_parse_header(f, header, hlen, path, err, errlen) < 0)
         goto fail;
 

@@ -22,6 +22,7 @@ PACKAGES=(
     libopenblas-dev     # cblas_sgemm for the convolutions and linear layers
     libcairo2-dev       # psreport draws its charts with cairo
     libcmocka-dev       # the unit tests (tests/test_*.c)
+    clang-format        # make format-check: the C style in .clang-format
     libjansson-dev      # the safetensors JSON header: a maintained parser that validates UTF-8,
                         # rejects duplicate keys and reports error positions (untrusted files)
     dataset-fashion-mnist # a test dependency: test_idx loads Fashion-MNIST (gzipped IDX)

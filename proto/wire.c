@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "model.h"
 #include "wire_half.h"
 
@@ -373,6 +374,71 @@ static int s_more(void *sock)
     return more;
 }
 
+/* Checks what the header says about itself: a protocol version (ours) and a
+ * body. 0, or the Error code with err set. */
+static int s_check_envelope(const Ps__Envelope *env, char *err, size_t errlen)
+{
+    if (env->protocol == 0) { /* proto3 cannot tell 0 from absent: not an Envelope */
+        errmsg_set(err, errlen, "header has no protocol version (not an Envelope)");
+        return PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    if (env->protocol != WIRE_PROTOCOL) {
+        errmsg_set(err, errlen,
+                 "protocol version mismatch: this side speaks %d, the peer %u; run the same "
+                 "release of paramserver and worker",
+                 WIRE_PROTOCOL, env->protocol);
+        return PS__ERROR_CODE__ERROR_VERSION;
+    }
+    if (env->body_case == PS__ENVELOPE__BODY__NOT_SET) {
+        errmsg_set(err, errlen, "message has no body (unknown message kind?)");
+        return PS__ERROR_CODE__ERROR_MALFORMED;
+    }
+    return 0;
+}
+
+/* Checks the tensor frame m->tensor_msg against its encoding in env (the
+ * size, finite values or block scales, float alignment) and sets m->encoding,
+ * and m->tensor for float32. 0, or the Error code with err set. */
+static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, size_t errlen)
+{
+    int rc = 0;
+    size_t tlen = zmq_msg_size(&m->tensor_msg);
+    const float *t = zmq_msg_data(&m->tensor_msg);
+    int enc = env->body_case == PS__ENVELOPE__BODY_PUSH ? (int)env->push->encoding
+                                                        : (int)env->weights->encoding;
+    size_t want = wire_encoded_size(enc);
+    long bad;
+    m->encoding = enc;
+    if (want == 0) {
+        errmsg_set(err, errlen, "unknown tensor encoding %d", enc);
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (tlen != want) {
+        errmsg_set(err, errlen, "tensor frame has %zu bytes; expected %zu (%d values, "
+                 "encoding %d)", tlen, want, WIRE_TENSOR_FLOATS, enc);
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (enc != PS__ENCODING__ENCODING_F32) {
+        if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
+            errmsg_set(err, errlen, "tensor %s %ld is not finite%s",
+                     enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
+                     enc == PS__ENCODING__ENCODING_F16
+                         ? ""
+                         : " (or overflows when multiplied by the block's int8 values)");
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        }
+    } else if (((uintptr_t)t & 3) != 0) {
+        errmsg_set(err, errlen, "tensor frame is not aligned for floats");
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (!model_all_finite(t, WIRE_TENSOR_FLOATS)) {
+        size_t i = 0;
+        while (isfinite(t[i]))
+            i++;
+        errmsg_set(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else
+        m->tensor = t;
+    return rc;
+}
+
 int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
@@ -389,7 +455,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         memcpy(peer->id, zmq_msg_data(&f), peer->len);
         zmq_msg_close(&f);
         if (!s_more(sock)) {
-            snprintf(err, errlen, "empty message");
+            errmsg_set(err, errlen, "empty message");
             return PS__ERROR_CODE__ERROR_MALFORMED;
         }
     }
@@ -407,7 +473,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     if (hlen > WIRE_MAX_HEADER) {
         zmq_msg_close(&f);
         s_drain(sock);
-        snprintf(err, errlen, "header of %zu bytes is over the limit of %d", hlen,
+        errmsg_set(err, errlen, "header of %zu bytes is over the limit of %d", hlen,
                  WIRE_MAX_HEADER);
         return PS__ERROR_CODE__ERROR_MALFORMED;
     }
@@ -415,26 +481,13 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     zmq_msg_close(&f);
     if (!env) {
         s_drain(sock);
-        snprintf(err, errlen, "header of %zu bytes is not a valid Envelope", hlen);
+        errmsg_set(err, errlen, "header of %zu bytes is not a valid Envelope", hlen);
         return PS__ERROR_CODE__ERROR_MALFORMED;
     }
-    int rc = 0;
-    if (env->protocol == 0) { /* proto3 cannot tell 0 from absent: not an Envelope */
-        snprintf(err, errlen, "header has no protocol version (not an Envelope)");
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    } else if (env->protocol != WIRE_PROTOCOL) {
-        snprintf(err, errlen,
-                 "protocol version mismatch: this side speaks %d, the peer %u; run the same "
-                 "release of paramserver and worker",
-                 WIRE_PROTOCOL, env->protocol);
-        rc = PS__ERROR_CODE__ERROR_VERSION;
-    } else if (env->body_case == PS__ENVELOPE__BODY__NOT_SET) {
-        snprintf(err, errlen, "message has no body (unknown message kind?)");
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    }
+    int rc = s_check_envelope(env, err, errlen);
     int more = s_more(sock);
     if (rc == 0 && more != s_needs_tensor(env->body_case)) {
-        snprintf(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
+        errmsg_set(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
                  more ? "must not have" : "lacks");
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     }
@@ -448,46 +501,13 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
             errno = e;
             return -1;
         }
-        size_t tlen = zmq_msg_size(&m->tensor_msg);
-        m->bytes += tlen;
-        const float *t = zmq_msg_data(&m->tensor_msg);
-        int enc = env->body_case == PS__ENVELOPE__BODY_PUSH ? (int)env->push->encoding
-                                                            : (int)env->weights->encoding;
-        size_t want = wire_encoded_size(enc);
-        long bad;
-        m->encoding = enc;
-        if (want == 0) {
-            snprintf(err, errlen, "unknown tensor encoding %d", enc);
-            rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        } else if (tlen != want) {
-            snprintf(err, errlen, "tensor frame has %zu bytes; expected %zu (%d values, "
-                     "encoding %d)", tlen, want, WIRE_TENSOR_FLOATS, enc);
-            rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        } else if (enc != PS__ENCODING__ENCODING_F32) {
-            if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
-                snprintf(err, errlen, "tensor %s %ld is not finite%s",
-                         enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
-                         enc == PS__ENCODING__ENCODING_F16
-                             ? ""
-                             : " (or overflows when multiplied by the block's int8 values)");
-                rc = PS__ERROR_CODE__ERROR_MALFORMED;
-            }
-        } else if (((uintptr_t)t & 3) != 0) {
-            snprintf(err, errlen, "tensor frame is not aligned for floats");
-            rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        } else if (!model_all_finite(t, WIRE_TENSOR_FLOATS)) {
-            size_t i = 0;
-            while (isfinite(t[i]))
-                i++;
-            snprintf(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
-            rc = PS__ERROR_CODE__ERROR_MALFORMED;
-        } else
-            m->tensor = t;
+        m->bytes += zmq_msg_size(&m->tensor_msg);
+        rc = s_check_tensor(env, m, err, errlen);
     }
     if (s_more(sock)) {
         s_drain(sock);
         if (rc == 0) {
-            snprintf(err, errlen, "%s message has extra frames", wire_kind_name(env->body_case));
+            errmsg_set(err, errlen, "%s message has extra frames", wire_kind_name(env->body_case));
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         }
     }

@@ -286,31 +286,29 @@ void plot_panel_labels(plot_panel_t *p, const char *xlabel, const char *ylabel)
     s_set_str(&p->ylabel, ylabel);
 }
 
-void plot_panel_xrange(plot_panel_t *p, double lo, double hi)
+/* The three range setters: a range is set only when lo < hi. */
+static void s_set_range(int *set, double *r0, double *r1, double lo, double hi)
 {
     if (!(lo < hi))
         return;
-    p->xfixed = 1;
-    p->fx0 = lo;
-    p->fx1 = hi;
+    *set = 1;
+    *r0 = lo;
+    *r1 = hi;
+}
+
+void plot_panel_xrange(plot_panel_t *p, double lo, double hi)
+{
+    s_set_range(&p->xfixed, &p->fx0, &p->fx1, lo, hi);
 }
 
 void plot_panel_yrange(plot_panel_t *p, double lo, double hi)
 {
-    if (!(lo < hi))
-        return;
-    p->yfixed = 1;
-    p->fy0 = lo;
-    p->fy1 = hi;
+    s_set_range(&p->yfixed, &p->fy0, &p->fy1, lo, hi);
 }
 
 void plot_panel_ybounds(plot_panel_t *p, double lo, double hi)
 {
-    if (!(lo < hi))
-        return;
-    p->ybounded = 1;
-    p->yb0 = lo;
-    p->yb1 = hi;
+    s_set_range(&p->ybounded, &p->yb0, &p->yb1, lo, hi);
 }
 
 void plot_panel_xinteger(plot_panel_t *p)
@@ -952,8 +950,9 @@ static void s_draw_labels(cairo_t *cr, const plot_panel_t *p, double x, double y
         s_text(cr, p->ax + p->aw / 2, y + 8, p->title, FS_PTITLE, 1, 0.5, 0);
 }
 
-/* Lays out and draws panel p into the box (x, y, w, h) of the figure. */
-static void s_draw_panel(cairo_t *cr, plot_panel_t *p, double x, double y, double w, double h)
+/* Lays out panel p in the box (x, y, w, h) of the figure: the plot area, the
+ * bar widths, both axes and the legend. Whether p has data to draw. */
+static int s_layout_panel(cairo_t *cr, plot_panel_t *p, double x, double y, double w, double h)
 {
     double dx0 = 0, dx1 = 1, dy0 = 0, dy1 = 1, min_dx = 1;
     int any = s_extent(p, &dx0, &dx1, &dy0, &dy1, &min_dx);
@@ -996,14 +995,57 @@ static void s_draw_panel(cairo_t *cr, plot_panel_t *p, double x, double y, doubl
     }
     if (any)
         s_place_legend(cr, p, dy0, dy1);
+    return any;
+}
 
+/* The frame of p's plot area, on whole pixels; leaves its colour set. */
+static void s_draw_frame(cairo_t *cr, const plot_panel_t *p)
+{
+    cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, round(p->ax) + 0.5, round(p->ay) + 0.5, round(p->aw), round(p->ah));
+    cairo_stroke(cr);
+}
+
+/* The frame of p's plot area, and its ticks and tick labels. */
+static void s_draw_axes(cairo_t *cr, plot_panel_t *p)
+{
+    char buf[64];
+    s_draw_frame(cr, p);
+    for (int k = 0; k < s_tick_count(&p->ya); k++) {
+        double v = s_tick(&p->ya, k), py = round(s_py(p, v)) + 0.5;
+        cairo_move_to(cr, p->ax - 4, py);
+        cairo_line_to(cr, p->ax, py);
+        cairo_stroke(cr);
+        s_tick_label(buf, sizeof buf, &p->ya, v, p->yfmt);
+        s_text(cr, p->ax - 7, py, buf, FS_TICK, 0, 1, 0.5);
+    }
+    double xt = p->ay + p->ah + 5;
+    if (p->ncats > 0) {
+        for (int c = 0; c < p->ncats; c++) {
+            double px = s_px(p, c + 1);
+            s_text(cr, px, xt, p->cats[c], FS_TICK + 0.5, 0, 0.5, 0);
+        }
+    } else {
+        for (int k = 0; k < s_tick_count(&p->xa); k++) {
+            double v = s_tick(&p->xa, k), px = round(s_px(p, v)) + 0.5;
+            cairo_move_to(cr, px, p->ay + p->ah);
+            cairo_line_to(cr, px, p->ay + p->ah + 4);
+            cairo_stroke(cr);
+            s_tick_label(buf, sizeof buf, &p->xa, v, NULL);
+            s_text(cr, px, xt, buf, FS_TICK, 0, 0.5, 0);
+        }
+    }
+}
+
+/* Lays out and draws panel p into the box (x, y, w, h) of the figure. */
+static void s_draw_panel(cairo_t *cr, plot_panel_t *p, double x, double y, double w, double h)
+{
+    int any = s_layout_panel(cr, p, x, y, w, h);
     if (!any) {
         /* Just the frame, the labels and the reason: ticks on an axis
          * with nothing to measure would be invented numbers. */
-        cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
-        cairo_set_line_width(cr, 1);
-        cairo_rectangle(cr, round(p->ax) + 0.5, round(p->ay) + 0.5, round(p->aw), round(p->ah));
-        cairo_stroke(cr);
+        s_draw_frame(cr, p);
         s_draw_labels(cr, p, x, y, h);
         cairo_set_source_rgb(cr, 0.45, 0.45, 0.45);
         s_text(cr, p->ax + p->aw / 2, p->ay + p->ah / 2,
@@ -1037,36 +1079,7 @@ static void s_draw_panel(cairo_t *cr, plot_panel_t *p, double x, double y, doubl
             s_draw_values(cr, p, p->series[i]);
     cairo_restore(cr);
 
-    /* Frame, ticks and tick labels. */
-    cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
-    cairo_set_line_width(cr, 1);
-    cairo_rectangle(cr, round(p->ax) + 0.5, round(p->ay) + 0.5, round(p->aw), round(p->ah));
-    cairo_stroke(cr);
-    for (int k = 0; k < s_tick_count(&p->ya); k++) {
-        double v = s_tick(&p->ya, k), py = round(s_py(p, v)) + 0.5;
-        cairo_move_to(cr, p->ax - 4, py);
-        cairo_line_to(cr, p->ax, py);
-        cairo_stroke(cr);
-        s_tick_label(buf, sizeof buf, &p->ya, v, p->yfmt);
-        s_text(cr, p->ax - 7, py, buf, FS_TICK, 0, 1, 0.5);
-    }
-    double xt = p->ay + p->ah + 5;
-    if (p->ncats > 0) {
-        for (int c = 0; c < p->ncats; c++) {
-            double px = s_px(p, c + 1);
-            s_text(cr, px, xt, p->cats[c], FS_TICK + 0.5, 0, 0.5, 0);
-        }
-    } else {
-        for (int k = 0; k < s_tick_count(&p->xa); k++) {
-            double v = s_tick(&p->xa, k), px = round(s_px(p, v)) + 0.5;
-            cairo_move_to(cr, px, p->ay + p->ah);
-            cairo_line_to(cr, px, p->ay + p->ah + 4);
-            cairo_stroke(cr);
-            s_tick_label(buf, sizeof buf, &p->xa, v, NULL);
-            s_text(cr, px, xt, buf, FS_TICK, 0, 0.5, 0);
-        }
-    }
-
+    s_draw_axes(cr, p);
     s_draw_labels(cr, p, x, y, h);
     s_draw_legend(cr, p);
 }

@@ -7,7 +7,7 @@
  * mode). The database is read through common/metrics (read-only, with a
  * busy timeout, so the report can be drawn while a run is still writing);
  * this file knows nothing of its schema. */
-#include "cli.h"
+#include "fs.h"
 #include "metrics.h"
 #include "plot.h"
 
@@ -27,6 +27,7 @@
 static const char *s_usage =
     "usage: psreport [--db PATH] [--run ID] [--out PATH]\n"
     "       psreport --comparison [--db PATH] [--out PATH]\n"
+    "       psreport --study [--db PATH] [--out DIR]\n"
     "\n"
     "Draws PNG charts from the metrics database that training writes.\n"
     "\n"
@@ -38,6 +39,10 @@ static const char *s_usage =
     "                 comparison.png with --comparison)\n"
     "  --comparison   compare the latest run of each mode (basic, sync, async, ssp):\n"
     "                 test accuracy over wall time, and throughput\n"
+    "  --study        the study in the database (make study; default database\n"
+    "                 results/study/study.db): one MODEL.png per model in DIR\n"
+    "                 (default: the database's folder): accuracy over wall time\n"
+    "                 per configuration, speed-up over workers, communication share\n"
     "  -h, --help     show this help\n";
 
 /* A growable list of (x, y) points. */
@@ -345,7 +350,7 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
 /* Creates the directory the figure goes in. 0, or -1 after saying why. */
 static int s_mkdir_parent(const char *out)
 {
-    if (cli_mkdir_parent(out) == 0)
+    if (fs_mkdir_parent(out) == 0)
         return 0;
     fprintf(stderr, "psreport: cannot create the directory for %s: %s\n", out, strerror(errno));
     return -1;
@@ -535,6 +540,76 @@ static void s_add_mean(void *ctx, double t, double accuracy, int workers)
         mm->maxw = workers;
 }
 
+/* What the comparison collects, run by run, for its figure. */
+typedef struct {
+    plot_fig_t *f;
+    plot_panel_t *pa;   /* accuracy over time */
+    double tput[16];    /* images per second, per run */
+    plot_color_t colors[16];
+    char cats[16][48];  /* "MODE (run ID)" */
+    const char *catp[16];
+    char title[1024];   /* the figure's title, one "mode: accuracy" per run */
+    char runs[256];     /* the run ids */
+} s_comparison_t;
+
+/* Adds run `id`, the i-th of the comparison, to c: its accuracy curve, its
+ * throughput bar, its text chunk and its part of the title. 0, or -1 after
+ * printing why. */
+static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
+{
+    metrics_run_row_t r;
+    if (metrics_run_get(m, id, &r) != 1) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)id, metrics_errmsg(m));
+        return -1;
+    }
+    c->colors[i] = s_mode_color(r.mode);
+    snprintf(c->cats[i], sizeof c->cats[i], "%s (run %lld)", r.mode, (long long)r.id);
+    c->catp[i] = c->cats[i];
+
+    /* Mean over workers per epoch: one curve per run, comparable across
+     * modes; the legend says how many workers it averages. */
+    s_means_t mm = {0};
+    double images = NAN;
+    if (metrics_epoch_means_each(m, r.id, s_add_mean, &mm) != 0 ||
+        metrics_run_images(m, r.id, &images) != 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)r.id, metrics_errmsg(m));
+        s_xy_free(&mm.v);
+        return -1;
+    }
+    const s_xy_t v = mm.v;
+    int maxw = mm.maxw;
+    char label[96];
+    if (maxw > 1)
+        snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
+                 (long long)r.id, maxw);
+    else
+        snprintf(label, sizeof label, "%s, run %lld", r.mode, (long long)r.id);
+    if (v.n)
+        plot_panel_line_markers(c->pa, v.x, v.y, v.n, c->colors[i], label);
+    double acc = isfinite(r.final_accuracy) ? r.final_accuracy : v.n ? v.y[v.n - 1] : NAN;
+    s_xy_free(&mm.v);
+
+    int so_far;
+    double secs = s_run_seconds(m, &r, &so_far);
+    c->tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
+
+    char key[32], settings[512];
+    s_run_settings(&r, settings, sizeof settings);
+    snprintf(key, sizeof key, "run %lld", (long long)r.id);
+    s_text(c->f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode,
+           r.workers, settings, acc, r.status);
+    snprintf(c->runs + strlen(c->runs), sizeof c->runs - strlen(c->runs), "%s%lld", i ? " " : "",
+             (long long)r.id);
+
+    size_t len = strlen(c->title);
+    char ssecs[32];
+    s_fmt_secs(ssecs, sizeof ssecs, secs);
+    snprintf(c->title + len, sizeof c->title - len, "%s%s: %.2f%% after %d %s in %s%s",
+             i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs",
+             ssecs, strcmp(r.status, "done") ? " (not finished)" : "");
+    return 0;
+}
+
 static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out)
 {
     /* The latest run of each mode that finished at least one epoch. */
@@ -551,92 +626,281 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
         return -1;
     }
 
-    char title[1024];
-    snprintf(title, sizeof title, "Training modes compared \xe2\x80\x94 latest run of each mode in %s\n",
-             dbpath);
-    plot_fig_t *f = plot_fig_new(1500, 540, 2, NULL);
-    if (!f)
+    s_comparison_t c = {0};
+    snprintf(c.title, sizeof c.title,
+             "Training modes compared \xe2\x80\x94 latest run of each mode in %s\n", dbpath);
+    c.f = plot_fig_new(1500, 540, 2, NULL);
+    if (!c.f)
         s_die_oom();
-    s_text_common(f, "Training modes compared", dbpath);
-    char runs[256] = "";
-    plot_panel_t *pa = plot_fig_panel(f, 0), *pt = plot_fig_panel(f, 1);
-    plot_panel_title(pa, "Test accuracy over wall time");
-    plot_panel_labels(pa, "seconds since the run started (epoch end)", "test accuracy (%)");
-    plot_panel_ybounds(pa, 0, 100);
+    s_text_common(c.f, "Training modes compared", dbpath);
+    c.pa = plot_fig_panel(c.f, 0);
+    plot_panel_t *pt = plot_fig_panel(c.f, 1);
+    plot_panel_title(c.pa, "Test accuracy over wall time");
+    plot_panel_labels(c.pa, "seconds since the run started (epoch end)", "test accuracy (%)");
+    plot_panel_ybounds(c.pa, 0, 100);
     plot_panel_title(pt, "Throughput");
     plot_panel_labels(pt, NULL, "images per second (all workers)");
 
-    double tput[16];
-    plot_color_t colors[16];
-    char cats[16][48];
-    const char *catp[16];
-    for (int i = 0; i < n; i++) {
-        metrics_run_row_t r;
-        if (metrics_run_get(m, ids[i], &r) != 1) {
-            fprintf(stderr, "psreport: run %lld: %s\n", (long long)ids[i], metrics_errmsg(m));
-            plot_fig_destroy(&f);
+    for (int i = 0; i < n; i++)
+        if (s_compare_run(m, &c, i, ids[i]) != 0) {
+            plot_fig_destroy(&c.f);
             return -1;
         }
-        colors[i] = s_mode_color(r.mode);
-        snprintf(cats[i], sizeof cats[i], "%s (run %lld)", r.mode, (long long)r.id);
-        catp[i] = cats[i];
-
-        /* Mean over workers per epoch: one curve per run, comparable across
-         * modes; the legend says how many workers it averages. */
-        s_means_t mm = {0};
-        double images = NAN;
-        if (metrics_epoch_means_each(m, r.id, s_add_mean, &mm) != 0 ||
-            metrics_run_images(m, r.id, &images) != 0) {
-            fprintf(stderr, "psreport: run %lld: %s\n", (long long)r.id, metrics_errmsg(m));
-            s_xy_free(&mm.v);
-            plot_fig_destroy(&f);
-            return -1;
-        }
-        const s_xy_t v = mm.v;
-        int maxw = mm.maxw;
-        char label[96];
-        if (maxw > 1)
-            snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
-                     (long long)r.id, maxw);
-        else
-            snprintf(label, sizeof label, "%s, run %lld", r.mode, (long long)r.id);
-        if (v.n)
-            plot_panel_line_markers(pa, v.x, v.y, v.n, colors[i], label);
-        double acc = isfinite(r.final_accuracy) ? r.final_accuracy : v.n ? v.y[v.n - 1] : NAN;
-        s_xy_free(&mm.v);
-
-        int so_far;
-        double secs = s_run_seconds(m, &r, &so_far);
-        tput[i] = isfinite(images) && secs > 0 ? images / secs : NAN;
-
-        char key[32], settings[512];
-        s_run_settings(&r, settings, sizeof settings);
-        snprintf(key, sizeof key, "run %lld", (long long)r.id);
-        s_text(f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode, r.workers,
-               settings, acc, r.status);
-        snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%lld", i ? " " : "",
-                 (long long)r.id);
-
-        size_t len = strlen(title);
-        char ssecs[32];
-        s_fmt_secs(ssecs, sizeof ssecs, secs);
-        snprintf(title + len, sizeof title - len, "%s%s: %.2f%% after %d %s in %s%s",
-                 i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs", ssecs,
-                 strcmp(r.status, "done") ? " (not finished)" : "");
-    }
 
     double xs[16];
     for (int i = 0; i < n; i++)
         xs[i] = i + 1;
-    plot_panel_xcategories(pt, catp, n);
-    plot_series_t *bars = plot_panel_bars(pt, xs, tput, (size_t)n, plot_palette(0), NULL);
-    plot_series_colors(bars, colors);
+    plot_panel_xcategories(pt, c.catp, n);
+    plot_series_t *bars = plot_panel_bars(pt, xs, c.tput, (size_t)n, plot_palette(0), NULL);
+    plot_series_colors(bars, c.colors);
     plot_series_values(bars, "%.0f img/s");
 
+    plot_fig_title(c.f, c.title);
+    s_text(c.f, "runs", "%s", c.runs);
+    rc = s_write(c.f, out);
+    plot_fig_destroy(&c.f);
+    return rc;
+}
+
+/* ---- the study (make study) ---------------------------------------------- */
+
+#define STUDY_MAX 128 /* configurations per study */
+
+/* One configuration of the study with what its figure needs. */
+typedef struct {
+    metrics_study_row_t s;
+    double ips, comm, secs; /* images/s, communication share, training seconds */
+    s_means_t acc;          /* accuracy over wall time */
+} s_config_t;
+
+typedef struct {
+    s_config_t c[STUDY_MAX];
+    int n, dropped;
+} s_study_t;
+
+static void s_add_config(void *ctx, const metrics_study_row_t *r)
+{
+    s_study_t *st = ctx;
+    if (st->n == STUDY_MAX) {
+        st->dropped++;
+        return;
+    }
+    st->c[st->n++].s = *r;
+}
+
+/* Fills the figures of configuration c from its run. 0 or -1. */
+static int s_config_figures(metrics_t *m, s_config_t *c)
+{
+    c->ips = c->comm = c->secs = NAN;
+    metrics_run_row_t r;
+    if (!c->s.run_id || strcmp(c->s.status, "done") != 0)
+        return 0; /* failed: it shows in study.md, not in the curves */
+    double images = NAN;
+    if (metrics_run_get(m, c->s.run_id, &r) != 1 || metrics_run_images(m, r.id, &images) != 0 ||
+        metrics_run_comm_share(m, r.id, &c->comm) != 0 ||
+        metrics_epoch_means_each(m, r.id, s_add_mean, &c->acc) != 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)c->s.run_id, metrics_errmsg(m));
+        return -1;
+    }
+    int so_far;
+    c->secs = s_run_seconds(m, &r, &so_far);
+    c->ips = c->secs > 0 ? images / c->secs : NAN;
+    return 0;
+}
+
+static void s_config_label(const s_config_t *c, char *buf, size_t len)
+{
+    if (strcmp(c->s.mode, "basic") == 0)
+        snprintf(buf, len, "basic");
+    else
+        snprintf(buf, len, "%s \xc3\x97%d%s%s", c->s.mode, c->s.workers,
+                 strcmp(c->s.compress, "none") ? " " : "",
+                 strcmp(c->s.compress, "none") ? c->s.compress : "");
+}
+
+/* Speed-up over workers: per (mode, compression) a line through the basic
+ * run (1 worker, 1.0) and each worker count, images/s over basic's. */
+static void s_speedup_panel(plot_panel_t *p, const s_config_t *c, int n, const char *model)
+{
+    double base = NAN;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(c[i].s.model, model) && !strcmp(c[i].s.mode, "basic"))
+            base = c[i].ips;
+    plot_panel_title(p, "Speed-up over workers");
+    plot_panel_labels(p, "workers (1 = basic mode)", "images/s over basic mode's");
+    plot_panel_xinteger(p);
+    if (!isfinite(base)) {
+        plot_panel_empty_text(p, "no finished basic run to compare with");
+        return;
+    }
+    int line = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(c[i].s.model, model) || !strcmp(c[i].s.mode, "basic"))
+            continue;
+        int first = 1; /* is i the first row of its (mode, compress)? */
+        for (int j = 0; j < i && first; j++)
+            first = strcmp(c[j].s.model, model) || strcmp(c[j].s.mode, c[i].s.mode) ||
+                    strcmp(c[j].s.compress, c[i].s.compress);
+        if (!first)
+            continue;
+        double x[STUDY_MAX + 1] = {1}, y[STUDY_MAX + 1] = {1};
+        size_t k = 1;
+        for (int j = i; j < n; j++)
+            if (!strcmp(c[j].s.model, model) && !strcmp(c[j].s.mode, c[i].s.mode) &&
+                !strcmp(c[j].s.compress, c[i].s.compress) && isfinite(c[j].ips)) {
+                x[k] = c[j].s.workers;
+                y[k++] = c[j].ips / base;
+            }
+        char label[64];
+        snprintf(label, sizeof label, "%s%s%s", c[i].s.mode, strcmp(c[i].s.compress, "none") ? " " : "",
+                 strcmp(c[i].s.compress, "none") ? c[i].s.compress : "");
+        plot_series_t *sr = plot_panel_line_markers(p, x, y, k, s_mode_color(c[i].s.mode), label);
+        if (strcmp(c[i].s.compress, "none"))
+            plot_series_width(sr, 1);
+        line++;
+    }
+    if (!line)
+        plot_panel_empty_text(p, "no finished distributed run");
+}
+
+/* The figure of one model of the study: accuracy over wall time per
+ * configuration, speed-up over workers, communication share. 0 or -1. */
+static int s_study_figure(const char *dbpath, s_config_t *c, int n, const char *model,
+                          const char *out)
+{
+    plot_fig_t *f = plot_fig_new(1800, 600, 3, NULL);
+    if (!f)
+        s_die_oom();
+    char title[256];
+    snprintf(title, sizeof title, "Study \xe2\x80\x94 %s \xe2\x80\x94 %s", model, dbpath);
     plot_fig_title(f, title);
+    s_text_common(f, title, dbpath);
+    plot_panel_t *pa = plot_fig_panel(f, 0), *pc = plot_fig_panel(f, 2);
+    plot_panel_title(pa, "Test accuracy over wall time");
+    plot_panel_labels(pa, "seconds since the run started (epoch end)", "test accuracy (%)");
+    plot_panel_ybounds(pa, 0, 100);
+    plot_panel_title(pc, "Communication share (push + pull of epoch time)");
+    plot_panel_labels(pc, NULL, "% of the workers' time");
+    plot_panel_yformat(pc, "%.0f%%");
+
+    static char cats[STUDY_MAX][64];
+    const char *catp[STUDY_MAX];
+    double bx[STUDY_MAX], by[STUDY_MAX];
+    plot_color_t bc[STUDY_MAX];
+    int nb = 0, nl = 0;
+    char runs[1024] = "";
+    for (int i = 0; i < n; i++) {
+        if (strcmp(c[i].s.model, model) || !isfinite(c[i].ips))
+            continue;
+        char label[64];
+        s_config_label(&c[i], label, sizeof label);
+        /* Colour by mode (as in the other panels), dashed from 4 workers
+         * up, thin when compressed. */
+        plot_series_t *sr = plot_panel_line_markers(pa, c[i].acc.v.x, c[i].acc.v.y, c[i].acc.v.n,
+                                                    s_mode_color(c[i].s.mode), label);
+        nl++;
+        plot_series_dashed(sr, c[i].s.workers >= 4);
+        if (strcmp(c[i].s.compress, "none"))
+            plot_series_width(sr, 1);
+        snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%lld", runs[0] ? " " : "",
+                 (long long)c[i].s.run_id);
+        if (strcmp(c[i].s.mode, "basic") && isfinite(c[i].comm)) {
+            snprintf(cats[nb], sizeof cats[nb], "%s", label);
+            catp[nb] = cats[nb];
+            bx[nb] = nb + 1;
+            by[nb] = 100 * c[i].comm;
+            bc[nb++] = s_mode_color(c[i].s.mode);
+        }
+    }
+    if (!nl)
+        plot_panel_empty_text(pa, "no finished run");
+    s_speedup_panel(plot_fig_panel(f, 1), c, n, model);
+    if (nb) {
+        plot_panel_xcategories(pc, catp, nb);
+        plot_series_t *bars = plot_panel_bars(pc, bx, by, (size_t)nb, plot_palette(0), NULL);
+        plot_series_colors(bars, bc);
+        plot_series_values(bars, "%.1f%%");
+    } else {
+        plot_panel_empty_text(pc, "no finished distributed run");
+    }
+    s_text(f, "model", "%s", model);
     s_text(f, "runs", "%s", runs);
-    rc = s_write(f, out);
+    int rc = s_write(f, out);
     plot_fig_destroy(&f);
+    return rc;
+}
+
+/* --study: one figure per model of the study in dbpath, into outdir as
+ * MODEL.png. 0, or 1 after printing why. */
+static int s_report_study(metrics_t *m, const char *dbpath, const char *outdir)
+{
+    static s_study_t st;
+    if (metrics_study_each(m, s_add_config, &st) <= 0) {
+        fprintf(stderr, "psreport: %s holds no study (%s); make study writes one\n", dbpath,
+                metrics_errmsg(m));
+        return 1;
+    }
+    if (st.dropped)
+        fprintf(stderr, "psreport: warning: the study has more than %d configurations; the "
+                        "first %d are drawn\n", STUDY_MAX, STUDY_MAX);
+    int rc = 0;
+    for (int i = 0; i < st.n && rc == 0; i++)
+        rc = s_config_figures(m, &st.c[i]);
+    for (int i = 0; i < st.n && rc == 0; i++) {
+        int first = 1;
+        for (int j = 0; j < i && first; j++)
+            first = strcmp(st.c[j].s.model, st.c[i].s.model) != 0;
+        if (!first)
+            continue;
+        char out[4096 + sizeof st.c[i].s.model + 8];
+        snprintf(out, sizeof out, "%s/%s.png", outdir, st.c[i].s.model);
+        rc = s_mkdir_parent(out) || s_study_figure(dbpath, st.c, st.n, st.c[i].s.model, out);
+    }
+    for (int i = 0; i < st.n; i++)
+        s_xy_free(&st.c[i].acc.v);
+    return rc ? 1 : 0;
+}
+
+/* The figure of one run (the latest when run_id is 0) into out (by default
+ * the file of its mode in results/). 0, or 1 after printing why. */
+static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const char *out)
+{
+    int rc = 1;
+    if (!run_id)
+        run_id = metrics_run_latest(m);
+    if (run_id <= 0) {
+        if (run_id == 0)
+            fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
+        else
+            fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+        return 1;
+    }
+    s_run_t r = {0};
+    int found = metrics_run_get(m, run_id, &r.row);
+    if (found == 0) {
+        fprintf(stderr, "psreport: no run %lld in %s. Runs there:\n", (long long)run_id, dbpath);
+        s_list_runs(m);
+    } else if (found < 0) {
+        fprintf(stderr, "psreport: run %lld: %s\n", (long long)run_id, metrics_errmsg(m));
+    }
+    if (found != 1)
+        return 1;
+    int64_t nsteps = s_load_run_data(m, &r);
+    if (nsteps == 0)
+        fprintf(stderr,
+                "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "
+                "It may have failed before its first step.\n",
+                (long long)run_id, r.row.mode, r.row.status);
+    if (nsteps > 0) {
+        int basic = strcmp(r.row.mode, "basic") == 0;
+        if (!out)
+            out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
+        if (s_mkdir_parent(out) == 0)
+            rc = basic ? s_report_basic(m, dbpath, &r, out)
+                       : s_report_distributed(m, dbpath, &r, out);
+        rc = rc ? 1 : 0;
+    }
+    s_run_free(&r);
     return rc;
 }
 
@@ -646,23 +910,28 @@ int main(int argc, char **argv)
 {
     const char *dbpath = DEFAULT_DB, *out = NULL;
     int64_t run_id = 0;
-    int comparison = 0;
+    int comparison = 0, study = 0, db_given = 0;
     static const struct option opts[] = {
         {"db", required_argument, NULL, 'd'},   {"run", required_argument, NULL, 'r'},
         {"out", required_argument, NULL, 'o'},  {"comparison", no_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+        {"study", no_argument, NULL, 's'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             dbpath = optarg;
+            db_given = 1;
             break;
         case 'o':
             out = optarg;
             break;
         case 'c':
             comparison = 1;
+            break;
+        case 's':
+            study = 1;
             break;
         case 'r': {
             char *end;
@@ -687,6 +956,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "psreport: unexpected argument '%s'\n%s", argv[optind], s_usage);
         return 2;
     }
+    if (study && (comparison || run_id)) {
+        fprintf(stderr, "psreport: --study draws every run of the study; it takes no --run or "
+                        "--comparison\n");
+        return 2;
+    }
+    if (study && !db_given)
+        dbpath = "results/study/study.db";
     if (comparison && run_id) {
         fprintf(stderr, "psreport: --comparison draws the latest run of each mode; it takes no "
                         "--run\n");
@@ -709,44 +985,22 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    if (!run_id)
-        run_id = metrics_run_latest(m);
-    if (run_id <= 0) {
-        if (run_id == 0)
-            fprintf(stderr, "psreport: %s holds no runs yet; run training first.\n", dbpath);
-        else
-            fprintf(stderr, "psreport: %s\n", metrics_errmsg(m));
+    if (study) {
+        char dir[4096];
+        if (!out) { /* the database's folder */
+            snprintf(dir, sizeof dir, "%s", dbpath);
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = 0;
+            else
+                snprintf(dir, sizeof dir, ".");
+            out = dir;
+        }
+        rc = s_report_study(m, dbpath, out);
         metrics_close(&m);
-        return 1;
+        return rc;
     }
-    s_run_t r = {0};
-    int found = metrics_run_get(m, run_id, &r.row);
-    if (found == 0) {
-        fprintf(stderr, "psreport: no run %lld in %s. Runs there:\n", (long long)run_id, dbpath);
-        s_list_runs(m);
-    } else if (found < 0) {
-        fprintf(stderr, "psreport: run %lld: %s\n", (long long)run_id, metrics_errmsg(m));
-    }
-    if (found != 1) {
-        metrics_close(&m);
-        return 1;
-    }
-    int64_t nsteps = s_load_run_data(m, &r);
-    if (nsteps == 0)
-        fprintf(stderr,
-                "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "
-                "It may have failed before its first step.\n",
-                (long long)run_id, r.row.mode, r.row.status);
-    if (nsteps > 0) {
-        int basic = strcmp(r.row.mode, "basic") == 0;
-        if (!out)
-            out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
-        if (s_mkdir_parent(out) == 0)
-            rc = basic ? s_report_basic(m, dbpath, &r, out)
-                       : s_report_distributed(m, dbpath, &r, out);
-        rc = rc ? 1 : 0;
-    }
-    s_run_free(&r);
+    rc = s_report_run(m, dbpath, run_id, out);
     metrics_close(&m);
     return rc;
 }

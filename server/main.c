@@ -9,7 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "args.h"
+#include "fs.h"
 #include "model.h"
 #include "server.h"
 #include "wire.h"
@@ -85,7 +86,7 @@ static int s_keygen(const char *path, int force)
     gethostname(host, sizeof host - 1);
     zcert_set_meta(cert, "name", "%s", path);
     zcert_set_meta(cert, "host", "%s", host);
-    if (cli_mkdir_parent(path) != 0) {
+    if (fs_mkdir_parent(path) != 0) {
         fprintf(stderr, "error: cannot create the directory of %s: %s\n", path, strerror(errno));
         zcert_destroy(&cert);
         return 1;
@@ -131,7 +132,7 @@ int main(int argc, char **argv)
     server_opts_t o = {.bind = "tcp://*:5555", .data_dir = env_dir && *env_dir ? env_dir : "data",
                        .db = "results/metrics.db", .out_dir = "results", .mode = MODE_SYNC,
                        .workers = 2, .staleness = 2, .epochs = 5, .batch_size = 64,
-                       .threads = cli_cpus(), .lr = 0.01, .momentum = 0.9, .seed = 1,
+                       .threads = args_cpus(), .lr = 0.01, .momentum = 0.9, .seed = 1,
                        .register_timeout = 300, .worker_timeout = 60,
                        .checkpoint_every = 100, .checkpoint_seconds = 30};
     enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
@@ -172,7 +173,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case O_BIND: o.bind = optarg; break;
-        case O_WORKERS: bad |= cli_int("--workers", optarg, 1, 1024, &o.workers); break;
+        case O_WORKERS: bad |= args_int("--workers", optarg, 1, 1024, &o.workers); break;
         case O_MODE:
             if (strcmp(optarg, "sync") == 0)
                 o.mode = MODE_SYNC;
@@ -185,32 +186,32 @@ int main(int argc, char **argv)
                 bad = 1;
             }
             break;
-        case O_STALE: bad |= cli_int("--staleness", optarg, 0, 1000000, &o.staleness); break;
-        case O_EPOCHS: bad |= cli_int("--epochs", optarg, 1, 1000, &o.epochs); break;
-        case O_BATCH: bad |= cli_int("--batch-size", optarg, 1, 128, &o.batch_size); break;
-        case O_LR: bad |= cli_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
-        case O_MOM: bad |= cli_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
-        case O_SEED: bad |= cli_u64("--seed", optarg, &o.seed); break;
+        case O_STALE: bad |= args_int("--staleness", optarg, 0, 1000000, &o.staleness); break;
+        case O_EPOCHS: bad |= args_int("--epochs", optarg, 1, 1000, &o.epochs); break;
+        case O_BATCH: bad |= args_int("--batch-size", optarg, 1, 128, &o.batch_size); break;
+        case O_LR: bad |= args_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
+        case O_MOM: bad |= args_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
+        case O_SEED: bad |= args_u64("--seed", optarg, &o.seed); break;
         case O_TRAIN_LIMIT:
-            bad |= cli_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
+            bad |= args_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
             break;
-        case O_TEST_LIMIT: bad |= cli_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
+        case O_TEST_LIMIT: bad |= args_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
         case O_DATA: o.data_dir = optarg; break;
         case O_DB: o.db = optarg; break;
         case O_OUT: o.out_dir = optarg; break;
-        case O_THREADS: bad |= cli_int("--threads", optarg, 1, 256, &o.threads); break;
+        case O_THREADS: bad |= args_int("--threads", optarg, 1, 256, &o.threads); break;
         case O_REG_TO:
-            bad |= cli_double("--register-timeout", optarg, 0.1, 1e6, &o.register_timeout);
+            bad |= args_double("--register-timeout", optarg, 0.1, 1e6, &o.register_timeout);
             break;
         case O_WORK_TO:
-            bad |= cli_double("--worker-timeout", optarg, 0.1, 1e6, &o.worker_timeout);
+            bad |= args_double("--worker-timeout", optarg, 0.1, 1e6, &o.worker_timeout);
             break;
         case O_CKPT: o.checkpoint = optarg; break;
         case O_CKPT_EVERY:
-            bad |= cli_int("--checkpoint-every", optarg, 0, 1 << 30, &o.checkpoint_every);
+            bad |= args_int("--checkpoint-every", optarg, 0, 1 << 30, &o.checkpoint_every);
             break;
         case O_CKPT_SECONDS:
-            bad |= cli_double("--checkpoint-seconds", optarg, 0.1, 1e6, &o.checkpoint_seconds);
+            bad |= args_double("--checkpoint-seconds", optarg, 0.1, 1e6, &o.checkpoint_seconds);
             break;
         case O_RESUME: o.resume = 1; break;
         case O_CURVE: o.curve_secret = optarg; break;

@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "args.h"
+#include "clock.h"
 #include "engine.h"
 #include "idx.h"
 #include "model.h"
@@ -38,24 +39,24 @@ static int s_cmp(const void *a, const void *b)
 static double s_pass(engine_t *e, float *w, float *v, float *g, const idx_dataset_t *ds,
                      const int *order, int images, int batch, double *prof)
 {
-    double t0 = cli_now();
+    double t0 = clock_now();
     for (int lo = 0; lo + batch <= images; lo += batch) {
         engine_gradient(e, w, ds, order + lo, batch, g);
-        double t1 = prof ? cli_now() : 0.0;
+        double t1 = prof ? clock_now() : 0.0;
         model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
         if (prof)
-            prof[MODEL_PROF_SGD] += cli_now() - t1;
+            prof[MODEL_PROF_SGD] += clock_now() - t1;
     }
-    return cli_now() - t0;
+    return clock_now() - t0;
 }
 
 int main(int argc, char **argv)
 {
     int threads, batch, images = 10000;
     char err[512];
-    if (argc < 4 || cli_int("THREADS", argv[2], 1, 256, &threads) != 0 ||
-        cli_int("BATCH", argv[3], 1, 4096, &batch) != 0 ||
-        (argc > 4 && cli_int("IMAGES", argv[4], 1, 60000, &images) != 0)) {
+    if (argc < 4 || args_int("THREADS", argv[2], 1, 256, &threads) != 0 ||
+        args_int("BATCH", argv[3], 1, 4096, &batch) != 0 ||
+        (argc > 4 && args_int("IMAGES", argv[4], 1, 60000, &images) != 0)) {
         fprintf(stderr, "usage: bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]\n");
         return 2;
     }

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "args.h"
+#include "clock.h"
 #include "model.h"
 #include "wire.h"
 
@@ -70,8 +71,8 @@ static void *s_client(void *arg)
     uint32_t id = r.env->welcome->worker_id;
     wire_msg_close(&r);
     uint64_t version = 0, step = 0;
-    double end = cli_now() + c->seconds;
-    while (cli_now() < end) {
+    double end = clock_now() + c->seconds;
+    while (clock_now() < end) {
         Ps__Push push = PS__PUSH__INIT;
         push.worker_id = id;
         push.step = ++step;
@@ -81,13 +82,13 @@ static void *s_client(void *arg)
         env = (Ps__Envelope)PS__ENVELOPE__INIT;
         env.body_case = PS__ENVELOPE__BODY_PUSH;
         env.push = &push;
-        double t0 = cli_now();
+        double t0 = clock_now();
         if (s_call(sock, &env, grad, PS__ENVELOPE__BODY_WEIGHTS, &r) != 0)
             goto fail;
         version = r.env->weights->version;
         wire_msg_close(&r);
         if (c->round_trips < c->lat_cap)
-            c->lat[c->round_trips] = cli_now() - t0;
+            c->lat[c->round_trips] = clock_now() - t0;
         c->round_trips++;
     }
     Ps__Done done = PS__DONE__INIT;
@@ -118,8 +119,8 @@ int main(int argc, char **argv)
 {
     int clients;
     double seconds;
-    if (argc != 4 || cli_int("CLIENTS", argv[2], 1, 64, &clients) != 0 ||
-        cli_double("SECONDS", argv[3], 0.1, 3600, &seconds) != 0) {
+    if (argc != 4 || args_int("CLIENTS", argv[2], 1, 64, &clients) != 0 ||
+        args_double("SECONDS", argv[3], 0.1, 3600, &seconds) != 0) {
         fprintf(stderr, "usage: bench_ps_client ENDPOINT CLIENTS SECONDS\n");
         return 2;
     }

@@ -6,7 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cli.h"
+#include "args.h"
+#include "clock.h"
 
 void openblas_set_num_threads(int num_threads);
 
@@ -19,7 +20,7 @@ static int s_cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int threads = 1, n = 2048;
-    if (argc > 1 && cli_int("THREADS", argv[1], 1, 256, &threads) != 0)
+    if (argc > 1 && args_int("THREADS", argv[1], 1, 256, &threads) != 0)
         return 2;
     openblas_set_num_threads(threads);
     float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float)),
@@ -33,10 +34,10 @@ int main(int argc, char **argv)
     double g[5];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     for (int r = 0; r < 5; r++) {
-        double t0 = cli_now();
+        double t0 = clock_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
                     n);
-        g[r] = 2.0 * n * n * (double)n / (cli_now() - t0) / 1e9;
+        g[r] = 2.0 * n * n * (double)n / (clock_now() - t0) / 1e9;
     }
     qsort(g, 5, sizeof *g, s_cmp);
     printf("sgemm threads=%d gflops=%.1f\n", threads, g[2]);

@@ -11,7 +11,6 @@
  * Needs MNIST in $MNIST_DIR (default data) and the programs in $BUILD
  * (default build). */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,17 +20,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
+#include "fs.h"
 #include "idx.h"
 #include "model.h"
 #include "modelfile.h"
+#include "proc.h"
 #include "shard.h"
 #include "wire.h"
 
@@ -46,90 +45,6 @@ static double s_time_scale(void)
     return x >= 1.0 && x <= 100.0 ? x : 1.0;
 }
 
-static char s_tmp[256];
-static const char *s_data;
-static char s_server[256], s_worker[256]; /* $BUILD/paramserver, $BUILD/worker */
-
-/* Starts argv with stdout and stderr into `log`; returns the pid. */
-static pid_t s_spawn(const char *log, const char *const *argv)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Waits for all pids until the deadline; kills them all past it. Exit
- * statuses into codes[] (-1 for killed/signalled). 0 if all ended in time. */
-static int s_wait_all(pid_t *pids, int n, int *codes, double seconds)
-{
-    double end = cli_now() + seconds;
-    int left = n;
-    for (int i = 0; i < n; i++)
-        codes[i] = -2;
-    while (left > 0 && cli_now() < end) {
-        for (int i = 0; i < n; i++) {
-            if (codes[i] != -2)
-                continue;
-            int st;
-            if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
-                codes[i] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-                left--;
-            }
-        }
-        if (left > 0)
-            usleep(20000); /* polling a child's exit: no event to wait on */
-    }
-    for (int i = 0; i < n; i++)
-        if (codes[i] == -2) {
-            kill(pids[i], SIGKILL);
-            waitpid(pids[i], NULL, 0);
-            codes[i] = -1;
-        }
-    return left == 0 ? 0 : -1;
-}
-
-static void s_cat(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char line[512];
-    if (!f)
-        return;
-    fprintf(stderr, "---- %s\n", path);
-    while (fgets(line, sizeof line, f))
-        fputs(line, stderr);
-    fclose(f);
-}
-
-/* Waits until the server's log names its endpoint; copies it to ep. */
-static int s_endpoint(const char *log, char *ep, size_t len)
-{
-    double end = cli_now() + 30;
-    while (cli_now() < end) {
-        FILE *f = fopen(log, "r");
-        char line[512];
-        while (f && fgets(line, sizeof line, f)) {
-            char *p = strstr(line, "listening on ");
-            if (p) {
-                sscanf(p + 13, "%255s", ep);
-                (void)len;
-                fclose(f);
-                return 0;
-            }
-        }
-        if (f)
-            fclose(f);
-        usleep(20000);
-    }
-    return -1;
-}
-
 typedef struct {
     const char *name, *mode, *compress; /* compress: NULL for none */
     const char *push_every;             /* NULL for 1 */
@@ -141,8 +56,8 @@ typedef struct {
 /* Runs a server and its workers to the end. 0 if everyone exited 0. */
 static int s_run(run_t *r)
 {
-    snprintf(r->dir, sizeof r->dir, "%s/%s", s_tmp, r->name);
-    cli_mkdirs(r->dir);
+    snprintf(r->dir, sizeof r->dir, "%s/%s", proc_env.tmp, r->name);
+    fs_mkdirs(r->dir);
     snprintf(r->db, sizeof r->db, "%s/m.db", r->dir);
     char workers[16], epochs[16], batch[16], train[16], test[16], stale[16], log[400];
     snprintf(workers, sizeof workers, "%d", r->workers);
@@ -152,29 +67,29 @@ static int s_run(run_t *r)
     snprintf(test, sizeof test, "%d", r->test_limit);
     snprintf(stale, sizeof stale, "%d", r->staleness);
     snprintf(log, sizeof log, "%s/server.log", r->dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers",
-                           workers, "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", workers,
+                           "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
                            "--batch-size", batch, "--train-limit", train, "--test-limit", test,
-                           "--data-dir", s_data, "--db", r->db, "--out", r->dir, "--threads", "1",
-                           "--register-timeout", "60", NULL};
+                           "--data-dir", proc_env.data, "--db", r->db, "--out", r->dir, "--threads",
+                           "1", "--register-timeout", "60", NULL};
     pid_t pids[9];
-    pids[0] = s_spawn(log, sargv);
-    if (s_endpoint(log, r->ep, sizeof r->ep) != 0) {
+    pids[0] = proc_spawn(log, sargv);
+    if (proc_endpoint(pids[0], log, 0, r->ep, sizeof r->ep, 30) != 0) {
         kill(pids[0], SIGKILL);
-        s_cat(log);
+        proc_cat(log);
         return -1;
     }
     for (int k = 0; k < r->workers; k++) {
         char wlog[400], name[16];
         snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *wargv[] = {s_worker, "--server", r->ep, "--name", name, "--data-dir",
-                               s_data, "--threads", "1", "--timeout", "60", "--compress",
+        const char *wargv[] = {proc_env.worker, "--server", r->ep, "--name", name, "--data-dir",
+                               proc_env.data, "--threads", "1", "--timeout", "60", "--compress",
                                r->compress ? r->compress : "none", "--push-every",
                                r->push_every ? r->push_every : "1", NULL};
-        pids[k + 1] = s_spawn(wlog, wargv);
+        pids[k + 1] = proc_spawn(wlog, wargv);
     }
-    int rc = s_wait_all(pids, r->workers + 1, r->codes, DEADLINE * s_time_scale());
+    int rc = proc_wait_all(pids, r->workers + 1, r->codes, DEADLINE * s_time_scale());
     int ok = rc == 0;
     for (int i = 0; i <= r->workers; i++)
         ok = ok && r->codes[i] == 0;
@@ -183,51 +98,35 @@ static int s_run(run_t *r)
         for (int i = 0; i <= r->workers; i++)
             fprintf(stderr, " %d", r->codes[i]);
         fprintf(stderr, "\n");
-        s_cat(log);
+        proc_cat(log);
         for (int k = 0; k < r->workers; k++) {
             char wlog[400];
             snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
-            s_cat(wlog);
+            proc_cat(wlog);
         }
     }
     return ok ? 0 : -1;
-}
-
-static double s_query(const char *db, const char *sql)
-{
-    sqlite3 *h;
-    double v = NAN;
-    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
-        return v;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_double(st, 0);
-    else
-        fprintf(stderr, "query failed: %s: %s\n", sql, sqlite3_errmsg(h));
-    sqlite3_finalize(st);
-    sqlite3_close(h);
-    return v;
 }
 
 /* Every worker has its registration, all its epochs and its steps. */
 static void s_check_db(run_t *r, int steps_each_min)
 {
     char sql[256];
-    assert_int_equal((int)s_query(r->db, "select count(*) from runs where status = 'done'"), 1);
+    assert_int_equal((int)proc_query(r->db, "select count(*) from runs where status = 'done'"), 1);
     for (int k = 0; k < r->workers; k++) {
         snprintf(sql, sizeof sql, "select count(*) from workers where worker_id = %d", k);
-        assert_int_equal((int)s_query(r->db, sql), 1);
+        assert_int_equal((int)proc_query(r->db, sql), 1);
         snprintf(sql, sizeof sql, "select count(*) from epochs where worker_id = %d", k);
-        assert_int_equal((int)s_query(r->db, sql), r->epochs);
+        assert_int_equal((int)proc_query(r->db, sql), r->epochs);
         snprintf(sql, sizeof sql, "select count(*) from steps where worker_id = %d", k);
-        assert_true((int)s_query(r->db, sql) >= steps_each_min);
+        assert_true((int)proc_query(r->db, sql) >= steps_each_min);
     }
-    assert_true(s_query(r->db, "select count(*) from server_stats") >= 1);
+    assert_true(proc_query(r->db, "select count(*) from server_stats") >= 1);
 }
 
 static double s_final_accuracy(run_t *r)
 {
-    return s_query(r->db, "select final_accuracy from runs");
+    return proc_query(r->db, "select final_accuracy from runs");
 }
 
 /* Sync with 2 workers, 64 images each per step, must be single-process
@@ -252,7 +151,7 @@ static void test_sync_equals_batch_128(void **state)
     assert_int_equal(modelfile_load(path, "", dist, err, sizeof err), 0);
 
     idx_dataset_t train;
-    assert_int_equal(idx_load(s_data, "train", &train, err, sizeof err), 0);
+    assert_int_equal(idx_load(proc_env.data, "train", &train, err, sizeof err), 0);
     engine_t *e = engine_new(1, 128, err, sizeof err);
     assert_non_null(e);
     model_init(w, 1);
@@ -299,8 +198,8 @@ static void test_async_learns(void **state)
     printf("  async, 2 workers, 20,000 images, 2 epochs: %.2f%%\n", s_final_accuracy(&r));
     assert_true(s_final_accuracy(&r) >= 95.0);
     /* Both workers pushed; every push was applied exactly once. */
-    assert_int_equal((int)s_query(r.db, "select max(updates_applied) from server_stats"),
-                     (int)s_query(r.db, "select count(*) from steps"));
+    assert_int_equal((int)proc_query(r.db, "select max(updates_applied) from server_stats"),
+                     (int)proc_query(r.db, "select count(*) from steps"));
 }
 
 static void test_ssp_learns(void **state)
@@ -315,7 +214,7 @@ static void test_ssp_learns(void **state)
     /* While one worker computes a step on the weights it got, the other,
      * which may be from s behind to s ahead of it, can push at most 2s + 1
      * gradients: the staleness bound SSP guarantees for 2 workers. */
-    double stale = s_query(r.db, "select max(max_staleness) from server_stats");
+    double stale = proc_query(r.db, "select max(max_staleness) from server_stats");
     printf("  largest staleness applied: %.0f (bound 2s+1 = 5)\n", stale);
     assert_true(stale <= 2 * 2 + 1);
 }
@@ -332,37 +231,26 @@ static void test_unequal_shards_finish(void **state)
     assert_int_equal(shard_size(129, 2, 1), 65);
     assert_int_equal(s_run(&r), 0);
     s_check_db(&r, 3);
-    assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 0"), 3);
-    assert_int_equal((int)s_query(r.db, "select count(*) from steps where worker_id = 1"), 6);
-}
-
-/* A DEALER socket in ctx, connected to ep, that drops unsent messages on
- * close: a test client playing a worker. */
-static void *s_dealer(void *ctx, const char *ep)
-{
-    void *sock = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(sock, ep), 0);
-    return sock;
+    assert_int_equal((int)proc_query(r.db, "select count(*) from steps where worker_id = 0"), 3);
+    assert_int_equal((int)proc_query(r.db, "select count(*) from steps where worker_id = 1"), 6);
 }
 
 /* A one-worker server of its own for a test that plays the worker itself:
- * in s_tmp/NAME, mode MODE, listening on a free port written to ep. Its
+ * in proc_env.tmp/NAME, mode MODE, listening on a free port written to ep. Its
  * database path goes to db. Returns the pid. */
 static pid_t s_one_worker_server(const char *name, const char *mode, char *ep, size_t eplen,
                                  char *db, size_t dblen)
 {
     char dir[300], log[400];
-    snprintf(dir, sizeof dir, "%s/%s", s_tmp, name);
-    cli_mkdirs(dir);
+    snprintf(dir, sizeof dir, "%s/%s", proc_env.tmp, name);
+    fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, dblen, "%s/m.db", dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "1", "--mode",
-                           mode, "--test-limit", "10", "--data-dir", s_data, "--db", db,
-                           "--out", dir, "--register-timeout", "20", NULL};
-    pid_t pid = s_spawn(log, sargv);
-    assert_int_equal(s_endpoint(log, ep, eplen), 0);
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+                           "--mode", mode, "--test-limit", "10", "--data-dir", proc_env.data,
+                           "--db", db, "--out", dir, "--register-timeout", "20", NULL};
+    pid_t pid = proc_spawn(log, sargv);
+    assert_int_equal(proc_endpoint(pid, log, 0, ep, eplen, 30), 0);
     return pid;
 }
 
@@ -374,7 +262,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("version", "sync", ep, sizeof ep, db, sizeof db);
 
-    void *ctx = zmq_ctx_new(), *sock = s_dealer(ctx, ep);
+    void *ctx = zmq_ctx_new(), *sock = proc_dealer(ctx, ep);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
     reg.name = "from-the-future";
@@ -397,9 +285,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     zmq_close(sock);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    s_wait_all(&pid, 1, codes, 20);
-    assert_int_equal(codes[0], 1); /* interrupted: the run is marked failed */
+    assert_int_equal(proc_wait(pid, 20), 1); /* interrupted: the run is marked failed */
 }
 
 /* A worker whose server answers in another protocol version says so and
@@ -412,10 +298,10 @@ static void test_version_mismatch_refused_by_worker(void **state)
     char ep[256], log[400];
     size_t len = sizeof ep;
     zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
-    snprintf(log, sizeof log, "%s/worker_version.log", s_tmp);
-    const char *wargv[] = {s_worker, "--server", ep, "--data-dir", s_data, "--timeout", "10",
-                           "--connect-timeout", "10", NULL};
-    pid_t pid = s_spawn(log, wargv);
+    snprintf(log, sizeof log, "%s/worker_version.log", proc_env.tmp);
+    const char *wargv[] = {proc_env.worker, "--server", ep, "--data-dir", proc_env.data,
+                           "--timeout", "10", "--connect-timeout", "10", NULL};
+    pid_t pid = proc_spawn(log, wargv);
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
     wire_peer_t peer;
@@ -433,9 +319,7 @@ static void test_version_mismatch_refused_by_worker(void **state)
     size_t n = ps__envelope__pack(&env, buf);
     zmq_send(sock, peer.id, peer.len, ZMQ_SNDMORE);
     zmq_send(sock, buf, n, 0);
-    int codes[1];
-    assert_int_equal(s_wait_all(&pid, 1, codes, 30), 0);
-    assert_int_equal(codes[0], 1);
+    assert_int_equal(proc_wait(pid, 30), 1);
     FILE *f = fopen(log, "r");
     char text[2048] = "";
     size_t got = fread(text, 1, sizeof text - 1, f);
@@ -488,8 +372,8 @@ static void test_oversized_refused_server_goes_on(void **state)
     (void)state;
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("oversized", "sync", ep, sizeof ep, db, sizeof db);
-    void *ctx = zmq_ctx_new(), *big = s_dealer(ctx, ep), *bad = s_dealer(ctx, ep);
-    void *good = s_dealer(ctx, ep);
+    void *ctx = zmq_ctx_new(), *big = proc_dealer(ctx, ep), *bad = proc_dealer(ctx, ep);
+    void *good = proc_dealer(ctx, ep);
     size_t n = 2 << 20;
     char *junk = calloc(1, n);
     assert_int_equal(zmq_send(big, junk, n, 0), (int)n);
@@ -519,8 +403,7 @@ static void test_oversized_refused_server_goes_on(void **state)
     zmq_close(good);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    s_wait_all(&pid, 1, codes, 20);
+    proc_wait(pid, 20);
 }
 
 /* Exactly once: a push sent again (as after a lost reply) is answered with
@@ -531,7 +414,7 @@ static void test_push_applied_exactly_once(void **state)
     (void)state;
     char ep[256], db[400];
     pid_t pid = s_one_worker_server("once", "async", ep, sizeof ep, db, sizeof db);
-    void *ctx = zmq_ctx_new(), *sock = s_dealer(ctx, ep);
+    void *ctx = zmq_ctx_new(), *sock = proc_dealer(ctx, ep);
 
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
@@ -565,11 +448,9 @@ static void test_push_applied_exactly_once(void **state)
     env.request_id = 999;
     assert_int_equal(s_ask(sock, &env, NULL, &m), PS__ENVELOPE__BODY_ACK);
     wire_msg_close(&m);
-    int codes[1];
-    assert_int_equal(s_wait_all(&pid, 1, codes, 30), 0);
-    assert_int_equal(codes[0], 0);
-    assert_int_equal((int)s_query(db, "select max(updates_applied) from server_stats"), 2);
-    assert_int_equal((int)s_query(db, "select count(*) from steps"), 2);
+    assert_int_equal(proc_wait(pid, 30), 0);
+    assert_int_equal((int)proc_query(db, "select max(updates_applied) from server_stats"), 2);
+    assert_int_equal((int)proc_query(db, "select count(*) from steps"), 2);
     zmq_close(sock);
     zmq_ctx_term(ctx);
 }
@@ -583,17 +464,17 @@ static void test_ssp_holds_fast_worker(void **state)
 {
     (void)state;
     char dir[300], log[400], db[400], ep[256];
-    snprintf(dir, sizeof dir, "%s/ssp-hold", s_tmp);
-    cli_mkdirs(dir);
+    snprintf(dir, sizeof dir, "%s/ssp-hold", proc_env.tmp);
+    fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {s_server, "--bind", "tcp://127.0.0.1:*", "--workers", "2", "--mode",
-                           "ssp", "--staleness", "1", "--worker-timeout", "60", "--test-limit",
-                           "10", "--data-dir", s_data, "--db", db, "--out", dir,
-                           "--register-timeout", "20", NULL};
-    pid_t pid = s_spawn(log, sargv);
-    assert_int_equal(s_endpoint(log, ep, sizeof ep), 0);
-    void *ctx = zmq_ctx_new(), *fast = s_dealer(ctx, ep), *slow = s_dealer(ctx, ep);
+    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "2",
+                           "--mode", "ssp", "--staleness", "1", "--worker-timeout", "60",
+                           "--test-limit", "10", "--data-dir", proc_env.data, "--db", db, "--out",
+                           dir, "--register-timeout", "20", NULL};
+    pid_t pid = proc_spawn(log, sargv);
+    assert_int_equal(proc_endpoint(pid, log, 0, ep, sizeof ep, 30), 0);
+    void *ctx = zmq_ctx_new(), *fast = proc_dealer(ctx, ep), *slow = proc_dealer(ctx, ep);
 
     /* Both register; the Welcomes come once both are there. */
     void *socks[2] = {fast, slow};
@@ -653,8 +534,7 @@ static void test_ssp_holds_fast_worker(void **state)
     zmq_close(slow);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
-    int codes[1];
-    s_wait_all(&pid, 1, codes, 20);
+    proc_wait(pid, 20);
 }
 
 /* fp16 and int8 compression: the run learns as well as float32 (within a
@@ -672,7 +552,7 @@ static void test_compression(void **state)
         r.name = strdup(name);
         assert_int_equal(s_run(&r), 0);
         acc[i] = s_final_accuracy(&r);
-        bytes[i] = s_query(r.db, "select sum(bytes_sent + bytes_received) * 1.0 / "
+        bytes[i] = proc_query(r.db, "select sum(bytes_sent + bytes_received) * 1.0 / "
                                  "(select count(*) from steps) from epochs");
         printf("  %-4s: %.2f%%, %.0f bytes per step\n", schemes[i], acc[i], bytes[i]);
         free((void *)r.name);
@@ -690,37 +570,11 @@ static void test_local_sgd(void **state)
     run_t r = {.name = "local_sgd", .mode = "sync", .push_every = "4", .workers = 2,
                .epochs = 1, .batch = 64, .train_limit = 20000, .test_limit = 10000};
     assert_int_equal(s_run(&r), 0);
-    double steps = s_query(r.db, "select count(*) from steps");
+    double steps = proc_query(r.db, "select count(*) from steps");
     printf("  --push-every 4: %.2f%%, %.0f pushes for 2 x 157 batches\n", s_final_accuracy(&r),
            steps);
     assert_int_equal((int)steps, 2 * 40);
     assert_true(s_final_accuracy(&r) >= 90.0);
-}
-
-static int s_setup(void **state)
-{
-    (void)state;
-    s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
-    const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
-    snprintf(s_server, sizeof s_server, "%s/paramserver", b);
-    snprintf(s_worker, sizeof s_worker, "%s/worker", b);
-    snprintf(s_tmp, sizeof s_tmp, "/tmp/test_distributed.XXXXXX");
-    if (!mkdtemp(s_tmp))
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    if (!getenv("KEEP_TMP")) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", s_tmp);
-    }
-    return 0;
 }
 
 int main(void)
@@ -739,5 +593,5 @@ int main(void)
         cmocka_unit_test(test_compression),
         cmocka_unit_test(test_local_sgd),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }

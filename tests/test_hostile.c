@@ -25,73 +25,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
-#include "cli.h"
+#include "clock.h"
+#include "fs.h"
 #include "model.h"
 #include "modelfile.h"
+#include "proc.h"
 #include "safetensors.h"
 #include "wire.h"
-
-static char s_tmp[256];
-static const char *s_data;
-static char s_server[256], s_worker[256];
-
-/* Starts argv with stdout and stderr appended to `log`; returns the pid. */
-static pid_t s_spawn(const char *log, const char *const *argv)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Waits for pid until the deadline; kills it past it. Its exit status, or
- * -1 when it was killed or signalled. */
-static int s_wait(pid_t pid, double seconds)
-{
-    double end = cli_now() + seconds;
-    int st;
-    while (cli_now() < end) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-        usleep(20000); /* polling a child's exit: no event to wait on */
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-static void s_cat(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char line[512];
-    if (!f)
-        return;
-    fprintf(stderr, "---- %s\n", path);
-    while (fgets(line, sizeof line, f))
-        fputs(line, stderr);
-    fclose(f);
-}
-
-/* Does the file contain the text? */
-static int s_contains(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-        found = strstr(line, text) != NULL;
-    if (f)
-        fclose(f);
-    return found;
-}
 
 /* A server under test: its directory, files and endpoint. */
 typedef struct {
@@ -99,7 +40,7 @@ typedef struct {
     pid_t pid;
 } srv_t;
 
-/* Starts a paramserver in s_tmp/NAME on a free loopback port with the given
+/* Starts a paramserver in proc_env.tmp/NAME on a free loopback port with the given
  * extra flags (NULL-terminated), and waits for its endpoint (left empty if
  * it exited first). With `again` the same directory is reused and the
  * server binds the endpoint it had. */
@@ -107,8 +48,8 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
 {
     if (!again) {
         memset(v, 0, sizeof *v);
-        snprintf(v->dir, sizeof v->dir, "%s/%s", s_tmp, name);
-        cli_mkdirs(v->dir);
+        snprintf(v->dir, sizeof v->dir, "%s/%s", proc_env.tmp, name);
+        fs_mkdirs(v->dir);
         snprintf(v->log, sizeof v->log, "%s/server.log", v->dir);
         snprintf(v->db, sizeof v->db, "%s/m.db", v->dir);
         snprintf(v->out, sizeof v->out, "%s/out", v->dir);
@@ -116,8 +57,8 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
     }
     static char ep[256];
     snprintf(ep, sizeof ep, "%s", again && v->ep[0] ? v->ep : "tcp://127.0.0.1:*");
-    const char *argv[64] = {s_server, "--bind", ep,
-                            "--data-dir", s_data, "--db", v->db, "--out", v->out,
+    const char *argv[64] = {proc_env.server, "--bind", ep,
+                            "--data-dir", proc_env.data, "--db", v->db, "--out", v->out,
                             "--threads", "1", "--register-timeout", "30"};
     int n = 13;
     va_list ap;
@@ -130,32 +71,12 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
     struct stat st;
     if (stat(v->log, &st) == 0)
         mark = (size_t)st.st_size;
-    v->pid = s_spawn(v->log, argv);
-    /* The endpoint line of this start (the log may hold an earlier one). */
-    double end = cli_now() + 30;
-    while (cli_now() < end) {
-        FILE *f = fopen(v->log, "r");
-        char line[512];
-        if (f && fseek(f, (long)mark, SEEK_SET) == 0)
-            while (fgets(line, sizeof line, f)) {
-                char *p = strstr(line, "listening on ");
-                if (p) {
-                    sscanf(p + 13, "%255s", v->ep);
-                    fclose(f);
-                    return;
-                }
-            }
-        if (f)
-            fclose(f);
-        siginfo_t info = {.si_pid = 0};
-        if (waitid(P_PID, (id_t)v->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-            info.si_pid == v->pid) {
-            v->ep[0] = '\0'; /* it exited without listening: s_wait has its status */
-            return;
-        }
-        usleep(20000);
-    }
-    s_cat(v->log);
+    v->pid = proc_spawn(v->log, argv);
+    /* The endpoint line of this start (the log may hold an earlier one); an
+     * empty endpoint when it exited without listening (proc_wait has its status). */
+    if (proc_endpoint(v->pid, v->log, (long)mark, v->ep, sizeof v->ep, 30) >= 0)
+        return;
+    proc_cat(v->log);
     fail_msg("the server %s did not start listening", name);
 }
 
@@ -166,31 +87,6 @@ static void s_stop(srv_t *v)
         waitpid(v->pid, NULL, 0);
         v->pid = 0;
     }
-}
-
-static double s_query(const char *db, const char *sql)
-{
-    sqlite3 *h;
-    double v = NAN;
-    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
-        return v;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(h);
-    return v;
-}
-
-/* A DEALER socket connected to ep that drops unsent messages on close: a
- * test client playing a worker. */
-static void *s_dealer(void *ctx, const char *ep)
-{
-    void *sock = zmq_socket(ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(sock, ep), 0);
-    return sock;
 }
 
 /* Waits up to `ms` for a reply into *m; its kind, or -1 when none came. */
@@ -218,7 +114,7 @@ static int s_ask_msg(void *sock, Ps__Envelope *env, zmq_msg_t *tensor, wire_msg_
     if (wire_send_msg(sock, NULL, env, tensor, 0) < 0)
         return -1;
     /* As a worker does, drop what answers no request of ours. */
-    for (double end = cli_now() + 20; cli_now() < end;) {
+    for (double end = clock_now() + 20; clock_now() < end;) {
         int kind = s_reply(sock, m, 20000);
         if (kind < 0 || m->env->request_id == env->request_id ||
             (kind == PS__ENVELOPE__BODY_ERROR && m->env->request_id == 0))
@@ -384,7 +280,7 @@ static void test_int8_overflow_and_ungranted_encoding_refused(void **state)
     (void)state;
     srv_t v;
     s_start(&v, "int8", 0, "--workers", "2", "--mode", "async", "--test-limit", "10", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep), *b = proc_dealer(ctx, v.ep);
     int ia, ib;
     s_register2(a, "int8", PS__COMPRESSION__COMPRESSION_INT8, b, "plain",
                 PS__COMPRESSION__COMPRESSION_NONE, &ia, &ib);
@@ -440,7 +336,7 @@ static void test_momentum_overflow_refused(void **state)
     srv_t v;
     s_start(&v, "overflow_async", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "big", 0);
     assert_true(id >= 0);
     assert_int_equal(s_push_f32(a, id, 1, 3e38f), PS__ENVELOPE__BODY_WEIGHTS);
@@ -450,15 +346,15 @@ static void test_momentum_overflow_refused(void **state)
     assert_true(model_all_finite(m.tensor, MODEL_NPARAMS));
     wire_msg_close(&m);
     assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
-    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal(proc_wait(v.pid, 60), 0);
     assert_int_equal(s_model_finite(&v), 0);
     zmq_close(a);
 
     /* sync: each gradient alone is fine, their sum overflows. */
     s_start(&v, "overflow_sync", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
             NULL);
-    void *b = s_dealer(ctx, v.ep);
-    a = s_dealer(ctx, v.ep);
+    void *b = proc_dealer(ctx, v.ep);
+    a = proc_dealer(ctx, v.ep);
     int ia, ib;
     s_register2(a, "a", 0, b, "b", 0, &ia, &ib);
     zmq_msg_t t;
@@ -492,7 +388,7 @@ static void test_crash_after_done_resumes_to_done(void **state)
     srv_t v;
     s_start(&v, "after_done", 0, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
             "--checkpoint-every", "1000", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "w", 0);
     assert_true(id >= 0);
     static float last[MODEL_NPARAMS], saved[MODEL_NPARAMS];
@@ -516,14 +412,14 @@ static void test_crash_after_done_resumes_to_done(void **state)
 
     s_start(&v, "after_done", 1, "--workers", "1", "--mode", "async", "--worker-timeout", "3",
             "--checkpoint-every", "1000", "--resume", NULL);
-    int code = s_wait(v.pid, 60);
+    int code = proc_wait(v.pid, 60);
     if (code != 0)
-        s_cat(v.log);
+        proc_cat(v.log);
     assert_int_equal(code, 0);
     assert_int_equal(modelfile_load(model, "", saved, err, sizeof err), 0);
     assert_memory_equal(saved, last, sizeof last);
-    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'done'"), 1);
-    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'evicted'"),
+    assert_int_equal((int)proc_query(v.db, "select count(*) from runs where status = 'done'"), 1);
+    assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'evicted'"),
                      0);
     assert_int_not_equal(access(v.ckpt, F_OK), 0); /* the completed run's checkpoint is gone */
 }
@@ -538,7 +434,7 @@ static void test_name_takeover_refused(void **state)
     srv_t v;
     s_start(&v, "takeover", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep), *b = proc_dealer(ctx, v.ep);
     int id = s_register(a, "victim", 0);
     assert_true(id >= 0);
     assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
@@ -547,16 +443,16 @@ static void test_name_takeover_refused(void **state)
     assert_int_equal(s_push_f32(a, id, 2, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     zmq_close(a);
     /* The victim's process is gone: a new one under its name rejoins. */
-    void *c = s_dealer(ctx, v.ep);
+    void *c = proc_dealer(ctx, v.ep);
     int again = -1;
-    for (double end = cli_now() + 10; again < 0 && cli_now() < end;)
+    for (double end = clock_now() + 10; again < 0 && clock_now() < end;)
         if ((again = s_register(c, "victim", 0)) < 0)
             usleep(100000);
     assert_int_equal(again, id);
     assert_int_equal(s_push_f32(c, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     assert_int_equal(s_done(c, id), PS__ENVELOPE__BODY_ACK);
-    assert_int_equal(s_wait(v.pid, 60), 0);
-    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    assert_int_equal(proc_wait(v.pid, 60), 0);
+    assert_int_equal((int)proc_query(v.db, "select max(updates_applied) from server_stats"), 3);
     zmq_close(b);
     zmq_close(c);
     zmq_ctx_term(ctx);
@@ -571,7 +467,7 @@ static void test_bad_names_refused(void **state)
     srv_t v;
     s_start(&v, "names", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             "--checkpoint-every", "1", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     char longname[200];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
@@ -583,11 +479,11 @@ static void test_bad_names_refused(void **state)
     assert_true(id >= 0);
     assert_int_equal(s_push_f32(a, id, 1, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     /* Checkpointing works (it is written just after the reply). */
-    for (double end = cli_now() + 10; access(v.ckpt, F_OK) != 0 && cli_now() < end;)
+    for (double end = clock_now() + 10; access(v.ckpt, F_OK) != 0 && clock_now() < end;)
         usleep(20000);
     assert_int_equal(access(v.ckpt, F_OK), 0);
     assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
-    assert_int_equal(s_wait(v.pid, 60), 0);
+    assert_int_equal(proc_wait(v.pid, 60), 0);
     zmq_close(a);
     zmq_ctx_term(ctx);
 }
@@ -601,7 +497,7 @@ static void test_puller_without_pushes_evicted(void **state)
     srv_t v;
     s_start(&v, "puller", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
             "--worker-timeout", "2", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep), *b = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep), *b = proc_dealer(ctx, v.ep);
     int ia, ib;
     s_register2(a, "pusher", 0, b, "puller", 0, &ia, &ib);
     zmq_msg_t t;
@@ -615,21 +511,21 @@ static void test_puller_without_pushes_evicted(void **state)
     env.push = &p;
     env.request_id = 5;
     assert_true(wire_send_msg(a, NULL, &env, &t, 0) > 0);
-    double t0 = cli_now();
+    double t0 = clock_now();
     wire_msg_t m;
     int kind = -1;
-    while (kind < 0 && cli_now() - t0 < 12) {
+    while (kind < 0 && clock_now() - t0 < 12) {
         wire_msg_t w;
         if (s_pull(b, ib, &w) >= 0)
             wire_msg_close(&w);
         kind = s_reply(a, &m, 300);
     }
-    printf("  held push answered after %.1f s (--worker-timeout 2)\n", cli_now() - t0);
+    printf("  held push answered after %.1f s (--worker-timeout 2)\n", clock_now() - t0);
     assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
     wire_msg_close(&m);
     char line[64];
     snprintf(line, sizeof line, "evicting worker %d", ib);
-    assert_true(s_contains(v.log, line));
+    assert_true(proc_contains(v.log, line));
     zmq_close(a);
     zmq_close(b);
     zmq_ctx_term(ctx);
@@ -651,9 +547,9 @@ static void test_all_evicted_keeps_model(void **state)
     assert_non_null(f);
     fputs("the model of an earlier, good run", f);
     fclose(f);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     assert_true(s_register(a, "idle", 0) >= 0);
-    int code = s_wait(v.pid, 30);
+    int code = proc_wait(v.pid, 30);
     assert_int_equal(code, 1);
     char text[64] = "";
     f = fopen(model, "r");
@@ -661,7 +557,7 @@ static void test_all_evicted_keeps_model(void **state)
     assert_non_null(fgets(text, sizeof text, f));
     fclose(f);
     assert_string_equal(text, "the model of an earlier, good run");
-    assert_int_equal((int)s_query(v.db, "select count(*) from runs where status = 'failed'"), 1);
+    assert_int_equal((int)proc_query(v.db, "select count(*) from runs where status = 'failed'"), 1);
     zmq_close(a);
     zmq_ctx_term(ctx);
 }
@@ -732,7 +628,7 @@ static void test_endless_multipart_bounded(void **state)
     close(fd);
     assert_true(rss1 - rss0 < 100);
     assert_true(sent < TOTAL_MB * 1048576.0);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     assert_true(s_register(a, "after", 0) >= 0);
     zmq_close(a);
     zmq_ctx_term(ctx);
@@ -788,7 +684,7 @@ static void s_checkpointed_run(srv_t *v, const char *name, int steps, const char
 {
     s_start(v, name, 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             "--checkpoint-every", "1", "--worker-timeout", "2", f1, f2, NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v->ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v->ep);
     int id = s_register(a, "w", 0);
     assert_true(id >= 0);
     for (int step = 1; step <= steps; step++)
@@ -796,7 +692,7 @@ static void s_checkpointed_run(srv_t *v, const char *name, int steps, const char
     /* The checkpoint of the last step is written just after its reply. */
     char line[64];
     snprintf(line, sizeof line, "\"version\":\"%d\"", steps);
-    for (double end = cli_now() + 10; cli_now() < end; usleep(20000)) {
+    for (double end = clock_now() + 10; clock_now() < end; usleep(20000)) {
         FILE *f = fopen(v->ckpt, "rb");
         char head[4096] = "";
         if (f) {
@@ -861,12 +757,12 @@ static void test_damaged_checkpoint_refused(void **state)
             s_patch(v.ckpt, "\"slot.0.steps\":\"3\"", "\"slot.0.steps\":\"1\"");
         s_start(&v, "damaged", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
                 "--checkpoint-every", "1", "--worker-timeout", "2", "--resume", NULL);
-        int code = s_wait(v.pid, 30);
+        int code = proc_wait(v.pid, 30);
         printf("  %s changed: --resume exits %d\n", what[k], code);
-        if (code != 1 || !s_contains(v.log, "checksum"))
-            s_cat(v.log);
+        if (code != 1 || !proc_contains(v.log, "checksum"))
+            proc_cat(v.log);
         assert_int_equal(code, 1);
-        assert_true(s_contains(v.log, "the file is damaged"));
+        assert_true(proc_contains(v.log, "the file is damaged"));
         unlink(v.log);
     }
 }
@@ -882,15 +778,15 @@ static void test_large_seed_resumes(void **state)
     s_checkpointed_run(&v, "seed", 2, "--seed", seed);
     s_start(&v, "seed", 1, "--workers", "1", "--mode", "async", "--test-limit", "10",
             "--checkpoint-every", "1", "--worker-timeout", "2", "--seed", seed, "--resume", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "w", 0);
     if (id < 0)
-        s_cat(v.log);
+        proc_cat(v.log);
     assert_true(id >= 0);
     assert_int_equal(s_push_f32(a, id, 3, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     assert_int_equal(s_done(a, id), PS__ENVELOPE__BODY_ACK);
-    assert_int_equal(s_wait(v.pid, 60), 0);
-    assert_int_equal((int)s_query(v.db, "select max(updates_applied) from server_stats"), 3);
+    assert_int_equal(proc_wait(v.pid, 60), 0);
+    assert_int_equal((int)proc_query(v.db, "select max(updates_applied) from server_stats"), 3);
     zmq_close(a);
     zmq_ctx_term(ctx);
 }
@@ -903,7 +799,7 @@ static void test_bad_figures_refused(void **state)
     srv_t v;
     s_start(&v, "figures", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             "--epochs", "2", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "liar", 0);
     assert_true(id >= 0);
     Ps__EpochReport good = PS__EPOCH_REPORT__INIT;
@@ -954,8 +850,8 @@ static void test_bad_figures_refused(void **state)
     env.epoch = &good;
     assert_int_equal(s_tell(a, &env), PS__ENVELOPE__BODY_ACK);
     s_stop(&v);
-    assert_int_equal((int)s_query(v.db, "select count(*) from epochs"), 1);
-    assert_int_equal((int)s_query(v.db, "select count(*) from steps"), 0);
+    assert_int_equal((int)proc_query(v.db, "select count(*) from epochs"), 1);
+    assert_int_equal((int)proc_query(v.db, "select count(*) from steps"), 0);
     zmq_close(a);
     zmq_ctx_term(ctx);
 }
@@ -967,7 +863,7 @@ static void test_refusal_flood_rate_limited(void **state)
     (void)state;
     srv_t v;
     s_start(&v, "flood", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int answered = 0;
     for (int k = 0; k < 500; k++) {
         Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -1001,21 +897,21 @@ static void test_sigterm_writes_checkpoint(void **state)
     srv_t v;
     s_start(&v, "sigterm", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
             "--checkpoint-every", "1000", "--checkpoint-seconds", "1000000", NULL);
-    void *ctx = zmq_ctx_new(), *a = s_dealer(ctx, v.ep);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "w", 0);
     assert_true(id >= 0);
     for (int step = 1; step <= 2; step++)
         assert_int_equal(s_push_f32(a, id, (uint64_t)step, 1e-3f), PS__ENVELOPE__BODY_WEIGHTS);
     kill(v.pid, SIGTERM);
-    assert_int_equal(s_wait(v.pid, 30), 1);
+    assert_int_equal(proc_wait(v.pid, 30), 1);
     char err[256];
     st_file_t *f = st_open(v.ckpt, err, sizeof err);
     if (!f)
-        s_cat(v.log);
+        proc_cat(v.log);
     assert_non_null(f);
     assert_string_equal(st_metadata(f, "version"), "2");
     st_close(&f);
-    assert_true(s_contains(v.log, "continue with --resume"));
+    assert_true(proc_contains(v.log, "continue with --resume"));
     zmq_close(a);
     zmq_ctx_term(ctx);
 }
@@ -1035,53 +931,27 @@ static void test_worker_sigint_leaves(void **state)
         char log[500], name[8];
         snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *argv[] = {s_worker, "--server", v.ep, "--name", name, "--data-dir", s_data,
-                              "--threads", "1", "--timeout", "60", NULL};
-        w[k] = s_spawn(log, argv);
+        const char *argv[] = {proc_env.worker, "--server", v.ep, "--name", name, "--data-dir",
+                              proc_env.data, "--threads", "1", "--timeout", "60", NULL};
+        w[k] = proc_spawn(log, argv);
     }
-    double end = cli_now() + 60, steps = 0;
-    while (cli_now() < end && !(steps >= 10))
-        if (!((steps = s_query(v.db, "select count(*) from steps")) >= 10))
+    double end = clock_now() + 60, steps = 0;
+    while (clock_now() < end && !(steps >= 10))
+        if (!((steps = proc_query(v.db, "select count(*) from steps")) >= 10))
             usleep(50000);
     assert_true(steps >= 10);
-    double t0 = cli_now();
+    double t0 = clock_now();
     kill(w[0], SIGINT);
-    int code = s_wait(v.pid, 40);
+    int code = proc_wait(v.pid, 40);
     printf("  worker w0 stopped with SIGINT: the server finished %.1f s later (exit %d)\n",
-           cli_now() - t0, code);
-    s_wait(w[0], 10);
-    s_wait(w[1], 10);
+           clock_now() - t0, code);
+    proc_wait(w[0], 10);
+    proc_wait(w[1], 10);
     if (code != 0)
-        s_cat(v.log);
+        proc_cat(v.log);
     assert_int_equal(code, 0);
-    assert_true(s_contains(v.log, "left: stopped after"));
-    assert_int_equal((int)s_query(v.db, "select count(*) from events where kind = 'left'"), 1);
-}
-
-static int s_setup(void **state)
-{
-    (void)state;
-    s_data = getenv("MNIST_DIR") && *getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data";
-    const char *b = getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build";
-    snprintf(s_server, sizeof s_server, "%s/paramserver", b);
-    snprintf(s_worker, sizeof s_worker, "%s/worker", b);
-    snprintf(s_tmp, sizeof s_tmp, "/tmp/test_hostile.XXXXXX");
-    if (!mkdtemp(s_tmp))
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    if (!getenv("KEEP_TMP")) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", s_tmp);
-    }
-    return 0;
+    assert_true(proc_contains(v.log, "left: stopped after"));
+    assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'left'"), 1);
 }
 
 int main(void)
@@ -1104,5 +974,5 @@ int main(void)
         cmocka_unit_test(test_sigterm_writes_checkpoint),
         cmocka_unit_test(test_worker_sigint_leaves),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }

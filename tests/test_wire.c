@@ -303,7 +303,8 @@ static int s_needs_tensor(Ps__Envelope__BodyCase kind) {
 #define S_MODE "ssp"
 #define S_MSG "slot taken: \"w\xc3\xb6rker-\xce\xb1\""
 
-/* Fills msg with a kind's body: distinctive values, or the defaults. */
+/* Fills msg with a kind's body: distinctive values, or the defaults. Over 80
+ * lines because it is a table, one case per message kind; it reads as one. */
 static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults) {
     memset(msg, 0, sizeof *msg);
     Ps__Envelope env = PS__ENVELOPE__INIT;

@@ -8,8 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
+#include "fs.h"
 #include "idx.h"
 #include "metrics.h"
 #include "model.h"
@@ -19,136 +20,183 @@
 #include "shard.h"
 #include "worker.h"
 
-int basic_run(const worker_opts_t *o)
+/* One basic run: what its steps share. */
+typedef struct {
+    const worker_opts_t *o;
+    idx_dataset_t train, test;
+    engine_t *eng;
+    metrics_t *db;
+    int64_t run;
+    float *params, *mom, *grad; /* MODEL_NPARAMS each */
+    int *order;                 /* the training images, in this epoch's order */
+    int n, batches;             /* training images used, batches per epoch */
+    progress_t prog;
+    double run_start; /* clock_now() at the start of training */
+} basic_t;
+
+/* Allocates the buffers and the engine, initialises the model and opens the
+ * run in the metrics database. 0, or -1 after printing why. */
+static int s_setup(basic_t *b)
 {
+    const worker_opts_t *o = b->o;
     char err[512];
-    int status = 1;
-    idx_dataset_t train = {0}, test = {0};
-    engine_t *eng = NULL;
-    metrics_t *db = NULL;
-    float *params = NULL, *mom = NULL, *grad = NULL;
-    int *order = NULL;
-
-    if (worker_load_data(o->data_dir, &train, &test) != 0)
-        return 1;
-    int n = (o->train_limit > 0 && o->train_limit < train.count) ? o->train_limit : train.count;
-    int batches = (n + o->batch_size - 1) / o->batch_size;
-    printf("basic mode: %d training images, %d test images, batch %d, %d epochs, lr %g, "
-           "momentum %g, seed %llu, %d threads\n",
-           n, o->test_limit > 0 && o->test_limit < test.count ? o->test_limit : test.count,
-           o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed,
-           o->threads);
-
-    eng = engine_new(o->threads, o->batch_size, err, sizeof err);
-    if (!eng) {
+    b->eng = engine_new(o->threads, o->batch_size, err, sizeof err);
+    if (!b->eng) {
         fprintf(stderr, "error: %s\n", err);
-        goto out;
+        return -1;
     }
-    params = malloc(MODEL_NPARAMS * sizeof(float));
-    mom = calloc(MODEL_NPARAMS, sizeof(float));
-    grad = malloc(MODEL_NPARAMS * sizeof(float));
-    order = malloc((size_t)n * sizeof(int));
-    if (!params || !mom || !grad || !order) {
+    b->params = malloc(MODEL_NPARAMS * sizeof(float));
+    b->mom = calloc(MODEL_NPARAMS, sizeof(float));
+    b->grad = malloc(MODEL_NPARAMS * sizeof(float));
+    b->order = malloc((size_t)b->n * sizeof(int));
+    if (!b->params || !b->mom || !b->grad || !b->order) {
         fprintf(stderr, "error: out of memory\n");
-        goto out;
+        return -1;
     }
-    model_init(params, o->seed);
+    model_init(b->params, o->seed);
     /* Basic mode is the one-worker case of the distributed split. */
-    shard_indices(o->seed, n, 1, 0, order);
-    rng_t rng;
-    shard_epoch_rng(&rng, o->seed, 0);
+    shard_indices(o->seed, b->n, 1, 0, b->order);
 
-    db = metrics_open(o->db, err, sizeof err);
-    if (!db) {
+    b->db = metrics_open(o->db, err, sizeof err);
+    if (!b->db) {
         fprintf(stderr, "error: %s\n", err);
-        goto out;
+        return -1;
     }
     metrics_run_info_t info = {.mode = "basic", .dataset = o->data_dir, .workers = 1,
                                .epochs = o->epochs, .batch_size = o->batch_size,
-                               .threads = o->threads, .train_limit = n, .lr = o->lr,
+                               .threads = o->threads, .train_limit = b->n, .lr = o->lr,
                                .momentum = o->momentum, .seed = o->seed};
-    int64_t run = metrics_run_begin(db, &info);
-    if (run < 0 || metrics_worker(db, run, 0, "basic", NULL, n, o->threads, 0) != 0) {
-        fprintf(stderr, "error: %s\n", metrics_errmsg(db));
-        goto out;
+    b->run = metrics_run_begin(b->db, &info);
+    if (b->run < 0 || metrics_worker(b->db, b->run, 0, "basic", NULL, b->n, o->threads, 0) != 0) {
+        fprintf(stderr, "error: %s\n", metrics_errmsg(b->db));
+        return -1;
     }
-    printf("metrics: run %lld in %s\n", (long long)run, o->db);
+    printf("metrics: run %lld in %s\n", (long long)b->run, o->db);
+    return 0;
+}
 
-    progress_t prog;
-    progress_init(&prog, o->epochs, batches, NULL);
-    double run_start = cli_now(), train_seconds = 0.0, accuracy = 0.0;
-    long step = 0;
-    for (int epoch = 1; epoch <= o->epochs && !worker_stop; epoch++) {
-        rng_shuffle(&rng, order, n);
-        progress_epoch_start(&prog);
-        double t0 = cli_now(), loss_sum = 0.0;
-        for (int b = 0; b < batches && !worker_stop; b++) {
-            int lo = b * o->batch_size;
-            int m = n - lo < o->batch_size ? n - lo : o->batch_size;
-            double loss = engine_gradient(eng, params, &train, order + lo, m, grad);
-            model_sgd_step(params, mom, grad, MODEL_NPARAMS, (float)o->lr, (float)o->momentum);
-            loss_sum += loss;
-            step++;
-            if (metrics_step(db, run, 0, step, epoch, loss, cli_now() - run_start) != 0)
-                fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
-            progress_batch(&prog, epoch, b + 1, loss);
-        }
-        if (worker_stop)
-            break;
-        double epoch_seconds = cli_now() - t0;
-        train_seconds += epoch_seconds;
-        double test_loss;
-        accuracy = engine_evaluate(eng, params, &test, o->test_limit, &test_loss);
-        progress_clear(&prog);
-        printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.1f s "
-               "(%.0f images/s)\n",
-               epoch, o->epochs, loss_sum / batches, test_loss, accuracy, epoch_seconds,
-               n / epoch_seconds);
-        fflush(stdout);
-        metrics_epoch_t e = {.epoch = epoch, .train_loss = loss_sum / batches,
-                             .test_accuracy = accuracy, .epoch_seconds = epoch_seconds,
-                             .compute_seconds = epoch_seconds, .images = n};
-        if (metrics_epoch(db, run, 0, &e, cli_now() - run_start) != 0)
-            fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
+/* Trains one epoch (stopping early on worker_stop); the sum of the batch
+ * losses. *step counts the steps of the run. */
+static double s_train_epoch(basic_t *b, int epoch, long *step)
+{
+    const worker_opts_t *o = b->o;
+    double loss_sum = 0.0;
+    for (int k = 0; k < b->batches && !worker_stop; k++) {
+        int lo = k * o->batch_size;
+        int m = b->n - lo < o->batch_size ? b->n - lo : o->batch_size;
+        double loss = engine_gradient(b->eng, b->params, &b->train, b->order + lo, m, b->grad);
+        model_sgd_step(b->params, b->mom, b->grad, MODEL_NPARAMS, (float)o->lr,
+                       (float)o->momentum);
+        loss_sum += loss;
+        ++*step;
+        if (metrics_step(b->db, b->run, 0, *step, epoch, loss, clock_now() - b->run_start) != 0)
+            fprintf(stderr, "warning: %s\n", metrics_errmsg(b->db));
+        progress_batch(&b->prog, epoch, k + 1, loss);
     }
-    if (worker_stop) {
-        progress_clear(&prog);
-        fprintf(stderr, "interrupted: run %lld marked failed; no model saved\n", (long long)run);
-        metrics_run_end(db, run, "failed", accuracy, train_seconds);
-        goto out;
-    }
+    return loss_sum;
+}
 
-    char path[4096];
+/* Marks the run failed in the database; a failure to do so is a warning
+ * (the run has already failed for another reason, said before). */
+static void s_end_failed(const basic_t *b, double accuracy, double train_seconds)
+{
+    if (metrics_run_end(b->db, b->run, "failed", accuracy, train_seconds) != 0)
+        fprintf(stderr, "warning: %s\n", metrics_errmsg(b->db));
+}
+
+/* Saves the trained model into --out. 0, or -1 after printing why. */
+static int s_save(const basic_t *b, double accuracy)
+{
+    const worker_opts_t *o = b->o;
+    char path[4096], err[512];
     snprintf(path, sizeof path, "%s/model_basic.safetensors", o->out_dir);
     char seed_s[32], acc_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)o->seed);
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
     const char *meta[] = {"format", "pt", "mode", "basic", "seed", seed_s,
                           "test_accuracy", acc_s, NULL};
-    if (cli_mkdirs(o->out_dir) != 0) {
+    if (fs_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
                 strerror(errno));
-        metrics_run_end(db, run, "failed", accuracy, train_seconds);
-        goto out;
+        return -1;
     }
-    if (modelfile_save(path, params, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, b->params, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
-        metrics_run_end(db, run, "failed", accuracy, train_seconds);
-        goto out;
+        return -1;
     }
     printf("model saved: %s\n", path);
-    if (metrics_run_end(db, run, "done", accuracy, train_seconds) != 0)
-        fprintf(stderr, "warning: %s\n", metrics_errmsg(db));
-    worker_summary(o->epochs, accuracy, train_seconds, (double)n * o->epochs);
+    return 0;
+}
+
+int basic_run(const worker_opts_t *o)
+{
+    int status = 1;
+    basic_t b = {.o = o};
+
+    if (worker_load_data(o->data_dir, &b.train, &b.test) != 0)
+        return 1;
+    b.n = (o->train_limit > 0 && o->train_limit < b.train.count) ? o->train_limit : b.train.count;
+    b.batches = (b.n + o->batch_size - 1) / o->batch_size;
+    printf("basic mode: %d training images, %d test images, batch %d, %d epochs, lr %g, "
+           "momentum %g, seed %llu, %d threads\n",
+           b.n, o->test_limit > 0 && o->test_limit < b.test.count ? o->test_limit : b.test.count,
+           o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed,
+           o->threads);
+    if (s_setup(&b) != 0)
+        goto out;
+    rng_t rng;
+    shard_epoch_rng(&rng, o->seed, 0);
+
+    progress_init(&b.prog, o->epochs, b.batches, NULL);
+    b.run_start = clock_now();
+    double train_seconds = 0.0, accuracy = 0.0;
+    long step = 0;
+    for (int epoch = 1; epoch <= o->epochs && !worker_stop; epoch++) {
+        rng_shuffle(&rng, b.order, b.n);
+        progress_epoch_start(&b.prog);
+        double t0 = clock_now();
+        double loss_sum = s_train_epoch(&b, epoch, &step);
+        if (worker_stop)
+            break;
+        double epoch_seconds = clock_now() - t0;
+        train_seconds += epoch_seconds;
+        double test_loss;
+        accuracy = engine_evaluate(b.eng, b.params, &b.test, o->test_limit, &test_loss);
+        progress_clear(&b.prog);
+        printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.1f s "
+               "(%.0f images/s)\n",
+               epoch, o->epochs, loss_sum / b.batches, test_loss, accuracy, epoch_seconds,
+               b.n / epoch_seconds);
+        fflush(stdout);
+        metrics_epoch_t e = {.epoch = epoch, .train_loss = loss_sum / b.batches,
+                             .test_accuracy = accuracy, .epoch_seconds = epoch_seconds,
+                             .compute_seconds = epoch_seconds, .images = b.n};
+        if (metrics_epoch(b.db, b.run, 0, &e, clock_now() - b.run_start) != 0)
+            fprintf(stderr, "warning: %s\n", metrics_errmsg(b.db));
+    }
+    if (worker_stop) {
+        progress_clear(&b.prog);
+        fprintf(stderr, "interrupted: run %lld marked failed; no model saved\n",
+                (long long)b.run);
+        s_end_failed(&b, accuracy, train_seconds);
+        goto out;
+    }
+    if (s_save(&b, accuracy) != 0) {
+        s_end_failed(&b, accuracy, train_seconds);
+        goto out;
+    }
+    if (metrics_run_end(b.db, b.run, "done", accuracy, train_seconds) != 0)
+        fprintf(stderr, "warning: %s\n", metrics_errmsg(b.db));
+    worker_summary(o->epochs, accuracy, train_seconds, (double)b.n * o->epochs);
     status = 0;
 out:
-    metrics_close(&db);
-    engine_destroy(&eng);
-    free(params);
-    free(mom);
-    free(grad);
-    free(order);
-    idx_free(&train);
-    idx_free(&test);
+    metrics_close(&b.db);
+    engine_destroy(&b.eng);
+    free(b.params);
+    free(b.mom);
+    free(b.grad);
+    free(b.order);
+    idx_free(&b.train);
+    idx_free(&b.test);
     return status;
 }

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "engine.h"
 #include "idx.h"
 #include "model.h"
@@ -92,17 +92,59 @@ static int s_curve(void *sock, const worker_opts_t *o)
                             "chmod 600 %s\n", o->curve_secret, (unsigned)(st.st_mode & 0777),
                     o->curve_secret);
         zcert_apply(mine, sock);
-        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32);
-        printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
-        rc = 0;
+        if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32) != 0)
+            fprintf(stderr, "error: cannot set the server key of %s on the socket: %s (is "
+                            "libzmq built with CURVE?)\n", o->server_key, zmq_strerror(errno));
+        else {
+            printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
+            rc = 0;
+        }
     }
     zcert_destroy(&mine);
     zcert_destroy(&server);
     return rc;
 }
 
-/* What s_request can end with besides a good reply. */
-enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2 };
+/* What s_request can end with besides a good reply; REQ_LATE is
+ * s_judge_reply's word for an answer to an earlier request. */
+enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3 };
+
+/* Judges a reply received while waiting for request req: REQ_OK when it is
+ * its answer, of kind `want` (the caller keeps it); otherwise it is closed
+ * and the result is REQ_LATE (an answer to an earlier, resent request: wait
+ * on), REQ_REJOIN (the server does not know this connection) or REQ_FAIL
+ * (refused or unexpected, after printing why). */
+static int s_judge_reply(conn_t *c, const Ps__Envelope *req, Ps__Envelope__BodyCase want,
+                         wire_msg_t *reply)
+{
+    Ps__Envelope *env = reply->env;
+    int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
+    if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
+        wire_msg_close(reply);
+        return REQ_LATE;
+    }
+    if (is_error) {
+        int rejoin = env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+        if (rejoin)
+            fprintf(stderr, "worker: the server does not know this connection (%s); "
+                            "registering again\n",
+                    env->error->message ? env->error->message : "");
+        else
+            fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
+                    wire_kind_name(req->body_case),
+                    env->error->message ? env->error->message : "(no message)");
+        wire_msg_close(reply);
+        return rejoin ? REQ_REJOIN : REQ_FAIL;
+    }
+    if (env->body_case != want) {
+        fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
+                wire_kind_name(req->body_case), wire_kind_name(env->body_case),
+                wire_kind_name(want));
+        wire_msg_close(reply);
+        return REQ_FAIL;
+    }
+    return REQ_OK;
+}
 
 /* Sends a request (with the tensor frame, whose ownership passes here, or
  * NULL) and waits for its reply, which must be of kind `want`. When no reply
@@ -122,18 +164,18 @@ static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
         zmq_msg_copy(&keep, tensor);
     }
     int rc = REQ_FAIL;
-    double start = cli_now(), deadline = start + timeout, wait = 2.0;
-    double t0 = cli_now();
+    double start = clock_now(), deadline = start + timeout, wait = 2.0;
+    double t0 = clock_now();
     long n = wire_send_msg(c->sock, NULL, req, tensor, 0);
-    c->send_seconds = cli_now() - t0;
+    c->send_seconds = clock_now() - t0;
     if (n < 0) {
         fprintf(stderr, "error: cannot send to %s: %s\n", c->o->server, zmq_strerror(errno));
         goto out;
     }
     c->bytes_sent += n;
-    double resend_at = cli_now() + wait;
+    double resend_at = clock_now() + wait;
     for (;;) {
-        double now = cli_now();
+        double now = clock_now();
         if (now >= deadline || worker_stop) {
             if (!worker_stop)
                 fprintf(stderr,
@@ -179,35 +221,10 @@ static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
             goto out;
         }
         c->bytes_received += (int64_t)reply->bytes;
-        Ps__Envelope *env = reply->env;
-        int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
-        if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
-            wire_msg_close(reply); /* a late answer to an earlier request */
-            continue;
-        }
-        if (is_error) {
-            if (env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER)
-                rc = REQ_REJOIN;
-            else
-                fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
-                        wire_kind_name(req->body_case),
-                        env->error->message ? env->error->message : "(no message)");
-            if (rc == REQ_REJOIN)
-                fprintf(stderr, "worker: the server does not know this connection (%s); "
-                                "registering again\n",
-                        env->error->message ? env->error->message : "");
-            wire_msg_close(reply);
+        rc = s_judge_reply(c, req, want, reply);
+        if (rc != REQ_LATE)
             goto out;
-        }
-        if (env->body_case != want) {
-            fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
-                    wire_kind_name(req->body_case), wire_kind_name(env->body_case),
-                    wire_kind_name(want));
-            wire_msg_close(reply);
-            goto out;
-        }
-        rc = REQ_OK;
-        goto out;
+        rc = REQ_FAIL;
     }
 out:
     if (tensor)
@@ -325,7 +342,7 @@ static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
     env.request_id = ++c->request;
     if (wire_send_msg(c->sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
         return;
-    for (double end = cli_now() + 2; cli_now() < end;) {
+    for (double end = clock_now() + 2; clock_now() < end;) {
         zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, 200) <= 0)
             continue;
@@ -509,11 +526,11 @@ static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch,
         fprintf(stderr, "error: out of memory\n");
         return REQ_FAIL;
     }
-    double tp = cli_now();
+    double tp = clock_now();
     int rc = s_push(&d->c, &d->w, push, d->version, epoch, loss, grad, &d->weights);
     if (rc != REQ_OK)
         return rc;
-    double te = cli_now();
+    double te = clock_now();
     double held = d->weights.env->weights->held_seconds;
     s_take_weights(d);
     /* wire_send encodes and queues (push); the rest of the round trip beyond
@@ -565,7 +582,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
 {
     const int K = d->o->push_every, batch = (int)d->w.batch_size;
     epoch_stats_t st = {.sent0 = d->c.bytes_sent, .recv0 = d->c.bytes_received};
-    double t0 = cli_now(), group_loss = 0.0;
+    double t0 = clock_now(), group_loss = 0.0;
     int in_group = 0;
     progress_epoch_start(prog);
     for (int b = 0; b < d->batches; b++) {
@@ -575,7 +592,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         if (worker_stop)
             return REQ_FAIL;
         int lo = b * batch, m = d->n - lo < batch ? d->n - lo : batch;
-        double tc = cli_now();
+        double tc = clock_now();
         /* Plain, the gradient goes straight into the frame that carries it;
          * compressed or grouped, it goes through gbuf. */
         zmq_msg_t grad;
@@ -599,7 +616,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
                 d->local[i] -= lr * d->gbuf[i];
             }
             if (++in_group < K && b + 1 < d->batches) {
-                st.compute += cli_now() - tc;
+                st.compute += clock_now() - tc;
                 progress_batch(prog, epoch, b + 1, loss);
                 continue;
             }
@@ -610,7 +627,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
             loss = group_loss / in_group;
         }
-        st.compute += cli_now() - tc;
+        st.compute += clock_now() - tc;
         in_group = 0;
         group_loss = 0.0;
         int rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
@@ -618,7 +635,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);
     }
-    return s_report_epoch(d, epoch, cli_now() - t0, &st, prog);
+    return s_report_epoch(d, epoch, clock_now() - t0, &st, prog);
 }
 
 /* A session: the weights to start from, the epochs not finished yet (the

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "args.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -67,17 +67,15 @@ static void s_usage(FILE *f)
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
         "  summary: epochs=5 test_accuracy=98.97 train_seconds=42.0 images_per_second=7136\n",
-        cli_cpus());
+        args_cpus());
 }
 
-int main(int argc, char **argv)
+/* Reads the flags into *o and *basic, checking each value and how they go
+ * together. 0 to run; 1 after --help; 2 after printing what was wrong.
+ * Longer than 80 lines because it is two tables, the flags and a switch of
+ * one line or three per flag: split, a flag's parts would be further apart. */
+static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
 {
-    const char *env_dir = getenv("MNIST_DIR");
-    worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data", .out_dir = "results",
-                       .db = "results/metrics.db", .epochs = 5, .batch_size = 64,
-                       .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1,
-                       .timeout = 120, .connect_timeout = 300, .push_every = 1};
-    int basic = 0;
     enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
            O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT,
            O_CURVE, O_SERVER_KEY, O_COMPRESS, O_PUSH_EVERY };
@@ -108,33 +106,39 @@ int main(int argc, char **argv)
     int c, bad = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case O_BASIC: basic = 1; break;
-        case O_SERVER: o.server = optarg; break;
-        case O_DATA: o.data_dir = optarg; break;
-        case O_EPOCHS: bad |= cli_int("--epochs", optarg, 1, 1000, &o.epochs); break;
-        case O_BATCH: bad |= cli_int("--batch-size", optarg, 1, 4096, &o.batch_size); break;
-        case O_LR: bad |= cli_double("--lr", optarg, 0.0, 100.0, &o.lr); break;
-        case O_MOM: bad |= cli_double("--momentum", optarg, 0.0, 0.999999, &o.momentum); break;
-        case O_SEED: bad |= cli_u64("--seed", optarg, &o.seed); break;
-        case O_THREADS: bad |= cli_int("--threads", optarg, 1, 256, &o.threads); break;
-        case O_TRAIN_LIMIT:
-            bad |= cli_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
+        case O_BASIC: *basic = 1; break;
+        case O_SERVER: o->server = optarg; break;
+        case O_DATA: o->data_dir = optarg; break;
+        case O_EPOCHS: bad |= args_int("--epochs", optarg, 1, 1000, &o->epochs); break;
+        case O_BATCH: bad |= args_int("--batch-size", optarg, 1, 4096, &o->batch_size); break;
+        case O_LR: bad |= args_double("--lr", optarg, 0.0, 100.0, &o->lr); break;
+        case O_MOM:
+            bad |= args_double("--momentum", optarg, 0.0, 0.999999, &o->momentum);
             break;
-        case O_TEST_LIMIT: bad |= cli_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
-        case O_OUT: o.out_dir = optarg; break;
-        case O_DB: o.db = optarg; break;
-        case O_NAME: o.name = optarg; break;
-        case O_TIMEOUT: bad |= cli_double("--timeout", optarg, 0.1, 1e6, &o.timeout); break;
-        case O_CURVE: o.curve_secret = optarg; break;
-        case O_SERVER_KEY: o.server_key = optarg; break;
-        case O_PUSH_EVERY: bad |= cli_int("--push-every", optarg, 1, 1000, &o.push_every); break;
+        case O_SEED: bad |= args_u64("--seed", optarg, &o->seed); break;
+        case O_THREADS: bad |= args_int("--threads", optarg, 1, 256, &o->threads); break;
+        case O_TRAIN_LIMIT:
+            bad |= args_int("--train-limit", optarg, 1, 1 << 30, &o->train_limit);
+            break;
+        case O_TEST_LIMIT:
+            bad |= args_int("--test-limit", optarg, 1, 1 << 30, &o->test_limit);
+            break;
+        case O_OUT: o->out_dir = optarg; break;
+        case O_DB: o->db = optarg; break;
+        case O_NAME: o->name = optarg; break;
+        case O_TIMEOUT: bad |= args_double("--timeout", optarg, 0.1, 1e6, &o->timeout); break;
+        case O_CURVE: o->curve_secret = optarg; break;
+        case O_SERVER_KEY: o->server_key = optarg; break;
+        case O_PUSH_EVERY:
+            bad |= args_int("--push-every", optarg, 1, 1000, &o->push_every);
+            break;
         case O_COMPRESS:
             if (strcmp(optarg, "none") == 0)
-                o.compress = PS__COMPRESSION__COMPRESSION_NONE;
+                o->compress = PS__COMPRESSION__COMPRESSION_NONE;
             else if (strcmp(optarg, "fp16") == 0)
-                o.compress = PS__COMPRESSION__COMPRESSION_FP16;
+                o->compress = PS__COMPRESSION__COMPRESSION_FP16;
             else if (strcmp(optarg, "int8") == 0)
-                o.compress = PS__COMPRESSION__COMPRESSION_INT8;
+                o->compress = PS__COMPRESSION__COMPRESSION_INT8;
             else {
                 fprintf(stderr, "error: --compress '%s' is not one of none, fp16, int8\n",
                         optarg);
@@ -142,9 +146,9 @@ int main(int argc, char **argv)
             }
             break;
         case O_CONNECT_TIMEOUT:
-            bad |= cli_double("--connect-timeout", optarg, 0.1, 1e6, &o.connect_timeout);
+            bad |= args_double("--connect-timeout", optarg, 0.1, 1e6, &o->connect_timeout);
             break;
-        case 'h': s_usage(stdout); return 0;
+        case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
     }
@@ -152,20 +156,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
         bad = 1;
     }
-    if (!bad && basic == (o.server != NULL)) {
+    if (!bad && *basic == (o->server != NULL)) {
         fprintf(stderr, "error: give exactly one of --basic or --server ADDR\n");
         bad = 1;
     }
-    if (!bad && (o.curve_secret != NULL) != (o.server_key != NULL)) {
+    if (!bad && (o->curve_secret != NULL) != (o->server_key != NULL)) {
         fprintf(stderr, "error: --curve-secret and --server-key go together\n");
         bad = 1;
     }
-    if (bad) {
+    if (bad)
         fprintf(stderr, "run 'worker --help' for usage\n");
-        return 2;
-    }
+    return bad ? 2 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *env_dir = getenv("MNIST_DIR");
+    worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data", .out_dir = "results",
+                       .db = "results/metrics.db", .epochs = 5, .batch_size = 64,
+                       .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1,
+                       .timeout = 120, .connect_timeout = 300, .push_every = 1};
+    int basic = 0;
+    int rc = s_parse_flags(argc, argv, &o, &basic);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
     if (o.threads == 0)
-        o.threads = basic ? cli_cpus() : 1;
+        o.threads = basic ? args_cpus() : 1;
     if ((o.batch_size + o.threads - 1) / o.threads > 128) {
         fprintf(stderr, "error: --batch-size %d over --threads %d gives more than 128 images "
                         "per thread; use more threads or a smaller batch\n",

@@ -3,7 +3,7 @@
 
 #include <unistd.h>
 
-#include "cli.h"
+#include "clock.h"
 
 void progress_init(progress_t *p, int epochs, int batches, const char *who)
 {
@@ -13,7 +13,7 @@ void progress_init(progress_t *p, int epochs, int batches, const char *who)
 
 void progress_epoch_start(progress_t *p)
 {
-    p->started = cli_now();
+    p->started = clock_now();
 }
 
 void progress_clear(progress_t *p)
@@ -34,7 +34,7 @@ void progress_batch(progress_t *p, int epoch, int batch, double loss)
     }
     if (!p->tty)
         return;
-    double now = cli_now();
+    double now = clock_now();
     if (now - p->last_draw < 0.1 && batch != p->batches)
         return;
     p->last_draw = now;

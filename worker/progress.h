@@ -12,8 +12,8 @@ typedef struct {
     int epochs;       /* total epochs */
     int batches;      /* batches per epoch */
     int every;        /* print the loss every this many batches */
-    double last_draw; /* cli_now() of the last bar */
-    double started;   /* cli_now() at the start of the epoch */
+    double last_draw; /* clock_now() of the last bar */
+    double started;   /* clock_now() at the start of the epoch */
     const char *who;  /* prefix, e.g. "worker 1" or NULL */
 } progress_t;
 
