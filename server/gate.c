@@ -36,7 +36,7 @@
 
 #include <zmq.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "wire.h"
 
 enum { F_MORE = 1, F_LONG = 2, F_COMMAND = 4 };
@@ -374,7 +374,7 @@ static void s_read(gate_t *g, conn_t *c)
             return;
         }
         got += (size_t)n;
-        c->last_in = cli_now();
+        c->last_in = clock_now();
         int bad;
         if (direct) {
             c->have += (size_t)n;
@@ -429,7 +429,7 @@ static void s_accept(gate_t *g)
             c->id[1 + i] = (unsigned char)(id >> (24 - 8 * i));
         c->state = S_GREETING;
         c->want = 10;
-        c->last_in = cli_now();
+        c->last_in = clock_now();
     }
 }
 
@@ -526,7 +526,7 @@ int gate_pump(gate_t *g)
         zmq_msg_close(&id);
         moved++;
     }
-    double now = cli_now();
+    double now = clock_now();
     if (now >= g->next_check)
         s_check(g, now);
     return moved;
@@ -705,15 +705,15 @@ static void s_linger(gate_t *g)
 {
     struct pollfd *p = calloc((size_t)g->nconn, sizeof *p);
     int *which = calloc((size_t)g->nconn, sizeof *which);
-    double end = cli_now() + 2.0;
-    for (int n = 1; p && which && n > 0 && cli_now() < end;) {
+    double end = clock_now() + 2.0;
+    for (int n = 1; p && which && n > 0 && clock_now() < end;) {
         n = 0;
         for (int i = 0; i < g->nconn; i++)
             if (g->conn[i].used && g->conn[i].out_n > 0) {
                 p[n] = (struct pollfd){.fd = g->conn[i].fd, .events = POLLOUT};
                 which[n++] = i;
             }
-        if (n > 0 && poll(p, (nfds_t)n, (int)(1e3 * (end - cli_now())) + 1) > 0)
+        if (n > 0 && poll(p, (nfds_t)n, (int)(1e3 * (end - clock_now())) + 1) > 0)
             for (int k = 0; k < n; k++)
                 if (p[k].revents && s_flush(g, &g->conn[which[k]]) != 0)
                     s_close(g, &g->conn[which[k]], 0);

@@ -24,7 +24,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "gate.h"
 #include "wire.h"
 
@@ -107,7 +107,7 @@ static int s_raw_connect(const fix_t *f)
 static int s_move_all(fix_t *f, int fd, void *data, size_t n, int out)
 {
     unsigned char *p = data;
-    double end = cli_now() + DEADLINE;
+    double end = clock_now() + DEADLINE;
     while (n > 0) {
         ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
         if ((k == 0 && !out) || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
@@ -116,7 +116,7 @@ static int s_move_all(fix_t *f, int fd, void *data, size_t n, int out)
             p += k;
             n -= (size_t)k;
         } else {
-            assert_true(cli_now() < end);
+            assert_true(clock_now() < end);
             s_turn(f, 1);
         }
     }
@@ -138,13 +138,13 @@ static int s_recv_all(fix_t *f, int fd, void *data, size_t n)
 static void s_expect_closed(fix_t *f, int fd)
 {
     unsigned char sink[65536];
-    double end = cli_now() + DEADLINE;
+    double end = clock_now() + DEADLINE;
     for (;;) {
         ssize_t k = recv(fd, sink, sizeof sink, 0);
         if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
             break;
         if (k < 0) {
-            assert_true(cli_now() < end);
+            assert_true(clock_now() < end);
             s_turn(f, 1);
         }
     }
@@ -200,11 +200,11 @@ static size_t s_head(unsigned char *h, int more, uint64_t size)
  * returns the number of frames after the id, copies the id. */
 static int s_server_recv(fix_t *f, zmq_msg_t *frames, int max, unsigned char *id, size_t *idlen)
 {
-    double end = cli_now() + DEADLINE;
+    double end = clock_now() + DEADLINE;
     zmq_msg_t m;
     zmq_msg_init(&m);
     while (zmq_msg_recv(&m, f->pair, ZMQ_DONTWAIT) < 0) {
-        assert_true(cli_now() < end);
+        assert_true(clock_now() < end);
         s_turn(f, 1);
     }
     *idlen = zmq_msg_size(&m);
@@ -281,9 +281,9 @@ static void test_dealer_round_trip(void **state)
         zmq_msg_send(&fr[1], f->pair, 0);
         zmq_msg_t r;
         zmq_msg_init(&r);
-        double end = cli_now() + DEADLINE;
+        double end = clock_now() + DEADLINE;
         while (zmq_msg_recv(&r, d, ZMQ_DONTWAIT) < 0) {
-            assert_true(cli_now() < end);
+            assert_true(clock_now() < end);
             s_turn(f, 1);
         }
         assert_int_equal(zmq_msg_size(&r), 100);
@@ -295,8 +295,8 @@ static void test_dealer_round_trip(void **state)
         zmq_msg_close(&r);
         if (round == 2) {
             zmq_close(d);
-            for (end = cli_now() + DEADLINE; gate_connected(f->g, id, idlen); s_turn(f, 5))
-                assert_true(cli_now() < end);
+            for (end = clock_now() + DEADLINE; gate_connected(f->g, id, idlen); s_turn(f, 5))
+                assert_true(clock_now() < end);
         }
     }
     assert_int_equal(gate_refused(f->g), 0);
@@ -394,7 +394,7 @@ static void test_too_many_connections(void **state)
     s_expect_closed(f, d);
     assert_int_equal(gate_refused(f->g), 1);
     close(a);
-    double end = cli_now() + DEADLINE;
+    double end = clock_now() + DEADLINE;
     for (;;) { /* until the gate has seen a's end */
         d = s_raw_connect(f);
         unsigned char x;
@@ -405,7 +405,7 @@ static void test_too_many_connections(void **state)
         if (k == 1)
             break;
         close(d);
-        assert_true(cli_now() < end);
+        assert_true(clock_now() < end);
     }
     close(d);
     close(b);
@@ -464,10 +464,10 @@ static void test_stalled_peers_closed(void **state)
     unsigned char h[9 + 10] = {0};
     size_t hl = s_head(h, 0, 1000);
     assert_int_equal(s_send_all(f, half, h, hl + 10), 0);
-    double t0 = cli_now();
+    double t0 = clock_now();
     s_expect_closed(f, mute);
     s_expect_closed(f, half);
-    double took = cli_now() - t0;
+    double took = clock_now() - t0;
     fprintf(stderr, "  stalled peers closed after %.1f s (limit 0.5 s, checked each second)\n",
             took);
     assert_true(took >= 0.4);
