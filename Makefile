@@ -111,7 +111,7 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 # (clang, ASan + UBSan; persistent harness, dictionary tests/fuzz/server.dict)
 # for FUZZ_SECONDS and keeps new crashers; new inputs it finds stay in
 # build-fuzz/corpus (merge them into tests/fuzz/corpus with -merge=1).
-FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c server/gate.c
+FUZZ_SRC := tests/fuzz/fuzz_server.c $(filter-out server/main.c,$(SERVER_SRC))
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 
