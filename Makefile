@@ -98,6 +98,11 @@ $(B)/tests/test_plot: tests/test_plot.c $(B)/obj/report/plot.o $(B)/libcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Ireport $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(CAIRO_LIBS) -lpng $(LDLIBS)
 
+# The checkpoint's test links the server's units (all but main.c).
+$(B)/tests/test_checkpoint: tests/test_checkpoint.c $(filter-out %/main.o,$(SERVER_OBJ)) $(B)/libproto.a $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
+
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library; programs are tested as programs by the tests/test_*.sh scripts.
 $(B)/tests/%: tests/%.c $(B)/libproto.a $(B)/libcommon.a

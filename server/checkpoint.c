@@ -339,6 +339,8 @@ static int s_recipe_problem(const s_head_t *file, const s_head_t *mine, char *er
         s_format(fd, file, a, sizeof a);
         s_format(fd, mine, b, sizeof b);
         differ |= strcmp(a, b) != 0;
+        if (fd->type == F_REAL) /* as a person writes it: 0.9, not 0.90000000000000002 */
+            snprintf(a, sizeof a, "%.15g", *(const double *)((const char *)file + fd->off));
         size_t used = strlen(flags);
         snprintf(flags + used, sizeof flags - used, " %s %s", fd->flag, a);
     }

@@ -72,7 +72,7 @@ static void s_welcome(server_t *s, slot_t *sl)
     wm.params = MODEL_NPARAMS;
     wm.incarnation = (uint32_t)sl->incarnation;
     wm.start_step = sl->steps;
-    wm.compress = (Ps__Compression)sl->compress;
+    wm.compress = sl->compress;
     wm.lr = s->o->lr;
     env.body_case = PS__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
@@ -131,7 +131,7 @@ static void s_rejoin(server_t *s, slot_t *sl, const wire_peer_t *peer, const Ps_
     sl->held_request = s->request;
     sl->incarnation++;
     sl->threads = (int)r->threads;
-    sl->compress = (int)r->compress;
+    sl->compress = r->compress;
     if (r->host)
         snprintf(sl->host, sizeof sl->host, "%s", r->host);
     if (!sl->active) {
@@ -177,7 +177,7 @@ static void s_claim(server_t *s, slot_t *sl, const wire_peer_t *peer, const Ps__
     sl->claim_peer = *peer;
     sl->claim_request = s->request;
     sl->claim_threads = (int)r->threads;
-    sl->claim_compress = (int)r->compress;
+    sl->claim_compress = r->compress;
     snprintf(sl->claim_host, sizeof sl->claim_host, "%s", r->host ? r->host : "");
 }
 
@@ -203,7 +203,7 @@ static void s_settle_claims(server_t *s)
             r.name = sl->name;
             r.host = sl->claim_host;
             r.threads = (uint32_t)sl->claim_threads;
-            r.compress = (Ps__Compression)sl->claim_compress;
+            r.compress = sl->claim_compress;
             s_rejoin(s, sl, &sl->claim_peer, &r);
         }
         s->request = request;
@@ -261,7 +261,7 @@ static void s_register_new(server_t *s, const wire_peer_t *peer, const Ps__Regis
     sl->peer = *peer;
     sl->held_request = s->request;
     sl->threads = (int)r->threads;
-    sl->compress = (int)r->compress;
+    sl->compress = r->compress;
     sl->active = 1;
     sl->last_seen = cli_now();
     sl->shard = shard_size(s->train_count, s->o->workers, id);

@@ -23,7 +23,7 @@ void srv_send(server_t *s, slot_t *sl, Ps__Envelope *env)
 void srv_reply_weights(server_t *s, slot_t *sl, uint64_t request, double held, snapshot_t *snap)
 {
     int id = (int)(sl - s->slots);
-    int enc = wire_weights_encoding((Ps__Compression)sl->compress);
+    int enc = wire_weights_encoding(sl->compress);
     if (!snap->ready[enc]) {
         if (wire_tensor_encode(&snap->msg[enc], s->w, enc, NULL) != 0) {
             srv_log(s, "warning: out of memory for a reply to worker %d", id);
@@ -64,7 +64,7 @@ void srv_reply_weights_now(server_t *s, slot_t *sl)
 
 void snapshot_close(snapshot_t *snap)
 {
-    for (int e = 0; e < 3; e++)
+    for (int e = 0; e < SNAPSHOT_ENCODINGS; e++)
         if (snap->ready[e])
             zmq_msg_close(&snap->msg[e]);
     memset(snap, 0, sizeof *snap);

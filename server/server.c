@@ -61,10 +61,10 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
         snprintf(why, n, "push of step %llu names epoch %u (1..%d)", step, p->epoch,
                  s->o->epochs);
-    else if (p->encoding != wire_gradient_encoding((Ps__Compression)sl->compress))
+    else if (p->encoding != wire_gradient_encoding(sl->compress))
         snprintf(why, n, "push in tensor encoding %d; this worker was granted compression %d "
                  "at registration (register again to change it)", (int)p->encoding,
-                 sl->compress);
+                 (int)sl->compress);
     else
         return 0;
     return -1;

@@ -41,7 +41,7 @@ typedef struct {
                          * accepted, or release from a barrier (pulls do not count) */
     char key[48];       /* CurveZMQ: the public key that registered the name ("" without) */
     int64_t shard;      /* images it owns */
-    int compress;       /* PS__COMPRESSION__*: how its tensors travel */
+    Ps__Compression compress; /* how its tensors travel */
     float *gbuf;        /* its last compressed gradient, decoded (server.c) */
     /* A registration under this name from another connection while this
      * one still looked alive, waiting up to MEMBER_CLAIM_GRACE s for it to
@@ -50,7 +50,8 @@ typedef struct {
     wire_peer_t claim_peer;
     uint64_t claim_request;
     double claim_since;
-    int claim_threads, claim_compress;
+    int claim_threads;
+    Ps__Compression claim_compress;
     char claim_host[128];
     /* cons: a reply held back (a barrier), and sync's open round. */
     int pending;           /* a Push reply is being held */
@@ -136,9 +137,10 @@ void srv_write_stats(server_t *s);
 /* reply.c: the current weights as one tensor frame per encoding, built on
  * first use and shared by every reply of one release (ZeroMQ counts the
  * references). Start with SNAPSHOT_INIT, end with snapshot_close. */
+#define SNAPSHOT_ENCODINGS (PS__ENCODING__ENCODING_I8 + 1)
 typedef struct {
-    zmq_msg_t msg[3]; /* per encoding, PS__ENCODING__* */
-    int ready[3];
+    zmq_msg_t msg[SNAPSHOT_ENCODINGS]; /* indexed by Ps__Encoding */
+    int ready[SNAPSHOT_ENCODINGS];
 } snapshot_t;
 #define SNAPSHOT_INIT {.ready = {0}}
 void snapshot_close(snapshot_t *snap);
