@@ -278,7 +278,7 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
     const char *name = r->name && *r->name ? r->name : "unnamed", *bad;
     char why[200];
     if ((bad = s_register_problem(s, r, name, why, sizeof why))) {
-        if (bad == why)
+        if (bad == why) /* a bad name or host: the log says which */
             srv_log_refused(s, "refused a registration: %s", why);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, bad);
         return;
