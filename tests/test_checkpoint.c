@@ -21,8 +21,11 @@
 #include "tmpdir.h"
 
 /* The servers of a test, destroyed by the teardown also when an assertion
- * failed (a socket left open would hang the exit: czmq waits for it). */
+ * failed (a socket left open would hang the exit: czmq waits for it), and
+ * their options, which must outlive them. */
 static server_t *s_a, *s_b;
+static server_opts_t s_oa, s_ob;
+static char s_ckpt[200];
 
 static int s_setup(void **state) { return tmpdir_setup(state, "test_checkpoint", "m.db"); }
 
@@ -37,11 +40,11 @@ static int s_teardown(void **state)
 static const char S_LONG_NAME[] = "w\xc3\xb6rker-0123456789012345678901234567890123456789"
                                   "0123456789012345678901234567890123456789012345678";
 
-static server_opts_t s_opts(const tmpdir_t *t, char *ckpt, size_t n, const char *ep)
+static server_opts_t s_opts(const tmpdir_t *t, const char *ep)
 {
-    snprintf(ckpt, n, "%s/ckpt.safetensors", t->dir);
+    snprintf(s_ckpt, sizeof s_ckpt, "%s/ckpt.safetensors", t->dir);
     return (server_opts_t){.bind = ep, .data_dir = NULL, .db = t->path, .out_dir = t->dir,
-                           .checkpoint = ckpt, .mode = MODE_SYNC, .workers = 2,
+                           .checkpoint = s_ckpt, .mode = MODE_SYNC, .workers = 2,
                            .staleness = 3, .epochs = 2, .batch_size = 64, .train_limit = 1000,
                            .threads = 1, .lr = 0.01, .momentum = 0.9,
                            .seed = UINT64_C(18446744073709551557), .register_timeout = 1e9,
@@ -89,9 +92,8 @@ static server_t *s_running_server(const server_opts_t *o)
 static void test_checkpoint_round_trip(void **state)
 {
     tmpdir_t *t = *state;
-    char ckpt[200];
-    server_opts_t o = s_opts(t, ckpt, sizeof ckpt, "inproc://test-ckpt-a");
-    server_t *a = s_running_server(&o);
+    s_oa = s_opts(t, "inproc://test-ckpt-a");
+    server_t *a = s_running_server(&s_oa);
     assert_int_equal(ckpt_write(a), 0);
     static float w[MODEL_NPARAMS], v[MODEL_NPARAMS];
     memcpy(w, a->w, sizeof w);
@@ -101,9 +103,9 @@ static void test_checkpoint_round_trip(void **state)
     a->round_arrived = 0;
     server_destroy(&s_a);
 
-    server_opts_t ro = s_opts(t, ckpt, sizeof ckpt, "inproc://test-ckpt-b");
-    ro.resume = 1;
-    server_t *b = s_b = server_new(&ro);
+    s_ob = s_opts(t, "inproc://test-ckpt-b");
+    s_ob.resume = 1;
+    server_t *b = s_b = server_new(&s_ob);
     assert_non_null(b);
     assert_int_equal(b->run, run);
     assert_true(b->version == 12345);
@@ -134,23 +136,22 @@ static void test_checkpoint_round_trip(void **state)
 static void test_resume_needs_the_same_flags(void **state)
 {
     tmpdir_t *t = *state;
-    char ckpt[200];
-    server_opts_t o = s_opts(t, ckpt, sizeof ckpt, "inproc://test-ckpt-c");
-    server_t *a = s_running_server(&o);
+    s_oa = s_opts(t, "inproc://test-ckpt-c");
+    server_t *a = s_running_server(&s_oa);
     a->slots[1].round_g = NULL;
     a->round_arrived = 0;
     assert_int_equal(ckpt_write(a), 0);
     server_destroy(&s_a);
     for (int k = 0; k < 3; k++) {
-        char ep[64];
-        snprintf(ep, sizeof ep, "inproc://test-ckpt-d%d", k);
-        server_opts_t ro = s_opts(t, ckpt, sizeof ckpt, ep);
-        ro.resume = 1;
+        static const char *const ep[] = {"inproc://test-ckpt-d0", "inproc://test-ckpt-d1",
+                                         "inproc://test-ckpt-d2"};
+        s_ob = s_opts(t, ep[k]);
+        s_ob.resume = 1;
         if (k == 0)
-            ro.seed -= 1;
+            s_ob.seed -= 1;
         else if (k == 1)
-            ro.lr = 0.02;
-        s_b = server_new(&ro);
+            s_ob.lr = 0.02;
+        s_b = server_new(&s_ob);
         if (k < 2)
             assert_null(s_b);
         else
