@@ -103,6 +103,11 @@ $(B)/tests/test_gate: tests/test_gate.c $(B)/obj/server/gate.o $(B)/libproto.a $
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
+# The checkpoint's test links the server's units (all but main.c).
+$(B)/tests/test_checkpoint: tests/test_checkpoint.c $(filter-out %/main.o,$(SERVER_OBJ)) $(B)/libproto.a $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
+
 # Tests: one cmocka program per tests/test_*.c, linked with the common
 # library and tests/proc.c (running the programs as processes, for the tests
 # that do); programs are tested as programs by the tests/test_*.sh scripts.
@@ -117,7 +122,7 @@ FIXTURE_DIR ?= $(abspath tests/fixtures)
 # (clang, ASan + UBSan; persistent harness, dictionary tests/fuzz/server.dict)
 # for FUZZ_SECONDS and keeps new crashers; new inputs it finds stay in
 # build-fuzz/corpus (merge them into tests/fuzz/corpus with -merge=1).
-FUZZ_SRC := tests/fuzz/fuzz_server.c server/server.c server/gate.c
+FUZZ_SRC := tests/fuzz/fuzz_server.c $(filter-out server/main.c,$(SERVER_SRC))
 $(B)/fuzz_replay: tests/fuzz/fuzz_replay.c $(FUZZ_SRC) $(B)/libproto.a $(B)/libcommon.a
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ $(NET_LIBS) $(LDLIBS)
 

@@ -27,6 +27,14 @@ int modelfile_load(const char *path, const char *prefix, float *params, char *er
     st_file_t *f = st_open(path, err, errlen);
     if (!f)
         return -1;
+    int rc = modelfile_read(f, path, prefix, params, err, errlen);
+    st_close(&f);
+    return rc;
+}
+
+int modelfile_read(const st_file_t *f, const char *path, const char *prefix, float *params,
+                   char *err, size_t errlen)
+{
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
         char name[128];
@@ -42,11 +50,9 @@ int modelfile_load(const char *path, const char *prefix, float *params, char *er
                          d ? "," : "", mt->shape[d]);
             errmsg_set(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path,
                        name, t ? "of another dtype or shape" : "missing", shape);
-            st_close(&f);
             return -1;
         }
         memcpy(params + mt->offset, t->data, mt->numel * sizeof(float));
     }
-    st_close(&f);
     return 0;
 }

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "safetensors.h"
+
 /* Writes the MODEL_NPARAMS floats of params atomically to path. `metadata` is
  * NULL or a NULL-terminated list of key, value pairs. 0, or -1 + err. */
 int modelfile_save(const char *path, const float *params, const char *const *metadata, char *err,
@@ -17,5 +19,10 @@ int modelfile_save(const char *path, const float *params, const char *const *met
  * `prefix` is prepended to each name ("" for plain state_dict names). 0, or
  * -1 + err. */
 int modelfile_load(const char *path, const char *prefix, float *params, char *err, size_t errlen);
+
+/* The same from a file already open (a checkpoint is read once); path
+ * names it in messages. */
+int modelfile_read(const st_file_t *f, const char *path, const char *prefix, float *params,
+                   char *err, size_t errlen);
 
 #endif

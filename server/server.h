@@ -1,32 +1,17 @@
 /* server: the parameter server. Holds the master weights and momentum,
  * registers workers, hands each its shard and the recipe, applies their
  * gradients with SGD + momentum under the chosen consistency mode, writes
- * every worker's figures into the metrics database, and at the end evaluates
- * and saves the model.
+ * every worker's figures into the metrics database, checkpoints the run, and
+ * at the end evaluates and saves the model.
  *
- * Consistency modes:
- *   sync   BSP: every round takes one gradient from each active worker,
- *          averages them, applies the average once; replies wait for the round.
- *   async  ASP: each gradient is applied when it arrives; the reply carries
- *          the latest weights at once.
- *   ssp    bounded staleness S: gradients are applied as in async, but a
- *          worker that has finished c steps gets its reply only when the
- *          slowest active worker has finished at least c - S (S = 0 is a
- *          lock-step schedule, S = infinity is async).
+ * The units behind this API (server/state.h lists what each owns):
+ *   consistency.h  the modes: sync (BSP), async (ASP), ssp (bounded staleness)
+ *   membership.h   registration, names, rejoin, eviction, leave, done
+ *   checkpoint.h   the checkpoint file and --resume
+ *   transport.h    binding, the gate (gate.h), CurveZMQ and its ZAP handler
+ *   server.c       lifecycle and message dispatch
  * A worker that has finished (Done) or was evicted leaves every barrier, so
  * unequal shards and dead workers never hang a run.
- *
- * Checkpoints: every --checkpoint-every updates or --checkpoint-seconds the
- * master weights, momentum, version, run id and every worker's progress are
- * written atomically (write, fsync, rename) to one safetensors file; the
- * weights keep PyTorch's names, so the checkpoint is also a loadable model.
- * `--resume` continues that run in the same database: workers re-register
- * under their names and resume after their last applied step.
- *
- * Security: with --curve-secret and --allowed-keys the traffic is encrypted
- * with CurveZMQ and only workers whose public certificate is in the allowed
- * directory get past the handshake (czmq's zauth serves ZAP, zcert reads
- * the certificate files).
  *
  * One thread owns the server and its socket: a zmq_poll loop. */
 #ifndef SERVER_H

@@ -7,7 +7,7 @@
 # 32 KB) and record the run's start; the run reaches it while training: the
 # failed writes are reported, and the run's end, which cannot be recorded,
 # is reported with exit status 1. (A start that cannot be recorded is not
-# reachable this way: the run is then not started, see s_welcome_all.)
+# reachable this way: the run is then not started, see s_start_run in server/membership.c.)
 source "$(dirname "$0")/lib.sh"
 S=(--bind 'tcp://127.0.0.1:*' --workers 1 --epochs 1 --train-limit 1280 --test-limit 100 --data-dir "$MNIST_DIR" --db "$TMP/m.db" --out "$TMP/out" --checkpoint-every 0)
 # The database and its schema, made without a limit.

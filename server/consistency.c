@@ -1,0 +1,210 @@
+/* consistency: sync, async and ssp as three policies over one model (see
+ * consistency.h): applying gradients, holding and releasing replies. */
+#include "consistency.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "clock.h"
+#include "model.h"
+
+static void s_count_update(server_t *s, uint64_t computed_on)
+{
+    int64_t stale = (int64_t)(s->version - computed_on);
+    s->stale_sum += (double)stale;
+    if (stale > s->stale_max)
+        s->stale_max = stale;
+    s->updates++;
+    s->version++;
+}
+
+static void s_apply(server_t *s, const float *g, uint64_t computed_on)
+{
+    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr, (float)s->o->momentum);
+    s_count_update(s, computed_on);
+}
+
+/* sync: one SGD step with the average of the k held gradients, in blocks
+ * small enough for L1, in one pass over w and v (no accumulator to clear). */
+__attribute__((noinline)) /* the fuzzer's coverage leaves it out: see tests/fuzz/ */
+static int s_apply_average(server_t *s, const float *const *g, int k)
+{
+    enum { BLOCK = 2048 };
+    float avg[BLOCK];
+    const float scale = 1.0f / (float)k, lr = (float)s->o->lr, mom = (float)s->o->momentum;
+    /* Pass 0 checks that the step keeps every value finite (each gradient
+     * was checked alone, but a sum of large finite ones can overflow); pass
+     * 1 applies it. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t lo = 0; lo < MODEL_NPARAMS; lo += BLOCK) {
+            size_t n = MODEL_NPARAMS - lo < BLOCK ? MODEL_NPARAMS - lo : BLOCK;
+            memcpy(avg, g[0] + lo, n * sizeof(float));
+            for (int j = 1; j < k; j++)
+                for (size_t i = 0; i < n; i++)
+                    avg[i] += g[j][lo + i];
+            for (size_t i = 0; i < n; i++)
+                avg[i] *= scale;
+            if (pass == 1)
+                model_sgd_step(s->w + lo, s->v + lo, avg, n, lr, mom);
+            else if (!model_sgd_step_finite(s->w + lo, s->v + lo, avg, n, lr, mom))
+                return -1;
+        }
+    /* Every gradient of a round was computed on the current version. */
+    s_count_update(s, s->version);
+    return 0;
+}
+
+/* Holds the reply to the request being handled (a barrier). */
+static void s_hold(server_t *s, slot_t *sl)
+{
+    sl->pending = 1;
+    sl->held_since = clock_now();
+    sl->held_request = s->request;
+}
+
+/* Ends a hold; `reply`: send the weights to the held request. */
+static void s_release(server_t *s, slot_t *sl, double now, snapshot_t *snap, int reply)
+{
+    sl->pending = 0;
+    sl->last_seen = now; /* it was silent because we held it */
+    if (reply)
+        srv_reply_weights(s, sl, sl->held_request, now - sl->held_since, snap);
+}
+
+/* sync: when every active worker has a gradient in the round, apply their
+ * average once and release them all with the new weights. */
+static void s_sync_check_round(server_t *s)
+{
+    if (s->round_arrived == 0)
+        return;
+    for (int i = 0; i < s->o->workers; i++)
+        if (s->slots[i].active && !s->slots[i].pending)
+            return;
+    const float *g[s->o->workers];
+    int k = 0;
+    for (int i = 0; i < s->o->workers; i++)
+        if (s->slots[i].round_g)
+            g[k++] = s->slots[i].round_g;
+    if (s_apply_average(s, g, k) != 0) {
+        srv_log(s, "round of %d gradients not applied: their average would make the weights "
+                   "overflow", k);
+        srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "round_refused",
+                                "average not finite"));
+    }
+    s->round_arrived = 0;
+    double now = clock_now();
+    snapshot_t snap = SNAPSHOT_INIT;
+    for (int i = 0; i < s->o->workers; i++) {
+        slot_t *sl = &s->slots[i];
+        wire_msg_close(&sl->grad);
+        sl->round_g = NULL;
+        if (sl->pending)
+            s_release(s, sl, now, &snap, sl->active);
+    }
+    snapshot_close(&snap);
+    ckpt_maybe(s);
+}
+
+static void s_sync_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
+                        uint64_t computed_on)
+{
+    (void)computed_on; /* a round's gradients are all computed on the current version */
+    if (m->tensor) { /* float32: the slot keeps the message itself */
+        wire_msg_move(&sl->grad, m);
+        g = sl->grad.tensor;
+    }
+    sl->round_g = g;
+    s->round_arrived++;
+    s_hold(s, sl);
+    s_sync_check_round(s);
+}
+
+static void s_sync_rejoin(server_t *s, slot_t *sl)
+{
+    if (sl->pending && sl->round_g) {
+        wire_msg_close(&sl->grad);
+        sl->round_g = NULL;
+        s->round_arrived--;
+        sl->steps--;
+    }
+    sl->pending = 0;
+}
+
+static void s_async_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
+                         uint64_t computed_on)
+{
+    (void)m;
+    s_apply(s, g, computed_on);
+    srv_reply_weights_now(s, sl);
+    ckpt_maybe(s);
+}
+
+/* async holds nothing. */
+static void s_no_barrier(server_t *s)
+{
+    (void)s;
+}
+
+/* async and ssp: a held reply (ssp) is forgotten; its step was applied,
+ * and the rejoined worker resumes after it (Welcome's start_step). */
+static void s_forget_hold(server_t *s, slot_t *sl)
+{
+    (void)s;
+    sl->pending = 0;
+}
+
+/* ssp: release each held worker whose clock is within `staleness` steps of
+ * the slowest active worker's. */
+static void s_ssp_release(server_t *s)
+{
+    uint64_t min = UINT64_MAX;
+    for (int i = 0; i < s->o->workers; i++)
+        if (s->slots[i].active && s->slots[i].steps < min)
+            min = s->slots[i].steps;
+    double now = clock_now();
+    snapshot_t snap = SNAPSHOT_INIT;
+    for (int i = 0; i < s->o->workers; i++) {
+        slot_t *sl = &s->slots[i];
+        if (sl->pending && (min == UINT64_MAX || sl->steps <= min + (uint64_t)s->o->staleness))
+            s_release(s, sl, now, &snap, 1);
+    }
+    snapshot_close(&snap);
+}
+
+static void s_ssp_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
+                       uint64_t computed_on)
+{
+    (void)m;
+    s_apply(s, g, computed_on);
+    s_hold(s, sl);
+    s_ssp_release(s);
+    ckpt_maybe(s);
+}
+
+static const cons_policy_t s_policies[] = {
+    [MODE_SYNC] = {MODE_SYNC, s_sync_push, s_sync_check_round, s_sync_rejoin},
+    [MODE_ASYNC] = {MODE_ASYNC, s_async_push, s_no_barrier, s_forget_hold},
+    [MODE_SSP] = {MODE_SSP, s_ssp_push, s_ssp_release, s_forget_hold},
+};
+
+const cons_policy_t *cons_policy(server_mode_t mode)
+{
+    assert(mode >= 0 && mode < (int)(sizeof s_policies / sizeof s_policies[0]));
+    return &s_policies[mode];
+}
+
+uint64_t cons_applied_steps(const slot_t *sl)
+{
+    return sl->steps - (sl->round_g != NULL);
+}
+
+const char *cons_invariant_problem(const server_t *s)
+{
+    int held = 0;
+    for (int i = 0; i < s->o->workers; i++)
+        held += s->slots[i].round_g != NULL;
+    if (held != s->round_arrived)
+        return "the sync round's count disagrees with the held gradients";
+    return NULL;
+}

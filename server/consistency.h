@@ -1,0 +1,56 @@
+/* consistency: the rules of the three consistency modes, in one place.
+ *
+ *   sync   BSP: every round takes one gradient from each active worker,
+ *          averages them, applies the average once; replies wait for the round.
+ *   async  ASP: each gradient is applied when it arrives; the reply carries
+ *          the latest weights at once.
+ *   ssp    bounded staleness S: gradients are applied as in async, but a
+ *          worker that has finished c steps gets its reply only when the
+ *          slowest active worker has finished at least c - S.
+ *
+ * A mode is a policy: what happens when a new gradient arrives (apply now,
+ * wait for the round, hold the reply), when the set of active workers shrinks
+ * (release the barrier it held up) and when a worker rejoins (undo its half
+ * of an open round). Deadlines need no rule per mode: a worker whose reply is
+ * held (slot_t.pending) is silent because of us, so membership.c never
+ * evicts it, in every mode.
+ *
+ * The state a policy works on is the model (weights, momentum, version,
+ * staleness figures), the open round (round_arrived) and the slots' "cons"
+ * fields (state.h): one set per server, which is what a shard of the
+ * parameters would carry for itself. */
+#ifndef SERVER_CONSISTENCY_H
+#define SERVER_CONSISTENCY_H
+
+#include <stdint.h>
+
+#include "state.h"
+
+struct cons_policy {
+    server_mode_t mode;
+    /* A new step's gradient g from sl (validated, and checked to keep the
+     * model finite on its own), computed on version `computed_on`, in the
+     * request being handled. g points into m or into sl->gbuf; sync keeps
+     * the message for the open round (m is left empty). */
+    void (*on_push)(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
+                    uint64_t computed_on);
+    /* A worker left the active set (done, left or evicted): release what
+     * was waiting for it. */
+    void (*on_leave)(server_t *s);
+    /* sl registers again during the run: forget its held reply, and in sync
+     * drop its gradient from the open round (it computes that step again). */
+    void (*on_rejoin)(server_t *s, slot_t *sl);
+};
+
+/* The policy of a mode; never NULL. */
+const cons_policy_t *cons_policy(server_mode_t mode);
+
+/* Steps of sl whose gradients are applied to the weights (a gradient held
+ * in an open sync round is not yet): what a checkpoint may count. */
+uint64_t cons_applied_steps(const slot_t *sl);
+
+/* NULL when the open round agrees with the held gradients, else what is
+ * wrong (for server_invariant_problem). */
+const char *cons_invariant_problem(const server_t *s);
+
+#endif
