@@ -55,6 +55,9 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# The small GEMM kernels want one FMA per product (see common/kgemm.c).
+$(B)/obj/common/kgemm.o: override CFLAGS += -ffp-contract=fast
+
 $(B)/libcommon.a: $(COMMON_OBJ)
 	$(AR) rcs $@ $^
 

@@ -476,7 +476,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     wino_weight_grad(ws->V, dM, n, ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
     s_tick(ws, MODEL_PROF_CONV2_DW);
     float *dV = ws->V;
-    wino_input_grad_multiply(ws->U, dM, n, dV);
+    wino_input_grad_multiply(ws->U, dM, n, dV, ws->wscratch);
     s_tick(ws, MODEL_PROF_CONV2_DX);
     float *dp1 = ws->p1;
     wino_input_grad(dV, n, dp1);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "kgemm.h"
 
 /* The helpers below pass 64-byte vectors by value; they are always inlined,
  * so the ABI note GCC gives for the baseline clone does not apply. */
@@ -149,9 +150,8 @@ void wino_multiply(const float *U, const float *V, int n, float *M)
 {
     const int rows = WINO_T * WINO_T * n;
     for (int p = 0; p < WINO_P; p++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, 64, 32, 1.0f,
-                    V + (size_t)p * rows * 32, 32, U + (size_t)p * 2048, 64, 0.0f,
-                    M + (size_t)p * rows * 64, 64);
+        kgemm_nn(rows, 64, 32, V + (size_t)p * rows * 32, 32, U + (size_t)p * 2048, 64,
+                 M + (size_t)p * rows * 64, 64);
 }
 
 HOT_KERNEL
@@ -226,13 +226,18 @@ void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *
                 dw[(o * 32 + c) * 9 + k] = scratch[(size_t)k * 2048 + c * 64 + o];
 }
 
-void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV)
+void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV, float *scratch)
 {
     const int rows = WINO_T * WINO_T * n;
-    for (int p = 0; p < WINO_P; p++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, 32, 64, 1.0f,
-                    dM + (size_t)p * rows * 64, 64, U + (size_t)p * 2048, 64, 0.0f,
-                    dV + (size_t)p * rows * 32, 32);
+    for (int p = 0; p < WINO_P; p++) {
+        /* scratch [64][32] = U_p^T, so that the kernel reads rows of 32 */
+        const float *u = U + (size_t)p * 2048;
+        for (int c = 0; c < 32; c++)
+            for (int o = 0; o < 64; o++)
+                scratch[o * 32 + c] = u[c * 64 + o];
+        kgemm_nn(rows, 32, 64, dM + (size_t)p * rows * 64, 64, scratch, 32,
+                 dV + (size_t)p * rows * 32, 32);
+    }
 }
 
 HOT_KERNEL

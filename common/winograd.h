@@ -68,8 +68,8 @@ void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *
                       float *dw);
 
 /* dV = dM . U^T, position by position (dV may be V's memory once
- * wino_weight_grad is done with it). */
-void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV);
+ * wino_weight_grad is done with it); scratch: WINO_SCRATCH_FLOATS. */
+void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV, float *scratch);
 
 /* dp1 (overwritten) from dV: the adjoint of wino_input. */
 void wino_input_grad(const float *dV, int n, float *dp1);

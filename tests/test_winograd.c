@@ -98,7 +98,7 @@ static void test_winograd_matches_direct(void **state)
     wino_output_grad(da2, N, M);
     wino_weight_grad(V, M, N, dU, scratch, dw);
     assert_true(s_rel("weight grad", dw, rdw, 64 * 288) < TOLERANCE);
-    wino_input_grad_multiply(U, M, N, V);
+    wino_input_grad_multiply(U, M, N, V, scratch);
     wino_input_grad(V, N, dp1);
     assert_true(s_rel("input grad", dp1, rdp1, 169 * N * 32) < TOLERANCE);
 
