@@ -2,8 +2,8 @@
  *
  * Layout of activations for a sub-batch of n images:
  *   x      [n][28][28]          normalised input
- *   a1     [n][26][26][32]      conv1 output without bias, kept for backward
- *   p1     [13][13][n][32]      relu(maxpool(a1) + b1) (later: its gradient), in
+ *   win1   [n][169][32] bytes   which of each conv1 pooling window's 4 outputs won
+ *   p1     [13][13][n][32]      relu(maxpool(conv1) + b1) (later: its gradient), in
  *                                the layout conv2's Winograd transforms read
  *   V, M, U, dU                 conv2 in the Winograd domain (winograd.h)
  *   a2     [10][10][n][64]      conv2 output without bias (later: its gradient);
@@ -53,7 +53,8 @@ const char *const model_prof_names[MODEL_PROF_N] = {
 struct model_ws {
     int cap, n;
     double *prof, t_last; /* profile: where stage times go, the last tick */
-    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
+    uint8_t *win1;
+    float *x, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -104,11 +105,11 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,                           32 * n * 676,  32 * n * 169,
+    size_t floats[] = {n * 784,                           32 * n * 169,
                        WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
                        WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 1600,      n * 128,
                        n * 10,           n * 128,          n * 10};
-    size_t total = 0;
+    size_t total = s_align(n * 169 * 32); /* win1, bytes, after the floats */
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
 
@@ -122,13 +123,14 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,                 &ws->a1, &ws->p1, &ws->V,      &ws->M,
+    float **dst[] = {&ws->x,                 &ws->p1, &ws->V,      &ws->M,
                      &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->pt, &ws->f,
                      &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
     }
+    ws->win1 = (uint8_t *)p;
     ws->cap = max_n;
     return ws;
 }
@@ -154,20 +156,26 @@ const float *model_ws_logits(const model_ws_t *ws)
 
 /* conv1 (1 -> 32 channels, 3x3, K = 9: too small for a GEMM to shine) as a
  * direct kernel fused with its bias, ReLU and 2x2 max-pool: for each pooling
- * window, the 4 conv outputs (32 channels each, one vector op per tap) go to
- * a1 [n][26][26][32] for backward, their max + bias, ReLU'd, to p1
- * [13][13][n][32]. The bias is added after the max: max and ReLU commute with
- * adding a per-channel constant. The 9 products are summed in double: the
- * rounded result is then the exact sum rounded once, so which pixel wins a
- * pooling window is decided as exact arithmetic (and PyTorch, except for
- * ties closer than its own rounding) decides it, with the same bits in
- * every clone of the kernel. */
+ * window, the max of its 4 conv outputs + bias, ReLU'd, goes to p1
+ * [13][13][n][32], and which of the 4 won (the first in scan order, as
+ * PyTorch picks) to win1 [n][169][32] as 0..3, or S_BLOCKED where ReLU
+ * blocked the window: all that backward needs (the conv outputs themselves,
+ * 86 KB an image, are not kept).
+ * The bias is added after the max: max and ReLU commute with adding a
+ * per-channel constant. The 9 products are summed in double: the rounded
+ * result is then the exact sum rounded once, so which pixel wins a pooling
+ * window is decided as exact arithmetic (and PyTorch, except for ties closer
+ * than its own rounding) decides it, with the same bits in every clone of
+ * the kernel. */
 typedef double s_v8d __attribute__((vector_size(64)));
 typedef float s_v8f __attribute__((vector_size(32)));
 typedef int s_v8i __attribute__((vector_size(32)));
+typedef uint8_t s_v8b __attribute__((vector_size(8)));
 typedef float s_v8fu __attribute__((vector_size(32), aligned(4), may_alias));
+typedef uint8_t s_v8bu __attribute__((vector_size(8), aligned(1), may_alias));
 #define S_LD8(p) ((s_v8f)(*(const s_v8fu *)(p)))
 #define S_ST8(p, v) (*(s_v8fu *)(p) = (v))
+#define S_BLOCKED 4 /* win1: ReLU blocked this window */
 
 /* Lane-wise c ? a : b for a comparison mask c. */
 HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
@@ -175,7 +183,7 @@ HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
     return (s_v8f)(((s_v8i)a & c) | ((s_v8i)b & ~c));
 }
 
-HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, float *a1,
+HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, uint8_t *win1,
                              float *p1, int n)
 {
     s_v8d wt[9][4];
@@ -187,77 +195,73 @@ HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias,
         bv[j] = S_LD8(bias + 8 * j);
     for (int b = 0; b < n; b++) {
         const float *img = x + (size_t)b * 784;
-        for (int py = 0; py < 13; py++)
-            for (int px = 0; px < 13; px++) {
-                s_v8f m[4];
-                for (int q = 0; q < 4; q++) {
-                    int y = 2 * py + (q >> 1), xx = 2 * px + (q & 1);
-                    const float *src = img + y * 28 + xx;
-                    float *out = a1 + (((size_t)b * 26 + y) * 26 + xx) * 32;
-                    s_v8d acc[4] = {{0}};
-                    for (int k = 0; k < 9; k++) {
-                        double v = src[(k / 3) * 28 + k % 3];
-                        for (int j = 0; j < 4; j++)
-                            acc[j] += wt[k][j] * v;
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        s_v8f a = __builtin_convertvector(acc[j], s_v8f);
-                        S_ST8(out + 8 * j, a);
-                        m[j] = q == 0 ? a : s_sel(a > m[j], a, m[j]);
-                    }
+        for (int pos = 0; pos < 169; pos++) {
+            int py = pos / 13, px = pos % 13;
+            s_v8f m[4] = {{0}};
+            s_v8i win[4] = {{0}};
+            for (int q = 0; q < 4; q++) { /* the window's 4 outputs, in scan order */
+                const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
+                s_v8d acc[4] = {{0}};
+                for (int k = 0; k < 9; k++) {
+                    double v = src[(k / 3) * 28 + k % 3];
+                    for (int j = 0; j < 4; j++)
+                        acc[j] += wt[k][j] * v;
                 }
-                float *o = p1 + ((size_t)(py * 13 + px) * n + b) * 32;
                 for (int j = 0; j < 4; j++) {
-                    s_v8f v = m[j] + bv[j];
-                    S_ST8(o + 8 * j, s_sel(v > 0.0f, v, (s_v8f){0}));
+                    s_v8f a = __builtin_convertvector(acc[j], s_v8f);
+                    s_v8i gt = a > m[j];
+                    m[j] = q == 0 ? a : s_sel(gt, a, m[j]);
+                    win[j] = q == 0 ? win[j] : (win[j] & ~gt) | (gt & q);
                 }
             }
+            float *o = p1 + ((size_t)pos * n + b) * 32;
+            uint8_t *wb = win1 + ((size_t)b * 169 + pos) * 32;
+            for (int j = 0; j < 4; j++) {
+                s_v8f v = m[j] + bv[j];
+                s_v8i pass = v > 0.0f;
+                S_ST8(o + 8 * j, s_sel(pass, v, (s_v8f){0}));
+                win[j] = (win[j] & pass) | (S_BLOCKED & ~pass);
+                *(s_v8bu *)(wb + 8 * j) = __builtin_convertvector(win[j], s_v8b);
+            }
+        }
     }
 }
 
 /* Backward of s_conv1_pool, fused the same way: each window's gradient dp1
- * goes to its first winner in scan order (as PyTorch picks) when ReLU passed
- * it, and straight into conv1's weight gradient (dw1 += g * input patch),
- * without writing the conv output's gradient anywhere. db1 = sum of the
- * gradients that pass. dw1 and db1 are overwritten. */
-HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const float *a1,
-                                      const float *bias, float *dw1, float *db1, int n)
+ * goes to its winner (none where ReLU blocked it) and straight into conv1's
+ * weight gradient (dw1 += g * input patch), without writing the conv output's
+ * gradient anywhere. db1 = sum of the gradients that pass. dw1 and db1 are
+ * overwritten. Each lane adds its terms in image, window, tap order; the
+ * windows' losers add g * 0, which changes no sum. */
+HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const uint8_t *win1,
+                                      float *dw1, float *db1, int n)
 {
-    s_v8f dwt[9][4] = {{{0}}}, db[4] = {{0}}, bv[4];
-    for (int j = 0; j < 4; j++)
-        bv[j] = S_LD8(bias + 8 * j);
+    s_v8f dwt[9][4] = {{{0}}}, db[4] = {{0}};
     for (int b = 0; b < n; b++) {
         const float *img = x + (size_t)b * 784;
-        for (int py = 0; py < 13; py++)
-            for (int px = 0; px < 13; px++) {
-                const float *d = dp1 + ((size_t)(py * 13 + px) * n + b) * 32;
-                const float *r = a1 + (((size_t)b * 26 + 2 * py) * 26 + 2 * px) * 32;
-                const float *v[4] = {r, r + 32, r + 26 * 32, r + 27 * 32};
-                s_v8f m[4], rest[4];
-                for (int j = 0; j < 4; j++) {
-                    s_v8f v0 = S_LD8(v[0] + 8 * j), v1 = S_LD8(v[1] + 8 * j);
-                    s_v8f v2 = S_LD8(v[2] + 8 * j), v3 = S_LD8(v[3] + 8 * j);
-                    s_v8f m0 = s_sel(v0 > v1, v0, v1), m1 = s_sel(v2 > v3, v2, v3);
-                    m[j] = s_sel(m0 > m1, m0, m1);
-                    s_v8f g = s_sel(m[j] + bv[j] > 0.0f, S_LD8(d + 8 * j), (s_v8f){0});
-                    db[j] += g;
-                    rest[j] = g;
-                }
-                for (int q = 0; q < 4; q++) {
-                    const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
-                    s_v8f gq[4];
-                    for (int j = 0; j < 4; j++) {
-                        gq[j] = q == 3 ? rest[j]
-                                       : s_sel(S_LD8(v[q] + 8 * j) == m[j], rest[j], (s_v8f){0});
-                        rest[j] -= gq[j];
-                    }
-                    for (int k = 0; k < 9; k++) {
-                        float s = src[(k / 3) * 28 + k % 3];
-                        for (int j = 0; j < 4; j++)
-                            dwt[k][j] += gq[j] * s;
-                    }
+        for (int pos = 0; pos < 169; pos++) {
+            int py = pos / 13, px = pos % 13;
+            const float *d = dp1 + ((size_t)pos * n + b) * 32;
+            const uint8_t *wb = win1 + ((size_t)b * 169 + pos) * 32;
+            s_v8i win[4];
+            s_v8f g[4];
+            for (int j = 0; j < 4; j++) {
+                win[j] = __builtin_convertvector(*(const s_v8bu *)(wb + 8 * j), s_v8i);
+                g[j] = s_sel(win[j] != S_BLOCKED, S_LD8(d + 8 * j), (s_v8f){0});
+                db[j] += g[j];
+            }
+            for (int q = 0; q < 4; q++) {
+                const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
+                s_v8f gq[4];
+                for (int j = 0; j < 4; j++)
+                    gq[j] = s_sel(win[j] == q, g[j], (s_v8f){0});
+                for (int k = 0; k < 9; k++) {
+                    float sv = src[(k / 3) * 28 + k % 3];
+                    for (int j = 0; j < 4; j++)
+                        dwt[k][j] += gq[j] * sv;
                 }
             }
+        }
     }
     for (int c = 0; c < 32; c++) {
         db1[c] = db[c / 8][c % 8];
@@ -346,7 +350,7 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
         idx_normalize(images[b], ws->x + (size_t)b * 784, 784);
     s_tick(ws, MODEL_PROF_INPUT);
 
-    s_conv1_pool(ws->x, params + MODEL_CONV1_W, params + MODEL_CONV1_B, ws->a1, ws->p1, n);
+    s_conv1_pool(ws->x, params + MODEL_CONV1_W, params + MODEL_CONV1_B, ws->win1, ws->p1, n);
     s_tick(ws, MODEL_PROF_CONV1);
 
     wino_weights(params + MODEL_CONV2_W, ws->U, ws->wscratch);
@@ -482,8 +486,7 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     wino_input_grad(dV, n, dp1);
     s_tick(ws, MODEL_PROF_CONV2_DXT);
 
-    s_conv1_pool_backward(ws->x, dp1, ws->a1, params + MODEL_CONV1_B, grad + MODEL_CONV1_W,
-                          grad + MODEL_CONV1_B, n);
+    s_conv1_pool_backward(ws->x, dp1, ws->win1, grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, n);
     s_tick(ws, MODEL_PROF_CONV1_B);
     return loss;
 }
