@@ -105,7 +105,7 @@ HOT_INLINE void s_transform(const float *L, const int R, const int C, const s_ve
 }
 
 HOT_KERNEL
-void wino_weights(const float *w, float *U, float *scratch)
+void wino_weights(const float *w, float *U, float *UT, float *scratch)
 {
     /* scratch[ky*3+kx][c][o] = w[o][c][ky][kx]: lanes (c, o) */
     for (int o = 0; o < 64; o++)
@@ -120,6 +120,11 @@ void wino_weights(const float *w, float *U, float *scratch)
         for (int p = 0; p < WINO_P; p++)
             S_ST(U + (size_t)p * 2048 + l, u[p]);
     }
+    /* UT [P][64][32] = U_p^T, so that the input gradient's kernel reads rows */
+    for (int p = 0; p < WINO_P; p++)
+        for (int c = 0; c < 32; c++)
+            for (int o = 0; o < 64; o++)
+                UT[(size_t)p * 2048 + o * 32 + c] = U[(size_t)p * 2048 + c * 64 + o];
 }
 
 HOT_KERNEL
@@ -203,14 +208,18 @@ void wino_output_grad(const float *da2, int n, float *dM)
         }
 }
 
-HOT_KERNEL
-void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *scratch, float *dw)
+void wino_weight_grad_add(const float *V, const float *dM, int n, int first, float *dU)
 {
     const int rows = WINO_T * WINO_T * n;
     for (int p = 0; p < WINO_P; p++)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 32, 64, rows, 1.0f,
-                    V + (size_t)p * rows * 32, 32, dM + (size_t)p * rows * 64, 64, 0.0f,
-                    dU + (size_t)p * 2048, 64);
+                    V + (size_t)p * rows * 32, 32, dM + (size_t)p * rows * 64, 64,
+                    first ? 0.0f : 1.0f, dU + (size_t)p * 2048, 64);
+}
+
+HOT_KERNEL
+void wino_weight_grad(const float *dU, float *scratch, float *dw)
+{
     /* dg = G^T dU G, lanes (c, o), into scratch[ky*3+kx][c][o] */
     for (int l = 0; l < 2048; l += S_LANES) {
         s_vec u[WINO_P], g[9];
@@ -226,18 +235,12 @@ void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *
                 dw[(o * 32 + c) * 9 + k] = scratch[(size_t)k * 2048 + c * 64 + o];
 }
 
-void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV, float *scratch)
+void wino_input_grad_multiply(const float *UT, const float *dM, int n, float *dV)
 {
     const int rows = WINO_T * WINO_T * n;
-    for (int p = 0; p < WINO_P; p++) {
-        /* scratch [64][32] = U_p^T, so that the kernel reads rows of 32 */
-        const float *u = U + (size_t)p * 2048;
-        for (int c = 0; c < 32; c++)
-            for (int o = 0; o < 64; o++)
-                scratch[o * 32 + c] = u[c * 64 + o];
-        kgemm_nn(rows, 32, 64, dM + (size_t)p * rows * 64, 64, scratch, 32,
+    for (int p = 0; p < WINO_P; p++)
+        kgemm_nn(rows, 32, 64, dM + (size_t)p * rows * 64, 64, UT + (size_t)p * 2048, 32,
                  dV + (size_t)p * rows * 32, 32);
-    }
 }
 
 HOT_KERNEL
