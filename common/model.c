@@ -4,7 +4,7 @@
  * c = S_CHUNK (the last one smaller); a chunk's activations lie together, in
  * the layouts below with n = c, chunk after chunk. Layouts for n images:
  *   x      [n][28][28]          normalised input
- *   win1   [n][169][32] bytes   which of each conv1 pooling window's 4 outputs won
+ *   win1   [n][169][32] bytes   which of each conv1 pooling window's 4 outputs won (conv1.h)
  *   p1     [13][13][c][32]      relu(maxpool(conv1) + b1) (later: its gradient), in
  *                                the layout conv2's Winograd transforms read
  *   V, U, UT, dU                conv2 in the Winograd domain (winograd.h);
@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv1.h"
 #include "dispatch.h"
 #include "idx.h"
 #include "rng.h"
@@ -165,128 +166,6 @@ const float *model_ws_logits(const model_ws_t *ws)
     return ws->logits;
 }
 
-/* conv1 (1 -> 32 channels, 3x3, K = 9: too small for a GEMM to shine) as a
- * direct kernel fused with its bias, ReLU and 2x2 max-pool: for each pooling
- * window, the max of its 4 conv outputs + bias, ReLU'd, goes to p1
- * [13][13][n][32], and which of the 4 won (the first in scan order, as
- * PyTorch picks) to win1 [n][169][32] as 0..3, or S_BLOCKED where ReLU
- * blocked the window: all that backward needs (the conv outputs themselves,
- * 86 KB an image, are not kept).
- * The bias is added after the max: max and ReLU commute with adding a
- * per-channel constant. The 9 products are summed in double: the rounded
- * result is then the exact sum rounded once, so which pixel wins a pooling
- * window is decided as exact arithmetic (and PyTorch, except for ties closer
- * than its own rounding) decides it, with the same bits in every clone of
- * the kernel. */
-typedef double s_v8d __attribute__((vector_size(64)));
-typedef float s_v8f __attribute__((vector_size(32)));
-typedef int s_v8i __attribute__((vector_size(32)));
-typedef uint8_t s_v8b __attribute__((vector_size(8)));
-typedef float s_v8fu __attribute__((vector_size(32), aligned(4), may_alias));
-typedef uint8_t s_v8bu __attribute__((vector_size(8), aligned(1), may_alias));
-#define S_LD8(p) ((s_v8f)(*(const s_v8fu *)(p)))
-#define S_ST8(p, v) (*(s_v8fu *)(p) = (v))
-#define S_BLOCKED 4 /* win1: ReLU blocked this window */
-
-/* Lane-wise c ? a : b for a comparison mask c. */
-HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
-{
-    return (s_v8f)(((s_v8i)a & c) | ((s_v8i)b & ~c));
-}
-
-HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, uint8_t *win1,
-                             float *p1, int n)
-{
-    s_v8d wt[9][4];
-    for (int c = 0; c < 32; c++)
-        for (int k = 0; k < 9; k++)
-            wt[k][c / 8][c % 8] = w1[c * 9 + k];
-    s_v8f bv[4];
-    for (int j = 0; j < 4; j++)
-        bv[j] = S_LD8(bias + 8 * j);
-    for (int b = 0; b < n; b++) {
-        const float *img = x + (size_t)b * 784;
-        for (int pos = 0; pos < 169; pos++) {
-            int py = pos / 13, px = pos % 13;
-            s_v8f m[4] = {{0}};
-            s_v8i win[4] = {{0}};
-            for (int q = 0; q < 4; q++) { /* the window's 4 outputs, in scan order */
-                const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
-                s_v8d acc[4] = {{0}};
-                for (int k = 0; k < 9; k++) {
-                    double v = src[(k / 3) * 28 + k % 3];
-                    for (int j = 0; j < 4; j++)
-                        acc[j] += wt[k][j] * v;
-                }
-                for (int j = 0; j < 4; j++) {
-                    s_v8f a = __builtin_convertvector(acc[j], s_v8f);
-                    s_v8i gt = a > m[j];
-                    m[j] = q == 0 ? a : s_sel(gt, a, m[j]);
-                    win[j] = q == 0 ? win[j] : (win[j] & ~gt) | (gt & q);
-                }
-            }
-            float *o = p1 + ((size_t)pos * n + b) * 32;
-            uint8_t *wb = win1 + ((size_t)b * 169 + pos) * 32;
-            for (int j = 0; j < 4; j++) {
-                s_v8f v = m[j] + bv[j];
-                s_v8i pass = v > 0.0f;
-                S_ST8(o + 8 * j, s_sel(pass, v, (s_v8f){0}));
-                win[j] = (win[j] & pass) | (S_BLOCKED & ~pass);
-                *(s_v8bu *)(wb + 8 * j) = __builtin_convertvector(win[j], s_v8b);
-            }
-        }
-    }
-}
-
-/* Backward of s_conv1_pool, fused the same way: each window's gradient dp1
- * goes to its winner (none where ReLU blocked it) and straight into conv1's
- * weight gradient (dw1 += g * input patch), without writing the conv output's
- * gradient anywhere. db1 = sum of the gradients that pass. dw1 and db1 are
- * overwritten when `first`, else added to (in image order: calls on
- * consecutive batches of images give the bits of one call on them all). Each lane adds its terms in image, window, tap order; the
- * windows' losers add g * 0, which changes no sum. */
-HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const uint8_t *win1,
-                                      int first, float *dw1, float *db1, int n)
-{
-    s_v8f dwt[9][4] = {{{0}}}, db[4] = {{0}};
-    for (int c = 0; c < 32 && !first; c++) { /* go on with the earlier images' sums */
-        db[c / 8][c % 8] = db1[c];
-        for (int k = 0; k < 9; k++)
-            dwt[k][c / 8][c % 8] = dw1[c * 9 + k];
-    }
-    for (int b = 0; b < n; b++) {
-        const float *img = x + (size_t)b * 784;
-        for (int pos = 0; pos < 169; pos++) {
-            int py = pos / 13, px = pos % 13;
-            const float *d = dp1 + ((size_t)pos * n + b) * 32;
-            const uint8_t *wb = win1 + ((size_t)b * 169 + pos) * 32;
-            s_v8i win[4];
-            s_v8f g[4];
-            for (int j = 0; j < 4; j++) {
-                win[j] = __builtin_convertvector(*(const s_v8bu *)(wb + 8 * j), s_v8i);
-                g[j] = s_sel(win[j] != S_BLOCKED, S_LD8(d + 8 * j), (s_v8f){0});
-                db[j] += g[j];
-            }
-            for (int q = 0; q < 4; q++) {
-                const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
-                s_v8f gq[4];
-                for (int j = 0; j < 4; j++)
-                    gq[j] = s_sel(win[j] == q, g[j], (s_v8f){0});
-                for (int k = 0; k < 9; k++) {
-                    float sv = src[(k / 3) * 28 + k % 3];
-                    for (int j = 0; j < 4; j++)
-                        dwt[k][j] += gq[j] * sv;
-                }
-            }
-        }
-    }
-    for (int c = 0; c < 32; c++) {
-        db1[c] = db[c / 8][c % 8];
-        for (int k = 0; k < 9; k++)
-            dw1[c * 9 + k] = dwt[k][c / 8][c % 8];
-    }
-}
-
 /* 16 floats, for the loops over conv2's 64 output channels. */
 typedef float s_v16f __attribute__((vector_size(64)));
 typedef int s_v16i __attribute__((vector_size(64)));
@@ -375,8 +254,8 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
         int c = n - b0 < S_CHUNK ? n - b0 : S_CHUNK;
         float *p1 = ws->p1 + (size_t)b0 * 169 * 32, *V = ws->V + WINO_V_FLOATS(b0);
         float *a2 = ws->a2 + (size_t)b0 * 100 * 64;
-        s_conv1_pool(ws->x + (size_t)b0 * 784, params + MODEL_CONV1_W, params + MODEL_CONV1_B,
-                     ws->win1 + (size_t)b0 * 169 * 32, p1, c);
+        conv1_pool(ws->x + (size_t)b0 * 784, params + MODEL_CONV1_W, params + MODEL_CONV1_B,
+                   ws->win1 + (size_t)b0 * 169 * 32, p1, c);
         s_tick(ws, MODEL_PROF_CONV1);
         wino_input(p1, c, V);
         s_tick(ws, MODEL_PROF_CONV2_IN);
@@ -510,8 +389,8 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
         s_tick(ws, MODEL_PROF_CONV2_DX);
         wino_input_grad(V, c, dp1);
         s_tick(ws, MODEL_PROF_CONV2_DXT);
-        s_conv1_pool_backward(ws->x + (size_t)b0 * 784, dp1, ws->win1 + (size_t)b0 * 169 * 32,
-                              first, grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, c);
+        conv1_pool_backward(ws->x + (size_t)b0 * 784, dp1, ws->win1 + (size_t)b0 * 169 * 32,
+                            first, grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, c);
         s_tick(ws, MODEL_PROF_CONV1_B);
     }
     wino_weight_grad(ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
