@@ -55,6 +55,9 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+# These kernels want one FMA per product (see common/kgemm.c, common/conv1.c).
+$(B)/obj/common/kgemm.o $(B)/obj/common/conv1.o: override CFLAGS += -ffp-contract=fast
+
 $(B)/libcommon.a: $(COMMON_OBJ)
 	$(AR) rcs $@ $^
 

@@ -1,15 +1,19 @@
 /* model: SimpleConvNet forward, backward, init and SGD; see model.h.
  *
- * Layout of activations for a sub-batch of n images:
+ * From conv1 to pool2 (and back) the n images of a sub-batch go in chunks of
+ * c = S_CHUNK (the last one smaller); a chunk's activations lie together, in
+ * the layouts below with n = c, chunk after chunk. Layouts for n images:
  *   x      [n][28][28]          normalised input
- *   a1     [n][26][26][32]      conv1 output without bias, kept for backward
- *   p1     [13][13][n][32]      relu(maxpool(a1) + b1) (later: its gradient), in
+ *   win1   [n][169][32] bytes   which of each conv1 pooling window's 4 outputs won (conv1.h)
+ *   p1     [13][13][c][32]      relu(maxpool(conv1) + b1) (later: its gradient), in
  *                                the layout conv2's Winograd transforms read
- *   V, M, U, dU                 conv2 in the Winograd domain (winograd.h)
- *   a2     [10][10][n][64]      conv2 output without bias (later: its gradient);
+ *   V, U, UT, dU                conv2 in the Winograd domain (winograd.h);
+ *   M                            one chunk's products (later: their gradient)
+ *   a2     [10][10][c][64]      conv2 output without bias (later: its gradient);
  *                                only 10x10: pool2 (11x11 -> 5x5) drops row and
  *                                column 10, whose gradient is zero
- *   pt     [25][n][64]          pool2 output before the flatten (later: its gradient)
+ *   pt     [25][c][64]          one chunk's pool2 output before the flatten
+ *                                (later: its gradient)
  *   f      [n][1600]            flatten of pool2 output (later: its gradient)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv1.h"
 #include "dispatch.h"
 #include "idx.h"
 #include "rng.h"
@@ -31,6 +36,12 @@
 /* The helpers below pass 32- and 64-byte vectors by value; they are always
  * inlined, so the ABI note GCC gives for the baseline clone does not apply. */
 #pragma GCC diagnostic ignored "-Wpsabi"
+
+/* Images that go together from conv1 to pool2 and back: their conv2 data in
+ * the Winograd domain (~1 MB) stays in the second-level cache between the
+ * transforms and the products (at 64 images a step it did not: conv2's weight
+ * gradient took 1.6x the time per image). */
+#define S_CHUNK 8
 
 const model_tensor_t model_tensors[MODEL_NTENSORS] = {
     {"conv1.weight", 4, {32, 1, 3, 3}, MODEL_CONV1_W, 32 * 9, 9},
@@ -53,7 +64,9 @@ const char *const model_prof_names[MODEL_PROF_N] = {
 struct model_ws {
     int cap, n;
     double *prof, t_last; /* profile: where stage times go, the last tick */
-    float *x, *a1, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
+    uint8_t *win1;
+    float *UT; /* conv2's transformed weights, transposed (winograd.h) */
+    float *x, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -104,11 +117,11 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,                           32 * n * 676,  32 * n * 169,
-                       WINO_V_FLOATS(n), WINO_M_FLOATS(n), WINO_U_FLOATS, WINO_U_FLOATS,
-                       WINO_SCRATCH_FLOATS, 64 * n * 100,   n * 1600,      n * 1600,      n * 128,
-                       n * 10,           n * 128,          n * 10};
-    size_t total = 0;
+    size_t floats[] = {n * 784,         32 * n * 169,     WINO_V_FLOATS(n), WINO_M_FLOATS(S_CHUNK),
+                       WINO_U_FLOATS,   WINO_U_FLOATS,    WINO_U_FLOATS,    WINO_SCRATCH_FLOATS,
+                       64 * n * 100,    S_CHUNK * 1600,   n * 1600,         n * 128,
+                       n * 10,          n * 128,          n * 10};
+    size_t total = s_align(n * 169 * 32); /* win1, bytes, after the floats */
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
 
@@ -122,13 +135,14 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,                 &ws->a1, &ws->p1, &ws->V,      &ws->M,
-                     &ws->U,  &ws->dU,       &ws->wscratch,     &ws->a2, &ws->pt, &ws->f,
-                     &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
+    float **dst[] = {&ws->x,  &ws->p1, &ws->V,      &ws->M,       &ws->U,     &ws->UT,
+                     &ws->dU, &ws->wscratch, &ws->a2, &ws->pt,    &ws->f,     &ws->h,
+                     &ws->logits, &ws->dh,   &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
     }
+    ws->win1 = (uint8_t *)p;
     ws->cap = max_n;
     return ws;
 }
@@ -150,120 +164,6 @@ int model_ws_capacity(const model_ws_t *ws)
 const float *model_ws_logits(const model_ws_t *ws)
 {
     return ws->logits;
-}
-
-/* conv1 (1 -> 32 channels, 3x3, K = 9: too small for a GEMM to shine) as a
- * direct kernel fused with its bias, ReLU and 2x2 max-pool: for each pooling
- * window, the 4 conv outputs (32 channels each, one vector op per tap) go to
- * a1 [n][26][26][32] for backward, their max + bias, ReLU'd, to p1
- * [13][13][n][32]. The bias is added after the max: max and ReLU commute with
- * adding a per-channel constant. The 9 products are summed in double: the
- * rounded result is then the exact sum rounded once, so which pixel wins a
- * pooling window is decided as exact arithmetic (and PyTorch, except for
- * ties closer than its own rounding) decides it, with the same bits in
- * every clone of the kernel. */
-typedef double s_v8d __attribute__((vector_size(64)));
-typedef float s_v8f __attribute__((vector_size(32)));
-typedef int s_v8i __attribute__((vector_size(32)));
-typedef float s_v8fu __attribute__((vector_size(32), aligned(4), may_alias));
-#define S_LD8(p) ((s_v8f)(*(const s_v8fu *)(p)))
-#define S_ST8(p, v) (*(s_v8fu *)(p) = (v))
-
-/* Lane-wise c ? a : b for a comparison mask c. */
-HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
-{
-    return (s_v8f)(((s_v8i)a & c) | ((s_v8i)b & ~c));
-}
-
-HOT_INLINE void s_conv1_pool(const float *x, const float *w1, const float *bias, float *a1,
-                             float *p1, int n)
-{
-    s_v8d wt[9][4];
-    for (int c = 0; c < 32; c++)
-        for (int k = 0; k < 9; k++)
-            wt[k][c / 8][c % 8] = w1[c * 9 + k];
-    s_v8f bv[4];
-    for (int j = 0; j < 4; j++)
-        bv[j] = S_LD8(bias + 8 * j);
-    for (int b = 0; b < n; b++) {
-        const float *img = x + (size_t)b * 784;
-        for (int py = 0; py < 13; py++)
-            for (int px = 0; px < 13; px++) {
-                s_v8f m[4];
-                for (int q = 0; q < 4; q++) {
-                    int y = 2 * py + (q >> 1), xx = 2 * px + (q & 1);
-                    const float *src = img + y * 28 + xx;
-                    float *out = a1 + (((size_t)b * 26 + y) * 26 + xx) * 32;
-                    s_v8d acc[4] = {{0}};
-                    for (int k = 0; k < 9; k++) {
-                        double v = src[(k / 3) * 28 + k % 3];
-                        for (int j = 0; j < 4; j++)
-                            acc[j] += wt[k][j] * v;
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        s_v8f a = __builtin_convertvector(acc[j], s_v8f);
-                        S_ST8(out + 8 * j, a);
-                        m[j] = q == 0 ? a : s_sel(a > m[j], a, m[j]);
-                    }
-                }
-                float *o = p1 + ((size_t)(py * 13 + px) * n + b) * 32;
-                for (int j = 0; j < 4; j++) {
-                    s_v8f v = m[j] + bv[j];
-                    S_ST8(o + 8 * j, s_sel(v > 0.0f, v, (s_v8f){0}));
-                }
-            }
-    }
-}
-
-/* Backward of s_conv1_pool, fused the same way: each window's gradient dp1
- * goes to its first winner in scan order (as PyTorch picks) when ReLU passed
- * it, and straight into conv1's weight gradient (dw1 += g * input patch),
- * without writing the conv output's gradient anywhere. db1 = sum of the
- * gradients that pass. dw1 and db1 are overwritten. */
-HOT_INLINE void s_conv1_pool_backward(const float *x, const float *dp1, const float *a1,
-                                      const float *bias, float *dw1, float *db1, int n)
-{
-    s_v8f dwt[9][4] = {{{0}}}, db[4] = {{0}}, bv[4];
-    for (int j = 0; j < 4; j++)
-        bv[j] = S_LD8(bias + 8 * j);
-    for (int b = 0; b < n; b++) {
-        const float *img = x + (size_t)b * 784;
-        for (int py = 0; py < 13; py++)
-            for (int px = 0; px < 13; px++) {
-                const float *d = dp1 + ((size_t)(py * 13 + px) * n + b) * 32;
-                const float *r = a1 + (((size_t)b * 26 + 2 * py) * 26 + 2 * px) * 32;
-                const float *v[4] = {r, r + 32, r + 26 * 32, r + 27 * 32};
-                s_v8f m[4], rest[4];
-                for (int j = 0; j < 4; j++) {
-                    s_v8f v0 = S_LD8(v[0] + 8 * j), v1 = S_LD8(v[1] + 8 * j);
-                    s_v8f v2 = S_LD8(v[2] + 8 * j), v3 = S_LD8(v[3] + 8 * j);
-                    s_v8f m0 = s_sel(v0 > v1, v0, v1), m1 = s_sel(v2 > v3, v2, v3);
-                    m[j] = s_sel(m0 > m1, m0, m1);
-                    s_v8f g = s_sel(m[j] + bv[j] > 0.0f, S_LD8(d + 8 * j), (s_v8f){0});
-                    db[j] += g;
-                    rest[j] = g;
-                }
-                for (int q = 0; q < 4; q++) {
-                    const float *src = img + (2 * py + (q >> 1)) * 28 + 2 * px + (q & 1);
-                    s_v8f gq[4];
-                    for (int j = 0; j < 4; j++) {
-                        gq[j] = q == 3 ? rest[j]
-                                       : s_sel(S_LD8(v[q] + 8 * j) == m[j], rest[j], (s_v8f){0});
-                        rest[j] -= gq[j];
-                    }
-                    for (int k = 0; k < 9; k++) {
-                        float s = src[(k / 3) * 28 + k % 3];
-                        for (int j = 0; j < 4; j++)
-                            dwt[k][j] += gq[j] * s;
-                    }
-                }
-            }
-    }
-    for (int c = 0; c < 32; c++) {
-        db1[c] = db[c / 8][c % 8];
-        for (int k = 0; k < 9; k++)
-            dw1[c * 9 + k] = dwt[k][c / 8][c % 8];
-    }
 }
 
 /* 16 floats, for the loops over conv2's 64 output channels. */
@@ -304,9 +204,9 @@ HOT_INLINE void s_pool2_relu(const float *a2, const float *bias, float *pt, floa
 /* Backward of s_pool2_relu, in place: df [n][1600] is first put into pt's
  * layout; a2 holds conv2's outputs on entry and their gradient on return (to
  * each window's first winner in scan order, as PyTorch picks, when ReLU passed
- * it); dbias[o] = sum of what passed. */
+ * it); dbias[o] = sum of what passed (when `first`; else added to it). */
 HOT_INLINE void s_pool2_relu_backward(const float *df, float *pt, float *a2, const float *bias,
-                                      float *dbias, int n)
+                                      int first, float *dbias, int n)
 {
     const size_t L = (size_t)n * 64;
     for (int b = 0; b < n; b++)
@@ -314,6 +214,8 @@ HOT_INLINE void s_pool2_relu_backward(const float *df, float *pt, float *a2, con
             for (int q = 0; q < 25; q++)
                 pt[((size_t)q * n + b) * 64 + c] = df[(size_t)b * 1600 + c * 25 + q];
     s_v16f sum[4] = {{0}};
+    for (int o = 0; o < 64 && !first; o++)
+        sum[o / 16][o % 16] = dbias[o];
     for (int q = 0; q < 25; q++) {
         float *r0 = a2 + (size_t)(2 * (q / 5) * 10 + 2 * (q % 5)) * L, *r1 = r0 + 10 * L;
         const float *d = pt + q * L;
@@ -346,18 +248,24 @@ void model_forward(const float *params, const uint8_t *const *images, int n, mod
         idx_normalize(images[b], ws->x + (size_t)b * 784, 784);
     s_tick(ws, MODEL_PROF_INPUT);
 
-    s_conv1_pool(ws->x, params + MODEL_CONV1_W, params + MODEL_CONV1_B, ws->a1, ws->p1, n);
-    s_tick(ws, MODEL_PROF_CONV1);
-
-    wino_weights(params + MODEL_CONV2_W, ws->U, ws->wscratch);
-    wino_input(ws->p1, n, ws->V);
+    wino_weights(params + MODEL_CONV2_W, ws->U, ws->UT, ws->wscratch);
     s_tick(ws, MODEL_PROF_CONV2_IN);
-    wino_multiply(ws->U, ws->V, n, ws->M);
-    s_tick(ws, MODEL_PROF_CONV2_MUL);
-    wino_output(ws->M, n, ws->a2);
-    s_tick(ws, MODEL_PROF_CONV2_OUT);
-    s_pool2_relu(ws->a2, params + MODEL_CONV2_B, ws->pt, ws->f, n);
-    s_tick(ws, MODEL_PROF_POOL2);
+    for (int b0 = 0; b0 < n; b0 += S_CHUNK) {
+        int c = n - b0 < S_CHUNK ? n - b0 : S_CHUNK;
+        float *p1 = ws->p1 + (size_t)b0 * 169 * 32, *V = ws->V + WINO_V_FLOATS(b0);
+        float *a2 = ws->a2 + (size_t)b0 * 100 * 64;
+        conv1_pool(ws->x + (size_t)b0 * 784, params + MODEL_CONV1_W, params + MODEL_CONV1_B,
+                   ws->win1 + (size_t)b0 * 169 * 32, p1, c);
+        s_tick(ws, MODEL_PROF_CONV1);
+        wino_input(p1, c, V);
+        s_tick(ws, MODEL_PROF_CONV2_IN);
+        wino_multiply(ws->U, V, c, ws->M);
+        s_tick(ws, MODEL_PROF_CONV2_MUL);
+        wino_output(ws->M, c, a2);
+        s_tick(ws, MODEL_PROF_CONV2_OUT);
+        s_pool2_relu(a2, params + MODEL_CONV2_B, ws->pt, ws->f + (size_t)b0 * 1600, c);
+        s_tick(ws, MODEL_PROF_POOL2);
+    }
 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 128, 1600, 1.0f, ws->f, 1600,
                 params + MODEL_FC1_W, 1600, 0.0f, ws->h, 128);
@@ -464,27 +372,29 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                 params + MODEL_FC1_W, 1600, 0.0f, df, 1600);
     s_tick(ws, MODEL_PROF_FC_B);
 
-    /* pool2 + relu backward into a2 */
-    float *da2 = ws->a2;
-    s_pool2_relu_backward(df, ws->pt, da2, params + MODEL_CONV2_B, grad + MODEL_CONV2_B, n);
-    s_tick(ws, MODEL_PROF_POOL2_B);
-
-    /* conv2 in the Winograd domain: dM, then dW2 from V and dM, then dV
-     * (into V's memory) and dp1 (into p1's). */
-    float *dM = ws->M;
-    wino_output_grad(da2, n, dM);
-    wino_weight_grad(ws->V, dM, n, ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
+    /* Chunk by chunk, as forward: pool2 + relu backward (da2 into a2's
+     * memory), conv2 in the Winograd domain (dM; dU summed over the chunks;
+     * dV into V's memory, dp1 into p1's), conv1 + pool1 backward. */
+    for (int b0 = 0; b0 < n; b0 += S_CHUNK) {
+        int c = n - b0 < S_CHUNK ? n - b0 : S_CHUNK, first = b0 == 0;
+        float *dp1 = ws->p1 + (size_t)b0 * 169 * 32, *V = ws->V + WINO_V_FLOATS(b0);
+        float *da2 = ws->a2 + (size_t)b0 * 100 * 64, *dM = ws->M;
+        s_pool2_relu_backward(df + (size_t)b0 * 1600, ws->pt, da2, params + MODEL_CONV2_B, first,
+                              grad + MODEL_CONV2_B, c);
+        s_tick(ws, MODEL_PROF_POOL2_B);
+        wino_output_grad(da2, c, dM);
+        wino_weight_grad_add(V, dM, c, first, ws->dU);
+        s_tick(ws, MODEL_PROF_CONV2_DW);
+        wino_input_grad_multiply(ws->UT, dM, c, V);
+        s_tick(ws, MODEL_PROF_CONV2_DX);
+        wino_input_grad(V, c, dp1);
+        s_tick(ws, MODEL_PROF_CONV2_DXT);
+        conv1_pool_backward(ws->x + (size_t)b0 * 784, dp1, ws->win1 + (size_t)b0 * 169 * 32,
+                            first, grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, c);
+        s_tick(ws, MODEL_PROF_CONV1_B);
+    }
+    wino_weight_grad(ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
     s_tick(ws, MODEL_PROF_CONV2_DW);
-    float *dV = ws->V;
-    wino_input_grad_multiply(ws->U, dM, n, dV);
-    s_tick(ws, MODEL_PROF_CONV2_DX);
-    float *dp1 = ws->p1;
-    wino_input_grad(dV, n, dp1);
-    s_tick(ws, MODEL_PROF_CONV2_DXT);
-
-    s_conv1_pool_backward(ws->x, dp1, ws->a1, params + MODEL_CONV1_B, grad + MODEL_CONV1_W,
-                          grad + MODEL_CONV1_B, n);
-    s_tick(ws, MODEL_PROF_CONV1_B);
     return loss;
 }
 

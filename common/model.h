@@ -11,7 +11,8 @@
  * Forward and backward work on a sub-batch in a caller-owned workspace:
  * conv1 is a direct kernel fused with its bias, ReLU and max-pooling (and so
  * is its backward); conv2 runs in the Winograd domain (winograd.h) as batched
- * single-threaded OpenBLAS GEMMs over all tiles of the sub-batch; the fully
+ * single-threaded GEMMs over all tiles of the sub-batch (kgemm.h for the
+ * forward and input gradient, OpenBLAS for the weight gradient); the fully
  * connected layers are GEMMs. Activations are kept with image and channel
  * innermost, the layout the next layer reads. Nothing is allocated after
  * model_ws_new. Parallelism across threads is engine.h's job. */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "kgemm.h"
 
 /* The helpers below pass 64-byte vectors by value; they are always inlined,
  * so the ABI note GCC gives for the baseline clone does not apply. */
@@ -104,7 +105,7 @@ HOT_INLINE void s_transform(const float *L, const int R, const int C, const s_ve
 }
 
 HOT_KERNEL
-void wino_weights(const float *w, float *U, float *scratch)
+void wino_weights(const float *w, float *U, float *UT, float *scratch)
 {
     /* scratch[ky*3+kx][c][o] = w[o][c][ky][kx]: lanes (c, o) */
     for (int o = 0; o < 64; o++)
@@ -119,6 +120,11 @@ void wino_weights(const float *w, float *U, float *scratch)
         for (int p = 0; p < WINO_P; p++)
             S_ST(U + (size_t)p * 2048 + l, u[p]);
     }
+    /* UT [P][64][32] = U_p^T, so that the input gradient's kernel reads rows */
+    for (int p = 0; p < WINO_P; p++)
+        for (int c = 0; c < 32; c++)
+            for (int o = 0; o < 64; o++)
+                UT[(size_t)p * 2048 + o * 32 + c] = U[(size_t)p * 2048 + c * 64 + o];
 }
 
 HOT_KERNEL
@@ -149,9 +155,8 @@ void wino_multiply(const float *U, const float *V, int n, float *M)
 {
     const int rows = WINO_T * WINO_T * n;
     for (int p = 0; p < WINO_P; p++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, 64, 32, 1.0f,
-                    V + (size_t)p * rows * 32, 32, U + (size_t)p * 2048, 64, 0.0f,
-                    M + (size_t)p * rows * 64, 64);
+        kgemm_nn(rows, 64, 32, V + (size_t)p * rows * 32, 32, U + (size_t)p * 2048, 64,
+                 M + (size_t)p * rows * 64, 64);
 }
 
 HOT_KERNEL
@@ -203,14 +208,18 @@ void wino_output_grad(const float *da2, int n, float *dM)
         }
 }
 
-HOT_KERNEL
-void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *scratch, float *dw)
+void wino_weight_grad_add(const float *V, const float *dM, int n, int first, float *dU)
 {
     const int rows = WINO_T * WINO_T * n;
     for (int p = 0; p < WINO_P; p++)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 32, 64, rows, 1.0f,
-                    V + (size_t)p * rows * 32, 32, dM + (size_t)p * rows * 64, 64, 0.0f,
-                    dU + (size_t)p * 2048, 64);
+                    V + (size_t)p * rows * 32, 32, dM + (size_t)p * rows * 64, 64,
+                    first ? 0.0f : 1.0f, dU + (size_t)p * 2048, 64);
+}
+
+HOT_KERNEL
+void wino_weight_grad(const float *dU, float *scratch, float *dw)
+{
     /* dg = G^T dU G, lanes (c, o), into scratch[ky*3+kx][c][o] */
     for (int l = 0; l < 2048; l += S_LANES) {
         s_vec u[WINO_P], g[9];
@@ -226,13 +235,12 @@ void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *
                 dw[(o * 32 + c) * 9 + k] = scratch[(size_t)k * 2048 + c * 64 + o];
 }
 
-void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV)
+void wino_input_grad_multiply(const float *UT, const float *dM, int n, float *dV)
 {
     const int rows = WINO_T * WINO_T * n;
     for (int p = 0; p < WINO_P; p++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, 32, 64, 1.0f,
-                    dM + (size_t)p * rows * 64, 64, U + (size_t)p * 2048, 64, 0.0f,
-                    dV + (size_t)p * rows * 32, 32);
+        kgemm_nn(rows, 32, 64, dM + (size_t)p * rows * 64, 64, UT + (size_t)p * 2048, 32,
+                 dV + (size_t)p * rows * 32, 32);
 }
 
 HOT_KERNEL

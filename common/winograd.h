@@ -48,8 +48,8 @@
 #define WINO_U_FLOATS ((size_t)WINO_P * 32 * 64)
 #define WINO_SCRATCH_FLOATS ((size_t)9 * 32 * 64) /* wino_weights, wino_weight_grad */
 
-/* U from w; scratch: WINO_SCRATCH_FLOATS. */
-void wino_weights(const float *w, float *U, float *scratch);
+/* U and its transpose UT [P][64][32] from w; scratch: WINO_SCRATCH_FLOATS. */
+void wino_weights(const float *w, float *U, float *UT, float *scratch);
 
 /* V from p1 (n images). */
 void wino_input(const float *p1, int n, float *V);
@@ -63,13 +63,18 @@ void wino_output(const float *M, int n, float *a2);
 /* dM from da2: the adjoint of wino_output. */
 void wino_output_grad(const float *da2, int n, float *dM);
 
-/* dw (overwritten, times 1) from V and dM; dU and scratch are workspace. */
-void wino_weight_grad(const float *V, const float *dM, int n, float *dU, float *scratch,
-                      float *dw);
+/* dU = V^T . dM (first != 0) or dU += V^T . dM, position by position: the
+ * weight gradient in the Winograd domain, summed over calls (batches of
+ * images). */
+void wino_weight_grad_add(const float *V, const float *dM, int n, int first, float *dU);
 
-/* dV = dM . U^T, position by position (dV may be V's memory once
- * wino_weight_grad is done with it). */
-void wino_input_grad_multiply(const float *U, const float *dM, int n, float *dV);
+/* dw (overwritten) from dU: the adjoint of wino_weights; scratch:
+ * WINO_SCRATCH_FLOATS. */
+void wino_weight_grad(const float *dU, float *scratch, float *dw);
+
+/* dV = dM . U^T, position by position, from UT (wino_weights); dV may be V's
+ * memory once wino_weight_grad_add is done with it. */
+void wino_input_grad_multiply(const float *UT, const float *dM, int n, float *dV);
 
 /* dp1 (overwritten) from dV: the adjoint of wino_input. */
 void wino_input_grad(const float *dV, int n, float *dp1);
