@@ -66,7 +66,7 @@ static void s_usage(FILE *f)
         "  -h, --help            this help\n"
         "\n"
         "The last line printed is a machine-readable summary, e.g.\n"
-        "  summary: epochs=5 test_accuracy=98.97 train_seconds=42.0 images_per_second=7136\n",
+        "  summary: epochs=5 test_accuracy=99.16 train_seconds=53.7 images_per_second=5590\n",
         args_cpus());
 }
 
