@@ -40,7 +40,10 @@
 #include "wire.h"
 
 enum { F_MORE = 1, F_LONG = 2, F_COMMAND = 4 };
-enum { GREETING = 64, MAX_COMMAND = 4096, ID_LEN = 5, READ_BUF = 16384 };
+/* A connection's id: 0, then a 64-bit counter (ZeroMQ's ROUTER uses 32 bits,
+ * which wrap after 2^32 connections: a new connection could then take the
+ * id of an old one that the server still holds for a worker). */
+enum { GREETING = 64, MAX_COMMAND = 4096, ID_LEN = 9, READ_BUF = 16384 };
 /* What a connection is reading. */
 enum { S_GREETING, S_HEAD, S_BODY };
 /* Bytes read from one connection in one pump before the others' turn. */
@@ -77,10 +80,11 @@ struct gate {
     void *inner;
     conn_t *conn;
     int nconn;             /* connections it accepts at once */
-    uint32_t next_id;
+    uint64_t next_id;
     long refused, delivered;
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
-    int accept_paused;     /* out of descriptors: accepting again at next_check */
+    int accept_paused;     /* out of descriptors: not accepting until accept_at */
+    double accept_at;
     char endpoint[128];
 };
 
@@ -117,15 +121,18 @@ static void s_close(gate_t *g, conn_t *c, int refused)
     g->refused += refused;
 }
 
-/* Watches the connection for room to write, or stops. */
-static void s_watch_out(gate_t *g, conn_t *c, int on)
+/* Watches the connection for room to write, or stops. 0, or -1 when epoll
+ * refuses (the connection could not be served: close it). */
+static int s_watch_out(gate_t *g, conn_t *c, int on)
 {
     if (c->watch_out == on)
-        return;
+        return 0;
     struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
                              .data.u32 = (uint32_t)(c - g->conn)};
-    if (epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-        c->watch_out = on;
+    if (epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        return -1;
+    c->watch_out = on;
+    return 0;
 }
 
 /* Writes what is queued toward a connection, as far as the kernel takes it.
@@ -170,8 +177,7 @@ static int s_flush(gate_t *g, conn_t *c)
         }
         c->out_done = left;
     }
-    s_watch_out(g, c, c->out_n > 0);
-    return 0;
+    return s_watch_out(g, c, c->out_n > 0);
 }
 
 /* Queues `pre` then `body` (taken over; NULL: none) toward a connection.
@@ -389,6 +395,34 @@ static void s_read(gate_t *g, conn_t *c)
     }
 }
 
+/* Takes a connected socket on as a new connection, in a free slot. 0, or
+ * -1 when none is free (counted as refused) or epoll refuses it; the caller
+ * then closes fd. */
+static int s_adopt(gate_t *g, int fd)
+{
+    conn_t *c = NULL;
+    for (int i = 0; i < g->nconn && !c; i++)
+        if (!g->conn[i].used)
+            c = &g->conn[i];
+    if (!c) {
+        g->refused++; /* too many connections */
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - g->conn)};
+    if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -1;
+    memset(c, 0, sizeof *c);
+    c->used = 1;
+    c->fd = fd;
+    uint64_t id = g->next_id++;
+    for (int i = 0; i < 8; i++)
+        c->id[1 + i] = (unsigned char)(id >> (56 - 8 * i)); /* c->id[0] is 0 */
+    c->state = S_GREETING;
+    c->want = 10;
+    c->last_in = clock_now();
+    return 0;
+}
+
 /* Accepts the waiting connections; past max_conns each is closed at once.
  * Out of descriptors, it stops accepting until the next stall check
  * rather than spin on a listening socket that stays readable. */
@@ -406,30 +440,13 @@ static void s_accept(gate_t *g)
             struct epoll_event ev = {.events = 0, .data.u32 = LISTENER};
             epoll_ctl(g->ep, EPOLL_CTL_MOD, g->lfd, &ev);
             g->accept_paused = 1;
+            g->accept_at = clock_now() + 1.0;
             return;
         }
-        conn_t *c = NULL;
-        for (int i = 0; i < g->nconn && !c; i++)
-            if (!g->conn[i].used)
-                c = &g->conn[i];
         int one = 1;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - g->conn)};
-        if (!c || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
-            epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            g->refused += !c; /* too many connections: this one is closed */
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
+            s_adopt(g, fd) != 0)
             close(fd);
-            continue;
-        }
-        memset(c, 0, sizeof *c);
-        c->used = 1;
-        c->fd = fd;
-        uint32_t id = g->next_id++;
-        c->id[0] = 0;
-        for (int i = 0; i < 4; i++)
-            c->id[1 + i] = (unsigned char)(id >> (24 - 8 * i));
-        c->state = S_GREETING;
-        c->want = 10;
-        c->last_in = clock_now();
     }
 }
 
@@ -481,18 +498,19 @@ static void s_from_inner(gate_t *g, zmq_msg_t *id)
         s_close(g, c, 0);
 }
 
-/* Once a second: closes connections stalled in the middle of a greeting or
- * a message, and accepts again after running out of descriptors. */
+/* Once a second: closes connections stalled in the middle of their
+ * handshake (greeting or READY) or of a message, and accepts again a second
+ * after running out of descriptors. */
 static void s_check(gate_t *g, double now)
 {
     g->next_check = now + 1.0;
     for (int i = 0; i < g->nconn; i++) {
         conn_t *c = &g->conn[i];
-        int unfinished = c->state != S_HEAD || c->have > 0 || c->nframes > 0;
+        int unfinished = !c->ready || c->state != S_HEAD || c->have > 0 || c->nframes > 0;
         if (c->used && unfinished && now - c->last_in > g->stall)
             s_close(g, c, 1);
     }
-    if (g->accept_paused) {
+    if (g->accept_paused && now >= g->accept_at) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = LISTENER};
         if (epoll_ctl(g->ep, EPOLL_CTL_MOD, g->lfd, &ev) == 0)
             g->accept_paused = 0;
@@ -589,19 +607,28 @@ static int s_resolve(const char *host, struct sockaddr_storage *sa, socklen_t *l
  * it got into `out`. The descriptor, or -1 with errno set. */
 static int s_listen(const char *endpoint, char *out, size_t outlen)
 {
+    if (strncmp(endpoint, "tcp://", 6) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
     const char *hp = endpoint + 6, *colon = strrchr(hp, ':');
-    char host[256], *end;
-    if (strncmp(endpoint, "tcp://", 6) != 0 || !colon || colon == hp ||
-        (size_t)(colon - hp) >= sizeof host) {
+    char host[256];
+    if (!colon || colon == hp || (size_t)(colon - hp) >= sizeof host) {
         errno = EINVAL;
         return -1;
     }
     memcpy(host, hp, (size_t)(colon - hp));
     host[colon - hp] = '\0';
-    long port = strcmp(colon + 1, "*") == 0 ? 0 : strtol(colon + 1, &end, 10);
-    if (strcmp(colon + 1, "*") != 0 && (!colon[1] || *end || port < 0 || port > 65535)) {
-        errno = EINVAL;
-        return -1;
+    /* PORT: * or 1 to 5 digits (no sign, no space: what strtol would let
+     * through), at most 65535. */
+    long port = 0;
+    if (strcmp(colon + 1, "*") != 0) {
+        size_t digits = strspn(colon + 1, "0123456789");
+        if (digits == 0 || digits > 5 || colon[1 + digits] != '\0' ||
+            (port = strtol(colon + 1, NULL, 10)) > 65535) {
+            errno = EINVAL;
+            return -1;
+        }
     }
     struct sockaddr_storage sa;
     socklen_t len;
@@ -637,6 +664,10 @@ static int s_listen(const char *endpoint, char *out, size_t outlen)
 
 gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns)
 {
+    if (max_conns < 1) {
+        errno = EINVAL;
+        return NULL;
+    }
     gate_t *g = calloc(1, sizeof *g);
     if (g && !(g->conn = calloc((size_t)max_conns, sizeof *g->conn))) {
         free(g);
@@ -713,7 +744,8 @@ static void s_linger(gate_t *g)
                 p[n] = (struct pollfd){.fd = g->conn[i].fd, .events = POLLOUT};
                 which[n++] = i;
             }
-        if (n > 0 && poll(p, (nfds_t)n, (int)(1e3 * (end - clock_now())) + 1) > 0)
+        double left = end - clock_now(); /* may be past already: never wait forever */
+        if (n > 0 && poll(p, (nfds_t)n, left > 0 ? (int)(1e3 * left) + 1 : 0) > 0)
             for (int k = 0; k < n; k++)
                 if (p[k].revents && s_flush(g, &g->conn[which[k]]) != 0)
                     s_close(g, &g->conn[which[k]], 0);
