@@ -423,6 +423,25 @@ static int s_adopt(gate_t *g, int fd)
     return 0;
 }
 
+/* Sets a new connection's socket up: no Nagle delay (replies are written
+ * whole), and a peer whose host vanished (powered off, cable cut: no FIN,
+ * no reset) is given up on in about a minute, whether the connection is
+ * idle (keepalive probes: 30 s, then 3 more 10 s apart) or has replies in
+ * flight (TCP_USER_TIMEOUT) rather than hold its slot for ever. 0 or -1. */
+static int s_tune(int fd)
+{
+    int one = 1, idle = 30, intvl = 10, cnt = 3;
+    unsigned user_ms = 60000;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
+                   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
+                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0 ||
+                   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof user_ms) != 0
+               ? -1
+               : 0;
+}
+
 /* Accepts the waiting connections; past max_conns each is closed at once.
  * Out of descriptors, it stops accepting until the next stall check
  * rather than spin on a listening socket that stays readable. */
@@ -443,9 +462,7 @@ static void s_accept(gate_t *g)
             g->accept_at = clock_now() + 1.0;
             return;
         }
-        int one = 1;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
-            s_adopt(g, fd) != 0)
+        if (s_tune(fd) != 0 || s_adopt(g, fd) != 0)
             close(fd);
     }
 }

@@ -720,6 +720,49 @@ static void test_out_of_descriptors(void **state)
     assert_int_equal(gate_refused(f->g), 0);
 }
 
+/* The gate's end of the test's connection `fd` (both ends live in this
+ * process): the socket whose peer is fd's local address. -1 if none. */
+static int s_gate_end(int fd)
+{
+    struct sockaddr_in mine, peer;
+    socklen_t ml = sizeof mine;
+    getsockname(fd, (struct sockaddr *)&mine, &ml);
+    for (int other = 3; other < 4096; other++) {
+        socklen_t pl = sizeof peer;
+        if (other != fd && getpeername(other, (struct sockaddr *)&peer, &pl) == 0 &&
+            peer.sin_family == AF_INET && peer.sin_port == mine.sin_port &&
+            peer.sin_addr.s_addr == mine.sin_addr.s_addr)
+            return other;
+    }
+    return -1;
+}
+
+/* A peer whose host vanished (powered off, cable cut: no FIN, no reset)
+ * must not hold its connection slot for ever: the gate's sockets probe an
+ * idle peer (TCP keepalive) and give up on unacknowledged data
+ * (TCP_USER_TIMEOUT), each within about a minute. */
+static void test_vanished_peer_detected(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_dealer(f), g = s_gate_end(fd);
+    assert_true(g >= 0);
+    int on = 0, idle = 0, intvl = 0, cnt = 0;
+    unsigned user = 0;
+    socklen_t l = sizeof on;
+    assert_int_equal(getsockopt(g, SOL_SOCKET, SO_KEEPALIVE, &on, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l), 0);
+    l = sizeof user;
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, &l), 0);
+    fprintf(stderr, "  keepalive %d: idle %d s, then %d probes %d s apart; user timeout %u ms\n",
+            on, idle, cnt, intvl, user);
+    assert_true(on);
+    assert_true(idle + intvl * cnt <= 120);
+    assert_true(user > 0 && user <= 120000);
+    close(fd);
+}
+
 /* The forms of HOST it listens on: *, an address, an interface, a host
  * name (IPv4, as the workers' ZeroMQ resolves it). */
 static void test_endpoints(void **state)
@@ -817,6 +860,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_after_close, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_peer_gone_mid_write, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_out_of_descriptors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_vanished_peer_detected, s_setup, s_teardown),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_bad_endpoints),
     };
