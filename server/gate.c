@@ -49,6 +49,9 @@ enum { S_GREETING, S_HEAD, S_BODY };
 /* Bytes read from one connection in one pump before the others' turn. */
 #define READ_BUDGET ((size_t)4 << 20)
 #define LISTENER UINT32_MAX /* the listening socket's tag in the epoll set */
+/* A closing that a peer can cause at will is logged at most once per this
+ * many seconds (with a count of the others), so a flood cannot fill the log. */
+#define LOG_WINDOW 10.0
 
 /* Bytes queued toward a connection: `pre` (a frame head or a handshake
  * piece), then `body` (a frame the server sent; empty for handshakes). */
@@ -85,6 +88,8 @@ struct gate {
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
     int accept_paused;     /* out of descriptors: not accepting until accept_at */
     double accept_at;
+    double logged_at;      /* when the last "does not read" line was logged */
+    long unlogged;         /* such closings since then, not logged */
     char endpoint[128];
 };
 
@@ -467,6 +472,25 @@ static void s_accept(gate_t *g)
     }
 }
 
+/* Logs that a peer's connection is closed because it does not read its
+ * replies: at most once per LOG_WINDOW, saying how many more there were. */
+static void s_log_unread(gate_t *g)
+{
+    double now = clock_now();
+    if (g->logged_at > 0 && now - g->logged_at < LOG_WINDOW) {
+        g->unlogged++;
+        return;
+    }
+    if (g->unlogged > 0)
+        fprintf(stderr, "gate: a peer does not read its replies; closing its connection "
+                        "(and %ld more such in the last %.0f s)\n",
+                g->unlogged, now - g->logged_at);
+    else
+        fprintf(stderr, "gate: a peer does not read its replies; closing its connection\n");
+    g->logged_at = now;
+    g->unlogged = 0;
+}
+
 /* One reply from the server: [id][envelope][tensor?], framed onto its
  * connection. A reply to a connection that is gone is dropped; one that
  * does not fit in the connection's queue (the peer does not read) closes
@@ -493,7 +517,7 @@ static void s_from_inner(gate_t *g, zmq_msg_t *id)
         zmq_msg_close(&m);
     }
     if (c && c->ready && (!fits || c->out_n + nf > GATE_OUT_FRAMES)) {
-        fprintf(stderr, "gate: a peer does not read its replies; closing its connection\n");
+        s_log_unread(g);
         s_close(g, c, 1);
     }
     for (int i = 0; i < nf; i++) {

@@ -720,6 +720,45 @@ static void test_out_of_descriptors(void **state)
     assert_int_equal(gate_refused(f->g), 0);
 }
 
+/* Many peers closed for not reading their replies, one after the other
+ * (what one attacker can do as fast as it likes): the gate's log says so
+ * once, not once each (the log must not fill); all are counted. */
+static void test_unread_log_limited(void **state)
+{
+    fix_t *f = *state;
+    char path[] = "/tmp/test_gate_log_XXXXXX";
+    int log = mkstemp(path), saved = dup(2);
+    assert_true(log >= 0 && saved >= 0);
+    unlink(path);
+    fflush(stderr);
+    dup2(log, 2);
+    int closed = 0;
+    for (int round = 0; round < 4; round++) {
+        unsigned char id[16];
+        size_t idlen;
+        int fd = s_slow_reader(f, (unsigned char)('0' + round), id, &idlen);
+        for (int sent = 0; sent < 200 && gate_connected(f->g, id, idlen); sent++) {
+            s_server_send_big(f, id, idlen);
+            s_turn(f, 1);
+        }
+        closed += !gate_connected(f->g, id, idlen);
+        close(fd);
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[4096] = "";
+    ssize_t n = pread(log, text, sizeof text - 1, 0);
+    close(log);
+    int lines = 0;
+    for (char *p = text; n > 0 && (p = strstr(p, "does not read")); p++)
+        lines++;
+    fprintf(stderr, "  %d connections closed, %d log lines:\n%s", closed, lines, text);
+    assert_int_equal(closed, 4);
+    assert_int_equal(gate_refused(f->g), 4);
+    assert_int_equal(lines, 1);
+}
+
 /* The gate's end of the test's connection `fd` (both ends live in this
  * process): the socket whose peer is fd's local address. -1 if none. */
 static int s_gate_end(int fd)
@@ -861,6 +900,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_peer_gone_mid_write, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_out_of_descriptors, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_vanished_peer_detected, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_log_limited, s_setup, s_teardown),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_bad_endpoints),
     };
