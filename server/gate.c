@@ -52,6 +52,9 @@ enum { S_GREETING, S_HEAD, S_BODY };
 /* A closing that a peer can cause at will is logged at most once per this
  * many seconds (with a count of the others), so a flood cannot fill the log. */
 #define LOG_WINDOW 10.0
+/* Connections accepted (or refused) per pump at most: a storm of them must
+ * not keep the server's loop in accept (the rest wait for the next pump). */
+#define ACCEPT_BURST 64
 
 /* Bytes queued toward a connection: `pre` (a frame head or a handshake
  * piece), then `body` (a frame the server sent; empty for handshakes). */
@@ -400,19 +403,19 @@ static void s_read(gate_t *g, conn_t *c)
     }
 }
 
-/* Takes a connected socket on as a new connection, in a free slot. 0, or
- * -1 when none is free (counted as refused) or epoll refuses it; the caller
- * then closes fd. */
-static int s_adopt(gate_t *g, int fd)
+/* A free connection slot, or NULL. */
+static conn_t *s_free_slot(gate_t *g)
 {
-    conn_t *c = NULL;
-    for (int i = 0; i < g->nconn && !c; i++)
+    for (int i = 0; i < g->nconn; i++)
         if (!g->conn[i].used)
-            c = &g->conn[i];
-    if (!c) {
-        g->refused++; /* too many connections */
-        return -1;
-    }
+            return &g->conn[i];
+    return NULL;
+}
+
+/* Takes a connected socket on as a new connection in the free slot c. 0, or
+ * -1 when epoll refuses it (the caller then closes fd). */
+static int s_adopt(gate_t *g, conn_t *c, int fd)
+{
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - g->conn)};
     if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -1;
@@ -447,12 +450,13 @@ static int s_tune(int fd)
                : 0;
 }
 
-/* Accepts the waiting connections; past max_conns each is closed at once.
+/* Accepts the waiting connections (ACCEPT_BURST at most); past max_conns
+ * each is closed at once.
  * Out of descriptors, it stops accepting until the next stall check
  * rather than spin on a listening socket that stays readable. */
 static void s_accept(gate_t *g)
 {
-    for (;;) {
+    for (int n = 0; n < ACCEPT_BURST; n++) {
         int fd = accept4(g->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
             continue;
@@ -467,7 +471,9 @@ static void s_accept(gate_t *g)
             g->accept_at = clock_now() + 1.0;
             return;
         }
-        if (s_tune(fd) != 0 || s_adopt(g, fd) != 0)
+        conn_t *c = s_free_slot(g);
+        g->refused += !c; /* too many connections: closed at once */
+        if (!c || s_tune(fd) != 0 || s_adopt(g, c, fd) != 0)
             close(fd);
     }
 }

@@ -413,6 +413,33 @@ static void test_too_many_connections(void **state)
     close(c);
 }
 
+/* A storm of connections (here 100 waiting at once, the gate full): one
+ * pump accepts (and closes) a bounded number of them and returns, so the
+ * server's loop goes on even while connections come faster than they can
+ * be accepted; the next pumps take the rest. */
+static void test_accept_storm_bounded(void **state)
+{
+    fix_t *f = *state;
+    int keep[MAX_CONNS], storm[100];
+    for (int i = 0; i < MAX_CONNS; i++)
+        keep[i] = s_raw_dealer(f);
+    for (int i = 0; i < 100; i++)
+        storm[i] = s_raw_connect(f);
+    gate_pump(f->g);
+    long first = gate_refused(f->g);
+    fprintf(stderr, "  one pump refused %ld of 100 waiting connections\n", first);
+    assert_true(first > 0 && first <= 64);
+    double end = clock_now() + DEADLINE;
+    while (gate_refused(f->g) < 100) {
+        assert_true(clock_now() < end);
+        s_turn(f, 1);
+    }
+    for (int i = 0; i < 100; i++)
+        s_expect_closed(f, storm[i]);
+    for (int i = 0; i < MAX_CONNS; i++)
+        close(keep[i]);
+}
+
 /* Each malformed handshake or first frame closes the connection. */
 static void test_malformed_handshakes(void **state)
 {
@@ -890,6 +917,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partial_and_many_small, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_too_many_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_too_many_connections, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_accept_storm_bounded, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_handshakes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_peers_closed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_unread_replies_close, s_setup, s_teardown),
