@@ -5,7 +5,8 @@
  * greeting (signature FF 00*7 01 7F, version 3.0, mechanism "NULL", as-server,
  * filler), then a READY command carrying its Socket-Type; then frames, each
  * a flags byte (1 MORE, 2 LONG, 4 COMMAND), a size (1 byte, or 8 bytes big
- * endian when LONG) and the body.
+ * endian when LONG) and the body. Of ZMTP 3.1 (rfc.zeromq.org/spec/37) it
+ * answers PING with PONG (libzmq's heartbeats); it says 3.0 in its greeting.
  *
  * The sockets are non-blocking and watched by one epoll descriptor (level
  * triggered), which the server polls. A frame body of 16 KB or more is
@@ -241,6 +242,21 @@ static int s_check_ready(const unsigned char *b, size_t n)
     return ok ? 0 : -1;
 }
 
+/* A command after the handshake (c->buf, n bytes). A ZMTP 3.1 PING (name,
+ * 2-byte TTL, up to 16 bytes of context) is answered with a PONG carrying
+ * its context, as libzmq does: a peer with heartbeats on (ZMQ_HEARTBEAT_IVL
+ * and _TIMEOUT) drops a connection whose other end never answers. Others
+ * are skipped. 0, or -1 when the PONG cannot be queued (a peer that sends
+ * PINGs and reads nothing) or written. */
+static int s_command(gate_t *g, conn_t *c, size_t n)
+{
+    if (n < 7 || n > 7 + 16 || memcmp(c->buf, "\4PING", 5) != 0)
+        return 0;
+    unsigned char pong[2 + 5 + 16] = {F_COMMAND, (unsigned char)(n - 2), 4, 'P', 'O', 'N', 'G'};
+    memcpy(pong + 7, c->buf + 7, n - 7);
+    return s_raw(g, c, pong, n);
+}
+
 /* Hands a complete message to the server: [id][frames...]. The pair has no
  * high-water mark, so these sends do not fail or wait. */
 static void s_deliver(gate_t *g, conn_t *c)
@@ -293,7 +309,7 @@ static int s_body_done(gate_t *g, conn_t *c)
     c->want = 1;
     if (c->flags & F_COMMAND) {
         if (c->ready)
-            return 0; /* PING and the like after the handshake: not used here */
+            return s_command(g, c, size);
         if (s_check_ready(c->buf, size) != 0)
             return -1;
         c->ready = 1;

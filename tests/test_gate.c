@@ -305,6 +305,42 @@ static void test_dealer_round_trip(void **state)
     free(tensor);
 }
 
+/* A DEALER with ZMTP 3.1 heartbeats on (PING every 50 ms; a peer that does
+ * not answer within 300 ms is dropped and connected again): the gate answers
+ * each PING with a PONG, so the DEALER keeps its one connection through
+ * quiet seconds and its messages still pass. */
+static void test_dealer_heartbeats(void **state)
+{
+    fix_t *f = *state;
+    void *d = zmq_socket(f->ctx, ZMQ_DEALER);
+    int zero = 0, ivl = 50, timeout = 300;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", f->port);
+    assert_int_equal(zmq_connect(d, ep), 0);
+    unsigned char id[16], first[16];
+    size_t idlen, firstlen = 0;
+    int kept = 1;
+    for (int round = 0; round < 3 && kept; round++) {
+        unsigned char byte = (unsigned char)('h' + round);
+        zmq_send(d, &byte, 1, 0);
+        s_server_recv_byte(f, byte, id, &idlen);
+        if (round == 0) {
+            memcpy(first, id, idlen);
+            firstlen = idlen;
+        }
+        double end = clock_now() + 1.0; /* quiet: only heartbeats for 1 s */
+        while (clock_now() < end)
+            s_turn(f, 10);
+        kept = gate_connected(f->g, first, firstlen) && memcmp(id, first, idlen) == 0;
+    }
+    zmq_close(d); /* before any assert: an open DEALER would hang the teardown */
+    assert_true(kept);
+    assert_int_equal(gate_refused(f->g), 0);
+}
+
 /* A peer that sends its handshake and a message one byte per TCP segment,
  * then 300 one-byte messages in one write: all arrive whole and in order. */
 static void test_partial_and_many_small(void **state)
@@ -625,8 +661,9 @@ static void test_ready_properties(void **state)
 }
 
 /* Commands after READY (a ZMTP 3.1 PING, even between the frames of a
- * message) are skipped, and a greeting that says 3.1 is served as 3.0:
- * the messages around them arrive whole. */
+ * message; a PONG) are taken apart from the messages, which arrive whole;
+ * each PING is answered with a PONG; a greeting that says 3.1 is served as
+ * 3.0. */
 static void test_commands_after_ready(void **state)
 {
     fix_t *f = *state;
@@ -654,8 +691,33 @@ static void test_commands_after_ready(void **state)
     assert_memory_equal(zmq_msg_data(&fr[1]), "q", 1);
     zmq_msg_close(&fr[0]);
     zmq_msg_close(&fr[1]);
+    /* Each PING was answered with a PONG that carries its context. */
+    unsigned char pongs[7 + 9];
+    assert_int_equal(s_recv_all(f, fd, pongs, sizeof pongs), 0);
+    assert_memory_equal(pongs, "\4\5\4PONG\4\7\4PONGcx", sizeof pongs);
     assert_int_equal(gate_refused(f->g), 0);
     close(fd);
+}
+
+/* A peer that sends PINGs and never reads the PONGs: they queue up to
+ * GATE_OUT_FRAMES beyond what the kernel holds, then the connection is
+ * closed (the PONGs take no more memory than replies do). */
+static void test_ping_flood_unread(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_dealer(f);
+    int small = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    unsigned char pings[1024 * 9];
+    for (size_t i = 0; i < sizeof pings; i += 9)
+        memcpy(pings + i, "\4\7\4PING\0\1", 9);
+    size_t sent = 0;
+    while (sent < ((size_t)64 << 20) && s_send_all(f, fd, pings, sizeof pings) == 0)
+        sent += sizeof pings;
+    fprintf(stderr, "  closed after %zu KB of PINGs\n", sent >> 10);
+    s_expect_closed(f, fd);
+    assert_true(sent < ((size_t)64 << 20));
+    assert_int_equal(gate_refused(f->g), 1);
 }
 
 /* A reply the server sends to a connection that has gone is dropped, and
@@ -914,6 +976,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dealer_round_trip, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dealer_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_partial_and_many_small, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_too_many_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_too_many_connections, s_setup, s_teardown),
@@ -924,6 +987,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_ready_stalls, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ready_properties, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_commands_after_ready, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ping_flood_unread, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reply_after_close, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_peer_gone_mid_write, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_out_of_descriptors, s_setup, s_teardown),
