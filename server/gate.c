@@ -91,7 +91,7 @@ struct gate {
     long refused, delivered;
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
     int accept_paused;     /* out of descriptors: not accepting until accept_at */
-    double accept_at;
+    double accept_at;      /* when to accept again */
     double logged_at;      /* when the last "does not read" line was logged */
     long unlogged;         /* such closings since then, not logged */
     char endpoint[128];
@@ -454,22 +454,20 @@ static int s_adopt(gate_t *g, conn_t *c, int fd)
  * flight (TCP_USER_TIMEOUT) rather than hold its slot for ever. 0 or -1. */
 static int s_tune(int fd)
 {
-    int one = 1, idle = 30, intvl = 10, cnt = 3;
-    unsigned user_ms = 60000;
-    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
-                   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
-                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
-                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
-                   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0 ||
-                   setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof user_ms) != 0
-               ? -1
-               : 0;
+    static const struct {
+        int level, name, value;
+    } opt[] = {{IPPROTO_TCP, TCP_NODELAY, 1},   {SOL_SOCKET, SO_KEEPALIVE, 1},
+               {IPPROTO_TCP, TCP_KEEPIDLE, 30}, {IPPROTO_TCP, TCP_KEEPINTVL, 10},
+               {IPPROTO_TCP, TCP_KEEPCNT, 3},   {IPPROTO_TCP, TCP_USER_TIMEOUT, 60000}};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (setsockopt(fd, opt[i].level, opt[i].name, &opt[i].value, sizeof opt[i].value) != 0)
+            return -1;
+    return 0;
 }
 
 /* Accepts the waiting connections (ACCEPT_BURST at most); past max_conns
- * each is closed at once.
- * Out of descriptors, it stops accepting until the next stall check
- * rather than spin on a listening socket that stays readable. */
+ * each is closed at once. Out of descriptors, it stops accepting for a
+ * second rather than spin on a listening socket that stays readable. */
 static void s_accept(gate_t *g)
 {
     for (int n = 0; n < ACCEPT_BURST; n++) {
