@@ -26,7 +26,8 @@
  * with a few recv calls.
  *
  * Complete messages go to the server over an inproc PAIR socket as
- * [connection id][frames...], exactly what a ROUTER would have delivered
+ * [connection id][frames...], as a ROUTER would have delivered them (the
+ * id is 9 bytes, 0 then a 64-bit counter, never reused; a ROUTER's is 5)
  * (without copying: ZeroMQ passes the frames by reference); replies come
  * back the same way and are framed onto the connection. The server keeps
  * using wire_recv/wire_send on its end of the pair.
