@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: study bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: study bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -163,6 +163,26 @@ fuzz-safetensors:
 	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    -dict=tests/fuzz/safetensors.dict \
 	    -artifact_prefix=tests/fuzz/crashers-safetensors/ build-fuzz/corpus-safetensors
+
+# The gate's ZMTP parser and framer under the fuzzer (tests/fuzz/fuzz_gate.c:
+# the bytes a peer sends on one connection, each message echoed back):
+# fuzz_replay_gate replays tests/fuzz/corpus-gate and the crashers without
+# libFuzzer; make fuzz-gate runs libFuzzer for FUZZ_SECONDS, adds what it
+# learns to build-fuzz/corpus-gate and keeps crashers in
+# tests/fuzz/crashers-gate/.
+$(B)/fuzz_replay_gate: tests/fuzz/fuzz_replay.c tests/fuzz/fuzz_gate.c server/gate.c $(B)/libproto.a $(B)/libcommon.a
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out server/gate.c,$(filter-out %.h,$^)) -o $@ $(NET_LIBS) $(LDLIBS)
+
+fuzz-gate:
+	$(MAKE) B=build-fuzz CC=clang CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
+	    build-fuzz/libproto.a build-fuzz/libcommon.a
+	clang $(CPPFLAGS:$(B)/%=build-fuzz/%) -Ibuild-fuzz/proto -Iserver $(FUZZ_FLAGS) -fsanitize=fuzzer \
+	    tests/fuzz/fuzz_gate.c build-fuzz/libproto.a build-fuzz/libcommon.a -o build-fuzz/fuzz_gate \
+	    $(NET_LIBS) $(LDLIBS)
+	mkdir -p build-fuzz/corpus-gate tests/fuzz/crashers-gate
+	cp tests/fuzz/corpus-gate/* build-fuzz/corpus-gate/
+	build-fuzz/fuzz_gate -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=tests/fuzz/gate.dict -artifact_prefix=tests/fuzz/crashers-gate/ build-fuzz/corpus-gate
 
 # The whole suite again, built with AddressSanitizer and UBSan into
 # build-asan/ (any report fails the test that triggered it).

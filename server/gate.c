@@ -5,7 +5,8 @@
  * greeting (signature FF 00*7 01 7F, version 3.0, mechanism "NULL", as-server,
  * filler), then a READY command carrying its Socket-Type; then frames, each
  * a flags byte (1 MORE, 2 LONG, 4 COMMAND), a size (1 byte, or 8 bytes big
- * endian when LONG) and the body.
+ * endian when LONG) and the body. Of ZMTP 3.1 (rfc.zeromq.org/spec/37) it
+ * answers PING with PONG (libzmq's heartbeats); it says 3.0 in its greeting.
  *
  * The sockets are non-blocking and watched by one epoll descriptor (level
  * triggered), which the server polls. A frame body of 16 KB or more is
@@ -40,12 +41,21 @@
 #include "wire.h"
 
 enum { F_MORE = 1, F_LONG = 2, F_COMMAND = 4 };
-enum { GREETING = 64, MAX_COMMAND = 4096, ID_LEN = 5, READ_BUF = 16384 };
+/* A connection's id: 0, then a 64-bit counter (ZeroMQ's ROUTER uses 32 bits,
+ * which wrap after 2^32 connections: a new connection could then take the
+ * id of an old one that the server still holds for a worker). */
+enum { GREETING = 64, MAX_COMMAND = 4096, ID_LEN = 9, READ_BUF = 16384 };
 /* What a connection is reading. */
 enum { S_GREETING, S_HEAD, S_BODY };
 /* Bytes read from one connection in one pump before the others' turn. */
 #define READ_BUDGET ((size_t)4 << 20)
 #define LISTENER UINT32_MAX /* the listening socket's tag in the epoll set */
+/* A closing that a peer can cause at will is logged at most once per this
+ * many seconds (with a count of the others), so a flood cannot fill the log. */
+#define LOG_WINDOW 10.0
+/* Connections accepted (or refused) per pump at most: a storm of them must
+ * not keep the server's loop in accept (the rest wait for the next pump). */
+#define ACCEPT_BURST 64
 
 /* Bytes queued toward a connection: `pre` (a frame head or a handshake
  * piece), then `body` (a frame the server sent; empty for handshakes). */
@@ -77,10 +87,13 @@ struct gate {
     void *inner;
     conn_t *conn;
     int nconn;             /* connections it accepts at once */
-    uint32_t next_id;
+    uint64_t next_id;
     long refused, delivered;
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
-    int accept_paused;     /* out of descriptors: accepting again at next_check */
+    int accept_paused;     /* out of descriptors: not accepting until accept_at */
+    double accept_at;      /* when to accept again */
+    double logged_at;      /* when the last "does not read" line was logged */
+    long unlogged;         /* such closings since then, not logged */
     char endpoint[128];
 };
 
@@ -117,15 +130,18 @@ static void s_close(gate_t *g, conn_t *c, int refused)
     g->refused += refused;
 }
 
-/* Watches the connection for room to write, or stops. */
-static void s_watch_out(gate_t *g, conn_t *c, int on)
+/* Watches the connection for room to write, or stops. 0, or -1 when epoll
+ * refuses (the connection could not be served: close it). */
+static int s_watch_out(gate_t *g, conn_t *c, int on)
 {
     if (c->watch_out == on)
-        return;
+        return 0;
     struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
                              .data.u32 = (uint32_t)(c - g->conn)};
-    if (epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-        c->watch_out = on;
+    if (epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        return -1;
+    c->watch_out = on;
+    return 0;
 }
 
 /* Writes what is queued toward a connection, as far as the kernel takes it.
@@ -170,8 +186,7 @@ static int s_flush(gate_t *g, conn_t *c)
         }
         c->out_done = left;
     }
-    s_watch_out(g, c, c->out_n > 0);
-    return 0;
+    return s_watch_out(g, c, c->out_n > 0);
 }
 
 /* Queues `pre` then `body` (taken over; NULL: none) toward a connection.
@@ -227,6 +242,21 @@ static int s_check_ready(const unsigned char *b, size_t n)
     return ok ? 0 : -1;
 }
 
+/* A command after the handshake (c->buf, n bytes). A ZMTP 3.1 PING (name,
+ * 2-byte TTL, up to 16 bytes of context) is answered with a PONG carrying
+ * its context, as libzmq does: a peer with heartbeats on (ZMQ_HEARTBEAT_IVL
+ * and _TIMEOUT) drops a connection whose other end never answers. Others
+ * are skipped. 0, or -1 when the PONG cannot be queued (a peer that sends
+ * PINGs and reads nothing) or written. */
+static int s_command(gate_t *g, conn_t *c, size_t n)
+{
+    if (n < 7 || n > 7 + 16 || memcmp(c->buf, "\4PING", 5) != 0)
+        return 0;
+    unsigned char pong[2 + 5 + 16] = {F_COMMAND, (unsigned char)(n - 2), 4, 'P', 'O', 'N', 'G'};
+    memcpy(pong + 7, c->buf + 7, n - 7);
+    return s_raw(g, c, pong, n);
+}
+
 /* Hands a complete message to the server: [id][frames...]. The pair has no
  * high-water mark, so these sends do not fail or wait. */
 static void s_deliver(gate_t *g, conn_t *c)
@@ -279,7 +309,7 @@ static int s_body_done(gate_t *g, conn_t *c)
     c->want = 1;
     if (c->flags & F_COMMAND) {
         if (c->ready)
-            return 0; /* PING and the like after the handshake: not used here */
+            return s_command(g, c, size);
         if (s_check_ready(c->buf, size) != 0)
             return -1;
         c->ready = 1;
@@ -389,12 +419,58 @@ static void s_read(gate_t *g, conn_t *c)
     }
 }
 
-/* Accepts the waiting connections; past max_conns each is closed at once.
- * Out of descriptors, it stops accepting until the next stall check
- * rather than spin on a listening socket that stays readable. */
+/* A free connection slot, or NULL. */
+static conn_t *s_free_slot(gate_t *g)
+{
+    for (int i = 0; i < g->nconn; i++)
+        if (!g->conn[i].used)
+            return &g->conn[i];
+    return NULL;
+}
+
+/* Takes a connected socket on as a new connection in the free slot c. 0, or
+ * -1 when epoll refuses it (the caller then closes fd). */
+static int s_adopt(gate_t *g, conn_t *c, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - g->conn)};
+    if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -1;
+    memset(c, 0, sizeof *c);
+    c->used = 1;
+    c->fd = fd;
+    uint64_t id = g->next_id++;
+    for (int i = 0; i < 8; i++)
+        c->id[1 + i] = (unsigned char)(id >> (56 - 8 * i)); /* c->id[0] is 0 */
+    c->state = S_GREETING;
+    c->want = 10;
+    c->last_in = clock_now();
+    return 0;
+}
+
+/* Sets a new connection's socket up: no Nagle delay (replies are written
+ * whole), and a peer whose host vanished (powered off, cable cut: no FIN,
+ * no reset) is given up on in about a minute, whether the connection is
+ * idle (keepalive probes: 30 s, then 3 more 10 s apart) or has replies in
+ * flight (TCP_USER_TIMEOUT) rather than hold its slot for ever. 0 or -1. */
+static int s_tune(int fd)
+{
+    static const struct {
+        int level, name, value;
+    } opt[] = {{IPPROTO_TCP, TCP_NODELAY, 1},   {SOL_SOCKET, SO_KEEPALIVE, 1},
+               {IPPROTO_TCP, TCP_KEEPIDLE, 30}, {IPPROTO_TCP, TCP_KEEPINTVL, 10},
+               {IPPROTO_TCP, TCP_KEEPCNT, 3},   {IPPROTO_TCP, TCP_USER_TIMEOUT, 60000}};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (setsockopt(fd, opt[i].level, opt[i].name, &opt[i].value, sizeof opt[i].value) != 0)
+            return -1;
+    return 0;
+}
+
+/* Accepts the waiting connections (ACCEPT_BURST at most); past max_conns
+ * each is closed at once. Out of descriptors, it stops accepting for a
+ * second rather than spin on a listening socket that stays readable. */
 static void s_accept(gate_t *g)
 {
-    for (;;) {
+    for (int n = 0; n < ACCEPT_BURST; n++) {
         int fd = accept4(g->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
             continue;
@@ -406,31 +482,33 @@ static void s_accept(gate_t *g)
             struct epoll_event ev = {.events = 0, .data.u32 = LISTENER};
             epoll_ctl(g->ep, EPOLL_CTL_MOD, g->lfd, &ev);
             g->accept_paused = 1;
+            g->accept_at = clock_now() + 1.0;
             return;
         }
-        conn_t *c = NULL;
-        for (int i = 0; i < g->nconn && !c; i++)
-            if (!g->conn[i].used)
-                c = &g->conn[i];
-        int one = 1;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - g->conn)};
-        if (!c || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
-            epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            g->refused += !c; /* too many connections: this one is closed */
+        conn_t *c = s_free_slot(g);
+        g->refused += !c; /* too many connections: closed at once */
+        if (!c || s_tune(fd) != 0 || s_adopt(g, c, fd) != 0)
             close(fd);
-            continue;
-        }
-        memset(c, 0, sizeof *c);
-        c->used = 1;
-        c->fd = fd;
-        uint32_t id = g->next_id++;
-        c->id[0] = 0;
-        for (int i = 0; i < 4; i++)
-            c->id[1 + i] = (unsigned char)(id >> (24 - 8 * i));
-        c->state = S_GREETING;
-        c->want = 10;
-        c->last_in = clock_now();
     }
+}
+
+/* Logs that a peer's connection is closed because it does not read its
+ * replies: at most once per LOG_WINDOW, saying how many more there were. */
+static void s_log_unread(gate_t *g)
+{
+    double now = clock_now();
+    if (g->logged_at > 0 && now - g->logged_at < LOG_WINDOW) {
+        g->unlogged++;
+        return;
+    }
+    if (g->unlogged > 0)
+        fprintf(stderr, "gate: a peer does not read its replies; closing its connection "
+                        "(and %ld more such in the last %.0f s)\n",
+                g->unlogged, now - g->logged_at);
+    else
+        fprintf(stderr, "gate: a peer does not read its replies; closing its connection\n");
+    g->logged_at = now;
+    g->unlogged = 0;
 }
 
 /* One reply from the server: [id][envelope][tensor?], framed onto its
@@ -459,7 +537,7 @@ static void s_from_inner(gate_t *g, zmq_msg_t *id)
         zmq_msg_close(&m);
     }
     if (c && c->ready && (!fits || c->out_n + nf > GATE_OUT_FRAMES)) {
-        fprintf(stderr, "gate: a peer does not read its replies; closing its connection\n");
+        s_log_unread(g);
         s_close(g, c, 1);
     }
     for (int i = 0; i < nf; i++) {
@@ -481,18 +559,19 @@ static void s_from_inner(gate_t *g, zmq_msg_t *id)
         s_close(g, c, 0);
 }
 
-/* Once a second: closes connections stalled in the middle of a greeting or
- * a message, and accepts again after running out of descriptors. */
+/* Once a second: closes connections stalled in the middle of their
+ * handshake (greeting or READY) or of a message, and accepts again a second
+ * after running out of descriptors. */
 static void s_check(gate_t *g, double now)
 {
     g->next_check = now + 1.0;
     for (int i = 0; i < g->nconn; i++) {
         conn_t *c = &g->conn[i];
-        int unfinished = c->state != S_HEAD || c->have > 0 || c->nframes > 0;
+        int unfinished = !c->ready || c->state != S_HEAD || c->have > 0 || c->nframes > 0;
         if (c->used && unfinished && now - c->last_in > g->stall)
             s_close(g, c, 1);
     }
-    if (g->accept_paused) {
+    if (g->accept_paused && now >= g->accept_at) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = LISTENER};
         if (epoll_ctl(g->ep, EPOLL_CTL_MOD, g->lfd, &ev) == 0)
             g->accept_paused = 0;
@@ -589,19 +668,28 @@ static int s_resolve(const char *host, struct sockaddr_storage *sa, socklen_t *l
  * it got into `out`. The descriptor, or -1 with errno set. */
 static int s_listen(const char *endpoint, char *out, size_t outlen)
 {
+    if (strncmp(endpoint, "tcp://", 6) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
     const char *hp = endpoint + 6, *colon = strrchr(hp, ':');
-    char host[256], *end;
-    if (strncmp(endpoint, "tcp://", 6) != 0 || !colon || colon == hp ||
-        (size_t)(colon - hp) >= sizeof host) {
+    char host[256];
+    if (!colon || colon == hp || (size_t)(colon - hp) >= sizeof host) {
         errno = EINVAL;
         return -1;
     }
     memcpy(host, hp, (size_t)(colon - hp));
     host[colon - hp] = '\0';
-    long port = strcmp(colon + 1, "*") == 0 ? 0 : strtol(colon + 1, &end, 10);
-    if (strcmp(colon + 1, "*") != 0 && (!colon[1] || *end || port < 0 || port > 65535)) {
-        errno = EINVAL;
-        return -1;
+    /* PORT: * or 1 to 5 digits (no sign, no space: what strtol would let
+     * through), at most 65535. */
+    long port = 0;
+    if (strcmp(colon + 1, "*") != 0) {
+        size_t digits = strspn(colon + 1, "0123456789");
+        if (digits == 0 || digits > 5 || colon[1 + digits] != '\0' ||
+            (port = strtol(colon + 1, NULL, 10)) > 65535) {
+            errno = EINVAL;
+            return -1;
+        }
     }
     struct sockaddr_storage sa;
     socklen_t len;
@@ -637,6 +725,10 @@ static int s_listen(const char *endpoint, char *out, size_t outlen)
 
 gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns)
 {
+    if (max_conns < 1) {
+        errno = EINVAL;
+        return NULL;
+    }
     gate_t *g = calloc(1, sizeof *g);
     if (g && !(g->conn = calloc((size_t)max_conns, sizeof *g->conn))) {
         free(g);
@@ -713,7 +805,8 @@ static void s_linger(gate_t *g)
                 p[n] = (struct pollfd){.fd = g->conn[i].fd, .events = POLLOUT};
                 which[n++] = i;
             }
-        if (n > 0 && poll(p, (nfds_t)n, (int)(1e3 * (end - clock_now())) + 1) > 0)
+        double left = end - clock_now(); /* may be past already: never wait forever */
+        if (n > 0 && poll(p, (nfds_t)n, left > 0 ? (int)(1e3 * left) + 1 : 0) > 0)
             for (int k = 0; k < n; k++)
                 if (p[k].revents && s_flush(g, &g->conn[which[k]]) != 0)
                     s_close(g, &g->conn[which[k]], 0);

@@ -10,8 +10,9 @@
  * without bound (measured: 1.5 GB in 3.5 s). The gate parses the framing as
  * bytes arrive and closes a connection whose message passes GATE_MAX_FRAMES
  * frames or WIRE_MAX_MESSAGE bytes, whose handshake is malformed, or which
- * stalls (GATE_STALL_SECONDS without a byte while a greeting or a message
- * is unfinished), and accepts a bounded number of connections. So a
+ * stalls (GATE_STALL_SECONDS without a byte while its handshake, greeting
+ * then READY, or a message is unfinished), and accepts a bounded number of
+ * connections. So a
  * connection holds at most one message in progress (about 1 MB) plus
  * GATE_OUT_FRAMES frames of replies queued toward it (four weights replies),
  * and the server at most max_conns times that (the kernel's socket buffers
@@ -25,7 +26,8 @@
  * with a few recv calls.
  *
  * Complete messages go to the server over an inproc PAIR socket as
- * [connection id][frames...], exactly what a ROUTER would have delivered
+ * [connection id][frames...], as a ROUTER would have delivered them (the
+ * id is 9 bytes, 0 then a 64-bit counter, never reused; a ROUTER's is 5)
  * (without copying: ZeroMQ passes the frames by reference); replies come
  * back the same way and are framed onto the connection. The server keeps
  * using wire_recv/wire_send on its end of the pair.
@@ -41,8 +43,9 @@
 /* Frames of replies (and handshake pieces) queued toward a connection that
  * does not read them; one more closes it. */
 #define GATE_OUT_FRAMES 8
-/* A connection with a greeting or a message unfinished and no byte for
- * this long is closed (it holds a slot and up to a message's memory). */
+/* A connection with its handshake (greeting, READY) or a message
+ * unfinished and no byte for this long is closed (it holds a slot and up to
+ * a message's memory). */
 #define GATE_STALL_SECONDS 30.0
 
 typedef struct gate gate_t;
@@ -51,8 +54,8 @@ typedef struct gate gate_t;
  * [IPv6] address, an interface or a host name; PORT a number, or * for a
  * free one) and connects a PAIR in ctx to `inner` (an inproc endpoint the
  * server has bound its PAIR to); accepts at most max_conns connections at
- * once (more are closed at once). NULL with errno set on failure: EINVAL
- * (not that form), ENODEV (no such host or interface), or bind's
+ * once (more are closed at once; at least 1). NULL with errno set on
+ * failure: EINVAL (not that form, or max_conns < 1), ENODEV (no such host or interface), or bind's
  * (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
 gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns);
 

@@ -18,6 +18,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -304,6 +305,42 @@ static void test_dealer_round_trip(void **state)
     free(tensor);
 }
 
+/* A DEALER with ZMTP 3.1 heartbeats on (PING every 100 ms; a peer that does
+ * not answer within 1 s is dropped and connected again): the gate answers
+ * each PING with a PONG, so the DEALER keeps its one connection through
+ * quiet seconds and its messages still pass. */
+static void test_dealer_heartbeats(void **state)
+{
+    fix_t *f = *state;
+    void *d = zmq_socket(f->ctx, ZMQ_DEALER);
+    int zero = 0, ivl = 100, timeout = 1000;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", f->port);
+    assert_int_equal(zmq_connect(d, ep), 0);
+    unsigned char id[16], first[16];
+    size_t idlen, firstlen = 0;
+    int kept = 1;
+    for (int round = 0; round < 2 && kept; round++) {
+        unsigned char byte = (unsigned char)('h' + round);
+        zmq_send(d, &byte, 1, 0);
+        s_server_recv_byte(f, byte, id, &idlen);
+        if (round == 0) {
+            memcpy(first, id, idlen);
+            firstlen = idlen;
+        }
+        double end = clock_now() + 1.5; /* quiet: only heartbeats, past the timeout */
+        while (clock_now() < end)
+            s_turn(f, 10);
+        kept = gate_connected(f->g, first, firstlen) && memcmp(id, first, idlen) == 0;
+    }
+    zmq_close(d); /* before any assert: an open DEALER would hang the teardown */
+    assert_true(kept);
+    assert_int_equal(gate_refused(f->g), 0);
+}
+
 /* A peer that sends its handshake and a message one byte per TCP segment,
  * then 300 one-byte messages in one write: all arrive whole and in order. */
 static void test_partial_and_many_small(void **state)
@@ -412,6 +449,33 @@ static void test_too_many_connections(void **state)
     close(c);
 }
 
+/* A storm of connections (here 100 waiting at once, the gate full): one
+ * pump accepts (and closes) a bounded number of them and returns, so the
+ * server's loop goes on even while connections come faster than they can
+ * be accepted; the next pumps take the rest. */
+static void test_accept_storm_bounded(void **state)
+{
+    fix_t *f = *state;
+    int keep[MAX_CONNS], storm[100];
+    for (int i = 0; i < MAX_CONNS; i++)
+        keep[i] = s_raw_dealer(f);
+    for (int i = 0; i < 100; i++)
+        storm[i] = s_raw_connect(f);
+    gate_pump(f->g);
+    long first = gate_refused(f->g);
+    fprintf(stderr, "  one pump refused %ld of 100 waiting connections\n", first);
+    assert_true(first > 0 && first <= 64);
+    double end = clock_now() + DEADLINE;
+    while (gate_refused(f->g) < 100) {
+        assert_true(clock_now() < end);
+        s_turn(f, 1);
+    }
+    for (int i = 0; i < 100; i++)
+        s_expect_closed(f, storm[i]);
+    for (int i = 0; i < MAX_CONNS; i++)
+        close(keep[i]);
+}
+
 /* Each malformed handshake or first frame closes the connection. */
 static void test_malformed_handshakes(void **state)
 {
@@ -481,34 +545,349 @@ static void test_stalled_peers_closed(void **state)
     close(idle);
 }
 
+/* A raw DEALER with the smallest receive buffer (replies pile up in the
+ * gate soon) that has sent a one-byte message; copies its id. */
+static int s_slow_reader(fix_t *f, unsigned char byte, unsigned char *id, size_t *idlen)
+{
+    int fd = s_raw_dealer(f);
+    int small = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    unsigned char m[3] = {0, 1, byte};
+    assert_int_equal(s_send_all(f, fd, m, sizeof m), 0);
+    s_server_recv_byte(f, byte, id, idlen);
+    return fd;
+}
+
+/* The server sends a weights-like reply to `id`: "w" and 900 KB. */
+static void s_server_send_big(fix_t *f, const unsigned char *id, size_t idlen)
+{
+    zmq_msg_t t;
+    zmq_msg_init_size(&t, WIRE_TENSOR_FLOATS * sizeof(float));
+    zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
+    zmq_send(f->pair, "w", 1, ZMQ_SNDMORE);
+    zmq_msg_send(&t, f->pair, 0);
+}
+
 /* A peer that never reads: replies queue up to GATE_OUT_FRAMES frames
  * beyond what the kernel holds, then the gate closes the connection
  * rather than hold more. */
 static void test_unread_replies_close(void **state)
 {
     fix_t *f = *state;
-    int fd = s_raw_dealer(f);
-    int small = 0;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    unsigned char m[3] = {0, 1, 'z'};
     unsigned char id[16];
     size_t idlen;
-    assert_int_equal(s_send_all(f, fd, m, sizeof m), 0);
-    s_server_recv_byte(f, 'z', id, &idlen);
-    size_t big = WIRE_TENSOR_FLOATS * sizeof(float);
+    int fd = s_slow_reader(f, 'z', id, &idlen);
     int sent = 0;
     for (; sent < 200 && gate_connected(f->g, id, idlen); sent++) {
-        zmq_msg_t t;
-        zmq_msg_init_size(&t, big);
-        zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
-        zmq_send(f->pair, "w", 1, ZMQ_SNDMORE);
-        zmq_msg_send(&t, f->pair, 0);
+        s_server_send_big(f, id, idlen);
         s_turn(f, 1);
     }
     fprintf(stderr, "  the connection was closed after %d unread 900 KB replies\n", sent);
     assert_false(gate_connected(f->g, id, idlen));
     assert_true(sent < 200);
     assert_int_equal(gate_refused(f->g), 1);
+    close(fd);
+}
+
+/* A peer that sends its greeting and then never its READY (it holds a
+ * connection slot without even saying what it is) is closed after the stall
+ * limit, as one that stops inside the greeting is. */
+static void test_no_ready_stalls(void **state)
+{
+    fix_t *f = *state;
+    gate_set_stall(f->g, 0.5);
+    int fd = s_raw_connect(f);
+    unsigned char got[64 + 30];
+    assert_int_equal(s_send_all(f, fd, s_greeting, sizeof s_greeting), 0);
+    assert_int_equal(s_recv_all(f, fd, got, sizeof got), 0); /* the gate's greeting, READY */
+    s_expect_closed(f, fd);
+    assert_int_equal(gate_refused(f->g), 1);
+}
+
+/* READY's properties are parsed within the command: a name or value length
+ * that points past its end, a missing or second, wrong Socket-Type close the
+ * connection; other properties (Identity) are skipped; nothing reaches the
+ * server from the refused ones. */
+static void test_ready_properties(void **state)
+{
+    fix_t *f = *state;
+    static const struct {
+        const char *what;
+        unsigned char body[64];
+        size_t len;
+        int ok;
+    } cases[] = {
+        {"name length past the end", {5, 'R', 'E', 'A', 'D', 'Y', 200, 'S'}, 8, 0},
+        {"value length 2^32-1", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0xff, 0xff, 0xff, 0xff}, 12, 0},
+        {"value length past the end", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0, 0, 0, 9, 'a'}, 13, 0},
+        {"no Socket-Type", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0, 0, 0, 0}, 12, 0},
+        {"no properties", {5, 'R', 'E', 'A', 'D', 'Y'}, 6, 0},
+        {"not READY", {5, 'E', 'R', 'R', 'O', 'R', 0}, 7, 0},
+        {"name length 0 at the end", {5, 'R', 'E', 'A', 'D', 'Y', 0}, 7, 0},
+        {"DEALER then PUB",
+         {5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e',
+          0, 0, 0, 6, 'D', 'E', 'A', 'L', 'E', 'R', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T',
+          'y', 'p', 'e', 0, 0, 0, 3, 'P', 'U', 'B'},
+         47, 0},
+        {"Identity, then REQ",
+         {5, 'R', 'E', 'A', 'D', 'Y', 8, 'I', 'd', 'e', 'n', 't', 'i', 't', 'y', 0, 0, 0, 2, 'm',
+          'e', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e', 0, 0, 0, 3, 'R', 'E',
+          'Q'},
+         40, 1},
+    };
+    long refused = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fprintf(stderr, "  %s\n", cases[i].what);
+        int fd = s_raw_connect(f);
+        unsigned char cmd[2 + 64] = {4, (unsigned char)cases[i].len};
+        memcpy(cmd + 2, cases[i].body, cases[i].len);
+        unsigned char msg[3] = {0, 1, (unsigned char)('a' + i)}, got[64 + 30];
+        assert_int_equal(s_send_all(f, fd, s_greeting, sizeof s_greeting), 0);
+        s_send_all(f, fd, cmd, 2 + cases[i].len);
+        s_send_all(f, fd, msg, sizeof msg);
+        if (cases[i].ok) {
+            unsigned char id[16];
+            size_t idlen;
+            s_server_recv_byte(f, msg[2], id, &idlen);
+            assert_int_equal(s_recv_all(f, fd, got, sizeof got), 0);
+            close(fd);
+        } else {
+            s_expect_closed(f, fd);
+            refused++;
+        }
+        assert_int_equal(gate_refused(f->g), refused);
+    }
+    s_server_nothing(f);
+}
+
+/* Commands after READY (a ZMTP 3.1 PING, even between the frames of a
+ * message; a PONG) are taken apart from the messages, which arrive whole;
+ * each PING is answered with a PONG; a greeting that says 3.1 is served as
+ * 3.0. */
+static void test_commands_after_ready(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_connect(f);
+    unsigned char g[64], r[64], got[64 + 30];
+    memcpy(g, s_greeting, sizeof g);
+    g[11] = 1; /* ZMTP 3.1 */
+    assert_int_equal(s_send_all(f, fd, g, sizeof g), 0);
+    assert_int_equal(s_send_all(f, fd, r, s_ready(r, "DEALER")), 0);
+    assert_int_equal(s_recv_all(f, fd, got, sizeof got), 0);
+    assert_int_equal(got[10], 3);
+    assert_int_equal(got[11], 0);
+    static const unsigned char bytes[] = {
+        4, 7, 4, 'P', 'I', 'N', 'G', 0, 10,            /* PING, TTL 1 s */
+        1, 1, 'p',                                     /* first frame */
+        4, 9, 4, 'P', 'I', 'N', 'G', 0, 10, 'c', 'x', /* PING with a context */
+        6, 0, 0, 0, 0, 0, 0, 0, 5, 4, 'P', 'O', 'N', 'G', /* a LONG command */
+        0, 1, 'q'};                                    /* last frame */
+    assert_int_equal(s_send_all(f, fd, bytes, sizeof bytes), 0);
+    zmq_msg_t fr[4];
+    unsigned char id[16];
+    size_t idlen;
+    assert_int_equal(s_server_recv(f, fr, 4, id, &idlen), 2);
+    assert_memory_equal(zmq_msg_data(&fr[0]), "p", 1);
+    assert_memory_equal(zmq_msg_data(&fr[1]), "q", 1);
+    zmq_msg_close(&fr[0]);
+    zmq_msg_close(&fr[1]);
+    /* Each PING was answered with a PONG that carries its context. */
+    unsigned char pongs[7 + 9];
+    assert_int_equal(s_recv_all(f, fd, pongs, sizeof pongs), 0);
+    assert_memory_equal(pongs, "\4\5\4PONG\4\7\4PONGcx", sizeof pongs);
+    assert_int_equal(gate_refused(f->g), 0);
+    close(fd);
+}
+
+/* A peer that sends PINGs and never reads the PONGs: they queue up to
+ * GATE_OUT_FRAMES beyond what the kernel holds, then the connection is
+ * closed (the PONGs take no more memory than replies do). */
+static void test_ping_flood_unread(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_dealer(f);
+    int small = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    unsigned char pings[1024 * 9];
+    for (size_t i = 0; i < sizeof pings; i += 9)
+        memcpy(pings + i, "\4\7\4PING\0\1", 9);
+    size_t sent = 0;
+    while (sent < ((size_t)64 << 20) && s_send_all(f, fd, pings, sizeof pings) == 0)
+        sent += sizeof pings;
+    fprintf(stderr, "  closed after %zu KB of PINGs\n", sent >> 10);
+    s_expect_closed(f, fd);
+    assert_true(sent < ((size_t)64 << 20));
+    assert_int_equal(gate_refused(f->g), 1);
+}
+
+/* A reply the server sends to a connection that has gone is dropped, and
+ * never reaches a later connection (connection ids are not reused). */
+static void test_reply_after_close(void **state)
+{
+    fix_t *f = *state;
+    unsigned char ida[16], idb[16], m[3] = {0, 1, 'a'}, got[3];
+    size_t la, lb;
+    int a = s_raw_dealer(f);
+    assert_int_equal(s_send_all(f, a, m, sizeof m), 0);
+    s_server_recv_byte(f, 'a', ida, &la);
+    close(a);
+    double end = clock_now() + DEADLINE;
+    while (gate_connected(f->g, ida, la)) {
+        assert_true(clock_now() < end);
+        s_turn(f, 1);
+    }
+    int b = s_raw_dealer(f);
+    m[2] = 'b';
+    assert_int_equal(s_send_all(f, b, m, sizeof m), 0);
+    s_server_recv_byte(f, 'b', idb, &lb);
+    assert_false(la == lb && memcmp(ida, idb, la) == 0);
+    zmq_send(f->pair, ida, la, ZMQ_SNDMORE);
+    zmq_send(f->pair, "to-a", 4, 0);
+    zmq_send(f->pair, idb, lb, ZMQ_SNDMORE);
+    zmq_send(f->pair, "b", 1, 0);
+    assert_int_equal(s_recv_all(f, b, got, sizeof got), 0); /* b's own reply comes first */
+    assert_memory_equal(got, "\0\1b", 3);
+    for (int i = 0; i < 20; i++)
+        s_turn(f, 1);
+    assert_true(recv(b, got, 1, 0) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    assert_int_equal(gate_refused(f->g), 0);
+    close(b);
+}
+
+/* A peer that resets its connection while replies to it are being written:
+ * the gate's writes fail (without SIGPIPE killing the process: this test
+ * would die of it) and it forgets the connection. */
+static void test_peer_gone_mid_write(void **state)
+{
+    fix_t *f = *state;
+    unsigned char id[16];
+    size_t idlen;
+    int fd = s_slow_reader(f, 'w', id, &idlen);
+    for (int i = 0; i < 3; i++)
+        s_server_send_big(f, id, idlen);
+    s_turn(f, 1);
+    unsigned char part[4096];
+    assert_int_equal(s_recv_all(f, fd, part, sizeof part), 0); /* the writes have begun */
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd); /* a reset */
+    double end = clock_now() + DEADLINE;
+    while (gate_connected(f->g, id, idlen)) {
+        assert_true(clock_now() < end);
+        s_turn(f, 1);
+    }
+    /* And a reply after that is dropped. */
+    zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
+    zmq_send(f->pair, "late", 4, 0);
+    s_turn(f, 1);
+    assert_int_equal(gate_refused(f->g), 0);
+}
+
+/* Out of descriptors: the gate stops accepting for a moment (the listening
+ * socket stays readable, so it would otherwise spin), then accepts again
+ * once descriptors are free. */
+static void test_out_of_descriptors(void **state)
+{
+    fix_t *f = *state;
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int a = s_raw_connect(f), b = s_raw_connect(f); /* waiting to be accepted */
+    int probe = dup(0); /* the lowest free descriptor: none from there on */
+    assert_true(probe >= 0);
+    close(probe);
+    low = old;
+    low.rlim_cur = (rlim_t)probe;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    s_turn(f, 1); /* accept: EMFILE */
+    zmq_pollitem_t it = {NULL, gate_fd(f->g), ZMQ_POLLIN, 0};
+    int readable = zmq_poll(&it, 1, 200);
+    close(a);
+    close(b);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0); /* before any assert can fail */
+    assert_int_equal(readable, 0); /* not readable: no spinning */
+    close(s_raw_dealer(f)); /* served again (after at most a second) */
+    assert_int_equal(gate_refused(f->g), 0);
+}
+
+/* Many peers closed for not reading their replies, one after the other
+ * (what one attacker can do as fast as it likes): the gate's log says so
+ * once, not once each (the log must not fill); all are counted. */
+static void test_unread_log_limited(void **state)
+{
+    fix_t *f = *state;
+    char path[] = "/tmp/test_gate_log_XXXXXX";
+    int log = mkstemp(path), saved = dup(2);
+    assert_true(log >= 0 && saved >= 0);
+    unlink(path);
+    fflush(stderr);
+    dup2(log, 2);
+    int closed = 0;
+    for (int round = 0; round < 4; round++) {
+        unsigned char id[16];
+        size_t idlen;
+        int fd = s_slow_reader(f, (unsigned char)('0' + round), id, &idlen);
+        for (int sent = 0; sent < 200 && gate_connected(f->g, id, idlen); sent++) {
+            s_server_send_big(f, id, idlen);
+            s_turn(f, 1);
+        }
+        closed += !gate_connected(f->g, id, idlen);
+        close(fd);
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[4096] = "";
+    ssize_t n = pread(log, text, sizeof text - 1, 0);
+    close(log);
+    int lines = 0;
+    for (char *p = text; n > 0 && (p = strstr(p, "does not read")); p++)
+        lines++;
+    fprintf(stderr, "  %d connections closed, %d log lines:\n%s", closed, lines, text);
+    assert_int_equal(closed, 4);
+    assert_int_equal(gate_refused(f->g), 4);
+    assert_int_equal(lines, 1);
+}
+
+/* The gate's end of the test's connection `fd` (both ends live in this
+ * process): the socket whose peer is fd's local address. -1 if none. */
+static int s_gate_end(int fd)
+{
+    struct sockaddr_in mine, peer;
+    socklen_t ml = sizeof mine;
+    getsockname(fd, (struct sockaddr *)&mine, &ml);
+    for (int other = 3; other < 4096; other++) {
+        socklen_t pl = sizeof peer;
+        if (other != fd && getpeername(other, (struct sockaddr *)&peer, &pl) == 0 &&
+            peer.sin_family == AF_INET && peer.sin_port == mine.sin_port &&
+            peer.sin_addr.s_addr == mine.sin_addr.s_addr)
+            return other;
+    }
+    return -1;
+}
+
+/* A peer whose host vanished (powered off, cable cut: no FIN, no reset)
+ * must not hold its connection slot for ever: the gate's sockets probe an
+ * idle peer (TCP keepalive) and give up on unacknowledged data
+ * (TCP_USER_TIMEOUT), each within about a minute. */
+static void test_vanished_peer_detected(void **state)
+{
+    fix_t *f = *state;
+    int fd = s_raw_dealer(f), g = s_gate_end(fd);
+    assert_true(g >= 0);
+    int on = 0, idle = 0, intvl = 0, cnt = 0;
+    unsigned user = 0;
+    socklen_t l = sizeof on;
+    assert_int_equal(getsockopt(g, SOL_SOCKET, SO_KEEPALIVE, &on, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &l), 0);
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l), 0);
+    l = sizeof user;
+    assert_int_equal(getsockopt(g, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, &l), 0);
+    fprintf(stderr, "  keepalive %d: idle %d s, then %d probes %d s apart; user timeout %u ms\n",
+            on, idle, cnt, intvl, user);
+    assert_true(on);
+    assert_true(idle + intvl * cnt <= 120);
+    assert_true(user > 0 && user <= 120000);
     close(fd);
 }
 
@@ -556,6 +935,9 @@ static void test_bad_endpoints(void **state)
         {"tcp://127.0.0.1", EINVAL},      {"tcp://127.0.0.1:5x", EINVAL},
         {"tcp://:5555", EINVAL},          {"udp://127.0.0.1:5555", EINVAL},
         {"tcp://192.0.2.1:0", EADDRNOTAVAIL}, {"tcp://no-such-if.invalid:0", ENODEV},
+        {"tcp", EINVAL},                  {"", EINVAL},
+        {"tcp://127.0.0.1: 5555", EINVAL}, {"tcp://127.0.0.1:+5555", EINVAL},
+        {"tcp://127.0.0.1:-0", EINVAL},   {"tcp://127.0.0.1:65536", EINVAL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         errno = 0;
@@ -566,6 +948,17 @@ static void test_bad_endpoints(void **state)
         assert_null(g);
         assert_int_equal(errno, cases[i].err);
     }
+    /* A short endpoint in a buffer of its own size: nothing read past it
+     * (AddressSanitizer's build catches a read beyond). */
+    char *shortep = strdup("tcp:");
+    errno = 0;
+    assert_null(gate_new(ctx, shortep, "inproc://unused", 2));
+    assert_int_equal(errno, EINVAL);
+    free(shortep);
+    /* No connection allowed at all is a mistake. */
+    errno = 0;
+    assert_null(gate_new(ctx, "tcp://127.0.0.1:*", "inproc://unused", 0));
+    assert_int_equal(errno, EINVAL);
     /* Taken: the second one fails with EADDRINUSE. */
     void *pair = zmq_socket(ctx, ZMQ_PAIR);
     zmq_bind(pair, "inproc://bad-endpoints");
@@ -583,12 +976,23 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dealer_round_trip, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dealer_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_partial_and_many_small, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_too_many_frames, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_too_many_connections, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_accept_storm_bounded, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_handshakes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_peers_closed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_unread_replies_close, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_no_ready_stalls, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ready_properties, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_commands_after_ready, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ping_flood_unread, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reply_after_close, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_peer_gone_mid_write, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_descriptors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_vanished_peer_detected, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_log_limited, s_setup, s_teardown),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_bad_endpoints),
     };
