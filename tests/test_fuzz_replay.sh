@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_fuzz_replay: the fuzzers' corpora and every crasher they ever found,
-# run once more: the server's message handler (make fuzz) and the
-# safetensors reader (make fuzz-safetensors). Every file must be replayed:
+# run once more: the server's message handler (make fuzz), the
+# safetensors reader (make fuzz-safetensors) and the gate (make fuzz-gate).
+# Every file must be replayed:
 # an empty or missing corpus fails the test instead of passing it. Nothing is
 # written into the source tree.
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +22,7 @@ replay() {
 
 replay "$B/fuzz_replay" tests/fuzz/corpus tests/fuzz/crashers
 replay "$B/fuzz_replay_safetensors" tests/fuzz/corpus-safetensors tests/fuzz/crashers-safetensors
+replay "$B/fuzz_replay_gate" tests/fuzz/corpus-gate tests/fuzz/crashers-gate
 
 # The test itself must fail on an empty corpus.
 mkdir "$TMP/empty"
