@@ -830,10 +830,20 @@ static int s_study_figure(const char *dbpath, s_config_t *c, int n, const char *
     return rc;
 }
 
-/* --study: one figure per model of the study in dbpath, into outdir as
- * MODEL.png. 0, or 1 after printing why. */
+/* --study: one figure per model of the study in dbpath, into outdir (NULL:
+ * the database's folder) as MODEL.png. 0, or 1 after printing why. */
 static int s_report_study(metrics_t *m, const char *dbpath, const char *outdir)
 {
+    char dir[4096];
+    if (!outdir) {
+        snprintf(dir, sizeof dir, "%s", dbpath);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        else
+            snprintf(dir, sizeof dir, ".");
+        outdir = dir;
+    }
     static s_study_t st;
     if (metrics_study_each(m, s_add_config, &st) <= 0) {
         fprintf(stderr, "psreport: %s holds no study (%s); make study writes one\n", dbpath,
@@ -920,19 +930,10 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd':
-            dbpath = optarg;
-            db_given = 1;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case 'c':
-            comparison = 1;
-            break;
-        case 's':
-            study = 1;
-            break;
+        case 'd': dbpath = optarg; db_given = 1; break;
+        case 'o': out = optarg; break;
+        case 'c': comparison = 1; break;
+        case 's': study = 1; break;
         case 'r': {
             char *end;
             errno = 0;
@@ -986,16 +987,6 @@ int main(int argc, char **argv)
     }
 
     if (study) {
-        char dir[4096];
-        if (!out) { /* the database's folder */
-            snprintf(dir, sizeof dir, "%s", dbpath);
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = 0;
-            else
-                snprintf(dir, sizeof dir, ".");
-            out = dir;
-        }
         rc = s_report_study(m, dbpath, out);
         metrics_close(&m);
         return rc;

@@ -126,7 +126,12 @@ static int s_check_bind(const char *bind)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Parses the command line into *o (defaults filled in), *keygen and *force.
+ * 0 to run, 1 when --help was printed, 2 after printing what was wrong. Its
+ * length is the flag table and its switch, one line per flag: splitting them
+ * would only scatter the flags. */
+static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char **keygen,
+                         int *force)
 {
     const char *env_dir = getenv("MNIST_DIR");
     server_opts_t o = {.bind = "tcp://*:5555", .data_dir = env_dir && *env_dir ? env_dir : "data",
@@ -168,8 +173,7 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c, bad = 0, force = 0;
-    const char *keygen = NULL;
+    int c, bad = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case O_BIND: o.bind = optarg; break;
@@ -216,9 +220,9 @@ int main(int argc, char **argv)
         case O_RESUME: o.resume = 1; break;
         case O_CURVE: o.curve_secret = optarg; break;
         case O_ALLOWED: o.allowed_keys = optarg; break;
-        case O_KEYGEN: keygen = optarg; break;
-        case O_FORCE: force = 1; break;
-        case 'h': s_usage(stdout); return 0;
+        case O_KEYGEN: *keygen = optarg; break;
+        case O_FORCE: *force = 1; break;
+        case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
     }
@@ -231,15 +235,26 @@ int main(int argc, char **argv)
                         "server must know whom to admit\n");
         bad = 1;
     }
-    if (!bad && keygen)
-        return s_keygen(keygen, force);
-    if (!bad && s_check_bind(o.bind) != 0)
+    if (!bad && !*keygen && s_check_bind(o.bind) != 0)
         bad = 1;
     if (bad) {
         fprintf(stderr, "run 'paramserver --help' for usage\n");
         return 2;
     }
-    char ckpt[4096];
+    *o_out = o;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    server_opts_t o;
+    const char *keygen = NULL;
+    int force = 0, rc = s_parse_flags(argc, argv, &o, &keygen, &force);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if (keygen)
+        return s_keygen(keygen, force);
+    static char ckpt[4096]; /* o.checkpoint points here for the whole run */
     if (!o.checkpoint) {
         snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
         o.checkpoint = ckpt;
