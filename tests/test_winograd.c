@@ -42,7 +42,7 @@ static void test_winograd_matches_direct(void **state)
     float *dw = malloc(64 * 288 * sizeof(float)), *dp1 = malloc(169 * N * 32 * sizeof(float));
     double *ra2 = calloc(100 * N * 64, sizeof(double)), *rdw = calloc(64 * 288, sizeof(double)),
            *rdp1 = calloc(169 * N * 32, sizeof(double));
-    assert_true(p1 && w && V && M && U && dU && scratch && a2 && da2 && dw && dp1 && ra2 && rdw &&
+    assert_true(p1 && w && V && M && U && dU && UT && scratch && a2 && da2 && dw && dp1 && ra2 && rdw &&
                 rdp1);
     rng_t r;
     rng_seed(&r, 13);
@@ -104,7 +104,8 @@ static void test_winograd_matches_direct(void **state)
     wino_input_grad(V, N, dp1);
     assert_true(s_rel("input grad", dp1, rdp1, 169 * N * 32) < TOLERANCE);
 
-    free(p1), free(w), free(V), free(M), free(U), free(dU), free(scratch), free(a2), free(da2);
+    free(p1), free(w), free(V), free(M), free(U), free(dU), free(UT), free(scratch), free(a2);
+    free(da2);
     free(dw), free(dp1), free(ra2), free(rdw), free(rdp1);
 }
 
