@@ -33,8 +33,7 @@ HOT_INLINE s_v8f s_sel(s_v8i c, s_v8f a, s_v8f b)
 }
 
 HOT_KERNEL
-void conv1_pool(const float *x, const float *w1, const float *bias, uint8_t *win1, float *p1,
-                int n)
+void conv1_pool(const float *x, const float *w1, const float *bias, uint8_t *win1, float *p1, int n)
 {
     s_v8d wt[9][4];
     for (int c = 0; c < 32; c++)

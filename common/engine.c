@@ -42,7 +42,7 @@ typedef struct {
     engine_t *e;
     int id;
     model_ws_t *ws;
-    float *grad;                               /* this thread's gradient buffer */
+    float *grad;                              /* this thread's gradient buffer */
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;

@@ -22,44 +22,44 @@
 /* Defines NAME(R, k, A, lda, B, ldb, C, ldc): C[0..R)[0..2W) =
  * A[0..R)[0..k) . B[0..k)[0..2W), for vectors VEC of W floats (VECU: the
  * unaligned, aliasing variant that memory is read and written through). */
-#define S_DEFINE_BLOCK(NAME, VEC, VECU, W)                                                      \
-    HOT_INLINE void NAME(const int R, int k, const float *A, int lda, const float *B, int ldb, \
-                         float *C, int ldc)                                                     \
-    {                                                                                           \
-        VEC acc[S_R][2];                                                                        \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (VEC){0};   \
-        for (int kk = 0; kk < k; kk++) {                                                        \
-            VEC b0 = *(const VECU *)(B + (long)kk * ldb);                                       \
-            VEC b1 = *(const VECU *)(B + (long)kk * ldb + W);                                   \
-            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                 \
-            {                                                                                   \
-                float a = A[(long)r * lda + kk];                                                \
-                acc[r][0] += a * b0;                                                            \
-                acc[r][1] += a * b1;                                                            \
-            }                                                                                   \
-        }                                                                                       \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                     \
-        {                                                                                       \
-            *(VECU *)(C + (long)r * ldc) = acc[r][0];                                           \
-            *(VECU *)(C + (long)r * ldc + W) = acc[r][1];                                       \
-        }                                                                                       \
+#define S_DEFINE_BLOCK(NAME, VEC, VECU, W)                                                         \
+    HOT_INLINE void NAME(const int R, int k, const float *A, int lda, const float *B, int ldb,     \
+                         float *C, int ldc)                                                        \
+    {                                                                                              \
+        VEC acc[S_R][2];                                                                           \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (VEC){0};      \
+        for (int kk = 0; kk < k; kk++) {                                                           \
+            VEC b0 = *(const VECU *)(B + (long)kk * ldb);                                          \
+            VEC b1 = *(const VECU *)(B + (long)kk * ldb + W);                                      \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                    \
+            {                                                                                      \
+                float a = A[(long)r * lda + kk];                                                   \
+                acc[r][0] += a * b0;                                                               \
+                acc[r][1] += a * b1;                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                        \
+        {                                                                                          \
+            *(VECU *)(C + (long)r * ldc) = acc[r][0];                                              \
+            *(VECU *)(C + (long)r * ldc + W) = acc[r][1];                                          \
+        }                                                                                          \
     }
 
 /* The product over all blocks of rows and columns, with BLOCK for R = 1..6. */
-#define S_GEMM_LOOPS(BLOCK, W)                                                                  \
-    for (int i = 0; i < m; i += S_R) {                                                          \
-        const float *a = A + (long)i * lda;                                                     \
-        float *c = C + (long)i * ldc;                                                           \
-        for (int j = 0; j < n; j += 2 * (W)) {                                                  \
-            switch (m - i < S_R ? m - i : S_R) {                                                \
-            case 6: BLOCK(6, k, a, lda, B + j, ldb, c + j, ldc); break;                         \
-            case 5: BLOCK(5, k, a, lda, B + j, ldb, c + j, ldc); break;                         \
-            case 4: BLOCK(4, k, a, lda, B + j, ldb, c + j, ldc); break;                         \
-            case 3: BLOCK(3, k, a, lda, B + j, ldb, c + j, ldc); break;                         \
-            case 2: BLOCK(2, k, a, lda, B + j, ldb, c + j, ldc); break;                         \
-            default: BLOCK(1, k, a, lda, B + j, ldb, c + j, ldc); break;                        \
-            }                                                                                   \
-        }                                                                                       \
+#define S_GEMM_LOOPS(BLOCK, W)                                                                     \
+    for (int i = 0; i < m; i += S_R) {                                                             \
+        const float *a = A + (long)i * lda;                                                        \
+        float *c = C + (long)i * ldc;                                                              \
+        for (int j = 0; j < n; j += 2 * (W)) {                                                     \
+            switch (m - i < S_R ? m - i : S_R) {                                                   \
+            case 6: BLOCK(6, k, a, lda, B + j, ldb, c + j, ldc); break;                            \
+            case 5: BLOCK(5, k, a, lda, B + j, ldb, c + j, ldc); break;                            \
+            case 4: BLOCK(4, k, a, lda, B + j, ldb, c + j, ldc); break;                            \
+            case 3: BLOCK(3, k, a, lda, B + j, ldb, c + j, ldc); break;                            \
+            case 2: BLOCK(2, k, a, lda, B + j, ldb, c + j, ldc); break;                            \
+            default: BLOCK(1, k, a, lda, B + j, ldb, c + j, ldc); break;                           \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 typedef float s_v8 __attribute__((vector_size(32)));
@@ -79,9 +79,8 @@ typedef float s_v16 __attribute__((vector_size(64)));
 typedef float s_v16u __attribute__((vector_size(64), aligned(4), may_alias));
 S_DEFINE_BLOCK(s_block16, s_v16, s_v16u, 16)
 
-__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
-static void s_nn16(int m, int n, int k, const float *A, int lda, const float *B, int ldb,
-                   float *C, int ldc)
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))) static void
+s_nn16(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float *C, int ldc)
 {
     S_GEMM_LOOPS(s_block16, 16)
 }

@@ -62,16 +62,7 @@ static const char *const s_schema =
     "CREATE INDEX IF NOT EXISTS events_run ON events(run_id);";
 
 /* The prepared statements, kept for the life of the connection. */
-enum {
-    S_RUN_BEGIN,
-    S_RUN_END,
-    S_WORKER,
-    S_STEP,
-    S_EPOCH,
-    S_SERVER,
-    S_EVENT,
-    S_COUNT
-};
+enum { S_RUN_BEGIN, S_RUN_END, S_WORKER, S_STEP, S_EPOCH, S_SERVER, S_EVENT, S_COUNT };
 
 static const char *const s_sql[S_COUNT] = {
     [S_RUN_BEGIN] = "INSERT INTO runs(mode, started_at, host, workers, epochs, batch_size, lr,"
@@ -94,15 +85,16 @@ static const char *const s_sql[S_COUNT] = {
 
 struct metrics {
     sqlite3 *db;
-    char *path;          /* for messages */
+    char *path; /* for messages */
     sqlite3_stmt *stmt[S_COUNT];
-    int batch_rows;      /* step rows in the open batch */
-    double batch_start;  /* monotonic seconds when the open batch began */
-    char err[512];       /* the last error message */
+    int batch_rows;     /* step rows in the open batch */
+    double batch_start; /* monotonic seconds when the open batch began */
+    char err[512];      /* the last error message */
 };
 
 static void s_seterr(metrics_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_seterr(metrics_t *m, const char *fmt, ...) {
+static void s_seterr(metrics_t *m, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     errmsg_vset(m->err, sizeof m->err, fmt, ap);
@@ -110,14 +102,16 @@ static void s_seterr(metrics_t *m, const char *fmt, ...) {
 }
 
 /* Records "metrics: <path>: <what>: <sqlite's message>" and returns -1. */
-static int s_dberr(metrics_t *m, const char *what) {
+static int s_dberr(metrics_t *m, const char *what)
+{
     s_seterr(m, "metrics: %s: %s: %s", m->path, what, sqlite3_errmsg(m->db));
     return -1;
 }
 
 /* Refuses a database written by a newer program: it may hold tables or
  * columns this one would misread or break. */
-static int s_check_version(metrics_t *m, int v) {
+static int s_check_version(metrics_t *m, int v)
+{
     if (v <= METRICS_SCHEMA_VERSION)
         return 0;
     s_seterr(m,
@@ -127,13 +121,15 @@ static int s_check_version(metrics_t *m, int v) {
     return -1;
 }
 
-static int s_exec(metrics_t *m, const char *sql, const char *what) {
+static int s_exec(metrics_t *m, const char *sql, const char *what)
+{
     return sqlite3_exec(m->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : s_dberr(m, what);
 }
 
 /* Steps one bound statement to completion and resets it (keeping it for
  * reuse). */
-static int s_run(metrics_t *m, int which, const char *what) {
+static int s_run(metrics_t *m, int which, const char *what)
+{
     sqlite3_stmt *st = m->stmt[which];
     int rc = sqlite3_step(st);
     int ok = rc == SQLITE_DONE;
@@ -144,7 +140,8 @@ static int s_run(metrics_t *m, int which, const char *what) {
     return ok ? 0 : -1;
 }
 
-static void s_bind_text(sqlite3_stmt *st, int i, const char *s) {
+static void s_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
     if (s)
         sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
     else
@@ -152,7 +149,8 @@ static void s_bind_text(sqlite3_stmt *st, int i, const char *s) {
 }
 
 /* Reads PRAGMA user_version into *v. */
-static int s_user_version(metrics_t *m, int *v) {
+static int s_user_version(metrics_t *m, int *v)
+{
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(m->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
         return s_dberr(m, "read the schema version");
@@ -165,7 +163,8 @@ static int s_user_version(metrics_t *m, int *v) {
 
 /* Turns WAL on (a property of the file, kept across connections) and checks
  * that it took: some file systems cannot do WAL. */
-static int s_set_wal(metrics_t *m) {
+static int s_set_wal(metrics_t *m)
+{
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(m->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
         return s_dberr(m, "set WAL mode");
@@ -185,7 +184,8 @@ static int s_set_wal(metrics_t *m) {
 
 /* Checks the version and creates the schema, in one write transaction so that
  * two programs opening a new database at once do not both create it. */
-static int s_init_schema(metrics_t *m) {
+static int s_init_schema(metrics_t *m)
+{
     int v = 0;
     if (s_exec(m, "BEGIN IMMEDIATE", "lock the database to check its schema") < 0)
         return -1;
@@ -204,7 +204,8 @@ fail:
     return -1;
 }
 
-metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
+metrics_t *metrics_open(const char *path, char *err, size_t errlen)
+{
     assert(path);
     metrics_t *m = calloc(1, sizeof *m);
     if (m && !(m->path = strdup(path))) {
@@ -234,12 +235,13 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen) {
      * here. The version is checked before WAL mode changes the file. */
     int v = 0;
     int in_memory = strcmp(path, ":memory:") == 0; /* no file: no WAL */
-    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0 || (!in_memory && s_set_wal(m) < 0) ||
+    if (s_user_version(m, &v) < 0 || s_check_version(m, v) < 0 ||
+        (!in_memory && s_set_wal(m) < 0) ||
         s_exec(m, "PRAGMA synchronous=NORMAL", "set synchronous") < 0 || s_init_schema(m) < 0)
         goto fail;
     for (int i = 0; i < S_COUNT; i++) {
-        if (sqlite3_prepare_v3(m->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &m->stmt[i],
-                               NULL) != SQLITE_OK) {
+        if (sqlite3_prepare_v3(m->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &m->stmt[i], NULL) !=
+            SQLITE_OK) {
             s_dberr(m, "prepare a statement");
             goto fail;
         }
@@ -256,7 +258,8 @@ fail:
     return NULL;
 }
 
-int metrics_flush(metrics_t *m) {
+int metrics_flush(metrics_t *m)
+{
     assert(m);
     if (sqlite3_get_autocommit(m->db))
         return 0;
@@ -266,7 +269,8 @@ int metrics_flush(metrics_t *m) {
     return 0;
 }
 
-void metrics_close(metrics_t **pm) {
+void metrics_close(metrics_t **pm)
+{
     if (!pm || !*pm)
         return;
     metrics_t *m = *pm;
@@ -283,7 +287,8 @@ void metrics_close(metrics_t **pm) {
     *pm = NULL;
 }
 
-int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
+int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info)
+{
     assert(m && info);
     if (metrics_flush(m) < 0)
         return -1;
@@ -317,7 +322,8 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info) {
 }
 
 int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_accuracy,
-                    double train_seconds) {
+                    double train_seconds)
+{
     assert(m);
     if (metrics_flush(m) < 0)
         return -1;
@@ -337,7 +343,8 @@ int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_
 }
 
 int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, const char *host,
-                   int shard_size, int threads, int incarnation) {
+                   int shard_size, int threads, int incarnation)
+{
     assert(m);
     if (metrics_flush(m) < 0)
         return -1;
@@ -354,7 +361,8 @@ int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, c
 }
 
 int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epoch, double loss,
-                 double t) {
+                 double t)
+{
     assert(m);
     if (sqlite3_get_autocommit(m->db)) {
         if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
@@ -378,7 +386,8 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
     return 0;
 }
 
-int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_t *e, double t) {
+int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_t *e, double t)
+{
     assert(m && e);
     if (metrics_flush(m) < 0)
         return -1;
@@ -401,7 +410,8 @@ int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_
 }
 
 int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_applied,
-                         int64_t version, double mean_staleness, int64_t max_staleness) {
+                         int64_t version, double mean_staleness, int64_t max_staleness)
+{
     assert(m);
     if (metrics_flush(m) < 0)
         return -1;
@@ -416,7 +426,8 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
 }
 
 int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,
-                  const char *detail) {
+                  const char *detail)
+{
     assert(m);
     if (metrics_flush(m) < 0)
         return -1;
@@ -429,13 +440,15 @@ int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char
     return s_run(m, S_EVENT, "insert event");
 }
 
-const char *metrics_errmsg(const metrics_t *m) {
+const char *metrics_errmsg(const metrics_t *m)
+{
     return m ? m->err : "metrics: no database";
 }
 
 /* ---- Reading --------------------------------------------------------------- */
 
-metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen) {
+metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen)
+{
     assert(path);
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -482,8 +495,7 @@ metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen) {
     sqlite3_finalize(st);
     st = NULL;
     if (tables != 3) {
-        s_seterr(m, "metrics: %s is not a metrics database (no runs, steps or epochs table)",
-                 path);
+        s_seterr(m, "metrics: %s is not a metrics database (no runs, steps or epochs table)", path);
         goto fail;
     }
     return m;
@@ -497,7 +509,8 @@ fail:
 }
 
 /* Prepares sql and binds run to ?1 when run > 0. NULL after recording why. */
-static sqlite3_stmt *s_query(metrics_t *m, const char *sql, int64_t run) {
+static sqlite3_stmt *s_query(metrics_t *m, const char *sql, int64_t run)
+{
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(m->db, sql, -1, &st, NULL) != SQLITE_OK) {
         s_dberr(m, "prepare a query");
@@ -509,26 +522,31 @@ static sqlite3_stmt *s_query(metrics_t *m, const char *sql, int64_t run) {
 }
 
 /* Finishes a query stepped until rc: 0 if it ran to the end, else -1. */
-static int s_query_end(metrics_t *m, sqlite3_stmt *st, int rc, const char *what) {
+static int s_query_end(metrics_t *m, sqlite3_stmt *st, int rc, const char *what)
+{
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : s_dberr(m, what);
 }
 
-static double s_col_real(sqlite3_stmt *st, int i) {
+static double s_col_real(sqlite3_stmt *st, int i)
+{
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
 
-static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const char *dflt) {
+static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const char *dflt)
+{
     const unsigned char *t = sqlite3_column_text(st, i);
     snprintf(buf, len, "%s", t ? (const char *)t : dflt);
 }
 
-int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out) {
+int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
+{
     assert(m && out);
     sqlite3_stmt *st = s_query(
         m,
         "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-        "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = ?1",
+        "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = "
+        "?1",
         id);
     if (!st)
         return -1;
@@ -556,7 +574,8 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out) {
     return 1;
 }
 
-int64_t metrics_run_latest(metrics_t *m) {
+int64_t metrics_run_latest(metrics_t *m)
+{
     assert(m);
     sqlite3_stmt *st = s_query(m, "SELECT coalesce(max(id), 0) FROM runs", 0);
     if (!st)
@@ -567,7 +586,8 @@ int64_t metrics_run_latest(metrics_t *m) {
     return id >= 0 ? id : s_dberr(m, "find the latest run");
 }
 
-int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max) {
+int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max)
+{
     assert(m && ids);
     sqlite3_stmt *st = s_query(
         m,
@@ -585,7 +605,8 @@ int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max) {
     return s_query_end(m, st, rc, "find the latest run of each mode") < 0 ? -1 : n;
 }
 
-int metrics_runs_each(metrics_t *m, metrics_run_fn fn, void *ctx) {
+int metrics_runs_each(metrics_t *m, metrics_run_fn fn, void *ctx)
+{
     assert(m && fn);
     sqlite3_stmt *st = s_query(m,
                                "SELECT id, mode, status, (SELECT count(*) FROM steps s WHERE "
@@ -603,7 +624,8 @@ int metrics_runs_each(metrics_t *m, metrics_run_fn fn, void *ctx) {
     return s_query_end(m, st, rc, "list the runs");
 }
 
-int64_t metrics_steps_each(metrics_t *m, int64_t run, metrics_point_fn fn, void *ctx) {
+int64_t metrics_steps_each(metrics_t *m, int64_t run, metrics_point_fn fn, void *ctx)
+{
     assert(m && fn);
     sqlite3_stmt *st = s_query(m,
                                "SELECT worker_id, step, loss FROM steps WHERE run_id = ?1 AND "
@@ -622,7 +644,8 @@ int64_t metrics_steps_each(metrics_t *m, int64_t run, metrics_point_fn fn, void 
 }
 
 int metrics_epochs_each(metrics_t *m, int64_t run, metrics_point_fn acc, metrics_point_fn secs,
-                        void *ctx) {
+                        void *ctx)
+{
     assert(m);
     sqlite3_stmt *st = s_query(m,
                                "SELECT worker_id, epoch, test_accuracy, epoch_seconds FROM epochs "
@@ -642,7 +665,8 @@ int metrics_epochs_each(metrics_t *m, int64_t run, metrics_point_fn acc, metrics
     return s_query_end(m, st, rc, "read the epochs");
 }
 
-int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void *ctx) {
+int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void *ctx)
+{
     assert(m && fn);
     sqlite3_stmt *st = s_query(m,
                                "SELECT avg(t), avg(test_accuracy), count(*) FROM epochs WHERE "
@@ -658,8 +682,8 @@ int metrics_epoch_means_each(metrics_t *m, int64_t run, metrics_mean_fn fn, void
 }
 
 /* Runs a query of one real value for run into *out. */
-static int s_query_real(metrics_t *m, const char *sql, int64_t run, double *out,
-                        const char *what) {
+static int s_query_real(metrics_t *m, const char *sql, int64_t run, double *out, const char *what)
+{
     sqlite3_stmt *st = s_query(m, sql, run);
     if (!st)
         return -1;
@@ -669,13 +693,15 @@ static int s_query_real(metrics_t *m, const char *sql, int64_t run, double *out,
     return rc == SQLITE_ROW ? 0 : s_dberr(m, what);
 }
 
-int metrics_run_images(metrics_t *m, int64_t run, double *out) {
+int metrics_run_images(metrics_t *m, int64_t run, double *out)
+{
     assert(m && out);
     return s_query_real(m, "SELECT sum(images) FROM epochs WHERE run_id = ?1", run, out,
                         "count the images");
 }
 
-int metrics_run_comm_share(metrics_t *m, int64_t run, double *out) {
+int metrics_run_comm_share(metrics_t *m, int64_t run, double *out)
+{
     assert(m && out);
     return s_query_real(m,
                         "SELECT sum(push_seconds + pull_seconds) / sum(epoch_seconds) FROM epochs "
@@ -683,7 +709,8 @@ int metrics_run_comm_share(metrics_t *m, int64_t run, double *out) {
                         run, out, "read the communication time");
 }
 
-int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx) {
+int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx)
+{
     assert(m && fn);
     sqlite3_stmt *st = s_query(m,
                                "SELECT id, coalesce(run_id, 0), model, mode, compress, status, "
@@ -706,7 +733,8 @@ int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx) {
     return s_query_end(m, st, rc, "read the study's runs (table study_runs)") < 0 ? -1 : n;
 }
 
-int metrics_run_last_t(metrics_t *m, int64_t run, double *out) {
+int metrics_run_last_t(metrics_t *m, int64_t run, double *out)
+{
     assert(m && out);
     return s_query_real(m,
                         "SELECT max(t) FROM (SELECT max(t) AS t FROM steps WHERE run_id = ?1 "

@@ -43,9 +43,9 @@ typedef struct metrics metrics_t;
 
 /* What a run was started with. Strings may be NULL. */
 typedef struct {
-    const char *mode;     /* "basic", "sync", "async", "ssp" */
-    const char *host;     /* where the run (or its server) ran */
-    const char *dataset;  /* data directory */
+    const char *mode;    /* "basic", "sync", "async", "ssp" */
+    const char *host;    /* where the run (or its server) ran */
+    const char *dataset; /* data directory */
     int workers, epochs, batch_size, threads, train_limit, staleness;
     double lr, momentum;
     uint64_t seed;

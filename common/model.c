@@ -55,10 +55,10 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
 };
 
 const char *const model_prof_names[MODEL_PROF_N] = {
-    "input",         "conv1+pool1",    "conv2 in",      "conv2 mul",      "conv2 out",
-    "pool2+relu",    "fc1+fc2",        "loss",          "fc2+fc1 back",   "pool2+relu back",
-    "conv2 dW",      "conv2 dX mul",   "conv2 dX out",  "conv1+pool1 back", "thread reduce",
-    "sgd update",
+    "input",        "conv1+pool1",      "conv2 in",      "conv2 mul",
+    "conv2 out",    "pool2+relu",       "fc1+fc2",       "loss",
+    "fc2+fc1 back", "pool2+relu back",  "conv2 dW",      "conv2 dX mul",
+    "conv2 dX out", "conv1+pool1 back", "thread reduce", "sgd update",
 };
 
 struct model_ws {
@@ -117,10 +117,21 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,         32 * n * 169,     WINO_V_FLOATS(n), WINO_M_FLOATS(S_CHUNK),
-                       WINO_U_FLOATS,   WINO_U_FLOATS,    WINO_U_FLOATS,    WINO_SCRATCH_FLOATS,
-                       64 * n * 100,    S_CHUNK * 1600,   n * 1600,         n * 128,
-                       n * 10,          n * 128,          n * 10};
+    size_t floats[] = {n * 784,
+                       32 * n * 169,
+                       WINO_V_FLOATS(n),
+                       WINO_M_FLOATS(S_CHUNK),
+                       WINO_U_FLOATS,
+                       WINO_U_FLOATS,
+                       WINO_U_FLOATS,
+                       WINO_SCRATCH_FLOATS,
+                       64 * n * 100,
+                       S_CHUNK * 1600,
+                       n * 1600,
+                       n * 128,
+                       n * 10,
+                       n * 128,
+                       n * 10};
     size_t total = s_align(n * 169 * 32); /* win1, bytes, after the floats */
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
@@ -135,9 +146,9 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->p1, &ws->V,      &ws->M,       &ws->U,     &ws->UT,
-                     &ws->dU, &ws->wscratch, &ws->a2, &ws->pt,    &ws->f,     &ws->h,
-                     &ws->logits, &ws->dh,   &ws->dlogits};
+    float **dst[] = {&ws->x,  &ws->p1, &ws->V,        &ws->M,  &ws->U,
+                     &ws->UT, &ws->dU, &ws->wscratch, &ws->a2, &ws->pt,
+                     &ws->f,  &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
@@ -389,8 +400,8 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
         s_tick(ws, MODEL_PROF_CONV2_DX);
         wino_input_grad(V, c, dp1);
         s_tick(ws, MODEL_PROF_CONV2_DXT);
-        conv1_pool_backward(ws->x + (size_t)b0 * 784, dp1, ws->win1 + (size_t)b0 * 169 * 32,
-                            first, grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, c);
+        conv1_pool_backward(ws->x + (size_t)b0 * 784, dp1, ws->win1 + (size_t)b0 * 169 * 32, first,
+                            grad + MODEL_CONV1_W, grad + MODEL_CONV1_B, c);
         s_tick(ws, MODEL_PROF_CONV1_B);
     }
     wino_weight_grad(ws->dU, ws->wscratch, grad + MODEL_CONV2_W);

@@ -14,8 +14,8 @@ int modelfile_save(const char *path, const float *params, const char *const *met
     st_tensor_t t[MODEL_NTENSORS];
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
-        t[i] = (st_tensor_t){.name = mt->name, .dtype = ST_F32, .ndim = mt->ndim,
-                             .data = params + mt->offset};
+        t[i] = (st_tensor_t){
+            .name = mt->name, .dtype = ST_F32, .ndim = mt->ndim, .data = params + mt->offset};
         for (int d = 0; d < mt->ndim; d++)
             t[i].shape[d] = mt->shape[d];
     }
@@ -46,10 +46,10 @@ int modelfile_read(const st_file_t *f, const char *path, const char *prefix, flo
         if (!ok) {
             char shape[64] = "";
             for (int d = 0; d < mt->ndim; d++)
-                snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%d",
-                         d ? "," : "", mt->shape[d]);
-            errmsg_set(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path,
-                       name, t ? "of another dtype or shape" : "missing", shape);
+                snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%d", d ? "," : "",
+                         mt->shape[d]);
+            errmsg_set(err, errlen, "%s: tensor '%s' is %s; expected F32 of shape [%s]", path, name,
+                       t ? "of another dtype or shape" : "missing", shape);
             return -1;
         }
         memcpy(params + mt->offset, t->data, mt->numel * sizeof(float));

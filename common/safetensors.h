@@ -18,11 +18,11 @@ typedef enum { ST_F32 = 0, ST_U8 = 1 } st_dtype_t;
 
 /* One tensor to write, or one tensor found in a file. */
 typedef struct {
-    const char *name;         /* tensor name, e.g. "conv1.weight" */
-    st_dtype_t dtype;         /* element type */
-    int ndim;                 /* 0..ST_MAX_DIMS */
+    const char *name; /* tensor name, e.g. "conv1.weight" */
+    st_dtype_t dtype; /* element type */
+    int ndim;         /* 0..ST_MAX_DIMS */
     int64_t shape[ST_MAX_DIMS];
-    const void *data;         /* element data, little-endian, product(shape) elements */
+    const void *data; /* element data, little-endian, product(shape) elements */
 } st_tensor_t;
 
 /* Writes the tensors to `path` atomically: into `path.tmp`, fsync, rename.
@@ -55,8 +55,8 @@ const char *st_metadata(const st_file_t *f, const char *key);
  * (the format stores metadata as strings only). 0, or -1 with a message
  * naming the key and saying whether it is missing, not a whole number or out
  * of range. */
-int st_metadata_int64(const st_file_t *f, const char *key, int64_t min, int64_t max,
-                      int64_t *out, char *err, size_t errlen);
+int st_metadata_int64(const st_file_t *f, const char *key, int64_t min, int64_t max, int64_t *out,
+                      char *err, size_t errlen);
 int st_metadata_uint64(const st_file_t *f, const char *key, uint64_t *out, char *err,
                        size_t errlen);
 

@@ -40,11 +40,11 @@
 #ifndef WINO_M
 #define WINO_M 2
 #endif
-#define WINO_A (WINO_M + 2)                        /* input tile side */
-#define WINO_P (WINO_A * WINO_A)                   /* positions in a tile */
-#define WINO_T ((10 + WINO_M - 1) / WINO_M)        /* tiles per side */
-#define WINO_V_FLOATS(n) ((size_t)WINO_P * WINO_T * WINO_T * (n) * 32)
-#define WINO_M_FLOATS(n) ((size_t)WINO_P * WINO_T * WINO_T * (n) * 64)
+#define WINO_A (WINO_M + 2)                 /* input tile side */
+#define WINO_P (WINO_A * WINO_A)            /* positions in a tile */
+#define WINO_T ((10 + WINO_M - 1) / WINO_M) /* tiles per side */
+#define WINO_V_FLOATS(n) ((size_t)WINO_P * WINO_T * WINO_T * (n)*32)
+#define WINO_M_FLOATS(n) ((size_t)WINO_P * WINO_T * WINO_T * (n)*64)
 #define WINO_U_FLOATS ((size_t)WINO_P * 32 * 64)
 #define WINO_SCRATCH_FLOATS ((size_t)9 * 32 * 64) /* wino_weights, wino_weight_grad */
 

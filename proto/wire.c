@@ -143,7 +143,7 @@ static void s_drain(void *sock)
 #define S_HAVE_F16C_PATH 1
 
 __attribute__((target("avx,f16c"))) static size_t s_to_half_f16c(const float *in, uint16_t *out,
-                                                                  size_t n)
+                                                                 size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -153,7 +153,7 @@ __attribute__((target("avx,f16c"))) static size_t s_to_half_f16c(const float *in
 }
 
 __attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const uint16_t *in, float *out,
-                                                                    size_t n)
+                                                                   size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -384,9 +384,9 @@ static int s_check_envelope(const Ps__Envelope *env, char *err, size_t errlen)
     }
     if (env->protocol != WIRE_PROTOCOL) {
         errmsg_set(err, errlen,
-                 "protocol version mismatch: this side speaks %d, the peer %u; run the same "
-                 "release of paramserver and worker",
-                 WIRE_PROTOCOL, env->protocol);
+                   "protocol version mismatch: this side speaks %d, the peer %u; run the same "
+                   "release of paramserver and worker",
+                   WIRE_PROTOCOL, env->protocol);
         return PS__ERROR_CODE__ERROR_VERSION;
     }
     if (env->body_case == PS__ENVELOPE__BODY__NOT_SET) {
@@ -413,16 +413,18 @@ static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, siz
         errmsg_set(err, errlen, "unknown tensor encoding %d", enc);
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     } else if (tlen != want) {
-        errmsg_set(err, errlen, "tensor frame has %zu bytes; expected %zu (%d values, "
-                 "encoding %d)", tlen, want, WIRE_TENSOR_FLOATS, enc);
+        errmsg_set(err, errlen,
+                   "tensor frame has %zu bytes; expected %zu (%d values, "
+                   "encoding %d)",
+                   tlen, want, WIRE_TENSOR_FLOATS, enc);
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     } else if (enc != PS__ENCODING__ENCODING_F32) {
         if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
             errmsg_set(err, errlen, "tensor %s %ld is not finite%s",
-                     enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
-                     enc == PS__ENCODING__ENCODING_F16
-                         ? ""
-                         : " (or overflows when multiplied by the block's int8 values)");
+                       enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
+                       enc == PS__ENCODING__ENCODING_F16
+                           ? ""
+                           : " (or overflows when multiplied by the block's int8 values)");
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         }
     } else if (((uintptr_t)t & 3) != 0) {
@@ -474,7 +476,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
         zmq_msg_close(&f);
         s_drain(sock);
         errmsg_set(err, errlen, "header of %zu bytes is over the limit of %d", hlen,
-                 WIRE_MAX_HEADER);
+                   WIRE_MAX_HEADER);
         return PS__ERROR_CODE__ERROR_MALFORMED;
     }
     Ps__Envelope *env = ps__envelope__unpack(NULL, hlen, zmq_msg_data(&f));
@@ -488,7 +490,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     int more = s_more(sock);
     if (rc == 0 && more != s_needs_tensor(env->body_case)) {
         errmsg_set(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
-                 more ? "must not have" : "lacks");
+                   more ? "must not have" : "lacks");
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     }
     if (rc == 0 && more) {
@@ -522,7 +524,9 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
 
 void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
 {
-    *dst = (wire_msg_t){.env = src->env, .encoding = src->encoding, .bytes = src->bytes,
+    *dst = (wire_msg_t){.env = src->env,
+                        .encoding = src->encoding,
+                        .bytes = src->bytes,
                         .has_tensor_msg = src->has_tensor_msg};
     if (src->has_tensor_msg) {
         zmq_msg_init(&dst->tensor_msg);

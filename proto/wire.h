@@ -50,12 +50,12 @@ typedef struct {
 
 /* A received, checked message. */
 typedef struct {
-    Ps__Envelope *env;     /* decoded header, owned; env->body_case says which */
-    const float *tensor;   /* F32: WIRE_TENSOR_FLOATS floats in the received frame; else NULL */
-    int encoding;          /* of the tensor frame, when there is one */
-    zmq_msg_t tensor_msg;  /* the tensor frame */
+    Ps__Envelope *env;    /* decoded header, owned; env->body_case says which */
+    const float *tensor;  /* F32: WIRE_TENSOR_FLOATS floats in the received frame; else NULL */
+    int encoding;         /* of the tensor frame, when there is one */
+    zmq_msg_t tensor_msg; /* the tensor frame */
     int has_tensor_msg;
-    size_t bytes;          /* bytes received (all frames) */
+    size_t bytes; /* bytes received (all frames) */
 } wire_msg_t;
 
 /* Call once at program start, before any thread: tunes the allocator for

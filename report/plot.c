@@ -35,8 +35,8 @@
 enum { K_LINE = 1, K_MARKERS = 2, K_BARS = 4 };
 
 struct plot_series {
-    int kind;            /* K_LINE and/or K_MARKERS, or K_BARS */
-    double *x, *y;       /* n points, owned */
+    int kind;      /* K_LINE and/or K_MARKERS, or K_BARS */
+    double *x, *y; /* n points, owned */
     size_t n;
     plot_color_t color;
     plot_color_t *colors; /* per point, owned; NULL for none */
@@ -65,9 +65,9 @@ struct plot_panel {
     /* Layout, recomputed when drawn. */
     double ax, ay, aw, ah; /* plot area in pixels */
     s_axis_t xa, ya;
-    int nbars;       /* bar series in the panel */
-    double bar_w;    /* width of one bar, x units */
-    double bar_group; /* width of a group of bars, x units */
+    int nbars;             /* bar series in the panel */
+    double bar_w;          /* width of one bar, x units */
+    double bar_group;      /* width of a group of bars, x units */
     double lx, ly, lw, lh; /* legend box; lw 0 for none */
     int lcols, lrows;
     double lcolw;
@@ -104,10 +104,9 @@ plot_color_t plot_palette(int i)
 {
     /* Tableau 10: distinct, colour-blind friendly enough, prints well. */
     static const plot_color_t pal[10] = {
-        {0.122, 0.467, 0.706}, {1.000, 0.498, 0.055}, {0.173, 0.627, 0.173},
-        {0.839, 0.153, 0.157}, {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294},
-        {0.890, 0.467, 0.761}, {0.498, 0.498, 0.498}, {0.737, 0.741, 0.133},
-        {0.090, 0.745, 0.812},
+        {0.122, 0.467, 0.706}, {1.000, 0.498, 0.055}, {0.173, 0.627, 0.173}, {0.839, 0.153, 0.157},
+        {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294}, {0.890, 0.467, 0.761}, {0.498, 0.498, 0.498},
+        {0.737, 0.741, 0.133}, {0.090, 0.745, 0.812},
     };
     if (i < 0)
         i = -i;
@@ -134,8 +133,8 @@ static double s_text_width(cairo_t *cr, const char *s, double size, int bold)
 /* Draws s with its box anchored at (x, y): ha 0 left, 0.5 centre, 1 right;
  * va 0 top, 0.5 middle, 1 bottom of the font's ascent+descent box, so lines
  * of different text align the same way. */
-static void s_text(cairo_t *cr, double x, double y, const char *s, double size, int bold,
-                   double ha, double va)
+static void s_text(cairo_t *cr, double x, double y, const char *s, double size, int bold, double ha,
+                   double va)
 {
     cairo_font_extents_t fe;
     cairo_text_extents_t te;
@@ -343,8 +342,8 @@ void plot_panel_empty_text(plot_panel_t *p, const char *text)
     s_set_str(&p->empty_text, text);
 }
 
-static plot_series_t *s_add(plot_panel_t *p, int kind, const double *x, const double *y,
-                            size_t n, plot_color_t c, const char *label)
+static plot_series_t *s_add(plot_panel_t *p, int kind, const double *x, const double *y, size_t n,
+                            plot_color_t c, const char *label)
 {
     if (!p || (n && (!x || !y)))
         return NULL;
@@ -390,8 +389,8 @@ plot_series_t *plot_panel_markers(plot_panel_t *p, const double *x, const double
     return s_add(p, K_MARKERS, x, y, n, c, label);
 }
 
-plot_series_t *plot_panel_line_markers(plot_panel_t *p, const double *x, const double *y,
-                                       size_t n, plot_color_t c, const char *label)
+plot_series_t *plot_panel_line_markers(plot_panel_t *p, const double *x, const double *y, size_t n,
+                                       plot_color_t c, const char *label)
 {
     return s_add(p, K_LINE | K_MARKERS, x, y, n, c, label);
 }
@@ -505,13 +504,19 @@ static int s_extent(const plot_panel_t *p, double *x0, double *x1, double *y0, d
                 *y0 = *y1 = y;
                 any = 1;
             }
-            if (x < *x0) *x0 = x;
-            if (x > *x1) *x1 = x;
-            if (y < *y0) *y0 = y;
-            if (y > *y1) *y1 = y;
+            if (x < *x0)
+                *x0 = x;
+            if (x > *x1)
+                *x1 = x;
+            if (y < *y0)
+                *y0 = y;
+            if (y > *y1)
+                *y1 = y;
             if (s->kind & K_BARS) {
-                if (0 < *y0) *y0 = 0;
-                if (0 > *y1) *y1 = 0;
+                if (0 < *y0)
+                    *y0 = 0;
+                if (0 > *y1)
+                    *y1 = 0;
             }
             if (isfinite(prev) && fabs(x - prev) > 0 && fabs(x - prev) < *min_dx)
                 *min_dx = fabs(x - prev);
@@ -959,8 +964,8 @@ static int s_layout_panel(cairo_t *cr, plot_panel_t *p, double x, double y, doub
 
     /* Vertical layout does not depend on the data. */
     double top = y + 8 + (p->title ? s_line_height(FS_PTITLE) + 8 : 4);
-    double bottom = y + h - 8 - s_line_height(FS_TICK) - 6 -
-                    (p->xlabel ? s_line_height(FS_LABEL) + 4 : 0);
+    double bottom =
+        y + h - 8 - s_line_height(FS_TICK) - 6 - (p->xlabel ? s_line_height(FS_LABEL) + 4 : 0);
     p->ay = top;
     p->ah = bottom - top;
     p->ax = x;
@@ -1048,8 +1053,8 @@ static void s_draw_panel(cairo_t *cr, plot_panel_t *p, double x, double y, doubl
         s_draw_frame(cr, p);
         s_draw_labels(cr, p, x, y, h);
         cairo_set_source_rgb(cr, 0.45, 0.45, 0.45);
-        s_text(cr, p->ax + p->aw / 2, p->ay + p->ah / 2,
-               p->empty_text ? p->empty_text : "no data", FS_LABEL, 0, 0.5, 0.5);
+        s_text(cr, p->ax + p->aw / 2, p->ay + p->ah / 2, p->empty_text ? p->empty_text : "no data",
+               FS_LABEL, 0, 0.5, 0.5);
         return;
     }
 
@@ -1133,8 +1138,7 @@ static cairo_surface_t *s_render(plot_fig_t *f)
 
 /* Writes the surface through libpng as 8-bit RGBA, undoing cairo's
  * premultiplied, native-endian ARGB32. */
-static int s_write_png(cairo_surface_t *sf, const plot_fig_t *f, FILE *fp, char *err,
-                       size_t errlen)
+static int s_write_png(cairo_surface_t *sf, const plot_fig_t *f, FILE *fp, char *err, size_t errlen)
 {
     int w = cairo_image_surface_get_width(sf), h = cairo_image_surface_get_height(sf);
     int stride = cairo_image_surface_get_stride(sf);
@@ -1237,10 +1241,22 @@ int plot_fig_layout(plot_fig_t *f, int i, plot_layout_t *out)
     cairo_surface_destroy(sf);
     const plot_panel_t *p = &f->panels[i];
     *out = (plot_layout_t){
-        .x_lo = p->xa.lo, .x_hi = p->xa.hi, .x_step = p->xa.step, .nxticks = s_tick_count(&p->xa),
-        .y_lo = p->ya.lo, .y_hi = p->ya.hi, .y_step = p->ya.step, .nyticks = s_tick_count(&p->ya),
-        .area_x = p->ax, .area_y = p->ay, .area_w = p->aw, .area_h = p->ah,
-        .legend = p->lw > 0, .legend_x = p->lx, .legend_y = p->ly, .legend_w = p->lw,
+        .x_lo = p->xa.lo,
+        .x_hi = p->xa.hi,
+        .x_step = p->xa.step,
+        .nxticks = s_tick_count(&p->xa),
+        .y_lo = p->ya.lo,
+        .y_hi = p->ya.hi,
+        .y_step = p->ya.step,
+        .nyticks = s_tick_count(&p->ya),
+        .area_x = p->ax,
+        .area_y = p->ay,
+        .area_w = p->aw,
+        .area_h = p->ah,
+        .legend = p->lw > 0,
+        .legend_x = p->lx,
+        .legend_y = p->ly,
+        .legend_w = p->lw,
         .legend_h = p->lh,
     };
     return 0;

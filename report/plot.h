@@ -63,9 +63,9 @@ int plot_fig_write_png(plot_fig_t *f, const char *path, char *err, size_t errlen
  * plot area and the legend box in pixels of the image. */
 typedef struct {
     double x_lo, x_hi, x_step, y_lo, y_hi, y_step;
-    int nxticks, nyticks;           /* ticks drawn on each axis */
+    int nxticks, nyticks; /* ticks drawn on each axis */
     double area_x, area_y, area_w, area_h;
-    int legend;                     /* 0 when no series has a label */
+    int legend; /* 0 when no series has a label */
     double legend_x, legend_y, legend_w, legend_h;
 } plot_layout_t;
 
@@ -106,8 +106,8 @@ plot_series_t *plot_panel_line(plot_panel_t *p, const double *x, const double *y
                                plot_color_t c, const char *label);
 plot_series_t *plot_panel_markers(plot_panel_t *p, const double *x, const double *y, size_t n,
                                   plot_color_t c, const char *label);
-plot_series_t *plot_panel_line_markers(plot_panel_t *p, const double *x, const double *y,
-                                       size_t n, plot_color_t c, const char *label);
+plot_series_t *plot_panel_line_markers(plot_panel_t *p, const double *x, const double *y, size_t n,
+                                       plot_color_t c, const char *label);
 plot_series_t *plot_panel_bars(plot_panel_t *p, const double *x, const double *y, size_t n,
                                plot_color_t c, const char *label);
 

@@ -54,9 +54,9 @@ typedef struct {
 /* One worker's figures within a run. */
 typedef struct {
     int id;
-    s_xy_t loss;  /* step -> loss */
-    s_xy_t acc;   /* epoch -> test accuracy, percent */
-    s_xy_t secs;  /* epoch -> epoch seconds */
+    s_xy_t loss; /* step -> loss */
+    s_xy_t acc;  /* epoch -> test accuracy, percent */
+    s_xy_t secs; /* epoch -> epoch seconds */
 } s_worker_t;
 
 /* A run row and its workers' figures. */
@@ -133,8 +133,7 @@ static int s_cmp_worker(const void *a, const void *b)
 
 /* ---- database: through common/metrics ------------------------------------- */
 
-static void s_print_run(void *ctx, int64_t id, const char *mode, const char *status,
-                        int64_t steps)
+static void s_print_run(void *ctx, int64_t id, const char *mode, const char *status, int64_t steps)
 {
     int *n = ctx;
     fprintf(stderr, "  run %lld: %s, %s, %lld steps\n", (long long)id, mode, status,
@@ -191,7 +190,8 @@ static void s_moving_average(const s_xy_t *v, size_t window, double *out)
     double sum = 0;
     size_t lo = 0, hi = 0; /* the window is [lo, hi) */
     for (size_t i = 0; i < v->n; i++) {
-        size_t want_lo = i > half ? i - half : 0, want_hi = i + half + 1 < v->n ? i + half + 1 : v->n;
+        size_t want_lo = i > half ? i - half : 0,
+               want_hi = i + half + 1 < v->n ? i + half + 1 : v->n;
         while (hi < want_hi)
             sum += v->y[hi++];
         while (lo < want_lo)
@@ -263,7 +263,8 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
             strftime(when, sizeof when, "started %Y-%m-%d %H:%M", &tm);
     }
     if (strcmp(r->row.mode, "basic") != 0)
-        snprintf(extra, sizeof extra, " \xc2\xb7 %d workers", r->row.workers > 0 ? r->row.workers : r->nw);
+        snprintf(extra, sizeof extra, " \xc2\xb7 %d workers",
+                 r->row.workers > 0 ? r->row.workers : r->nw);
     if (strcmp(r->row.mode, "ssp") == 0)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " \xc2\xb7 staleness %d",
                  r->row.staleness);
@@ -281,7 +282,8 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
     if (isfinite(r->row.momentum))
         snprintf(parts[np++], sizeof parts[0], "momentum %g", r->row.momentum);
     if (r->row.threads > 0)
-        snprintf(parts[np++], sizeof parts[0], "%d thread%s", r->row.threads, r->row.threads == 1 ? "" : "s");
+        snprintf(parts[np++], sizeof parts[0], "%d thread%s", r->row.threads,
+                 r->row.threads == 1 ? "" : "s");
     snprintf(parts[np++], sizeof parts[0], "status %s", r->row.status);
     if (when[0])
         snprintf(parts[np++], sizeof parts[0], "%s", when);
@@ -317,8 +319,8 @@ static void s_run_settings(const metrics_run_row_t *r, char *buf, size_t len)
 {
     snprintf(buf, len,
              "epochs=%d batch_size=%d lr=%g momentum=%g seed=%llu threads=%d train_limit=%d%s",
-             r->epochs, r->batch_size, r->lr, r->momentum, (unsigned long long)r->seed,
-             r->threads, r->train_limit, strcmp(r->mode, "ssp") ? "" : " staleness=");
+             r->epochs, r->batch_size, r->lr, r->momentum, (unsigned long long)r->seed, r->threads,
+             r->train_limit, strcmp(r->mode, "ssp") ? "" : " staleness=");
     if (!strcmp(r->mode, "ssp"))
         snprintf(buf + strlen(buf), len - strlen(buf), "%d", r->staleness);
 }
@@ -400,7 +402,8 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
         memcpy(all + k, v->y, v->n * sizeof *all);
         k += v->n;
         plot_color_t c = plot_palette(single ? 0 : i);
-        plot_series_t *raw = plot_panel_line(p, v->x, v->y, v->n, c, single ? "loss per step" : NULL);
+        plot_series_t *raw =
+            plot_panel_line(p, v->x, v->y, v->n, c, single ? "loss per step" : NULL);
         plot_series_width(raw, 1.0);
         plot_series_alpha(raw, single ? 0.35 : 0.22);
         double *sm = malloc(v->n * sizeof *sm);
@@ -473,8 +476,7 @@ static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, co
     return rc;
 }
 
-static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t *r,
-                                const char *out)
+static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
 {
     char title[512], label[64];
     s_run_title(m, r, "Distributed training", title, sizeof title);
@@ -543,13 +545,13 @@ static void s_add_mean(void *ctx, double t, double accuracy, int workers)
 /* What the comparison collects, run by run, for its figure. */
 typedef struct {
     plot_fig_t *f;
-    plot_panel_t *pa;   /* accuracy over time */
-    double tput[16];    /* images per second, per run */
+    plot_panel_t *pa; /* accuracy over time */
+    double tput[16];  /* images per second, per run */
     plot_color_t colors[16];
-    char cats[16][48];  /* "MODE (run ID)" */
+    char cats[16][48]; /* "MODE (run ID)" */
     const char *catp[16];
-    char title[1024];   /* the figure's title, one "mode: accuracy" per run */
-    char runs[256];     /* the run ids */
+    char title[1024]; /* the figure's title, one "mode: accuracy" per run */
+    char runs[256];   /* the run ids */
 } s_comparison_t;
 
 /* Adds run `id`, the i-th of the comparison, to c: its accuracy curve, its
@@ -580,8 +582,8 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     int maxw = mm.maxw;
     char label[96];
     if (maxw > 1)
-        snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode,
-                 (long long)r.id, maxw);
+        snprintf(label, sizeof label, "%s, run %lld (mean of %d workers)", r.mode, (long long)r.id,
+                 maxw);
     else
         snprintf(label, sizeof label, "%s, run %lld", r.mode, (long long)r.id);
     if (v.n)
@@ -596,8 +598,8 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     char key[32], settings[512];
     s_run_settings(&r, settings, sizeof settings);
     snprintf(key, sizeof key, "run %lld", (long long)r.id);
-    s_text(c->f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode,
-           r.workers, settings, acc, r.status);
+    s_text(c->f, key, "mode=%s workers=%d %s final_accuracy=%.2f%% status=%s", r.mode, r.workers,
+           settings, acc, r.status);
     snprintf(c->runs + strlen(c->runs), sizeof c->runs - strlen(c->runs), "%s%lld", i ? " " : "",
              (long long)r.id);
 
@@ -620,8 +622,10 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
         return -1;
     }
     if (n == 0) {
-        fprintf(stderr, "psreport: no run in %s has finished an epoch yet; nothing to compare.\n"
-                        "Runs in the database:\n", dbpath);
+        fprintf(stderr,
+                "psreport: no run in %s has finished an epoch yet; nothing to compare.\n"
+                "Runs in the database:\n",
+                dbpath);
         s_list_runs(m);
         return -1;
     }
@@ -752,7 +756,8 @@ static void s_speedup_panel(plot_panel_t *p, const s_config_t *c, int n, const c
                 y[k++] = c[j].ips / base;
             }
         char label[64];
-        snprintf(label, sizeof label, "%s%s%s", c[i].s.mode, strcmp(c[i].s.compress, "none") ? " " : "",
+        snprintf(label, sizeof label, "%s%s%s", c[i].s.mode,
+                 strcmp(c[i].s.compress, "none") ? " " : "",
                  strcmp(c[i].s.compress, "none") ? c[i].s.compress : "");
         plot_series_t *sr = plot_panel_line_markers(p, x, y, k, s_mode_color(c[i].s.mode), label);
         if (strcmp(c[i].s.compress, "none"))
@@ -851,8 +856,10 @@ static int s_report_study(metrics_t *m, const char *dbpath, const char *outdir)
         return 1;
     }
     if (st.dropped)
-        fprintf(stderr, "psreport: warning: the study has more than %d configurations; the "
-                        "first %d are drawn\n", STUDY_MAX, STUDY_MAX);
+        fprintf(stderr,
+                "psreport: warning: the study has more than %d configurations; the "
+                "first %d are drawn\n",
+                STUDY_MAX, STUDY_MAX);
     int rc = 0;
     for (int i = 0; i < st.n && rc == 0; i++)
         rc = s_config_figures(m, &st.c[i]);
@@ -904,7 +911,8 @@ static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const 
     if (nsteps > 0) {
         int basic = strcmp(r.row.mode, "basic") == 0;
         if (!out)
-            out = basic ? "results/training_results.png" : "results/distributed_training_results.png";
+            out =
+                basic ? "results/training_results.png" : "results/distributed_training_results.png";
         if (s_mkdir_parent(out) == 0)
             rc = basic ? s_report_basic(m, dbpath, &r, out)
                        : s_report_distributed(m, dbpath, &r, out);
@@ -922,15 +930,21 @@ int main(int argc, char **argv)
     int64_t run_id = 0;
     int comparison = 0, study = 0, db_given = 0;
     static const struct option opts[] = {
-        {"db", required_argument, NULL, 'd'},   {"run", required_argument, NULL, 'r'},
-        {"out", required_argument, NULL, 'o'},  {"comparison", no_argument, NULL, 'c'},
-        {"study", no_argument, NULL, 's'},      {"help", no_argument, NULL, 'h'},
+        {"db", required_argument, NULL, 'd'},
+        {"run", required_argument, NULL, 'r'},
+        {"out", required_argument, NULL, 'o'},
+        {"comparison", no_argument, NULL, 'c'},
+        {"study", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dbpath = optarg; db_given = 1; break;
+        case 'd':
+            dbpath = optarg;
+            db_given = 1;
+            break;
         case 'o': out = optarg; break;
         case 'c': comparison = 1; break;
         case 's': study = 1; break;
@@ -945,12 +959,8 @@ int main(int argc, char **argv)
             run_id = v;
             break;
         }
-        case 'h':
-            fputs(s_usage, stdout);
-            return 0;
-        default:
-            fputs(s_usage, stderr);
-            return 2;
+        case 'h': fputs(s_usage, stdout); return 0;
+        default: fputs(s_usage, stderr); return 2;
         }
     }
     if (optind < argc) {

@@ -45,7 +45,7 @@ typedef enum {
 } s_type_t;
 
 typedef struct {
-    const char *key;  /* metadata key (per slot: "slot.I." + key) */
+    const char *key; /* metadata key (per slot: "slot.I." + key) */
     s_type_t type;
     size_t off, size; /* where the value is in its record (s_head_t or s_slot_t) */
     uint64_t min, max;
@@ -64,7 +64,7 @@ static const s_field_t s_head_fields[] = {
     {"kind", F_CONST, .text = S_KIND},
     {"run_id", F_U64, HEAD(run_id), .min = 1, .max = INT64_MAX},
     {"version", F_U64, HEAD(version), .max = S_BIG},
-    {"updates", F_U64, HEAD(updates), .max = S_BIG},     /* and <= version */
+    {"updates", F_U64, HEAD(updates), .max = S_BIG}, /* and <= version */
     {"stale_sum", F_REAL, HEAD(stale_sum), .rmax = 1e300},
     {"stale_max", F_U64, HEAD(stale_max), .max = S_BIG}, /* and <= version */
     {"elapsed", F_REAL, HEAD(elapsed), .rmax = 1e9},
@@ -128,8 +128,8 @@ static void s_format(const s_field_t *fd, const void *rec, char *out, size_t n)
 
 /* Reads field fd (stored under key) from the file into its record, checked
  * against its type and range. 0, or -1 with a message in err. */
-static int s_parse(const s_field_t *fd, const st_file_t *f, const char *key, void *rec,
-                   char *err, size_t n)
+static int s_parse(const s_field_t *fd, const st_file_t *f, const char *key, void *rec, char *err,
+                   size_t n)
 {
     char *p = (char *)rec + fd->off;
     const char *v = st_metadata(f, key), *bad = NULL;
@@ -140,13 +140,15 @@ static int s_parse(const s_field_t *fd, const st_file_t *f, const char *key, voi
     case F_CONST:
         if (v && strcmp(v, fd->text) == 0)
             return 0;
-        errmsg_set(err, n, "metadata '%s' is %s%s%s, not '%s': not a paramserver checkpoint",
-                   key, v ? "'" : "missing", v ? v : "", v ? "'" : "", fd->text);
+        errmsg_set(err, n, "metadata '%s' is %s%s%s, not '%s': not a paramserver checkpoint", key,
+                   v ? "'" : "missing", v ? v : "", v ? "'" : "", fd->text);
         return -1;
     case F_TEXT:
     case F_NAME:
-        bad = !v ? "is missing" : strlen(v) >= fd->size ? "is too long"
-              : fd->type == F_NAME ? member_name_problem(v, fd->size - 1) : NULL;
+        bad = !v                      ? "is missing"
+              : strlen(v) >= fd->size ? "is too long"
+              : fd->type == F_NAME    ? member_name_problem(v, fd->size - 1)
+                                      : NULL;
         if (bad) {
             errmsg_set(err, n, "metadata '%s' %s", key, bad);
             return -1;
@@ -226,13 +228,22 @@ static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v)
 static void s_capture(const server_t *s, s_head_t *h)
 {
     const server_opts_t *o = s->o;
-    *h = (s_head_t){.run_id = (uint64_t)s->run, .version = s->version,
-                    .updates = (uint64_t)s->updates, .stale_max = (uint64_t)s->stale_max,
-                    .seed = o->seed, .stale_sum = s->stale_sum, .elapsed = srv_elapsed(s),
-                    .worker_train_max = s->worker_train_max, .lr = o->lr,
-                    .momentum = o->momentum, .workers = o->workers, .staleness = o->staleness,
-                    .epochs = o->epochs, .batch_size = o->batch_size,
-                    .train_count = s->train_count, .test_limit = o->test_limit};
+    *h = (s_head_t){.run_id = (uint64_t)s->run,
+                    .version = s->version,
+                    .updates = (uint64_t)s->updates,
+                    .stale_max = (uint64_t)s->stale_max,
+                    .seed = o->seed,
+                    .stale_sum = s->stale_sum,
+                    .elapsed = srv_elapsed(s),
+                    .worker_train_max = s->worker_train_max,
+                    .lr = o->lr,
+                    .momentum = o->momentum,
+                    .workers = o->workers,
+                    .staleness = o->staleness,
+                    .epochs = o->epochs,
+                    .batch_size = o->batch_size,
+                    .train_count = s->train_count,
+                    .test_limit = o->test_limit};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
 }
 
@@ -256,10 +267,10 @@ static void s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
         snprintf(names[i], sizeof names[i], "momentum.%s", mt->name);
-        t[i] = (st_tensor_t){.name = mt->name, .dtype = ST_F32, .ndim = mt->ndim,
-                             .data = s->w + mt->offset};
-        t[MODEL_NTENSORS + i] = (st_tensor_t){.name = names[i], .dtype = ST_F32,
-                                              .ndim = mt->ndim, .data = s->v + mt->offset};
+        t[i] = (st_tensor_t){
+            .name = mt->name, .dtype = ST_F32, .ndim = mt->ndim, .data = s->w + mt->offset};
+        t[MODEL_NTENSORS + i] = (st_tensor_t){
+            .name = names[i], .dtype = ST_F32, .ndim = mt->ndim, .data = s->v + mt->offset};
         for (int d = 0; d < mt->ndim; d++)
             t[i].shape[d] = t[MODEL_NTENSORS + i].shape[d] = mt->shape[d];
     }
@@ -370,7 +381,8 @@ static int s_checksum_problem(const st_file_t *f, const server_t *s, char *err, 
     const char *sum = st_metadata(f, "checksum");
     if (sum && strcmp(sum, want) == 0)
         return 0;
-    errmsg_set(err, n, "its checksum is %s, but its contents sum to %s: the file is damaged (or "
+    errmsg_set(err, n,
+               "its checksum is %s, but its contents sum to %s: the file is damaged (or "
                "written by another program); remove it to start afresh",
                sum ? sum : "missing", want);
     return -1;
@@ -414,13 +426,14 @@ static int s_read(server_t *s, const st_file_t *f, s_head_t *h, s_slot_t *slots,
     if (s_read_fields(f, 0, S_NHEAD, h, slots, err, n) != 0)
         return -1;
     if (h->updates > h->version || h->stale_max > h->version) {
-        errmsg_set(err, n, "metadata 'updates' (%llu) or 'stale_max' (%llu) is over 'version' "
-                   "(%llu)", (unsigned long long)h->updates, (unsigned long long)h->stale_max,
+        errmsg_set(err, n,
+                   "metadata 'updates' (%llu) or 'stale_max' (%llu) is over 'version' "
+                   "(%llu)",
+                   (unsigned long long)h->updates, (unsigned long long)h->stale_max,
                    (unsigned long long)h->version);
         return -1;
     }
-    if (s_recipe_problem(h, &mine, err, n) != 0 ||
-        modelfile_read(f, path, "", s->w, err, n) != 0 ||
+    if (s_recipe_problem(h, &mine, err, n) != 0 || modelfile_read(f, path, "", s->w, err, n) != 0 ||
         modelfile_read(f, path, "momentum.", s->v, err, n) != 0 ||
         s_checksum_problem(f, s, err, n) != 0)
         return -1;

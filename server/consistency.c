@@ -28,7 +28,8 @@ static void s_apply(server_t *s, const float *g, uint64_t computed_on)
 /* sync: one SGD step with the average of the k held gradients, in blocks
  * small enough for L1, in one pass over w and v (no accumulator to clear). */
 __attribute__((noinline)) /* the fuzzer's coverage leaves it out: see tests/fuzz/ */
-static int s_apply_average(server_t *s, const float *const *g, int k)
+static int
+s_apply_average(server_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
     float avg[BLOCK];
@@ -87,8 +88,10 @@ static void s_sync_check_round(server_t *s)
         if (s->slots[i].round_g)
             g[k++] = s->slots[i].round_g;
     if (s_apply_average(s, g, k) != 0) {
-        srv_log(s, "round of %d gradients not applied: their average would make the weights "
-                   "overflow", k);
+        srv_log(s,
+                "round of %d gradients not applied: their average would make the weights "
+                "overflow",
+                k);
         srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "round_refused",
                                 "average not finite"));
     }
@@ -110,7 +113,7 @@ static void s_sync_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
                         uint64_t computed_on)
 {
     (void)computed_on; /* a round's gradients are all computed on the current version */
-    if (m->tensor) { /* float32: the slot keeps the message itself */
+    if (m->tensor) {   /* float32: the slot keeps the message itself */
         wire_msg_move(&sl->grad, m);
         g = sl->grad.tensor;
     }
@@ -172,8 +175,7 @@ static void s_ssp_release(server_t *s)
     snapshot_close(&snap);
 }
 
-static void s_ssp_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
-                       uint64_t computed_on)
+static void s_ssp_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m, uint64_t computed_on)
 {
     (void)m;
     s_apply(s, g, computed_on);

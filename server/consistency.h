@@ -32,8 +32,7 @@ struct cons_policy {
      * model finite on its own), computed on version `computed_on`, in the
      * request being handled. g points into m or into sl->gbuf; sync keeps
      * the message for the open round (m is left empty). */
-    void (*on_push)(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
-                    uint64_t computed_on);
+    void (*on_push)(server_t *s, slot_t *sl, const float *g, wire_msg_t *m, uint64_t computed_on);
     /* A worker left the active set (done, left or evicted): release what
      * was waiting for it. */
     void (*on_leave)(server_t *s);

@@ -67,41 +67,41 @@ typedef struct {
 
 typedef struct {
     int used, fd;
-    unsigned char id[ID_LEN];   /* what the server sees: 0, then a counter */
-    int state, ready;           /* ready: its READY came */
-    unsigned char buf[MAX_COMMAND]; /* greeting, frame head or command body */
-    size_t have, want;          /* bytes in buf, bytes the current part needs */
-    int flags;                  /* of the frame being read */
+    unsigned char id[ID_LEN];         /* what the server sees: 0, then a counter */
+    int state, ready;                 /* ready: its READY came */
+    unsigned char buf[MAX_COMMAND];   /* greeting, frame head or command body */
+    size_t have, want;                /* bytes in buf, bytes the current part needs */
+    int flags;                        /* of the frame being read */
     zmq_msg_t frame[GATE_MAX_FRAMES]; /* frames of the message being read */
     int nframes;
     size_t msg_bytes;           /* bytes of that message so far */
     double last_in;             /* when a byte last came */
     out_t out[GATE_OUT_FRAMES]; /* a ring: out_n entries from out_first */
     int out_first, out_n;
-    size_t out_done;            /* bytes of the first entry already written */
-    int watch_out;              /* EPOLLOUT is in its epoll events */
+    size_t out_done; /* bytes of the first entry already written */
+    int watch_out;   /* EPOLLOUT is in its epoll events */
 } conn_t;
 
 struct gate {
-    int lfd, ep;           /* listening socket, epoll descriptor */
+    int lfd, ep; /* listening socket, epoll descriptor */
     void *inner;
     conn_t *conn;
-    int nconn;             /* connections it accepts at once */
+    int nconn; /* connections it accepts at once */
     uint64_t next_id;
     long refused, delivered;
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
-    int accept_paused;     /* out of descriptors: not accepting until accept_at */
-    double accept_at;      /* when to accept again */
-    double logged_at;      /* when the last "does not read" line was logged */
-    long unlogged;         /* such closings since then, not logged */
+    int accept_paused;        /* out of descriptors: not accepting until accept_at */
+    double accept_at;         /* when to accept again */
+    double logged_at;         /* when the last "does not read" line was logged */
+    long unlogged;            /* such closings since then, not logged */
     char endpoint[128];
 };
 
-static const unsigned char s_greeting[GREETING] = {
-    0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
-static const unsigned char s_ready[] = {
-    F_COMMAND, 28, 5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k', 'e', 't', '-',
-    'T', 'y', 'p', 'e', 0, 0, 0, 6, 'R', 'O', 'U', 'T', 'E', 'R'};
+static const unsigned char s_greeting[GREETING] = {0xff, 0,    0, 0, 0,   0,   0,   0,
+                                                   1,    0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+static const unsigned char s_ready[] = {F_COMMAND, 28,  5,   'R', 'E', 'A', 'D', 'Y', 11,  'S',
+                                        'o',       'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e',
+                                        0,         0,   0,   6,   'R', 'O', 'U', 'T', 'E', 'R'};
 
 static conn_t *s_find(const gate_t *g, const void *id, size_t len)
 {
@@ -352,8 +352,7 @@ static int s_part_done(gate_t *g, conn_t *c)
         if (s_head(c) != 0)
             return -1;
         return c->want == 0 ? s_body_done(g, c) : 0;
-    default:
-        return s_body_done(g, c);
+    default: return s_body_done(g, c);
     }
 }
 
@@ -393,7 +392,8 @@ static void s_read(gate_t *g, conn_t *c)
     unsigned char tmp[READ_BUF];
     while (c->used && g->delivered == delivered && got < READ_BUDGET) {
         int direct = s_in_data(c) && c->want - c->have >= READ_BUF;
-        unsigned char *to = direct ? (unsigned char *)zmq_msg_data(&c->frame[c->nframes - 1]) + c->have : tmp;
+        unsigned char *to =
+            direct ? (unsigned char *)zmq_msg_data(&c->frame[c->nframes - 1]) + c->have : tmp;
         ssize_t n = recv(c->fd, to, direct ? c->want - c->have : READ_BUF, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
@@ -477,8 +477,10 @@ static void s_accept(gate_t *g)
         if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (fd < 0) {
-            fprintf(stderr, "gate: cannot accept a connection: %s (raise the limit on open "
-                            "files, ulimit -n); trying again in 1 s\n", strerror(errno));
+            fprintf(stderr,
+                    "gate: cannot accept a connection: %s (raise the limit on open "
+                    "files, ulimit -n); trying again in 1 s\n",
+                    strerror(errno));
             struct epoll_event ev = {.events = 0, .data.u32 = LISTENER};
             epoll_ctl(g->ep, EPOLL_CTL_MOD, g->lfd, &ev);
             g->accept_paused = 1;
@@ -502,8 +504,9 @@ static void s_log_unread(gate_t *g)
         return;
     }
     if (g->unlogged > 0)
-        fprintf(stderr, "gate: a peer does not read its replies; closing its connection "
-                        "(and %ld more such in the last %.0f s)\n",
+        fprintf(stderr,
+                "gate: a peer does not read its replies; closing its connection "
+                "(and %ld more such in the last %.0f s)\n",
                 g->unlogged, now - g->logged_at);
     else
         fprintf(stderr, "gate: a peer does not read its replies; closing its connection\n");
@@ -642,7 +645,8 @@ static int s_resolve(const char *host, struct sockaddr_storage *sa, socklen_t *l
     int found = 0;
     if (getifaddrs(&ifs) == 0)
         for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next)
-            if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, host) == 0) {
+            if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
+                strcmp(i->ifa_name, host) == 0) {
                 v4->sin_addr = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
                 found = 1;
             }

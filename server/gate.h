@@ -39,7 +39,7 @@
 
 #include <stddef.h>
 
-#define GATE_MAX_FRAMES 4  /* frames per message (the protocol uses 1 or 2) */
+#define GATE_MAX_FRAMES 4 /* frames per message (the protocol uses 1 or 2) */
 /* Frames of replies (and handshake pieces) queued toward a connection that
  * does not read them; one more closes it. */
 #define GATE_OUT_FRAMES 8

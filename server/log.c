@@ -59,8 +59,7 @@ int srv_db(server_t *s, int rc)
 
 void srv_write_stats(server_t *s)
 {
-    srv_db(s, metrics_server_stats(s->db, s->run, srv_elapsed(s), s->updates,
-                                   (int64_t)s->version,
+    srv_db(s, metrics_server_stats(s->db, s->run, srv_elapsed(s), s->updates, (int64_t)s->version,
                                    s->updates ? s->stale_sum / (double)s->updates : 0.0,
                                    s->stale_max));
 }

@@ -24,44 +24,44 @@ static void s_on_signal(int sig)
 static void s_usage(FILE *f)
 {
     fprintf(f,
-        "usage: paramserver [options]\n"
-        "\n"
-        "Holds the master SimpleConvNet weights, waits for --workers workers to register,\n"
-        "hands each its shard of MNIST and the recipe, applies their gradients with SGD +\n"
-        "momentum, logs every worker's figures into SQLite, and when all have finished\n"
-        "evaluates and saves the model, then exits 0.\n"
-        "\n"
-        "  --bind ENDPOINT         ZeroMQ endpoint to listen on (default tcp://*:5555)\n"
-        "  --workers N             workers to wait for (default 2)\n"
-        "  --mode MODE             sync (BSP), async (ASP) or ssp (default sync)\n"
-        "  --staleness S           ssp: how many steps a worker may run ahead (default 2)\n"
-        "  --epochs N              epochs each worker trains (default 5)\n"
-        "  --batch-size N          minibatch per worker and step, 1..128 (default 64)\n"
-        "  --lr X                  learning rate (default 0.01)\n"
-        "  --momentum X            SGD momentum (default 0.9)\n"
-        "  --seed N                init, shard split and shuffling (default 1)\n"
-        "  --train-limit N         split only the first N training images (default all)\n"
-        "  --test-limit N          test images per evaluation (default all 10,000)\n"
-        "  --data-dir DIR          MNIST, for the split and the final evaluation\n"
-        "                          (default: $MNIST_DIR or data)\n"
-        "  --db PATH               metrics database (default results/metrics.db)\n"
-        "  --out DIR               where model_distributed.safetensors goes (default results)\n"
-        "  --threads N             threads for the final evaluation (default: cores)\n"
-        "  --register-timeout S    give up when not all workers registered (default 300)\n"
-        "  --worker-timeout S      evict a worker silent this long (default 60)\n"
-        "  --checkpoint PATH       checkpoint file (default OUT/checkpoint.safetensors;\n"
-        "                          removed when the run completes)\n"
-        "  --checkpoint-every N    checkpoint every N updates, 0 for never (default 100)\n"
-        "  --checkpoint-seconds S  ...or every S seconds, whichever comes first (default 30)\n"
-        "  --resume                continue the run saved in the checkpoint (same flags);\n"
-        "                          its workers rejoin by name\n"
-        "  --curve-secret FILE     CurveZMQ: encrypt, with this secret certificate\n"
-        "  --allowed-keys DIR      CurveZMQ: admit only workers whose public certificate\n"
-        "                          is in DIR (both flags go together)\n"
-        "  --keygen PATH           write a new CurveZMQ key pair: PATH (public certificate,\n"
-        "                          to share) and PATH_secret (keep private), then exit\n"
-        "  --force                 with --keygen: replace an existing key pair\n"
-        "  -h, --help              this help\n");
+            "usage: paramserver [options]\n"
+            "\n"
+            "Holds the master SimpleConvNet weights, waits for --workers workers to register,\n"
+            "hands each its shard of MNIST and the recipe, applies their gradients with SGD +\n"
+            "momentum, logs every worker's figures into SQLite, and when all have finished\n"
+            "evaluates and saves the model, then exits 0.\n"
+            "\n"
+            "  --bind ENDPOINT         ZeroMQ endpoint to listen on (default tcp://*:5555)\n"
+            "  --workers N             workers to wait for (default 2)\n"
+            "  --mode MODE             sync (BSP), async (ASP) or ssp (default sync)\n"
+            "  --staleness S           ssp: how many steps a worker may run ahead (default 2)\n"
+            "  --epochs N              epochs each worker trains (default 5)\n"
+            "  --batch-size N          minibatch per worker and step, 1..128 (default 64)\n"
+            "  --lr X                  learning rate (default 0.01)\n"
+            "  --momentum X            SGD momentum (default 0.9)\n"
+            "  --seed N                init, shard split and shuffling (default 1)\n"
+            "  --train-limit N         split only the first N training images (default all)\n"
+            "  --test-limit N          test images per evaluation (default all 10,000)\n"
+            "  --data-dir DIR          MNIST, for the split and the final evaluation\n"
+            "                          (default: $MNIST_DIR or data)\n"
+            "  --db PATH               metrics database (default results/metrics.db)\n"
+            "  --out DIR               where model_distributed.safetensors goes (default results)\n"
+            "  --threads N             threads for the final evaluation (default: cores)\n"
+            "  --register-timeout S    give up when not all workers registered (default 300)\n"
+            "  --worker-timeout S      evict a worker silent this long (default 60)\n"
+            "  --checkpoint PATH       checkpoint file (default OUT/checkpoint.safetensors;\n"
+            "                          removed when the run completes)\n"
+            "  --checkpoint-every N    checkpoint every N updates, 0 for never (default 100)\n"
+            "  --checkpoint-seconds S  ...or every S seconds, whichever comes first (default 30)\n"
+            "  --resume                continue the run saved in the checkpoint (same flags);\n"
+            "                          its workers rejoin by name\n"
+            "  --curve-secret FILE     CurveZMQ: encrypt, with this secret certificate\n"
+            "  --allowed-keys DIR      CurveZMQ: admit only workers whose public certificate\n"
+            "                          is in DIR (both flags go together)\n"
+            "  --keygen PATH           write a new CurveZMQ key pair: PATH (public certificate,\n"
+            "                          to share) and PATH_secret (keep private), then exit\n"
+            "  --force                 with --keygen: replace an existing key pair\n"
+            "  -h, --help              this help\n");
 }
 
 /* --keygen PATH: a new key pair in czmq's certificate format. Existing
@@ -71,8 +71,9 @@ static int s_keygen(const char *path, int force)
     char secret[4200];
     snprintf(secret, sizeof secret, "%s_secret", path);
     if (!force && (access(path, F_OK) == 0 || access(secret, F_OK) == 0)) {
-        fprintf(stderr, "error: %s exists: --keygen does not overwrite a key pair (it may be in "
-                        "use); give --force to replace it\n",
+        fprintf(stderr,
+                "error: %s exists: --keygen does not overwrite a key pair (it may be in "
+                "use); give --force to replace it\n",
                 access(path, F_OK) == 0 ? path : secret);
         return 1;
     }
@@ -93,11 +94,11 @@ static int s_keygen(const char *path, int force)
     }
     int rc = zcert_save(cert, path);
     if (rc != 0)
-        fprintf(stderr, "error: cannot write %s and %s_secret: %s\n", path, path,
-                strerror(errno));
+        fprintf(stderr, "error: cannot write %s and %s_secret: %s\n", path, path, strerror(errno));
     else
         printf("wrote %s (public: give it to the other side) and %s_secret (secret: keep it "
-               "here, mode 0600)\npublic key: %s\n", path, path, zcert_public_txt(cert));
+               "here, mode 0600)\npublic key: %s\n",
+               path, path, zcert_public_txt(cert));
     zcert_destroy(&cert);
     return rc == 0 ? 0 : 1;
 }
@@ -119,8 +120,10 @@ static int s_check_bind(const char *bind)
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
     if (colon[1] < '0' || colon[1] > '9' || *end || errno || port < 1 || port > 65535) {
-        fprintf(stderr, "error: --bind %s: port '%s' is not in 1..65535 (or * for any free "
-                        "port)\n", bind, colon + 1);
+        fprintf(stderr,
+                "error: --bind %s: port '%s' is not in 1..65535 (or * for any free "
+                "port)\n",
+                bind, colon + 1);
         return -1;
     }
     return 0;
@@ -134,16 +137,50 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                          int *force)
 {
     const char *env_dir = getenv("MNIST_DIR");
-    server_opts_t o = {.bind = "tcp://*:5555", .data_dir = env_dir && *env_dir ? env_dir : "data",
-                       .db = "results/metrics.db", .out_dir = "results", .mode = MODE_SYNC,
-                       .workers = 2, .staleness = 2, .epochs = 5, .batch_size = 64,
-                       .threads = args_cpus(), .lr = 0.01, .momentum = 0.9, .seed = 1,
-                       .register_timeout = 300, .worker_timeout = 60,
-                       .checkpoint_every = 100, .checkpoint_seconds = 30};
-    enum { O_BIND = 256, O_WORKERS, O_MODE, O_STALE, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED,
-           O_TRAIN_LIMIT, O_TEST_LIMIT, O_DATA, O_DB, O_OUT, O_THREADS, O_REG_TO, O_WORK_TO,
-           O_CKPT, O_CKPT_EVERY, O_CKPT_SECONDS, O_RESUME, O_CURVE, O_ALLOWED, O_KEYGEN,
-           O_FORCE };
+    server_opts_t o = {.bind = "tcp://*:5555",
+                       .data_dir = env_dir && *env_dir ? env_dir : "data",
+                       .db = "results/metrics.db",
+                       .out_dir = "results",
+                       .mode = MODE_SYNC,
+                       .workers = 2,
+                       .staleness = 2,
+                       .epochs = 5,
+                       .batch_size = 64,
+                       .threads = args_cpus(),
+                       .lr = 0.01,
+                       .momentum = 0.9,
+                       .seed = 1,
+                       .register_timeout = 300,
+                       .worker_timeout = 60,
+                       .checkpoint_every = 100,
+                       .checkpoint_seconds = 30};
+    enum {
+        O_BIND = 256,
+        O_WORKERS,
+        O_MODE,
+        O_STALE,
+        O_EPOCHS,
+        O_BATCH,
+        O_LR,
+        O_MOM,
+        O_SEED,
+        O_TRAIN_LIMIT,
+        O_TEST_LIMIT,
+        O_DATA,
+        O_DB,
+        O_OUT,
+        O_THREADS,
+        O_REG_TO,
+        O_WORK_TO,
+        O_CKPT,
+        O_CKPT_EVERY,
+        O_CKPT_SECONDS,
+        O_RESUME,
+        O_CURVE,
+        O_ALLOWED,
+        O_KEYGEN,
+        O_FORCE
+    };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"workers", required_argument, 0, O_WORKERS},
@@ -199,7 +236,9 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         case O_TRAIN_LIMIT:
             bad |= args_int("--train-limit", optarg, 1, 1 << 30, &o.train_limit);
             break;
-        case O_TEST_LIMIT: bad |= args_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit); break;
+        case O_TEST_LIMIT:
+            bad |= args_int("--test-limit", optarg, 1, 1 << 30, &o.test_limit);
+            break;
         case O_DATA: o.data_dir = optarg; break;
         case O_DB: o.db = optarg; break;
         case O_OUT: o.out_dir = optarg; break;

@@ -23,8 +23,11 @@ const char *member_name_problem(const char *t, size_t max)
     const unsigned char *p = (const unsigned char *)t, *end = p + n;
     while (p < end) {
         uint32_t c = *p;
-        int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                             : (c & 0xf8) == 0xf0 ? 4 : 0;
+        int len = c < 0x80             ? 1
+                  : (c & 0xe0) == 0xc0 ? 2
+                  : (c & 0xf0) == 0xe0 ? 3
+                  : (c & 0xf8) == 0xf0 ? 4
+                                       : 0;
         if (len == 0 || end - p < len)
             return "is not valid UTF-8";
         if (len > 1)
@@ -86,16 +89,24 @@ static void s_welcome(server_t *s, slot_t *sl)
  * workers are told why and the server stops (s->fatal). */
 static void s_start_run(server_t *s)
 {
-    metrics_run_info_t info = {.mode = server_mode_name(s->o->mode), .dataset = s->o->data_dir,
-                               .workers = s->o->workers, .epochs = s->o->epochs,
-                               .batch_size = s->o->batch_size, .threads = s->slots[0].threads,
-                               .train_limit = s->train_count, .staleness = s->o->staleness,
-                               .lr = s->o->lr, .momentum = s->o->momentum, .seed = s->o->seed};
+    metrics_run_info_t info = {.mode = server_mode_name(s->o->mode),
+                               .dataset = s->o->data_dir,
+                               .workers = s->o->workers,
+                               .epochs = s->o->epochs,
+                               .batch_size = s->o->batch_size,
+                               .threads = s->slots[0].threads,
+                               .train_limit = s->train_count,
+                               .staleness = s->o->staleness,
+                               .lr = s->o->lr,
+                               .momentum = s->o->momentum,
+                               .seed = s->o->seed};
     int64_t run = metrics_run_begin(s->db, &info);
     if (run <= 0) {
         char why[600];
-        snprintf(why, sizeof why, "the server cannot record the run in its database (%s); "
-                 "the run is not started", metrics_errmsg(s->db));
+        snprintf(why, sizeof why,
+                 "the server cannot record the run in its database (%s); "
+                 "the run is not started",
+                 metrics_errmsg(s->db));
         fprintf(stderr, "error: %s\n", why);
         for (int i = 0; i < s->o->workers; i++)
             srv_error_to(s, &s->slots[i].peer, s->slots[i].held_request,
@@ -109,8 +120,8 @@ static void s_start_run(server_t *s)
     s->t0 = clock_now();
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
-        srv_db(s, metrics_worker(s->db, s->run, i, sl->name, sl->host, (int)sl->shard,
-                                 sl->threads, 0));
+        srv_db(s, metrics_worker(s->db, s->run, i, sl->name, sl->host, (int)sl->shard, sl->threads,
+                                 0));
         s_welcome(s, sl);
     }
     srv_log(s, "all %d workers registered: run %lld, mode %s, training starts", s->o->workers,
@@ -211,8 +222,8 @@ static void s_settle_claims(server_t *s)
 }
 
 /* What is wrong with a Register's fields, into why (NULL when nothing). */
-static const char *s_register_problem(const server_t *s, const Ps__Register *r,
-                                      const char *name, char *why, size_t n)
+static const char *s_register_problem(const server_t *s, const Ps__Register *r, const char *name,
+                                      char *why, size_t n)
 {
     const char *bad;
     if ((int)r->compress < 0 || r->compress > PS__COMPRESSION__COMPRESSION_INT8)
@@ -267,8 +278,7 @@ static void s_register_new(server_t *s, const wire_peer_t *peer, const Ps__Regis
     sl->shard = shard_size(s->train_count, s->o->workers, id);
     s->active++;
     srv_log(s, "worker %d registered: %s on %s, %d thread(s), shard of %lld images (%d/%d)", id,
-            sl->name, sl->host, sl->threads, (long long)sl->shard, s->registered,
-            s->o->workers);
+            sl->name, sl->host, sl->threads, (long long)sl->shard, s->registered, s->o->workers);
     if (s->registered == s->o->workers)
         s_start_run(s);
 }
@@ -374,9 +384,10 @@ static void s_check_deadlines(server_t *s)
         if (!sl->active || sl->pending || now - sl->last_seen <= s->o->worker_timeout)
             continue;
         char detail[128];
-        snprintf(detail, sizeof detail, "no new step for %.1f s (--worker-timeout %.1f) after "
-                 "%llu steps", now - sl->last_seen, s->o->worker_timeout,
-                 (unsigned long long)sl->steps);
+        snprintf(detail, sizeof detail,
+                 "no new step for %.1f s (--worker-timeout %.1f) after "
+                 "%llu steps",
+                 now - sl->last_seen, s->o->worker_timeout, (unsigned long long)sl->steps);
         srv_log(s, "evicting worker %d (%s): %s", i, sl->name, detail);
         srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), i, "evicted", detail));
         sl->evicted = 1;

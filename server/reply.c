@@ -13,9 +13,8 @@ void srv_send(server_t *s, slot_t *sl, Ps__Envelope *env)
         env->request_id = s->request;
     long n = wire_send(s->sock, &sl->peer, env, NULL, ZMQ_DONTWAIT);
     if (n < 0)
-        srv_log(s, "warning: cannot send %s to worker %d (%s): %s",
-                wire_kind_name(env->body_case), (int)(sl - s->slots), sl->name,
-                zmq_strerror(errno));
+        srv_log(s, "warning: cannot send %s to worker %d (%s): %s", wire_kind_name(env->body_case),
+                (int)(sl - s->slots), sl->name, zmq_strerror(errno));
     else
         s->bytes_out += n;
 }
@@ -34,8 +33,7 @@ void srv_reply_weights(server_t *s, slot_t *sl, uint64_t request, double held, s
     zmq_msg_t copy;
     zmq_msg_init(&copy);
     if (zmq_msg_copy(&copy, &snap->msg[enc]) != 0) {
-        srv_log(s, "warning: cannot copy the weights for worker %d: %s", id,
-                zmq_strerror(errno));
+        srv_log(s, "warning: cannot copy the weights for worker %d: %s", id, zmq_strerror(errno));
         zmq_msg_close(&copy);
         return;
     }

@@ -57,15 +57,17 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
         snprintf(why, n, "push computed on version %llu, newer than the server's %llu",
                  (unsigned long long)p->version, (unsigned long long)s->version);
     else if (!s_in(p->loss, 1e6))
-        snprintf(why, n, "push of step %llu has a loss that is negative, not finite or over "
-                 "1e6 (%g)", step, (double)p->loss);
+        snprintf(why, n,
+                 "push of step %llu has a loss that is negative, not finite or over "
+                 "1e6 (%g)",
+                 step, (double)p->loss);
     else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
-        snprintf(why, n, "push of step %llu names epoch %u (1..%d)", step, p->epoch,
-                 s->o->epochs);
+        snprintf(why, n, "push of step %llu names epoch %u (1..%d)", step, p->epoch, s->o->epochs);
     else if (p->encoding != wire_gradient_encoding(sl->compress))
-        snprintf(why, n, "push in tensor encoding %d; this worker was granted compression %d "
-                 "at registration (register again to change it)", (int)p->encoding,
-                 (int)sl->compress);
+        snprintf(why, n,
+                 "push in tensor encoding %d; this worker was granted compression %d "
+                 "at registration (register again to change it)",
+                 (int)p->encoding, (int)sl->compress);
     else
         return 0;
     return -1;
@@ -105,8 +107,10 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
     if (!model_sgd_step_finite(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr,
                                (float)s->o->momentum)) {
-        snprintf(why, sizeof why, "push of step %llu would make the weights or the momentum "
-                 "overflow (not finite); not applied", (unsigned long long)p->step);
+        snprintf(why, sizeof why,
+                 "push of step %llu would make the weights or the momentum "
+                 "overflow (not finite); not applied",
+                 (unsigned long long)p->step);
         srv_log_refused(s, "refused worker %d: %s", id, why);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
         return;
@@ -129,8 +133,7 @@ static const char *s_epoch_problem(const server_t *s, const Ps__EpochReport *e)
     if (!s_in(e->test_accuracy, 100))
         return "test_accuracy is not a percentage (0..100)";
     if (!s_in(e->epoch_seconds, day) || !s_in(e->compute_seconds, day) ||
-        !s_in(e->push_seconds, day) || !s_in(e->pull_seconds, day) ||
-        !s_in(e->wait_seconds, day))
+        !s_in(e->push_seconds, day) || !s_in(e->pull_seconds, day) || !s_in(e->wait_seconds, day))
         return "a time is negative, not finite or over a year";
     if (e->images > (uint64_t)s->train_count || e->bytes_sent > ((uint64_t)1 << 50) ||
         e->bytes_received > ((uint64_t)1 << 50))
@@ -157,16 +160,22 @@ static void s_on_epoch(server_t *s, const wire_peer_t *peer, const Ps__EpochRepo
     slot_t *sl = member_check(s, peer, e->worker_id, "epoch report");
     if (!sl || s_refuse_figures(s, peer, "epoch report", s_epoch_problem(s, e)))
         return;
-    metrics_epoch_t me = {.epoch = (int)e->epoch, .train_loss = e->train_loss,
-                          .test_accuracy = e->test_accuracy, .epoch_seconds = e->epoch_seconds,
-                          .compute_seconds = e->compute_seconds, .push_seconds = e->push_seconds,
-                          .pull_seconds = e->pull_seconds, .wait_seconds = e->wait_seconds,
-                          .images = (int64_t)e->images, .bytes_sent = (int64_t)e->bytes_sent,
+    metrics_epoch_t me = {.epoch = (int)e->epoch,
+                          .train_loss = e->train_loss,
+                          .test_accuracy = e->test_accuracy,
+                          .epoch_seconds = e->epoch_seconds,
+                          .compute_seconds = e->compute_seconds,
+                          .push_seconds = e->push_seconds,
+                          .pull_seconds = e->pull_seconds,
+                          .wait_seconds = e->wait_seconds,
+                          .images = (int64_t)e->images,
+                          .bytes_sent = (int64_t)e->bytes_sent,
                           .bytes_received = (int64_t)e->bytes_received};
     srv_db(s, metrics_epoch(s->db, s->run, (int)e->worker_id, &me, srv_elapsed(s)));
     srv_write_stats(s);
-    srv_log(s, "worker %u epoch %u: train loss %.4f, test accuracy %.2f%%, %.1f s (compute "
-               "%.1f, wait %.1f, comm %.1f)",
+    srv_log(s,
+            "worker %u epoch %u: train loss %.4f, test accuracy %.2f%%, %.1f s (compute "
+            "%.1f, wait %.1f, comm %.1f)",
             e->worker_id, e->epoch, e->train_loss, e->test_accuracy, e->epoch_seconds,
             e->compute_seconds, e->wait_seconds, e->push_seconds + e->pull_seconds);
     srv_reply_ack(s, sl);
@@ -175,10 +184,11 @@ static void s_on_epoch(server_t *s, const wire_peer_t *peer, const Ps__EpochRepo
 static void s_on_done(server_t *s, const wire_peer_t *peer, const Ps__Done *d)
 {
     slot_t *sl = member_check(s, peer, d->worker_id, "done");
-    if (!sl || s_refuse_figures(s, peer, "done",
-                                !s_in(d->train_seconds, 86400 * 365.0) ? "train_seconds out of range"
-                                : !s_in(d->test_accuracy, 100) ? "test_accuracy is not a percentage"
-                                                               : NULL))
+    if (!sl ||
+        s_refuse_figures(s, peer, "done",
+                         !s_in(d->train_seconds, 86400 * 365.0) ? "train_seconds out of range"
+                         : !s_in(d->test_accuracy, 100) ? "test_accuracy is not a percentage"
+                                                        : NULL))
         return;
     if (d->leaving) {
         member_leaving(s, sl);
@@ -239,13 +249,15 @@ static int s_save_model(server_t *s, int done, double accuracy)
     char acc_s[32], ver_s[32];
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
     snprintf(ver_s, sizeof ver_s, "%llu", (unsigned long long)s->version);
-    const char *meta[] = {"format", "pt", "mode", server_mode_name(s->o->mode), "version", ver_s,
-                          "test_accuracy", acc_s, NULL};
+    const char *meta[] = {"format",  "pt",  "mode",          server_mode_name(s->o->mode),
+                          "version", ver_s, "test_accuracy", acc_s,
+                          NULL};
     if (done == 0 || s->updates == 0) {
         /* Nothing trained: an existing model (of a better run) stays, and so
          * does the checkpoint, for a --resume with workers. */
-        fprintf(stderr, "error: %s; the model is not saved (%s is left as it was) and the "
-                        "checkpoint is kept\n",
+        fprintf(stderr,
+                "error: %s; the model is not saved (%s is left as it was) and the "
+                "checkpoint is kept\n",
                 done == 0 ? "no worker finished its epochs (all were evicted)"
                           : "no update was applied",
                 path);
@@ -288,29 +300,35 @@ static int s_finish(server_t *s)
     engine_t *e = engine_new(s->o->threads, 1, err, sizeof err);
     int evaluated = e != NULL;
     if (!evaluated) /* the model is still saved: training went well */
-        fprintf(stderr, "error: cannot evaluate the final model (its accuracy is given as "
-                        "0): %s\n", err);
+        fprintf(stderr,
+                "error: cannot evaluate the final model (its accuracy is given as "
+                "0): %s\n",
+                err);
     double accuracy = e ? engine_evaluate(e, s->w, &s->test, s->o->test_limit, NULL) : 0.0;
     engine_destroy(&e);
     srv_write_stats(s);
     int status = s_save_model(s, done, accuracy) != 0 || !evaluated;
-    if (metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy,
-                        train_seconds) != 0) {
-        fprintf(stderr, "error: the run's end could not be recorded (%s): the database still "
-                        "says 'running'\n", metrics_errmsg(s->db));
+    if (metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds) !=
+        0) {
+        fprintf(stderr,
+                "error: the run's end could not be recorded (%s): the database still "
+                "says 'running'\n",
+                metrics_errmsg(s->db));
         status = 1;
     }
     if (s->db_failures > 0) {
-        fprintf(stderr, "error: %ld writes to the metrics database failed: its figures of this "
-                        "run are incomplete\n", s->db_failures);
+        fprintf(stderr,
+                "error: %ld writes to the metrics database failed: its figures of this "
+                "run are incomplete\n",
+                s->db_failures);
         status = 1;
     }
     printf("summary: mode=%s workers=%d finished=%d updates=%lld duplicates=%lld "
            "mean_staleness=%.2f test_accuracy=%.2f train_seconds=%.1f wall_seconds=%.1f "
            "mb_in=%.1f mb_out=%.1f\n",
            server_mode_name(s->o->mode), s->o->workers, done, (long long)s->updates,
-           (long long)s->duplicates, s->updates ? s->stale_sum / (double)s->updates : 0.0,
-           accuracy, train_seconds, wall, (double)s->bytes_in / 1e6, (double)s->bytes_out / 1e6);
+           (long long)s->duplicates, s->updates ? s->stale_sum / (double)s->updates : 0.0, accuracy,
+           train_seconds, wall, (double)s->bytes_in / 1e6, (double)s->bytes_out / 1e6);
     return status;
 }
 
@@ -324,8 +342,9 @@ static int s_check_writable(const char *dir, const char *flag, const char *what)
     if (fs_mkdirs(dir) == 0)
         fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
-        fprintf(stderr, "error: cannot write in %s %s (%s): %s\n(give %s a directory this "
-                        "user can write in)\n",
+        fprintf(stderr,
+                "error: cannot write in %s %s (%s): %s\n(give %s a directory this "
+                "user can write in)\n",
                 what, dir, flag, strerror(errno), flag);
         return -1;
     }
@@ -362,13 +381,15 @@ static int s_load_data(server_t *s)
         idx_dataset_t train = {0};
         if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
             idx_load(o->data_dir, "t10k", &s->test, err, sizeof err) != 0) {
-            fprintf(stderr, "error: %s\n(the server needs MNIST for the shard split and the "
-                            "final evaluation: run `make data` or pass --data-dir DIR)\n", err);
+            fprintf(stderr,
+                    "error: %s\n(the server needs MNIST for the shard split and the "
+                    "final evaluation: run `make data` or pass --data-dir DIR)\n",
+                    err);
             idx_free(&train);
             return -1;
         }
-        s->train_count = o->train_limit > 0 && o->train_limit < train.count ? o->train_limit
-                                                                            : train.count;
+        s->train_count =
+            o->train_limit > 0 && o->train_limit < train.count ? o->train_limit : train.count;
         idx_free(&train);
     }
     if (s->train_count < o->workers) {
@@ -499,8 +520,10 @@ void server_destroy(server_t **ps)
     server_t *s = *ps;
     if (s->run > 0 && /* started and not finished */
         metrics_run_end(s->db, s->run, "failed", 0.0, clock_now() - s->t0) != 0)
-        fprintf(stderr, "error: the run's end could not be recorded (%s): the database still "
-                        "says 'running'\n", metrics_errmsg(s->db));
+        fprintf(stderr,
+                "error: the run's end could not be recorded (%s): the database still "
+                "says 'running'\n",
+                metrics_errmsg(s->db));
     transport_close(s);
     metrics_close(&s->db);
     idx_free(&s->test);
@@ -534,9 +557,10 @@ static int s_loop(server_t *s)
             s->last_flush = clock_now();
         }
         if (!s->started && clock_now() - s->t_listen > o->register_timeout) {
-            fprintf(stderr, "error: only %d of %d workers registered within %.0f s "
-                            "(--register-timeout); are the workers pointed at this server's "
-                            "address, and is the port open?\n",
+            fprintf(stderr,
+                    "error: only %d of %d workers registered within %.0f s "
+                    "(--register-timeout); are the workers pointed at this server's "
+                    "address, and is the port open?\n",
                     s->registered, o->workers, o->register_timeout);
             return -1;
         }
@@ -557,8 +581,10 @@ int server_run(const server_opts_t *o)
     if (server_stop) {
         /* A stop (SIGTERM from systemd, Ctrl-C) keeps what was trained. */
         if (s->started && s->o->checkpoint_every > 0 && ckpt_write(s) == 0)
-            fprintf(stderr, "interrupted: checkpoint written to %s (continue with --resume); "
-                            "run %lld marked failed\n", o->checkpoint, (long long)s->run);
+            fprintf(stderr,
+                    "interrupted: checkpoint written to %s (continue with --resume); "
+                    "run %lld marked failed\n",
+                    o->checkpoint, (long long)s->run);
         else
             fprintf(stderr, "interrupted: run %lld marked failed\n", (long long)s->run);
         goto out;

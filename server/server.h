@@ -31,14 +31,14 @@ typedef struct {
     int workers, staleness, epochs, batch_size, train_limit, test_limit, threads;
     double lr, momentum;
     uint64_t seed;
-    double register_timeout; /* seconds to wait for all workers to register */
-    double worker_timeout;   /* seconds of silence before a worker is evicted */
-    const char *checkpoint;  /* checkpoint file */
-    int checkpoint_every;    /* checkpoint after this many updates (0: never) */
+    double register_timeout;   /* seconds to wait for all workers to register */
+    double worker_timeout;     /* seconds of silence before a worker is evicted */
+    const char *checkpoint;    /* checkpoint file */
+    int checkpoint_every;      /* checkpoint after this many updates (0: never) */
     double checkpoint_seconds; /* ...or when this many seconds have passed */
-    int resume;              /* continue the run saved in the checkpoint */
-    const char *curve_secret; /* CurveZMQ: the server's secret certificate, or NULL */
-    const char *allowed_keys; /* CurveZMQ: directory of the workers' public certificates */
+    int resume;                /* continue the run saved in the checkpoint */
+    const char *curve_secret;  /* CurveZMQ: the server's secret certificate, or NULL */
+    const char *allowed_keys;  /* CurveZMQ: directory of the workers' public certificates */
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */

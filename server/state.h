@@ -31,18 +31,18 @@
  * Owned by membership.c except the fields marked cons (consistency.c). */
 typedef struct {
     char name[128], host[128];
-    wire_peer_t peer;   /* where replies go */
+    wire_peer_t peer; /* where replies go */
     int threads;
-    int incarnation;    /* 0, then +1 at every rejoin */
-    int active;         /* registered and neither done nor evicted */
+    int incarnation; /* 0, then +1 at every rejoin */
+    int active;      /* registered and neither done nor evicted */
     int done, evicted;
-    uint64_t steps;     /* gradients accepted from this worker (its clock) */
-    double last_seen;   /* clock_now() of its last progress: registration, a new step
-                         * accepted, or release from a barrier (pulls do not count) */
-    char key[48];       /* CurveZMQ: the public key that registered the name ("" without) */
-    int64_t shard;      /* images it owns */
+    uint64_t steps;           /* gradients accepted from this worker (its clock) */
+    double last_seen;         /* clock_now() of its last progress: registration, a new step
+                               * accepted, or release from a barrier (pulls do not count) */
+    char key[48];             /* CurveZMQ: the public key that registered the name ("" without) */
+    int64_t shard;            /* images it owns */
     Ps__Compression compress; /* how its tensors travel */
-    float *gbuf;        /* its last compressed gradient, decoded (server.c) */
+    float *gbuf;              /* its last compressed gradient, decoded (server.c) */
     /* A registration under this name from another connection while this
      * one still looked alive, waiting up to MEMBER_CLAIM_GRACE s for it to
      * go (a restarted worker can be quicker than the old connection's close). */
@@ -75,42 +75,42 @@ struct server {
 
     /* server.c: the run */
     metrics_t *db;
-    int64_t run;        /* its id in the database; 0 when none is open */
-    int started;        /* every worker registered: the run is on */
-    int fatal;          /* the run cannot go on (its start could not be recorded) */
-    double t0;          /* clock_now() when the run started (all registered) */
-    double t_listen;    /* clock_now() when the socket was bound */
-    double last_flush;  /* clock_now() when step rows were last committed */
-    int train_count;    /* images split among workers */
+    int64_t run;       /* its id in the database; 0 when none is open */
+    int started;       /* every worker registered: the run is on */
+    int fatal;         /* the run cannot go on (its start could not be recorded) */
+    double t0;         /* clock_now() when the run started (all registered) */
+    double t_listen;   /* clock_now() when the socket was bound */
+    double last_flush; /* clock_now() when step rows were last committed */
+    int train_count;   /* images split among workers */
     idx_dataset_t test;
-    uint64_t request;   /* request id of the message being handled */
+    uint64_t request; /* request id of the message being handled */
     int64_t bytes_in, bytes_out;
     int64_t duplicates;      /* pushes received again and not applied */
     double worker_train_max; /* the longest training time a worker reported */
-    long resets;        /* server_reset calls */
+    long resets;             /* server_reset calls */
 
     /* membership.c */
-    slot_t *slots;      /* o->workers of them */
+    slot_t *slots; /* o->workers of them */
     int registered, active;
 
     /* consistency.c: the model and the mode's rules */
     const cons_policy_t *policy;
-    float *w, *v;       /* master weights and momentum */
-    float *w0;          /* server_reset: the initial weights, or NULL (server.c) */
-    uint64_t version;   /* number of updates applied to w */
+    float *w, *v;     /* master weights and momentum */
+    float *w0;        /* server_reset: the initial weights, or NULL (server.c) */
+    uint64_t version; /* number of updates applied to w */
     int64_t updates;
     double stale_sum;
     int64_t stale_max;
-    int round_arrived;  /* sync: gradients held for the open round */
+    int round_arrived; /* sync: gradients held for the open round */
 
     /* checkpoint.c */
     uint64_t ckpt_version; /* version of the last checkpoint */
     double ckpt_time;      /* clock_now() of the last checkpoint */
 
     /* log.c */
-    double refusal_window;   /* clock_now() when the current window of refusal lines began */
+    double refusal_window; /* clock_now() when the current window of refusal lines began */
     long refusals_logged, refusals_hidden; /* in that window */
-    long db_failures;        /* metrics writes that failed */
+    long db_failures;                      /* metrics writes that failed */
 };
 
 /* log.c: a line on stdout, stamped with the run's time. */
@@ -142,7 +142,10 @@ typedef struct {
     zmq_msg_t msg[SNAPSHOT_ENCODINGS]; /* indexed by Ps__Encoding */
     int ready[SNAPSHOT_ENCODINGS];
 } snapshot_t;
-#define SNAPSHOT_INIT {.ready = {0}}
+#define SNAPSHOT_INIT                                                                              \
+    {                                                                                              \
+        .ready = { 0 }                                                                             \
+    }
 void snapshot_close(snapshot_t *snap);
 
 /* reply.c: replies with the weights to request `request` of this slot's

@@ -7,8 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-
-
 /* Sets a socket option; the failure of one is a bug or a broken libzmq,
  * but it is reported, not ignored. */
 static int s_setopt(void *sock, int opt, const void *value, size_t len, const char *name)
@@ -27,8 +25,10 @@ static void s_warn_secret_mode(const char *path)
 {
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 077))
-        fprintf(stderr, "warning: the secret key %s is readable by other users (mode %03o): "
-                        "chmod 600 %s\n", path, (unsigned)(st.st_mode & 0777), path);
+        fprintf(stderr,
+                "warning: the secret key %s is readable by other users (mode %03o): "
+                "chmod 600 %s\n",
+                path, (unsigned)(st.st_mode & 0777), path);
 }
 
 /* Answers the ZAP requests (rfc.zeromq.org/spec/27) libzmq makes during
@@ -62,8 +62,8 @@ static void s_zap_serve(server_t *s)
         for (int i = 0; i < n; i++)
             zmq_msg_close(&part[i]);
         int ok = key[0] && zcertstore_lookup(s->allowed, key) != NULL;
-        const char *reply[6] = {"1.0", seq, ok ? "200" : "400", ok ? "OK" : "key not allowed",
-                                ok ? key : "", ""};
+        const char *reply[6] = {
+            "1.0", seq, ok ? "200" : "400", ok ? "OK" : "key not allowed", ok ? key : "", ""};
         for (int i = 0; i < 6; i++)
             if (zmq_send(s->zap, reply[i], strlen(reply[i]), i < 5 ? ZMQ_SNDMORE : 0) < 0) {
                 /* libzmq then fails that handshake: the client retries */
@@ -81,26 +81,28 @@ static int s_curve(server_t *s)
     const server_opts_t *o = s->o;
     zcert_t *cert = zcert_load(o->curve_secret);
     if (!cert) {
-        fprintf(stderr, "error: cannot read the certificate %s (make one with paramserver "
-                        "--keygen PATH; give PATH_secret here)\n", o->curve_secret);
+        fprintf(stderr,
+                "error: cannot read the certificate %s (make one with paramserver "
+                "--keygen PATH; give PATH_secret here)\n",
+                o->curve_secret);
         return -1;
     }
     if (strcmp(zcert_secret_txt(cert), "0000000000000000000000000000000000000000") == 0) {
-        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
-                o->curve_secret);
+        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n", o->curve_secret);
         zcert_destroy(&cert);
         return -1;
     }
     zdir_t *dir = zdir_new(o->allowed_keys, NULL);
     if (!dir) {
-        fprintf(stderr, "error: --allowed-keys %s is not a readable directory\n",
-                o->allowed_keys);
+        fprintf(stderr, "error: --allowed-keys %s is not a readable directory\n", o->allowed_keys);
         zcert_destroy(&cert);
         return -1;
     }
     if (zdir_count(dir) == 0)
-        fprintf(stderr, "warning: --allowed-keys %s holds no public certificates: no worker can "
-                        "connect (copy each worker's public file there)\n", o->allowed_keys);
+        fprintf(stderr,
+                "warning: --allowed-keys %s holds no public certificates: no worker can "
+                "connect (copy each worker's public file there)\n",
+                o->allowed_keys);
     zdir_destroy(&dir);
     s_warn_secret_mode(o->curve_secret);
     /* Our own ZAP handler rather than czmq's zauth, which admits the same
@@ -190,7 +192,7 @@ int transport_listen(server_t *s)
         return -1;
     }
     int rc = !s->o->curve_secret && strncmp(s->o->bind, "tcp://", 6) == 0 ? s_listen_gate(s)
-                                                                           : s_listen_router(s);
+                                                                          : s_listen_router(s);
     if (rc != 0)
         return -1;
     char last[256];

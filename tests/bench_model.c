@@ -97,8 +97,8 @@ int main(int argc, char **argv)
     }
     qsort(ips, 3, sizeof *ips, s_cmp);
     qsort(ipc, 3, sizeof *ipc, s_cmp);
-    printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f\n",
-           threads, batch, ips[1], ipc[1]);
+    printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f\n", threads,
+           batch, ips[1], ipc[1]);
 
     if (profile) {
         double prof[MODEL_PROF_N] = {0}, wall;
@@ -112,7 +112,8 @@ int main(int argc, char **argv)
         for (int s = 0; s < MODEL_PROF_N; s++)
             sum += prof[s];
         printf("profile threads=%d batch=%d: %.3f ms CPU per step and thread, %.3f ms wall "
-               "per step\n", threads, batch, 1e3 * sum / steps, 1e3 * wall / steps);
+               "per step\n",
+               threads, batch, 1e3 * sum / steps, 1e3 * wall / steps);
         printf("  %-16s %10s %8s\n", "stage", "us/step", "share");
         for (int s = 0; s < MODEL_PROF_N; s++)
             printf("  %-16s %10.1f %7.1f%%\n", model_prof_names[s], 1e6 * prof[s] / steps,

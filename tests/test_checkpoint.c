@@ -27,7 +27,10 @@ static server_t *s_a, *s_b;
 static server_opts_t s_oa, s_ob;
 static char s_ckpt[200];
 
-static int s_setup(void **state) { return tmpdir_setup(state, "test_checkpoint", "m.db"); }
+static int s_setup(void **state)
+{
+    return tmpdir_setup(state, "test_checkpoint", "m.db");
+}
 
 static int s_teardown(void **state)
 {
@@ -43,12 +46,24 @@ static const char S_LONG_NAME[] = "w\xc3\xb6rker-0123456789012345678901234567890
 static server_opts_t s_opts(const tmpdir_t *t, const char *ep)
 {
     snprintf(s_ckpt, sizeof s_ckpt, "%s/ckpt.safetensors", t->dir);
-    return (server_opts_t){.bind = ep, .data_dir = NULL, .db = t->path, .out_dir = t->dir,
-                           .checkpoint = s_ckpt, .mode = MODE_SYNC, .workers = 2,
-                           .staleness = 3, .epochs = 2, .batch_size = 64, .train_limit = 1000,
-                           .threads = 1, .lr = 0.01, .momentum = 0.9,
-                           .seed = UINT64_C(18446744073709551557), .register_timeout = 1e9,
-                           .worker_timeout = 1e9, .checkpoint_every = 1};
+    return (server_opts_t){.bind = ep,
+                           .data_dir = NULL,
+                           .db = t->path,
+                           .out_dir = t->dir,
+                           .checkpoint = s_ckpt,
+                           .mode = MODE_SYNC,
+                           .workers = 2,
+                           .staleness = 3,
+                           .epochs = 2,
+                           .batch_size = 64,
+                           .train_limit = 1000,
+                           .threads = 1,
+                           .lr = 0.01,
+                           .momentum = 0.9,
+                           .seed = UINT64_C(18446744073709551557),
+                           .register_timeout = 1e9,
+                           .worker_timeout = 1e9,
+                           .checkpoint_every = 1};
 }
 
 /* A server in the middle of a run (s_a): counters, two slots (one done,

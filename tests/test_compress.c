@@ -74,9 +74,9 @@ static void test_f16_round_trip(void **state)
     printf("  f16 worst relative error %.2e (half precision: 4.9e-04)\n", worst);
     assert_true(worst <= 1.0 / 2048 + 1e-7);
     assert_true(s_out[0] == 0.0f && !signbit(s_out[0]) && s_out[1] == 0.0f && signbit(s_out[1]));
-    assert_true(fabsf(s_out[2] - 3.0e-6f) <= 6e-8f);         /* subnormal: absolute 2^-24 */
+    assert_true(fabsf(s_out[2] - 3.0e-6f) <= 6e-8f); /* subnormal: absolute 2^-24 */
     assert_true(s_out[3] == 65504.0f);
-    assert_true(s_out[4] == 0.333251953125f);                   /* nearest half to 1/3 */
+    assert_true(s_out[4] == 0.333251953125f); /* nearest half to 1/3 */
 }
 
 static void test_i8_round_trip(void **state)
@@ -119,8 +119,8 @@ static void test_i8_error_feedback(void **state)
         worst = fmax(worst, fabs((double)sent[i] - got[i] - residual[i]));
         plain = fmax(plain, fabs((double)residual[i]));
     }
-    printf("  after 20 tensors: |sent - received - residual| <= %.2e, |residual| <= %.2e\n",
-           worst, plain);
+    printf("  after 20 tensors: |sent - received - residual| <= %.2e, |residual| <= %.2e\n", worst,
+           plain);
     assert_true(worst < 1e-6);
     assert_true(plain < 0.02 / 127); /* below one quantisation step of the blocks */
 }

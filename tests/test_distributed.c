@@ -67,11 +67,34 @@ static int s_run(run_t *r)
     snprintf(test, sizeof test, "%d", r->test_limit);
     snprintf(stale, sizeof stale, "%d", r->staleness);
     snprintf(log, sizeof log, "%s/server.log", r->dir);
-    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", workers,
-                           "--mode", r->mode, "--staleness", stale, "--epochs", epochs,
-                           "--batch-size", batch, "--train-limit", train, "--test-limit", test,
-                           "--data-dir", proc_env.data, "--db", r->db, "--out", r->dir, "--threads",
-                           "1", "--register-timeout", "60", NULL};
+    const char *sargv[] = {proc_env.server,
+                           "--bind",
+                           "tcp://127.0.0.1:*",
+                           "--workers",
+                           workers,
+                           "--mode",
+                           r->mode,
+                           "--staleness",
+                           stale,
+                           "--epochs",
+                           epochs,
+                           "--batch-size",
+                           batch,
+                           "--train-limit",
+                           train,
+                           "--test-limit",
+                           test,
+                           "--data-dir",
+                           proc_env.data,
+                           "--db",
+                           r->db,
+                           "--out",
+                           r->dir,
+                           "--threads",
+                           "1",
+                           "--register-timeout",
+                           "60",
+                           NULL};
     pid_t pids[9];
     pids[0] = proc_spawn(log, sargv);
     if (proc_endpoint(pids[0], log, 0, r->ep, sizeof r->ep, 30) != 0) {
@@ -83,10 +106,22 @@ static int s_run(run_t *r)
         char wlog[400], name[16];
         snprintf(wlog, sizeof wlog, "%s/worker%d.log", r->dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *wargv[] = {proc_env.worker, "--server", r->ep, "--name", name, "--data-dir",
-                               proc_env.data, "--threads", "1", "--timeout", "60", "--compress",
-                               r->compress ? r->compress : "none", "--push-every",
-                               r->push_every ? r->push_every : "1", NULL};
+        const char *wargv[] = {proc_env.worker,
+                               "--server",
+                               r->ep,
+                               "--name",
+                               name,
+                               "--data-dir",
+                               proc_env.data,
+                               "--threads",
+                               "1",
+                               "--timeout",
+                               "60",
+                               "--compress",
+                               r->compress ? r->compress : "none",
+                               "--push-every",
+                               r->push_every ? r->push_every : "1",
+                               NULL};
         pids[k + 1] = proc_spawn(wlog, wargv);
     }
     int rc = proc_wait_all(pids, r->workers + 1, r->codes, DEADLINE * s_time_scale());
@@ -139,8 +174,13 @@ static double s_final_accuracy(run_t *r)
 static void test_sync_equals_batch_128(void **state)
 {
     (void)state;
-    run_t r = {.name = "sync_equiv", .mode = "sync", .workers = 2, .epochs = 2, .batch = 64,
-               .train_limit = 384, .test_limit = 100};
+    run_t r = {.name = "sync_equiv",
+               .mode = "sync",
+               .workers = 2,
+               .epochs = 2,
+               .batch = 64,
+               .train_limit = 384,
+               .test_limit = 100};
     const int half = r.train_limit / 2, steps = half / 64;
     assert_int_equal(s_run(&r), 0);
     s_check_db(&r, steps * r.epochs);
@@ -181,7 +221,8 @@ static void test_sync_equals_batch_128(void **state)
         moved = fmax(moved, fabs((double)w[i] - g[i]));
     }
     printf("  6 sync steps of 2 workers vs batch 128: max |diff| %.3g, max |w| %.3g, max "
-           "|w - w0| %.3g\n", num, den, moved);
+           "|w - w0| %.3g\n",
+           num, den, moved);
     assert_true(moved > 1e-3);      /* training changed the weights... */
     assert_true(num <= 1e-6 * den); /* ...and both ways agree to float tolerance */
     engine_destroy(&e);
@@ -191,8 +232,13 @@ static void test_sync_equals_batch_128(void **state)
 static void test_async_learns(void **state)
 {
     (void)state;
-    run_t r = {.name = "async", .mode = "async", .workers = 2, .epochs = 2, .batch = 64,
-               .train_limit = 20000, .test_limit = 10000};
+    run_t r = {.name = "async",
+               .mode = "async",
+               .workers = 2,
+               .epochs = 2,
+               .batch = 64,
+               .train_limit = 20000,
+               .test_limit = 10000};
     assert_int_equal(s_run(&r), 0);
     s_check_db(&r, 300);
     printf("  async, 2 workers, 20,000 images, 2 epochs: %.2f%%\n", s_final_accuracy(&r));
@@ -205,8 +251,14 @@ static void test_async_learns(void **state)
 static void test_ssp_learns(void **state)
 {
     (void)state;
-    run_t r = {.name = "ssp", .mode = "ssp", .workers = 2, .epochs = 2, .batch = 64,
-               .train_limit = 20000, .test_limit = 10000, .staleness = 2};
+    run_t r = {.name = "ssp",
+               .mode = "ssp",
+               .workers = 2,
+               .epochs = 2,
+               .batch = 64,
+               .train_limit = 20000,
+               .test_limit = 10000,
+               .staleness = 2};
     assert_int_equal(s_run(&r), 0);
     s_check_db(&r, 300);
     printf("  ssp (s=2), 2 workers, 20,000 images, 2 epochs: %.2f%%\n", s_final_accuracy(&r));
@@ -225,8 +277,13 @@ static void test_ssp_learns(void **state)
 static void test_unequal_shards_finish(void **state)
 {
     (void)state;
-    run_t r = {.name = "unequal", .mode = "sync", .workers = 2, .epochs = 3, .batch = 64,
-               .train_limit = 129, .test_limit = 100};
+    run_t r = {.name = "unequal",
+               .mode = "sync",
+               .workers = 2,
+               .epochs = 3,
+               .batch = 64,
+               .train_limit = 129,
+               .test_limit = 100};
     assert_int_equal(shard_size(129, 2, 0), 64);
     assert_int_equal(shard_size(129, 2, 1), 65);
     assert_int_equal(s_run(&r), 0);
@@ -246,9 +303,24 @@ static pid_t s_one_worker_server(const char *name, const char *mode, char *ep, s
     fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, dblen, "%s/m.db", dir);
-    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "1",
-                           "--mode", mode, "--test-limit", "10", "--data-dir", proc_env.data,
-                           "--db", db, "--out", dir, "--register-timeout", "20", NULL};
+    const char *sargv[] = {proc_env.server,
+                           "--bind",
+                           "tcp://127.0.0.1:*",
+                           "--workers",
+                           "1",
+                           "--mode",
+                           mode,
+                           "--test-limit",
+                           "10",
+                           "--data-dir",
+                           proc_env.data,
+                           "--db",
+                           db,
+                           "--out",
+                           dir,
+                           "--register-timeout",
+                           "20",
+                           NULL};
     pid_t pid = proc_spawn(log, sargv);
     assert_int_equal(proc_endpoint(pid, log, 0, ep, eplen, 30), 0);
     return pid;
@@ -299,8 +371,9 @@ static void test_version_mismatch_refused_by_worker(void **state)
     size_t len = sizeof ep;
     zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
     snprintf(log, sizeof log, "%s/worker_version.log", proc_env.tmp);
-    const char *wargv[] = {proc_env.worker, "--server", ep, "--data-dir", proc_env.data,
-                           "--timeout", "10", "--connect-timeout", "10", NULL};
+    const char *wargv[] = {
+        proc_env.worker,     "--server", ep,  "--data-dir", proc_env.data, "--timeout", "10",
+        "--connect-timeout", "10",       NULL};
     pid_t pid = proc_spawn(log, wargv);
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
@@ -434,8 +507,8 @@ static void test_push_applied_exactly_once(void **state)
     assert_int_equal(s_push_step(sock, id, 1, 0, g, &v1), 0);
     assert_int_equal(s_push_step(sock, id, 1, 0, g, &v1again), 0); /* the "retry" */
     assert_int_equal(s_push_step(sock, id, 2, v1, g, &v2), 0);
-    printf("  versions after step 1, its retry, step 2: %llu %llu %llu\n",
-           (unsigned long long)v1, (unsigned long long)v1again, (unsigned long long)v2);
+    printf("  versions after step 1, its retry, step 2: %llu %llu %llu\n", (unsigned long long)v1,
+           (unsigned long long)v1again, (unsigned long long)v2);
     assert_int_equal(v1, 1);
     assert_int_equal(v1again, 1); /* not applied again */
     assert_int_equal(v2, 2);
@@ -468,10 +541,28 @@ static void test_ssp_holds_fast_worker(void **state)
     fs_mkdirs(dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(db, sizeof db, "%s/m.db", dir);
-    const char *sargv[] = {proc_env.server, "--bind", "tcp://127.0.0.1:*", "--workers", "2",
-                           "--mode", "ssp", "--staleness", "1", "--worker-timeout", "60",
-                           "--test-limit", "10", "--data-dir", proc_env.data, "--db", db, "--out",
-                           dir, "--register-timeout", "20", NULL};
+    const char *sargv[] = {proc_env.server,
+                           "--bind",
+                           "tcp://127.0.0.1:*",
+                           "--workers",
+                           "2",
+                           "--mode",
+                           "ssp",
+                           "--staleness",
+                           "1",
+                           "--worker-timeout",
+                           "60",
+                           "--test-limit",
+                           "10",
+                           "--data-dir",
+                           proc_env.data,
+                           "--db",
+                           db,
+                           "--out",
+                           dir,
+                           "--register-timeout",
+                           "20",
+                           NULL};
     pid_t pid = proc_spawn(log, sargv);
     assert_int_equal(proc_endpoint(pid, log, 0, ep, sizeof ep, 30), 0);
     void *ctx = zmq_ctx_new(), *fast = proc_dealer(ctx, ep), *slow = proc_dealer(ctx, ep);
@@ -547,13 +638,19 @@ static void test_compression(void **state)
     for (int i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof name, "compress_%s", schemes[i]);
-        run_t r = {.name = name, .mode = "sync", .compress = schemes[i], .workers = 2,
-                   .epochs = 1, .batch = 64, .train_limit = 12800, .test_limit = 10000};
+        run_t r = {.name = name,
+                   .mode = "sync",
+                   .compress = schemes[i],
+                   .workers = 2,
+                   .epochs = 1,
+                   .batch = 64,
+                   .train_limit = 12800,
+                   .test_limit = 10000};
         r.name = strdup(name);
         assert_int_equal(s_run(&r), 0);
         acc[i] = s_final_accuracy(&r);
         bytes[i] = proc_query(r.db, "select sum(bytes_sent + bytes_received) * 1.0 / "
-                                 "(select count(*) from steps) from epochs");
+                                    "(select count(*) from steps) from epochs");
         printf("  %-4s: %.2f%%, %.0f bytes per step\n", schemes[i], acc[i], bytes[i]);
         free((void *)r.name);
     }
@@ -567,8 +664,14 @@ static void test_compression(void **state)
 static void test_local_sgd(void **state)
 {
     (void)state;
-    run_t r = {.name = "local_sgd", .mode = "sync", .push_every = "4", .workers = 2,
-               .epochs = 1, .batch = 64, .train_limit = 20000, .test_limit = 10000};
+    run_t r = {.name = "local_sgd",
+               .mode = "sync",
+               .push_every = "4",
+               .workers = 2,
+               .epochs = 1,
+               .batch = 64,
+               .train_limit = 20000,
+               .test_limit = 10000};
     assert_int_equal(s_run(&r), 0);
     double steps = proc_query(r.db, "select count(*) from steps");
     printf("  --push-every 4: %.2f%%, %.0f pushes for 2 x 157 batches\n", s_final_accuracy(&r),

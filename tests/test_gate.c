@@ -31,8 +31,8 @@
 
 #define DEADLINE 10.0 /* seconds any one wait may take */
 
-static const unsigned char s_greeting[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0,
-                                             'N', 'U', 'L', 'L'};
+static const unsigned char s_greeting[64] = {0xff, 0,    0, 0, 0,   0,   0,   0,
+                                             1,    0x7f, 3, 0, 'N', 'U', 'L', 'L'};
 
 /* The test's side: ZeroMQ context, the gate and the server's PAIR. */
 typedef struct {
@@ -483,10 +483,10 @@ static void test_malformed_handshakes(void **state)
     unsigned char g[64], r[128];
     struct {
         const char *what;
-        int at, value;        /* greeting byte changed (-1: none) */
-        const char *type;     /* READY's Socket-Type (NULL: none sent) */
+        int at, value;    /* greeting byte changed (-1: none) */
+        const char *type; /* READY's Socket-Type (NULL: none sent) */
         unsigned char after[16];
-        size_t afterlen;      /* bytes sent after that */
+        size_t afterlen; /* bytes sent after that */
     } cases[] = {
         {"bad signature", 0, 0x7f, "DEALER", {0}, 0},
         {"ZMTP 2.0", 10, 2, "DEALER", {0}, 0},
@@ -524,7 +524,7 @@ static void test_stalled_peers_closed(void **state)
     gate_set_stall(f->g, 0.5);
     int idle = s_raw_dealer(f);
     int mute = s_raw_connect(f); /* not a byte */
-    int half = s_raw_dealer(f);   /* a frame size, 10 bytes of 1000, then nothing */
+    int half = s_raw_dealer(f);  /* a frame size, 10 bytes of 1000, then nothing */
     unsigned char h[9 + 10] = {0};
     size_t hl = s_head(h, 0, 1000);
     assert_int_equal(s_send_all(f, half, h, hl + 10), 0);
@@ -618,22 +618,27 @@ static void test_ready_properties(void **state)
         int ok;
     } cases[] = {
         {"name length past the end", {5, 'R', 'E', 'A', 'D', 'Y', 200, 'S'}, 8, 0},
-        {"value length 2^32-1", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0xff, 0xff, 0xff, 0xff}, 12, 0},
+        {"value length 2^32-1",
+         {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0xff, 0xff, 0xff, 0xff},
+         12,
+         0},
         {"value length past the end", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0, 0, 0, 9, 'a'}, 13, 0},
         {"no Socket-Type", {5, 'R', 'E', 'A', 'D', 'Y', 1, 'x', 0, 0, 0, 0}, 12, 0},
         {"no properties", {5, 'R', 'E', 'A', 'D', 'Y'}, 6, 0},
         {"not READY", {5, 'E', 'R', 'R', 'O', 'R', 0}, 7, 0},
         {"name length 0 at the end", {5, 'R', 'E', 'A', 'D', 'Y', 0}, 7, 0},
         {"DEALER then PUB",
-         {5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e',
-          0, 0, 0, 6, 'D', 'E', 'A', 'L', 'E', 'R', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T',
-          'y', 'p', 'e', 0, 0, 0, 3, 'P', 'U', 'B'},
-         47, 0},
+         {5,   'R', 'E', 'A', 'D', 'Y', 11,  'S', 'o', 'c', 'k', 'e', 't', '-', 'T', 'y',
+          'p', 'e', 0,   0,   0,   6,   'D', 'E', 'A', 'L', 'E', 'R', 11,  'S', 'o', 'c',
+          'k', 'e', 't', '-', 'T', 'y', 'p', 'e', 0,   0,   0,   3,   'P', 'U', 'B'},
+         47,
+         0},
         {"Identity, then REQ",
-         {5, 'R', 'E', 'A', 'D', 'Y', 8, 'I', 'd', 'e', 'n', 't', 'i', 't', 'y', 0, 0, 0, 2, 'm',
-          'e', 11, 'S', 'o', 'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e', 0, 0, 0, 3, 'R', 'E',
-          'Q'},
-         40, 1},
+         {5,   'R', 'E', 'A', 'D', 'Y', 8,   'I', 'd', 'e', 'n', 't', 'i', 't',
+          'y', 0,   0,   0,   2,   'm', 'e', 11,  'S', 'o', 'c', 'k', 'e', 't',
+          '-', 'T', 'y', 'p', 'e', 0,   0,   0,   3,   'R', 'E', 'Q'},
+         40,
+         1},
     };
     long refused = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -677,11 +682,11 @@ static void test_commands_after_ready(void **state)
     assert_int_equal(got[10], 3);
     assert_int_equal(got[11], 0);
     static const unsigned char bytes[] = {
-        4, 7, 4, 'P', 'I', 'N', 'G', 0, 10,            /* PING, TTL 1 s */
-        1, 1, 'p',                                     /* first frame */
-        4, 9, 4, 'P', 'I', 'N', 'G', 0, 10, 'c', 'x', /* PING with a context */
-        6, 0, 0, 0, 0, 0, 0, 0, 5, 4, 'P', 'O', 'N', 'G', /* a LONG command */
-        0, 1, 'q'};                                    /* last frame */
+        4, 7, 4,   'P', 'I', 'N', 'G', 0, 10,                          /* PING, TTL 1 s */
+        1, 1, 'p',                                                     /* first frame */
+        4, 9, 4,   'P', 'I', 'N', 'G', 0, 10, 'c', 'x',                /* PING with a context */
+        6, 0, 0,   0,   0,   0,   0,   0, 5,  4,   'P', 'O', 'N', 'G', /* a LONG command */
+        0, 1, 'q'};                                                    /* last frame */
     assert_int_equal(s_send_all(f, fd, bytes, sizeof bytes), 0);
     zmq_msg_t fr[4];
     unsigned char id[16];
@@ -804,8 +809,8 @@ static void test_out_of_descriptors(void **state)
     close(a);
     close(b);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0); /* before any assert can fail */
-    assert_int_equal(readable, 0); /* not readable: no spinning */
-    close(s_raw_dealer(f)); /* served again (after at most a second) */
+    assert_int_equal(readable, 0);                       /* not readable: no spinning */
+    close(s_raw_dealer(f));                              /* served again (after at most a second) */
     assert_int_equal(gate_refused(f->g), 0);
 }
 
@@ -932,12 +937,18 @@ static void test_bad_endpoints(void **state)
         const char *ep;
         int err;
     } cases[] = {
-        {"tcp://127.0.0.1", EINVAL},      {"tcp://127.0.0.1:5x", EINVAL},
-        {"tcp://:5555", EINVAL},          {"udp://127.0.0.1:5555", EINVAL},
-        {"tcp://192.0.2.1:0", EADDRNOTAVAIL}, {"tcp://no-such-if.invalid:0", ENODEV},
-        {"tcp", EINVAL},                  {"", EINVAL},
-        {"tcp://127.0.0.1: 5555", EINVAL}, {"tcp://127.0.0.1:+5555", EINVAL},
-        {"tcp://127.0.0.1:-0", EINVAL},   {"tcp://127.0.0.1:65536", EINVAL},
+        {"tcp://127.0.0.1", EINVAL},
+        {"tcp://127.0.0.1:5x", EINVAL},
+        {"tcp://:5555", EINVAL},
+        {"udp://127.0.0.1:5555", EINVAL},
+        {"tcp://192.0.2.1:0", EADDRNOTAVAIL},
+        {"tcp://no-such-if.invalid:0", ENODEV},
+        {"tcp", EINVAL},
+        {"", EINVAL},
+        {"tcp://127.0.0.1: 5555", EINVAL},
+        {"tcp://127.0.0.1:+5555", EINVAL},
+        {"tcp://127.0.0.1:-0", EINVAL},
+        {"tcp://127.0.0.1:65536", EINVAL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         errno = 0;

@@ -124,21 +124,21 @@ static void test_special_values(void **state)
         {-0.0f, 0x8000},
         {1.0f, 0x3c00},
         {-2.0f, 0xc000},
-        {65504.0f, 0x7bff},               /* the largest half */
-        {65519.99f, 0x7bff},              /* just under the overflow threshold */
-        {65520.0f, 0x7c00},               /* the threshold: ties to even = infinity */
-        {1e9f, 0x7c00},                   /* overflow */
+        {65504.0f, 0x7bff},  /* the largest half */
+        {65519.99f, 0x7bff}, /* just under the overflow threshold */
+        {65520.0f, 0x7c00},  /* the threshold: ties to even = infinity */
+        {1e9f, 0x7c00},      /* overflow */
         {-1e9f, 0xfc00},
         {INFINITY, 0x7c00},
         {-INFINITY, 0xfc00},
-        {0x1p-14f, 0x0400},               /* the smallest normal */
-        {0x1p-24f, 0x0001},               /* the smallest subnormal */
-        {0x1p-25f, 0x0000},               /* half of it: ties to even = 0 */
-        {0x1.8p-25f, 0x0001},             /* 0.75 of it: up */
-        {-0x1p-25f, 0x8000},              /* a signed zero */
-        {0x1p-30f, 0x0000},               /* underflow */
-        {1e-40f, 0x0000},                 /* a float subnormal */
-        {0x1.ffcp-15f, 0x03ff + 1},       /* rounds up from the largest subnormal */
+        {0x1p-14f, 0x0400},         /* the smallest normal */
+        {0x1p-24f, 0x0001},         /* the smallest subnormal */
+        {0x1p-25f, 0x0000},         /* half of it: ties to even = 0 */
+        {0x1.8p-25f, 0x0001},       /* 0.75 of it: up */
+        {-0x1p-25f, 0x8000},        /* a signed zero */
+        {0x1p-30f, 0x0000},         /* underflow */
+        {1e-40f, 0x0000},           /* a float subnormal */
+        {0x1.ffcp-15f, 0x03ff + 1}, /* rounds up from the largest subnormal */
         {3.14159265f, 0x4248},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

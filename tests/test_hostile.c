@@ -57,9 +57,9 @@ static void s_start(srv_t *v, const char *name, int again, const char *flag, ...
     }
     static char ep[256];
     snprintf(ep, sizeof ep, "%s", again && v->ep[0] ? v->ep : "tcp://127.0.0.1:*");
-    const char *argv[64] = {proc_env.server, "--bind", ep,
-                            "--data-dir", proc_env.data, "--db", v->db, "--out", v->out,
-                            "--threads", "1", "--register-timeout", "30"};
+    const char *argv[64] = {
+        proc_env.server, "--bind", ep,          "--data-dir", proc_env.data,        "--db", v->db,
+        "--out",         v->out,   "--threads", "1",          "--register-timeout", "30"};
     int n = 13;
     va_list ap;
     va_start(ap, flag);
@@ -173,8 +173,8 @@ static int s_register(void *sock, const char *name, int compress)
 }
 
 /* Registers two clients (the Welcomes come when both did); their ids. */
-static void s_register2(void *a, const char *na, int ca, void *b, const char *nb, int cb,
-                        int *ia, int *ib)
+static void s_register2(void *a, const char *na, int ca, void *b, const char *nb, int cb, int *ia,
+                        int *ib)
 {
     s_register_send(a, na, ca);
     s_register_send(b, nb, cb);
@@ -185,8 +185,8 @@ static void s_register2(void *a, const char *na, int ca, void *b, const char *nb
 
 /* Pushes the tensor frame (ownership passes) as step `step` in `encoding`;
  * the reply's kind, with the reply in *m. */
-static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encoding,
-                  zmq_msg_t *t, wire_msg_t *m)
+static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encoding, zmq_msg_t *t,
+                  wire_msg_t *m)
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Push p = PS__PUSH__INIT;
@@ -351,8 +351,7 @@ static void test_momentum_overflow_refused(void **state)
     zmq_close(a);
 
     /* sync: each gradient alone is fine, their sum overflows. */
-    s_start(&v, "overflow_sync", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10",
-            NULL);
+    s_start(&v, "overflow_sync", 0, "--workers", "2", "--mode", "sync", "--test-limit", "10", NULL);
     void *b = proc_dealer(ctx, v.ep);
     a = proc_dealer(ctx, v.ep);
     int ia, ib;
@@ -432,8 +431,7 @@ static void test_name_takeover_refused(void **state)
 {
     (void)state;
     srv_t v;
-    s_start(&v, "takeover", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
-            NULL);
+    s_start(&v, "takeover", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
     void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep), *b = proc_dealer(ctx, v.ep);
     int id = s_register(a, "victim", 0);
     assert_true(id >= 0);
@@ -471,8 +469,8 @@ static void test_bad_names_refused(void **state)
     char longname[200];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    const char *bad[] = {"\xff\xfe", "w\xc0\xafx", "fake\n[  1.00] worker 0 done", "\x1b[31mred",
-                         "\xed\xa0\x80", longname};
+    const char *bad[] = {"\xff\xfe",    "w\xc0\xafx",   "fake\n[  1.00] worker 0 done",
+                         "\x1b[31mred", "\xed\xa0\x80", longname};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(s_register(a, bad[i], 0), -1);
     int id = s_register(a, "caf\xc3\xa9-w\xe2\x82\xac", 0); /* UTF-8 is fine */
@@ -589,9 +587,9 @@ static int s_zmtp_connect(const char *ep)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     unsigned char greeting[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
-    static const unsigned char ready[] = {4, 28, 5, 'R', 'E', 'A', 'D', 'Y', 11, 'S', 'o', 'c', 'k',
-                                          'e', 't', '-', 'T', 'y', 'p', 'e', 0, 0, 0, 6, 'D', 'E',
-                                          'A', 'L', 'E', 'R'};
+    static const unsigned char ready[] = {4,   28,  5,   'R', 'E', 'A', 'D', 'Y', 11,  'S',
+                                          'o', 'c', 'k', 'e', 't', '-', 'T', 'y', 'p', 'e',
+                                          0,   0,   0,   6,   'D', 'E', 'A', 'L', 'E', 'R'};
     assert_int_equal(send(fd, greeting, sizeof greeting, MSG_NOSIGNAL), (ssize_t)sizeof greeting);
     assert_int_equal(send(fd, ready, sizeof ready, MSG_NOSIGNAL), (ssize_t)sizeof ready);
     return fd;
@@ -623,7 +621,8 @@ static void test_endless_multipart_bounded(void **state)
     }
     double rss1 = s_rss_mb(v.pid);
     printf("  the client sent %.0f MB of one unfinished message before the server closed it; "
-           "server memory %.0f -> %.0f MB\n", sent / 1048576, rss0, rss1);
+           "server memory %.0f -> %.0f MB\n",
+           sent / 1048576, rss0, rss1);
     free(frame);
     close(fd);
     assert_true(rss1 - rss0 < 100);
@@ -643,8 +642,7 @@ static void test_client_not_reading_bounded(void **state)
 {
     (void)state;
     srv_t v;
-    s_start(&v, "notreading", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
-            NULL);
+    s_start(&v, "notreading", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
     double rss0 = s_rss_mb(v.pid);
     /* A client whose ZeroMQ takes one message off the network, then no
      * more: the server's replies back up to it. */
@@ -668,8 +666,8 @@ static void test_client_not_reading_bounded(void **state)
         usleep(2000);
     }
     double rss1 = s_rss_mb(v.pid);
-    printf("  %d pulls sent without reading a reply; server memory %.0f -> %.0f MB\n", sent,
-           rss0, rss1);
+    printf("  %d pulls sent without reading a reply; server memory %.0f -> %.0f MB\n", sent, rss0,
+           rss1);
     zmq_close(a);
     zmq_ctx_term(ctx);
     assert_true(rss1 - rss0 < 100);
@@ -797,8 +795,8 @@ static void test_bad_figures_refused(void **state)
 {
     (void)state;
     srv_t v;
-    s_start(&v, "figures", 0, "--workers", "1", "--mode", "async", "--test-limit", "10",
-            "--epochs", "2", NULL);
+    s_start(&v, "figures", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", "--epochs",
+            "2", NULL);
     void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     int id = s_register(a, "liar", 0);
     assert_true(id >= 0);
@@ -924,15 +922,15 @@ static void test_worker_sigint_leaves(void **state)
 {
     (void)state;
     srv_t v;
-    s_start(&v, "leave", 0, "--workers", "2", "--mode", "sync", "--test-limit", "100",
-            "--epochs", "1", "--train-limit", "38400", "--worker-timeout", "60", NULL);
+    s_start(&v, "leave", 0, "--workers", "2", "--mode", "sync", "--test-limit", "100", "--epochs",
+            "1", "--train-limit", "38400", "--worker-timeout", "60", NULL);
     pid_t w[2];
     for (int k = 0; k < 2; k++) {
         char log[500], name[8];
         snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
         snprintf(name, sizeof name, "w%d", k);
-        const char *argv[] = {proc_env.worker, "--server", v.ep, "--name", name, "--data-dir",
-                              proc_env.data, "--threads", "1", "--timeout", "60", NULL};
+        const char *argv[] = {proc_env.worker, "--server",  v.ep, "--name",    name, "--data-dir",
+                              proc_env.data,   "--threads", "1",  "--timeout", "60", NULL};
         w[k] = proc_spawn(log, argv);
     }
     double end = clock_now() + 60, steps = 0;

@@ -25,35 +25,41 @@
 
 static char s_tmp[] = "/tmp/test_idx.XXXXXX";
 
-static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
     (void)sb, (void)flag, (void)ftw;
     return remove(path);
 }
 
-static int s_group_setup(void **state) {
+static int s_group_setup(void **state)
+{
     (void)state;
     return mkdtemp(s_tmp) ? 0 : -1;
 }
 
-static int s_group_teardown(void **state) {
+static int s_group_teardown(void **state)
+{
     (void)state;
     return nftw(s_tmp, s_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Makes <tmp>/<name> and returns its path (static storage, one at a time). */
-static const char *s_dir(const char *name) {
+static const char *s_dir(const char *name)
+{
     static char path[512];
     snprintf(path, sizeof path, "%s/%s", s_tmp, name);
     assert_int_equal(mkdir(path, 0700), 0);
     return path;
 }
 
-static void s_put32(uint8_t *p, uint32_t v) {
+static void s_put32(uint8_t *p, uint32_t v)
+{
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
 }
 
-static void s_write(const char *path, const uint8_t *bytes, size_t n, int gz) {
+static void s_write(const char *path, const uint8_t *bytes, size_t n, int gz)
+{
     if (gz) {
         gzFile f = gzopen(path, "wb");
         assert_non_null(f);
@@ -70,7 +76,8 @@ static void s_write(const char *path, const uint8_t *bytes, size_t n, int gz) {
 /* Writes an images file whose header says (magic, count, rows, cols) followed
  * by `body` bytes of pixels (pixel i = i % 251), whatever the header says. */
 static void s_images(const char *dir, const char *split, uint32_t magic, uint32_t count,
-                     uint32_t rows, uint32_t cols, size_t body, int gz) {
+                     uint32_t rows, uint32_t cols, size_t body, int gz)
+{
     char path[600];
     snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte%s", dir, split, gz ? ".gz" : "");
     uint8_t *b = malloc(16 + body);
@@ -84,7 +91,8 @@ static void s_images(const char *dir, const char *split, uint32_t magic, uint32_
 
 /* Writes a labels file: header (magic, count), then the n given labels. */
 static void s_labels(const char *dir, const char *split, uint32_t magic, uint32_t count,
-                     const uint8_t *labels, size_t n, int gz) {
+                     const uint8_t *labels, size_t n, int gz)
+{
     char path[600];
     snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte%s", dir, split, gz ? ".gz" : "");
     uint8_t b[8 + 64];
@@ -98,13 +106,15 @@ static void s_labels(const char *dir, const char *split, uint32_t magic, uint32_
 static const uint8_t s_lab3[3] = {0, 5, 9};
 
 /* A good 3-image 4x5 split. */
-static void s_good(const char *dir, const char *split, int gz) {
+static void s_good(const char *dir, const char *split, int gz)
+{
     s_images(dir, split, 2051, 3, 4, 5, 60, gz);
     s_labels(dir, split, 2049, 3, s_lab3, 3, gz);
 }
 
 /* idx_load must fail, leave `out` zeroed, and say every `needle` (NULL-ended). */
-static void s_expect_fail(const char *dir, const char *split, ...) {
+static void s_expect_fail(const char *dir, const char *split, ...)
+{
     idx_dataset_t ds;
     memset(&ds, 0xab, sizeof ds);
     char err[1024] = "";
@@ -121,7 +131,8 @@ static void s_expect_fail(const char *dir, const char *split, ...) {
     print_message("    (expected) %s\n", err);
 }
 
-static void s_check_good(const idx_dataset_t *ds) {
+static void s_check_good(const idx_dataset_t *ds)
+{
     assert_int_equal(ds->count, 3);
     assert_int_equal(ds->rows, 4);
     assert_int_equal(ds->cols, 5);
@@ -130,7 +141,8 @@ static void s_check_good(const idx_dataset_t *ds) {
     assert_memory_equal(ds->labels, s_lab3, 3);
 }
 
-static void test_good_raw(void **state) {
+static void test_good_raw(void **state)
+{
     (void)state;
     const char *d = s_dir("good_raw");
     s_good(d, "train", 0);
@@ -144,7 +156,8 @@ static void test_good_raw(void **state) {
     idx_free(&ds); /* idempotent */
 }
 
-static void test_good_gzip(void **state) {
+static void test_good_gzip(void **state)
+{
     (void)state;
     const char *d = s_dir("good_gz");
     s_good(d, "t10k", 1);
@@ -156,7 +169,8 @@ static void test_good_gzip(void **state) {
     idx_free(&ds);
 }
 
-static void test_read_file_direct(void **state) {
+static void test_read_file_direct(void **state)
+{
     (void)state;
     const char *d = s_dir("direct");
     s_good(d, "train", 0);
@@ -176,7 +190,8 @@ static void test_read_file_direct(void **state) {
     assert_non_null(strstr(err, "labels"));
 }
 
-static void test_wrong_magic(void **state) {
+static void test_wrong_magic(void **state)
+{
     (void)state;
     const char *d = s_dir("magic_swapped");
     s_images(d, "train", 2049, 3, 4, 5, 60, 0); /* a labels magic on the images file */
@@ -199,7 +214,8 @@ static void test_wrong_magic(void **state) {
     s_expect_fail(d, "train", "train-images-idx3-ubyte", "element type", NULL);
 }
 
-static void test_truncated(void **state) {
+static void test_truncated(void **state)
+{
     (void)state;
     const char *d = s_dir("trunc_body");
     s_images(d, "train", 2051, 3, 4, 5, 59, 0);
@@ -228,7 +244,8 @@ static void test_truncated(void **state) {
     s_expect_fail(d, "train", "train-images-idx3-ubyte", "empty", NULL);
 }
 
-static void test_trailing_bytes(void **state) {
+static void test_trailing_bytes(void **state)
+{
     (void)state;
     const char *d = s_dir("trailing");
     s_images(d, "train", 2051, 3, 4, 5, 63, 0);
@@ -242,7 +259,8 @@ static void test_trailing_bytes(void **state) {
     s_expect_fail(d, "train", "train-labels-idx1-ubyte.gz", "1 unexpected byte after", NULL);
 }
 
-static void test_count_mismatch(void **state) {
+static void test_count_mismatch(void **state)
+{
     (void)state;
     const char *d = s_dir("mismatch");
     s_images(d, "train", 2051, 3, 4, 5, 60, 0);
@@ -252,7 +270,8 @@ static void test_count_mismatch(void **state) {
                   "2 labels", NULL);
 }
 
-static void test_label_out_of_range(void **state) {
+static void test_label_out_of_range(void **state)
+{
     (void)state;
     const char *d = s_dir("label10");
     s_images(d, "train", 2051, 3, 4, 5, 60, 0);
@@ -261,7 +280,8 @@ static void test_label_out_of_range(void **state) {
     s_expect_fail(d, "train", "train-labels-idx1-ubyte", "label 1 is 10", NULL);
 }
 
-static void test_zero_count(void **state) {
+static void test_zero_count(void **state)
+{
     (void)state;
     const char *d = s_dir("zero");
     s_images(d, "train", 2051, 0, 4, 5, 0, 0);
@@ -269,7 +289,8 @@ static void test_zero_count(void **state) {
     s_expect_fail(d, "train", "train-images-idx3-ubyte", "0 items", NULL);
 }
 
-static void test_bad_dims(void **state) {
+static void test_bad_dims(void **state)
+{
     (void)state;
     const char *d = s_dir("rows0");
     s_images(d, "train", 2051, 3, 0, 5, 0, 0);
@@ -287,7 +308,8 @@ static void test_bad_dims(void **state) {
     s_expect_fail(d, "train", "train-images-idx3-ubyte", "4294967295", NULL);
 }
 
-static void test_corrupt_gzip(void **state) {
+static void test_corrupt_gzip(void **state)
+{
     (void)state;
     const char *d = s_dir("badgz");
     s_images(d, "train", 2051, 200, 28, 28, 200 * 784, 1);
@@ -305,7 +327,8 @@ static void test_corrupt_gzip(void **state) {
     s_expect_fail(d, "train", "train-images-idx3-ubyte.gz", NULL);
 }
 
-static void test_missing(void **state) {
+static void test_missing(void **state)
+{
     (void)state;
     const char *d = s_dir("missing");
     char want[600];
@@ -317,8 +340,7 @@ static void test_missing(void **state) {
     snprintf(want, sizeof want, "%s/t10k-labels-idx1-ubyte", d);
     s_expect_fail(d, "t10k", want, NULL);
 
-    s_expect_fail("/nonexistent/dir", "train", "/nonexistent/dir/train-images-idx3-ubyte",
-                  NULL);
+    s_expect_fail("/nonexistent/dir", "train", "/nonexistent/dir/train-images-idx3-ubyte", NULL);
     s_expect_fail(d, "valid", "unknown split", NULL);
 
     char err[512] = "";
@@ -331,7 +353,8 @@ static void test_missing(void **state) {
     assert_int_equal(idx_read_file("/nonexistent", 1, &data, &count, NULL, NULL, NULL, 0), -1);
 }
 
-static void test_normalize(void **state) {
+static void test_normalize(void **state)
+{
     (void)state;
     uint8_t px[256];
     float out[256];
@@ -351,8 +374,8 @@ static void test_normalize(void **state) {
 /* Loads both splits of a real dataset and checks the known shapes and the
  * first labels of each split. Both datasets are test dependencies (make data,
  * deploy/install-deps.sh): a missing one fails, saying how to get it. */
-static void s_real(const char *dir, const char *probe, const char *how,
-                   const uint8_t first[2][5]) {
+static void s_real(const char *dir, const char *probe, const char *how, const uint8_t first[2][5])
+{
     char path[600];
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, probe);
@@ -378,7 +401,8 @@ static void s_real(const char *dir, const char *probe, const char *how,
     }
 }
 
-static void test_real_mnist(void **state) {
+static void test_real_mnist(void **state)
+{
     (void)state;
     const char *dir = getenv("MNIST_DIR");
     static const uint8_t first[2][5] = {{5, 0, 4, 1, 9}, {7, 2, 1, 0, 4}};
@@ -386,29 +410,24 @@ static void test_real_mnist(void **state) {
            "run `make data` (or set MNIST_DIR)", first);
 }
 
-static void test_real_fashion_mnist(void **state) {
+static void test_real_fashion_mnist(void **state)
+{
     (void)state;
     static const uint8_t first[2][5] = {{9, 0, 0, 3, 0}, {9, 2, 1, 1, 6}};
     s_real("/usr/share/datasets/fashion-mnist", "train-images-idx3-ubyte.gz",
            "apt-get install dataset-fashion-mnist (deploy/install-deps.sh does)", first);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_raw),
-        cmocka_unit_test(test_good_gzip),
-        cmocka_unit_test(test_read_file_direct),
-        cmocka_unit_test(test_wrong_magic),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_trailing_bytes),
-        cmocka_unit_test(test_count_mismatch),
-        cmocka_unit_test(test_label_out_of_range),
-        cmocka_unit_test(test_zero_count),
-        cmocka_unit_test(test_bad_dims),
-        cmocka_unit_test(test_corrupt_gzip),
-        cmocka_unit_test(test_missing),
-        cmocka_unit_test(test_normalize),
-        cmocka_unit_test(test_real_mnist),
+        cmocka_unit_test(test_good_raw),           cmocka_unit_test(test_good_gzip),
+        cmocka_unit_test(test_read_file_direct),   cmocka_unit_test(test_wrong_magic),
+        cmocka_unit_test(test_truncated),          cmocka_unit_test(test_trailing_bytes),
+        cmocka_unit_test(test_count_mismatch),     cmocka_unit_test(test_label_out_of_range),
+        cmocka_unit_test(test_zero_count),         cmocka_unit_test(test_bad_dims),
+        cmocka_unit_test(test_corrupt_gzip),       cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_normalize),          cmocka_unit_test(test_real_mnist),
         cmocka_unit_test(test_real_fashion_mnist),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);

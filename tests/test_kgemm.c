@@ -45,8 +45,8 @@ static void s_check(rng_t *r, int m, int n, int k)
             }
             double err = fabs(C[i * ldc + j] - ref), tol = 1e-6 * (mag + 1e-30) * (k + 1);
             if (!(err <= tol)) {
-                printf("m=%d n=%d k=%d C[%d][%d] = %.9g, exact %.9g (error %.3g > %.3g)\n", m, n,
-                       k, i, j, C[i * ldc + j], ref, err, tol);
+                printf("m=%d n=%d k=%d C[%d][%d] = %.9g, exact %.9g (error %.3g > %.3g)\n", m, n, k,
+                       i, j, C[i * ldc + j], ref, err, tol);
                 fail();
             }
         }

@@ -26,11 +26,13 @@
 #include "metrics.h"
 #include "tmpdir.h"
 
-static int s_setup(void **state) {
+static int s_setup(void **state)
+{
     return tmpdir_setup(state, "test_metrics", "metrics.db");
 }
 
-static metrics_t *s_open(const char *path) {
+static metrics_t *s_open(const char *path)
+{
     char err[512] = "";
     metrics_t *m = metrics_open(path, err, sizeof err);
     if (!m)
@@ -39,7 +41,8 @@ static metrics_t *s_open(const char *path) {
 }
 
 /* A second connection, as psreport would open one. */
-static sqlite3 *s_reader(const char *path) {
+static sqlite3 *s_reader(const char *path)
+{
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
         fail_msg("open reader: %s", sqlite3_errmsg(db));
@@ -47,25 +50,29 @@ static sqlite3 *s_reader(const char *path) {
     return db;
 }
 
-static sqlite3_stmt *s_query(sqlite3 *db, const char *sql) {
+static sqlite3_stmt *s_query(sqlite3 *db, const char *sql)
+{
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         fail_msg("prepare '%s': %s", sql, sqlite3_errmsg(db));
     return st;
 }
 
-static void s_row(sqlite3 *db, sqlite3_stmt *st) {
+static void s_row(sqlite3 *db, sqlite3_stmt *st)
+{
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW)
         fail_msg("expected a row: %s", sqlite3_errmsg(db));
 }
 
-static void s_done(sqlite3_stmt *st) {
+static void s_done(sqlite3_stmt *st)
+{
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
 }
 
-static int64_t s_int(sqlite3 *db, const char *sql) {
+static int64_t s_int(sqlite3 *db, const char *sql)
+{
     sqlite3_stmt *st = s_query(db, sql);
     s_row(db, st);
     int64_t v = sqlite3_column_int64(st, 0);
@@ -73,7 +80,8 @@ static int64_t s_int(sqlite3 *db, const char *sql) {
     return v;
 }
 
-static void s_text(sqlite3 *db, const char *sql, char *out, size_t n) {
+static void s_text(sqlite3 *db, const char *sql, char *out, size_t n)
+{
     sqlite3_stmt *st = s_query(db, sql);
     s_row(db, st);
     const unsigned char *s = sqlite3_column_text(st, 0);
@@ -81,7 +89,8 @@ static void s_text(sqlite3 *db, const char *sql, char *out, size_t n) {
     sqlite3_finalize(st);
 }
 
-static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
+static void s_expect_text(sqlite3_stmt *st, int col, const char *want)
+{
     const unsigned char *s = sqlite3_column_text(st, col);
     if (!want) {
         assert_int_equal(sqlite3_column_type(st, col), SQLITE_NULL);
@@ -98,7 +107,8 @@ static void s_expect_text(sqlite3_stmt *st, int col, const char *want) {
  * plain SQL, then the database reopened. Over 80 lines: one scenario whose
  * checks read against the writes above them; split, each part would need
  * the same writes again. */
-static void test_round_trip(void **state) {
+static void test_round_trip(void **state)
+{
     tmpdir_t *tmp = *state;
     double t0 = clock_wall();
     metrics_t *m = s_open(tmp->path);
@@ -186,7 +196,8 @@ static void test_round_trip(void **state) {
     static const struct {
         int id, shard, threads, inc;
         const char *name, *host;
-    } wk[] = {{0, 30000, 1, 0, "w0", "hostA"}, {1, 30000, 2, 0, "w1", NULL},
+    } wk[] = {{0, 30000, 1, 0, "w0", "hostA"},
+              {1, 30000, 2, 0, "w1", NULL},
               {1, 29999, 2, 1, "w1", "hostB"}};
     for (int i = 0; i < 3; i++) {
         s_row(db, st);
@@ -278,14 +289,17 @@ static void test_round_trip(void **state) {
     metrics_close(&m);
     db = s_reader(tmp->path);
     char text[64];
-    s_text(db, "SELECT host || '/' || status || '/' || ifnull(ended_at, 'null') FROM runs"
-               " WHERE id = 2", text, sizeof text);
+    s_text(db,
+           "SELECT host || '/' || status || '/' || ifnull(ended_at, 'null') FROM runs"
+           " WHERE id = 2",
+           text, sizeof text);
     assert_string_equal(text, "explicit/running/null");
     assert_int_equal(s_int(db, "SELECT count(*) FROM steps"), N_STEPS);
     sqlite3_close(db);
 }
 
-static void test_wal_version_indexes(void **state) {
+static void test_wal_version_indexes(void **state)
+{
     tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_close(&m);
@@ -306,13 +320,14 @@ static void test_wal_version_indexes(void **state) {
     sqlite3_close(db);
 }
 
-static void test_newer_schema_refused(void **state) {
+static void test_newer_schema_refused(void **state)
+{
     tmpdir_t *tmp = *state;
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 2;", NULL,
-                                  NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 2;", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(db);
 
     char err[512] = "";
@@ -331,7 +346,8 @@ static void test_newer_schema_refused(void **state) {
     sqlite3_close(db);
 }
 
-static void test_open_errors(void **state) {
+static void test_open_errors(void **state)
+{
     tmpdir_t *tmp = *state;
     char err[512] = "";
     FILE *fp = fopen(tmp->path, "wb");
@@ -358,7 +374,8 @@ static void test_open_errors(void **state) {
     assert_string_equal(metrics_errmsg(NULL), "metrics: no database");
 }
 
-static void test_run_end_unknown(void **state) {
+static void test_run_end_unknown(void **state)
+{
     tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     assert_int_equal(metrics_run_end(m, 99, "done", 0, 0), -1);
@@ -367,7 +384,8 @@ static void test_run_end_unknown(void **state) {
 }
 
 /* Step rows reach other connections batch by batch. */
-static void test_step_batching(void **state) {
+static void test_step_batching(void **state)
+{
     tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic", .host = "h"};
@@ -419,7 +437,8 @@ static void test_step_batching(void **state) {
 
 /* A reader in the middle of a read transaction (psreport drawing a plot)
  * blocks neither step batches nor other writes. */
-static void test_reader_does_not_block(void **state) {
+static void test_reader_does_not_block(void **state)
+{
     tmpdir_t *tmp = *state;
     metrics_t *m = s_open(tmp->path);
     metrics_run_info_t info = {.mode = "basic"};
@@ -447,32 +466,35 @@ typedef struct {
     char s[2048];
 } s_seen_t;
 
-static void s_seen_point(void *ctx, int worker_id, double x, double y) {
+static void s_seen_point(void *ctx, int worker_id, double x, double y)
+{
     s_seen_t *seen = ctx;
     size_t n = strlen(seen->s);
     snprintf(seen->s + n, sizeof seen->s - n, "%sw%d(%g,%g)", n ? " " : "", worker_id, x, y);
 }
 
-static void s_seen_secs(void *ctx, int worker_id, double x, double y) {
+static void s_seen_secs(void *ctx, int worker_id, double x, double y)
+{
     s_seen_point((char *)ctx + sizeof(s_seen_t), worker_id, x, y);
 }
 
-static void s_seen_mean(void *ctx, double t, double accuracy, int workers) {
+static void s_seen_mean(void *ctx, double t, double accuracy, int workers)
+{
     s_seen_t *seen = ctx;
     size_t n = strlen(seen->s);
-    snprintf(seen->s + n, sizeof seen->s - n, "%s(%g,%g,%d)", n ? " " : "", t, accuracy,
-             workers);
+    snprintf(seen->s + n, sizeof seen->s - n, "%s(%g,%g,%d)", n ? " " : "", t, accuracy, workers);
 }
 
-static void s_seen_run(void *ctx, int64_t id, const char *mode, const char *status,
-                       int64_t steps) {
+static void s_seen_run(void *ctx, int64_t id, const char *mode, const char *status, int64_t steps)
+{
     s_seen_t *seen = ctx;
     size_t n = strlen(seen->s);
     snprintf(seen->s + n, sizeof seen->s - n, "%s%lld:%s:%s:%lld", n ? " " : "", (long long)id,
              mode, status, (long long)steps);
 }
 
-static metrics_t *s_open_ro(const char *path) {
+static metrics_t *s_open_ro(const char *path)
+{
     char err[512] = "";
     metrics_t *m = metrics_open_readonly(path, err, sizeof err);
     if (!m)
@@ -482,12 +504,20 @@ static metrics_t *s_open_ro(const char *path) {
 
 /* Two runs written through the writer, read back through the queries. Over
  * 80 lines for the same reason as test_round_trip: one scenario. */
-static void test_read_queries(void **state) {
+static void test_read_queries(void **state)
+{
     tmpdir_t *tmp = *state;
     metrics_t *w = s_open(tmp->path);
-    metrics_run_info_t basic = {.mode = "basic", .host = "h", .workers = 1, .epochs = 2,
-                                .batch_size = 64, .threads = 2, .train_limit = 100,
-                                .lr = 0.01, .momentum = 0.9, .seed = UINT64_MAX};
+    metrics_run_info_t basic = {.mode = "basic",
+                                .host = "h",
+                                .workers = 1,
+                                .epochs = 2,
+                                .batch_size = 64,
+                                .threads = 2,
+                                .train_limit = 100,
+                                .lr = 0.01,
+                                .momentum = 0.9,
+                                .seed = UINT64_MAX};
     metrics_run_info_t sync = {.mode = "sync", .host = "h", .workers = 2, .epochs = 1};
     int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync);
     int64_t r3 = metrics_run_begin(w, &basic); /* a later basic run without epochs */
@@ -515,8 +545,8 @@ static void test_read_queries(void **state) {
     assert_string_equal(row.status, "done");
     assert_true(row.final_accuracy == 91.5 && row.train_seconds == 12.0);
     assert_true(row.lr == 0.01 && row.momentum == 0.9 && row.seed == UINT64_MAX);
-    assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 &&
-                row.threads == 2 && row.train_limit == 100);
+    assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 && row.threads == 2 &&
+                row.train_limit == 100);
     assert_true(isfinite(row.started_at));
     assert_int_equal(metrics_run_get(m, r2, &row), 1);
     assert_string_equal(row.status, "running");
@@ -573,7 +603,8 @@ static void test_read_queries(void **state) {
 }
 
 /* What is not a metrics database is refused, with a message naming it. */
-static void test_open_readonly_errors(void **state) {
+static void test_open_readonly_errors(void **state)
+{
     tmpdir_t *tmp = *state;
     char path[160], err[512];
     struct {
@@ -606,7 +637,8 @@ static void test_open_readonly_errors(void **state) {
     }
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, tmpdir_teardown),

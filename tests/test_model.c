@@ -107,7 +107,8 @@ static void test_forward_matches_pytorch(void **state)
     fixture_t *fx = *state;
     model_ws_t *ws = model_ws_new(4);
     model_forward(fx->params, fx->images, 4, ws);
-    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) < PYTORCH_TOL);
+    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) <
+                PYTORCH_TOL);
     model_ws_destroy(&ws);
 }
 
@@ -136,8 +137,11 @@ static void test_gradients_match_pytorch(void **state)
 static void test_two_sgd_steps_match_pytorch(void **state)
 {
     fixture_t *fx = *state;
-    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0], .labels = fx->labels, .count = 8,
-                        .rows = 28, .cols = 28};
+    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0],
+                        .labels = fx->labels,
+                        .count = 8,
+                        .rows = 28,
+                        .cols = 28};
     for (int threads = 1; threads <= 2; threads++) {
         char err[256];
         engine_t *e = engine_new(threads, 4, err, sizeof err);
@@ -155,8 +159,8 @@ static void test_two_sgd_steps_match_pytorch(void **state)
             char name[64];
             snprintf(name, sizeof name, "after2.%s", model_tensors[t].name);
             const float *ref = s_tensor(fx, name, model_tensors[t].numel);
-            assert_true(s_rel_err(name, w + model_tensors[t].offset, ref,
-                                  model_tensors[t].numel) < PYTORCH_TOL);
+            assert_true(s_rel_err(name, w + model_tensors[t].offset, ref, model_tensors[t].numel) <
+                        PYTORCH_TOL);
         }
         engine_destroy(&e);
     }
@@ -299,8 +303,11 @@ static void test_finite_differences(void **state)
 static void test_engine_deterministic(void **state)
 {
     fixture_t *fx = *state;
-    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0], .labels = fx->labels, .count = 8,
-                        .rows = 28, .cols = 28};
+    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0],
+                        .labels = fx->labels,
+                        .count = 8,
+                        .rows = 28,
+                        .cols = 28};
     int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
     static float g1[MODEL_NPARAMS], g2[MODEL_NPARAMS], g3[MODEL_NPARAMS];
     char err[256];

@@ -56,7 +56,7 @@ static void s_pixel(const plot_layout_t *l, double x, double y, double *px, doub
 static void test_y_ticks_round_out(void **state)
 {
     (void)state;
-    static const double ranges[][2] = {{0.13, 0.87}, {2.2, 2.3},  {-17, 240},
+    static const double ranges[][2] = {{0.13, 0.87}, {2.2, 2.3}, {-17, 240},
                                        {1e-4, 3e-4}, {95, 99.5}, {1234, 98765}};
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         plot_fig_t *f = plot_fig_new(600, 400, 1, NULL);
@@ -139,8 +139,8 @@ static void s_assert_legend_clear(const plot_layout_t *l, const double *x, const
     for (size_t i = 0; i < n; i++) {
         double px, py;
         s_pixel(l, x[i], y[i], &px, &py);
-        if (px >= l->legend_x - 4 && px <= l->legend_x + l->legend_w + 4 &&
-            py >= l->legend_y - 4 && py <= l->legend_y + l->legend_h + 4)
+        if (px >= l->legend_x - 4 && px <= l->legend_x + l->legend_w + 4 && py >= l->legend_y - 4 &&
+            py <= l->legend_y + l->legend_h + 4)
             fail_msg("point %zu (%g, %g) at pixel (%.0f, %.0f) is under the legend "
                      "(%.0f, %.0f, %.0f x %.0f)",
                      i, x[i], y[i], px, py, l->legend_x, l->legend_y, l->legend_w, l->legend_h);
@@ -266,8 +266,8 @@ static void test_png_pixels_and_text(void **state)
     plot_fig_t *f = plot_fig_new(640, 420, 1, "A title\nand a second line");
     assert_non_null(f);
     double x[5] = {0, 1, 2, 3, 4}, y[5] = {0, 1, 2, 3, 4};
-    plot_series_t *s = plot_panel_line(plot_fig_panel(f, 0), x, y, 5,
-                                       (plot_color_t){1, 0, 0}, "red line");
+    plot_series_t *s =
+        plot_panel_line(plot_fig_panel(f, 0), x, y, 5, (plot_color_t){1, 0, 0}, "red line");
     plot_series_width(s, 6);
     char err[256] = "";
     assert_int_equal(plot_fig_text(f, "run id", "42", err, sizeof err), 0);
@@ -275,7 +275,11 @@ static void test_png_pixels_and_text(void **state)
     assert_int_equal(plot_fig_text(f, "Comment", "UTF-8: \xc3\xa9\xe2\x82\xac", err, sizeof err),
                      0);
     assert_int_equal(plot_fig_text(f, "run id", "43", err, sizeof err), 0); /* replaces */
-    static const char *const bad_keys[] = {"", " lead", "trail ", "dou  ble", "caf\xc3\xa9",
+    static const char *const bad_keys[] = {"",
+                                           " lead",
+                                           "trail ",
+                                           "dou  ble",
+                                           "caf\xc3\xa9",
                                            "0123456789012345678901234567890123456789"
                                            "0123456789012345678901234567890123456789"};
     for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
@@ -334,8 +338,10 @@ static void test_png_pixels_and_text(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_y_ticks_round_out),  cmocka_unit_test(test_x_axis),
-        cmocka_unit_test(test_y_bounds),           cmocka_unit_test(test_legend_avoids_data),
+        cmocka_unit_test(test_y_ticks_round_out),
+        cmocka_unit_test(test_x_axis),
+        cmocka_unit_test(test_y_bounds),
+        cmocka_unit_test(test_legend_avoids_data),
         cmocka_unit_test(test_png_pixels_and_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

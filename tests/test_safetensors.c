@@ -25,11 +25,13 @@
 #endif
 #define FIXTURE FIXTURE_DIR "/simpleconvnet_pytorch_ref.safetensors"
 
-static int s_setup(void **state) {
+static int s_setup(void **state)
+{
     return tmpdir_setup(state, "test_safetensors", "t.safetensors");
 }
 
-static void s_write_file(const char *path, const void *bytes, size_t n) {
+static void s_write_file(const char *path, const void *bytes, size_t n)
+{
     FILE *fp = fopen(path, "wb");
     assert_non_null(fp);
     assert_int_equal(fwrite(bytes, 1, n, fp), n);
@@ -38,7 +40,8 @@ static void s_write_file(const char *path, const void *bytes, size_t n) {
 
 /* Writes a file whose header is `json` and whose length field is `hlen`
  * (or strlen(json) if hlen is -1), followed by `ndata` bytes 0, 1, 2... */
-static void s_write_raw(const char *path, const char *json, long long hlen, size_t ndata) {
+static void s_write_raw(const char *path, const char *json, long long hlen, size_t ndata)
+{
     size_t jl = strlen(json);
     size_t total = 8 + jl + ndata;
     unsigned char *buf = malloc(total);
@@ -53,7 +56,8 @@ static void s_write_raw(const char *path, const char *json, long long hlen, size
     free(buf);
 }
 
-static unsigned char *s_read_all(const char *path, size_t *n) {
+static unsigned char *s_read_all(const char *path, size_t *n)
+{
     FILE *fp = fopen(path, "rb");
     assert_non_null(fp);
     fseek(fp, 0, SEEK_END);
@@ -69,7 +73,8 @@ static unsigned char *s_read_all(const char *path, size_t *n) {
 
 static const char *const s_weird_name = "we\"ird\\na/me\n\t\x01 \xc3\xa9\xe2\x82\xac";
 
-static void test_round_trip(void **state) {
+static void test_round_trip(void **state)
+{
     tmpdir_t *tmp = *state;
     float w[6] = {1.5f, -2.25f, 3e-8f, 1e30f, 0.0f, -0.0f};
     float scalar = 42.0f;
@@ -79,12 +84,9 @@ static void test_round_trip(void **state) {
     for (int i = 0; i < 16; i++)
         four[i] = (uint8_t)(i * 13);
     st_tensor_t in[] = {
-        {"conv1.weight", ST_F32, 2, {2, 3}, w},
-        {"scalar", ST_F32, 0, {0}, &scalar},
-        {"empty", ST_F32, 2, {0, 5}, NULL},
-        {"odd", ST_U8, 1, {7}, odd},
-        {"after", ST_F32, 1, {3}, after},
-        {s_weird_name, ST_U8, 4, {2, 2, 2, 2}, four},
+        {"conv1.weight", ST_F32, 2, {2, 3}, w}, {"scalar", ST_F32, 0, {0}, &scalar},
+        {"empty", ST_F32, 2, {0, 5}, NULL},     {"odd", ST_U8, 1, {7}, odd},
+        {"after", ST_F32, 1, {3}, after},       {s_weird_name, ST_U8, 4, {2, 2, 2, 2}, four},
     };
     int n = (int)(sizeof in / sizeof in[0]);
     const char *meta[] = {"format", "pt", "note", "a \"quoted\"\nvalue \\ /", NULL};
@@ -109,8 +111,8 @@ static void test_round_trip(void **state) {
         last--;
     assert_true(raw[last] == '}');
     assert_true(8 + hlen - 1 - last < 8);
-    assert_int_equal(fsize, 8 + hlen + sizeof w + sizeof scalar + sizeof odd + sizeof after +
-                                sizeof four);
+    assert_int_equal(fsize,
+                     8 + hlen + sizeof w + sizeof scalar + sizeof odd + sizeof after + sizeof four);
     free(raw);
 
     st_file_t *f = st_open(tmp->path, err, sizeof err);
@@ -148,7 +150,8 @@ static void test_round_trip(void **state) {
     st_close(&f); /* idempotent */
 }
 
-static void test_overwrite_and_empty(void **state) {
+static void test_overwrite_and_empty(void **state)
+{
     tmpdir_t *tmp = *state;
     char err[256] = "";
     uint8_t a[3] = {1, 2, 3};
@@ -164,7 +167,8 @@ static void test_overwrite_and_empty(void **state) {
     st_close(&f);
 }
 
-static void test_write_errors(void **state) {
+static void test_write_errors(void **state)
+{
     tmpdir_t *tmp = *state;
     char err[256];
     float x[2] = {1, 2};
@@ -183,10 +187,14 @@ static void test_write_errors(void **state) {
         const char *const *meta;
         const char *want;
     } cases[] = {
-        {dup, 2, NULL, "twice"},        {&bad_dtype, 1, NULL, "dtype"},
-        {&bad_ndim, 1, NULL, "dimensions"}, {&neg, 1, NULL, "negative"},
-        {&reserved, 1, NULL, "reserved"}, {&bad_utf8, 1, NULL, "UTF-8"},
-        {&no_data, 1, NULL, "no data"}, {dup, 1, odd_meta, "no value"},
+        {dup, 2, NULL, "twice"},
+        {&bad_dtype, 1, NULL, "dtype"},
+        {&bad_ndim, 1, NULL, "dimensions"},
+        {&neg, 1, NULL, "negative"},
+        {&reserved, 1, NULL, "reserved"},
+        {&bad_utf8, 1, NULL, "UTF-8"},
+        {&no_data, 1, NULL, "no data"},
+        {dup, 1, odd_meta, "no value"},
         {dup, 1, dup_meta, "twice"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -207,7 +215,8 @@ static void test_write_errors(void **state) {
     assert_int_equal(st_write(path, dup, 1, NULL, NULL, 0), -1);
 }
 
-static void test_pytorch_fixture(void **state) {
+static void test_pytorch_fixture(void **state)
+{
     (void)state;
     char err[256] = "";
     st_file_t *f = st_open(FIXTURE, err, sizeof err);
@@ -256,9 +265,8 @@ static void test_pytorch_fixture(void **state) {
     float loss = *(const float *)t->data;
     assert_true(loss > 1.5f && loss < 3.5f); /* about ln(10) for an untrained net */
 
-    static const char *const params[] = {"conv1.weight", "conv1.bias", "conv2.weight",
-                                         "conv2.bias",   "fc1.weight", "fc1.bias",
-                                         "fc2.weight",   "fc2.bias"};
+    static const char *const params[] = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                                         "fc1.weight",   "fc1.bias",   "fc2.weight",   "fc2.bias"};
     int64_t total = 0;
     for (int i = 0; i < 8; i++) {
         char name[64];
@@ -297,8 +305,8 @@ static const s_bad_t s_bad[] = {
     {"empty header", "", -1, 0, "must begin with '{'"},
     {"not an object", "[1]", -1, 0, "must begin with '{'"},
     {"leading space", " {}", -1, 0, "must begin with '{'"},
-    {"missing closing brace", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",
-     -1, 4, "'}' expected"},
+    {"missing closing brace", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", -1,
+     4, "'}' expected"},
     {"missing colon", "{\"a\" {}}", -1, 0, "':' expected"},
     {"trailing garbage", "{}x", -1, 0, "end of file expected near 'x'"},
     {"trailing comma", "{\"__metadata__\":{},}", -1, 0, "string or '}' expected"},
@@ -315,8 +323,8 @@ static const s_bad_t s_bad[] = {
     {"missing dtype", T1("\"shape\":[1],\"data_offsets\":[0,4]"), -1, 4, "lacks a dtype"},
     {"missing shape", T1("\"dtype\":\"F32\",\"data_offsets\":[0,4]"), -1, 4, "lacks a shape"},
     {"missing offsets", T1("\"dtype\":\"F32\",\"shape\":[1]"), -1, 4, "lacks data_offsets"},
-    {"unknown field", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1"), -1,
-     4, "unknown field 'x'"},
+    {"unknown field", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1"), -1, 4,
+     "unknown field 'x'"},
     {"duplicate field",
      T1("\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]"), -1, 4,
      "duplicate object key near '\"dtype\"'"},
@@ -365,12 +373,13 @@ static const s_bad_t s_bad[] = {
     {"tensor not an object", "{\"a\":[1]}", -1, 0, "tensor 'a' is not an object"},
     {"shape not an array", T1("\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]"), -1, 4,
      "shape is not an array"},
-    {"offset not an integer", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,\"4\"]"),
-     -1, 4, "data_offsets must hold integers"},
+    {"offset not an integer", T1("\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,\"4\"]"), -1,
+     4, "data_offsets must hold integers"},
 };
 
 /* Every case is tried and every wrong one printed before the test fails. */
-static void test_bad_files(void **state) {
+static void test_bad_files(void **state)
+{
     tmpdir_t *tmp = *state;
     int wrong = 0;
     for (size_t i = 0; i < sizeof s_bad / sizeof s_bad[0]; i++) {
@@ -391,11 +400,12 @@ static void test_bad_files(void **state) {
 }
 
 /* Integers stored as metadata strings, read back checked. */
-static void test_metadata_numbers(void **state) {
+static void test_metadata_numbers(void **state)
+{
     tmpdir_t *tmp = *state;
-    const char *meta[] = {"n", "42", "neg", "-7", "u", "18446744073709551615", "junk", "12x",
-                          "empty", "", "huge", "99999999999999999999", "plus", "+3", "space",
-                          " 5", NULL};
+    const char *meta[] = {"n",    "42",  "neg",   "-7", "u",    "18446744073709551615",
+                          "junk", "12x", "empty", "",   "huge", "99999999999999999999",
+                          "plus", "+3",  "space", " 5", NULL};
     char err[256] = "";
     assert_int_equal(st_write(tmp->path, NULL, 0, meta, err, sizeof err), 0);
     st_file_t *f = st_open(tmp->path, err, sizeof err);
@@ -416,11 +426,10 @@ static void test_metadata_numbers(void **state) {
         int is_unsigned;
         const char *want;
     } bad[] = {
-        {"missing", 0, "missing"},      {"n", 0, "outside 0..10"},
-        {"junk", 0, "not a whole"},     {"empty", 0, "not a whole"},
-        {"huge", 0, "beyond 64 bits"},  {"huge", 1, "beyond 64 bits"},
-        {"neg", 1, "not a whole"},      {"plus", 1, "not a whole"},
-        {"space", 0, "not a whole"},    {"space", 1, "not a whole"},
+        {"missing", 0, "missing"},   {"n", 0, "outside 0..10"},     {"junk", 0, "not a whole"},
+        {"empty", 0, "not a whole"}, {"huge", 0, "beyond 64 bits"}, {"huge", 1, "beyond 64 bits"},
+        {"neg", 1, "not a whole"},   {"plus", 1, "not a whole"},    {"space", 0, "not a whole"},
+        {"space", 1, "not a whole"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
@@ -434,7 +443,8 @@ static void test_metadata_numbers(void **state) {
 
 /* Nesting far deeper than any header needs is refused without exhausting
  * the stack. */
-static void test_deep_nesting(void **state) {
+static void test_deep_nesting(void **state)
+{
     tmpdir_t *tmp = *state;
     enum { DEPTH = 100000 };
     char *json = malloc(2 * DEPTH + 64);
@@ -451,7 +461,8 @@ static void test_deep_nesting(void **state) {
         fail_msg("message '%s' lacks 'depth'", err);
 }
 
-static void test_good_oddities(void **state) {
+static void test_good_oddities(void **state)
+{
     /* Valid JSON a writer may produce: white space, escapes, surrogate pairs,
      * empty metadata, zero-size tensors sharing an offset. */
     tmpdir_t *tmp = *state;
@@ -474,7 +485,8 @@ static void test_good_oddities(void **state) {
     st_close(&f);
 }
 
-static void test_short_and_special_files(void **state) {
+static void test_short_and_special_files(void **state)
+{
     tmpdir_t *tmp = *state;
     char err[256] = "";
     s_write_file(tmp->path, "\x02\x00\x00", 3);
@@ -491,7 +503,8 @@ static void test_short_and_special_files(void **state) {
     assert_null(st_open(path, NULL, 0));
 }
 
-static void test_truncated_fixture(void **state) {
+static void test_truncated_fixture(void **state)
+{
     tmpdir_t *tmp = *state;
     size_t n;
     unsigned char *raw = s_read_all(FIXTURE, &n);
@@ -511,7 +524,8 @@ static void test_truncated_fixture(void **state) {
 
 /* Flips random bytes of a small valid file; every result must be an error or
  * a valid file, never a crash (the sanitizers tell). */
-static void test_mutations(void **state) {
+static void test_mutations(void **state)
+{
     tmpdir_t *tmp = *state;
     float w[4] = {1, 2, 3, 4};
     uint8_t b[3] = {1, 2, 3};
@@ -523,8 +537,8 @@ static void test_mutations(void **state) {
     unsigned char *orig = s_read_all(tmp->path, &n);
     unsigned char *buf = malloc(n);
     assert_non_null(buf);
-    static const unsigned char interesting[] = {'{', '}', '[', ']', '"', '\\', ',', ':', '-',
-                                                '0', '9', 0,   0xff, 0x80, 'u', ' '};
+    static const unsigned char interesting[] = {'{', '}', '[', ']', '"',  '\\', ',', ':',
+                                                '-', '0', '9', 0,   0xff, 0x80, 'u', ' '};
     unsigned seed = 12345;
     int opened = 0;
     for (int iter = 0; iter < 3000; iter++) {
@@ -551,7 +565,8 @@ static void test_mutations(void **state) {
     free(orig);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_overwrite_and_empty, s_setup, tmpdir_teardown),

@@ -34,7 +34,8 @@ static void test_winograd_matches_direct(void **state)
 {
     (void)state;
     float *p1 = malloc(169 * N * 32 * sizeof(float)), *w = malloc(64 * 288 * sizeof(float));
-    float *V = malloc(WINO_V_FLOATS(N) * sizeof(float)), *M = malloc(WINO_M_FLOATS(N) * sizeof(float));
+    float *V = malloc(WINO_V_FLOATS(N) * sizeof(float)),
+          *M = malloc(WINO_M_FLOATS(N) * sizeof(float));
     float *U = malloc(WINO_U_FLOATS * sizeof(float)), *dU = malloc(WINO_U_FLOATS * sizeof(float));
     float *UT = malloc(WINO_U_FLOATS * sizeof(float));
     float *scratch = malloc(WINO_SCRATCH_FLOATS * sizeof(float));
@@ -42,8 +43,8 @@ static void test_winograd_matches_direct(void **state)
     float *dw = malloc(64 * 288 * sizeof(float)), *dp1 = malloc(169 * N * 32 * sizeof(float));
     double *ra2 = calloc(100 * N * 64, sizeof(double)), *rdw = calloc(64 * 288, sizeof(double)),
            *rdp1 = calloc(169 * N * 32, sizeof(double));
-    assert_true(p1 && w && V && M && U && dU && UT && scratch && a2 && da2 && dw && dp1 && ra2 && rdw &&
-                rdp1);
+    assert_true(p1 && w && V && M && U && dU && UT && scratch && a2 && da2 && dw && dp1 && ra2 &&
+                rdw && rdp1);
     rng_t r;
     rng_seed(&r, 13);
     /* Activations as after ReLU (>= 0), weights as PyTorch's init draws them. */

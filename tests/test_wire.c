@@ -32,36 +32,39 @@ static const unsigned char s_dealer_id[] = {'w', 'k', 0x00, 0xff, 0x7f, '7'};
 
 typedef struct {
     void *ctx;
-    void *router;          /* the server's side */
-    void *dealer;          /* a worker's side */
-    wire_peer_t peer;      /* the dealer as the router sees it */
-    float *tensor;         /* the reference: WIRE_TENSOR_FLOATS distinct values */
-    float *scratch;        /* what is sent, scribbled over after each send */
-    uint32_t next_pull;    /* worker_id of the next "good" Pull, so each is unique */
+    void *router;       /* the server's side */
+    void *dealer;       /* a worker's side */
+    wire_peer_t peer;   /* the dealer as the router sees it */
+    float *tensor;      /* the reference: WIRE_TENSOR_FLOATS distinct values */
+    float *scratch;     /* what is sent, scribbled over after each send */
+    uint32_t next_pull; /* worker_id of the next "good" Pull, so each is unique */
 } s_fixture_t;
 
 /* Which way a message travels. */
 typedef enum { S_UP, S_DOWN } s_dir_t; /* dealer -> router, router -> dealer */
 
-static const char *s_dir_name(s_dir_t dir) {
+static const char *s_dir_name(s_dir_t dir)
+{
     return dir == S_UP ? "dealer->router" : "router->dealer";
 }
 
-#define S_ASSERT_FP_EQ(got, want)                                                              \
-    do {                                                                                       \
-        double g_ = (got), w_ = (want);                                                        \
-        if (memcmp(&g_, &w_, sizeof g_) != 0)                                                  \
-            fail_msg("%s: got %a (%.17g), want %a (%.17g)", #got, g_, g_, w_, w_);             \
+#define S_ASSERT_FP_EQ(got, want)                                                                  \
+    do {                                                                                           \
+        double g_ = (got), w_ = (want);                                                            \
+        if (memcmp(&g_, &w_, sizeof g_) != 0)                                                      \
+            fail_msg("%s: got %a (%.17g), want %a (%.17g)", #got, g_, g_, w_, w_);                 \
     } while (0)
 
-static double s_mono_ms(void) {
+static double s_mono_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 /* Waits until sock has a message to read; fails the test after the deadline. */
-static void s_wait(void *sock) {
+static void s_wait(void *sock)
+{
     double end = s_mono_ms() + S_DEADLINE_MS;
     for (;;) {
         double left = end - s_mono_ms();
@@ -78,7 +81,8 @@ static void s_wait(void *sock) {
 
 /* The tensor: distinct values, among them -0, a subnormal and +-FLT_MAX
  * (finite, so accepted), and none that survive a lost or swapped byte. */
-static void s_fill_tensor(float *t) {
+static void s_fill_tensor(float *t)
+{
     for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
         t[i] = (i % 2 ? -1.0f : 1.0f) * ((float)i + 0.25f);
     t[0] = -0.0f;
@@ -87,7 +91,8 @@ static void s_fill_tensor(float *t) {
     t[3] = -FLT_MAX;
 }
 
-static void *s_socket(void *ctx, int type) {
+static void *s_socket(void *ctx, int type)
+{
     void *s = zmq_socket(ctx, type);
     if (!s)
         return NULL;
@@ -97,7 +102,8 @@ static void *s_socket(void *ctx, int type) {
 }
 
 /* Sends a Pull up (and returns its worker_id) or down. */
-static uint32_t s_send_pull(s_fixture_t *fx, s_dir_t dir) {
+static uint32_t s_send_pull(s_fixture_t *fx, s_dir_t dir)
+{
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Pull p = PS__PULL__INIT;
     p.worker_id = 0x5000 + fx->next_pull++;
@@ -113,7 +119,8 @@ static uint32_t s_send_pull(s_fixture_t *fx, s_dir_t dir) {
 /* The router and the dealer, and one Pull up so that the router knows the
  * dealer's routing id (with ZMQ_ROUTER_MANDATORY, as the server sets it, a
  * send to a peer not yet seen fails). */
-static int s_setup(void **state) {
+static int s_setup(void **state)
+{
     s_fixture_t *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
@@ -162,7 +169,8 @@ static int s_setup(void **state) {
     return ok ? 0 : -1;
 }
 
-static int s_teardown(void **state) {
+static int s_teardown(void **state)
+{
     s_fixture_t *fx = *state;
     if (!fx)
         return 0;
@@ -180,7 +188,8 @@ static int s_teardown(void **state) {
 
 /* Waits for and receives one message on the receiving end of dir. Up, the
  * routing id must be the dealer's, whatever the outcome. */
-static int s_recv(s_fixture_t *fx, s_dir_t dir, wire_msg_t *m, char *err, size_t errlen) {
+static int s_recv(s_fixture_t *fx, s_dir_t dir, wire_msg_t *m, char *err, size_t errlen)
+{
     err[0] = '\0';
     void *sock = dir == S_UP ? fx->router : fx->dealer;
     s_wait(sock);
@@ -196,7 +205,8 @@ static int s_recv(s_fixture_t *fx, s_dir_t dir, wire_msg_t *m, char *err, size_t
 
 /* A good Pull, sent now, must be the next message to arrive: nothing of an
  * earlier message may be left in the socket. */
-static void s_expect_in_step(s_fixture_t *fx, s_dir_t dir) {
+static void s_expect_in_step(s_fixture_t *fx, s_dir_t dir)
+{
     uint32_t id = s_send_pull(fx, dir);
     wire_msg_t m;
     char err[256];
@@ -213,7 +223,8 @@ static void s_expect_in_step(s_fixture_t *fx, s_dir_t dir) {
  * contains want (when not NULL), with nothing left to free; then checks that
  * the socket is still in step. */
 static void s_expect_refused(s_fixture_t *fx, s_dir_t dir, const char *what, int code,
-                             const char *want) {
+                             const char *want)
+{
     wire_msg_t m;
     char err[256];
     int rc = s_recv(fx, dir, &m, err, sizeof err);
@@ -231,11 +242,11 @@ static void s_expect_refused(s_fixture_t *fx, s_dir_t dir, const char *what, int
 
 /* Sends frames as they are (no codec), after the routing id when down. */
 static void s_send_raw(s_fixture_t *fx, s_dir_t dir, int n, const void *const *data,
-                       const size_t *len) {
+                       const size_t *len)
+{
     void *sock = dir == S_UP ? fx->dealer : fx->router;
     if (dir == S_DOWN)
-        assert_int_equal(zmq_send(sock, fx->peer.id, fx->peer.len, ZMQ_SNDMORE),
-                         (int)fx->peer.len);
+        assert_int_equal(zmq_send(sock, fx->peer.id, fx->peer.len, ZMQ_SNDMORE), (int)fx->peer.len);
     for (int i = 0; i < n; i++) {
         int rc = zmq_send(sock, data[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0);
         if (rc != (int)len[i])
@@ -245,7 +256,8 @@ static void s_send_raw(s_fixture_t *fx, s_dir_t dir, int n, const void *const *d
 
 /* Packs env with this protocol number (wire_send would overwrite it) into
  * buf (caller frees). */
-static size_t s_pack(Ps__Envelope *env, uint32_t protocol, uint8_t **buf) {
+static size_t s_pack(Ps__Envelope *env, uint32_t protocol, uint8_t **buf)
+{
     env->protocol = protocol;
     size_t n = ps__envelope__get_packed_size(env);
     *buf = malloc(n + 16); /* + room for a hand-appended field */
@@ -255,7 +267,8 @@ static size_t s_pack(Ps__Envelope *env, uint32_t protocol, uint8_t **buf) {
 }
 
 /* Does text contain the number v, not as part of a longer number? */
-static int s_mentions(const char *text, unsigned long v) {
+static int s_mentions(const char *text, unsigned long v)
+{
     char want[32];
     int n = snprintf(want, sizeof want, "%lu", v);
     for (const char *p = strstr(text, want); p; p = strstr(p + 1, want)) {
@@ -292,7 +305,8 @@ static const Ps__Envelope__BodyCase s_kinds[] = {
 };
 #define S_NKINDS (sizeof s_kinds / sizeof s_kinds[0])
 
-static int s_needs_tensor(Ps__Envelope__BodyCase kind) {
+static int s_needs_tensor(Ps__Envelope__BodyCase kind)
+{
     return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS;
 }
 
@@ -305,7 +319,8 @@ static int s_needs_tensor(Ps__Envelope__BodyCase kind) {
 
 /* Fills msg with a kind's body: distinctive values, or the defaults. Over 80
  * lines because it is a table, one case per message kind; it reads as one. */
-static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults) {
+static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
+{
     memset(msg, 0, sizeof *msg);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     msg->env = env;
@@ -397,7 +412,8 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults) {
 }
 
 /* Checks a received body against what s_build put in. */
-static void s_check_body(const Ps__Envelope *got, const s_msg_t *want) {
+static void s_check_body(const Ps__Envelope *got, const s_msg_t *want)
+{
     assert_int_equal(got->protocol, WIRE_PROTOCOL);
     assert_int_equal(got->body_case, want->env.body_case);
     switch (want->env.body_case) {
@@ -463,9 +479,7 @@ static void s_check_body(const Ps__Envelope *got, const s_msg_t *want) {
         S_ASSERT_FP_EQ(got->done->train_seconds, want->u.done.train_seconds);
         S_ASSERT_FP_EQ(got->done->test_accuracy, want->u.done.test_accuracy);
         break;
-    case PS__ENVELOPE__BODY_ACK:
-        assert_int_equal(got->ack->version, want->u.ack.version);
-        break;
+    case PS__ENVELOPE__BODY_ACK: assert_int_equal(got->ack->version, want->u.ack.version); break;
     case PS__ENVELOPE__BODY_ERROR:
         assert_int_equal(got->error->code, want->u.error.code);
         assert_string_equal(got->error->message, want->u.error.message);
@@ -477,7 +491,8 @@ static void s_check_body(const Ps__Envelope *got, const s_msg_t *want) {
 /* One message of kind each way; the tensor, when the kind has one, is
  * scribbled over right after the send (wire_send copies it) and must arrive
  * byte for byte. */
-static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defaults) {
+static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defaults)
+{
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         s_msg_t msg;
         s_build(&msg, kind, defaults);
@@ -514,21 +529,24 @@ static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defau
     }
 }
 
-static void test_round_trip_every_kind(void **state) {
+static void test_round_trip_every_kind(void **state)
+{
     for (size_t i = 0; i < S_NKINDS; i++)
         s_round_trip(*state, s_kinds[i], 0);
 }
 
 /* A body with every field at its default packs to an empty submessage; it
  * must still arrive as its kind, not as "no body". */
-static void test_round_trip_defaults(void **state) {
+static void test_round_trip_defaults(void **state)
+{
     for (size_t i = 0; i < S_NKINDS; i++)
         s_round_trip(*state, s_kinds[i], 1);
 }
 
 /* ---- 2. Protocol version ----------------------------------------------------------------- */
 
-static void s_version_mismatch(s_fixture_t *fx, s_dir_t dir, Ps__Envelope__BodyCase kind) {
+static void s_version_mismatch(s_fixture_t *fx, s_dir_t dir, Ps__Envelope__BodyCase kind)
+{
     s_msg_t msg;
     s_build(&msg, kind, 0);
     uint8_t *h;
@@ -560,7 +578,8 @@ static void s_version_mismatch(s_fixture_t *fx, s_dir_t dir, Ps__Envelope__BodyC
     s_expect_in_step(fx, dir);
 }
 
-static void test_version_mismatch(void **state) {
+static void test_version_mismatch(void **state)
+{
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PULL);
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PUSH); /* its tensor is dropped */
@@ -573,25 +592,26 @@ static void test_version_mismatch(void **state) {
  * optional further frames. */
 typedef struct {
     const char *what;
-    Ps__Envelope__BodyCase kind;  /* body of a packed header; NOT_SET: no body */
-    const uint8_t *raw;           /* raw header bytes instead of a packed one */
+    Ps__Envelope__BodyCase kind; /* body of a packed header; NOT_SET: no body */
+    const uint8_t *raw;          /* raw header bytes instead of a packed one */
     size_t raw_len;
-    size_t pad_name_to;           /* grow a Register's name until the header has this size */
-    int append_unknown;           /* append an unknown field (a future kind) */
-    int tensor;                   /* a tensor frame follows... */
-    long tensor_delta;            /* ...of WIRE_TENSOR_FLOATS*4 + this many bytes */
-    long bad_index;               /* ...with +inf/-inf/NaN here (-1: none) */
+    size_t pad_name_to; /* grow a Register's name until the header has this size */
+    int append_unknown; /* append an unknown field (a future kind) */
+    int tensor;         /* a tensor frame follows... */
+    long tensor_delta;  /* ...of WIRE_TENSOR_FLOATS*4 + this many bytes */
+    long bad_index;     /* ...with +inf/-inf/NaN here (-1: none) */
     float bad_value;
-    int extra;                    /* this many empty frames after it all */
-    int code;                     /* what wire_recv must return */
-    const char *says;             /* and a part of what err must say */
+    int extra;        /* this many empty frames after it all */
+    int code;         /* what wire_recv must return */
+    const char *says; /* and a part of what err must say */
 } s_bad_t;
 
 /* An 11-byte varint as the first tag: longer than any protobuf parser accepts. */
 static const uint8_t s_garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                     0xff, 0xff, 0xff, 'n',  'o',  't',  ' ',  'p'};
 
-static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b) {
+static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b)
+{
     uint8_t *h = NULL;
     size_t hlen = 0;
     char *name = NULL;
@@ -642,61 +662,151 @@ static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b) {
     free(name);
 }
 
-static void test_malformed(void **state) {
+static void test_malformed(void **state)
+{
     s_fixture_t *fx = *state;
     const int MAL = PS__ERROR_CODE__ERROR_MALFORMED;
     const float inf = INFINITY, nan = NAN;
     const long last = WIRE_TENSOR_FLOATS - 1;
     const s_bad_t bad[] = {
-        {.what = "garbage header", .raw = s_garbage, .raw_len = sizeof s_garbage,
-         .bad_index = -1, .code = MAL, .says = "not a valid Envelope"},
-        {.what = "garbage header + 2 more frames", .raw = s_garbage,
-         .raw_len = sizeof s_garbage, .tensor = 1, .bad_index = -1, .extra = 1, .code = MAL,
+        {.what = "garbage header",
+         .raw = s_garbage,
+         .raw_len = sizeof s_garbage,
+         .bad_index = -1,
+         .code = MAL,
          .says = "not a valid Envelope"},
-        {.what = "header one byte over the limit", .kind = PS__ENVELOPE__BODY_REGISTER,
-         .pad_name_to = WIRE_MAX_HEADER + 1, .bad_index = -1, .code = MAL,
+        {.what = "garbage header + 2 more frames",
+         .raw = s_garbage,
+         .raw_len = sizeof s_garbage,
+         .tensor = 1,
+         .bad_index = -1,
+         .extra = 1,
+         .code = MAL,
+         .says = "not a valid Envelope"},
+        {.what = "header one byte over the limit",
+         .kind = PS__ENVELOPE__BODY_REGISTER,
+         .pad_name_to = WIRE_MAX_HEADER + 1,
+         .bad_index = -1,
+         .code = MAL,
          .says = "over the limit"},
-        {.what = "header over the limit + a tensor + a frame", .kind = PS__ENVELOPE__BODY_REGISTER,
-         .pad_name_to = 3 * WIRE_MAX_HEADER, .tensor = 1, .bad_index = -1, .extra = 1,
-         .code = MAL, .says = "over the limit"},
-        {.what = "Envelope with no body", .kind = PS__ENVELOPE__BODY__NOT_SET, .bad_index = -1,
-         .code = MAL, .says = "no body"},
-        {.what = "unknown body (a later release's kind)", .kind = PS__ENVELOPE__BODY__NOT_SET,
-         .append_unknown = 1, .bad_index = -1, .code = MAL, .says = "no body"},
-        {.what = "Push without its tensor", .kind = PS__ENVELOPE__BODY_PUSH, .bad_index = -1,
-         .code = MAL, .says = "lacks a tensor"},
-        {.what = "Weights without its tensor", .kind = PS__ENVELOPE__BODY_WEIGHTS,
-         .bad_index = -1, .code = MAL, .says = "lacks a tensor"},
-        {.what = "Register with a tensor", .kind = PS__ENVELOPE__BODY_REGISTER, .tensor = 1,
-         .bad_index = -1, .code = MAL, .says = "must not have a tensor"},
-        {.what = "Ack with an empty tensor frame", .kind = PS__ENVELOPE__BODY_ACK, .tensor = 1,
-         .tensor_delta = -(long)S_TENSOR_BYTES, .bad_index = -1, .code = MAL,
+        {.what = "header over the limit + a tensor + a frame",
+         .kind = PS__ENVELOPE__BODY_REGISTER,
+         .pad_name_to = 3 * WIRE_MAX_HEADER,
+         .tensor = 1,
+         .bad_index = -1,
+         .extra = 1,
+         .code = MAL,
+         .says = "over the limit"},
+        {.what = "Envelope with no body",
+         .kind = PS__ENVELOPE__BODY__NOT_SET,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "no body"},
+        {.what = "unknown body (a later release's kind)",
+         .kind = PS__ENVELOPE__BODY__NOT_SET,
+         .append_unknown = 1,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "no body"},
+        {.what = "Push without its tensor",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "lacks a tensor"},
+        {.what = "Weights without its tensor",
+         .kind = PS__ENVELOPE__BODY_WEIGHTS,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "lacks a tensor"},
+        {.what = "Register with a tensor",
+         .kind = PS__ENVELOPE__BODY_REGISTER,
+         .tensor = 1,
+         .bad_index = -1,
+         .code = MAL,
          .says = "must not have a tensor"},
-        {.what = "tensor 4 bytes short", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .tensor_delta = -4, .bad_index = -1, .code = MAL, .says = "tensor frame has 900132 bytes"},
-        {.what = "tensor 4 bytes long", .kind = PS__ENVELOPE__BODY_WEIGHTS, .tensor = 1,
-         .tensor_delta = 4, .bad_index = -1, .code = MAL, .says = "tensor frame has 900140 bytes"},
-        {.what = "tensor 1 byte short", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .tensor_delta = -1, .bad_index = -1, .code = MAL, .says = "expected 900136"},
-        {.what = "empty tensor frame", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .tensor_delta = -(long)S_TENSOR_BYTES, .bad_index = -1, .code = MAL,
+        {.what = "Ack with an empty tensor frame",
+         .kind = PS__ENVELOPE__BODY_ACK,
+         .tensor = 1,
+         .tensor_delta = -(long)S_TENSOR_BYTES,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "must not have a tensor"},
+        {.what = "tensor 4 bytes short",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .tensor_delta = -4,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "tensor frame has 900132 bytes"},
+        {.what = "tensor 4 bytes long",
+         .kind = PS__ENVELOPE__BODY_WEIGHTS,
+         .tensor = 1,
+         .tensor_delta = 4,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "tensor frame has 900140 bytes"},
+        {.what = "tensor 1 byte short",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .tensor_delta = -1,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "expected 900136"},
+        {.what = "empty tensor frame",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .tensor_delta = -(long)S_TENSOR_BYTES,
+         .bad_index = -1,
+         .code = MAL,
          .says = "tensor frame has 0 bytes"},
-        {.what = "NaN in the tensor", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .bad_index = 777, .bad_value = nan, .code = MAL, .says = "tensor value 777 is not finite"},
-        {.what = "+Inf at the tensor's end", .kind = PS__ENVELOPE__BODY_WEIGHTS, .tensor = 1,
-         .bad_index = last, .bad_value = inf, .code = MAL,
+        {.what = "NaN in the tensor",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .bad_index = 777,
+         .bad_value = nan,
+         .code = MAL,
+         .says = "tensor value 777 is not finite"},
+        {.what = "+Inf at the tensor's end",
+         .kind = PS__ENVELOPE__BODY_WEIGHTS,
+         .tensor = 1,
+         .bad_index = last,
+         .bad_value = inf,
+         .code = MAL,
          .says = "tensor value 225033 is not finite"},
-        {.what = "-Inf at the tensor's start", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .bad_index = 0, .bad_value = -inf, .code = MAL, .says = "tensor value 0 is not finite"},
+        {.what = "-Inf at the tensor's start",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .bad_index = 0,
+         .bad_value = -inf,
+         .code = MAL,
+         .says = "tensor value 0 is not finite"},
         /* A kind without a tensor cannot tell an extra frame from a tensor. */
-        {.what = "Pull + an extra frame", .kind = PS__ENVELOPE__BODY_PULL, .bad_index = -1,
-         .extra = 1, .code = MAL, .says = "must not have a tensor"},
-        {.what = "Done + 2 extra frames", .kind = PS__ENVELOPE__BODY_DONE, .bad_index = -1,
-         .extra = 2, .code = MAL, .says = "must not have a tensor"},
-        {.what = "Push + tensor + 3 extra frames", .kind = PS__ENVELOPE__BODY_PUSH, .tensor = 1,
-         .bad_index = -1, .extra = 3, .code = MAL, .says = "extra frames"},
-        {.what = "NaN in the tensor + an extra frame", .kind = PS__ENVELOPE__BODY_PUSH,
-         .tensor = 1, .bad_index = 5, .bad_value = nan, .extra = 1, .code = MAL,
+        {.what = "Pull + an extra frame",
+         .kind = PS__ENVELOPE__BODY_PULL,
+         .bad_index = -1,
+         .extra = 1,
+         .code = MAL,
+         .says = "must not have a tensor"},
+        {.what = "Done + 2 extra frames",
+         .kind = PS__ENVELOPE__BODY_DONE,
+         .bad_index = -1,
+         .extra = 2,
+         .code = MAL,
+         .says = "must not have a tensor"},
+        {.what = "Push + tensor + 3 extra frames",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .bad_index = -1,
+         .extra = 3,
+         .code = MAL,
+         .says = "extra frames"},
+        {.what = "NaN in the tensor + an extra frame",
+         .kind = PS__ENVELOPE__BODY_PUSH,
+         .tensor = 1,
+         .bad_index = 5,
+         .bad_value = nan,
+         .extra = 1,
+         .code = MAL,
          .says = "tensor value 5 is not finite"},
     };
     assert_null(ps__envelope__unpack(NULL, sizeof s_garbage, s_garbage)); /* really garbage */
@@ -709,18 +819,19 @@ static void test_malformed(void **state) {
 }
 
 /* A header of exactly WIRE_MAX_HEADER bytes is still accepted. */
-static void test_header_at_the_limit(void **state) {
+static void test_header_at_the_limit(void **state)
+{
     s_fixture_t *fx = *state;
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
-        s_bad_t b = {.kind = PS__ENVELOPE__BODY_REGISTER, .pad_name_to = WIRE_MAX_HEADER,
-                     .bad_index = -1};
+        s_bad_t b = {
+            .kind = PS__ENVELOPE__BODY_REGISTER, .pad_name_to = WIRE_MAX_HEADER, .bad_index = -1};
         s_send_bad(fx, dir, &b);
         wire_msg_t m;
         char err[256];
         int rc = s_recv(fx, dir, &m, err, sizeof err);
         if (rc != 0)
-            fail_msg("%s: a %d-byte header was refused (%d): %s", s_dir_name(dir),
-                     WIRE_MAX_HEADER, rc, err);
+            fail_msg("%s: a %d-byte header was refused (%d): %s", s_dir_name(dir), WIRE_MAX_HEADER,
+                     rc, err);
         assert_int_equal(m.bytes, WIRE_MAX_HEADER);
         assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_REGISTER);
         assert_true(strlen(m.env->register_->name) > WIRE_MAX_HEADER - 64);
@@ -735,7 +846,8 @@ static void test_header_at_the_limit(void **state) {
  * proto3 cannot tell 0 from "not sent") and no body. It is not a message from
  * another release but no message at all, so MALFORMED, not VERSION (which
  * would tell the peer to "run the same release"). */
-static void test_empty_header(void **state) {
+static void test_empty_header(void **state)
+{
     s_fixture_t *fx = *state;
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         const void *data[1] = {""};
@@ -747,7 +859,8 @@ static void test_empty_header(void **state) {
 
 /* ---- 4. wire_send_error ------------------------------------------------------------------ */
 
-static void test_send_error(void **state) {
+static void test_send_error(void **state)
+{
     s_fixture_t *fx = *state;
     for (int code = PS__ERROR_CODE__ERROR_VERSION; code <= PS__ERROR_CODE__ERROR_STATE; code++)
         for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
@@ -773,7 +886,8 @@ static void test_send_error(void **state) {
 
 /* ---- 5. wire_kind_name ------------------------------------------------------------------- */
 
-static void test_kind_name(void **state) {
+static void test_kind_name(void **state)
+{
     (void)state;
     static const char *const names[] = {"register", "welcome", "pull", "push", "weights",
                                         "epoch",    "done",    "ack",  "error"};
@@ -787,7 +901,8 @@ static void test_kind_name(void **state) {
 
 /* ---- 6. wire_msg_close ------------------------------------------------------------------- */
 
-static void test_close_twice(void **state) {
+static void test_close_twice(void **state)
+{
     s_fixture_t *fx = *state;
     s_msg_t msg;
     s_build(&msg, PS__ENVELOPE__BODY_WEIGHTS, 0);
@@ -811,7 +926,8 @@ static void test_close_twice(void **state) {
 
 /* With a receive timeout (wire_recv has no flags), an empty socket gives -1
  * and EAGAIN, not a hang, and nothing to free. */
-static void test_nothing_to_read(void **state) {
+static void test_nothing_to_read(void **state)
+{
     s_fixture_t *fx = *state;
     int zero = 0, forever = -1;
     void *socks[2] = {fx->router, fx->dealer};
@@ -831,7 +947,8 @@ static void test_nothing_to_read(void **state) {
     s_expect_in_step(fx, S_DOWN);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_every_kind),
         cmocka_unit_test(test_round_trip_defaults),

@@ -62,10 +62,16 @@ static int s_setup(basic_t *b)
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
-    metrics_run_info_t info = {.mode = "basic", .dataset = o->data_dir, .workers = 1,
-                               .epochs = o->epochs, .batch_size = o->batch_size,
-                               .threads = o->threads, .train_limit = b->n, .lr = o->lr,
-                               .momentum = o->momentum, .seed = o->seed};
+    metrics_run_info_t info = {.mode = "basic",
+                               .dataset = o->data_dir,
+                               .workers = 1,
+                               .epochs = o->epochs,
+                               .batch_size = o->batch_size,
+                               .threads = o->threads,
+                               .train_limit = b->n,
+                               .lr = o->lr,
+                               .momentum = o->momentum,
+                               .seed = o->seed};
     b->run = metrics_run_begin(b->db, &info);
     if (b->run < 0 || metrics_worker(b->db, b->run, 0, "basic", NULL, b->n, o->threads, 0) != 0) {
         fprintf(stderr, "error: %s\n", metrics_errmsg(b->db));
@@ -85,8 +91,7 @@ static double s_train_epoch(basic_t *b, int epoch, long *step)
         int lo = k * o->batch_size;
         int m = b->n - lo < o->batch_size ? b->n - lo : o->batch_size;
         double loss = engine_gradient(b->eng, b->params, &b->train, b->order + lo, m, b->grad);
-        model_sgd_step(b->params, b->mom, b->grad, MODEL_NPARAMS, (float)o->lr,
-                       (float)o->momentum);
+        model_sgd_step(b->params, b->mom, b->grad, MODEL_NPARAMS, (float)o->lr, (float)o->momentum);
         loss_sum += loss;
         ++*step;
         if (metrics_step(b->db, b->run, 0, *step, epoch, loss, clock_now() - b->run_start) != 0)
@@ -113,7 +118,7 @@ static int s_save(const basic_t *b, double accuracy)
     char seed_s[32], acc_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)o->seed);
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
-    const char *meta[] = {"format", "pt", "mode", "basic", "seed", seed_s,
+    const char *meta[] = {"format",        "pt",  "mode", "basic", "seed", seed_s,
                           "test_accuracy", acc_s, NULL};
     if (fs_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
@@ -140,8 +145,7 @@ int basic_run(const worker_opts_t *o)
     printf("basic mode: %d training images, %d test images, batch %d, %d epochs, lr %g, "
            "momentum %g, seed %llu, %d threads\n",
            b.n, o->test_limit > 0 && o->test_limit < b.test.count ? o->test_limit : b.test.count,
-           o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed,
-           o->threads);
+           o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed, o->threads);
     if (s_setup(&b) != 0)
         goto out;
     rng_t rng;
@@ -168,16 +172,18 @@ int basic_run(const worker_opts_t *o)
                epoch, o->epochs, loss_sum / b.batches, test_loss, accuracy, epoch_seconds,
                b.n / epoch_seconds);
         fflush(stdout);
-        metrics_epoch_t e = {.epoch = epoch, .train_loss = loss_sum / b.batches,
-                             .test_accuracy = accuracy, .epoch_seconds = epoch_seconds,
-                             .compute_seconds = epoch_seconds, .images = b.n};
+        metrics_epoch_t e = {.epoch = epoch,
+                             .train_loss = loss_sum / b.batches,
+                             .test_accuracy = accuracy,
+                             .epoch_seconds = epoch_seconds,
+                             .compute_seconds = epoch_seconds,
+                             .images = b.n};
         if (metrics_epoch(b.db, b.run, 0, &e, clock_now() - b.run_start) != 0)
             fprintf(stderr, "warning: %s\n", metrics_errmsg(b.db));
     }
     if (worker_stop) {
         progress_clear(&b.prog);
-        fprintf(stderr, "interrupted: run %lld marked failed; no model saved\n",
-                (long long)b.run);
+        fprintf(stderr, "interrupted: run %lld marked failed; no model saved\n", (long long)b.run);
         s_end_failed(&b, accuracy, train_seconds);
         goto out;
     }

@@ -62,8 +62,9 @@ static int s_check_endpoint(const char *ep)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(name, colon + 1, &hints, &res);
     if (rc != 0) {
-        fprintf(stderr, "error: cannot resolve the server host '%s' in --server %s: %s\n"
-                        "(check the name, or give the server's IP address)\n",
+        fprintf(stderr,
+                "error: cannot resolve the server host '%s' in --server %s: %s\n"
+                "(check the name, or give the server's IP address)\n",
                 name, ep, gai_strerror(rc));
         return -1;
     }
@@ -80,21 +81,25 @@ static int s_curve(void *sock, const worker_opts_t *o)
     zcert_t *mine = zcert_load(o->curve_secret), *server = zcert_load(o->server_key);
     int rc = -1;
     if (!mine || !server)
-        fprintf(stderr, "error: cannot read the certificate %s (paramserver --keygen PATH makes "
-                        "PATH and PATH_secret)\n", !mine ? o->curve_secret : o->server_key);
+        fprintf(stderr,
+                "error: cannot read the certificate %s (paramserver --keygen PATH makes "
+                "PATH and PATH_secret)\n",
+                !mine ? o->curve_secret : o->server_key);
     else if (strcmp(zcert_secret_txt(mine), "0000000000000000000000000000000000000000") == 0)
-        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n",
-                o->curve_secret);
+        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n", o->curve_secret);
     else {
         struct stat st;
         if (stat(o->curve_secret, &st) == 0 && (st.st_mode & 077))
-            fprintf(stderr, "warning: the secret key %s is readable by other users (mode %03o): "
-                            "chmod 600 %s\n", o->curve_secret, (unsigned)(st.st_mode & 0777),
-                    o->curve_secret);
+            fprintf(stderr,
+                    "warning: the secret key %s is readable by other users (mode %03o): "
+                    "chmod 600 %s\n",
+                    o->curve_secret, (unsigned)(st.st_mode & 0777), o->curve_secret);
         zcert_apply(mine, sock);
         if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32) != 0)
-            fprintf(stderr, "error: cannot set the server key of %s on the socket: %s (is "
-                            "libzmq built with CURVE?)\n", o->server_key, zmq_strerror(errno));
+            fprintf(stderr,
+                    "error: cannot set the server key of %s on the socket: %s (is "
+                    "libzmq built with CURVE?)\n",
+                    o->server_key, zmq_strerror(errno));
         else {
             printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
             rc = 0;
@@ -126,8 +131,9 @@ static int s_judge_reply(conn_t *c, const Ps__Envelope *req, Ps__Envelope__BodyC
     if (is_error) {
         int rejoin = env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
         if (rejoin)
-            fprintf(stderr, "worker: the server does not know this connection (%s); "
-                            "registering again\n",
+            fprintf(stderr,
+                    "worker: the server does not know this connection (%s); "
+                    "registering again\n",
                     env->error->message ? env->error->message : "");
         else
             fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
@@ -154,8 +160,8 @@ static int s_judge_reply(conn_t *c, const Ps__Envelope *req, Ps__Envelope__BodyC
  * request id. Returns REQ_OK with *reply filled (caller closes it); REQ_REJOIN
  * when the server does not know this worker's connection (it restarted, or
  * evicted this worker): register again; REQ_FAIL after printing why. */
-static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor,
-                     Ps__Envelope__BodyCase want, double timeout, wire_msg_t *reply)
+static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__BodyCase want,
+                     double timeout, wire_msg_t *reply)
 {
     req->request_id = ++c->request;
     zmq_msg_t keep; /* a shared copy of the tensor frame, for resending */
@@ -279,12 +285,12 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
                 (int)got.compress);
         return REQ_FAIL;
     }
-    if (again && (got.worker_id != w->worker_id || got.run_id != w->run_id ||
-                  got.seed != w->seed || got.epochs != w->epochs ||
-                  got.batch_size != w->batch_size || got.train_limit != w->train_limit ||
-                  got.workers != w->workers)) {
-        fprintf(stderr, "error: on rejoining, the server at %s sent another run or recipe "
-                        "(run %lld, worker %u); this worker belongs to run %lld as worker %u\n",
+    if (again && (got.worker_id != w->worker_id || got.run_id != w->run_id || got.seed != w->seed ||
+                  got.epochs != w->epochs || got.batch_size != w->batch_size ||
+                  got.train_limit != w->train_limit || got.workers != w->workers)) {
+        fprintf(stderr,
+                "error: on rejoining, the server at %s sent another run or recipe "
+                "(run %lld, worker %u); this worker belongs to run %lld as worker %u\n",
                 c->o->server, (long long)got.run_id, got.worker_id, (long long)w->run_id,
                 w->worker_id);
         return REQ_FAIL;
@@ -370,16 +376,16 @@ typedef struct {
     char host[128], name[160], who[32];
     idx_dataset_t train, test;
     engine_t *eng;
-    int *order;               /* this worker's shard, in this epoch's order */
+    int *order; /* this worker's shard, in this epoch's order */
     int n, batches, test_limit;
-    wire_msg_t weights;       /* the last Weights reply: its tensor is the model */
-    uint64_t version;         /* of those weights */
-    const float *params;      /* the weights to compute on: in `weights`, wbuf or local */
-    float *wbuf;              /* compressed: the decoded weights */
-    float *gbuf;              /* compressed or grouped: the gradient before encoding */
-    float *residual;          /* int8: what encoding lost, added to the next gradient */
-    float *local;             /* --push-every K > 1: this worker's own weights */
-    float *acc;               /* --push-every K > 1: the sum of the group's gradients */
+    wire_msg_t weights;  /* the last Weights reply: its tensor is the model */
+    uint64_t version;    /* of those weights */
+    const float *params; /* the weights to compute on: in `weights`, wbuf or local */
+    float *wbuf;         /* compressed: the decoded weights */
+    float *gbuf;         /* compressed or grouped: the gradient before encoding */
+    float *residual;     /* int8: what encoding lost, added to the next gradient */
+    float *local;        /* --push-every K > 1: this worker's own weights */
+    float *acc;          /* --push-every K > 1: the sum of the group's gradients */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -415,7 +421,8 @@ static int s_connect(dist_t *d)
         return -1;
     }
     printf("worker %s: registering with %s (waiting up to %.0f s for the server and the other "
-           "workers)\n", d->name, o->server, o->connect_timeout);
+           "workers)\n",
+           d->name, o->server, o->connect_timeout);
     return 0;
 }
 
@@ -459,8 +466,9 @@ static int s_prepare(dist_t *d)
         return -1;
     }
     printf("%s of %u: run %lld, shard of %d images, %d batches of %u per epoch, %u epochs, "
-           "%d thread(s)\n", d->who, w->workers, (long long)w->run_id, d->n, d->batches,
-           w->batch_size, w->epochs, o->threads);
+           "%d thread(s)\n",
+           d->who, w->workers, (long long)w->run_id, d->n, d->batches, w->batch_size, w->epochs,
+           o->threads);
     return 0;
 }
 
@@ -473,8 +481,10 @@ static int s_join(dist_t *d, int first)
     if (d->o->push_every > 1 && strcmp(d->c.mode, "sync") != 0) {
         /* Measured: async with 4 local steps per push diverged (50% after an
          * epoch): stale pushes 4 steps long, amplified by momentum. */
-        fprintf(stderr, "error: --push-every needs a sync server (this one is %s): stale "
-                        "multi-step pushes with momentum diverge\n", d->c.mode);
+        fprintf(stderr,
+                "error: --push-every needs a sync server (this one is %s): stale "
+                "multi-step pushes with momentum diverge\n",
+                d->c.mode);
         return REQ_FAIL;
     }
     if (first && s_prepare(d) != 0)
@@ -505,8 +515,7 @@ static int s_pull(dist_t *d)
     env.body_case = PS__ENVELOPE__BODY_PULL;
     env.pull = &pull;
     wire_msg_close(&d->weights);
-    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout,
-                       &d->weights);
+    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &d->weights);
     if (rc == REQ_OK)
         s_take_weights(d);
     return rc;
@@ -518,11 +527,10 @@ static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch,
                            epoch_stats_t *st)
 {
     const worker_opts_t *o = d->o;
-    if (d->gbuf && wire_tensor_encode(grad, d->gbuf,
-                                      wire_gradient_encoding((Ps__Compression)o->compress),
-                                      o->compress == PS__COMPRESSION__COMPRESSION_INT8
-                                          ? d->residual
-                                          : NULL) != 0) {
+    if (d->gbuf &&
+        wire_tensor_encode(grad, d->gbuf, wire_gradient_encoding((Ps__Compression)o->compress),
+                           o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? d->residual : NULL) !=
+            0) {
         fprintf(stderr, "error: out of memory\n");
         return REQ_FAIL;
     }

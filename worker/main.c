@@ -23,51 +23,51 @@ static void s_on_signal(int sig)
 static void s_usage(FILE *f)
 {
     fprintf(f,
-        "usage: worker --basic [options]\n"
-        "       worker --server tcp://HOST:PORT [options]\n"
-        "\n"
-        "Trains SimpleConvNet on MNIST: alone in this process (--basic, the original\n"
-        "train_basic.py) or as one worker of a paramserver (--server), which then hands\n"
-        "out the shard and the recipe.\n"
-        "\n"
-        "Modes:\n"
-        "  --basic               train alone, with no server\n"
-        "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
-        "Options:\n"
-        "  --data-dir DIR        MNIST IDX files, raw or .gz (default: $MNIST_DIR or data)\n"
-        "  --epochs N            epochs (basic; default 5; with --server the server decides\n"
-        "                        epochs, batch size, lr, momentum, seed and the shard)\n"
-        "  --batch-size N        minibatch size (basic; default 64)\n"
-        "  --lr X                learning rate (basic; default 0.01)\n"
-        "  --momentum X          SGD momentum (basic; default 0.9)\n"
-        "  --seed N              seed for init and shuffling (basic; default 1)\n"
-        "  --threads N           compute threads (default: %d in basic mode, the number of\n"
-        "                        cores; 1 with --server, one worker per core)\n"
-        "  --train-limit N       use only the first N training images (basic; default all)\n"
-        "  --test-limit N        evaluate on the first N test images (default all 10,000)\n"
-        "  --out DIR             where model_basic.safetensors goes (basic; default results)\n"
-        "  --db PATH             metrics database (basic; default results/metrics.db)\n"
-        "  --name NAME           worker name (default HOST:PID); a worker restarted with\n"
-        "                        the same name rejoins its run where it stopped\n"
-        "  --timeout S           distributed: give up when a reply takes longer, resending\n"
-        "                        the request after 2, 4, 8... s (default 120)\n"
-        "  --connect-timeout S   distributed: wait this long for the server and the other\n"
-        "                        workers at start-up (default 300)\n"
-        "  --curve-secret FILE   distributed, CurveZMQ: this worker's secret certificate\n"
-        "                        (paramserver --keygen PATH writes PATH_secret)\n"
-        "  --server-key FILE     distributed, CurveZMQ: the server's public certificate\n"
-        "  --compress SCHEME     distributed: none (float32), fp16 (gradients and weights\n"
-        "                        as float16), int8 (gradients as int8 per block of 256 with\n"
-        "                        error feedback, weights as float16); default none\n"
-        "  --push-every K        distributed, sync servers only, local SGD: take K local\n"
-        "                        SGD steps (plain, at the server's lr) between pushes and\n"
-        "                        push the sum of their K gradients: 1/K of the traffic\n"
-        "                        (default 1)\n"
-        "  -h, --help            this help\n"
-        "\n"
-        "The last line printed is a machine-readable summary, e.g.\n"
-        "  summary: epochs=5 test_accuracy=99.16 train_seconds=53.7 images_per_second=5590\n",
-        args_cpus());
+            "usage: worker --basic [options]\n"
+            "       worker --server tcp://HOST:PORT [options]\n"
+            "\n"
+            "Trains SimpleConvNet on MNIST: alone in this process (--basic, the original\n"
+            "train_basic.py) or as one worker of a paramserver (--server), which then hands\n"
+            "out the shard and the recipe.\n"
+            "\n"
+            "Modes:\n"
+            "  --basic               train alone, with no server\n"
+            "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
+            "Options:\n"
+            "  --data-dir DIR        MNIST IDX files, raw or .gz (default: $MNIST_DIR or data)\n"
+            "  --epochs N            epochs (basic; default 5; with --server the server decides\n"
+            "                        epochs, batch size, lr, momentum, seed and the shard)\n"
+            "  --batch-size N        minibatch size (basic; default 64)\n"
+            "  --lr X                learning rate (basic; default 0.01)\n"
+            "  --momentum X          SGD momentum (basic; default 0.9)\n"
+            "  --seed N              seed for init and shuffling (basic; default 1)\n"
+            "  --threads N           compute threads (default: %d in basic mode, the number of\n"
+            "                        cores; 1 with --server, one worker per core)\n"
+            "  --train-limit N       use only the first N training images (basic; default all)\n"
+            "  --test-limit N        evaluate on the first N test images (default all 10,000)\n"
+            "  --out DIR             where model_basic.safetensors goes (basic; default results)\n"
+            "  --db PATH             metrics database (basic; default results/metrics.db)\n"
+            "  --name NAME           worker name (default HOST:PID); a worker restarted with\n"
+            "                        the same name rejoins its run where it stopped\n"
+            "  --timeout S           distributed: give up when a reply takes longer, resending\n"
+            "                        the request after 2, 4, 8... s (default 120)\n"
+            "  --connect-timeout S   distributed: wait this long for the server and the other\n"
+            "                        workers at start-up (default 300)\n"
+            "  --curve-secret FILE   distributed, CurveZMQ: this worker's secret certificate\n"
+            "                        (paramserver --keygen PATH writes PATH_secret)\n"
+            "  --server-key FILE     distributed, CurveZMQ: the server's public certificate\n"
+            "  --compress SCHEME     distributed: none (float32), fp16 (gradients and weights\n"
+            "                        as float16), int8 (gradients as int8 per block of 256 with\n"
+            "                        error feedback, weights as float16); default none\n"
+            "  --push-every K        distributed, sync servers only, local SGD: take K local\n"
+            "                        SGD steps (plain, at the server's lr) between pushes and\n"
+            "                        push the sum of their K gradients: 1/K of the traffic\n"
+            "                        (default 1)\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "The last line printed is a machine-readable summary, e.g.\n"
+            "  summary: epochs=5 test_accuracy=99.16 train_seconds=53.7 images_per_second=5590\n",
+            args_cpus());
 }
 
 /* Reads the flags into *o and *basic, checking each value and how they go
@@ -76,9 +76,28 @@ static void s_usage(FILE *f)
  * one line or three per flag: split, a flag's parts would be further apart. */
 static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
 {
-    enum { O_DATA = 256, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_SEED, O_THREADS, O_TRAIN_LIMIT,
-           O_TEST_LIMIT, O_OUT, O_DB, O_NAME, O_SERVER, O_BASIC, O_TIMEOUT, O_CONNECT_TIMEOUT,
-           O_CURVE, O_SERVER_KEY, O_COMPRESS, O_PUSH_EVERY };
+    enum {
+        O_DATA = 256,
+        O_EPOCHS,
+        O_BATCH,
+        O_LR,
+        O_MOM,
+        O_SEED,
+        O_THREADS,
+        O_TRAIN_LIMIT,
+        O_TEST_LIMIT,
+        O_OUT,
+        O_DB,
+        O_NAME,
+        O_SERVER,
+        O_BASIC,
+        O_TIMEOUT,
+        O_CONNECT_TIMEOUT,
+        O_CURVE,
+        O_SERVER_KEY,
+        O_COMPRESS,
+        O_PUSH_EVERY
+    };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
         {"server", required_argument, 0, O_SERVER},
@@ -112,9 +131,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         case O_EPOCHS: bad |= args_int("--epochs", optarg, 1, 1000, &o->epochs); break;
         case O_BATCH: bad |= args_int("--batch-size", optarg, 1, 4096, &o->batch_size); break;
         case O_LR: bad |= args_double("--lr", optarg, 0.0, 100.0, &o->lr); break;
-        case O_MOM:
-            bad |= args_double("--momentum", optarg, 0.0, 0.999999, &o->momentum);
-            break;
+        case O_MOM: bad |= args_double("--momentum", optarg, 0.0, 0.999999, &o->momentum); break;
         case O_SEED: bad |= args_u64("--seed", optarg, &o->seed); break;
         case O_THREADS: bad |= args_int("--threads", optarg, 1, 256, &o->threads); break;
         case O_TRAIN_LIMIT:
@@ -129,9 +146,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         case O_TIMEOUT: bad |= args_double("--timeout", optarg, 0.1, 1e6, &o->timeout); break;
         case O_CURVE: o->curve_secret = optarg; break;
         case O_SERVER_KEY: o->server_key = optarg; break;
-        case O_PUSH_EVERY:
-            bad |= args_int("--push-every", optarg, 1, 1000, &o->push_every);
-            break;
+        case O_PUSH_EVERY: bad |= args_int("--push-every", optarg, 1, 1000, &o->push_every); break;
         case O_COMPRESS:
             if (strcmp(optarg, "none") == 0)
                 o->compress = PS__COMPRESSION__COMPRESSION_NONE;
@@ -140,8 +155,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
             else if (strcmp(optarg, "int8") == 0)
                 o->compress = PS__COMPRESSION__COMPRESSION_INT8;
             else {
-                fprintf(stderr, "error: --compress '%s' is not one of none, fp16, int8\n",
-                        optarg);
+                fprintf(stderr, "error: --compress '%s' is not one of none, fp16, int8\n", optarg);
                 bad = 1;
             }
             break;
@@ -172,10 +186,18 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
 int main(int argc, char **argv)
 {
     const char *env_dir = getenv("MNIST_DIR");
-    worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data", .out_dir = "results",
-                       .db = "results/metrics.db", .epochs = 5, .batch_size = 64,
-                       .threads = 0, .lr = 0.01, .momentum = 0.9, .seed = 1,
-                       .timeout = 120, .connect_timeout = 300, .push_every = 1};
+    worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data",
+                       .out_dir = "results",
+                       .db = "results/metrics.db",
+                       .epochs = 5,
+                       .batch_size = 64,
+                       .threads = 0,
+                       .lr = 0.01,
+                       .momentum = 0.9,
+                       .seed = 1,
+                       .timeout = 120,
+                       .connect_timeout = 300,
+                       .push_every = 1};
     int basic = 0;
     int rc = s_parse_flags(argc, argv, &o, &basic);
     if (rc != 0)
@@ -183,8 +205,9 @@ int main(int argc, char **argv)
     if (o.threads == 0)
         o.threads = basic ? args_cpus() : 1;
     if ((o.batch_size + o.threads - 1) / o.threads > 128) {
-        fprintf(stderr, "error: --batch-size %d over --threads %d gives more than 128 images "
-                        "per thread; use more threads or a smaller batch\n",
+        fprintf(stderr,
+                "error: --batch-size %d over --threads %d gives more than 128 images "
+                "per thread; use more threads or a smaller batch\n",
                 o.batch_size, o.threads);
         return 2;
     }

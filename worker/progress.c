@@ -7,8 +7,11 @@
 
 void progress_init(progress_t *p, int epochs, int batches, const char *who)
 {
-    *p = (progress_t){.tty = isatty(STDERR_FILENO), .epochs = epochs, .batches = batches,
-                      .every = 100, .who = who};
+    *p = (progress_t){.tty = isatty(STDERR_FILENO),
+                      .epochs = epochs,
+                      .batches = batches,
+                      .every = 100,
+                      .who = who};
 }
 
 void progress_epoch_start(progress_t *p)

@@ -9,8 +9,10 @@ int worker_load_data(const char *dir, idx_dataset_t *train, idx_dataset_t *test)
     char err[512];
     if (idx_load(dir, "train", train, err, sizeof err) != 0 ||
         idx_load(dir, "t10k", test, err, sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n(run `make data` to fetch MNIST into data/, or pass "
-                        "--data-dir DIR)\n", err);
+        fprintf(stderr,
+                "error: %s\n(run `make data` to fetch MNIST into data/, or pass "
+                "--data-dir DIR)\n",
+                err);
         idx_free(train);
         return -1;
     }

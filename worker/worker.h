@@ -18,8 +18,8 @@ typedef struct {
     int epochs, batch_size, threads, train_limit, test_limit;
     double lr, momentum;
     uint64_t seed;
-    double timeout;         /* distributed: seconds to wait for any reply */
-    double connect_timeout; /* distributed: seconds to wait for the Welcome */
+    double timeout;           /* distributed: seconds to wait for any reply */
+    double connect_timeout;   /* distributed: seconds to wait for the Welcome */
     const char *curve_secret; /* CurveZMQ: this worker's secret certificate, or NULL */
     const char *server_key;   /* CurveZMQ: the server's public certificate */
     int compress;             /* distributed: PS__COMPRESSION__* to ask the server for */

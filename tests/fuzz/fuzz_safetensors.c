@@ -66,8 +66,8 @@ static void s_round_trip(const st_file_t *f, const char *path)
         const st_tensor_t *a = &ts[i], *b = st_get(g, i);
         s_check(!strcmp(a->name, b->name), "name changed", a->name);
         s_check(a->dtype == b->dtype && a->ndim == b->ndim, "dtype or rank changed", a->name);
-        s_check(!memcmp(a->shape, b->shape, sizeof a->shape[0] * (size_t)a->ndim),
-                "shape changed", a->name);
+        s_check(!memcmp(a->shape, b->shape, sizeof a->shape[0] * (size_t)a->ndim), "shape changed",
+                a->name);
         size_t nb = (size_t)st_numel(a) * (a->dtype == ST_F32 ? 4 : 1);
         s_check(nb == 0 || !memcmp(a->data, b->data, nb), "data changed", a->name);
     }

@@ -142,11 +142,23 @@ static rig_t *s_rig(int mode)
         return r;
     }
     snprintf(r->ep, sizeof r->ep, "inproc://fuzz-%d", mode);
-    r->o = (server_opts_t){.bind = r->ep, .data_dir = NULL, .db = ":memory:", .out_dir = dir,
-                           .checkpoint = "/dev/null", .mode = (server_mode_t)mode, .workers = 2,
-                           .staleness = 1, .epochs = 1, .batch_size = 64, .train_limit = 256,
-                           .threads = 1, .lr = 0.01, .momentum = 0.9, .seed = 1,
-                           .register_timeout = 1e9, .worker_timeout = 1e9,
+    r->o = (server_opts_t){.bind = r->ep,
+                           .data_dir = NULL,
+                           .db = ":memory:",
+                           .out_dir = dir,
+                           .checkpoint = "/dev/null",
+                           .mode = (server_mode_t)mode,
+                           .workers = 2,
+                           .staleness = 1,
+                           .epochs = 1,
+                           .batch_size = 64,
+                           .train_limit = 256,
+                           .threads = 1,
+                           .lr = 0.01,
+                           .momentum = 0.9,
+                           .seed = 1,
+                           .register_timeout = 1e9,
+                           .worker_timeout = 1e9,
                            .checkpoint_every = 0};
     r->s = server_new(&r->o);
     if (!r->s)
@@ -219,8 +231,8 @@ static int s_prefix_words(const uint8_t *data, size_t size, size_t *at, int max)
 size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
 {
     static const uint32_t extreme[] = {
-        0x7f7fffff /* FLT_MAX */, 0x7f61b1e6 /* 3e38 */, 0x7e967699 /* 1e38 */,
-        0xff7fffff /* -FLT_MAX */, 0x7fc00000 /* NaN */, 0x7f800000 /* inf */,
+        0x7f7fffff /* FLT_MAX */,  0x7f61b1e6 /* 3e38 */,      0x7e967699 /* 1e38 */,
+        0xff7fffff /* -FLT_MAX */, 0x7fc00000 /* NaN */,       0x7f800000 /* inf */,
         0x00000001 /* denormal */, 0x7f7f7f7f /* int8 127s */, 0x80808080 /* int8 -128s */};
     size_t at[256];
     int n = (seed & 3) == 0 ? s_prefix_words(data, size, at, 256) : 0;
