@@ -225,6 +225,7 @@ $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
 else
 check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors $(B)/fuzz_replay_gate
+	@$(MAKE) --no-print-directory format-check
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # Server and workers in separate network namespaces joined by a shaped
