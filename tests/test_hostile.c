@@ -926,7 +926,7 @@ static void test_worker_sigint_leaves(void **state)
             "1", "--train-limit", "38400", "--worker-timeout", "60", NULL);
     pid_t w[2];
     for (int k = 0; k < 2; k++) {
-        char log[500], name[8];
+        char log[500], name[16];
         snprintf(log, sizeof log, "%s/worker%d.log", v.dir, k);
         snprintf(name, sizeof name, "w%d", k);
         const char *argv[] = {proc_env.worker, "--server",  v.ep, "--name",    name, "--data-dir",
