@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <setjmp.h>
@@ -896,6 +897,16 @@ static void test_vanished_peer_detected(void **state)
     close(fd);
 }
 
+/* Does this machine resolve `host` to an IPv4 address? */
+static int s_resolves(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int ok = getaddrinfo(host, NULL, &hints, &ai) == 0;
+    if (ai)
+        freeaddrinfo(ai);
+    return ok;
+}
+
 /* The forms of HOST it listens on: *, an address, an interface, a host
  * name (IPv4, as the workers' ZeroMQ resolves it). */
 static void test_endpoints(void **state)
@@ -911,6 +922,12 @@ static void test_endpoints(void **state)
                  {"tcp://localhost:0", "tcp://127.0.0.1:"},
                  {"tcp://[::1]:*", "tcp://[::1]:"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (i == 3 && !s_resolves("localhost")) {
+            /* a root without /etc/hosts (debootstrap's minbase) has no name
+             * for 127.0.0.1: the gate is not at fault there */
+            fprintf(stderr, "  localhost does not resolve here: not tried\n");
+            continue;
+        }
         gate_t *g = gate_new(ctx, cases[i].ep, "inproc://endpoints", 2);
         if (!g && i == 4 && errno == EADDRNOTAVAIL) {
             fprintf(stderr, "  no IPv6 loopback here: [::1] not tried\n");
