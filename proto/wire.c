@@ -161,7 +161,7 @@ __attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const uint16_
     return i;
 }
 
-static int s_cpu_has_f16c(void)
+int wire_cpu_has_f16c(void)
 {
     static int known = -1; /* a race only computes the same answer twice */
     if (known < 0) {
@@ -178,6 +178,11 @@ static int s_cpu_has_f16c(void)
         known = ok;
     }
     return known;
+}
+#else
+int wire_cpu_has_f16c(void)
+{
+    return 0;
 }
 #endif
 
@@ -232,7 +237,7 @@ static void s_to_half(const float *in, uint16_t *out, size_t n)
 {
     size_t i = 0;
 #ifdef S_HAVE_F16C_PATH
-    if (s_cpu_has_f16c())
+    if (wire_cpu_has_f16c())
         i = s_to_half_f16c(in, out, n);
 #endif
     for (; i < n; i++)
@@ -243,7 +248,7 @@ static void s_from_half(const uint16_t *in, float *out, size_t n)
 {
     size_t i = 0;
 #ifdef S_HAVE_F16C_PATH
-    if (s_cpu_has_f16c())
+    if (wire_cpu_has_f16c())
         i = s_from_half_f16c(in, out, n);
 #endif
     for (; i < n; i++)

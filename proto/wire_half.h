@@ -11,4 +11,8 @@
 uint16_t wire_f2h_soft(float f);
 float wire_h2f_soft(uint16_t h);
 
+/* 1 when wire.c uses the F16C instructions here: the CPU has AVX and F16C
+ * and the OS saves the YMM registers (CPUID and XGETBV); 0 elsewhere. */
+int wire_cpu_has_f16c(void);
+
 #endif

@@ -673,8 +673,8 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
 /* One configuration of the study with what its figure needs. */
 typedef struct {
     metrics_study_row_t s;
-    double ips, comm, secs; /* images/s, communication share, training seconds */
-    s_means_t acc;          /* accuracy over wall time */
+    double ips, comm; /* images/s, communication share */
+    s_means_t acc;    /* accuracy over wall time */
 } s_config_t;
 
 typedef struct {
@@ -695,7 +695,7 @@ static void s_add_config(void *ctx, const metrics_study_row_t *r)
 /* Fills the figures of configuration c from its run. 0 or -1. */
 static int s_config_figures(metrics_t *m, s_config_t *c)
 {
-    c->ips = c->comm = c->secs = NAN;
+    c->ips = c->comm = NAN;
     metrics_run_row_t r;
     if (!c->s.run_id || strcmp(c->s.status, "done") != 0)
         return 0; /* failed: it shows in study.md, not in the curves */
@@ -707,8 +707,8 @@ static int s_config_figures(metrics_t *m, s_config_t *c)
         return -1;
     }
     int so_far;
-    c->secs = s_run_seconds(m, &r, &so_far);
-    c->ips = c->secs > 0 ? images / c->secs : NAN;
+    double secs = s_run_seconds(m, &r, &so_far);
+    c->ips = secs > 0 ? images / secs : NAN;
     return 0;
 }
 

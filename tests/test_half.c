@@ -22,7 +22,6 @@
 #include "wire_half.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_F16C_TEST 1
 /* The instruction, compiled for F16C whatever the build's target; called only
@@ -30,12 +29,6 @@
 __attribute__((target("f16c"))) static uint16_t s_hard_f2h(float f)
 {
     return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
-}
-
-static int s_cpu_has_f16c(void)
-{
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
 }
 #endif
 
@@ -160,7 +153,7 @@ static void test_matches_f16c(void **state)
 {
     (void)state;
 #ifdef HAVE_F16C_TEST
-    if (!s_cpu_has_f16c())
+    if (!wire_cpu_has_f16c())
         skip(); /* no F16C on this CPU: the exhaustive tests above stand alone */
     uint32_t seed = 12345;
     for (int i = 0; i < 1000000; i++) {
