@@ -27,7 +27,9 @@ start_run() { # start_run NAME EXTRA_SERVER_FLAGS...: server + 2 workers
 }
 
 # 1. A worker dies.
-start_run evict --train-limit 20000 --worker-timeout 2
+# 4 epochs: with the current kernels one epoch of 10,000 images per worker
+# can end before its first step rows are committed and seen here.
+start_run evict --train-limit 20000 --epochs 4 --worker-timeout 2
 wait_for 60 "worker 0 to make 20 steps" \
     at_least "$TMP/evict.db" 'select count(*) from steps where worker_id = 0' 20
 k=$(sed -n 's/.*worker 0 registered: w\([01]\) .*/\1/p' "$TMP/evict.server.log")
