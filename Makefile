@@ -252,7 +252,7 @@ basic: all
 # processes) and WORKERS workers (default 2) on this machine,
 # MODE=sync|async|ssp; see deploy/run-local.sh.
 run: all
-	deploy/run-local.sh
+	BUILD=$(B) deploy/run-local.sh
 
 # The study as one command: the sweep in study/$(STUDY).conf (default:
 # 13 runs of 5 epochs; STUDY=quick: 7 short runs), every run into

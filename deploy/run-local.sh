@@ -11,12 +11,13 @@
 # Environment: WORKERS (2), MODE (sync|async|ssp, sync), STALENESS (2),
 # EPOCHS (5), PORT (5555; shard I listens on PORT+I), SHARDS (server
 # processes, 1), THREADS (threads per worker, 1), TRAIN_LIMIT, MNIST_DIR
-# (data), DB (results/metrics.db), OUT (results).
+# (data), DB (results/metrics.db), OUT (results), BUILD (where the programs
+# are, build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2} MODE=${MODE:-sync} STALENESS=${STALENESS:-2} EPOCHS=${EPOCHS:-5}
 PORT=${PORT:-5555} SHARDS=${SHARDS:-1} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
-DB=${DB:-results/metrics.db} OUT=${OUT:-results}
+DB=${DB:-results/metrics.db} OUT=${OUT:-results} bin=${BUILD:-build}
 # The others reach the programs, which check them; these two are our arithmetic.
 [[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "run-local: SHARDS=$SHARDS: must be a number of server processes, 1..99" >&2; exit 2; }
 [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT + SHARDS - 1 <= 65535)) ||
@@ -36,7 +37,7 @@ trap 'echo "run-local: interrupted" >&2; exit 130' INT TERM
 
 if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done'" 2>/dev/null || echo 0)" = 0 ]; then
     echo "run-local: no basic run in $DB yet; training one first for the comparison"
-    build/worker --basic --data-dir "$MNIST_DIR" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
+    "$bin"/worker --basic --data-dir "$MNIST_DIR" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
         | tee "$OUT/logs/basic.log" | grep -E '^(epoch [0-9]+/[0-9]+:|summary|model)'
 fi
 
@@ -44,7 +45,7 @@ group=()
 ((SHARDS > 1)) && group=(--shards "$SHARDS")
 echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)), $WORKERS workers, mode $MODE"
 start=$EPOCHREALTIME
-build/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --workers "$WORKERS" --mode "$MODE" \
+"$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --workers "$WORKERS" --mode "$MODE" \
     --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --data-dir "$MNIST_DIR" \
     --db "$DB" --out "$OUT" >"$OUT/logs/server.log" 2>&1 &
 server=$!
@@ -52,14 +53,14 @@ pids+=("$server")
 declare -A name=([$server]="the paramserver (head)") log=([$server]="$OUT/logs/server.log")
 servers=("$server")
 for ((i = 1; i < SHARDS; i++)); do
-    build/paramserver --shard "$i" --head "tcp://127.0.0.1:$PORT" --bind "tcp://127.0.0.1:$((PORT + i))" \
+    "$bin"/paramserver --shard "$i" --head "tcp://127.0.0.1:$PORT" --bind "tcp://127.0.0.1:$((PORT + i))" \
         --checkpoint "$OUT/checkpoint-shard$i.safetensors" >"$OUT/logs/shard$i.log" 2>&1 &
     pids+=("$!") && servers+=("$!")
     name[$!]="shard $i" log[$!]=$OUT/logs/shard$i.log
 done
 workers=()
 for ((k = 0; k < WORKERS; k++)); do
-    build/worker --server "tcp://127.0.0.1:$PORT" --name "worker$k" --threads "$THREADS" \
+    "$bin"/worker --server "tcp://127.0.0.1:$PORT" --name "worker$k" --threads "$THREADS" \
         --data-dir "$MNIST_DIR" >"$OUT/logs/worker$k.log" 2>&1 &
     pids+=("$!") && workers+=("$!")
 done
@@ -98,8 +99,8 @@ for ((k = 0; k < WORKERS; k++)); do
 done
 total=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
 
-build/psreport --db "$DB" --out "$OUT/distributed_training_results.png"
-build/psreport --db "$DB" --comparison --out "$OUT/comparison.png"
+"$bin"/psreport --db "$DB" --out "$OUT/distributed_training_results.png"
+"$bin"/psreport --db "$DB" --comparison --out "$OUT/comparison.png"
 
 run=$(sqlite3 "$DB" "select max(id) from runs where mode='$MODE'")
 echo
