@@ -23,7 +23,7 @@
 /* The run's counters and recipe, as stored. */
 typedef struct {
     char mode[8];
-    uint64_t run_id, version, updates, stale_max, seed;
+    uint64_t run_id, version, updates, stale_max, seed, range_lo, range_hi;
     double stale_sum, elapsed, worker_train_max, lr, momentum;
     int workers, staleness, epochs, batch_size, train_count, test_limit;
 } s_head_t;
@@ -79,6 +79,9 @@ static const s_field_t s_head_fields[] = {
     {"lr", F_REAL, HEAD(lr), .rmax = 100, .flag = "--lr"},
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
+    /* The values of the parameter vector this server owns (all, alone). */
+    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
 };
 static const s_field_t s_slot_fields[] = {
     {"name", F_NAME, SLOT(name), .min = 0},
@@ -210,7 +213,7 @@ static void s_meta_free(s_meta_t *m)
 
 /* CRC-32 of every field's "key=value\n" (the checksum itself excepted),
  * then the weights' and the momentum's bytes. */
-static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v)
+static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v, size_t n)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
     char line[256];
@@ -219,8 +222,8 @@ static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v)
         crc = crc32(crc, (const Bytef *)line,
                     (uInt)(len < (int)sizeof line ? len : (int)sizeof line - 1));
     }
-    crc = crc32(crc, (const Bytef *)w, MODEL_NPARAMS * sizeof(float));
-    crc = crc32(crc, (const Bytef *)v, MODEL_NPARAMS * sizeof(float));
+    crc = crc32(crc, (const Bytef *)w, (uInt)(n * sizeof(float)));
+    crc = crc32(crc, (const Bytef *)v, (uInt)(n * sizeof(float)));
     return (unsigned long)crc;
 }
 
@@ -243,7 +246,9 @@ static void s_capture(const server_t *s, s_head_t *h)
                     .epochs = o->epochs,
                     .batch_size = o->batch_size,
                     .train_count = s->train_count,
-                    .test_limit = o->test_limit};
+                    .test_limit = o->test_limit,
+                    .range_lo = s->lo,
+                    .range_hi = s->lo + s->n};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
 }
 
@@ -260,10 +265,21 @@ static void s_capture_slot(const slot_t *sl, s_slot_t *c)
 }
 
 /* The weights and the momentum as safetensors tensors; names[] holds the
- * momentum's names. */
-static void s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
-                      char names[MODEL_NTENSORS][64])
+ * momentum's names. Returns how many. A shard of a server group stores its
+ * range as two flat tensors, "weights" and "momentum". */
+static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
+                     char names[MODEL_NTENSORS][64])
 {
+    if (s->n != MODEL_NPARAMS) {
+        t[0] = (st_tensor_t){
+            .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
+        t[1] = (st_tensor_t){.name = "momentum",
+                             .dtype = ST_F32,
+                             .ndim = 1,
+                             .shape = {(int64_t)s->n},
+                             .data = s->v};
+        return 2;
+    }
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
         snprintf(names[i], sizeof names[i], "momentum.%s", mt->name);
@@ -274,6 +290,35 @@ static void s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
         for (int d = 0; d < mt->ndim; d++)
             t[i].shape[d] = t[MODEL_NTENSORS + i].shape[d] = mt->shape[d];
     }
+    return 2 * MODEL_NTENSORS;
+}
+
+/* Reads a shard's flat tensor `name` of n floats into out. */
+static int s_read_flat(const st_file_t *f, const char *name, float *out, size_t n, char *err,
+                       size_t errlen)
+{
+    const st_tensor_t *t = st_find(f, name);
+    if (!t || t->dtype != ST_F32 || t->ndim != 1 || t->shape[0] != (int64_t)n) {
+        errmsg_set(err, errlen, "it has no float32 tensor '%s' of %zu values", name, n);
+        return -1;
+    }
+    memcpy(out, t->data, n * sizeof(float));
+    return 0;
+}
+
+/* Reads the weights and momentum of this server's range. */
+static int s_read_tensors(server_t *s, const st_file_t *f, char *err, size_t n)
+{
+    const char *path = s->o->checkpoint;
+    if (s->n != MODEL_NPARAMS)
+        return s_read_flat(f, "weights", s->w, s->n, err, n) != 0 ||
+                       s_read_flat(f, "momentum", s->v, s->n, err, n) != 0
+                   ? -1
+                   : 0;
+    return modelfile_read(f, path, "", s->w, err, n) != 0 ||
+                   modelfile_read(f, path, "momentum.", s->v, err, n) != 0
+               ? -1
+               : 0;
 }
 
 int ckpt_write(server_t *s)
@@ -297,13 +342,13 @@ int ckpt_write(server_t *s)
         m.pairs[2 * i + 1] = m.val[i];
     }
     snprintf(m.key[m.n], sizeof m.key[m.n], "checksum");
-    snprintf(m.val[m.n], sizeof m.val[m.n], "%08lx", s_crc(&m, s->w, s->v));
+    snprintf(m.val[m.n], sizeof m.val[m.n], "%08lx", s_crc(&m, s->w, s->v, s->n));
     m.pairs[2 * m.n] = m.key[m.n];
     m.pairs[2 * m.n + 1] = m.val[m.n];
     st_tensor_t t[2 * MODEL_NTENSORS];
     char names[MODEL_NTENSORS][64], err[512];
-    s_tensors(s, t, names);
-    int rc = st_write(s->o->checkpoint, t, 2 * MODEL_NTENSORS, m.pairs, err, sizeof err);
+    int nt = s_tensors(s, t, names);
+    int rc = st_write(s->o->checkpoint, t, nt, m.pairs, err, sizeof err);
     if (rc != 0)
         srv_log(s, "warning: checkpoint failed: %s", err);
     /* Also after a failure: the next try waits for the next interval
@@ -319,6 +364,13 @@ void ckpt_maybe(server_t *s)
 {
     if (s->o->checkpoint_every <= 0)
         return;
+    if (s->o->shards > 1) {
+        /* A group checkpoints at the same versions on every server (in sync
+         * they apply the same rounds), so that a resumed group agrees. */
+        if (s->version % (uint64_t)s->o->checkpoint_every == 0 && s->version != s->ckpt_version)
+            ckpt_write(s);
+        return;
+    }
     if (s->version - s->ckpt_version >= (uint64_t)s->o->checkpoint_every ||
         clock_now() - s->ckpt_time >= s->o->checkpoint_seconds)
         ckpt_write(s);
@@ -376,7 +428,7 @@ static int s_checksum_problem(const st_file_t *f, const server_t *s, char *err, 
         m.pairs[2 * i + 1] = v ? v : "";
     }
     char want[16];
-    snprintf(want, sizeof want, "%08lx", s_crc(&m, s->w, s->v));
+    snprintf(want, sizeof want, "%08lx", s_crc(&m, s->w, s->v, s->n));
     s_meta_free(&m);
     const char *sum = st_metadata(f, "checksum");
     if (sum && strcmp(sum, want) == 0)
@@ -420,7 +472,6 @@ static void s_restore(server_t *s, const s_head_t *h, const s_slot_t *slots)
 static int s_read(server_t *s, const st_file_t *f, s_head_t *h, s_slot_t *slots, char *err,
                   size_t n)
 {
-    const char *path = s->o->checkpoint;
     s_head_t mine;
     s_capture(s, &mine);
     if (s_read_fields(f, 0, S_NHEAD, h, slots, err, n) != 0)
@@ -433,11 +484,10 @@ static int s_read(server_t *s, const st_file_t *f, s_head_t *h, s_slot_t *slots,
                    (unsigned long long)h->version);
         return -1;
     }
-    if (s_recipe_problem(h, &mine, err, n) != 0 || modelfile_read(f, path, "", s->w, err, n) != 0 ||
-        modelfile_read(f, path, "momentum.", s->v, err, n) != 0 ||
+    if (s_recipe_problem(h, &mine, err, n) != 0 || s_read_tensors(s, f, err, n) != 0 ||
         s_checksum_problem(f, s, err, n) != 0)
         return -1;
-    if (!model_all_finite(s->w, MODEL_NPARAMS) || !model_all_finite(s->v, MODEL_NPARAMS)) {
+    if (!model_all_finite(s->w, s->n) || !model_all_finite(s->v, s->n)) {
         errmsg_set(err, n, "its weights or momentum are not finite");
         return -1;
     }
