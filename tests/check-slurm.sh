@@ -205,8 +205,8 @@ check_run two-shards node1,node2
 grep -q "shard 1 on node2 (10.78.0.12:5556)" "$T/job-two-shards/job-$job.out" ||
     fail "two-shards: the job did not place shard 1 on node2 (its output above)"
 db=$RESULTS/metrics.db
-served=$(rows "$db" 'select count(*) from (select shard, max(updates_applied) u from server_stats group by shard) where u > 0')
+served=$(rows "$db" 'select count(*) from (select shard, max(updates) u from shard_stats group by shard) where u > 0')
 [ "$served" = 2 ] ||
-    fail "two-shards: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates_applied) from server_stats group by shard')"
+    fail "two-shards: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates) from shard_stats group by shard')"
 ok "two-shards: shard 1 ran on node2 and both shards applied updates"
 done_testing

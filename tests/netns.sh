@@ -63,7 +63,7 @@ netns_up() {
 # exits first.
 listening() {
     local log=$1 pid=$2 what=$3 end=$((SECONDS + 30))
-    until has_endpoint "$log"; do
+    until [ -f "$log" ] && has_endpoint "$log"; do
         gone "$pid" && { cat "$log" >&2; fail "$what exited before it listened (its log above)"; }
         [ $SECONDS -lt $end ] || { cat "$log" >&2; fail "$what did not listen within 30 s (its log above)"; }
         sleep 0.1

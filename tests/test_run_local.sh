@@ -5,8 +5,6 @@
 # cannot start (its port taken) stops the run at once with a message naming
 # it; a wrong SHARDS is refused.
 source "$(dirname "$0")/lib.sh"
-# TEMPORARY until issue 11's server group is merged: skip without it.
-"$B"/paramserver --help | grep -q -- --shards || { echo "skip - paramserver has no --shards yet"; exit 0; }
 
 # A base port with PORT..PORT+1 free on loopback (run-local uses fixed ports).
 free() { ! ss -Hltn "sport = :$1" | grep -q .; }
@@ -28,7 +26,9 @@ expect_output "^summary: mode=sync workers=2 finished=2" "the head's summary"
 [ "$(rows "$TMP/m.db" "select count(*) from runs where mode = 'sync' and status = 'done'")" = 1 ] ||
     fail "no finished sync run in the database: $(rows "$TMP/m.db" 'select id, mode, status from runs')"
 grep -q . "$TMP/out/logs/shard1.log" || fail "the shard's log is empty"
-ok "one finished sync run; the shard logged into logs/shard1.log"
+[ "$(rows "$TMP/m.db" 'select count(distinct shard) from shard_stats where updates > 0')" = 2 ] ||
+    fail "not both shards applied updates: $(rows "$TMP/m.db" 'select shard, max(updates) from shard_stats group by shard')"
+ok "one finished sync run; both shards applied updates; the shard logged into logs/shard1.log"
 wait_for 10 "no process of the run left" eval '! mine'
 ok "no process of the run left"
 
