@@ -69,6 +69,14 @@ run() {
              printf('%.2f', (select final_accuracy from runs))
       from epochs e, (select count(*) steps from steps) s" ||
         fail "S=$s: cannot read the run's figures from $db"
+    # Each server host's traffic: from shard_stats (cumulative counters) for
+    # a group; a lone server has no rows there, but its summary line says.
+    local t
+    t=$(sqlite3 "$db" "select group_concat(shard || ' ' || printf('%.0f/%.0f', i / 1e6, o / 1e6), ', ')
+      from (select shard, max(bytes_in) i, max(bytes_out) o from shard_stats group by shard order by shard)") ||
+        fail "S=$s: cannot read shard_stats from $db"
+    [ -n "$t" ] || t=$(sed -n 's/^summary:.* mb_in=\([0-9.]*\) mb_out=\([0-9.]*\).*/0 \1\/\2/p' "$TMP/$name.head.log")
+    echo "S=$s: ${t:-(not logged)}" >>"$TMP/traffic"
 }
 
 echo "== sync, $workers workers (1 thread each) on their own hosts, S server hosts, every link $RATE both ways, $steps steps per worker =="
@@ -82,6 +90,8 @@ done
 column -t "$TMP/table"
 echo "(comm_ms/step: push + pull seconds of all workers over their steps, without the barrier wait;"
 echo " images/s: all workers' images over the slowest worker's epoch; accuracy on 1,000 test images)"
+echo "MB in/out per server host (shard 0 is the head):"
+sed 's/^/  /' "$TMP/traffic"
 awk '$1 == 1 { one = $3 } $1 == 4 { four = $3 }
      END { if (one > 0 && four != "")
                printf "target: communication per step at S=4 at most 35%% of S=1: %.0f%% (%s)\n",
