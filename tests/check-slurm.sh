@@ -8,12 +8,13 @@
 # started with nsenter + unshare --uts: `ip netns exec` remounts /sys, and
 # slurmd then fails). munged runs with a key made for the test, its socket in
 # the test's folder; nothing of the machine's own (/etc/slurm, /etc/munge) is
-# read or changed. The test submits the project's own batch script twice:
-# with --nodes=3 (the server on node1), and with SHARDS=2 --nodes=4 (the
-# head on node1, shard 1 on node2); each job must be COMPLETED, with the run
-# in the database, its two workers on two hosts other than the servers', and
-# the model and the plot in the job's results folder; with shards, both
-# must have applied updates. Every daemon is
+# read or changed. The test submits the project's own batch script: with
+# --nodes=3 (the server on node1), and with SHARDS=2 --nodes=4 (the head on
+# node1, shard 1 on node2); each job must be COMPLETED, with the run in the
+# database, its two workers on two hosts other than the servers', and the
+# model and the plot in the job's results folder; with shards, both must
+# have applied updates. Then SHARDS=2 on one node must complete too, and
+# SHARDS=3 on 3 nodes (too few) must fail saying why. Every daemon is
 # stopped by PID and the namespaces are deleted, also on failure.
 # Needs root; installs slurmctld, slurmd, slurm-client and munge if missing.
 source "$(dirname "$0")/lib.sh"
@@ -140,11 +141,11 @@ if ! until_ok 60 idle; then
 fi
 ok "slurmctld and four slurmd are up, all nodes idle"
 
-# submit NAME SBATCH_FLAGS...: the project's own batch script, unchanged,
-# as a job whose results go to $T/NAME; waits for it and checks that it
-# COMPLETED. Sets $job and $RESULTS.
+# submit NAME STATE SBATCH_FLAGS...: the project's own batch script,
+# unchanged, as a job whose results go to $T/NAME; waits for it and checks
+# that it ended in STATE (COMPLETED, FAILED). Sets $job and $RESULTS.
 submit() {
-    local name=$1; shift
+    local name=$1 want=$2; shift 2
     export RESULTS=$T/$name
     mkdir -p "$RESULTS" "$T/job-$name"
     job=$(ctl sbatch --parsable "$@" --chdir="$T/job-$name" --output="$T/job-$name/job-%j.out" \
@@ -159,12 +160,12 @@ submit() {
     fi
     local st
     st=$(state)
-    if [ "$st" != COMPLETED ]; then
+    if [ "$st" != "$want" ]; then
         ctl scontrol show job "$job" >&2
         cat "$T/job-$name"/job-*.out "$RESULTS"/*.log >&2 2>/dev/null || true
-        fail "$name: job $job ended $st, not COMPLETED"
+        fail "$name: job $job ended $st, not $want"
     fi
-    ok "$name: job $job COMPLETED"
+    ok "$name: job $job $want"
     sed 's/^/  job: /' "$T/job-$name/job-$job.out"
 }
 state() { ctl scontrol show job "$job" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
@@ -196,17 +197,33 @@ check_run() {
 export PS_BIN=$PWD/$B MNIST_DIR
 MNIST_DIR=$(cd "$MNIST_DIR" && pwd)
 export EPOCHS=1 TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
-submit one-server --nodes=3
+submit one-server COMPLETED --nodes=3
 check_run one-server node1
 
 # A server group of two, each on its own node, and two workers after them.
-SHARDS=2 submit two-shards --nodes=4
+SHARDS=2 submit two-shards COMPLETED --nodes=4
 check_run two-shards node1,node2
 grep -q "shard 1 on node2 (10.78.0.12:5556)" "$T/job-two-shards/job-$job.out" ||
     fail "two-shards: the job did not place shard 1 on node2 (its output above)"
-db=$RESULTS/metrics.db
-served=$(rows "$db" 'select count(*) from (select shard, max(updates) u from shard_stats group by shard) where u > 0')
-[ "$served" = 2 ] ||
-    fail "two-shards: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates) from shard_stats group by shard')"
+# both_served NAME: every shard of the job's run applied updates.
+both_served() {
+    local db=$RESULTS/metrics.db served
+    served=$(rows "$db" 'select count(*) from (select shard, max(updates) u from shard_stats group by shard) where u > 0')
+    [ "$served" = 2 ] ||
+        fail "$1: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates) from shard_stats group by shard')"
+}
+both_served two-shards
 ok "two-shards: shard 1 ran on node2 and both shards applied updates"
+
+# On one node: the head, the shard (on PORT+1) and the workers share it.
+SHARDS=2 submit one-node COMPLETED --nodes=1 --ntasks=2
+[ "$(rows "$RESULTS/metrics.db" "select count(*) from runs where status = 'done'")" = 1 ] || fail "one-node: no finished run"
+both_served one-node
+ok "one-node: a finished run on one node; both shards applied updates"
+
+# Too few nodes for a node per server and workers: refused, saying why.
+SHARDS=3 submit too-few FAILED --nodes=3
+grep -q "SHARDS=3 puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
+    "$T/job-too-few/job-$job.out" || fail "too-few: the job's output does not say why (above)"
+ok "too-few: SHARDS=3 on 3 nodes fails, saying it needs 4"
 done_testing
