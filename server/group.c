@@ -4,6 +4,7 @@
 #include "group.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,10 +276,28 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
     srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
 }
 
+/* Figures a shard reports go into the database as sent: they must be sane.
+ * NULL when they are, else what is wrong (after an Error reply). */
+static const char *s_figures_problem(server_t *s, const wire_peer_t *peer,
+                                     const Ps__ShardPing *p)
+{
+    const uint64_t big = (uint64_t)1 << 50;
+    const char *bad = NULL;
+    if (!isfinite(p->apply_seconds) || p->apply_seconds < 0 || p->apply_seconds > 1e9)
+        bad = "apply_seconds is negative, not finite or over 1e9";
+    else if (p->version > big || p->updates > big || p->bytes_in > big || p->bytes_out > big)
+        bad = "a counter is out of range";
+    if (bad) {
+        srv_log_refused(s, "refused figures of shard %u: %s", p->shard, bad);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, bad);
+    }
+    return bad;
+}
+
 static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
 {
     member_shard_t *sh = s_shard_check(s, peer, p->shard, "ping");
-    if (!sh)
+    if (!sh || s_figures_problem(s, peer, p))
         return;
     sh->last_ping = clock_now();
     sh->stats = *p;
@@ -301,7 +320,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
 {
     const Ps__ShardFinal *f = m->env->shard_final;
     member_shard_t *sh = s_shard_check(s, peer, f->shard, "final weights");
-    if (!sh)
+    if (!sh || (f->stats && s_figures_problem(s, peer, f->stats)))
         return;
     group_t *g = s->group;
     size_t lo, n;
@@ -322,7 +341,8 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         srv_log(s, "shard %u: final weights received (version %llu)", f->shard,
                 (unsigned long long)f->version);
     sh->final_got = 1;
-    sh->stats.version = f->version;
+    if (f->stats)
+        sh->stats = *f->stats;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Ack ack = PS__ACK__INIT;
     env.body_case = PS__ENVELOPE__BODY_ACK;
@@ -682,18 +702,25 @@ static int s_link_read(server_t *s)
     }
 }
 
+/* This shard's figures, for the head. */
+static void s_figures(const server_t *s, Ps__ShardPing *p)
+{
+    ps__shard_ping__init(p);
+    p->shard = (uint32_t)s->shard;
+    p->seq = s->group->seq_known;
+    p->version = s->version;
+    p->updates = (uint64_t)s->updates;
+    p->bytes_in = (uint64_t)s->bytes_in;
+    p->bytes_out = (uint64_t)s->bytes_out;
+    p->apply_seconds = s->apply_seconds;
+    p->duplicates = (uint64_t)s->duplicates;
+}
+
 static void s_ping(server_t *s)
 {
     group_t *g = s->group;
-    Ps__ShardPing p = PS__SHARD_PING__INIT;
-    p.shard = (uint32_t)s->shard;
-    p.seq = g->seq_known;
-    p.version = s->version;
-    p.updates = (uint64_t)s->updates;
-    p.bytes_in = (uint64_t)s->bytes_in;
-    p.bytes_out = (uint64_t)s->bytes_out;
-    p.apply_seconds = s->apply_seconds;
-    p.duplicates = (uint64_t)s->duplicates;
+    Ps__ShardPing p;
+    s_figures(s, &p);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_PING;
     env.shard_ping = &p;
@@ -711,6 +738,9 @@ static int s_send_final(server_t *s)
     f.version = s->version;
     f.offset = (uint32_t)s->lo;
     f.count = (uint32_t)s->n;
+    Ps__ShardPing stats;
+    s_figures(s, &stats);
+    f.stats = &stats;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
     env.shard_final = &f;
@@ -813,6 +843,7 @@ int server_run_shard(const server_opts_t *o)
     s->link = g->head;
     g = NULL;
     s->run = run_id;
+    s->t0 = clock_now(); /* its log's clock */
     s->group->last_heard = clock_now();
     if (s->version != head_version) {
         fprintf(stderr,

@@ -657,11 +657,19 @@ static int s_loop(server_t *s)
             s->last_flush = clock_now();
         }
         if (!s->started && clock_now() - s->t_listen > o->register_timeout) {
-            fprintf(stderr,
-                    "error: only %d of %d workers registered within %.0f s "
-                    "(--register-timeout); are the workers pointed at this server's "
-                    "address, and is the port open?\n",
-                    s->registered, o->workers, o->register_timeout);
+            char missing[256];
+            if (!group_ready(s, missing, sizeof missing))
+                fprintf(stderr,
+                        "error: %s of the server group did not join within %.0f s "
+                        "(--register-timeout): start each with paramserver --shard I --head "
+                        "%s, and check that it can reach this address\n",
+                        missing, o->register_timeout, s->endpoint);
+            if (s->registered < o->workers)
+                fprintf(stderr,
+                        "error: only %d of %d workers registered within %.0f s "
+                        "(--register-timeout); are the workers pointed at this server's "
+                        "address, and is the port open?\n",
+                        s->registered, o->workers, o->register_timeout);
             return -1;
         }
         if (s->started)
