@@ -40,10 +40,14 @@ struct srv_group {
     member_shard_t *sh; /* o->shards entries; [0] is the head itself */
     uint64_t seq;       /* the membership's version */
     int over;
+    uint32_t rollbacks; /* returns to an older version so far (the shard's: seen) */
+    uint64_t rollback_version;
     float *full; /* the whole final model */
     /* a shard */
     void *head; /* DEALER to the head */
     uint64_t request, seq_known;
+    char advertise[300]; /* where workers reach it */
+    int rejoining;       /* joining the head again: its ShardWelcome is awaited */
     int *known; /* the head has told it about this worker slot */
     double last_ping, last_heard;
     int64_t run_id;
@@ -152,6 +156,9 @@ static void s_send_membership(server_t *s, int i, uint64_t request)
     m.seq = g->seq;
     m.over = g->over;
     m.started = s->started;
+    m.rollbacks = g->rollbacks;
+    m.rollback_version = g->rollback_version;
+    m.run_id = s->run;
     m.n_members = (size_t)W;
     m.members = ptrs;
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -229,6 +236,57 @@ static member_shard_t *s_shard_check(server_t *s, const wire_peer_t *peer, uint3
     return NULL;
 }
 
+/* An Ack with the head's version to the request being handled. */
+static void s_ack(server_t *s, const wire_peer_t *peer)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Ack ack = PS__ACK__INIT;
+    ack.version = s->version;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = s->request;
+    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        s->bytes_out += n;
+}
+
+/* A shard says it is ready at another version than the head's: when it
+ * resumed from an older checkpoint, the whole group returns to that version
+ * (every server reloads its checkpoint of it, every worker registers
+ * again); otherwise it cannot serve. 0 when the group goes on, else what is
+ * wrong in why. */
+static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, size_t n)
+{
+    group_t *g = s->group;
+    if (!j->resumed || j->version > s->version) {
+        snprintf(why, n,
+                 "shard %u is at version %llu, the head at %llu: restart it with --resume (from "
+                 "its checkpoint)",
+                 j->shard, (unsigned long long)j->version, (unsigned long long)s->version);
+        return -1;
+    }
+    char err[900];
+    if (ckpt_rollback(s, j->version, err, sizeof err) != 0) {
+        fprintf(stderr, "error: shard %u resumed at version %llu, but the head %s\n", j->shard,
+                (unsigned long long)j->version, err);
+        snprintf(why, n, "the head cannot return to version %llu with it",
+                 (unsigned long long)j->version);
+        s->fatal = 1;
+        return -1;
+    }
+    g->rollbacks++;
+    g->rollback_version = j->version;
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "shard %u resumed at version %llu: the group returns to it; the workers register "
+             "again",
+             j->shard, (unsigned long long)j->version);
+    srv_log(s, "%s", detail);
+    srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "rollback", detail));
+    group_membership_changed(s);
+    return 0;
+}
+
 static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
 {
     group_t *g = s->group;
@@ -253,6 +311,9 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
                      "shard %u has already joined from another live connection (%s); "
                      "is a second process started with --shard %u?",
                      j->shard, sh->endpoint, j->shard);
+        } else if (j->endpoint && j->endpoint[0] && j->version != s->version &&
+                   s_version_problem(s, j, why, sizeof why)) {
+            /* refused below */
         } else {
             int again = sh->joined;
             sh->joined = 1;
@@ -266,7 +327,10 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             if (sh->endpoint[0])
                 srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
-            s_shard_welcome(s, (int)j->shard, peer);
+            if (sh->endpoint[0])
+                s_ack(s, peer); /* ready */
+            else
+                s_shard_welcome(s, (int)j->shard, peer);
             s_send_membership(s, (int)j->shard, 0);
             member_maybe_start(s);
             return;
@@ -301,19 +365,10 @@ static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing 
         return;
     sh->last_ping = clock_now();
     sh->stats = *p;
-    if (p->seq != s->group->seq) {
+    if (p->seq != s->group->seq)
         s_send_membership(s, (int)p->shard, s->request);
-        return;
-    }
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Ack ack = PS__ACK__INIT;
-    ack.version = s->version;
-    env.body_case = PS__ENVELOPE__BODY_ACK;
-    env.ack = &ack;
-    env.request_id = s->request;
-    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
-    if (n > 0)
-        s->bytes_out += n;
+    else
+        s_ack(s, peer);
 }
 
 static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
@@ -343,12 +398,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     sh->final_got = 1;
     if (f->stats)
         sh->stats = *f->stats;
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Ack ack = PS__ACK__INIT;
-    env.body_case = PS__ENVELOPE__BODY_ACK;
-    env.ack = &ack;
-    env.request_id = s->request;
-    wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    s_ack(s, peer);
 }
 
 void group_handle(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
@@ -372,6 +422,12 @@ slot_t *group_check(server_t *s, const wire_peer_t *peer, uint32_t id, uint64_t 
     slot_t *sl = id < (uint32_t)s->o->workers ? &s->slots[id] : NULL;
     if (!sl) {
         snprintf(why, sizeof why, "%s from unknown worker id %u", what, id);
+        code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else if (g->known[id] && sl->token == 0 && s->started) {
+        snprintf(why, sizeof why,
+                 "%s from worker %u: the group returned to an older version; register again "
+                 "with the head",
+                 what, id);
         code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
     } else if (!s->started || !g->known[id] || sl->token != token) {
         /* The head's table may still be on its way: the worker retries. */
@@ -425,7 +481,8 @@ const float *group_final_weights(server_t *s)
             fprintf(stderr,
                     "error: shard %d (%s) did not send its final weights within %.0f s: the "
                     "model is not saved (is that paramserver --shard %d still running?)\n",
-                    i, g->sh[i].endpoint, GROUP_FINAL_SECONDS, i);
+                    i, g->sh[i].endpoint[0] ? g->sh[i].endpoint : "not ready", GROUP_FINAL_SECONDS,
+                    i);
     return NULL;
 }
 
@@ -607,12 +664,15 @@ static void s_advertise(const server_opts_t *o, const char *bound, char *out, si
     snprintf(out, n, "tcp://%s%s", host, colon);
 }
 
-/* The second join: the shard is bound and says where. */
-static int s_say_ready(server_t *s, const char *advertise)
+/* A join from a running shard: without an endpoint (for the head's
+ * version), or with it (ready, at this version). */
+static int s_send_join(server_t *s, const char *endpoint)
 {
     Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
     j.shard = (uint32_t)s->shard;
-    j.endpoint = (char *)advertise;
+    j.endpoint = (char *)endpoint;
+    j.resumed = s->o->resume || s->version > 0;
+    j.version = s->version;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
     env.shard_join = &j;
@@ -624,15 +684,50 @@ static int s_say_ready(server_t *s, const char *advertise)
     return 0;
 }
 
+/* The head welcomed this shard (again), at head_version: a shard ahead of
+ * it returns to that version from its checkpoint; then it says it is ready
+ * (at its version: one behind the head's, from --resume, makes the head
+ * return the group to it). 0, or -1 after printing why. */
+static int s_rejoined(server_t *s, uint64_t head_version)
+{
+    char err[900];
+    if (s->version > head_version) {
+        if (ckpt_rollback(s, head_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d is at version %llu, the head at %llu, and %s\n",
+                    s->shard, (unsigned long long)s->version, (unsigned long long)head_version,
+                    err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
+        srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
+    }
+    return s_send_join(s, s->group->advertise);
+}
+
 /* The head's membership table, applied to the slots: new incarnations
  * (their open sync gradient dropped, their steps from the head), tokens,
  * who is active. Workers that left release the barriers they held up. */
-static void s_apply_membership(server_t *s, const Ps__Membership *m)
+static int s_apply_membership(server_t *s, const Ps__Membership *m)
 {
     group_t *g = s->group;
     if (m->seq < g->seq_known)
-        return; /* an older table that arrived late */
+        return 0; /* an older table that arrived late */
     g->seq_known = m->seq;
+    if (m->rollbacks > g->rollbacks) {
+        /* The group returns to an older version: this shard's checkpoint of
+         * it, and every worker starts afresh from the head's table. */
+        g->rollbacks = m->rollbacks;
+        char err[900];
+        if (s->version != m->rollback_version &&
+            ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d: %s\n", s->shard, err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
+        srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
+    }
     int left = 0, active = 0;
     for (size_t k = 0; k < m->n_members; k++) {
         const Ps__Member *mb = m->members[k];
@@ -660,6 +755,8 @@ static void s_apply_membership(server_t *s, const Ps__Membership *m)
     s->active = active;
     s->registered = s->o->workers;
     s->started = m->started;
+    if (m->run_id > 0)
+        s->run = m->run_id; /* for its checkpoints */
     if (left)
         s->policy->on_leave(s);
     if (m->over && !g->over) {
@@ -667,6 +764,7 @@ static void s_apply_membership(server_t *s, const Ps__Membership *m)
         srv_log(s, "the head says the run is over (version %llu)",
                 (unsigned long long)s->version);
     }
+    return 0;
 }
 
 /* Reads what the head sent. -1 when it refused this shard. */
@@ -690,8 +788,19 @@ static int s_link_read(server_t *s)
         g->last_heard = clock_now();
         int kind = m.env->body_case, fail = 0;
         if (kind == PS__ENVELOPE__BODY_MEMBERSHIP)
-            s_apply_membership(s, m.env->membership);
-        else if (kind == PS__ENVELOPE__BODY_ERROR) {
+            fail = s_apply_membership(s, m.env->membership) != 0;
+        else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
+            g->rejoining = 0;
+            fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
+        }
+        else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                 m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
+            /* The head restarted (--resume) and does not know this link:
+             * join it again. */
+            srv_log(s, "the head does not know this shard (it restarted?): joining it again");
+            g->rejoining = 1;
+            fail = s_send_join(s, "") != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR) {
             fprintf(stderr, "error: shard %d: the head refused it: %s\n", s->shard,
                     m.env->error->message ? m.env->error->message : "(no message)");
             fail = 1;
@@ -845,18 +954,10 @@ int server_run_shard(const server_opts_t *o)
     s->run = run_id;
     s->t0 = clock_now(); /* its log's clock */
     s->group->last_heard = clock_now();
-    if (s->version != head_version) {
-        fprintf(stderr,
-                "error: shard %d is at version %llu but the head at %s is at version %llu: "
-                "a group resumes together (restart the head and every shard with --resume, "
-                "from checkpoints of the same version)\n",
-                o->shard, (unsigned long long)s->version, o->head,
-                (unsigned long long)head_version);
-        goto out;
-    }
     char advertise[300];
     s_advertise(o, s->endpoint, advertise, sizeof advertise);
-    if (s_say_ready(s, advertise) != 0)
+    snprintf(s->group->advertise, sizeof s->group->advertise, "%s", advertise);
+    if (s_rejoined(s, head_version) != 0)
         goto out;
     srv_log(s, "shard %d of %d: values [%zu, %zu), mode %s, %d workers; workers reach it at %s",
             o->shard, ro.shards, s->lo, s->lo + s->n, server_mode_name(ro.mode), ro.workers,

@@ -43,10 +43,37 @@ typedef struct {
     int servers, workers, epochs, train_limit, test_limit;
     const char *worker_timeout; /* NULL: the default */
     int missing;                /* a shard not to start (0: none) */
+    const char *checkpoint_every; /* NULL: the default */
     char dir[300], db[320], ep[256];
     pid_t head, shard[MAX_SERVERS], worker[MAX_WORKERS];
     char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
 } group_run_t;
+
+/* Starts shard i of the run (again, with --resume, on the endpoint it had:
+ * the workers still send there). */
+static void s_start_shard(group_run_t *r, int i, int resume)
+{
+    char idx[16], ckpt[400], bind[256] = "tcp://127.0.0.1:*";
+    if (resume) {
+        FILE *f = fopen(r->shard_log[i], "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *at = strstr(line, "workers reach it at ");
+            if (at && sscanf(at + 20, "%255s", bind) == 1)
+                break;
+        }
+        if (f)
+            fclose(f);
+        printf("  restarting shard %d on %s\n", i, bind);
+    }
+    snprintf(idx, sizeof idx, "%d", i);
+    snprintf(r->shard_log[i], sizeof r->shard_log[i], "%s/shard%d.log", r->dir, i);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard%d.safetensors", r->dir, i);
+    const char *sargv[] = {proc_env.server, "--shard", idx, "--head", r->ep, "--bind", bind,
+                           "--checkpoint", ckpt, "--register-timeout",
+                           "30", resume ? "--resume" : NULL, NULL};
+    r->shard[i] = proc_spawn(r->shard_log[i], sargv);
+}
 
 /* Starts the head (its endpoint into r->ep) and shards 1..servers-1. */
 static void s_start_servers(group_run_t *r, const char *register_timeout)
@@ -66,21 +93,13 @@ static void s_start_servers(group_run_t *r, const char *register_timeout)
                            "--train-limit", train, "--test-limit", test, "--data-dir",
                            proc_env.data, "--db", r->db, "--out", r->dir, "--threads", "1",
                            "--register-timeout", register_timeout, "--worker-timeout",
-                           r->worker_timeout ? r->worker_timeout : "60", NULL};
+                           r->worker_timeout ? r->worker_timeout : "60", "--checkpoint-every",
+                           r->checkpoint_every ? r->checkpoint_every : "100", NULL};
     r->head = proc_spawn(r->head_log, hargv);
     assert_int_equal(proc_endpoint(r->head, r->head_log, 0, r->ep, sizeof r->ep, 30), 0);
-    for (int i = 1; i < r->servers; i++) {
-        if (i == r->missing)
-            continue;
-        char idx[16], ckpt[400];
-        snprintf(idx, sizeof idx, "%d", i);
-        snprintf(r->shard_log[i], sizeof r->shard_log[i], "%s/shard%d.log", r->dir, i);
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard%d.safetensors", r->dir, i);
-        const char *sargv[] = {proc_env.server, "--shard", idx, "--head", r->ep, "--bind",
-                               "tcp://127.0.0.1:*", "--checkpoint", ckpt, "--register-timeout",
-                               "30", NULL};
-        r->shard[i] = proc_spawn(r->shard_log[i], sargv);
-    }
+    for (int i = 1; i < r->servers; i++)
+        if (i != r->missing)
+            s_start_shard(r, i, 0);
 }
 
 static void s_start_workers(group_run_t *r, const char *timeout)
@@ -238,6 +257,56 @@ static void test_shard_never_joins(void **state)
     assert_true(proc_contains(r.head_log, "shard 2 of the server group did not join within 3 s"));
 }
 
+/* Waits up to `seconds` for a file to exist. */
+static int s_wait_file(const char *path, double seconds)
+{
+    for (double end = clock_now() + seconds; clock_now() < end; usleep(20000))
+        if (access(path, F_OK) == 0)
+            return 0;
+    return -1;
+}
+
+/* Sync, 2 servers: shard 1 is killed (SIGKILL) mid-run and restarted with
+ * --resume. It resumes from its last checkpoint, the whole group returns to
+ * that version, the workers register again and redo the steps after it: the
+ * final weights equal those of the same run without the kill, bit for bit. */
+static void test_shard_killed_resumes_bit_identical(void **state)
+{
+    (void)state;
+    static float want[MODEL_NPARAMS], got[MODEL_NPARAMS];
+    group_run_t ref = {.name = "resume_ref",
+                       .mode = "sync",
+                       .servers = 1,
+                       .workers = 2,
+                       .epochs = 2,
+                       .train_limit = 6000,
+                       .test_limit = 200};
+    assert_int_equal(s_run(&ref), 0);
+    s_load_model(&ref, want);
+
+    group_run_t r = ref;
+    r.name = "resume_killed";
+    r.servers = 2;
+    r.checkpoint_every = "10";
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "60");
+    char ckpt[400];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard1.safetensors", r.dir);
+    assert_int_equal(s_wait_file(ckpt, 60 * proc_time_scale()), 0);
+    usleep(300000); /* a few rounds past the checkpoint */
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    printf("  shard 1 killed after its first checkpoint; restarting it with --resume\n");
+    s_start_shard(&r, 1, 1);
+    assert_int_equal(s_wait(&r), 0);
+    s_load_model(&r, got);
+    assert_true(proc_contains(r.head_log, "the group returns to it"));
+    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='rollback'"),
+                     1);
+    assert_memory_equal(want, got, sizeof want);
+    printf("  final weights bit-identical to the run without the kill\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +314,9 @@ int main(void)
         cmocka_unit_test(test_sync_bit_identical_over_servers),
         cmocka_unit_test(test_async_learns_with_2_servers),
         cmocka_unit_test(test_ssp_learns_with_2_servers),
+        cmocka_unit_test(test_shard_killed_resumes_bit_identical),
     };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }
