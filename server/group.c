@@ -310,7 +310,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             snprintf(why, sizeof why,
                      "shard %u has already joined from another live connection (%s); "
                      "is a second process started with --shard %u?",
-                     j->shard, sh->endpoint, j->shard);
+                     j->shard, sh->endpoint[0] ? sh->endpoint : "not ready yet", j->shard);
         } else if (j->endpoint && j->endpoint[0] && j->version != s->version &&
                    s_version_problem(s, j, why, sizeof why)) {
             /* refused below */

@@ -307,6 +307,68 @@ static void test_shard_killed_resumes_bit_identical(void **state)
     printf("  final weights bit-identical to the run without the kill\n");
 }
 
+/* Waits up to `seconds` for a line of the log to contain text. */
+static int s_wait_log(const char *log, const char *text, double seconds)
+{
+    for (double end = clock_now() + seconds; clock_now() < end; usleep(20000))
+        if (proc_contains(log, text))
+            return 0;
+    return -1;
+}
+
+/* Sync, 3 servers: worker 1 is killed mid-run; the head evicts it after
+ * --worker-timeout and tells every shard, whose barriers then let worker 0
+ * go on: the run finishes (no hang), with an 'evicted' event. */
+static void test_evicted_worker_released_on_every_server(void **state)
+{
+    (void)state;
+    group_run_t r = {.name = "evicted",
+                     .mode = "sync",
+                     .servers = 3,
+                     .workers = 2,
+                     .epochs = 2,
+                     .train_limit = 4000,
+                     .test_limit = 200,
+                     .worker_timeout = "2"};
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "60");
+    assert_int_equal(s_wait_log(r.worker_log[1], "batch", 60 * proc_time_scale()), 0);
+    kill(r.worker[1], SIGKILL);
+    int code = proc_wait(r.worker[1], 10);
+    assert_int_equal(code, -1);
+    r.workers = 1; /* wait for the rest */
+    assert_int_equal(s_wait(&r), 0);
+    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='evicted'"),
+                     1);
+    printf("  worker 1 killed and evicted; worker 0 finished with 3 servers\n");
+}
+
+/* A shard killed and not restarted: the workers stop at their --timeout and
+ * say which server did not answer. */
+static void test_shard_killed_workers_name_it(void **state)
+{
+    (void)state;
+    group_run_t r = {.name = "killed",
+                     .mode = "sync",
+                     .servers = 2,
+                     .workers = 2,
+                     .epochs = 2,
+                     .train_limit = 6000,
+                     .test_limit = 200};
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "3");
+    assert_int_equal(s_wait_log(r.worker_log[0], "batch", 60 * proc_time_scale()), 0);
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    for (int k = 0; k < r.workers; k++) {
+        assert_int_equal(proc_wait(r.worker[k], 30 * proc_time_scale()), 1);
+        assert_true(proc_contains(r.worker_log[k], "no reply from shard 1 at tcp://127.0.0.1:"));
+    }
+    kill(r.head, SIGTERM);
+    proc_wait(r.head, 30);
+    printf("  both workers stopped naming shard 1\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +377,8 @@ int main(void)
         cmocka_unit_test(test_async_learns_with_2_servers),
         cmocka_unit_test(test_ssp_learns_with_2_servers),
         cmocka_unit_test(test_shard_killed_resumes_bit_identical),
+        cmocka_unit_test(test_evicted_worker_released_on_every_server),
+        cmocka_unit_test(test_shard_killed_workers_name_it),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
