@@ -274,11 +274,8 @@ static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
     if (s->n != MODEL_NPARAMS) {
         t[0] = (st_tensor_t){
             .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
-        t[1] = (st_tensor_t){.name = "momentum",
-                             .dtype = ST_F32,
-                             .ndim = 1,
-                             .shape = {(int64_t)s->n},
-                             .data = s->v};
+        t[1] = (st_tensor_t){
+            .name = "momentum", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v};
         return 2;
     }
     for (int i = 0; i < MODEL_NTENSORS; i++) {

@@ -86,15 +86,18 @@ static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     size_t end = p->part == 0 ? s->lo + s->n : sl->part_lo, off = p->offset;
     if (parts > WIRE_MAX_PARTS || p->part >= parts)
         snprintf(why, n, "push part %u of %u (at most %d parts)", p->part, parts, WIRE_MAX_PARTS);
-    else if (p->part > 0 && (sl->part_step != p->step || sl->parts_got != p->part ||
-                             sl->parts != parts))
-        snprintf(why, n, "push part %u of %u of step %llu out of order (%u parts of step %llu "
-                 "received)", p->part, parts, (unsigned long long)p->step, sl->parts_got,
+    else if (p->part > 0 &&
+             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+        snprintf(why, n,
+                 "push part %u of %u of step %llu out of order (%u parts of step %llu "
+                 "received)",
+                 p->part, parts, (unsigned long long)p->step, sl->parts_got,
                  (unsigned long long)sl->part_step);
     else if (off < s->lo || off + count != end || (p->part + 1 == parts && off != s->lo))
-        snprintf(why, n, "push part %u of %u holds values [%zu, %zu); expected a range ending at "
-                 "%zu within this server's [%zu, %zu)", p->part, parts, off, off + count, end,
-                 s->lo, s->lo + s->n);
+        snprintf(why, n,
+                 "push part %u of %u holds values [%zu, %zu); expected a range ending at "
+                 "%zu within this server's [%zu, %zu)",
+                 p->part, parts, off, off + count, end, s->lo, s->lo + s->n);
     else
         return 0;
     return -1;
