@@ -432,8 +432,7 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
 }
 
 int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t version,
-                        int64_t updates, int64_t bytes_in, int64_t bytes_out,
-                        double apply_seconds)
+                        int64_t updates, int64_t bytes_in, int64_t bytes_out, double apply_seconds)
 {
     assert(m);
     if (metrics_flush(m) < 0)

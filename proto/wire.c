@@ -482,17 +482,24 @@ static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, siz
                            : " (or overflows when multiplied by the block's int8 values)");
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         }
-    } else if (((uintptr_t)t & 3) != 0) {
-        errmsg_set(err, errlen, "tensor frame is not aligned for floats");
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    } else if (!model_all_finite(t, count)) {
-        size_t i = 0;
-        while (isfinite(t[i]))
-            i++;
-        errmsg_set(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    } else
-        m->tensor = t;
+    } else {
+        if (((uintptr_t)t & 3) != 0) { /* CurveZMQ can deliver a frame at any address */
+            if (!(m->aligned = malloc(tlen ? tlen : 1))) {
+                errmsg_set(err, errlen, "out of memory for a tensor frame");
+                return PS__ERROR_CODE__ERROR_STATE;
+            }
+            memcpy(m->aligned, t, tlen);
+            t = m->aligned;
+        }
+        if (!model_all_finite(t, count)) {
+            size_t i = 0;
+            while (isfinite(t[i]))
+                i++;
+            errmsg_set(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else
+            m->tensor = t;
+    }
     return rc;
 }
 
@@ -582,6 +589,7 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
     *dst = (wire_msg_t){.env = src->env,
                         .encoding = src->encoding,
                         .count = src->count,
+                        .aligned = src->aligned,
                         .bytes = src->bytes,
                         .has_tensor_msg = src->has_tensor_msg};
     if (src->has_tensor_msg) {
@@ -589,7 +597,7 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
         zmq_msg_move(&dst->tensor_msg, &src->tensor_msg);
         zmq_msg_close(&src->tensor_msg);
         if (src->tensor)
-            dst->tensor = zmq_msg_data(&dst->tensor_msg);
+            dst->tensor = src->aligned ? src->aligned : zmq_msg_data(&dst->tensor_msg);
     }
     memset(src, 0, sizeof *src);
 }
@@ -603,6 +611,8 @@ void wire_msg_close(wire_msg_t *m)
         zmq_msg_close(&m->tensor_msg);
     m->has_tensor_msg = 0;
     m->tensor = NULL;
+    free(m->aligned);
+    m->aligned = NULL;
 }
 
 uint16_t wire_f2h_soft(float f)

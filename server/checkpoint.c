@@ -2,6 +2,7 @@
  * both driven by the field tables s_head_fields and s_slot_fields. */
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,11 +274,8 @@ static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
     if (s->n != MODEL_NPARAMS) {
         t[0] = (st_tensor_t){
             .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
-        t[1] = (st_tensor_t){.name = "momentum",
-                             .dtype = ST_F32,
-                             .ndim = 1,
-                             .shape = {(int64_t)s->n},
-                             .data = s->v};
+        t[1] = (st_tensor_t){
+            .name = "momentum", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v};
         return 2;
     }
     for (int i = 0; i < MODEL_NTENSORS; i++) {
@@ -348,6 +346,13 @@ int ckpt_write(server_t *s)
     st_tensor_t t[2 * MODEL_NTENSORS];
     char names[MODEL_NTENSORS][64], err[512];
     int nt = s_tensors(s, t, names);
+    if (s->o->shards > 1) { /* a group keeps the one before too (ckpt_rollback) */
+        char prev[4200];
+        snprintf(prev, sizeof prev, "%s.prev", s->o->checkpoint);
+        if (rename(s->o->checkpoint, prev) != 0 && errno != ENOENT)
+            srv_log(s, "warning: cannot keep the previous checkpoint as %s: %s", prev,
+                    strerror(errno));
+    }
     int rc = st_write(s->o->checkpoint, t, nt, m.pairs, err, sizeof err);
     if (rc != 0)
         srv_log(s, "warning: checkpoint failed: %s", err);
@@ -528,4 +533,46 @@ int ckpt_resume(server_t *s, char *err, size_t errlen)
     free(slots);
     st_close(&f);
     return rc;
+}
+
+/* Forgets what the consistency rules and the shards' tables held: a
+ * rollback starts every worker's step afresh. */
+static void s_clear_rounds(server_t *s)
+{
+    s->active = 0;
+    cons_forget(s);
+    for (int i = 0; i < s->o->workers; i++)
+        s->slots[i].token = 0; /* revoked: the shards refuse the old one; it registers again */
+}
+
+int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen)
+{
+    char paths[2][4200], why[600] = "no checkpoint file";
+    snprintf(paths[0], sizeof paths[0], "%s", s->o->checkpoint);
+    snprintf(paths[1], sizeof paths[1], "%s.prev", s->o->checkpoint);
+    s_slot_t *slots = calloc((size_t)s->o->workers, sizeof *slots);
+    int rc = -1;
+    for (int i = 0; i < 2 && rc != 0 && slots; i++) {
+        st_file_t *f = st_open(paths[i], why, sizeof why);
+        uint64_t v = 0;
+        if (f && st_metadata_uint64(f, "version", &v, why, sizeof why) == 0 && v == version) {
+            s_head_t h;
+            if (s_read(s, f, &h, slots, why, sizeof why) == 0) {
+                s_clear_rounds(s);
+                s_restore(s, &h, slots);
+                rc = 0;
+            } else
+                rc = -2; /* s->w may be half read: the caller must stop */
+        }
+        st_close(&f);
+        if (rc == -2)
+            break;
+    }
+    free(slots);
+    if (rc != 0)
+        errmsg_set(err, errlen,
+                   "cannot return to version %llu: neither %s nor its .prev holds it intact "
+                   "(%s); restart the whole group with --resume",
+                   (unsigned long long)version, s->o->checkpoint, why);
+    return rc == 0 ? 0 : -1;
 }

@@ -190,6 +190,16 @@ const cons_policy_t *cons_policy(server_mode_t mode)
     return &s_policies[mode];
 }
 
+void cons_forget(server_t *s)
+{
+    s->round_arrived = 0;
+    for (int i = 0; i < s->o->workers; i++) {
+        s->slots[i].pending = 0;
+        s->slots[i].round_g = NULL;
+        s->slots[i].parts_got = 0;
+    }
+}
+
 uint64_t cons_applied_steps(const slot_t *sl)
 {
     return sl->steps - (sl->round_g != NULL);

@@ -45,6 +45,10 @@ struct cons_policy {
 /* The policy of a mode; never NULL. */
 const cons_policy_t *cons_policy(server_mode_t mode);
 
+/* Forgets every held reply and the open round (a server group returning to
+ * an older version: every worker starts its step again). */
+void cons_forget(server_t *s);
+
 /* Steps of sl whose gradients are applied to the weights (a gradient held
  * in an open sync round is not yet): what a checkpoint may count. */
 uint64_t cons_applied_steps(const slot_t *sl);

@@ -4,6 +4,7 @@
 #include "group.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,11 +40,15 @@ struct srv_group {
     member_shard_t *sh; /* o->shards entries; [0] is the head itself */
     uint64_t seq;       /* the membership's version */
     int over;
+    uint32_t rollbacks; /* returns to an older version so far (the shard's: seen) */
+    uint64_t rollback_version;
     float *full; /* the whole final model */
     /* a shard */
     void *head; /* DEALER to the head */
     uint64_t request, seq_known;
-    int *known; /* the head has told it about this worker slot */
+    char advertise[300]; /* where workers reach it */
+    int rejoining;       /* joining the head again: its ShardWelcome is awaited */
+    int *known;          /* the head has told it about this worker slot */
     double last_ping, last_heard;
     int64_t run_id;
     uint64_t head_version;
@@ -151,6 +156,9 @@ static void s_send_membership(server_t *s, int i, uint64_t request)
     m.seq = g->seq;
     m.over = g->over;
     m.started = s->started;
+    m.rollbacks = g->rollbacks;
+    m.rollback_version = g->rollback_version;
+    m.run_id = s->run;
     m.n_members = (size_t)W;
     m.members = ptrs;
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -228,14 +236,64 @@ static member_shard_t *s_shard_check(server_t *s, const wire_peer_t *peer, uint3
     return NULL;
 }
 
+/* An Ack with the head's version to the request being handled. */
+static void s_ack(server_t *s, const wire_peer_t *peer)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Ack ack = PS__ACK__INIT;
+    ack.version = s->version;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = s->request;
+    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        s->bytes_out += n;
+}
+
+/* A shard says it is ready at another version than the head's: when it
+ * resumed from an older checkpoint, the whole group returns to that version
+ * (every server reloads its checkpoint of it, every worker registers
+ * again); otherwise it cannot serve. 0 when the group goes on, else what is
+ * wrong in why. */
+static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, size_t n)
+{
+    group_t *g = s->group;
+    if (!j->resumed || j->version > s->version) {
+        snprintf(why, n,
+                 "shard %u is at version %llu, the head at %llu: restart it with --resume (from "
+                 "its checkpoint)",
+                 j->shard, (unsigned long long)j->version, (unsigned long long)s->version);
+        return -1;
+    }
+    char err[900];
+    if (ckpt_rollback(s, j->version, err, sizeof err) != 0) {
+        fprintf(stderr, "error: shard %u resumed at version %llu, but the head %s\n", j->shard,
+                (unsigned long long)j->version, err);
+        snprintf(why, n, "the head cannot return to version %llu with it",
+                 (unsigned long long)j->version);
+        s->fatal = 1;
+        return -1;
+    }
+    g->rollbacks++;
+    g->rollback_version = j->version;
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "shard %u resumed at version %llu: the group returns to it; the workers register "
+             "again",
+             j->shard, (unsigned long long)j->version);
+    srv_log(s, "%s", detail);
+    srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "rollback", detail));
+    group_membership_changed(s);
+    return 0;
+}
+
 static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
 {
     group_t *g = s->group;
     char why[300];
     /* A shard joins twice: first without an endpoint, for the recipe it
      * needs to bind; then with the endpoint it bound (ready). */
-    const char *bad =
-        j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
+    const char *bad = j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
     if (j->shard < 1 || j->shard >= (uint32_t)s_shards(s)) {
         snprintf(why, sizeof why,
                  "shard %u cannot join: this head has %d shard(s) (--shards %d), "
@@ -251,7 +309,10 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             snprintf(why, sizeof why,
                      "shard %u has already joined from another live connection (%s); "
                      "is a second process started with --shard %u?",
-                     j->shard, sh->endpoint, j->shard);
+                     j->shard, sh->endpoint[0] ? sh->endpoint : "not ready yet", j->shard);
+        } else if (j->endpoint && j->endpoint[0] && j->version != s->version &&
+                   s_version_problem(s, j, why, sizeof why)) {
+            /* refused below */
         } else {
             int again = sh->joined;
             sh->joined = 1;
@@ -265,7 +326,10 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             if (sh->endpoint[0])
                 srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
-            s_shard_welcome(s, (int)j->shard, peer);
+            if (sh->endpoint[0])
+                s_ack(s, peer); /* ready */
+            else
+                s_shard_welcome(s, (int)j->shard, peer);
             s_send_membership(s, (int)j->shard, 0);
             member_maybe_start(s);
             return;
@@ -275,33 +339,41 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
     srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
 }
 
+/* Figures a shard reports go into the database as sent: they must be sane.
+ * NULL when they are, else what is wrong (after an Error reply). */
+static const char *s_figures_problem(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
+{
+    const uint64_t big = (uint64_t)1 << 50;
+    const char *bad = NULL;
+    if (!isfinite(p->apply_seconds) || p->apply_seconds < 0 || p->apply_seconds > 1e9)
+        bad = "apply_seconds is negative, not finite or over 1e9";
+    else if (p->version > big || p->updates > big || p->bytes_in > big || p->bytes_out > big)
+        bad = "a counter is out of range";
+    if (bad) {
+        srv_log_refused(s, "refused figures of shard %u: %s", p->shard, bad);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, bad);
+    }
+    return bad;
+}
+
 static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
 {
     member_shard_t *sh = s_shard_check(s, peer, p->shard, "ping");
-    if (!sh)
+    if (!sh || s_figures_problem(s, peer, p))
         return;
     sh->last_ping = clock_now();
     sh->stats = *p;
-    if (p->seq != s->group->seq) {
+    if (p->seq != s->group->seq)
         s_send_membership(s, (int)p->shard, s->request);
-        return;
-    }
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Ack ack = PS__ACK__INIT;
-    ack.version = s->version;
-    env.body_case = PS__ENVELOPE__BODY_ACK;
-    env.ack = &ack;
-    env.request_id = s->request;
-    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
-    if (n > 0)
-        s->bytes_out += n;
+    else
+        s_ack(s, peer);
 }
 
 static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
 {
     const Ps__ShardFinal *f = m->env->shard_final;
     member_shard_t *sh = s_shard_check(s, peer, f->shard, "final weights");
-    if (!sh)
+    if (!sh || (f->stats && s_figures_problem(s, peer, f->stats)))
         return;
     group_t *g = s->group;
     size_t lo, n;
@@ -322,13 +394,9 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         srv_log(s, "shard %u: final weights received (version %llu)", f->shard,
                 (unsigned long long)f->version);
     sh->final_got = 1;
-    sh->stats.version = f->version;
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    Ps__Ack ack = PS__ACK__INIT;
-    env.body_case = PS__ENVELOPE__BODY_ACK;
-    env.ack = &ack;
-    env.request_id = s->request;
-    wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    if (f->stats)
+        sh->stats = *f->stats;
+    s_ack(s, peer);
 }
 
 void group_handle(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
@@ -352,6 +420,12 @@ slot_t *group_check(server_t *s, const wire_peer_t *peer, uint32_t id, uint64_t 
     slot_t *sl = id < (uint32_t)s->o->workers ? &s->slots[id] : NULL;
     if (!sl) {
         snprintf(why, sizeof why, "%s from unknown worker id %u", what, id);
+        code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else if (g->known[id] && sl->token == 0 && s->started) {
+        snprintf(why, sizeof why,
+                 "%s from worker %u: the group returned to an older version; register again "
+                 "with the head",
+                 what, id);
         code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
     } else if (!s->started || !g->known[id] || sl->token != token) {
         /* The head's table may still be on its way: the worker retries. */
@@ -405,7 +479,8 @@ const float *group_final_weights(server_t *s)
             fprintf(stderr,
                     "error: shard %d (%s) did not send its final weights within %.0f s: the "
                     "model is not saved (is that paramserver --shard %d still running?)\n",
-                    i, g->sh[i].endpoint, GROUP_FINAL_SECONDS, i);
+                    i, g->sh[i].endpoint[0] ? g->sh[i].endpoint : "not ready", GROUP_FINAL_SECONDS,
+                    i);
     return NULL;
 }
 
@@ -422,9 +497,9 @@ void group_write_stats(server_t *s)
                                      .apply_seconds = s->apply_seconds};
     for (int i = 0; i < s_shards(s); i++) {
         const Ps__ShardPing *p = &g->sh[i].stats;
-        srv_db(s, metrics_shard_stats(s->db, s->run, t, i, (int64_t)p->version,
-                                      (int64_t)p->updates, (int64_t)p->bytes_in,
-                                      (int64_t)p->bytes_out, p->apply_seconds));
+        srv_db(s,
+               metrics_shard_stats(s->db, s->run, t, i, (int64_t)p->version, (int64_t)p->updates,
+                                   (int64_t)p->bytes_in, (int64_t)p->bytes_out, p->apply_seconds));
     }
 }
 
@@ -467,8 +542,8 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
-    int numbers_ok = w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 &&
-                     w->shard < w->shards;
+    int numbers_ok =
+        w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 && w->shard < w->shards;
     if (numbers_ok)
         group_range((int)w->shards, (int)w->shard, &lo, &n);
     if (!numbers_ok)
@@ -478,8 +553,8 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     else if (w->workers < 1 || w->workers > 1024 || w->epochs < 1 || w->epochs > 1000 ||
              w->batch_size < 1 || w->batch_size > 128 || w->train_limit < w->workers)
         bad = "workers, epochs, batch size or train limit out of range";
-    else if (!w->mode || (strcmp(w->mode, "sync") && strcmp(w->mode, "async") &&
-                          strcmp(w->mode, "ssp")))
+    else if (!w->mode ||
+             (strcmp(w->mode, "sync") && strcmp(w->mode, "async") && strcmp(w->mode, "ssp")))
         bad = "unknown mode";
     else if (!(w->lr > 0 && w->lr <= 100) || !(w->momentum >= 0 && w->momentum < 1))
         bad = "lr or momentum out of range";
@@ -504,9 +579,9 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->train_limit = (int)w->train_limit;
     ro->test_limit = 0;
     ro->checkpoint_every = o->checkpoint_every > 0 ? (int)w->checkpoint_every : 0;
-    ro->data_dir = NULL;  /* a shard needs no data */
-    ro->out_dir = NULL;   /* nor writes a model */
-    ro->db = ":memory:";  /* the head keeps the metrics */
+    ro->data_dir = NULL; /* a shard needs no data */
+    ro->out_dir = NULL;  /* nor writes a model */
+    ro->db = ":memory:"; /* the head keeps the metrics */
     return 0;
 }
 
@@ -587,12 +662,15 @@ static void s_advertise(const server_opts_t *o, const char *bound, char *out, si
     snprintf(out, n, "tcp://%s%s", host, colon);
 }
 
-/* The second join: the shard is bound and says where. */
-static int s_say_ready(server_t *s, const char *advertise)
+/* A join from a running shard: without an endpoint (for the head's
+ * version), or with it (ready, at this version). */
+static int s_send_join(server_t *s, const char *endpoint)
 {
     Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
     j.shard = (uint32_t)s->shard;
-    j.endpoint = (char *)advertise;
+    j.endpoint = (char *)endpoint;
+    j.resumed = s->o->resume || s->version > 0;
+    j.version = s->version;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
     env.shard_join = &j;
@@ -604,15 +682,50 @@ static int s_say_ready(server_t *s, const char *advertise)
     return 0;
 }
 
+/* The head welcomed this shard (again), at head_version: a shard ahead of
+ * it returns to that version from its checkpoint; then it says it is ready
+ * (at its version: one behind the head's, from --resume, makes the head
+ * return the group to it). 0, or -1 after printing why. */
+static int s_rejoined(server_t *s, uint64_t head_version)
+{
+    char err[900];
+    if (s->version > head_version) {
+        if (ckpt_rollback(s, head_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d is at version %llu, the head at %llu, and %s\n",
+                    s->shard, (unsigned long long)s->version, (unsigned long long)head_version,
+                    err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
+        srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
+    }
+    return s_send_join(s, s->group->advertise);
+}
+
 /* The head's membership table, applied to the slots: new incarnations
  * (their open sync gradient dropped, their steps from the head), tokens,
  * who is active. Workers that left release the barriers they held up. */
-static void s_apply_membership(server_t *s, const Ps__Membership *m)
+static int s_apply_membership(server_t *s, const Ps__Membership *m)
 {
     group_t *g = s->group;
     if (m->seq < g->seq_known)
-        return; /* an older table that arrived late */
+        return 0; /* an older table that arrived late */
     g->seq_known = m->seq;
+    if (m->rollbacks > g->rollbacks) {
+        /* The group returns to an older version: this shard's checkpoint of
+         * it, and every worker starts afresh from the head's table. */
+        g->rollbacks = m->rollbacks;
+        char err[900];
+        if (s->version != m->rollback_version &&
+            ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d: %s\n", s->shard, err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
+        srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
+    }
     int left = 0, active = 0;
     for (size_t k = 0; k < m->n_members; k++) {
         const Ps__Member *mb = m->members[k];
@@ -640,13 +753,15 @@ static void s_apply_membership(server_t *s, const Ps__Membership *m)
     s->active = active;
     s->registered = s->o->workers;
     s->started = m->started;
+    if (m->run_id > 0)
+        s->run = m->run_id; /* for its checkpoints */
     if (left)
         s->policy->on_leave(s);
     if (m->over && !g->over) {
         g->over = 1;
-        srv_log(s, "the head says the run is over (version %llu)",
-                (unsigned long long)s->version);
+        srv_log(s, "the head says the run is over (version %llu)", (unsigned long long)s->version);
     }
+    return 0;
 }
 
 /* Reads what the head sent. -1 when it refused this shard. */
@@ -670,8 +785,18 @@ static int s_link_read(server_t *s)
         g->last_heard = clock_now();
         int kind = m.env->body_case, fail = 0;
         if (kind == PS__ENVELOPE__BODY_MEMBERSHIP)
-            s_apply_membership(s, m.env->membership);
-        else if (kind == PS__ENVELOPE__BODY_ERROR) {
+            fail = s_apply_membership(s, m.env->membership) != 0;
+        else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
+            g->rejoining = 0;
+            fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                   m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
+            /* The head restarted (--resume) and does not know this link:
+             * join it again. */
+            srv_log(s, "the head does not know this shard (it restarted?): joining it again");
+            g->rejoining = 1;
+            fail = s_send_join(s, "") != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR) {
             fprintf(stderr, "error: shard %d: the head refused it: %s\n", s->shard,
                     m.env->error->message ? m.env->error->message : "(no message)");
             fail = 1;
@@ -682,18 +807,25 @@ static int s_link_read(server_t *s)
     }
 }
 
+/* This shard's figures, for the head. */
+static void s_figures(const server_t *s, Ps__ShardPing *p)
+{
+    ps__shard_ping__init(p);
+    p->shard = (uint32_t)s->shard;
+    p->seq = s->group->seq_known;
+    p->version = s->version;
+    p->updates = (uint64_t)s->updates;
+    p->bytes_in = (uint64_t)s->bytes_in;
+    p->bytes_out = (uint64_t)s->bytes_out;
+    p->apply_seconds = s->apply_seconds;
+    p->duplicates = (uint64_t)s->duplicates;
+}
+
 static void s_ping(server_t *s)
 {
     group_t *g = s->group;
-    Ps__ShardPing p = PS__SHARD_PING__INIT;
-    p.shard = (uint32_t)s->shard;
-    p.seq = g->seq_known;
-    p.version = s->version;
-    p.updates = (uint64_t)s->updates;
-    p.bytes_in = (uint64_t)s->bytes_in;
-    p.bytes_out = (uint64_t)s->bytes_out;
-    p.apply_seconds = s->apply_seconds;
-    p.duplicates = (uint64_t)s->duplicates;
+    Ps__ShardPing p;
+    s_figures(s, &p);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_PING;
     env.shard_ping = &p;
@@ -711,6 +843,9 @@ static int s_send_final(server_t *s)
     f.version = s->version;
     f.offset = (uint32_t)s->lo;
     f.count = (uint32_t)s->n;
+    Ps__ShardPing stats;
+    s_figures(s, &stats);
+    f.stats = &stats;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
     env.shard_final = &f;
@@ -730,8 +865,7 @@ static int s_send_final(server_t *s)
         char err[256];
         if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
             continue;
-        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK &&
-                    m.env->request_id == g->request;
+        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id == g->request;
         wire_msg_close(&m);
         if (acked) {
             srv_log(s, "final weights (version %llu) sent to the head",
@@ -739,8 +873,9 @@ static int s_send_final(server_t *s)
             return 0;
         }
     }
-    fprintf(stderr, "error: shard %d: the head did not acknowledge the final weights within "
-                    "%.0f s\n",
+    fprintf(stderr,
+            "error: shard %d: the head did not acknowledge the final weights within "
+            "%.0f s\n",
             s->shard, GROUP_HEAD_SILENCE);
     return -1;
 }
@@ -794,8 +929,9 @@ int server_run_shard(const server_opts_t *o)
     if (o->curve_secret && s_link_curve(g->head, o) != 0)
         goto out;
     if (zmq_connect(g->head, o->head) != 0) {
-        fprintf(stderr, "error: cannot connect to the head at %s: %s (--head takes "
-                        "tcp://HOST:PORT)\n",
+        fprintf(stderr,
+                "error: cannot connect to the head at %s: %s (--head takes "
+                "tcp://HOST:PORT)\n",
                 o->head, zmq_strerror(errno));
         goto out;
     }
@@ -813,19 +949,12 @@ int server_run_shard(const server_opts_t *o)
     s->link = g->head;
     g = NULL;
     s->run = run_id;
+    s->t0 = clock_now(); /* its log's clock */
     s->group->last_heard = clock_now();
-    if (s->version != head_version) {
-        fprintf(stderr,
-                "error: shard %d is at version %llu but the head at %s is at version %llu: "
-                "a group resumes together (restart the head and every shard with --resume, "
-                "from checkpoints of the same version)\n",
-                o->shard, (unsigned long long)s->version, o->head,
-                (unsigned long long)head_version);
-        goto out;
-    }
     char advertise[300];
     s_advertise(o, s->endpoint, advertise, sizeof advertise);
-    if (s_say_ready(s, advertise) != 0)
+    snprintf(s->group->advertise, sizeof s->group->advertise, "%s", advertise);
+    if (s_rejoined(s, head_version) != 0)
         goto out;
     srv_log(s, "shard %d of %d: values [%zu, %zu), mode %s, %d workers; workers reach it at %s",
             o->shard, ro.shards, s->lo, s->lo + s->n, server_mode_name(ro.mode), ro.workers,

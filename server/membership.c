@@ -323,8 +323,8 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
     char missing[128];
     if (s->started && !group_ready(s, missing, sizeof missing)) {
         /* Resumed, and a shard is not back yet: the worker resends. */
-        srv_log_refused(s, "registration of %s waits: %s of the server group not joined yet",
-                        name, missing);
+        srv_log_refused(s, "registration of %s waits: %s of the server group not joined yet", name,
+                        missing);
         return;
     }
     for (int i = 0; i < s->registered; i++)

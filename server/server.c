@@ -86,15 +86,18 @@ static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     size_t end = p->part == 0 ? s->lo + s->n : sl->part_lo, off = p->offset;
     if (parts > WIRE_MAX_PARTS || p->part >= parts)
         snprintf(why, n, "push part %u of %u (at most %d parts)", p->part, parts, WIRE_MAX_PARTS);
-    else if (p->part > 0 && (sl->part_step != p->step || sl->parts_got != p->part ||
-                             sl->parts != parts))
-        snprintf(why, n, "push part %u of %u of step %llu out of order (%u parts of step %llu "
-                 "received)", p->part, parts, (unsigned long long)p->step, sl->parts_got,
+    else if (p->part > 0 &&
+             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+        snprintf(why, n,
+                 "push part %u of %u of step %llu out of order (%u parts of step %llu "
+                 "received)",
+                 p->part, parts, (unsigned long long)p->step, sl->parts_got,
                  (unsigned long long)sl->part_step);
     else if (off < s->lo || off + count != end || (p->part + 1 == parts && off != s->lo))
-        snprintf(why, n, "push part %u of %u holds values [%zu, %zu); expected a range ending at "
-                 "%zu within this server's [%zu, %zu)", p->part, parts, off, off + count, end,
-                 s->lo, s->lo + s->n);
+        snprintf(why, n,
+                 "push part %u of %u holds values [%zu, %zu); expected a range ending at "
+                 "%zu within this server's [%zu, %zu)",
+                 p->part, parts, off, off + count, end, s->lo, s->lo + s->n);
     else
         return 0;
     return -1;
@@ -657,11 +660,19 @@ static int s_loop(server_t *s)
             s->last_flush = clock_now();
         }
         if (!s->started && clock_now() - s->t_listen > o->register_timeout) {
-            fprintf(stderr,
-                    "error: only %d of %d workers registered within %.0f s "
-                    "(--register-timeout); are the workers pointed at this server's "
-                    "address, and is the port open?\n",
-                    s->registered, o->workers, o->register_timeout);
+            char missing[256];
+            if (!group_ready(s, missing, sizeof missing))
+                fprintf(stderr,
+                        "error: %s of the server group did not join within %.0f s "
+                        "(--register-timeout): start each with paramserver --shard I --head "
+                        "%s, and check that it can reach this address\n",
+                        missing, o->register_timeout, s->endpoint);
+            if (s->registered < o->workers)
+                fprintf(stderr,
+                        "error: only %d of %d workers registered within %.0f s "
+                        "(--register-timeout); are the workers pointed at this server's "
+                        "address, and is the port open?\n",
+                        s->registered, o->workers, o->register_timeout);
             return -1;
         }
         if (s->started)

@@ -42,8 +42,8 @@ typedef struct {
     /* The server group: the head has shard 0 of `shards`; a shard process
      * has shard >= 1 and the head's endpoint, and takes the recipe from it. */
     int shards, shard;
-    const char *head;      /* a shard: the head's endpoint */
-    const char *advertise; /* a shard: where workers reach it (default: from --bind) */
+    const char *head;       /* a shard: the head's endpoint */
+    const char *advertise;  /* a shard: where workers reach it (default: from --bind) */
     const char *server_key; /* a shard with CurveZMQ: the head's public certificate */
 } server_opts_t;
 

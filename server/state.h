@@ -68,7 +68,7 @@ typedef struct {
     double held_since;     /* when the held request arrived */
     uint64_t held_request; /* its request id, echoed in the reply (also the
                             * Register a Welcome answers) */
-    const float *round_g; /* sync: its gradient in the open round (gbuf), or NULL */
+    const float *round_g;  /* sync: its gradient in the open round (gbuf), or NULL */
 } slot_t;
 
 typedef struct cons_policy cons_policy_t;
@@ -114,10 +114,10 @@ struct server {
 
     /* consistency.c: the model and the mode's rules */
     const cons_policy_t *policy;
-    float *w, *v;     /* master weights and momentum (n values) */
+    float *w, *v;         /* master weights and momentum (n values) */
     double apply_seconds; /* time spent applying updates */
-    float *w0;        /* server_reset: the initial weights, or NULL (server.c) */
-    uint64_t version; /* number of updates applied to w */
+    float *w0;            /* server_reset: the initial weights, or NULL (server.c) */
+    uint64_t version;     /* number of updates applied to w */
     int64_t updates;
     double stale_sum;
     int64_t stale_max;
