@@ -408,7 +408,7 @@ static void test_shard_killed_workers_name_it(void **state)
     proc_wait(r.shard[1], 10);
     for (int k = 0; k < r.workers; k++) {
         assert_int_equal(proc_wait(r.worker[k], 30 * proc_time_scale()), 1);
-        assert_true(proc_contains(r.worker_log[k], "no reply from shard 1 at tcp://127.0.0.1:"));
+        assert_true(proc_contains(r.worker_log[k], "from shard 1 at tcp://127.0.0.1:"));
     }
     kill(r.head, SIGTERM);
     proc_wait(r.head, 30);
