@@ -348,8 +348,13 @@ static void test_shard_killed_resumes_bit_identical(void **state)
     s_start_shard(&r, 1, 1);
     assert_int_equal(s_wait(&r), 0);
     s_load_model(&r, got);
-    assert_true(proc_contains(r.head_log, "the group returns to it"));
-    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='rollback'"), 1);
+    /* Usually the head is past the shard's checkpoint and the group returns
+     * to it; killed right after its checkpoint, the shard is where the head
+     * is and the workers' resent pushes are answered as duplicates. */
+    int back = (int)proc_query(r.db, "select count(*) from events where kind='rollback'");
+    assert_int_equal(back, proc_contains(r.head_log, "the group returns to it") ? 1 : 0);
+    printf("  %s\n", back ? "the group returned to the shard's checkpoint"
+                          : "the shard resumed at the head's version");
     assert_memory_equal(want, got, sizeof want);
     printf("  final weights bit-identical to the run without the kill\n");
 }
