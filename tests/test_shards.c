@@ -229,6 +229,9 @@ static void test_sync_bit_identical_over_servers(void **state)
         assert_int_equal(s_run(&r), 0);
         s_load_model(&r, w[S - 1]);
         assert_int_equal((int)proc_query(r.db, "select count(*) from runs where status='done'"), 1);
+        /* every step's loss arrived with its last part (none sent as 0) */
+        assert_int_equal((int)proc_query(r.db, "select count(*) from steps where loss <= 0"), 0);
+        assert_true(proc_query(r.db, "select count(*) from steps") >= 22);
         if (S > 1) {
             char sql[200];
             snprintf(sql, sizeof sql, "select count(distinct shard) from shard_stats");
