@@ -81,8 +81,8 @@ static const s_field_t s_head_fields[] = {
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
     /* The values of the parameter vector this server owns (all, alone). */
-    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
-    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
+    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
 };
 static const s_field_t s_slot_fields[] = {
     {"name", F_NAME, SLOT(name), .min = 0},

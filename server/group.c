@@ -48,6 +48,7 @@ struct srv_group {
     uint64_t request, seq_known;
     char advertise[300]; /* where workers reach it */
     int rejoining;       /* joining the head again: its ShardWelcome is awaited */
+    int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */
     int *known;          /* the head has told it about this worker slot */
     double last_ping, last_heard;
     int64_t run_id;
@@ -698,6 +699,7 @@ static int s_rejoined(server_t *s, uint64_t head_version)
         }
         cons_forget(s);
         memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
+        s->group->file_slots = 1;
         srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
     }
     return s_send_join(s, s->group->advertise);
@@ -724,6 +726,7 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         }
         cons_forget(s);
         memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
+        g->file_slots = s->version == m->rollback_version;
         srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
     }
     int left = 0, active = 0;
@@ -733,10 +736,16 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
             continue;
         slot_t *sl = &s->slots[mb->id];
         if (!g->known[mb->id] || mb->incarnation != (uint32_t)sl->incarnation) {
+            /* A slot read from this shard's checkpoint, of the incarnation
+             * the head names, keeps the steps the file says were applied
+             * here; otherwise the steps are those before this incarnation. */
+            int from_file =
+                !g->known[mb->id] && g->file_slots && mb->incarnation == (uint32_t)sl->incarnation;
             if (g->known[mb->id])
                 s->policy->on_rejoin(s, sl);
             sl->incarnation = (int)mb->incarnation;
-            sl->steps = mb->start_step;
+            if (!from_file)
+                sl->steps = mb->start_step;
             sl->parts_got = 0;
             sl->pending = 0;
             g->known[mb->id] = 1;
@@ -949,6 +958,7 @@ int server_run_shard(const server_opts_t *o)
     s->link = g->head;
     g = NULL;
     s->run = run_id;
+    s->group->file_slots = o->resume;
     s->t0 = clock_now(); /* its log's clock */
     s->group->last_heard = clock_now();
     char advertise[300];

@@ -229,6 +229,9 @@ static void test_sync_bit_identical_over_servers(void **state)
         assert_int_equal(s_run(&r), 0);
         s_load_model(&r, w[S - 1]);
         assert_int_equal((int)proc_query(r.db, "select count(*) from runs where status='done'"), 1);
+        /* every step's loss arrived with its last part (none sent as 0) */
+        assert_int_equal((int)proc_query(r.db, "select count(*) from steps where loss <= 0"), 0);
+        assert_true(proc_query(r.db, "select count(*) from steps") >= 22);
         if (S > 1) {
             char sql[200];
             snprintf(sql, sizeof sql, "select count(distinct shard) from shard_stats");
@@ -348,8 +351,13 @@ static void test_shard_killed_resumes_bit_identical(void **state)
     s_start_shard(&r, 1, 1);
     assert_int_equal(s_wait(&r), 0);
     s_load_model(&r, got);
-    assert_true(proc_contains(r.head_log, "the group returns to it"));
-    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='rollback'"), 1);
+    /* Usually the head is past the shard's checkpoint and the group returns
+     * to it; killed right after its checkpoint, the shard is where the head
+     * is and the workers' resent pushes are answered as duplicates. */
+    int back = (int)proc_query(r.db, "select count(*) from events where kind='rollback'");
+    assert_int_equal(back, proc_contains(r.head_log, "the group returns to it") ? 1 : 0);
+    printf("  %s\n", back ? "the group returned to the shard's checkpoint"
+                          : "the shard resumed at the head's version");
     assert_memory_equal(want, got, sizeof want);
     printf("  final weights bit-identical to the run without the kill\n");
 }
@@ -408,7 +416,7 @@ static void test_shard_killed_workers_name_it(void **state)
     proc_wait(r.shard[1], 10);
     for (int k = 0; k < r.workers; k++) {
         assert_int_equal(proc_wait(r.worker[k], 30 * proc_time_scale()), 1);
-        assert_true(proc_contains(r.worker_log[k], "no reply from shard 1 at tcp://127.0.0.1:"));
+        assert_true(proc_contains(r.worker_log[k], "from shard 1 at tcp://127.0.0.1:"));
     }
     kill(r.head, SIGTERM);
     proc_wait(r.head, 30);

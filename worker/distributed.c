@@ -348,6 +348,7 @@ static void s_part_ready(void *arg, size_t lo, size_t hi)
 static double s_gradient_hooked(dist_t *d, int lo, int m)
 {
     double loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+    d->c.push.loss = (float)loss; /* the server records it with the step */
     s_part_ready(d, 0, MODEL_NPARAMS);
     return loss;
 }

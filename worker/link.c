@@ -558,12 +558,13 @@ static int s_wait_all(link_t *l, float *weights)
         if (now >= deadline || worker_stop) {
             for (int i = 0; i < l->servers && !worker_stop; i++)
                 if (!l->srv[i].answered)
-                    fprintf(stderr,
-                            "error: no reply from %s within %.0f s (--timeout), though resent: "
-                            "is that paramserver running and reachable at that address? (With "
-                            "CurveZMQ a server also stays silent to a worker it does not "
-                            "admit.)\n",
-                            l->srv[i].name, l->o->timeout);
+                    fprintf(
+                        stderr,
+                        "error: no reply to %s from %s within %.0f s (--timeout), though resent: "
+                        "is that paramserver running and reachable at that address? (With "
+                        "CurveZMQ a server also stays silent to a worker it does not "
+                        "admit.)\n",
+                        l->pushing ? "push" : "pull", l->srv[i].name, l->o->timeout);
             return REQ_FAIL;
         }
         long ms = (long)((until - now) * 1000) + 1;
