@@ -45,7 +45,7 @@ typedef struct metrics metrics_t;
 typedef struct {
     const char *mode;    /* "basic", "sync", "async", "ssp" */
     const char *host;    /* where the run (or its server) ran */
-    const char *dataset; /* data directory */
+    const char *dataset; /* data set: "mnist" or "fashion-mnist" */
     int workers, epochs, batch_size, threads, train_limit, staleness;
     double lr, momentum;
     uint64_t seed;

@@ -8,6 +8,35 @@
 #include "checkpoint.h"
 #include "clock.h"
 #include "model.h"
+#include "shard.h"
+
+double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch)
+{
+    if (o->lr_scaling == LR_SCALING_NONE || o->mode != MODE_SYNC || workers <= 1)
+        return o->lr;
+    double target = o->lr * workers, ramp = o->warmup_epochs * (double)updates_per_epoch;
+    if (ramp <= 0 || (double)version >= ramp)
+        return target;
+    return o->lr + (target - o->lr) * ((double)version / ramp);
+}
+
+int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count)
+{
+    int64_t n = 0;
+    for (int k = 0; k < o->workers; k++) {
+        int64_t batches = (shard_size(train_count, o->workers, k) + o->batch_size - 1) / o->batch_size;
+        if (o->mode != MODE_SYNC)
+            n += batches;
+        else if (batches > n)
+            n = batches;
+    }
+    return n;
+}
+
+double cons_lr_now(const server_t *s)
+{
+    return cons_lr(s->o, s->version, s->o->workers, cons_updates_per_epoch(s->o, s->train_count));
+}
 
 static void s_count_update(server_t *s, uint64_t computed_on)
 {
@@ -21,7 +50,7 @@ static void s_count_update(server_t *s, uint64_t computed_on)
 
 static void s_apply(server_t *s, const float *g, uint64_t computed_on)
 {
-    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr, (float)s->o->momentum);
+    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)cons_lr_now(s), (float)s->o->momentum);
     s_count_update(s, computed_on);
 }
 
@@ -33,7 +62,7 @@ s_apply_average(server_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
     float avg[BLOCK];
-    const float scale = 1.0f / (float)k, lr = (float)s->o->lr, mom = (float)s->o->momentum;
+    const float scale = 1.0f / (float)k, lr = (float)cons_lr_now(s), mom = (float)s->o->momentum;
     /* Pass 0 checks that the step keeps every value finite (each gradient
      * was checked alone, but a sum of large finite ones can overflow); pass
      * 1 applies it. */

@@ -41,6 +41,22 @@ struct cons_policy {
     void (*on_rejoin)(server_t *s, slot_t *sl);
 };
 
+/* The learning rate of the update that makes version `version` + 1, from
+ * the recipe alone (so every process that applies SGD to a range of the
+ * parameters, and a resumed server, gets the same value at the same update):
+ * --lr, or with --lr-scaling linear in sync mode, --lr x workers reached by a
+ * linear ramp from --lr over the first --warmup-epochs x updates_per_epoch
+ * updates (Goyal et al. 2017, "Accurate, Large Minibatch SGD"). Async, ssp
+ * and independent apply one worker's gradient per update: nothing to scale. */
+double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch);
+
+/* Updates one epoch takes: sync, one per round (the batches of the largest
+ * shard); the other modes, one per batch of every shard. */
+int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count);
+
+/* cons_lr for server s's next update. */
+double cons_lr_now(const server_t *s);
+
 /* The policy of a mode; never NULL. */
 const cons_policy_t *cons_policy(server_mode_t mode);
 

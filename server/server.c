@@ -30,7 +30,7 @@ volatile sig_atomic_t server_stop = 0;
 
 const char *server_mode_name(server_mode_t m)
 {
-    return m == MODE_SYNC ? "sync" : m == MODE_ASYNC ? "async" : "ssp";
+    return m == MODE_SYNC ? "sync" : m == MODE_ASYNC ? "async" : m == MODE_SSP ? "ssp" : "independent";
 }
 
 /* A figure a worker reports is in [0, max] (and finite)? */
@@ -105,7 +105,7 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         }
         g = wire_tensor(m, sl->gbuf);
     }
-    if (!model_sgd_step_finite(s->w, s->v, g, MODEL_NPARAMS, (float)s->o->lr,
+    if (!model_sgd_step_finite(s->w, s->v, g, MODEL_NPARAMS, (float)cons_lr_now(s),
                                (float)s->o->momentum)) {
         snprintf(why, sizeof why,
                  "push of step %llu would make the weights or the momentum "
@@ -382,14 +382,16 @@ static int s_load_data(server_t *s)
         if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
             idx_load(o->data_dir, "t10k", &s->test, err, sizeof err) != 0) {
             fprintf(stderr,
-                    "error: %s\n(the server needs MNIST for the shard split and the "
-                    "final evaluation: run `make data` or pass --data-dir DIR)\n",
-                    err);
+                    "error: %s\n(the server needs %s for the shard split and the final "
+                    "evaluation: run `make data`, which fetches MNIST and links Fashion-MNIST, "
+                    "or pass --data-dir DIR)\n",
+                    err, o->dataset);
             idx_free(&train);
             return -1;
         }
         s->train_count =
             o->train_limit > 0 && o->train_limit < train.count ? o->train_limit : train.count;
+        s->data_fingerprint = idx_fingerprint(&train, s->train_count);
         idx_free(&train);
     }
     if (s->train_count < o->workers) {

@@ -48,6 +48,7 @@ static server_opts_t s_opts(const tmpdir_t *t, const char *ep)
     snprintf(s_ckpt, sizeof s_ckpt, "%s/ckpt.safetensors", t->dir);
     return (server_opts_t){.bind = ep,
                            .data_dir = NULL,
+                           .dataset = "mnist",
                            .db = t->path,
                            .out_dir = t->dir,
                            .checkpoint = s_ckpt,

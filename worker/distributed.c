@@ -34,6 +34,7 @@ typedef struct {
     double send_seconds; /* how long the last request took to encode and queue */
     uint64_t request;    /* id of the last request */
     char mode[16];       /* the server's consistency mode, from the Welcome */
+    char dataset[32];    /* the server's data set, from the Welcome */
 } conn_t;
 
 /* Checks that a tcp:// endpoint's host resolves, for a clear message now
@@ -276,7 +277,9 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
         return REQ_FAIL;
     Ps__Welcome got = *reply.env->welcome;
     snprintf(c->mode, sizeof c->mode, "%s", got.mode ? got.mode : "?");
-    got.mode = NULL; /* points into the reply */
+    snprintf(c->dataset, sizeof c->dataset, "%s",
+             got.dataset && *got.dataset ? got.dataset : "mnist");
+    got.mode = got.dataset = NULL; /* they point into the reply */
     wire_msg_close(&reply);
     if (s_check_welcome(&got) != 0)
         return REQ_FAIL;
@@ -434,13 +437,22 @@ static int s_prepare(dist_t *d)
     char err[512];
     int id = (int)w->worker_id;
     snprintf(d->who, sizeof d->who, "worker %d", id);
-    if (worker_load_data(o->data_dir, &d->train, &d->test) != 0)
+    if (!idx_dataset_dir(d->c.dataset)) {
+        fprintf(stderr, "error: the server trains on data set '%s', which this worker does not "
+                        "know (%s): update the worker\n",
+                d->c.dataset, IDX_DATASETS);
+        return -1;
+    }
+    if (worker_load_data(o, d->c.dataset, &d->train, &d->test) != 0)
         return -1;
     if ((int)w->train_limit > d->train.count) {
         fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                w->train_limit, o->data_dir, d->train.count);
+                w->train_limit, worker_data_dir(o, d->c.dataset), d->train.count);
         return -1;
     }
+    if (worker_check_fingerprint(o, d->c.dataset, &d->train, (int)w->train_limit,
+                                 w->data_fingerprint) != 0)
+        return -1;
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
     d->test_limit = o->test_limit > 0 ? o->test_limit : (int)w->test_limit;
     d->batches = (d->n + (int)w->batch_size - 1) / (int)w->batch_size;
