@@ -3,11 +3,13 @@
 #include "consistency.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "checkpoint.h"
 #include "clock.h"
 #include "model.h"
+#include "modelfile.h"
 #include "shard.h"
 
 double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch)
@@ -213,10 +215,37 @@ static void s_ssp_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m, u
     ckpt_maybe(s);
 }
 
+void cons_independent_path(const server_t *s, int id, char *path, size_t n)
+{
+    snprintf(path, n, "%s/model_independent_w%d.safetensors", s->o->out_dir, id);
+}
+
+/* independent: the push is the worker's trained model (server.c checked
+ * that it is its one push, final_model set); it is saved as it came. */
+static void s_independent_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
+                               uint64_t computed_on)
+{
+    (void)m;
+    (void)computed_on;
+    int id = (int)(sl - s->slots);
+    char path[4200], err[512], id_s[16];
+    cons_independent_path(s, id, path, sizeof path);
+    snprintf(id_s, sizeof id_s, "%d", id);
+    const char *meta[] = {"format", "pt", "mode", "independent", "worker", id_s, NULL};
+    if (modelfile_save(path, g, meta, err, sizeof err) != 0) {
+        srv_log(s, "worker %d's model not saved: %s", id, err);
+        srv_error(s, &sl->peer, PS__ERROR_CODE__ERROR_STATE, "the server cannot save the model");
+        return;
+    }
+    srv_log(s, "worker %d's model saved: %s", id, path);
+    srv_reply_weights_now(s, sl); /* as to any push (a resent one gets the same) */
+}
+
 static const cons_policy_t s_policies[] = {
     [MODE_SYNC] = {MODE_SYNC, s_sync_push, s_sync_check_round, s_sync_rejoin},
     [MODE_ASYNC] = {MODE_ASYNC, s_async_push, s_no_barrier, s_forget_hold},
     [MODE_SSP] = {MODE_SSP, s_ssp_push, s_ssp_release, s_forget_hold},
+    [MODE_INDEPENDENT] = {MODE_INDEPENDENT, s_independent_push, s_no_barrier, s_forget_hold},
 };
 
 const cons_policy_t *cons_policy(server_mode_t mode)

@@ -7,6 +7,8 @@
  *   ssp    bounded staleness S: gradients are applied as in async, but a
  *          worker that has finished c steps gets its reply only when the
  *          slowest active worker has finished at least c - S.
+ *   independent  nothing is applied: each worker trains its own model and
+ *          pushes it once at the end (Push.final_model), saved as it is.
  *
  * A mode is a policy: what happens when a new gradient arrives (apply now,
  * wait for the round, hold the reply), when the set of active workers shrinks
@@ -22,6 +24,7 @@
 #ifndef SERVER_CONSISTENCY_H
 #define SERVER_CONSISTENCY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "state.h"
@@ -56,6 +59,10 @@ int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count);
 
 /* cons_lr for server s's next update. */
 double cons_lr_now(const server_t *s);
+
+/* independent: where worker id's final model is saved
+ * (OUT/model_independent_wID.safetensors). */
+void cons_independent_path(const server_t *s, int id, char *path, size_t n);
 
 /* The policy of a mode; never NULL. */
 const cons_policy_t *cons_policy(server_mode_t mode);

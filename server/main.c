@@ -310,6 +310,14 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
     }
     if (!bad && !*keygen && s_check_bind(o.bind) != 0)
         bad = 1;
+    if (!bad && o.lr_scaling == LR_SCALING_LINEAR && o.mode != MODE_SYNC) {
+        fprintf(stderr,
+                "error: --lr-scaling linear scales the lr by the gradients one update averages, "
+                "and only --mode sync averages (%s applies one worker's gradient, or none, per "
+                "update): use --lr-scaling none\n",
+                server_mode_name(o.mode));
+        bad = 1;
+    }
     if (!o.data_dir)
         o.data_dir = idx_dataset_dir(o.dataset);
     if (bad) {

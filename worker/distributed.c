@@ -315,6 +315,7 @@ static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t versi
     push.loss = (float)loss;
     push.incarnation = w->incarnation;
     push.encoding = wire_gradient_encoding((Ps__Compression)c->o->compress);
+    push.final_model = strcmp(c->mode, "independent") == 0; /* its one push: the model */
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &push;
@@ -389,6 +390,8 @@ typedef struct {
     float *residual;     /* int8: what encoding lost, added to the next gradient */
     float *local;        /* --push-every K > 1: this worker's own weights */
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
+    float *mom;          /* mode independent: the momentum of its own SGD (on local) */
+    double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -477,6 +480,15 @@ static int s_prepare(dist_t *d)
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
+    if (strcmp(d->c.mode, "independent") == 0) { /* its own model, momentum, gradient */
+        d->local = malloc(MODEL_NPARAMS * sizeof(float));
+        d->mom = malloc(MODEL_NPARAMS * sizeof(float));
+        d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+        if (!d->local || !d->mom || !d->gbuf) {
+            fprintf(stderr, "error: out of memory\n");
+            return -1;
+        }
+    }
     printf("%s of %u: run %lld, shard of %d images, %d batches of %u per epoch, %u epochs, "
            "%d thread(s)\n",
            d->who, w->workers, (long long)w->run_id, d->n, d->batches, w->batch_size, w->epochs,
@@ -497,6 +509,12 @@ static int s_join(dist_t *d, int first)
                 "error: --push-every needs a sync server (this one is %s): stale "
                 "multi-step pushes with momentum diverge\n",
                 d->c.mode);
+        return REQ_FAIL;
+    }
+    if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
+        fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
+                        "mode independent none is pushed (each worker trains its own model): "
+                        "drop them\n");
         return REQ_FAIL;
     }
     if (first && s_prepare(d) != 0)
@@ -595,6 +613,38 @@ static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stat
     return s_tell(&d->c, &env);
 }
 
+/* independent: a pull every 10 s while training alone tells the server this
+ * worker is alive (it pushes nothing until its final model); the reply's
+ * weights are not used. */
+static int s_alive(dist_t *d)
+{
+    if (clock_now() - d->last_beat < 10.0)
+        return REQ_OK;
+    d->last_beat = clock_now();
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = d->w.worker_id;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    wire_msg_t reply;
+    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &reply);
+    if (rc == REQ_OK)
+        wire_msg_close(&reply);
+    return rc;
+}
+
+/* independent: pushes this worker's trained model, its one push (step 1). */
+static int s_push_model(dist_t *d)
+{
+    zmq_msg_t model;
+    if (wire_tensor_encode(&model, d->local, PS__ENCODING__ENCODING_F32, NULL) != 0) {
+        fprintf(stderr, "error: out of memory\n");
+        return REQ_FAIL;
+    }
+    printf("%s: sending its model to the server\n", d->who);
+    return s_push(&d->c, &d->w, 1, d->version, (int)d->w.epochs, 0.0, &model, &d->weights);
+}
+
 /* One epoch, from the first push the server has not applied. Pushes are
  * numbered from `step` + 1: one per batch, or one per group of K batches
  * (--push-every; a group never spans two epochs). */
@@ -603,7 +653,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
     const int K = d->o->push_every, batch = (int)d->w.batch_size;
     epoch_stats_t st = {.sent0 = d->c.bytes_sent, .recv0 = d->c.bytes_received};
     double t0 = clock_now(), group_loss = 0.0;
-    int in_group = 0;
+    int in_group = 0, rc;
     progress_epoch_start(prog);
     for (int b = 0; b < d->batches; b++) {
         uint64_t push = step + (uint64_t)(b / K) + 1;
@@ -629,6 +679,15 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         st.loss_sum += loss;
         st.done++;
         group_loss += loss;
+        if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
+            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
+                           (float)d->w.momentum);
+            st.compute += clock_now() - tc;
+            progress_batch(prog, epoch, b + 1, loss);
+            if ((rc = s_alive(d)) != REQ_OK)
+                return rc;
+            continue;
+        }
         if (K > 1) { /* local SGD: take the step here, push the group's sum */
             float lr = (float)d->w.lr;
             for (size_t i = 0; i < MODEL_NPARAMS; i++) {
@@ -650,7 +709,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         st.compute += clock_now() - tc;
         in_group = 0;
         group_loss = 0.0;
-        int rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
+        rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
         if (rc != REQ_OK)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);
@@ -675,13 +734,22 @@ static int s_session(dist_t *d)
     progress_t prog;
     progress_init(&prog, epochs, d->batches, d->who);
     uint64_t step = 0; /* pushes before this epoch */
-    for (int epoch = 1; epoch <= epochs; epoch++, step += pushes) {
+    /* independent: the model lives here, so a new session starts it over,
+     * unless the server has it already (its one push) */
+    int model_sent = d->mom && w->start_step > 0;
+    if (d->mom) {
+        memset(d->mom, 0, MODEL_NPARAMS * sizeof(float));
+        d->last_beat = clock_now();
+    }
+    for (int epoch = 1; epoch <= epochs && !model_sent; epoch++, step += pushes) {
         rng_shuffle(&rng, d->order, d->n);
         if (step + pushes <= w->start_step)
             continue; /* applied before this session */
         if ((rc = s_epoch(d, epoch, step, &prog)) != REQ_OK)
             return rc;
     }
+    if (d->mom && !model_sent && (rc = s_push_model(d)) != REQ_OK)
+        return rc;
 
     Ps__Done done = PS__DONE__INIT;
     done.worker_id = (uint32_t)id;
@@ -731,6 +799,7 @@ int distributed_run(const worker_opts_t *o)
     free(d.residual);
     free(d.local);
     free(d.acc);
+    free(d.mom);
     idx_free(&d.train);
     idx_free(&d.test);
     return rc == REQ_OK ? 0 : 1;
