@@ -131,11 +131,15 @@ static void s_start_run(server_t *s)
             s->o->workers, (long long)s->run, server_mode_name(s->o->mode), s->o->dataset);
     int64_t per_epoch = cons_updates_per_epoch(s->o, s->train_count);
     double lr_end = cons_lr(s->o, UINT64_MAX, s->o->workers, per_epoch);
-    if (lr_end != s->o->lr)
-        srv_log(s, "lr scaling linear: lr %g at the first update, ramped to %g over %g epochs (%.0f "
-                   "updates)",
-                cons_lr(s->o, 0, s->o->workers, per_epoch), lr_end, s->o->warmup_epochs,
-                s->o->warmup_epochs * (double)per_epoch);
+    if (lr_end != s->o->lr) { /* in the log and, as the runs table has no column, an event */
+        char detail[160];
+        snprintf(detail, sizeof detail,
+                 "linear: lr %g at the first update, ramped to %g over %g epochs (%.0f updates)",
+                 cons_lr(s->o, 0, s->o->workers, per_epoch), lr_end, s->o->warmup_epochs,
+                 s->o->warmup_epochs * (double)per_epoch);
+        srv_log(s, "lr scaling %s", detail);
+        srv_db(s, metrics_event(s->db, s->run, 0.0, -1, "lr_scaling", detail));
+    }
 }
 
 /* A worker comes back under its name after the run started: its process
