@@ -341,6 +341,8 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
     s_run_settings(r, settings, sizeof settings);
     s_text(f, "run id", "%lld", (long long)r->id);
     s_text(f, "mode", "%s", r->mode);
+    if (r->dataset[0])
+        s_text(f, "dataset", "%s", r->dataset);
     s_text(f, "workers", "%d", r->workers);
     s_text(f, "hyperparameters", "%s", settings);
     if (isfinite(r->final_accuracy))

@@ -80,6 +80,7 @@ static void s_welcome(server_t *s, slot_t *sl)
     wm.dataset = (char *)s->o->dataset;
     wm.data_fingerprint = s->data_fingerprint;
     wm.momentum = s->o->momentum;
+    wm.alive_seconds = s->o->worker_timeout / 4;
     env.body_case = PS__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
     env.request_id = sl->held_request; /* the Register it answers */

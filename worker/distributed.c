@@ -502,6 +502,12 @@ static int s_join(dist_t *d, int first)
 {
     if (s_register(&d->c, d->name, d->host, &d->w, !first) != REQ_OK)
         return REQ_FAIL;
+    if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
+        fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
+                        "mode independent none is pushed (each worker trains its own model): "
+                        "drop them\n");
+        return REQ_FAIL;
+    }
     if (d->o->push_every > 1 && strcmp(d->c.mode, "sync") != 0) {
         /* Measured: async with 4 local steps per push diverged (50% after an
          * epoch): stale pushes 4 steps long, amplified by momentum. */
@@ -509,12 +515,6 @@ static int s_join(dist_t *d, int first)
                 "error: --push-every needs a sync server (this one is %s): stale "
                 "multi-step pushes with momentum diverge\n",
                 d->c.mode);
-        return REQ_FAIL;
-    }
-    if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
-        fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
-                        "mode independent none is pushed (each worker trains its own model): "
-                        "drop them\n");
         return REQ_FAIL;
     }
     if (first && s_prepare(d) != 0)
@@ -613,12 +613,13 @@ static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stat
     return s_tell(&d->c, &env);
 }
 
-/* independent: a pull every 10 s while training alone tells the server this
+/* independent: a pull every Welcome.alive_seconds (a quarter of the
+ * server's --worker-timeout) while training alone tells the server this
  * worker is alive (it pushes nothing until its final model); the reply's
  * weights are not used. */
 static int s_alive(dist_t *d)
 {
-    if (clock_now() - d->last_beat < 10.0)
+    if (clock_now() - d->last_beat < d->w.alive_seconds)
         return REQ_OK;
     d->last_beat = clock_now();
     Ps__Pull pull = PS__PULL__INIT;
