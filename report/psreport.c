@@ -272,9 +272,8 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
                      "%s \xe2\x80\x94 run %lld (%s)%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
                      what, (long long)r->row.id, r->row.mode, r->row.dataset[0] ? " \xc2\xb7 " : "",
-                     r->row.dataset, extra, r->row.epochs,
-                     r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size, r->row.lr, acc,
-                     ssecs, so_far ? " so far" : "");
+                     r->row.dataset, extra, r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs",
+                     r->row.batch_size, r->row.lr, acc, ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
@@ -445,7 +444,10 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     else
         snprintf(label, sizeof label, "Training loss per worker (thick: moving average)");
     plot_panel_title(p, label);
-    plot_panel_empty_text(p, "no steps recorded");
+    /* independent: the workers train alone and send no per-step loss */
+    plot_panel_empty_text(p, strcmp(r->row.mode, "independent")
+                                 ? "no steps recorded"
+                                 : "mode independent: no step losses");
 }
 
 static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
@@ -610,8 +612,9 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     char ssecs[32];
     s_fmt_secs(ssecs, sizeof ssecs, secs);
     snprintf(c->title + len, sizeof c->title - len, "%s%s%s%s: %.2f%% after %d %s in %s%s",
-             i ? "  \xc2\xb7  " : "", r.mode, r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs",
-             ssecs, strcmp(r.status, "done") ? " (not finished)" : "");
+             i ? "  \xc2\xb7  " : "", r.mode, r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs,
+             r.epochs == 1 ? "epoch" : "epochs", ssecs,
+             strcmp(r.status, "done") ? " (not finished)" : "");
     return 0;
 }
 
@@ -913,6 +916,9 @@ static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const 
     if (found != 1)
         return 1;
     int64_t nsteps = s_load_run_data(m, &r);
+    /* independent: the workers send epochs, no steps */
+    if (nsteps == 0 && !strcmp(r.row.mode, "independent") && r.nw > 0)
+        nsteps = 1;
     if (nsteps == 0)
         fprintf(stderr,
                 "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "

@@ -26,7 +26,8 @@ int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count)
 {
     int64_t n = 0;
     for (int k = 0; k < o->workers; k++) {
-        int64_t batches = (shard_size(train_count, o->workers, k) + o->batch_size - 1) / o->batch_size;
+        int64_t batches =
+            (shard_size(train_count, o->workers, k) + o->batch_size - 1) / o->batch_size;
         if (o->mode != MODE_SYNC)
             n += batches;
         else if (batches > n)

@@ -45,7 +45,7 @@ static void s_usage(FILE *f)
             "  --seed N                init, shard split and shuffling (default 1)\n"
             "  --train-limit N         split only the first N training images (default all)\n"
             "  --test-limit N          test images per evaluation (default all 10,000)\n"
-            "  --dataset NAME          mnist or fashion-mnist; the workers are told (default mnist)\n"
+            "  --dataset NAME          mnist or fashion-mnist (default mnist)\n"
             "  --data-dir DIR          the data set's IDX files, for the split and the final\n"
             "                          evaluation (default: mnist $MNIST_DIR or data,\n"
             "                          fashion-mnist $FASHION_MNIST_DIR or data/fashion-mnist)\n"
@@ -294,7 +294,9 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                 bad = 1;
             }
             break;
-        case O_WARMUP: bad |= args_double("--warmup-epochs", optarg, 0, 1000, &o.warmup_epochs); break;
+        case O_WARMUP:
+            bad |= args_double("--warmup-epochs", optarg, 0, 1000, &o.warmup_epochs);
+            break;
         case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }

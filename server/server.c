@@ -30,7 +30,10 @@ volatile sig_atomic_t server_stop = 0;
 
 const char *server_mode_name(server_mode_t m)
 {
-    return m == MODE_SYNC ? "sync" : m == MODE_ASYNC ? "async" : m == MODE_SSP ? "ssp" : "independent";
+    return m == MODE_SYNC    ? "sync"
+           : m == MODE_ASYNC ? "async"
+           : m == MODE_SSP   ? "ssp"
+                             : "independent";
 }
 
 /* A figure a worker reports is in [0, max] (and finite)? */
@@ -64,9 +67,10 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
         snprintf(why, n, "push of step %llu names epoch %u (1..%d)", step, p->epoch, s->o->epochs);
     else if (p->final_model != (s->o->mode == MODE_INDEPENDENT))
-        snprintf(why, n, "%s", p->final_model ? "a final model is pushed only in mode independent"
-                                              : "mode independent takes no gradients, only the "
-                                                "final model (Push.final_model)");
+        snprintf(why, n, "%s",
+                 p->final_model ? "a final model is pushed only in mode independent"
+                                : "mode independent takes no gradients, only the "
+                                  "final model (Push.final_model)");
     else if (p->encoding != wire_gradient_encoding(sl->compress))
         snprintf(why, n,
                  "push in tensor encoding %d; this worker was granted compression %d "

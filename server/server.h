@@ -47,7 +47,7 @@ typedef struct {
     const char *curve_secret;  /* CurveZMQ: the server's secret certificate, or NULL */
     const char *allowed_keys;  /* CurveZMQ: directory of the workers' public certificates */
     /* issue 14: the data set and the learning-rate schedule */
-    const char *dataset;  /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
+    const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
     lr_scaling_t lr_scaling;
     double warmup_epochs; /* LINEAR: epochs of the ramp from --lr to --lr x workers */
 } server_opts_t;

@@ -441,8 +441,9 @@ static int s_prepare(dist_t *d)
     int id = (int)w->worker_id;
     snprintf(d->who, sizeof d->who, "worker %d", id);
     if (!idx_dataset_dir(d->c.dataset)) {
-        fprintf(stderr, "error: the server trains on data set '%s', which this worker does not "
-                        "know (%s): update the worker\n",
+        fprintf(stderr,
+                "error: the server trains on data set '%s', which this worker does not "
+                "know (%s): update the worker\n",
                 d->c.dataset, IDX_DATASETS);
         return -1;
     }
