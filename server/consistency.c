@@ -1,5 +1,6 @@
-/* consistency: sync, async and ssp as three policies over one model (see
- * consistency.h): applying gradients, holding and releasing replies. */
+/* consistency: sync, async, ssp and independent as four policies over one
+ * model (see consistency.h): applying gradients, holding and releasing
+ * replies; and the learning-rate schedule every applied step uses. */
 #include "consistency.h"
 
 #include <assert.h>

@@ -2,7 +2,10 @@
  * id, shard and recipe, then for each minibatch of its shard computes the
  * gradient on the weights it holds, pushes it and gets back the weights for
  * the next step; after each epoch it evaluates on the test set and reports
- * its figures, which the server writes into the metrics database.
+ * its figures, which the server writes into the metrics database. In mode
+ * independent (the original train_distributed.py) it takes its own SGD steps
+ * instead, pushes nothing per step, and pushes its trained model once at the
+ * end.
  *
  * Time per step is split as: compute (forward + backward), push (encoding and
  * queueing the gradient), wait (how long the server held the request at a
