@@ -569,8 +569,8 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
     sqlite3_stmt *st = s_query(
         m,
         "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-        "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = "
-        "?1",
+        "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset FROM runs "
+        "WHERE id = ?1",
         id);
     if (!st)
         return -1;
@@ -594,6 +594,7 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
     out->staleness = sqlite3_column_int(st, 12);
     out->seed = (uint64_t)sqlite3_column_int64(st, 13); /* stored signed: see run_begin */
     out->train_limit = sqlite3_column_int(st, 14);
+    s_col_text(st, 15, out->dataset, sizeof out->dataset, "");
     sqlite3_finalize(st);
     return 1;
 }

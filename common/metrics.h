@@ -3,11 +3,12 @@
  * server (which alone writes it in distributed runs).
  *
  * Schema (PRAGMA user_version = METRICS_SCHEMA_VERSION):
- *   runs(id INTEGER PRIMARY KEY, mode TEXT,            -- 'basic', 'sync', 'async', 'ssp'
+ *   runs(id INTEGER PRIMARY KEY, mode TEXT,            -- 'basic', 'sync', 'async', 'ssp',
+ *                                                      -- 'independent'
  *        started_at REAL, ended_at REAL,               -- unix seconds; ended_at NULL while running
  *        host TEXT, workers INTEGER, epochs INTEGER, batch_size INTEGER,
  *        lr REAL, momentum REAL, seed INTEGER, threads INTEGER, train_limit INTEGER,
- *        staleness INTEGER, dataset TEXT,
+ *        staleness INTEGER, dataset TEXT,              -- 'mnist', 'fashion-mnist'
  *        status TEXT,                                  -- 'running', 'done', 'failed'
  *        final_accuracy REAL, train_seconds REAL)      -- percent; seconds of training
  *   workers(run_id, worker_id, name TEXT, host TEXT, shard_size INTEGER, threads INTEGER,
@@ -45,7 +46,7 @@ typedef struct metrics metrics_t;
 typedef struct {
     const char *mode;    /* "basic", "sync", "async", "ssp" */
     const char *host;    /* where the run (or its server) ran */
-    const char *dataset; /* data directory */
+    const char *dataset; /* data set: "mnist" or "fashion-mnist" */
     int workers, epochs, batch_size, threads, train_limit, staleness;
     double lr, momentum;
     uint64_t seed;
@@ -125,6 +126,7 @@ metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen);
 typedef struct {
     int64_t id;
     char mode[32], host[128], status[32];
+    char dataset[64]; /* "mnist", "fashion-mnist"; older runs: the data directory */
     double started_at, lr, momentum, final_accuracy, train_seconds;
     int workers, epochs, batch_size, threads, staleness, train_limit;
     uint64_t seed;

@@ -284,11 +284,11 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " \xc2\xb7 staleness %d",
                  r->row.staleness);
     int n = snprintf(buf, len,
-                     "%s \xe2\x80\x94 run %lld (%s)%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
+                     "%s \xe2\x80\x94 run %lld (%s)%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
-                     what, (long long)r->row.id, r->row.mode, extra, r->row.epochs,
-                     r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size, r->row.lr, acc,
-                     ssecs, so_far ? " so far" : "");
+                     what, (long long)r->row.id, r->row.mode, r->row.dataset[0] ? " \xc2\xb7 " : "",
+                     r->row.dataset, extra, r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs",
+                     r->row.batch_size, r->row.lr, acc, ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
@@ -355,6 +355,8 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
     s_run_settings(r, settings, sizeof settings);
     s_text(f, "run id", "%lld", (long long)r->id);
     s_text(f, "mode", "%s", r->mode);
+    if (r->dataset[0])
+        s_text(f, "dataset", "%s", r->dataset);
     s_text(f, "workers", "%d", r->workers);
     s_text(f, "hyperparameters", "%s", settings);
     if (isfinite(r->final_accuracy))
@@ -457,7 +459,10 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     else
         snprintf(label, sizeof label, "Training loss per worker (thick: moving average)");
     plot_panel_title(p, label);
-    plot_panel_empty_text(p, "no steps recorded");
+    /* independent: the workers train alone and send no per-step loss */
+    plot_panel_empty_text(p, strcmp(r->row.mode, "independent")
+                                 ? "no steps recorded"
+                                 : "mode independent: no step losses");
 }
 
 static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
@@ -646,9 +651,10 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     size_t len = strlen(c->title);
     char ssecs[32];
     s_fmt_secs(ssecs, sizeof ssecs, secs);
-    snprintf(c->title + len, sizeof c->title - len, "%s%s: %.2f%% after %d %s in %s%s",
-             i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs",
-             ssecs, strcmp(r.status, "done") ? " (not finished)" : "");
+    snprintf(c->title + len, sizeof c->title - len, "%s%s%s%s: %.2f%% after %d %s in %s%s",
+             i ? "  \xc2\xb7  " : "", r.mode, r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs,
+             r.epochs == 1 ? "epoch" : "epochs", ssecs,
+             strcmp(r.status, "done") ? " (not finished)" : "");
     return 0;
 }
 
@@ -714,6 +720,7 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
 typedef struct {
     metrics_study_row_t s;
     double ips, comm; /* images/s, communication share */
+    char dataset[64]; /* its run's data set */
     s_means_t acc;    /* accuracy over wall time */
 } s_config_t;
 
@@ -749,6 +756,7 @@ static int s_config_figures(metrics_t *m, s_config_t *c)
     int so_far;
     double secs = s_run_seconds(m, &r, &so_far);
     c->ips = secs > 0 ? images / secs : NAN;
+    snprintf(c->dataset, sizeof c->dataset, "%s", r.dataset);
     return 0;
 }
 
@@ -816,8 +824,13 @@ static int s_study_figure(const char *dbpath, s_config_t *c, int n, const char *
     plot_fig_t *f = plot_fig_new(1800, 600, 3, NULL);
     if (!f)
         s_die_oom();
+    const char *dataset = ""; /* a sweep has one data set: its first finished run's */
+    for (int i = n - 1; i >= 0; i--)
+        if (!strcmp(c[i].s.model, model) && c[i].dataset[0])
+            dataset = c[i].dataset;
     char title[256];
-    snprintf(title, sizeof title, "Study \xe2\x80\x94 %s \xe2\x80\x94 %s", model, dbpath);
+    snprintf(title, sizeof title, "Study \xe2\x80\x94 %s%s%s \xe2\x80\x94 %s", model,
+             dataset[0] ? " on " : "", dataset, dbpath);
     plot_fig_title(f, title);
     s_text_common(f, title, dbpath);
     plot_panel_t *pa = plot_fig_panel(f, 0), *pc = plot_fig_panel(f, 2);
@@ -943,6 +956,9 @@ static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const 
     if (found != 1)
         return 1;
     int64_t nsteps = s_load_run_data(m, &r);
+    /* independent: the workers send epochs, no steps */
+    if (nsteps == 0 && !strcmp(r.row.mode, "independent") && r.nw > 0)
+        nsteps = 1;
     if (nsteps == 0)
         fprintf(stderr,
                 "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "

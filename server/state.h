@@ -94,6 +94,10 @@ struct server {
     double t_listen;   /* clock_now() when the socket was bound */
     double last_flush; /* clock_now() when step rows were last committed */
     int train_count;   /* images split among workers */
+
+    /* server.c: idx_fingerprint of those images (0 without data), for the Welcome */
+    uint32_t data_fingerprint;
+
     idx_dataset_t test;
     uint64_t request; /* request id of the message being handled */
     int64_t bytes_in, bytes_out;

@@ -144,6 +144,7 @@ static rig_t *s_rig(int mode)
     snprintf(r->ep, sizeof r->ep, "inproc://fuzz-%d", mode);
     r->o = (server_opts_t){.bind = r->ep,
                            .data_dir = NULL,
+                           .dataset = "mnist",
                            .db = ":memory:",
                            .out_dir = dir,
                            .checkpoint = "/dev/null",
