@@ -57,12 +57,16 @@ static const char *const s_schema =
     " run_id INTEGER NOT NULL, t REAL, updates_applied INTEGER, version INTEGER,"
     " mean_staleness REAL, max_staleness INTEGER);"
     "CREATE INDEX IF NOT EXISTS server_stats_run ON server_stats(run_id);"
+    "CREATE TABLE IF NOT EXISTS shard_stats("
+    " run_id INTEGER NOT NULL, t REAL, shard INTEGER, version INTEGER, updates INTEGER,"
+    " bytes_in INTEGER, bytes_out INTEGER, apply_seconds REAL);"
+    "CREATE INDEX IF NOT EXISTS shard_stats_run ON shard_stats(run_id);"
     "CREATE TABLE IF NOT EXISTS events("
     " run_id INTEGER NOT NULL, t REAL, worker_id INTEGER, kind TEXT, detail TEXT);"
     "CREATE INDEX IF NOT EXISTS events_run ON events(run_id);";
 
 /* The prepared statements, kept for the life of the connection. */
-enum { S_RUN_BEGIN, S_RUN_END, S_WORKER, S_STEP, S_EPOCH, S_SERVER, S_EVENT, S_COUNT };
+enum { S_RUN_BEGIN, S_RUN_END, S_WORKER, S_STEP, S_EPOCH, S_SERVER, S_SHARD, S_EVENT, S_COUNT };
 
 static const char *const s_sql[S_COUNT] = {
     [S_RUN_BEGIN] = "INSERT INTO runs(mode, started_at, host, workers, epochs, batch_size, lr,"
@@ -80,6 +84,8 @@ static const char *const s_sql[S_COUNT] = {
                 " images, bytes_sent, bytes_received, t) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_SERVER] = "INSERT INTO server_stats(run_id, t, updates_applied, version, mean_staleness,"
                  " max_staleness) VALUES(?,?,?,?,?,?)",
+    [S_SHARD] = "INSERT INTO shard_stats(run_id, t, shard, version, updates, bytes_in, bytes_out,"
+                " apply_seconds) VALUES(?,?,?,?,?,?,?,?)",
     [S_EVENT] = "INSERT INTO events(run_id, t, worker_id, kind, detail) VALUES(?,?,?,?,?)",
 };
 
@@ -423,6 +429,24 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
     sqlite3_bind_double(st, 5, mean_staleness);
     sqlite3_bind_int64(st, 6, max_staleness);
     return s_run(m, S_SERVER, "insert server stats");
+}
+
+int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t version,
+                        int64_t updates, int64_t bytes_in, int64_t bytes_out, double apply_seconds)
+{
+    assert(m);
+    if (metrics_flush(m) < 0)
+        return -1;
+    sqlite3_stmt *st = m->stmt[S_SHARD];
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_double(st, 2, t);
+    sqlite3_bind_int(st, 3, shard);
+    sqlite3_bind_int64(st, 4, version);
+    sqlite3_bind_int64(st, 5, updates);
+    sqlite3_bind_int64(st, 6, bytes_in);
+    sqlite3_bind_int64(st, 7, bytes_out);
+    sqlite3_bind_double(st, 8, apply_seconds);
+    return s_run(m, S_SHARD, "insert shard stats");
 }
 
 int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,

@@ -93,6 +93,12 @@ int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_
 int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_applied,
                          int64_t version, double mean_staleness, int64_t max_staleness);
 
+/* Records the figures of one server of a group (shard 0 is the head) at
+ * time t: its version, updates, bytes in and out, seconds spent applying
+ * updates. 0 or -1. */
+int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t version,
+                        int64_t updates, int64_t bytes_in, int64_t bytes_out, double apply_seconds);
+
 /* Records an event (eviction, rejoin, resume...). worker_id -1 for none. 0 or -1. */
 int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,
                   const char *detail);

@@ -18,7 +18,8 @@ _Static_assert(WIRE_TENSOR_FLOATS == MODEL_NPARAMS,
 /* Does this kind of message carry a tensor frame? */
 static int s_needs_tensor(Ps__Envelope__BodyCase kind)
 {
-    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS;
+    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS ||
+           kind == PS__ENVELOPE__BODY_SHARD_FINAL;
 }
 
 const char *wire_kind_name(Ps__Envelope__BodyCase kind)
@@ -33,6 +34,11 @@ const char *wire_kind_name(Ps__Envelope__BodyCase kind)
     case PS__ENVELOPE__BODY_DONE: return "done";
     case PS__ENVELOPE__BODY_ACK: return "ack";
     case PS__ENVELOPE__BODY_ERROR: return "error";
+    case PS__ENVELOPE__BODY_SHARD_JOIN: return "shard join";
+    case PS__ENVELOPE__BODY_SHARD_WELCOME: return "shard welcome";
+    case PS__ENVELOPE__BODY_MEMBERSHIP: return "membership";
+    case PS__ENVELOPE__BODY_SHARD_PING: return "shard ping";
+    case PS__ENVELOPE__BODY_SHARD_FINAL: return "shard final";
     default: return "unknown";
     }
 }
@@ -255,13 +261,19 @@ static void s_from_half(const uint16_t *in, float *out, size_t n)
         out[i] = s_h2f(in[i]);
 }
 
-#define S_I8_BLOCKS ((WIRE_TENSOR_FLOATS + WIRE_I8_BLOCK - 1) / WIRE_I8_BLOCK)
+/* Blocks of an int8 frame of `count` values. */
+static size_t s_i8_blocks(size_t count)
+{
+    return (count + WIRE_I8_BLOCK - 1) / WIRE_I8_BLOCK;
+}
 
-/* Block b of an int8 frame: its scale, its n (<= WIRE_I8_BLOCK) values. */
-static const int8_t *s_i8_block(const unsigned char *in, size_t b, size_t *n, float *scale)
+/* Block b of an int8 frame of `count` values: its scale, its n (<=
+ * WIRE_I8_BLOCK) values. */
+static const int8_t *s_i8_block(const unsigned char *in, size_t count, size_t b, size_t *n,
+                                float *scale)
 {
     size_t lo = b * WIRE_I8_BLOCK;
-    *n = WIRE_TENSOR_FLOATS - lo < WIRE_I8_BLOCK ? WIRE_TENSOR_FLOATS - lo : WIRE_I8_BLOCK;
+    *n = count - lo < WIRE_I8_BLOCK ? count - lo : WIRE_I8_BLOCK;
     const unsigned char *blk = in + b * (sizeof(float) + WIRE_I8_BLOCK);
     memcpy(scale, blk, sizeof *scale);
     return (const int8_t *)(blk + sizeof *scale);
@@ -282,29 +294,40 @@ Ps__Encoding wire_weights_encoding(Ps__Compression c)
                                                   : PS__ENCODING__ENCODING_F16;
 }
 
-size_t wire_encoded_size(int encoding)
+size_t wire_encoded_size_n(int encoding, size_t count)
 {
     switch (encoding) {
-    case PS__ENCODING__ENCODING_F32: return WIRE_TENSOR_FLOATS * sizeof(float);
-    case PS__ENCODING__ENCODING_F16: return WIRE_TENSOR_FLOATS * sizeof(uint16_t);
-    case PS__ENCODING__ENCODING_I8: return WIRE_TENSOR_FLOATS + S_I8_BLOCKS * sizeof(float);
+    case PS__ENCODING__ENCODING_F32: return count * sizeof(float);
+    case PS__ENCODING__ENCODING_F16: return count * sizeof(uint16_t);
+    case PS__ENCODING__ENCODING_I8: return count + s_i8_blocks(count) * sizeof(float);
     default: return 0;
     }
 }
 
+size_t wire_encoded_size(int encoding)
+{
+    return wire_encoded_size_n(encoding, WIRE_TENSOR_FLOATS);
+}
+
 int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual)
 {
-    size_t size = wire_encoded_size(encoding);
+    return wire_tensor_encode_n(msg, t, WIRE_TENSOR_FLOATS, encoding, residual);
+}
+
+int wire_tensor_encode_n(zmq_msg_t *msg, const float *t, size_t count, int encoding,
+                         float *residual)
+{
+    size_t size = wire_encoded_size_n(encoding, count);
     if (size == 0 || zmq_msg_init_size(msg, size) != 0)
         return -1;
     unsigned char *out = zmq_msg_data(msg);
     if (encoding == PS__ENCODING__ENCODING_F32)
         memcpy(out, t, size); /* x86 and ARM are little-endian: as they are */
     else if (encoding == PS__ENCODING__ENCODING_F16)
-        s_to_half(t, (uint16_t *)out, WIRE_TENSOR_FLOATS);
+        s_to_half(t, (uint16_t *)out, count);
     else {
-        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
-            size_t lo = b * WIRE_I8_BLOCK, n = WIRE_TENSOR_FLOATS - lo;
+        for (size_t b = 0; b < s_i8_blocks(count); b++) {
+            size_t lo = b * WIRE_I8_BLOCK, n = count - lo;
             n = n < WIRE_I8_BLOCK ? n : WIRE_I8_BLOCK;
             float x[WIRE_I8_BLOCK], mx = 0.0f;
             for (size_t i = 0; i < n; i++) {
@@ -331,13 +354,14 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     if (m->tensor)
         return m->tensor;
     const unsigned char *in = zmq_msg_data((zmq_msg_t *)&m->tensor_msg);
+    size_t count = m->count ? m->count : WIRE_TENSOR_FLOATS; /* 0: a message built by hand */
     if (m->encoding == PS__ENCODING__ENCODING_F16)
-        s_from_half((const uint16_t *)in, scratch, WIRE_TENSOR_FLOATS);
+        s_from_half((const uint16_t *)in, scratch, count);
     else
-        for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+        for (size_t b = 0; b < s_i8_blocks(count); b++) {
             size_t n;
             float scale;
-            const int8_t *q = s_i8_block(in, b, &n, &scale);
+            const int8_t *q = s_i8_block(in, count, b, &n, &scale);
             for (size_t i = 0; i < n; i++)
                 scratch[b * WIRE_I8_BLOCK + i] = (float)q[i] * scale;
         }
@@ -349,19 +373,19 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
  * (scale x int8) that overflows a float: a scale of 3e38 is finite, 127 times
  * it is not. Returns the index of the first bad value or block, or -1 when
  * all is well. */
-static long s_check_compressed(const unsigned char *in, int encoding)
+static long s_check_compressed(const unsigned char *in, size_t count, int encoding)
 {
     if (encoding == PS__ENCODING__ENCODING_F16) {
         const uint16_t *h = (const uint16_t *)in;
-        for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
+        for (size_t i = 0; i < count; i++)
             if ((h[i] & 0x7c00) == 0x7c00)
                 return (long)i;
         return -1;
     }
-    for (size_t b = 0; b < S_I8_BLOCKS; b++) {
+    for (size_t b = 0; b < s_i8_blocks(count); b++) {
         size_t n;
         float scale;
-        const int8_t *q = s_i8_block(in, b, &n, &scale);
+        const int8_t *q = s_i8_block(in, count, b, &n, &scale);
         int big = 0;
         for (size_t i = 0; i < n; i++)
             big = abs(q[i]) > big ? abs(q[i]) : big;
@@ -401,30 +425,57 @@ static int s_check_envelope(const Ps__Envelope *env, char *err, size_t errlen)
     return 0;
 }
 
-/* Checks the tensor frame m->tensor_msg against its encoding in env (the
- * size, finite values or block scales, float alignment) and sets m->encoding,
- * and m->tensor for float32. 0, or the Error code with err set. */
+/* The encoding and value count its header gives a tensor frame (a count
+ * of 0 means the whole vector). */
+static void s_tensor_layout(const Ps__Envelope *env, int *enc, size_t *count)
+{
+    uint32_t n = 0;
+    switch (env->body_case) {
+    case PS__ENVELOPE__BODY_PUSH:
+        *enc = (int)env->push->encoding;
+        n = env->push->count;
+        break;
+    case PS__ENVELOPE__BODY_WEIGHTS:
+        *enc = (int)env->weights->encoding;
+        n = env->weights->count;
+        break;
+    default: /* ShardFinal: float32 */
+        *enc = PS__ENCODING__ENCODING_F32;
+        n = env->shard_final->count;
+        break;
+    }
+    *count = n == 0 ? WIRE_TENSOR_FLOATS : n;
+}
+
+/* Checks the tensor frame m->tensor_msg against its encoding and count in
+ * env (the size, finite values or block scales, float alignment) and sets
+ * m->encoding, m->count, and m->tensor for float32. 0, or the Error code
+ * with err set. */
 static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, size_t errlen)
 {
     int rc = 0;
-    size_t tlen = zmq_msg_size(&m->tensor_msg);
+    size_t tlen = zmq_msg_size(&m->tensor_msg), count;
     const float *t = zmq_msg_data(&m->tensor_msg);
-    int enc = env->body_case == PS__ENVELOPE__BODY_PUSH ? (int)env->push->encoding
-                                                        : (int)env->weights->encoding;
-    size_t want = wire_encoded_size(enc);
+    int enc;
+    s_tensor_layout(env, &enc, &count);
+    size_t want = wire_encoded_size_n(enc, count);
     long bad;
     m->encoding = enc;
-    if (want == 0) {
+    m->count = count;
+    if (count > WIRE_TENSOR_FLOATS) {
+        errmsg_set(err, errlen, "tensor of %zu values; at most %d", count, WIRE_TENSOR_FLOATS);
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (want == 0) {
         errmsg_set(err, errlen, "unknown tensor encoding %d", enc);
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     } else if (tlen != want) {
         errmsg_set(err, errlen,
-                   "tensor frame has %zu bytes; expected %zu (%d values, "
+                   "tensor frame has %zu bytes; expected %zu (%zu values, "
                    "encoding %d)",
-                   tlen, want, WIRE_TENSOR_FLOATS, enc);
+                   tlen, want, count, enc);
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     } else if (enc != PS__ENCODING__ENCODING_F32) {
-        if ((bad = s_check_compressed((const unsigned char *)t, enc)) >= 0) {
+        if ((bad = s_check_compressed((const unsigned char *)t, count, enc)) >= 0) {
             errmsg_set(err, errlen, "tensor %s %ld is not finite%s",
                        enc == PS__ENCODING__ENCODING_F16 ? "value" : "block scale", bad,
                        enc == PS__ENCODING__ENCODING_F16
@@ -432,17 +483,24 @@ static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, siz
                            : " (or overflows when multiplied by the block's int8 values)");
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         }
-    } else if (((uintptr_t)t & 3) != 0) {
-        errmsg_set(err, errlen, "tensor frame is not aligned for floats");
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    } else if (!model_all_finite(t, WIRE_TENSOR_FLOATS)) {
-        size_t i = 0;
-        while (isfinite(t[i]))
-            i++;
-        errmsg_set(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
-        rc = PS__ERROR_CODE__ERROR_MALFORMED;
-    } else
-        m->tensor = t;
+    } else {
+        if (((uintptr_t)t & 3) != 0) { /* CurveZMQ can deliver a frame at any address */
+            if (!(m->aligned = malloc(tlen ? tlen : 1))) {
+                errmsg_set(err, errlen, "out of memory for a tensor frame");
+                return PS__ERROR_CODE__ERROR_STATE;
+            }
+            memcpy(m->aligned, t, tlen);
+            t = m->aligned;
+        }
+        if (!model_all_finite(t, count)) {
+            size_t i = 0;
+            while (isfinite(t[i]))
+                i++;
+            errmsg_set(err, errlen, "tensor value %zu is not finite (%g)", i, (double)t[i]);
+            rc = PS__ERROR_CODE__ERROR_MALFORMED;
+        } else
+            m->tensor = t;
+    }
     return rc;
 }
 
@@ -531,6 +589,8 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
 {
     *dst = (wire_msg_t){.env = src->env,
                         .encoding = src->encoding,
+                        .count = src->count,
+                        .aligned = src->aligned,
                         .bytes = src->bytes,
                         .has_tensor_msg = src->has_tensor_msg};
     if (src->has_tensor_msg) {
@@ -538,7 +598,7 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src)
         zmq_msg_move(&dst->tensor_msg, &src->tensor_msg);
         zmq_msg_close(&src->tensor_msg);
         if (src->tensor)
-            dst->tensor = zmq_msg_data(&dst->tensor_msg);
+            dst->tensor = src->aligned ? src->aligned : zmq_msg_data(&dst->tensor_msg);
     }
     memset(src, 0, sizeof *src);
 }
@@ -552,6 +612,8 @@ void wire_msg_close(wire_msg_t *m)
         zmq_msg_close(&m->tensor_msg);
     m->has_tensor_msg = 0;
     m->tensor = NULL;
+    free(m->aligned);
+    m->aligned = NULL;
 }
 
 uint16_t wire_f2h_soft(float f)

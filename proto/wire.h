@@ -1,7 +1,8 @@
 /* wire: the codec between ZeroMQ frames and checked messages (ps.proto).
  *
- * A message is an Envelope frame, then for Push and Weights one tensor frame
- * of exactly WIRE_TENSOR_FLOATS little-endian floats. On a ROUTER socket
+ * A message is an Envelope frame, then for Push, Weights and ShardFinal one
+ * tensor frame of the `count` little-endian floats its header names (at
+ * most, and by default, WIRE_TENSOR_FLOATS). On a ROUTER socket
  * (the server) the peer's routing id comes first. wire_recv checks, before
  * anyone uses the message: the frame count, the header size, that it
  * decodes, the protocol version, that a body is set, that the tensor frame is
@@ -32,8 +33,14 @@
 
 #define WIRE_I8_BLOCK 256
 
-/* Bytes of a tensor frame in an encoding (PS__ENCODING__*); 0 if unknown. */
+/* The most messages a step's gradient may be split into for one server
+ * (Push.parts). */
+#define WIRE_MAX_PARTS 64
+
+/* Bytes of a tensor frame of the whole vector (or of `count` values) in an
+ * encoding (PS__ENCODING__*); 0 if unknown. */
 size_t wire_encoded_size(int encoding);
+size_t wire_encoded_size_n(int encoding, size_t count);
 
 /* What a compression granted at registration means on the wire: how a
  * worker's gradients travel (NONE, FP16, INT8 -> F32, F16, I8) and how the
@@ -51,8 +58,11 @@ typedef struct {
 /* A received, checked message. */
 typedef struct {
     Ps__Envelope *env;    /* decoded header, owned; env->body_case says which */
-    const float *tensor;  /* F32: WIRE_TENSOR_FLOATS floats in the received frame; else NULL */
+    const float *tensor;  /* F32: `count` floats in the received frame; else NULL */
     int encoding;         /* of the tensor frame, when there is one */
+    size_t count;         /* values in the tensor frame (the header's count; 0 there: all) */
+    float *aligned;       /* F32 in a frame not aligned for floats (CurveZMQ can deliver
+                           * one so): a copy, which `tensor` points to */
     zmq_msg_t tensor_msg; /* the tensor frame */
     int has_tensor_msg;
     size_t bytes; /* bytes received (all frames) */
@@ -82,8 +92,8 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
  * Error can be sent back). On anything but 0, m holds nothing to free. */
 int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen);
 
-/* The message's tensor as WIRE_TENSOR_FLOATS floats: in place for F32,
- * else decoded into scratch (WIRE_TENSOR_FLOATS floats), which is returned. */
+/* The message's tensor as m->count floats: in place for F32, else decoded
+ * into scratch (room for m->count floats), which is returned. */
 const float *wire_tensor(const wire_msg_t *m, float *scratch);
 
 /* A tensor frame holding `t` in `encoding`. For I8 with a residual
@@ -91,6 +101,9 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch);
  * residual becomes what the encoding lost, to be sent with the next tensor.
  * 0, or -1 when out of memory or for an unknown encoding. */
 int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual);
+/* The same for the `count` values at t (residual: `count` floats too). */
+int wire_tensor_encode_n(zmq_msg_t *msg, const float *t, size_t count, int encoding,
+                         float *residual);
 
 /* Moves a received message: dst takes over src's header and frames (and
  * src is left empty). Use it instead of copying the struct. */

@@ -2,6 +2,7 @@
  * both driven by the field tables s_head_fields and s_slot_fields. */
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@
 /* The run's counters and recipe, as stored. */
 typedef struct {
     char mode[16], dataset[16], lr_scaling[8];
-    uint64_t run_id, version, updates, stale_max, seed;
+    uint64_t run_id, version, updates, stale_max, seed, range_lo, range_hi;
     double stale_sum, elapsed, worker_train_max, lr, momentum, warmup_epochs;
     int workers, staleness, epochs, batch_size, train_count, test_limit;
 } s_head_t;
@@ -79,6 +80,9 @@ static const s_field_t s_head_fields[] = {
     {"lr", F_REAL, HEAD(lr), .rmax = 100, .flag = "--lr"},
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
+    /* The values of the parameter vector this server owns (all, alone). */
+    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
     {"dataset", F_TEXT, HEAD(dataset), .flag = "--dataset"},
     {"lr_scaling", F_TEXT, HEAD(lr_scaling), .flag = "--lr-scaling"},
     {"warmup_epochs", F_REAL, HEAD(warmup_epochs), .rmax = 1000, .flag = "--warmup-epochs"},
@@ -213,7 +217,7 @@ static void s_meta_free(s_meta_t *m)
 
 /* CRC-32 of every field's "key=value\n" (the checksum itself excepted),
  * then the weights' and the momentum's bytes. */
-static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v)
+static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v, size_t n)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
     char line[256];
@@ -222,8 +226,8 @@ static unsigned long s_crc(const s_meta_t *m, const float *w, const float *v)
         crc = crc32(crc, (const Bytef *)line,
                     (uInt)(len < (int)sizeof line ? len : (int)sizeof line - 1));
     }
-    crc = crc32(crc, (const Bytef *)w, MODEL_NPARAMS * sizeof(float));
-    crc = crc32(crc, (const Bytef *)v, MODEL_NPARAMS * sizeof(float));
+    crc = crc32(crc, (const Bytef *)w, (uInt)(n * sizeof(float)));
+    crc = crc32(crc, (const Bytef *)v, (uInt)(n * sizeof(float)));
     return (unsigned long)crc;
 }
 
@@ -247,6 +251,8 @@ static void s_capture(const server_t *s, s_head_t *h)
                     .batch_size = o->batch_size,
                     .train_count = s->train_count,
                     .test_limit = o->test_limit,
+                    .range_lo = s->lo,
+                    .range_hi = s->lo + s->n,
                     .warmup_epochs = o->warmup_epochs};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
     snprintf(h->dataset, sizeof h->dataset, "%s", o->dataset);
@@ -267,10 +273,18 @@ static void s_capture_slot(const slot_t *sl, s_slot_t *c)
 }
 
 /* The weights and the momentum as safetensors tensors; names[] holds the
- * momentum's names. */
-static void s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
-                      char names[MODEL_NTENSORS][64])
+ * momentum's names. Returns how many. A shard of a server group stores its
+ * range as two flat tensors, "weights" and "momentum". */
+static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
+                     char names[MODEL_NTENSORS][64])
 {
+    if (s->n != MODEL_NPARAMS) {
+        t[0] = (st_tensor_t){
+            .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
+        t[1] = (st_tensor_t){
+            .name = "momentum", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v};
+        return 2;
+    }
     for (int i = 0; i < MODEL_NTENSORS; i++) {
         const model_tensor_t *mt = &model_tensors[i];
         snprintf(names[i], sizeof names[i], "momentum.%s", mt->name);
@@ -281,6 +295,35 @@ static void s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
         for (int d = 0; d < mt->ndim; d++)
             t[i].shape[d] = t[MODEL_NTENSORS + i].shape[d] = mt->shape[d];
     }
+    return 2 * MODEL_NTENSORS;
+}
+
+/* Reads a shard's flat tensor `name` of n floats into out. */
+static int s_read_flat(const st_file_t *f, const char *name, float *out, size_t n, char *err,
+                       size_t errlen)
+{
+    const st_tensor_t *t = st_find(f, name);
+    if (!t || t->dtype != ST_F32 || t->ndim != 1 || t->shape[0] != (int64_t)n) {
+        errmsg_set(err, errlen, "it has no float32 tensor '%s' of %zu values", name, n);
+        return -1;
+    }
+    memcpy(out, t->data, n * sizeof(float));
+    return 0;
+}
+
+/* Reads the weights and momentum of this server's range. */
+static int s_read_tensors(server_t *s, const st_file_t *f, char *err, size_t n)
+{
+    const char *path = s->o->checkpoint;
+    if (s->n != MODEL_NPARAMS)
+        return s_read_flat(f, "weights", s->w, s->n, err, n) != 0 ||
+                       s_read_flat(f, "momentum", s->v, s->n, err, n) != 0
+                   ? -1
+                   : 0;
+    return modelfile_read(f, path, "", s->w, err, n) != 0 ||
+                   modelfile_read(f, path, "momentum.", s->v, err, n) != 0
+               ? -1
+               : 0;
 }
 
 int ckpt_write(server_t *s)
@@ -304,13 +347,20 @@ int ckpt_write(server_t *s)
         m.pairs[2 * i + 1] = m.val[i];
     }
     snprintf(m.key[m.n], sizeof m.key[m.n], "checksum");
-    snprintf(m.val[m.n], sizeof m.val[m.n], "%08lx", s_crc(&m, s->w, s->v));
+    snprintf(m.val[m.n], sizeof m.val[m.n], "%08lx", s_crc(&m, s->w, s->v, s->n));
     m.pairs[2 * m.n] = m.key[m.n];
     m.pairs[2 * m.n + 1] = m.val[m.n];
     st_tensor_t t[2 * MODEL_NTENSORS];
     char names[MODEL_NTENSORS][64], err[512];
-    s_tensors(s, t, names);
-    int rc = st_write(s->o->checkpoint, t, 2 * MODEL_NTENSORS, m.pairs, err, sizeof err);
+    int nt = s_tensors(s, t, names);
+    if (s->o->shards > 1) { /* a group keeps the one before too (ckpt_rollback) */
+        char prev[4200];
+        snprintf(prev, sizeof prev, "%s.prev", s->o->checkpoint);
+        if (rename(s->o->checkpoint, prev) != 0 && errno != ENOENT)
+            srv_log(s, "warning: cannot keep the previous checkpoint as %s: %s", prev,
+                    strerror(errno));
+    }
+    int rc = st_write(s->o->checkpoint, t, nt, m.pairs, err, sizeof err);
     if (rc != 0)
         srv_log(s, "warning: checkpoint failed: %s", err);
     /* Also after a failure: the next try waits for the next interval
@@ -326,6 +376,13 @@ void ckpt_maybe(server_t *s)
 {
     if (s->o->checkpoint_every <= 0)
         return;
+    if (s->o->shards > 1) {
+        /* A group checkpoints at the same versions on every server (in sync
+         * they apply the same rounds), so that a resumed group agrees. */
+        if (s->version % (uint64_t)s->o->checkpoint_every == 0 && s->version != s->ckpt_version)
+            ckpt_write(s);
+        return;
+    }
     if (s->version - s->ckpt_version >= (uint64_t)s->o->checkpoint_every ||
         clock_now() - s->ckpt_time >= s->o->checkpoint_seconds)
         ckpt_write(s);
@@ -347,7 +404,7 @@ static int s_read_fields(const st_file_t *f, int from, int to, s_head_t *h, s_sl
 /* What differs between the file's recipe and this server's flags, or 0. */
 static int s_recipe_problem(const s_head_t *file, const s_head_t *mine, char *err, size_t n)
 {
-    char flags[512] = "";
+    char flags[1024] = "";
     int differ = 0;
     for (int i = 0; i < S_NHEAD; i++) {
         const s_field_t *fd = &s_head_fields[i];
@@ -383,7 +440,7 @@ static int s_checksum_problem(const st_file_t *f, const server_t *s, char *err, 
         m.pairs[2 * i + 1] = v ? v : "";
     }
     char want[16];
-    snprintf(want, sizeof want, "%08lx", s_crc(&m, s->w, s->v));
+    snprintf(want, sizeof want, "%08lx", s_crc(&m, s->w, s->v, s->n));
     s_meta_free(&m);
     const char *sum = st_metadata(f, "checksum");
     if (sum && strcmp(sum, want) == 0)
@@ -427,7 +484,6 @@ static void s_restore(server_t *s, const s_head_t *h, const s_slot_t *slots)
 static int s_read(server_t *s, const st_file_t *f, s_head_t *h, s_slot_t *slots, char *err,
                   size_t n)
 {
-    const char *path = s->o->checkpoint;
     s_head_t mine;
     s_capture(s, &mine);
     if (s_read_fields(f, 0, S_NHEAD, h, slots, err, n) != 0)
@@ -440,11 +496,10 @@ static int s_read(server_t *s, const st_file_t *f, s_head_t *h, s_slot_t *slots,
                    (unsigned long long)h->version);
         return -1;
     }
-    if (s_recipe_problem(h, &mine, err, n) != 0 || modelfile_read(f, path, "", s->w, err, n) != 0 ||
-        modelfile_read(f, path, "momentum.", s->v, err, n) != 0 ||
+    if (s_recipe_problem(h, &mine, err, n) != 0 || s_read_tensors(s, f, err, n) != 0 ||
         s_checksum_problem(f, s, err, n) != 0)
         return -1;
-    if (!model_all_finite(s->w, MODEL_NPARAMS) || !model_all_finite(s->v, MODEL_NPARAMS)) {
+    if (!model_all_finite(s->w, s->n) || !model_all_finite(s->v, s->n)) {
         errmsg_set(err, n, "its weights or momentum are not finite");
         return -1;
     }
@@ -485,4 +540,46 @@ int ckpt_resume(server_t *s, char *err, size_t errlen)
     free(slots);
     st_close(&f);
     return rc;
+}
+
+/* Forgets what the consistency rules and the shards' tables held: a
+ * rollback starts every worker's step afresh. */
+static void s_clear_rounds(server_t *s)
+{
+    s->active = 0;
+    cons_forget(s);
+    for (int i = 0; i < s->o->workers; i++)
+        s->slots[i].token = 0; /* revoked: the shards refuse the old one; it registers again */
+}
+
+int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen)
+{
+    char paths[2][4200], why[600] = "no checkpoint file";
+    snprintf(paths[0], sizeof paths[0], "%s", s->o->checkpoint);
+    snprintf(paths[1], sizeof paths[1], "%s.prev", s->o->checkpoint);
+    s_slot_t *slots = calloc((size_t)s->o->workers, sizeof *slots);
+    int rc = -1;
+    for (int i = 0; i < 2 && rc != 0 && slots; i++) {
+        st_file_t *f = st_open(paths[i], why, sizeof why);
+        uint64_t v = 0;
+        if (f && st_metadata_uint64(f, "version", &v, why, sizeof why) == 0 && v == version) {
+            s_head_t h;
+            if (s_read(s, f, &h, slots, why, sizeof why) == 0) {
+                s_clear_rounds(s);
+                s_restore(s, &h, slots);
+                rc = 0;
+            } else
+                rc = -2; /* s->w may be half read: the caller must stop */
+        }
+        st_close(&f);
+        if (rc == -2)
+            break;
+    }
+    free(slots);
+    if (rc != 0)
+        errmsg_set(err, errlen,
+                   "cannot return to version %llu: neither %s nor its .prev holds it intact "
+                   "(%s); restart the whole group with --resume",
+                   (unsigned long long)version, s->o->checkpoint, why);
+    return rc == 0 ? 0 : -1;
 }

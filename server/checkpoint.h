@@ -34,4 +34,13 @@ void ckpt_maybe(server_t *s);
  * never loaded. 0, or -1 with a message in err. */
 int ckpt_resume(server_t *s, char *err, size_t errlen);
 
+/* A server group returns to an older version (a shard resumed from its
+ * checkpoint): reloads the checkpoint of exactly that version, from
+ * s->o->checkpoint or the one kept before it (PATH.prev; a group writes
+ * both, at the same versions on every server), checked as ckpt_resume
+ * checks; every slot then waits for its worker to register again and its
+ * token is revoked. 0, or -1 with a message in err: the server's weights
+ * may then be half read and it must stop. */
+int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen);
+
 #endif

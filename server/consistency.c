@@ -54,7 +54,9 @@ static void s_count_update(server_t *s, uint64_t computed_on)
 
 static void s_apply(server_t *s, const float *g, uint64_t computed_on)
 {
-    model_sgd_step(s->w, s->v, g, MODEL_NPARAMS, (float)cons_lr_now(s), (float)s->o->momentum);
+    double t0 = clock_now();
+    model_sgd_step(s->w, s->v, g, s->n, (float)cons_lr_now(s), (float)s->o->momentum);
+    s->apply_seconds += clock_now() - t0;
     s_count_update(s, computed_on);
 }
 
@@ -67,12 +69,13 @@ s_apply_average(server_t *s, const float *const *g, int k)
     enum { BLOCK = 2048 };
     float avg[BLOCK];
     const float scale = 1.0f / (float)k, lr = (float)cons_lr_now(s), mom = (float)s->o->momentum;
+    double t0 = clock_now();
     /* Pass 0 checks that the step keeps every value finite (each gradient
      * was checked alone, but a sum of large finite ones can overflow); pass
      * 1 applies it. */
     for (int pass = 0; pass < 2; pass++)
-        for (size_t lo = 0; lo < MODEL_NPARAMS; lo += BLOCK) {
-            size_t n = MODEL_NPARAMS - lo < BLOCK ? MODEL_NPARAMS - lo : BLOCK;
+        for (size_t lo = 0; lo < s->n; lo += BLOCK) {
+            size_t n = s->n - lo < BLOCK ? s->n - lo : BLOCK;
             memcpy(avg, g[0] + lo, n * sizeof(float));
             for (int j = 1; j < k; j++)
                 for (size_t i = 0; i < n; i++)
@@ -85,6 +88,7 @@ s_apply_average(server_t *s, const float *const *g, int k)
                 return -1;
         }
     /* Every gradient of a round was computed on the current version. */
+    s->apply_seconds += clock_now() - t0;
     s_count_update(s, s->version);
     return 0;
 }
@@ -133,7 +137,6 @@ static void s_sync_check_round(server_t *s)
     snapshot_t snap = SNAPSHOT_INIT;
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
-        wire_msg_close(&sl->grad);
         sl->round_g = NULL;
         if (sl->pending)
             s_release(s, sl, now, &snap, sl->active);
@@ -142,14 +145,9 @@ static void s_sync_check_round(server_t *s)
     ckpt_maybe(s);
 }
 
-static void s_sync_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
-                        uint64_t computed_on)
+static void s_sync_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
     (void)computed_on; /* a round's gradients are all computed on the current version */
-    if (m->tensor) {   /* float32: the slot keeps the message itself */
-        wire_msg_move(&sl->grad, m);
-        g = sl->grad.tensor;
-    }
     sl->round_g = g;
     s->round_arrived++;
     s_hold(s, sl);
@@ -159,7 +157,6 @@ static void s_sync_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
 static void s_sync_rejoin(server_t *s, slot_t *sl)
 {
     if (sl->pending && sl->round_g) {
-        wire_msg_close(&sl->grad);
         sl->round_g = NULL;
         s->round_arrived--;
         sl->steps--;
@@ -167,10 +164,8 @@ static void s_sync_rejoin(server_t *s, slot_t *sl)
     sl->pending = 0;
 }
 
-static void s_async_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
-                         uint64_t computed_on)
+static void s_async_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
-    (void)m;
     s_apply(s, g, computed_on);
     srv_reply_weights_now(s, sl);
     ckpt_maybe(s);
@@ -208,9 +203,8 @@ static void s_ssp_release(server_t *s)
     snapshot_close(&snap);
 }
 
-static void s_ssp_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m, uint64_t computed_on)
+static void s_ssp_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
-    (void)m;
     s_apply(s, g, computed_on);
     s_hold(s, sl);
     s_ssp_release(s);
@@ -224,10 +218,8 @@ void cons_independent_path(const server_t *s, int id, char *path, size_t n)
 
 /* independent: the push is the worker's trained model (server.c checked
  * that it is its one push, final_model set); it is saved as it came. */
-static void s_independent_push(server_t *s, slot_t *sl, const float *g, wire_msg_t *m,
-                               uint64_t computed_on)
+static void s_independent_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
-    (void)m;
     (void)computed_on;
     int id = (int)(sl - s->slots);
     char path[4200], err[512], id_s[16];
@@ -254,6 +246,16 @@ const cons_policy_t *cons_policy(server_mode_t mode)
 {
     assert(mode >= 0 && mode < (int)(sizeof s_policies / sizeof s_policies[0]));
     return &s_policies[mode];
+}
+
+void cons_forget(server_t *s)
+{
+    s->round_arrived = 0;
+    for (int i = 0; i < s->o->workers; i++) {
+        s->slots[i].pending = 0;
+        s->slots[i].round_g = NULL;
+        s->slots[i].parts_got = 0;
+    }
 }
 
 uint64_t cons_applied_steps(const slot_t *sl)

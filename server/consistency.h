@@ -33,9 +33,10 @@ struct cons_policy {
     server_mode_t mode;
     /* A new step's gradient g from sl (validated, and checked to keep the
      * model finite on its own), computed on version `computed_on`, in the
-     * request being handled. g points into m or into sl->gbuf; sync keeps
-     * the message for the open round (m is left empty). */
-    void (*on_push)(server_t *s, slot_t *sl, const float *g, wire_msg_t *m, uint64_t computed_on);
+     * request being handled. g is sl->gbuf (this server's n values): it
+     * stays as it is until the worker's reply is sent, so sync keeps it for
+     * the open round. */
+    void (*on_push)(server_t *s, slot_t *sl, const float *g, uint64_t computed_on);
     /* A worker left the active set (done, left or evicted): release what
      * was waiting for it. */
     void (*on_leave)(server_t *s);
@@ -66,6 +67,10 @@ void cons_independent_path(const server_t *s, int id, char *path, size_t n);
 
 /* The policy of a mode; never NULL. */
 const cons_policy_t *cons_policy(server_mode_t mode);
+
+/* Forgets every held reply and the open round (a server group returning to
+ * an older version: every worker starts its step again). */
+void cons_forget(server_t *s);
 
 /* Steps of sl whose gradients are applied to the weights (a gradient held
  * in an open sync round is not yet): what a checkpoint may count. */

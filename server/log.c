@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "clock.h"
+#include "group.h"
 #include "state.h"
 
 double srv_elapsed(const server_t *s)
@@ -62,4 +63,5 @@ void srv_write_stats(server_t *s)
     srv_db(s, metrics_server_stats(s->db, s->run, srv_elapsed(s), s->updates, (int64_t)s->version,
                                    s->updates ? s->stale_sum / (double)s->updates : 0.0,
                                    s->stale_max));
+    group_write_stats(s);
 }

@@ -70,6 +70,17 @@ static void s_usage(FILE *f)
             "  --keygen PATH           write a new CurveZMQ key pair: PATH (public certificate,\n"
             "                          to share) and PATH_secret (keep private), then exit\n"
             "  --force                 with --keygen: replace an existing key pair\n"
+            "\n"
+            "A server group splits the parameters over several processes (README, \"Server\n"
+            "shards\"): the head is started with --shards S and the flags above; each other\n"
+            "shard with --shard I --head and the flags below (it takes the recipe from the head).\n"
+            "  --shards S              the head of a group of S servers, 1..64 (default 1)\n"
+            "  --shard I               run shard I (1..S-1) of the group whose head is --head\n"
+            "  --head ENDPOINT         the head's endpoint, tcp://HOST:PORT\n"
+            "  --advertise ENDPOINT    where workers reach this shard (default: --bind, with a\n"
+            "                          wildcard host replaced by this machine's name);\n"
+            "                          a shard's --bind defaults to tcp://*:5555+I\n"
+            "  --server-key FILE       a shard with CurveZMQ: the head's public certificate\n"
             "  -h, --help              this help\n");
 }
 
@@ -189,6 +200,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_ALLOWED,
         O_KEYGEN,
         O_FORCE,
+        O_SHARDS,
+        O_SHARD,
+        O_HEAD,
+        O_ADVERTISE,
+        O_SERVER_KEY,
         O_DATASET, /* issue 14 */
         O_LR_SCALING,
         O_WARMUP
@@ -219,16 +235,24 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"allowed-keys", required_argument, 0, O_ALLOWED},
         {"keygen", required_argument, 0, O_KEYGEN},
         {"force", no_argument, 0, O_FORCE},
+        {"shards", required_argument, 0, O_SHARDS},
+        {"shard", required_argument, 0, O_SHARD},
+        {"head", required_argument, 0, O_HEAD},
+        {"advertise", required_argument, 0, O_ADVERTISE},
+        {"server-key", required_argument, 0, O_SERVER_KEY},
         {"dataset", required_argument, 0, O_DATASET},
         {"lr-scaling", required_argument, 0, O_LR_SCALING},
         {"warmup-epochs", required_argument, 0, O_WARMUP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int c, bad = 0;
+    int c, bad = 0, bind_given = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case O_BIND: o.bind = optarg; break;
+        case O_BIND:
+            o.bind = optarg;
+            bind_given = 1;
+            break;
         case O_WORKERS: bad |= args_int("--workers", optarg, 1, 1024, &o.workers); break;
         case O_MODE:
             if (strcmp(optarg, "sync") == 0)
@@ -279,6 +303,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         case O_ALLOWED: o.allowed_keys = optarg; break;
         case O_KEYGEN: *keygen = optarg; break;
         case O_FORCE: *force = 1; break;
+        case O_SHARDS: bad |= args_int("--shards", optarg, 1, 64, &o.shards); break;
+        case O_SHARD: bad |= args_int("--shard", optarg, 1, 63, &o.shard); break;
+        case O_HEAD: o.head = optarg; break;
+        case O_ADVERTISE: o.advertise = optarg; break;
+        case O_SERVER_KEY: o.server_key = optarg; break;
         case O_DATASET:
             o.dataset = optarg;
             if (!idx_dataset_dir(optarg)) {
@@ -310,6 +339,26 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                         "server must know whom to admit\n");
         bad = 1;
     }
+    if (!bad && (o.shard > 0) != (o.head != NULL)) {
+        fprintf(stderr, "error: --shard I and --head ENDPOINT go together: a shard joins its "
+                        "head\n");
+        bad = 1;
+    }
+    if (!bad && o.shard > 0 && o.shards > 1) {
+        fprintf(stderr, "error: --shards is the head's flag; a shard (--shard) learns the "
+                        "group's size from its head\n");
+        bad = 1;
+    }
+    if (!bad && (o.advertise || o.server_key) && o.shard == 0) {
+        fprintf(stderr, "error: --advertise and --server-key are a shard's flags (with --shard "
+                        "and --head)\n");
+        bad = 1;
+    }
+    if (!bad && o.shard > 0 && !bind_given) {
+        static char sbind[64]; /* o.bind points here for the whole run */
+        snprintf(sbind, sizeof sbind, "tcp://*:%d", 5555 + o.shard);
+        o.bind = sbind;
+    }
     if (!bad && !*keygen && s_check_bind(o.bind) != 0)
         bad = 1;
     if (!bad && o.lr_scaling == LR_SCALING_LINEAR && o.mode != MODE_SYNC) {
@@ -318,6 +367,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                 "and only --mode sync averages (%s applies one worker's gradient, or none, per "
                 "update): use --lr-scaling none\n",
                 server_mode_name(o.mode));
+        bad = 1;
+    }
+    if (!bad && o.mode == MODE_INDEPENDENT && o.shards > 1) {
+        fprintf(stderr, "error: --mode independent has no shared parameters to split: drop "
+                        "--shards\n");
         bad = 1;
     }
     if (!o.data_dir)
@@ -341,7 +395,10 @@ int main(int argc, char **argv)
         return s_keygen(keygen, force);
     static char ckpt[4096]; /* o.checkpoint points here for the whole run */
     if (!o.checkpoint) {
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
+        if (o.shard > 0)
+            snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard%d.safetensors", o.out_dir, o.shard);
+        else
+            snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
         o.checkpoint = ckpt;
     }
     /* WIRE_TENSOR_FLOATS == MODEL_NPARAMS is a static assertion in proto/wire.c. */
@@ -350,5 +407,5 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return server_run(&o);
+    return o.shard > 0 ? server_run_shard(&o) : server_run(&o);
 }

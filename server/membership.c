@@ -4,10 +4,13 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "clock.h"
 #include "consistency.h"
+#include "group.h"
 #include "model.h"
 #include "shard.h"
 #include "transport.h"
@@ -57,11 +60,30 @@ static int s_id(const server_t *s, const slot_t *sl)
     return (int)(sl - s->slots);
 }
 
-/* Tells one worker who it is, the recipe, and where to resume. */
+/* A fresh secret for a new incarnation (the shards know a worker by it). */
+static uint64_t s_token(void)
+{
+    uint64_t t = 0;
+    while (t == 0)
+        if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t)
+            t = (uint64_t)(clock_now() * 1e9) ^ ((uint64_t)getpid() << 32);
+    return t;
+}
+
+/* Tells one worker who it is, the recipe, where each range of the
+ * parameters lives, and where to resume; the shards learn its new token
+ * first. */
 static void s_welcome(server_t *s, slot_t *sl)
 {
+    sl->token = s_token();
+    sl->start_step = sl->steps;
+    group_membership_changed(s);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Welcome wm = PS__WELCOME__INIT;
+    int S = s->o->shards > 1 ? s->o->shards : 1;
+    Ps__ShardRange ranges[S], *ptrs[S];
+    group_welcome(s, &wm, ranges, ptrs);
+    wm.token = sl->token;
     wm.worker_id = (uint32_t)s_id(s, sl);
     wm.workers = (uint32_t)s->o->workers;
     wm.run_id = s->run;
@@ -294,7 +316,12 @@ static void s_register_new(server_t *s, const wire_peer_t *peer, const Ps__Regis
     s->active++;
     srv_log(s, "worker %d registered: %s on %s, %d thread(s), shard of %lld images (%d/%d)", id,
             sl->name, sl->host, sl->threads, (long long)sl->shard, s->registered, s->o->workers);
-    if (s->registered == s->o->workers)
+    member_maybe_start(s);
+}
+
+void member_maybe_start(server_t *s)
+{
+    if (!s->started && s->registered == s->o->workers && group_ready(s, NULL, 0))
         s_start_run(s);
 }
 
@@ -306,6 +333,13 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
         if (bad == why) /* a bad name or host: the log says which */
             srv_log_refused(s, "refused a registration: %s", why);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, bad);
+        return;
+    }
+    char missing[128];
+    if (s->started && !group_ready(s, missing, sizeof missing)) {
+        /* Resumed, and a shard is not back yet: the worker resends. */
+        srv_log_refused(s, "registration of %s waits: %s of the server group not joined yet", name,
+                        missing);
         return;
     }
     for (int i = 0; i < s->registered; i++)
@@ -357,6 +391,7 @@ static void s_leave(server_t *s, slot_t *sl)
     sl->active = 0;
     s->active--;
     s->policy->on_leave(s);
+    group_membership_changed(s);
 }
 
 void member_leaving(server_t *s, slot_t *sl)

@@ -37,6 +37,10 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
  * active. Else NULL after an Error reply. */
 slot_t *member_check(server_t *s, const wire_peer_t *peer, uint32_t id, const char *what);
 
+/* Starts the run when every worker has registered and every shard of the
+ * server group has joined. */
+void member_maybe_start(server_t *s);
+
 /* The worker finished its epochs (its figures are checked): recorded,
  * checkpointed before the Ack (a server that crashes after the Ack resumes
  * knowing it), acknowledged, out of the active set. */

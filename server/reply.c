@@ -24,7 +24,7 @@ void srv_reply_weights(server_t *s, slot_t *sl, uint64_t request, double held, s
     int id = (int)(sl - s->slots);
     int enc = wire_weights_encoding(sl->compress);
     if (!snap->ready[enc]) {
-        if (wire_tensor_encode(&snap->msg[enc], s->w, enc, NULL) != 0) {
+        if (wire_tensor_encode_n(&snap->msg[enc], s->w, s->n, enc, NULL) != 0) {
             srv_log(s, "warning: out of memory for a reply to worker %d", id);
             return;
         }
@@ -42,6 +42,8 @@ void srv_reply_weights(server_t *s, slot_t *sl, uint64_t request, double held, s
     wm.version = s->version;
     wm.held_seconds = held;
     wm.encoding = (Ps__Encoding)enc;
+    wm.offset = (uint32_t)s->lo;
+    wm.count = (uint32_t)s->n;
     env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
     env.weights = &wm;
     env.request_id = request;

@@ -17,6 +17,7 @@
 #include "fs.h"
 #include "consistency.h"
 #include "engine.h"
+#include "group.h"
 #include "membership.h"
 #include "model.h"
 #include "modelfile.h"
@@ -81,54 +82,103 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     return -1;
 }
 
-/* A push. Exactly once: a step already applied is never applied again.
- * A new step's gradient is decoded, checked to keep the model finite, and
- * handed to the mode's policy (which in sync keeps m's message). */
+/* Why this part of a step's gradient does not fit (into why), or 0. The
+ * parts of a step come in backward order and tile this server's range: the
+ * first ends at its end, each next one ends where the one before began, the
+ * last begins at its start. A part that does not fit drops the parts
+ * received so far: the worker resends them all. */
+static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p, size_t count,
+                          char *why, size_t n)
+{
+    uint32_t parts = p->parts ? p->parts : 1;
+    size_t end = p->part == 0 ? s->lo + s->n : sl->part_lo, off = p->offset;
+    if (parts > WIRE_MAX_PARTS || p->part >= parts)
+        snprintf(why, n, "push part %u of %u (at most %d parts)", p->part, parts, WIRE_MAX_PARTS);
+    else if (p->part > 0 &&
+             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+        snprintf(why, n,
+                 "push part %u of %u of step %llu out of order (%u parts of step %llu "
+                 "received)",
+                 p->part, parts, (unsigned long long)p->step, sl->parts_got,
+                 (unsigned long long)sl->part_step);
+    else if (off < s->lo || off + count != end || (p->part + 1 == parts && off != s->lo))
+        snprintf(why, n,
+                 "push part %u of %u holds values [%zu, %zu); expected a range ending at "
+                 "%zu within this server's [%zu, %zu)",
+                 p->part, parts, off, off + count, end, s->lo, s->lo + s->n);
+    else
+        return 0;
+    return -1;
+}
+
+/* Refuses the request being handled: a log line and an Error reply. */
+static void s_refuse(server_t *s, const wire_peer_t *peer, int id, Ps__ErrorCode code,
+                     const char *why)
+{
+    srv_log_refused(s, "refused worker %d: %s", id, why);
+    srv_error(s, peer, code, why);
+}
+
+/* A push: one part of a step's gradient (or all of it). Exactly once: a
+ * step already applied is never applied again. The parts of a new step are
+ * decoded into the slot's buffer; with the last, the gradient is checked to
+ * keep the model finite and handed to the mode's policy. Only the last part
+ * is answered. */
 static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
 {
     const Ps__Push *p = m->env->push;
-    slot_t *sl = member_check(s, peer, p->worker_id, "push");
+    slot_t *sl = group_check(s, peer, p->worker_id, p->token, "push");
     if (!sl)
         return;
     int id = (int)(sl - s->slots);
-    char why[200];
+    int last = p->part + 1 >= (p->parts ? p->parts : 1);
+    char why[300];
     if (p->step >= 1 && p->step <= sl->steps) {
-        /* A retry after a lost or slow reply: answer it unless the
-         * original's answer is still to come. */
-        s->duplicates++;
-        if (!sl->pending)
-            srv_reply_weights_now(s, sl);
-        return;
-    }
-    if (s_push_problem(s, sl, p, why, sizeof why) != 0) {
-        srv_log_refused(s, "refused worker %d: %s", id, why);
-        srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
-        return;
-    }
-    const float *g = m->tensor;
-    if (!g) { /* compressed: decode into the slot's buffer */
-        if (!sl->gbuf && !(sl->gbuf = malloc(MODEL_NPARAMS * sizeof(float)))) {
-            srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, "server out of memory");
-            return;
+        /* A retry after a lost or slow reply: answer its last part unless
+         * the original's answer is still to come. */
+        if (last) {
+            s->duplicates++;
+            if (!sl->pending)
+                srv_reply_weights_now(s, sl);
         }
-        g = wire_tensor(m, sl->gbuf);
+        return;
     }
-    if (!model_sgd_step_finite(s->w, s->v, g, MODEL_NPARAMS, (float)cons_lr_now(s),
-                               (float)s->o->momentum)) {
+    if (s_push_problem(s, sl, p, why, sizeof why) != 0 ||
+        s_part_problem(s, sl, p, m->count, why, sizeof why) != 0) {
+        sl->parts_got = 0;
+        s_refuse(s, peer, id, PS__ERROR_CODE__ERROR_STATE, why);
+        return;
+    }
+    if (!sl->gbuf && !(sl->gbuf = malloc(s->n * sizeof(float)))) {
+        s_refuse(s, peer, id, PS__ERROR_CODE__ERROR_STATE, "server out of memory");
+        return;
+    }
+    float *into = sl->gbuf + (p->offset - s->lo);
+    const float *t = wire_tensor(m, into);
+    if (t != into)
+        memcpy(into, t, m->count * sizeof(float));
+    sl->part_step = p->step;
+    sl->parts = p->parts ? p->parts : 1;
+    sl->parts_got = p->part + 1;
+    sl->part_lo = p->offset;
+    if (!last)
+        return;
+    sl->parts_got = 0;
+    const float *g = sl->gbuf;
+    if (!model_sgd_step_finite(s->w, s->v, g, s->n, (float)cons_lr_now(s), (float)s->o->momentum)) {
         snprintf(why, sizeof why,
                  "push of step %llu would make the weights or the momentum "
                  "overflow (not finite); not applied",
                  (unsigned long long)p->step);
-        srv_log_refused(s, "refused worker %d: %s", id, why);
-        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, why);
+        s_refuse(s, peer, id, PS__ERROR_CODE__ERROR_MALFORMED, why);
         return;
     }
     sl->steps = p->step;
     sl->last_seen = clock_now();
-    if (!p->final_model) /* a model is no step */
+    if (s->shard == 0 && !p->final_model) /* the head keeps the metrics; a model is no step */
         srv_db(s, metrics_step(s->db, s->run, id, (int64_t)p->step, (int)p->epoch, p->loss,
                                srv_elapsed(s)));
-    s->policy->on_push(s, sl, g, m, p->version);
+    s->policy->on_push(s, sl, g, p->version);
 }
 
 /* What is out of range in an epoch report, or NULL. */
@@ -210,7 +260,7 @@ static void s_on_done(server_t *s, const wire_peer_t *peer, const Ps__Done *d)
 
 static void s_on_pull(server_t *s, const wire_peer_t *peer, const Ps__Pull *p)
 {
-    slot_t *sl = member_check(s, peer, p->worker_id, "pull");
+    slot_t *sl = group_check(s, peer, p->worker_id, p->token, "pull");
     if (!sl)
         return;
     /* independent: a worker trains alone and pulls now and then to show it
@@ -218,6 +268,19 @@ static void s_on_pull(server_t *s, const wire_peer_t *peer, const Ps__Pull *p)
     if (s->o->mode == MODE_INDEPENDENT)
         sl->last_seen = clock_now();
     srv_reply_weights_now(s, sl);
+}
+
+/* The messages only the head takes: registration, the workers' figures,
+ * and its shards'. */
+static void s_head_handle(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    Ps__Envelope *env = m->env;
+    switch (env->body_case) {
+    case PS__ENVELOPE__BODY_REGISTER: member_register(s, peer, env->register_); break;
+    case PS__ENVELOPE__BODY_EPOCH: s_on_epoch(s, peer, env->epoch); break;
+    case PS__ENVELOPE__BODY_DONE: s_on_done(s, peer, env->done); break;
+    default: group_handle(s, peer, m); break;
+    }
 }
 
 /* Receives one message and hands it to its handler. */
@@ -239,14 +302,28 @@ static void s_handle(server_t *s)
     Ps__Envelope *env = m.env;
     s->request = env->request_id;
     switch (env->body_case) {
-    case PS__ENVELOPE__BODY_REGISTER: member_register(s, &peer, env->register_); break;
     case PS__ENVELOPE__BODY_PULL: s_on_pull(s, &peer, env->pull); break;
     case PS__ENVELOPE__BODY_PUSH: s_on_push(s, &peer, &m); break;
-    case PS__ENVELOPE__BODY_EPOCH: s_on_epoch(s, &peer, env->epoch); break;
-    case PS__ENVELOPE__BODY_DONE: s_on_done(s, &peer, env->done); break;
+    case PS__ENVELOPE__BODY_REGISTER:
+    case PS__ENVELOPE__BODY_EPOCH:
+    case PS__ENVELOPE__BODY_DONE:
+    case PS__ENVELOPE__BODY_SHARD_JOIN:
+    case PS__ENVELOPE__BODY_SHARD_PING:
+    case PS__ENVELOPE__BODY_SHARD_FINAL:
+        if (s->shard == 0) { /* the head's business; a shard serves pushes and pulls */
+            s_head_handle(s, &peer, &m);
+            break;
+        }
+        /* fall through */
     default:
-        snprintf(err, sizeof err, "a worker may not send a %s message",
-                 wire_kind_name(env->body_case));
+        if (s->shard)
+            snprintf(err, sizeof err,
+                     "shard %d of the server group serves pushes and pulls; a %s message "
+                     "goes to the head",
+                     s->shard, wire_kind_name(env->body_case));
+        else
+            snprintf(err, sizeof err, "a worker may not send a %s message",
+                     wire_kind_name(env->body_case));
         srv_log_refused(s, "refused: %s", err);
         srv_error(s, &peer, PS__ERROR_CODE__ERROR_STATE, err);
         break;
@@ -264,7 +341,7 @@ static void s_remove_checkpoint(server_t *s)
 
 /* Saves the final model unless nothing was trained or it is not finite.
  * 0, or 1 after printing why. */
-static int s_save_model(server_t *s, int done, double accuracy)
+static int s_save_model(server_t *s, const float *w, int done, double accuracy)
 {
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/model_distributed.safetensors", s->o->out_dir);
@@ -285,7 +362,7 @@ static int s_save_model(server_t *s, int done, double accuracy)
                 path);
         return 1;
     }
-    if (!model_all_finite(s->w, MODEL_NPARAMS)) {
+    if (!model_all_finite(w, MODEL_NPARAMS)) {
         fprintf(stderr, "error: the final weights are not finite; the model is not saved\n");
         return 1;
     }
@@ -293,7 +370,7 @@ static int s_save_model(server_t *s, int done, double accuracy)
         fprintf(stderr, "error: cannot create %s: %s\n", s->o->out_dir, strerror(errno));
         return 1;
     }
-    if (modelfile_save(path, s->w, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, w, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return 1;
     }
@@ -343,6 +420,12 @@ static int s_finish(server_t *s)
     for (int i = 0; i < s->o->workers; i++)
         done += s->slots[i].done;
     char err[512];
+    /* The whole model: with shards, their final weights next to the head's. */
+    const float *w = group_final_weights(s);
+    if (!w) {
+        metrics_run_end(s->db, s->run, "failed", 0.0, train_seconds);
+        return 1;
+    }
     engine_t *e = engine_new(s->o->threads, 1, err, sizeof err);
     int evaluated = e != NULL;
     if (!evaluated) /* the model is still saved: training went well */
@@ -355,11 +438,11 @@ static int s_finish(server_t *s)
     if (s->o->mode == MODE_INDEPENDENT)
         status = s_independent_models(s, e, &accuracy) != 0;
     else
-        accuracy = e ? engine_evaluate(e, s->w, &s->test, s->o->test_limit, NULL) : 0.0;
+        accuracy = e ? engine_evaluate(e, w, &s->test, s->o->test_limit, NULL) : 0.0;
     engine_destroy(&e);
     srv_write_stats(s);
     if (s->o->mode != MODE_INDEPENDENT)
-        status = s_save_model(s, done, accuracy) != 0;
+        status = s_save_model(s, w, done, accuracy) != 0;
     status = status || !evaluated;
     if (metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds) !=
         0) {
@@ -410,7 +493,7 @@ static int s_check_writable(const char *dir, const char *flag, const char *what)
  * checkpoint's directory can be written in. */
 static int s_check_dirs(const server_opts_t *o)
 {
-    if (s_check_writable(o->out_dir, "--out", "the output directory") != 0)
+    if (o->out_dir && s_check_writable(o->out_dir, "--out", "the output directory") != 0)
         return -1;
     if (o->checkpoint_every <= 0 && !o->resume)
         return 0;
@@ -455,6 +538,22 @@ static int s_load_data(server_t *s)
     return 0;
 }
 
+/* PyTorch's initial weights (from the seed) of this server's range. */
+static int s_init_weights(const server_t *s, float *w)
+{
+    if (s->n == MODEL_NPARAMS) {
+        model_init(w, s->o->seed);
+        return 0;
+    }
+    float *all = malloc(MODEL_NPARAMS * sizeof(float));
+    if (!all)
+        return -1;
+    model_init(all, s->o->seed);
+    memcpy(w, all + s->lo, s->n * sizeof(float));
+    free(all);
+    return 0;
+}
+
 server_t *server_new(const server_opts_t *o)
 {
     server_t *s = calloc(1, sizeof *s);
@@ -465,16 +564,19 @@ server_t *server_new(const server_opts_t *o)
     }
     s->o = o;
     s->policy = cons_policy(o->mode);
+    s->shard = o->shard;
+    group_range(o->shards, o->shard, &s->lo, &s->n);
     if (s_load_data(s) != 0)
         goto fail;
-    s->w = malloc(MODEL_NPARAMS * sizeof(float));
-    s->v = calloc(MODEL_NPARAMS, sizeof(float));
+    s->w = malloc(s->n * sizeof(float));
+    s->v = calloc(s->n, sizeof(float));
     s->slots = calloc((size_t)o->workers, sizeof *s->slots);
-    if (!s->w || !s->v || !s->slots) {
+    if (!s->w || !s->v || !s->slots || s_init_weights(s, s->w) != 0) {
         fprintf(stderr, "error: out of memory\n");
         goto fail;
     }
-    model_init(s->w, o->seed);
+    if (s->shard == 0 && group_head_new(s) != 0)
+        goto fail;
     if (s_check_dirs(o) != 0)
         goto fail;
     s->db = metrics_open(o->db, err, sizeof err);
@@ -513,22 +615,23 @@ void server_reset(server_t *s)
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
         float *gbuf = sl->gbuf;
-        wire_msg_close(&sl->grad);
         memset(sl, 0, sizeof *sl);
         sl->gbuf = gbuf;
     }
-    if (!s->w0 && (s->w0 = malloc(MODEL_NPARAMS * sizeof(float))))
-        model_init(s->w0, s->o->seed); /* once: it costs more than an input */
+    if (!s->w0 && (s->w0 = malloc(s->n * sizeof(float))) && s_init_weights(s, s->w0) != 0) {
+        free(s->w0); /* once: it costs more than an input */
+        s->w0 = NULL;
+    }
     /* w and v change only by an applied update, which counts the version
      * (consistency.c): at version 0 they still hold the initial weights and
      * zero momentum, and most inputs apply nothing (copying and scanning 1.8
      * MB per input took half the fuzzer's time). */
     if (s->version != 0) {
         if (s->w0)
-            memcpy(s->w, s->w0, MODEL_NPARAMS * sizeof(float));
+            memcpy(s->w, s->w0, s->n * sizeof(float));
         else
-            model_init(s->w, s->o->seed);
-        memset(s->v, 0, MODEL_NPARAMS * sizeof(float));
+            s_init_weights(s, s->w);
+        memset(s->v, 0, s->n * sizeof(float));
     }
     s->run = 0;
     s->version = s->ckpt_version = 0;
@@ -563,7 +666,7 @@ const char *server_invariant_problem(const server_t *s)
     if (problem)
         return problem;
     if (s->version != 0 && /* else still the initial values: see server_reset */
-        (!model_all_finite(s->w, MODEL_NPARAMS) || !model_all_finite(s->v, MODEL_NPARAMS)))
+        (!model_all_finite(s->w, s->n) || !model_all_finite(s->v, s->n)))
         return "the weights or the momentum are not finite";
     return NULL;
 }
@@ -585,10 +688,9 @@ void server_destroy(server_t **ps)
     free(s->w);
     free(s->w0);
     free(s->v);
-    for (int i = 0; s->slots && i < s->o->workers; i++) {
-        wire_msg_close(&s->slots[i].grad);
+    for (int i = 0; s->slots && i < s->o->workers; i++)
         free(s->slots[i].gbuf);
-    }
+    group_destroy(s);
     free(s->slots);
     free(s);
     *ps = NULL;
@@ -612,11 +714,19 @@ static int s_loop(server_t *s)
             s->last_flush = clock_now();
         }
         if (!s->started && clock_now() - s->t_listen > o->register_timeout) {
-            fprintf(stderr,
-                    "error: only %d of %d workers registered within %.0f s "
-                    "(--register-timeout); are the workers pointed at this server's "
-                    "address, and is the port open?\n",
-                    s->registered, o->workers, o->register_timeout);
+            char missing[256];
+            if (!group_ready(s, missing, sizeof missing))
+                fprintf(stderr,
+                        "error: %s of the server group did not join within %.0f s "
+                        "(--register-timeout): start each with paramserver --shard I --head "
+                        "%s, and check that it can reach this address\n",
+                        missing, o->register_timeout, s->endpoint);
+            if (s->registered < o->workers)
+                fprintf(stderr,
+                        "error: only %d of %d workers registered within %.0f s "
+                        "(--register-timeout); are the workers pointed at this server's "
+                        "address, and is the port open?\n",
+                        s->registered, o->workers, o->register_timeout);
             return -1;
         }
         if (s->started)

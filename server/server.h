@@ -46,6 +46,12 @@ typedef struct {
     int resume;                /* continue the run saved in the checkpoint */
     const char *curve_secret;  /* CurveZMQ: the server's secret certificate, or NULL */
     const char *allowed_keys;  /* CurveZMQ: directory of the workers' public certificates */
+    /* The server group: the head has shard 0 of `shards`; a shard process
+     * has shard >= 1 and the head's endpoint, and takes the recipe from it. */
+    int shards, shard;
+    const char *head;       /* a shard: the head's endpoint */
+    const char *advertise;  /* a shard: where workers reach it (default: from --bind) */
+    const char *server_key; /* a shard with CurveZMQ: the head's public certificate */
     /* issue 14: the data set and the learning-rate schedule */
     const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
     lr_scaling_t lr_scaling;
@@ -57,6 +63,11 @@ extern volatile sig_atomic_t server_stop;
 
 /* Runs a whole training run. Returns the process exit status. */
 int server_run(const server_opts_t *o);
+
+/* Runs shard o->shard of a head's group (group.c): joins o->head, takes its
+ * range and the recipe, serves the workers until the head says the run is
+ * over, sends it the final weights. Returns the process exit status. */
+int server_run_shard(const server_opts_t *o);
 
 /* The same in pieces, for the fuzzer (tests/fuzz_server.c), which drives the
  * message handler directly. Opaque. */

@@ -13,6 +13,9 @@
  *                  ssp rules that decide when a gradient is applied and when
  *                  a worker gets its reply (slot fields marked "cons")
  *   checkpoint.c   writing and reading the checkpoint
+ *   group.c        the server group: shards joining the head, the
+ *                  membership the head sends them, their final weights;
+ *                  and a shard's own life (server_run_shard)
  * One thread owns the whole state (server.h). */
 #ifndef SERVER_STATE_H
 #define SERVER_STATE_H
@@ -42,7 +45,14 @@ typedef struct {
     char key[48];             /* CurveZMQ: the public key that registered the name ("" without) */
     int64_t shard;            /* images it owns */
     Ps__Compression compress; /* how its tensors travel */
-    float *gbuf;              /* its last compressed gradient, decoded (server.c) */
+    float *gbuf;              /* its step's gradient of this server's range, as its
+                               * parts arrive (server.c); the policy reads it */
+    uint64_t token;           /* this incarnation's secret (Welcome; a shard checks it) */
+    uint64_t start_step;      /* steps applied before this incarnation (its Welcome's) */
+    /* server.c: the parts of the step being received (Push.part) */
+    uint64_t part_step;
+    uint32_t parts, parts_got;
+    size_t part_lo; /* the next part must end here */
     /* A registration under this name from another connection while this
      * one still looked alive, waiting up to MEMBER_CLAIM_GRACE s for it to
      * go (a restarted worker can be quicker than the old connection's close). */
@@ -58,11 +68,11 @@ typedef struct {
     double held_since;     /* when the held request arrived */
     uint64_t held_request; /* its request id, echoed in the reply (also the
                             * Register a Welcome answers) */
-    wire_msg_t grad;       /* sync: its gradient's message of the open round */
-    const float *round_g;  /* sync: its gradient in the open round, or NULL */
+    const float *round_g;  /* sync: its gradient in the open round (gbuf), or NULL */
 } slot_t;
 
 typedef struct cons_policy cons_policy_t;
+typedef struct srv_group group_t;
 
 struct server {
     const server_opts_t *o;
@@ -72,6 +82,8 @@ struct server {
     gate_t *gate;          /* plain TCP: the public endpoint (sock is then its inner pair) */
     void *zap;             /* CurveZMQ: the ZAP handler's socket */
     zcertstore_t *allowed; /* CurveZMQ: the public certificates in --allowed-keys */
+    void *link;            /* a shard: its socket to the head (group.c), polled too */
+    char endpoint[256];    /* the endpoint bound (the port chosen for tcp://...:*) */
 
     /* server.c: the run */
     metrics_t *db;
@@ -97,11 +109,19 @@ struct server {
     slot_t *slots; /* o->workers of them */
     int registered, active;
 
+    /* group.c: this server's place in the group. It owns the values
+     * [lo, lo + n) of the flat parameter vector: w, v and every slot's gbuf
+     * hold those n values. One server alone: lo = 0, n = MODEL_NPARAMS. */
+    int shard; /* 0: the head */
+    size_t lo, n;
+    group_t *group; /* the head's table of shards, or a shard's link to its head */
+
     /* consistency.c: the model and the mode's rules */
     const cons_policy_t *policy;
-    float *w, *v;     /* master weights and momentum */
-    float *w0;        /* server_reset: the initial weights, or NULL (server.c) */
-    uint64_t version; /* number of updates applied to w */
+    float *w, *v;         /* master weights and momentum (n values) */
+    double apply_seconds; /* time spent applying updates */
+    float *w0;            /* server_reset: the initial weights, or NULL (server.c) */
+    uint64_t version;     /* number of updates applied to w */
     int64_t updates;
     double stale_sum;
     int64_t stale_max;

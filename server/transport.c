@@ -201,6 +201,7 @@ int transport_listen(server_t *s)
         snprintf(last, sizeof last, "%s", gate_endpoint(s->gate));
     else if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, last, &len) != 0)
         snprintf(last, sizeof last, "%s", s->o->bind);
+    snprintf(s->endpoint, sizeof s->endpoint, "%s", last);
     srv_log(s, "listening on %s for %d workers (mode %s)", last, s->o->workers,
             server_mode_name(s->o->mode));
     return 0;
@@ -208,8 +209,10 @@ int transport_listen(server_t *s)
 
 int transport_wait(server_t *s, int timeout_ms)
 {
-    zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[5] = {{s->sock, 0, ZMQ_POLLIN, 0}};
     int n = 1;
+    if (s->link)
+        items[n++] = (zmq_pollitem_t){s->link, 0, ZMQ_POLLIN, 0};
     if (s->gate) {
         items[n++] = (zmq_pollitem_t){NULL, gate_fd(s->gate), ZMQ_POLLIN, 0};
         items[n++] = (zmq_pollitem_t){gate_inner(s->gate), 0, ZMQ_POLLIN, 0};

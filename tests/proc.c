@@ -54,6 +54,13 @@ int proc_group_teardown(void **state)
     return 0;
 }
 
+double proc_time_scale(void)
+{
+    const char *v = getenv("TEST_TIME_SCALE");
+    double x = v ? atof(v) : 1.0;
+    return x >= 1.0 && x <= 100.0 ? x : 1.0;
+}
+
 pid_t proc_spawn(const char *log, const char *const *argv)
 {
     pid_t pid = fork();

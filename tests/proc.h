@@ -30,6 +30,11 @@ int proc_group_setup(void **state);
  * behind is reported. */
 int proc_group_teardown(void **state);
 
+/* TEST_TIME_SCALE (default 1, at most 100): how much to stretch deadlines
+ * for slow builds (`make asan` sets 4: sanitized code trains several times
+ * slower). */
+double proc_time_scale(void);
+
 /* Starts argv (argv[0] a path, NULL-terminated) with its stdout and stderr
  * appended to `log` (created when missing; a restarted server appends to
  * the log of its first start). Returns the pid. */

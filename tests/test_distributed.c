@@ -34,16 +34,7 @@
 #include "shard.h"
 #include "wire.h"
 
-#define DEADLINE 120.0 /* seconds any one run may take, times s_time_scale() */
-
-/* TEST_TIME_SCALE (default 1) stretches the deadlines for slow builds:
- * `make asan` sets 4 (sanitized code trains several times slower). */
-static double s_time_scale(void)
-{
-    const char *v = getenv("TEST_TIME_SCALE");
-    double x = v ? atof(v) : 1.0;
-    return x >= 1.0 && x <= 100.0 ? x : 1.0;
-}
+#define DEADLINE 120.0 /* seconds any one run may take, times proc_time_scale() */
 
 typedef struct {
     const char *name, *mode, *compress; /* compress: NULL for none */
@@ -124,7 +115,7 @@ static int s_run(run_t *r)
                                NULL};
         pids[k + 1] = proc_spawn(wlog, wargv);
     }
-    int rc = proc_wait_all(pids, r->workers + 1, r->codes, DEADLINE * s_time_scale());
+    int rc = proc_wait_all(pids, r->workers + 1, r->codes, DEADLINE * proc_time_scale());
     int ok = rc == 0;
     for (int i = 0; i <= r->workers; i++)
         ok = ok && r->codes[i] == 0;

@@ -952,6 +952,233 @@ static void test_worker_sigint_leaves(void **state)
     assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'left'"), 1);
 }
 
+/* A push split into parts (Push.part/parts) must tile the server's range in
+ * backward order; parts that do not are refused and apply nothing, and the
+ * worker can then push the step properly. */
+static void test_parts_that_do_not_tile_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "parts", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *sock = proc_dealer(ctx, v.ep);
+    int id = s_register(sock, "parter", 0);
+    assert_true(id >= 0);
+    static float g[MODEL_NPARAMS];
+    for (int i = 0; i < MODEL_NPARAMS; i++)
+        g[i] = 1e-3f;
+    /* {part, parts, offset, count, expected reply}: -1 = none */
+    const struct {
+        uint32_t part, parts, offset, count;
+        int reply;
+        const char *what;
+    } cases[] = {
+        {0, 2, 0, 100, PS__ENVELOPE__BODY_ERROR, "a first part that does not end at the top"},
+        {1, 2, 0, 1000, PS__ENVELOPE__BODY_ERROR, "a second part before the first"},
+        {0, 65, 1000, MODEL_NPARAMS - 1000, PS__ENVELOPE__BODY_ERROR, "65 parts"},
+        {2, 2, 0, 1000, PS__ENVELOPE__BODY_ERROR, "part 2 of 2"},
+        {0, 1, 5, MODEL_NPARAMS - 5, PS__ENVELOPE__BODY_ERROR, "one part that leaves a gap"},
+        {0, 2, 1000, MODEL_NPARAMS - 1000, -1, "a good first part (not answered)"},
+        {1, 2, 0, 999, PS__ENVELOPE__BODY_ERROR, "a last part that leaves a gap"},
+        {0, 2, 1000, MODEL_NPARAMS - 1000, -1, "the step again from its first part"},
+        {1, 2, 0, 1000, PS__ENVELOPE__BODY_WEIGHTS, "its good last part"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        Ps__Push p = PS__PUSH__INIT;
+        p.worker_id = (uint32_t)id;
+        p.step = 1;
+        p.epoch = 1;
+        p.loss = 1.0f;
+        p.incarnation = s_incarnation;
+        p.part = cases[c].part;
+        p.parts = cases[c].parts;
+        p.offset = cases[c].offset;
+        p.count = cases[c].count;
+        env.body_case = PS__ENVELOPE__BODY_PUSH;
+        env.push = &p;
+        env.request_id = 100 + c;
+        zmq_msg_t t;
+        assert_int_equal(wire_tensor_encode_n(&t, g + p.offset, p.count, 0, NULL), 0);
+        assert_true(wire_send_msg(sock, NULL, &env, &t, 0) > 0);
+        wire_msg_t m;
+        int kind = s_reply(sock, &m, cases[c].reply < 0 ? 300 : 10000);
+        printf("  %s: %s\n", cases[c].what, kind < 0 ? "no reply" : wire_kind_name(kind));
+        s_show("   ", &m);
+        assert_int_equal(kind, cases[c].reply);
+        if (kind == PS__ENVELOPE__BODY_WEIGHTS)
+            assert_int_equal(m.env->weights->version, 1); /* applied once */
+        if (kind >= 0)
+            wire_msg_close(&m);
+    }
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* Sends a server-group message from a raw DEALER; the reply's kind (*m
+ * filled) or -1. */
+static int s_group_ask(void *sock, Ps__Envelope *env, wire_msg_t *m)
+{
+    int kind = s_ask_msg(sock, env, NULL, m);
+    if (kind >= 0)
+        s_show(wire_kind_name(env->body_case), m);
+    return kind;
+}
+
+static int s_shard_join(void *sock, uint32_t shard, const char *endpoint, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+    j.shard = shard;
+    j.endpoint = (char *)endpoint;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
+    env.shard_join = &j;
+    return s_group_ask(sock, &env, m);
+}
+
+static int s_shard_ping(void *sock, uint32_t shard, double apply_seconds, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__ShardPing p = PS__SHARD_PING__INIT;
+    p.shard = shard;
+    p.apply_seconds = apply_seconds;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_PING;
+    env.shard_ping = &p;
+    return s_group_ask(sock, &env, m);
+}
+
+/* Expects an Error of `code` (closing the reply). */
+static void s_expect_error(int kind, wire_msg_t *m, int code)
+{
+    assert_int_equal(kind, PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(m->env->error->code, code);
+    wire_msg_close(m);
+}
+
+/* A head (--shards 2) refuses what a hostile or broken shard sends: a shard
+ * number out of range, a ping or final weights from a connection that never
+ * joined, a second process for a joined shard, figures that are not finite,
+ * final weights before the run is over, another protocol version. */
+static void test_group_messages_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "group", 0, "--workers", "1", "--shards", "2", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep), *b = proc_dealer(ctx, v.ep);
+    wire_msg_t m;
+    s_expect_error(s_shard_join(a, 5, "tcp://127.0.0.1:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    s_expect_error(s_shard_join(a, 0, "tcp://127.0.0.1:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    s_expect_error(s_shard_join(a, 1, "tcp://bad\x01name:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    s_expect_error(s_shard_ping(a, 1, 0.0, &m), &m, PS__ERROR_CODE__ERROR_UNKNOWN_WORKER);
+    /* final weights from a connection that never joined */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__ShardFinal f = PS__SHARD_FINAL__INIT;
+    f.shard = 1;
+    f.offset = MODEL_NPARAMS / 2;
+    f.count = 10;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
+    env.shard_final = &f;
+    zmq_msg_t t;
+    float ten[10] = {0};
+    assert_int_equal(wire_tensor_encode_n(&t, ten, 10, 0, NULL), 0);
+    s_expect_error(s_ask_msg(a, &env, &t, &m), &m, PS__ERROR_CODE__ERROR_UNKNOWN_WORKER);
+    /* a proper join... */
+    assert_int_equal(s_shard_join(a, 1, "", &m), PS__ENVELOPE__BODY_SHARD_WELCOME);
+    assert_int_equal(m.env->shard_welcome->lo, MODEL_NPARAMS / 2);
+    wire_msg_close(&m);
+    /* ...then a second process claiming shard 1 while the first is alive */
+    s_expect_error(s_shard_join(b, 1, "tcp://127.0.0.1:2", &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    /* figures that are not finite, from the joined shard */
+    s_expect_error(s_shard_ping(a, 1, NAN, &m), &m, PS__ERROR_CODE__ERROR_MALFORMED);
+    s_expect_error(s_shard_ping(a, 1, -1.0, &m), &m, PS__ERROR_CODE__ERROR_MALFORMED);
+    /* final weights before the run is over */
+    env.request_id = 0;
+    assert_int_equal(wire_tensor_encode_n(&t, ten, 10, 0, NULL), 0);
+    s_expect_error(s_ask_msg(a, &env, &t, &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    /* another protocol version */
+    Ps__Envelope old = PS__ENVELOPE__INIT;
+    Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+    j.shard = 1;
+    old.protocol = WIRE_PROTOCOL + 1;
+    old.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
+    old.shard_join = &j;
+    uint8_t buf[256];
+    size_t n = ps__envelope__pack(&old, buf);
+    assert_int_equal(zmq_send(b, buf, n, 0), (int)n);
+    int kind = s_reply(b, &m, 10000);
+    s_show("shard join, protocol + 1", &m);
+    s_expect_error(kind, &m, PS__ERROR_CODE__ERROR_VERSION);
+    /* the head still serves: the joined shard's ping is answered */
+    kind = s_shard_ping(a, 1, 0.0, &m);
+    assert_true(kind == PS__ENVELOPE__BODY_MEMBERSHIP || kind == PS__ENVELOPE__BODY_ACK);
+    wire_msg_close(&m);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* A shard serves pushes and pulls only to workers the head told it about,
+ * with the token of their incarnation; everything else goes to the head. */
+static void test_shard_refuses_unknown_token(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "shard_token", 0, "--workers", "1", "--shards", "2", "--test-limit", "10", NULL);
+    char slog[500];
+    snprintf(slog, sizeof slog, "%s/shard1.log", v.dir);
+    const char *sargv[] = {
+        proc_env.server,      "--shard", "1", "--head", v.ep, "--bind", "tcp://127.0.0.1:*",
+        "--checkpoint-every", "0",       NULL};
+    pid_t shard = proc_spawn(slog, sargv);
+    void *ctx = zmq_ctx_new(), *sock = proc_dealer(ctx, v.ep);
+    s_register_send(sock, "tokened", 0);
+    wire_msg_t m;
+    assert_int_equal(s_reply(sock, &m, 30000), PS__ENVELOPE__BODY_WELCOME);
+    const Ps__Welcome *w = m.env->welcome;
+    assert_int_equal((int)w->n_shards, 2);
+    assert_true(w->token != 0);
+    uint64_t token = w->token;
+    uint32_t id = w->worker_id, lo = w->shards[1]->lo, hi = w->shards[1]->hi;
+    char sep[256];
+    snprintf(sep, sizeof sep, "%s", w->shards[1]->endpoint);
+    wire_msg_close(&m);
+    void *ss = proc_dealer(ctx, sep);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = id;
+    pull.token = token + 1;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    s_expect_error(s_group_ask(ss, &env, &m), &m, PS__ERROR_CODE__ERROR_RETRY);
+    pull.token = token;
+    env.request_id = 0;
+    int kind = -1;
+    for (double end = clock_now() + 10; clock_now() < end; usleep(50000)) {
+        env.request_id = 0; /* the shard may not know it yet: retry */
+        kind = s_group_ask(ss, &env, &m);
+        if (kind != PS__ENVELOPE__BODY_ERROR)
+            break;
+        wire_msg_close(&m);
+    }
+    assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(m.env->weights->offset, lo);
+    assert_int_equal(m.count, hi - lo);
+    wire_msg_close(&m);
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = "lost";
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    s_expect_error(s_group_ask(ss, &env, &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    zmq_close(ss);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+    kill(shard, SIGKILL);
+    proc_wait(shard, 10);
+}
+
 int main(void)
 {
     wire_init();
@@ -971,6 +1198,11 @@ int main(void)
         cmocka_unit_test(test_refusal_flood_rate_limited),
         cmocka_unit_test(test_sigterm_writes_checkpoint),
         cmocka_unit_test(test_worker_sigint_leaves),
+        cmocka_unit_test(test_parts_that_do_not_tile_refused),
+        cmocka_unit_test(test_group_messages_refused),
+        cmocka_unit_test(test_shard_refuses_unknown_token),
     };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*group*' */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
 }

@@ -636,7 +636,8 @@ static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b)
         if (b->pad_name_to)
             assert_int_equal(hlen, b->pad_name_to);
         if (b->append_unknown) {
-            h[hlen++] = (15 << 3) | 0; /* field 15, varint */
+            h[hlen++] = 0xa0; /* field 100 (no kind has it), varint: tag (100 << 3) | 0 */
+            h[hlen++] = 0x06;
             h[hlen++] = 0x01;
         }
     }

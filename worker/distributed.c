@@ -11,9 +11,6 @@
  * queueing the gradient), wait (how long the server held the request at a
  * barrier, as it reports) and pull (the rest of the round trip: transfer both
  * ways and the server's update). Every wait for the server has a deadline. */
-#include <czmq.h>
-#include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,224 +20,13 @@
 #include "clock.h"
 #include "engine.h"
 #include "idx.h"
+#include "link.h"
 #include "model.h"
 #include "progress.h"
 #include "rng.h"
 #include "shard.h"
 #include "wire.h"
 #include "worker.h"
-
-typedef struct {
-    const worker_opts_t *o;
-    void *ctx, *sock;
-    int64_t bytes_sent, bytes_received;
-    double send_seconds; /* how long the last request took to encode and queue */
-    uint64_t request;    /* id of the last request */
-    char mode[16];       /* the server's consistency mode, from the Welcome */
-    char dataset[32];    /* the server's data set, from the Welcome */
-} conn_t;
-
-/* Checks that a tcp:// endpoint's host resolves, for a clear message now
- * instead of ZeroMQ retrying an unresolvable name forever. */
-static int s_check_endpoint(const char *ep)
-{
-    if (strncmp(ep, "tcp://", 6) != 0)
-        return 0; /* ipc://, inproc:// ...: ZeroMQ checks them */
-    const char *host = ep + 6, *colon = strrchr(host, ':');
-    if (!colon || colon == host || !colon[1]) {
-        fprintf(stderr, "error: --server '%s' is not tcp://HOST:PORT\n", ep);
-        return -1;
-    }
-    char name[256];
-    size_t len = (size_t)(colon - host);
-    if (len >= sizeof name) {
-        fprintf(stderr, "error: host name in --server '%s' is too long\n", ep);
-        return -1;
-    }
-    memcpy(name, host, len);
-    name[len] = '\0';
-    if (name[0] == '[' && len > 2 && name[len - 1] == ']') { /* [IPv6] */
-        memmove(name, name + 1, len - 2);
-        name[len - 2] = '\0';
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-    int rc = getaddrinfo(name, colon + 1, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr,
-                "error: cannot resolve the server host '%s' in --server %s: %s\n"
-                "(check the name, or give the server's IP address)\n",
-                name, ep, gai_strerror(rc));
-        return -1;
-    }
-    freeaddrinfo(res);
-    return 0;
-}
-
-/* CurveZMQ on the worker's socket: its own certificate and the server's
- * public key. A server that does not list this worker's public key lets the
- * handshake fail: no reply ever comes, and the worker says so at its deadline. */
-static int s_curve(void *sock, const worker_opts_t *o)
-{
-    zsys_handler_set(NULL);
-    zcert_t *mine = zcert_load(o->curve_secret), *server = zcert_load(o->server_key);
-    int rc = -1;
-    if (!mine || !server)
-        fprintf(stderr,
-                "error: cannot read the certificate %s (paramserver --keygen PATH makes "
-                "PATH and PATH_secret)\n",
-                !mine ? o->curve_secret : o->server_key);
-    else if (strcmp(zcert_secret_txt(mine), "0000000000000000000000000000000000000000") == 0)
-        fprintf(stderr, "error: %s holds no secret key: give the _secret file\n", o->curve_secret);
-    else {
-        struct stat st;
-        if (stat(o->curve_secret, &st) == 0 && (st.st_mode & 077))
-            fprintf(stderr,
-                    "warning: the secret key %s is readable by other users (mode %03o): "
-                    "chmod 600 %s\n",
-                    o->curve_secret, (unsigned)(st.st_mode & 0777), o->curve_secret);
-        zcert_apply(mine, sock);
-        if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32) != 0)
-            fprintf(stderr,
-                    "error: cannot set the server key of %s on the socket: %s (is "
-                    "libzmq built with CURVE?)\n",
-                    o->server_key, zmq_strerror(errno));
-        else {
-            printf("CurveZMQ on: this worker's key %s\n", zcert_public_txt(mine));
-            rc = 0;
-        }
-    }
-    zcert_destroy(&mine);
-    zcert_destroy(&server);
-    return rc;
-}
-
-/* What s_request can end with besides a good reply; REQ_LATE is
- * s_judge_reply's word for an answer to an earlier request. */
-enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3 };
-
-/* Judges a reply received while waiting for request req: REQ_OK when it is
- * its answer, of kind `want` (the caller keeps it); otherwise it is closed
- * and the result is REQ_LATE (an answer to an earlier, resent request: wait
- * on), REQ_REJOIN (the server does not know this connection) or REQ_FAIL
- * (refused or unexpected, after printing why). */
-static int s_judge_reply(conn_t *c, const Ps__Envelope *req, Ps__Envelope__BodyCase want,
-                         wire_msg_t *reply)
-{
-    Ps__Envelope *env = reply->env;
-    int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
-    if (env->request_id != req->request_id && !(is_error && env->request_id == 0)) {
-        wire_msg_close(reply);
-        return REQ_LATE;
-    }
-    if (is_error) {
-        int rejoin = env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
-        if (rejoin)
-            fprintf(stderr,
-                    "worker: the server does not know this connection (%s); "
-                    "registering again\n",
-                    env->error->message ? env->error->message : "");
-        else
-            fprintf(stderr, "error: the server at %s refused %s: %s\n", c->o->server,
-                    wire_kind_name(req->body_case),
-                    env->error->message ? env->error->message : "(no message)");
-        wire_msg_close(reply);
-        return rejoin ? REQ_REJOIN : REQ_FAIL;
-    }
-    if (env->body_case != want) {
-        fprintf(stderr, "error: the server answered %s with %s; expected %s\n",
-                wire_kind_name(req->body_case), wire_kind_name(env->body_case),
-                wire_kind_name(want));
-        wire_msg_close(reply);
-        return REQ_FAIL;
-    }
-    return REQ_OK;
-}
-
-/* Sends a request (with the tensor frame, whose ownership passes here, or
- * NULL) and waits for its reply, which must be of kind `want`. When no reply
- * comes the request is sent again after 2, 4, 8... seconds (the server
- * applies a resent push once), until `timeout` seconds have passed in all.
- * Replies to earlier requests (answers to a resent one) are dropped by their
- * request id. Returns REQ_OK with *reply filled (caller closes it); REQ_REJOIN
- * when the server does not know this worker's connection (it restarted, or
- * evicted this worker): register again; REQ_FAIL after printing why. */
-static int s_request(conn_t *c, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__BodyCase want,
-                     double timeout, wire_msg_t *reply)
-{
-    req->request_id = ++c->request;
-    zmq_msg_t keep; /* a shared copy of the tensor frame, for resending */
-    if (tensor) {
-        zmq_msg_init(&keep);
-        zmq_msg_copy(&keep, tensor);
-    }
-    int rc = REQ_FAIL;
-    double start = clock_now(), deadline = start + timeout, wait = 2.0;
-    double t0 = clock_now();
-    long n = wire_send_msg(c->sock, NULL, req, tensor, 0);
-    c->send_seconds = clock_now() - t0;
-    if (n < 0) {
-        fprintf(stderr, "error: cannot send to %s: %s\n", c->o->server, zmq_strerror(errno));
-        goto out;
-    }
-    c->bytes_sent += n;
-    double resend_at = clock_now() + wait;
-    for (;;) {
-        double now = clock_now();
-        if (now >= deadline || worker_stop) {
-            if (!worker_stop)
-                fprintf(stderr,
-                        "error: no reply to %s from the server at %s within %.0f s (%s), "
-                        "though resent: is the paramserver running and reachable at that "
-                        "address? (A server with CurveZMQ also stays silent to a worker it "
-                        "does not admit: check --curve-secret, --server-key and the server's "
-                        "--allowed-keys.)\n",
-                        wire_kind_name(req->body_case), c->o->server, timeout,
-                        req->body_case == PS__ENVELOPE__BODY_REGISTER ? "--connect-timeout"
-                                                                      : "--timeout");
-            goto out;
-        }
-        if (now >= resend_at) {
-            zmq_msg_t again;
-            if (tensor) {
-                zmq_msg_init(&again);
-                zmq_msg_copy(&again, &keep);
-            }
-            if (wire_send_msg(c->sock, NULL, req, tensor ? &again : NULL, ZMQ_DONTWAIT) >= 0)
-                fprintf(stderr, "worker: no reply to %s after %.0f s; sent it again\n",
-                        wire_kind_name(req->body_case), now - start);
-            wait *= 2;
-            resend_at = now + wait;
-        }
-        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-        double until = resend_at < deadline ? resend_at : deadline;
-        long ms = (long)((until - now) * 1000) + 1;
-        if (zmq_poll(&item, 1, ms > 1000 ? 1000 : ms) < 0) {
-            if (errno == EINTR)
-                continue;
-            fprintf(stderr, "error: zmq_poll: %s\n", zmq_strerror(errno));
-            goto out;
-        }
-        if (!(item.revents & ZMQ_POLLIN))
-            continue;
-        char err[256];
-        int r = wire_recv(c->sock, NULL, reply, err, sizeof err);
-        if (r < 0)
-            continue;
-        if (r > 0) {
-            fprintf(stderr, "error: bad reply from the server at %s: %s\n", c->o->server, err);
-            goto out;
-        }
-        c->bytes_received += (int64_t)reply->bytes;
-        rc = s_judge_reply(c, req, want, reply);
-        if (rc != REQ_LATE)
-            goto out;
-        rc = REQ_FAIL;
-    }
-out:
-    if (tensor)
-        zmq_msg_close(&keep);
-    return rc;
-}
 
 /* Checks the recipe the server sent; prints what is wrong. */
 static int s_check_welcome(const Ps__Welcome *w)
@@ -261,9 +47,11 @@ static int s_check_welcome(const Ps__Welcome *w)
     return bad ? -1 : 0;
 }
 
-/* Registers (again) and checks the Welcome. On a rejoin the recipe must be
- * the one this worker started with. REQ_OK, or REQ_FAIL after printing. */
-static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome *w, int again)
+/* Registers (again) and checks the Welcome; the server's data set goes into
+ * dataset. On a rejoin the recipe must be the one this worker started with.
+ * REQ_OK, or REQ_FAIL after printing. */
+static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome *w, int again,
+                      char dataset[32])
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
@@ -274,18 +62,20 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
     env.body_case = PS__ENVELOPE__BODY_REGISTER;
     env.register_ = &reg;
     wire_msg_t reply;
-    int rc = s_request(c, &env, NULL, PS__ENVELOPE__BODY_WELCOME,
-                       again ? c->o->timeout : c->o->connect_timeout, &reply);
+    int rc = link_request(c, &env, NULL, PS__ENVELOPE__BODY_WELCOME,
+                          again ? c->o->timeout : c->o->connect_timeout, &reply);
     if (rc != REQ_OK)
         return REQ_FAIL;
     Ps__Welcome got = *reply.env->welcome;
-    snprintf(c->mode, sizeof c->mode, "%s", got.mode ? got.mode : "?");
-    snprintf(c->dataset, sizeof c->dataset, "%s",
-             got.dataset && *got.dataset ? got.dataset : "mnist");
-    got.mode = got.dataset = NULL; /* they point into the reply */
-    wire_msg_close(&reply);
-    if (s_check_welcome(&got) != 0)
+    if (s_check_welcome(&got) != 0 || link_set_servers(c, &got) != 0) {
+        wire_msg_close(&reply);
         return REQ_FAIL;
+    }
+    snprintf(dataset, 32, "%s", got.dataset && *got.dataset ? got.dataset : "mnist");
+    got.mode = got.dataset = NULL; /* these point into the reply */
+    got.n_shards = 0;
+    got.shards = NULL;
+    wire_msg_close(&reply);
     if ((int)got.compress != c->o->compress) {
         fprintf(stderr, "error: asked the server for compression %d, got %d\n", c->o->compress,
                 (int)got.compress);
@@ -305,37 +95,11 @@ static int s_register(conn_t *c, const char *name, const char *host, Ps__Welcome
     return REQ_OK;
 }
 
-/* Pushes one gradient (the frame's ownership passes here) and receives the
- * weights for the next step into *weights (replacing the old ones). */
-static int s_push(conn_t *c, const Ps__Welcome *w, uint64_t step, uint64_t version, int epoch,
-                  double loss, zmq_msg_t *grad, wire_msg_t *weights)
-{
-    Ps__Push push = PS__PUSH__INIT;
-    push.worker_id = w->worker_id;
-    push.step = step;
-    push.version = version;
-    push.epoch = (uint32_t)epoch;
-    push.loss = (float)loss;
-    push.incarnation = w->incarnation;
-    push.encoding = wire_gradient_encoding((Ps__Compression)c->o->compress);
-    push.final_model = strcmp(c->mode, "independent") == 0; /* its one push: the model */
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    env.body_case = PS__ENVELOPE__BODY_PUSH;
-    env.push = &push;
-    wire_msg_t reply;
-    int rc = s_request(c, &env, grad, PS__ENVELOPE__BODY_WEIGHTS, c->o->timeout, &reply);
-    if (rc == REQ_OK) {
-        wire_msg_close(weights);
-        wire_msg_move(weights, &reply); /* the new weights */
-    }
-    return rc;
-}
-
 /* A request without a tensor whose reply is an Ack. */
-static int s_tell(conn_t *c, Ps__Envelope *env)
+static int s_tell(link_t *c, Ps__Envelope *env)
 {
     wire_msg_t reply;
-    int rc = s_request(c, env, NULL, PS__ENVELOPE__BODY_ACK, c->o->timeout, &reply);
+    int rc = link_request(c, env, NULL, PS__ENVELOPE__BODY_ACK, c->o->timeout, &reply);
     if (rc == REQ_OK)
         wire_msg_close(&reply);
     return rc;
@@ -344,7 +108,7 @@ static int s_tell(conn_t *c, Ps__Envelope *env)
 /* Stopped (SIGINT/SIGTERM): tells the server this worker leaves, so that the
  * others do not wait for it until --worker-timeout; waits for the Ack at
  * most 2 s. */
-static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
+static void s_say_leaving(link_t *c, const Ps__Welcome *w)
 {
     Ps__Done done = PS__DONE__INIT;
     done.worker_id = w->worker_id;
@@ -353,15 +117,16 @@ static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
     env.body_case = PS__ENVELOPE__BODY_DONE;
     env.done = &done;
     env.request_id = ++c->request;
-    if (wire_send_msg(c->sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+    void *sock = c->srv[0].sock;
+    if (wire_send_msg(sock, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
         return;
     for (double end = clock_now() + 2; clock_now() < end;) {
-        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, 200) <= 0)
             continue;
         wire_msg_t reply;
         char err[256];
-        if (wire_recv(c->sock, NULL, &reply, err, sizeof err) != 0)
+        if (wire_recv(sock, NULL, &reply, err, sizeof err) != 0)
             continue;
         int answered = reply.env->request_id == env.request_id;
         wire_msg_close(&reply);
@@ -378,23 +143,22 @@ static void s_say_leaving(conn_t *c, const Ps__Welcome *w)
  * again and goes on from the last step the server applied). */
 typedef struct {
     const worker_opts_t *o;
-    conn_t c;
+    link_t c;      /* the server group */
     Ps__Welcome w; /* the run and recipe, from the Welcome */
     char host[128], name[160], who[32];
     idx_dataset_t train, test;
     engine_t *eng;
     int *order; /* this worker's shard, in this epoch's order */
     int n, batches, test_limit;
-    wire_msg_t weights;  /* the last Weights reply: its tensor is the model */
-    uint64_t version;    /* of those weights */
-    const float *params; /* the weights to compute on: in `weights`, wbuf or local */
-    float *wbuf;         /* compressed: the decoded weights */
-    float *gbuf;         /* compressed or grouped: the gradient before encoding */
+    float *wbuf;         /* the weights the servers sent, gathered */
+    const float *params; /* the weights to compute on: wbuf or local */
+    float *gbuf;         /* the gradient, sent part by part */
     float *residual;     /* int8: what encoding lost, added to the next gradient */
     float *local;        /* --push-every K > 1: this worker's own weights */
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
     float *mom;          /* mode independent: the momentum of its own SGD (on local) */
     double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
+    char dataset[32];    /* the server's data set, from the Welcome */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -405,30 +169,18 @@ typedef struct {
     int64_t sent0, recv0;
 } epoch_stats_t;
 
-/* The socket, connected to the server (nothing is sent yet). */
+/* The socket to the head, connected (nothing is sent yet). */
 static int s_connect(dist_t *d)
 {
     const worker_opts_t *o = d->o;
-    if (s_check_endpoint(o->server) != 0)
-        return -1;
     gethostname(d->host, sizeof d->host - 1);
     if (o->name)
         snprintf(d->name, sizeof d->name, "%s", o->name);
     else
         snprintf(d->name, sizeof d->name, "%s:%d", d->host, (int)getpid());
     snprintf(d->who, sizeof d->who, "worker");
-
-    d->c.ctx = zmq_ctx_new();
-    d->c.sock = zmq_socket(d->c.ctx, ZMQ_DEALER);
-    int linger = 1000;
-    zmq_setsockopt(d->c.sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (o->curve_secret && s_curve(d->c.sock, o) != 0)
+    if (link_open(&d->c, o) != 0)
         return -1;
-    if (zmq_connect(d->c.sock, o->server) != 0) {
-        fprintf(stderr, "error: cannot connect to %s: %s (--server takes tcp://HOST:PORT)\n",
-                o->server, zmq_strerror(errno));
-        return -1;
-    }
     printf("worker %s: registering with %s (waiting up to %.0f s for the server and the other "
            "workers)\n",
            d->name, o->server, o->connect_timeout);
@@ -443,21 +195,21 @@ static int s_prepare(dist_t *d)
     char err[512];
     int id = (int)w->worker_id;
     snprintf(d->who, sizeof d->who, "worker %d", id);
-    if (!idx_dataset_dir(d->c.dataset)) {
+    if (!idx_dataset_dir(d->dataset)) {
         fprintf(stderr,
                 "error: the server trains on data set '%s', which this worker does not "
                 "know (%s): update the worker\n",
-                d->c.dataset, IDX_DATASETS);
+                d->dataset, IDX_DATASETS);
         return -1;
     }
-    if (worker_load_data(o, d->c.dataset, &d->train, &d->test) != 0)
+    if (worker_load_data(o, d->dataset, &d->train, &d->test) != 0)
         return -1;
     if ((int)w->train_limit > d->train.count) {
         fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                w->train_limit, worker_data_dir(o, d->c.dataset), d->train.count);
+                w->train_limit, worker_data_dir(o, d->dataset), d->train.count);
         return -1;
     }
-    if (worker_check_fingerprint(o, d->c.dataset, &d->train, (int)w->train_limit,
+    if (worker_check_fingerprint(o, d->dataset, &d->train, (int)w->train_limit,
                                  w->data_fingerprint) != 0)
         return -1;
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
@@ -470,25 +222,23 @@ static int s_prepare(dist_t *d)
     }
     int grouped = o->push_every > 1;
     d->order = malloc((size_t)d->n * sizeof(int));
-    if (o->compress || grouped) {
-        d->wbuf = malloc(MODEL_NPARAMS * sizeof(float));
-        d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+    d->wbuf = malloc(MODEL_NPARAMS * sizeof(float));
+    d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+    if (o->compress)
         d->residual = calloc(MODEL_NPARAMS, sizeof(float));
-    }
     if (grouped) {
         d->local = malloc(MODEL_NPARAMS * sizeof(float));
         d->acc = malloc(MODEL_NPARAMS * sizeof(float));
     }
-    if (!d->order || ((o->compress || grouped) && (!d->wbuf || !d->gbuf || !d->residual)) ||
+    if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
         (grouped && (!d->local || !d->acc))) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
-    if (strcmp(d->c.mode, "independent") == 0) { /* its own model, momentum, gradient */
+    if (strcmp(d->c.mode, "independent") == 0) { /* its own model and momentum */
         d->local = malloc(MODEL_NPARAMS * sizeof(float));
         d->mom = malloc(MODEL_NPARAMS * sizeof(float));
-        d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
-        if (!d->local || !d->mom || !d->gbuf) {
+        if (!d->local || !d->mom) {
             fprintf(stderr, "error: out of memory\n");
             return -1;
         }
@@ -504,7 +254,7 @@ static int s_prepare(dist_t *d)
  * Welcome. REQ_OK or REQ_FAIL. */
 static int s_join(dist_t *d, int first)
 {
-    if (s_register(&d->c, d->name, d->host, &d->w, !first) != REQ_OK)
+    if (s_register(&d->c, d->name, d->host, &d->w, !first, d->dataset) != REQ_OK)
         return REQ_FAIL;
     if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
         fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
@@ -529,11 +279,10 @@ static int s_join(dist_t *d, int first)
     return REQ_OK;
 }
 
-/* The weights of the last Weights reply become the ones to compute on. */
+/* The weights the servers sent become the ones to compute on. */
 static void s_take_weights(dist_t *d)
 {
-    d->version = d->weights.env->weights->version;
-    d->params = wire_tensor(&d->weights, d->wbuf);
+    d->params = d->wbuf;
     if (d->local) {
         memcpy(d->local, d->params, MODEL_NPARAMS * sizeof(float));
         d->params = d->local;
@@ -543,41 +292,41 @@ static void s_take_weights(dist_t *d)
 /* Pulls the weights to start a session from. */
 static int s_pull(dist_t *d)
 {
-    Ps__Pull pull = PS__PULL__INIT;
-    pull.worker_id = d->w.worker_id;
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    env.body_case = PS__ENVELOPE__BODY_PULL;
-    env.pull = &pull;
-    wire_msg_close(&d->weights);
-    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &d->weights);
+    double held;
+    int rc = link_gather(&d->c, d->wbuf, &held);
     if (rc == REQ_OK)
         s_take_weights(d);
     return rc;
 }
 
-/* Sends the gradient in gbuf (or already in *grad) as push number `push`,
- * and takes the weights of the reply. */
-static int s_send_gradient(dist_t *d, zmq_msg_t *grad, uint64_t push, int epoch, double loss,
-                           epoch_stats_t *st)
+/* Starts push number `push` of gbuf's gradient: its parts go out as
+ * link_push_ready or s_finish_push sends them. */
+static void s_begin_push(dist_t *d, uint64_t push, int epoch)
 {
-    const worker_opts_t *o = d->o;
-    if (d->gbuf &&
-        wire_tensor_encode(grad, d->gbuf, wire_gradient_encoding((Ps__Compression)o->compress),
-                           o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? d->residual : NULL) !=
-            0) {
-        fprintf(stderr, "error: out of memory\n");
-        return REQ_FAIL;
-    }
-    double tp = clock_now();
-    int rc = s_push(&d->c, &d->w, push, d->version, epoch, loss, grad, &d->weights);
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = d->w.worker_id;
+    p.step = push;
+    p.epoch = (uint32_t)epoch;
+    p.incarnation = d->w.incarnation;
+    link_push_begin(&d->c, &p, d->gbuf, wire_gradient_encoding((Ps__Compression)d->o->compress),
+                    d->o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? d->residual : NULL);
+}
+
+/* Sends what is left of the push (with the step's loss, which the server
+ * records from its last part) and takes the weights the servers send back.
+ * `t_sent`: when the push began; the time beyond sending and the servers'
+ * hold is transfer and update (pull). */
+static int s_finish_push(dist_t *d, double loss, double t_began, epoch_stats_t *st)
+{
+    d->c.push.loss = (float)loss;
+    double held, tp = clock_now(), early = d->c.send_seconds;
+    int rc = link_gather(&d->c, d->wbuf, &held);
     if (rc != REQ_OK)
         return rc;
-    double te = clock_now();
-    double held = d->weights.env->weights->held_seconds;
+    (void)t_began;
+    double te = clock_now(), sent = d->c.send_seconds - early;
     s_take_weights(d);
-    /* wire_send encodes and queues (push); the rest of the round trip beyond
-     * the server's hold is transfer and update (pull). */
-    double rest = te - tp - d->c.send_seconds;
+    double rest = te - tp - sent;
     held = held < 0 ? 0 : held > rest ? rest : held;
     st->push += d->c.send_seconds;
     st->wait += held;
@@ -617,37 +366,51 @@ static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stat
     return s_tell(&d->c, &env);
 }
 
+/* engine_gradient_hooked's callback: grad[lo, hi) is final; the parts
+ * within it leave now. */
+static void s_part_ready(void *arg, size_t lo, size_t hi)
+{
+    dist_t *d = arg;
+    if (d->c.pushing)
+        link_push_ready(&d->c, lo, hi); /* a failure shows again in s_finish_push */
+}
+
+/* The gradient of the batch at order[lo, lo + m) into gbuf, its parts
+ * sent as they are final. (Until the engine reports ranges during
+ * backward, all of them are final at the end.) */
+static double s_gradient_hooked(dist_t *d, int lo, int m)
+{
+    double loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+    s_part_ready(d, 0, MODEL_NPARAMS);
+    return loss;
+}
+
 /* independent: a pull every Welcome.alive_seconds (a quarter of the
  * server's --worker-timeout) while training alone tells the server this
- * worker is alive (it pushes nothing until its final model); the reply's
- * weights are not used. */
+ * worker is alive (it pushes nothing until its final model); the weights
+ * the pull brings are not used (params is local). */
 static int s_alive(dist_t *d)
 {
     if (clock_now() - d->last_beat < d->w.alive_seconds)
         return REQ_OK;
     d->last_beat = clock_now();
-    Ps__Pull pull = PS__PULL__INIT;
-    pull.worker_id = d->w.worker_id;
-    Ps__Envelope env = PS__ENVELOPE__INIT;
-    env.body_case = PS__ENVELOPE__BODY_PULL;
-    env.pull = &pull;
-    wire_msg_t reply;
-    int rc = s_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &reply);
-    if (rc == REQ_OK)
-        wire_msg_close(&reply);
-    return rc;
+    double held;
+    return link_gather(&d->c, d->wbuf, &held);
 }
 
 /* independent: pushes this worker's trained model, its one push (step 1). */
 static int s_push_model(dist_t *d)
 {
-    zmq_msg_t model;
-    if (wire_tensor_encode(&model, d->local, PS__ENCODING__ENCODING_F32, NULL) != 0) {
-        fprintf(stderr, "error: out of memory\n");
-        return REQ_FAIL;
-    }
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = d->w.worker_id;
+    p.step = 1;
+    p.epoch = d->w.epochs;
+    p.incarnation = d->w.incarnation;
+    p.final_model = 1;
     printf("%s: sending its model to the server\n", d->who);
-    return s_push(&d->c, &d->w, 1, d->version, (int)d->w.epochs, 0.0, &model, &d->weights);
+    link_push_begin(&d->c, &p, d->local, PS__ENCODING__ENCODING_F32, NULL);
+    double held;
+    return link_gather(&d->c, d->wbuf, &held);
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are
@@ -658,7 +421,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
     const int K = d->o->push_every, batch = (int)d->w.batch_size;
     epoch_stats_t st = {.sent0 = d->c.bytes_sent, .recv0 = d->c.bytes_received};
     double t0 = clock_now(), group_loss = 0.0;
-    int in_group = 0, rc;
+    int in_group = 0;
     progress_epoch_start(prog);
     for (int b = 0; b < d->batches; b++) {
         uint64_t push = step + (uint64_t)(b / K) + 1;
@@ -668,31 +431,29 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             return REQ_FAIL;
         int lo = b * batch, m = d->n - lo < batch ? d->n - lo : batch;
         double tc = clock_now();
-        /* Plain, the gradient goes straight into the frame that carries it;
-         * compressed or grouped, it goes through gbuf. */
-        zmq_msg_t grad;
         double loss;
-        if (!d->gbuf) {
-            if (wire_tensor_init(&grad) != 0) {
-                fprintf(stderr, "error: out of memory\n");
-                return REQ_FAIL;
-            }
-            loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m,
-                                   zmq_msg_data(&grad));
+        if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
+            loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
+                           (float)d->w.momentum);
+            st.loss_sum += loss;
+            st.done++;
+            st.compute += clock_now() - tc;
+            progress_batch(prog, epoch, b + 1, loss);
+            int rc = s_alive(d);
+            if (rc != REQ_OK)
+                return rc;
+            continue;
+        }
+        if (K == 1) {
+            /* The gradient's parts leave as backward finishes their layers. */
+            s_begin_push(d, push, epoch);
+            loss = s_gradient_hooked(d, lo, m);
         } else
             loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
         st.loss_sum += loss;
         st.done++;
         group_loss += loss;
-        if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
-            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
-                           (float)d->w.momentum);
-            st.compute += clock_now() - tc;
-            progress_batch(prog, epoch, b + 1, loss);
-            if ((rc = s_alive(d)) != REQ_OK)
-                return rc;
-            continue;
-        }
         if (K > 1) { /* local SGD: take the step here, push the group's sum */
             float lr = (float)d->w.lr;
             for (size_t i = 0; i < MODEL_NPARAMS; i++) {
@@ -711,10 +472,12 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
             loss = group_loss / in_group;
         }
-        st.compute += clock_now() - tc;
+        if (K > 1)
+            s_begin_push(d, push, epoch);
+        st.compute += clock_now() - tc - d->c.send_seconds; /* parts sent during backward */
         in_group = 0;
         group_loss = 0.0;
-        rc = s_send_gradient(d, &grad, push, epoch, loss, &st);
+        int rc = s_finish_push(d, loss, tc, &st);
         if (rc != REQ_OK)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);
@@ -792,11 +555,7 @@ int distributed_run(const worker_opts_t *o)
         s_say_leaving(&d.c, &d.w);
     if (worker_stop)
         fprintf(stderr, "interrupted\n");
-    wire_msg_close(&d.weights);
-    if (d.c.sock)
-        zmq_close(d.c.sock);
-    if (d.c.ctx)
-        zmq_ctx_term(d.c.ctx);
+    link_close(&d.c);
     engine_destroy(&d.eng);
     free(d.order);
     free(d.wbuf);

