@@ -734,6 +734,32 @@ int metrics_run_comm_share(metrics_t *m, int64_t run, double *out)
                         run, out, "read the communication time");
 }
 
+int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx)
+{
+    assert(m && fn);
+    double tables = 0;
+    if (s_query_real(m,
+                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                     "'shard_stats' AND ?1 = ?1",
+                     run, &tables, "look for the servers' figures") != 0)
+        return -1;
+    if (tables == 0)
+        return 0; /* a database older than server groups, opened read-only */
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT shard, bytes_in, bytes_out, updates, apply_seconds FROM "
+                               "shard_stats s WHERE run_id = ?1 AND t = (SELECT max(t) FROM "
+                               "shard_stats WHERE run_id = ?1 AND shard = s.shard) GROUP BY shard "
+                               "ORDER BY shard",
+                               run);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ctx, sqlite3_column_int(st, 0), s_col_real(st, 1), s_col_real(st, 2), s_col_real(st, 3),
+           s_col_real(st, 4));
+    return s_query_end(m, st, rc, "read the servers' figures");
+}
+
 int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx)
 {
     assert(m && fn);

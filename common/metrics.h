@@ -175,6 +175,13 @@ int metrics_run_images(metrics_t *m, int64_t run, double *out);
  * the run's epoch rows (NAN when none). 0 or -1. */
 int metrics_run_comm_share(metrics_t *m, int64_t run, double *out);
 
+/* A server group's run: each server's last figures (shard 0 is the head),
+ * in shard order: bytes in and out, updates, seconds spent applying them.
+ * 0, or -1 (metrics_errmsg). */
+typedef void (*metrics_shard_fn)(void *ctx, int shard, double bytes_in, double bytes_out,
+                                 double updates, double apply_seconds);
+int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx);
+
 /* One configuration of a study (table study_runs, which study/run-study.sh
  * creates and fills: one row per configuration it ran; run_id 0 when the
  * run left no runs row). */

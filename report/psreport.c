@@ -59,11 +59,13 @@ typedef struct {
     s_xy_t secs; /* epoch -> epoch seconds */
 } s_worker_t;
 
-/* A run row and its workers' figures. */
+/* A run row and its workers' figures; with a server group, each server's
+ * traffic (MB in and out; x = shard). */
 typedef struct {
     metrics_run_row_t row;
     s_worker_t *w;
     int nw;
+    s_xy_t mb_in, mb_out;
 } s_run_t;
 
 static void s_die_oom(void)
@@ -108,6 +110,8 @@ static void s_run_free(s_run_t *r)
     free(r->w);
     r->w = NULL;
     r->nw = 0;
+    s_xy_free(&r->mb_in);
+    s_xy_free(&r->mb_out);
 }
 
 /* The worker with this id, added if new. */
@@ -168,10 +172,21 @@ static void s_add_secs(void *ctx, int worker_id, double epoch, double secs)
 
 /* Reads the run's steps and epochs per worker. Number of step rows, or -1
  * after saying why. */
+static void s_add_shard(void *ctx, int shard, double bytes_in, double bytes_out, double updates,
+                        double apply_seconds)
+{
+    (void)updates;
+    (void)apply_seconds;
+    s_run_t *r = ctx;
+    s_xy_push(&r->mb_in, shard, bytes_in / 1e6);
+    s_xy_push(&r->mb_out, shard, bytes_out / 1e6);
+}
+
 static int64_t s_load_run_data(metrics_t *m, s_run_t *r)
 {
     int64_t nsteps = metrics_steps_each(m, r->row.id, s_add_loss, r);
-    if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0) {
+    if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0 ||
+        metrics_shards_each(m, r->row.id, s_add_shard, r) != 0) {
         fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)r->row.id,
                 metrics_errmsg(m));
         return -1;
@@ -481,11 +496,34 @@ static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, co
     return rc;
 }
 
+/* A server group's traffic: MB in and out of each server, side by side. */
+static void s_traffic_panel(plot_panel_t *p, const s_run_t *r)
+{
+    enum { MAX = 64 };
+    static char names[MAX][16];
+    const char *cat[MAX];
+    double x[MAX];
+    int n = r->mb_in.n < MAX ? (int)r->mb_in.n : MAX;
+    for (int i = 0; i < n; i++) {
+        int shard = (int)r->mb_in.x[i];
+        snprintf(names[i], sizeof names[i], shard == 0 ? "head" : "shard %d", shard);
+        cat[i] = names[i];
+        x[i] = i + 1;
+    }
+    plot_panel_title(p, "Traffic per server");
+    plot_panel_labels(p, "server", "MB");
+    plot_panel_xcategories(p, cat, n);
+    plot_series_values(plot_panel_bars(p, x, r->mb_in.y, (size_t)n, plot_palette(0), "in"), "%.0f");
+    plot_series_values(plot_panel_bars(p, x, r->mb_out.y, (size_t)n, plot_palette(1), "out"),
+                       "%.0f");
+}
+
 static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
 {
     char title[512], label[64];
     s_run_title(m, r, "Distributed training", title, sizeof title);
-    plot_fig_t *f = plot_fig_new(1650, 520, 3, title);
+    int group = r->mb_in.n > 1; /* a server group: its traffic too */
+    plot_fig_t *f = plot_fig_new(group ? 2200 : 1650, 520, group ? 4 : 3, title);
     if (!f)
         s_die_oom();
     s_text_common(f, "Distributed training", dbpath);
@@ -517,6 +555,8 @@ static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t 
             plot_series_dashed(plot_panel_line_markers(p, v->x, v->y, v->n, plot_palette(i), label),
                                i >= 10);
     }
+    if (group)
+        s_traffic_panel(plot_fig_panel(f, 3), r);
     int rc = s_write(f, out);
     plot_fig_destroy(&f);
     return rc;

@@ -80,12 +80,12 @@ static const s_field_t s_head_fields[] = {
     {"lr", F_REAL, HEAD(lr), .rmax = 100, .flag = "--lr"},
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
-    /* The values of the parameter vector this server owns (all, alone). */
-    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
-    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
     {"dataset", F_TEXT, HEAD(dataset), .flag = "--dataset"},
     {"lr_scaling", F_TEXT, HEAD(lr_scaling), .flag = "--lr-scaling"},
     {"warmup_epochs", F_REAL, HEAD(warmup_epochs), .rmax = 1000, .flag = "--warmup-epochs"},
+    /* The values of the parameter vector this server owns (all, alone). */
+    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
 };
 static const s_field_t s_slot_fields[] = {
     {"name", F_NAME, SLOT(name), .min = 0},
@@ -251,9 +251,9 @@ static void s_capture(const server_t *s, s_head_t *h)
                     .batch_size = o->batch_size,
                     .train_count = s->train_count,
                     .test_limit = o->test_limit,
+                    .warmup_epochs = o->warmup_epochs,
                     .range_lo = s->lo,
-                    .range_hi = s->lo + s->n,
-                    .warmup_epochs = o->warmup_epochs};
+                    .range_hi = s->lo + s->n};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
     snprintf(h->dataset, sizeof h->dataset, "%s", o->dataset);
     snprintf(h->lr_scaling, sizeof h->lr_scaling, "%s",
@@ -404,7 +404,7 @@ static int s_read_fields(const st_file_t *f, int from, int to, s_head_t *h, s_sl
 /* What differs between the file's recipe and this server's flags, or 0. */
 static int s_recipe_problem(const s_head_t *file, const s_head_t *mine, char *err, size_t n)
 {
-    char flags[1024] = "";
+    char flags[512] = "";
     int differ = 0;
     for (int i = 0; i < S_NHEAD; i++) {
         const s_field_t *fd = &s_head_fields[i];

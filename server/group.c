@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "clock.h"
 #include "consistency.h"
+#include "idx.h"
 #include "membership.h"
 #include "model.h"
 #include "transport.h"
@@ -209,11 +210,12 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
     w.seed = o->seed;
     w.lr = o->lr;
     w.momentum = o->momentum;
-    w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
-    w.warmup_epochs = o->warmup_epochs;
     w.train_limit = (uint32_t)s->train_count;
     w.checkpoint_every = (uint32_t)(o->checkpoint_every > 0 ? o->checkpoint_every : 0);
     w.version = s->version;
+    w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
+    w.warmup_epochs = o->warmup_epochs;
+    w.dataset = (char *)o->dataset;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
@@ -539,9 +541,11 @@ static int s_link_curve(void *sock, const server_opts_t *o)
     return rc;
 }
 
-/* Checks the head's ShardWelcome and copies its recipe into ro. */
+/* Checks the head's ShardWelcome and copies its recipe into ro (its
+ * strings into static storage: ro outlives the message). */
 static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, server_opts_t *ro)
 {
+    static char dataset[32];
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
@@ -562,6 +566,8 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     else if (!(w->lr > 0 && w->lr <= 100) || !(w->momentum >= 0 && w->momentum < 1) ||
              !(w->warmup_epochs >= 0 && w->warmup_epochs <= 1000))
         bad = "lr, momentum or warm-up out of range";
+    else if (!w->dataset || !idx_dataset_dir(w->dataset))
+        bad = "unknown data set";
     if (bad) {
         fprintf(stderr, "error: the head's recipe for shard %d is not usable: %s\n", o->shard, bad);
         return -1;
@@ -580,11 +586,13 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->seed = w->seed;
     ro->lr = w->lr;
     ro->momentum = w->momentum;
-    ro->lr_scaling = w->lr_linear ? LR_SCALING_LINEAR : LR_SCALING_NONE;
-    ro->warmup_epochs = w->warmup_epochs;
     ro->train_limit = (int)w->train_limit;
     ro->test_limit = 0;
     ro->checkpoint_every = o->checkpoint_every > 0 ? (int)w->checkpoint_every : 0;
+    ro->lr_scaling = w->lr_linear ? LR_SCALING_LINEAR : LR_SCALING_NONE;
+    ro->warmup_epochs = w->warmup_epochs;
+    snprintf(dataset, sizeof dataset, "%s", w->dataset);
+    ro->dataset = dataset;
     ro->data_dir = NULL; /* a shard needs no data */
     ro->out_dir = NULL;  /* nor writes a model */
     ro->db = ":memory:"; /* the head keeps the metrics */

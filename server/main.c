@@ -344,6 +344,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                         "head\n");
         bad = 1;
     }
+    if (!bad && o.shards > 1 && o.mode == MODE_INDEPENDENT) {
+        fprintf(stderr, "error: --mode independent keeps one model per worker on the head; it "
+                        "cannot be split over --shards\n");
+        bad = 1;
+    }
     if (!bad && o.shard > 0 && o.shards > 1) {
         fprintf(stderr, "error: --shards is the head's flag; a shard (--shard) learns the "
                         "group's size from its head\n");
@@ -367,11 +372,6 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                 "and only --mode sync averages (%s applies one worker's gradient, or none, per "
                 "update): use --lr-scaling none\n",
                 server_mode_name(o.mode));
-        bad = 1;
-    }
-    if (!bad && o.mode == MODE_INDEPENDENT && o.shards > 1) {
-        fprintf(stderr, "error: --mode independent has no shared parameters to split: drop "
-                        "--shards\n");
         bad = 1;
     }
     if (!o.data_dir)

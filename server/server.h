@@ -52,7 +52,7 @@ typedef struct {
     const char *head;       /* a shard: the head's endpoint */
     const char *advertise;  /* a shard: where workers reach it (default: from --bind) */
     const char *server_key; /* a shard with CurveZMQ: the head's public certificate */
-    /* issue 14: the data set and the learning-rate schedule */
+    /* the data set and the learning-rate schedule */
     const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
     lr_scaling_t lr_scaling;
     double warmup_epochs; /* LINEAR: epochs of the ramp from --lr to --lr x workers */

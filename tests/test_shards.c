@@ -46,7 +46,7 @@ typedef struct {
     int missing;                  /* a shard not to start (0: none) */
     const char *checkpoint_every; /* NULL: the default */
     const char *compress;         /* the workers' --compress (NULL: none) */
-    const char *lr_scaling;       /* the head's --lr-scaling (NULL: none) */
+    int lr_linear;                /* --lr-scaling linear --warmup-epochs 1 */
     char dir[300], db[320], ep[256];
     pid_t head, shard[MAX_SERVERS], worker[MAX_WORKERS];
     char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
@@ -131,7 +131,9 @@ static void s_start_servers(group_run_t *r, const char *register_timeout)
                            "--checkpoint-every",
                            r->checkpoint_every ? r->checkpoint_every : "100",
                            "--lr-scaling",
-                           r->lr_scaling ? r->lr_scaling : "none",
+                           r->lr_linear ? "linear" : "none",
+                           "--warmup-epochs",
+                           r->lr_linear ? "1" : "0",
                            NULL};
     r->head = proc_spawn(r->head_log, hargv);
     assert_int_equal(proc_endpoint(r->head, r->head_log, 0, r->ep, sizeof r->ep, 30), 0);
@@ -213,10 +215,9 @@ static void s_load_model(const group_run_t *r, float *w)
 }
 
 /* Sync with 1, 2 and 3 servers, the same seed and data: bit-identical
- * weights. 641 images split 321/320: 6 and 5 batches of 64, so one worker
- * finishes each epoch a step early (unequal shards). With --lr-scaling
- * linear (its warm-up ramps over the first epoch's 6 updates): every shard
- * applies the head's lr schedule (a shard on another lr would differ). */
+ * weights (with the linear lr scaling and its warm-up, which every server
+ * must apply at the same updates). 641 images split 321/320: 6 and 5 batches of 64, so one worker
+ * finishes each epoch a step early (unequal shards). */
 static void test_sync_bit_identical_over_servers(void **state)
 {
     (void)state;
@@ -231,10 +232,13 @@ static void test_sync_bit_identical_over_servers(void **state)
                          .epochs = 2,
                          .train_limit = 641,
                          .test_limit = 200,
-                         .lr_scaling = "linear"};
+                         .lr_linear = 1};
         assert_int_equal(s_run(&r), 0);
         s_load_model(&r, w[S - 1]);
         assert_int_equal((int)proc_query(r.db, "select count(*) from runs where status='done'"), 1);
+        /* every step's loss arrived with its last part (none sent as 0) */
+        assert_int_equal((int)proc_query(r.db, "select count(*) from steps where loss <= 0"), 0);
+        assert_true(proc_query(r.db, "select count(*) from steps") >= 22);
         if (S > 1) {
             char sql[200];
             snprintf(sql, sizeof sql, "select count(distinct shard) from shard_stats");

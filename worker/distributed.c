@@ -2,7 +2,9 @@
  * id, shard and recipe, then for each minibatch of its shard computes the
  * gradient on the weights it holds, pushes it and gets back the weights for
  * the next step; after each epoch it evaluates on the test set and reports
- * its figures, which the server writes into the metrics database. In mode
+ * its figures, which the server writes into the metrics database. The
+ * connections to the server group, and each step's scatter of gradient
+ * parts and gather of weights, are link.c's. In mode
  * independent (the original train_distributed.py) it takes its own SGD steps
  * instead, pushes nothing per step, and pushes its trained model once at the
  * end.
@@ -47,11 +49,9 @@ static int s_check_welcome(const Ps__Welcome *w)
     return bad ? -1 : 0;
 }
 
-/* Registers (again) and checks the Welcome; the server's data set goes into
- * dataset. On a rejoin the recipe must be the one this worker started with.
- * REQ_OK, or REQ_FAIL after printing. */
-static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome *w, int again,
-                      char dataset[32])
+/* Registers (again) and checks the Welcome. On a rejoin the recipe must be
+ * the one this worker started with. REQ_OK, or REQ_FAIL after printing. */
+static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome *w, int again)
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Register reg = PS__REGISTER__INIT;
@@ -71,7 +71,6 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
         wire_msg_close(&reply);
         return REQ_FAIL;
     }
-    snprintf(dataset, 32, "%s", got.dataset && *got.dataset ? got.dataset : "mnist");
     got.mode = got.dataset = NULL; /* these point into the reply */
     got.n_shards = 0;
     got.shards = NULL;
@@ -158,7 +157,6 @@ typedef struct {
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
     float *mom;          /* mode independent: the momentum of its own SGD (on local) */
     double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
-    char dataset[32];    /* the server's data set, from the Welcome */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -195,21 +193,21 @@ static int s_prepare(dist_t *d)
     char err[512];
     int id = (int)w->worker_id;
     snprintf(d->who, sizeof d->who, "worker %d", id);
-    if (!idx_dataset_dir(d->dataset)) {
+    if (!idx_dataset_dir(d->c.dataset)) {
         fprintf(stderr,
                 "error: the server trains on data set '%s', which this worker does not "
                 "know (%s): update the worker\n",
-                d->dataset, IDX_DATASETS);
+                d->c.dataset, IDX_DATASETS);
         return -1;
     }
-    if (worker_load_data(o, d->dataset, &d->train, &d->test) != 0)
+    if (worker_load_data(o, d->c.dataset, &d->train, &d->test) != 0)
         return -1;
     if ((int)w->train_limit > d->train.count) {
         fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                w->train_limit, worker_data_dir(o, d->dataset), d->train.count);
+                w->train_limit, worker_data_dir(o, d->c.dataset), d->train.count);
         return -1;
     }
-    if (worker_check_fingerprint(o, d->dataset, &d->train, (int)w->train_limit,
+    if (worker_check_fingerprint(o, d->c.dataset, &d->train, (int)w->train_limit,
                                  w->data_fingerprint) != 0)
         return -1;
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
@@ -230,18 +228,15 @@ static int s_prepare(dist_t *d)
         d->local = malloc(MODEL_NPARAMS * sizeof(float));
         d->acc = malloc(MODEL_NPARAMS * sizeof(float));
     }
-    if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
-        (grouped && (!d->local || !d->acc))) {
-        fprintf(stderr, "error: out of memory\n");
-        return -1;
-    }
     if (strcmp(d->c.mode, "independent") == 0) { /* its own model and momentum */
         d->local = malloc(MODEL_NPARAMS * sizeof(float));
         d->mom = malloc(MODEL_NPARAMS * sizeof(float));
-        if (!d->local || !d->mom) {
-            fprintf(stderr, "error: out of memory\n");
-            return -1;
-        }
+    }
+    if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
+        (grouped && (!d->local || !d->acc)) ||
+        (strcmp(d->c.mode, "independent") == 0 && (!d->local || !d->mom))) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
     }
     printf("%s of %u: run %lld, shard of %d images, %d batches of %u per epoch, %u epochs, "
            "%d thread(s)\n",
@@ -254,7 +249,7 @@ static int s_prepare(dist_t *d)
  * Welcome. REQ_OK or REQ_FAIL. */
 static int s_join(dist_t *d, int first)
 {
-    if (s_register(&d->c, d->name, d->host, &d->w, !first, d->dataset) != REQ_OK)
+    if (s_register(&d->c, d->name, d->host, &d->w, !first) != REQ_OK)
         return REQ_FAIL;
     if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
         fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
@@ -366,6 +361,42 @@ static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stat
     return s_tell(&d->c, &env);
 }
 
+/* independent: a pull every Welcome.alive_seconds (a quarter of the
+ * server's --worker-timeout) while training alone tells the server this
+ * worker is alive (it pushes nothing until its final model); the reply's
+ * weights are not used. */
+static int s_alive(dist_t *d)
+{
+    if (clock_now() - d->last_beat < d->w.alive_seconds)
+        return REQ_OK;
+    d->last_beat = clock_now();
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = d->w.worker_id;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    wire_msg_t reply;
+    int rc = link_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &reply);
+    if (rc == REQ_OK)
+        wire_msg_close(&reply);
+    return rc;
+}
+
+/* independent: pushes this worker's trained model, its one push (step 1). */
+static int s_push_model(dist_t *d)
+{
+    printf("%s: sending its model to the server\n", d->who);
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = d->w.worker_id;
+    p.step = 1;
+    p.epoch = d->w.epochs;
+    p.incarnation = d->w.incarnation;
+    p.final_model = 1;
+    link_push_begin(&d->c, &p, d->local, PS__ENCODING__ENCODING_F32, NULL);
+    double held;
+    return link_gather(&d->c, d->wbuf, &held);
+}
+
 /* engine_gradient_hooked's callback: grad[lo, hi) is final; the parts
  * within it leave now. */
 static void s_part_ready(void *arg, size_t lo, size_t hi)
@@ -381,36 +412,9 @@ static void s_part_ready(void *arg, size_t lo, size_t hi)
 static double s_gradient_hooked(dist_t *d, int lo, int m)
 {
     double loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+    d->c.push.loss = (float)loss; /* the server records it with the step */
     s_part_ready(d, 0, MODEL_NPARAMS);
     return loss;
-}
-
-/* independent: a pull every Welcome.alive_seconds (a quarter of the
- * server's --worker-timeout) while training alone tells the server this
- * worker is alive (it pushes nothing until its final model); the weights
- * the pull brings are not used (params is local). */
-static int s_alive(dist_t *d)
-{
-    if (clock_now() - d->last_beat < d->w.alive_seconds)
-        return REQ_OK;
-    d->last_beat = clock_now();
-    double held;
-    return link_gather(&d->c, d->wbuf, &held);
-}
-
-/* independent: pushes this worker's trained model, its one push (step 1). */
-static int s_push_model(dist_t *d)
-{
-    Ps__Push p = PS__PUSH__INIT;
-    p.worker_id = d->w.worker_id;
-    p.step = 1;
-    p.epoch = d->w.epochs;
-    p.incarnation = d->w.incarnation;
-    p.final_model = 1;
-    printf("%s: sending its model to the server\n", d->who);
-    link_push_begin(&d->c, &p, d->local, PS__ENCODING__ENCODING_F32, NULL);
-    double held;
-    return link_gather(&d->c, d->wbuf, &held);
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are

@@ -347,6 +347,7 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
     l->token = w->token;
     l->push.worker_id = w->worker_id;
     snprintf(l->mode, sizeof l->mode, "%s", w->mode ? w->mode : "?");
+    snprintf(l->dataset, sizeof l->dataset, "%s", w->dataset && *w->dataset ? w->dataset : "mnist");
     for (int i = 0; i < l->servers; i++) {
         const Ps__ShardRange *r = w->shards[i];
         link_server_t *srv = &l->srv[i];

@@ -51,7 +51,8 @@ typedef struct {
     Ps__Push push;
     const float *grad;
     float *residual;
-    char mode[16]; /* the server's consistency mode, from the Welcome */
+    char mode[16];    /* the server's consistency mode, from the Welcome */
+    char dataset[32]; /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
