@@ -219,6 +219,8 @@ static void s_on_epoch(server_t *s, const wire_peer_t *peer, const Ps__EpochRepo
     slot_t *sl = member_check(s, peer, e->worker_id, "epoch report");
     if (!sl || s_refuse_figures(s, peer, "epoch report", s_epoch_problem(s, e)))
         return;
+    if (s->o->mode == MODE_INDEPENDENT) /* progress, for a worker that pushes nothing */
+        sl->last_seen = clock_now();
     metrics_epoch_t me = {.epoch = (int)e->epoch,
                           .train_loss = e->train_loss,
                           .test_accuracy = e->test_accuracy,

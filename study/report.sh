@@ -21,7 +21,10 @@ echo "# Study: $(sqlite3 "$db" "select count(*) from study_runs") runs"
 echo
 [ -n "$conf" ] && echo "Sweep: \`$conf\`; machine: $(uname -n), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "Data set: $(sqlite3 "$db" "select coalesce(max(dataset), '?') from runs"); sync runs' lr:" \
-    "$(sqlite3 "$db" "select coalesce(max(detail), 'not scaled (--lr-scaling none)') from events where kind = 'lr_scaling'")."
+    "$(sqlite3 "$db" "select coalesce(group_concat(x, '; '), 'not scaled (--lr-scaling none)')
+                      from (select distinct r.workers || ' workers, ' || e.detail as x
+                            from events e join runs r on r.id = e.run_id
+                            where e.kind = 'lr_scaling' order by r.workers)")."
 echo "Columns: see study/report.sh (independent: each worker trains its own model, nothing averaged;"
 echo "its accuracy is the mean of the workers' models). Reproduce with \`make study\`."
 for model in $(sqlite3 "$db" "select distinct model from study_runs order by id"); do

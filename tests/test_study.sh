@@ -15,7 +15,7 @@ md=$TMP/quick/study.md
 grep -q '^| basic | 1 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished basic row"; }
 grep -q '^| sync | 2 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished sync row"; }
 grep -q '^| independent | 4 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished independent row"; }
-grep -q "sync runs' lr: linear: lr 0.01 at the first update" "$md" || { cat "$md"; fail "study.md does not say how the sync runs' lr was scaled"; }
+grep -q "sync runs' lr: 2 workers, linear: lr 0.01 at the first update, ramped to 0.02 .*; 4 workers, linear: .* ramped to 0.04" "$md" || { cat "$md"; fail "study.md does not say how the sync runs' lr was scaled"; }
 [ "$(rows "$TMP/quick/study.db" "select count(*) from runs where status = 'done'")" = 9 ] ||
     fail "the database does not hold 9 finished runs"
 [ "$(head -c 8 "$TMP/quick/simpleconvnet.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] ||

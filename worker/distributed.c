@@ -486,6 +486,12 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);
     }
+    if (d->mom) { /* independent: alive just before the evaluation, whose report says so again */
+        d->last_beat = 0;
+        int rc = s_alive(d);
+        if (rc != REQ_OK)
+            return rc;
+    }
     return s_report_epoch(d, epoch, clock_now() - t0, &st, prog);
 }
 
