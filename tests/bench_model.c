@@ -1,14 +1,14 @@
-/* bench_model: training speed of the model through the engine, as basic mode
- * trains (engine_gradient + SGD step on shuffled minibatches), at a given
- * thread count and batch size, and where a step's time goes.
+/* bench_model: training speed of the model through the engine (engine_step:
+ * gradient + SGD step on shuffled minibatches), at a given thread count and
+ * batch size, and where a step's time goes.
  *
  *   bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]
  *
  * prints "model threads=T batch=B images_per_second=X" (the median of 3
  * passes over IMAGES training images, default 10000) and, with `profile`, a
- * table of each stage's time per step (mean over threads) and its share of a
- * step's wall time; "waiting" is what the stages do not account for (barriers,
- * a thread waiting for the other, the clock itself). */
+ * table of each stage's CPU time per step (mean over threads) and its share
+ * of their sum; "barrier wait" is the CPU time a thread spent spinning at the
+ * engine's barriers (time asleep there is in the wall time only). */
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -34,19 +34,13 @@ static int s_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Trains on `images` images in batches; returns the wall seconds. With prof,
- * adds the SGD update's seconds to prof[MODEL_PROF_SGD]. */
+/* Trains on `images` images in batches; returns the wall seconds. */
 static double s_pass(engine_t *e, float *w, float *v, float *g, const idx_dataset_t *ds,
-                     const int *order, int images, int batch, double *prof)
+                     const int *order, int images, int batch)
 {
     double t0 = clock_now();
-    for (int lo = 0; lo + batch <= images; lo += batch) {
-        engine_gradient(e, w, ds, order + lo, batch, g);
-        double t1 = prof ? clock_now() : 0.0;
-        model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
-        if (prof)
-            prof[MODEL_PROF_SGD] += clock_now() - t1;
-    }
+    for (int lo = 0; lo + batch <= images; lo += batch)
+        engine_step(e, w, v, ds, order + lo, batch, 0.01f, 0.9f, g);
     return clock_now() - t0;
 }
 
@@ -87,12 +81,12 @@ int main(int argc, char **argv)
         order[j] = t;
     }
 
-    s_pass(e, w, v, g, &ds, order, images < 2000 ? images : 2000, batch, NULL); /* warm-up */
+    s_pass(e, w, v, g, &ds, order, images < 2000 ? images : 2000, batch); /* warm-up */
     double ips[3], ipc[3];
     int done = images / batch * batch;
     for (int k = 0; k < 3; k++) {
         double c0 = s_cpu();
-        ips[k] = done / s_pass(e, w, v, g, &ds, order, images, batch, NULL);
+        ips[k] = done / s_pass(e, w, v, g, &ds, order, images, batch);
         ipc[k] = done / (s_cpu() - c0);
     }
     qsort(ips, 3, sizeof *ips, s_cmp);
@@ -103,10 +97,8 @@ int main(int argc, char **argv)
     if (profile) {
         double prof[MODEL_PROF_N] = {0}, wall;
         engine_profile(e, 1);
-        wall = s_pass(e, w, v, g, &ds, order, images, batch, prof);
-        double sgd = prof[MODEL_PROF_SGD];
+        wall = s_pass(e, w, v, g, &ds, order, images, batch);
         engine_profile_read(e, prof);
-        prof[MODEL_PROF_SGD] = sgd;
         engine_profile(e, 0);
         double steps = done / batch, sum = 0.0;
         for (int s = 0; s < MODEL_PROF_N; s++)
