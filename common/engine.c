@@ -39,9 +39,9 @@ typedef struct {
     job_kind_t kind;
     const float *params;
     const idx_dataset_t *ds;
-    const int *indices; /* gradient: the batch's image indices */
-    int n;              /* gradient: batch size; evaluate: images to score */
-    float *grad;        /* gradient: where the mean-loss gradient goes */
+    const int *indices;    /* gradient: the batch's image indices */
+    int n;                 /* gradient: batch size; evaluate: images to score */
+    float *grad;           /* gradient: where the mean-loss gradient goes */
     engine_ready_fn ready; /* gradient: called when a layer's range is final, or NULL */
     void *ready_arg;
     float *sgd_w, *sgd_v; /* engine_step: weights and momentum to update, else NULL */
@@ -194,8 +194,8 @@ static void s_gradient(engine_t *e, s_thread_t *w)
     w->result.loss = 0.0;
     model_ws_tick(w->ws, MODEL_PROF_N);
     if (m > 0)
-        w->result.loss = model_forward_loss(j->params, w->images, w->labels, m,
-                                            1.0f / (float)j->n, w->ws);
+        w->result.loss =
+            model_forward_loss(j->params, w->images, w->labels, m, 1.0f / (float)j->n, w->ws);
 
     s_barrier_wait(&e->bar); /* every slice's fc output gradients are ready */
     model_ws_tick(w->ws, MODEL_PROF_WAIT);
@@ -382,8 +382,13 @@ double engine_gradient_hooked(engine_t *e, const float *params, const idx_datase
                               const int *indices, int n, float *grad, engine_ready_fn ready,
                               void *arg)
 {
-    return s_gradient_job(e, (job_t){.params = params, .ds = ds, .indices = indices, .n = n,
-                                     .grad = grad, .ready = ready, .ready_arg = arg});
+    return s_gradient_job(e, (job_t){.params = params,
+                                     .ds = ds,
+                                     .indices = indices,
+                                     .n = n,
+                                     .grad = grad,
+                                     .ready = ready,
+                                     .ready_arg = arg});
 }
 
 double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds,
@@ -395,9 +400,15 @@ double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds
 double engine_step(engine_t *e, float *params, float *velocity, const idx_dataset_t *ds,
                    const int *indices, int n, float lr, float momentum, float *grad)
 {
-    return s_gradient_job(e, (job_t){.params = params, .ds = ds, .indices = indices, .n = n,
-                                     .grad = grad, .sgd_w = params, .sgd_v = velocity,
-                                     .lr = lr, .momentum = momentum});
+    return s_gradient_job(e, (job_t){.params = params,
+                                     .ds = ds,
+                                     .indices = indices,
+                                     .n = n,
+                                     .grad = grad,
+                                     .sgd_w = params,
+                                     .sgd_v = velocity,
+                                     .lr = lr,
+                                     .momentum = momentum});
 }
 
 double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds, int limit,

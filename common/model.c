@@ -56,11 +56,10 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
 };
 
 const char *const model_prof_names[MODEL_PROF_N] = {
-    "input",        "conv1+pool1",      "conv2 in",      "conv2 mul",
-    "conv2 out",    "pool2+relu",       "fc1+fc2",       "loss",
-    "fc2+fc1 back", "pool2+relu back",  "conv2 dW",      "conv2 dX mul",
-    "conv2 dX out", "conv1+pool1 back", "barrier wait",  "thread reduce",
-    "sgd update",
+    "input",         "conv1+pool1",  "conv2 in",     "conv2 mul",        "conv2 out",
+    "pool2+relu",    "fc1+fc2",      "loss",         "fc2+fc1 back",     "pool2+relu back",
+    "conv2 dW",      "conv2 dX mul", "conv2 dX out", "conv1+pool1 back", "barrier wait",
+    "thread reduce", "sgd update",
 };
 
 struct model_ws {
@@ -124,22 +123,10 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,
-                       32 * n * 169,
-                       WINO_V_FLOATS(n),
-                       WINO_M_FLOATS(S_CHUNK),
-                       WINO_U_FLOATS,
-                       WINO_U_FLOATS,
-                       WINO_U_FLOATS,
-                       WINO_SCRATCH_FLOATS,
-                       64 * n * 100,
-                       S_CHUNK * 1600,
-                       n * 1600,
-                       n * 1600,
-                       n * 128,
-                       n * 10,
-                       n * 128,
-                       n * 10};
+    size_t floats[] = {n * 784,       32 * n * 169,   WINO_V_FLOATS(n), WINO_M_FLOATS(S_CHUNK),
+                       WINO_U_FLOATS, WINO_U_FLOATS,  WINO_U_FLOATS,    WINO_SCRATCH_FLOATS,
+                       64 * n * 100,  S_CHUNK * 1600, n * 1600,         n * 1600,
+                       n * 128,       n * 10,         n * 128,          n * 10};
     size_t total = s_align(n * 169 * 32); /* win1, bytes, after the floats */
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
@@ -154,10 +141,8 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->p1, &ws->V,        &ws->M,  &ws->U,
-                     &ws->UT, &ws->dU, &ws->wscratch, &ws->a2, &ws->pt,
-                     &ws->f,  &ws->df, &ws->h,        &ws->logits, &ws->dh,
-                     &ws->dlogits};
+    float **dst[] = {&ws->x,  &ws->p1, &ws->V, &ws->M,  &ws->U, &ws->UT,     &ws->dU, &ws->wscratch,
+                     &ws->a2, &ws->pt, &ws->f, &ws->df, &ws->h, &ws->logits, &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
@@ -344,8 +329,8 @@ int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
 }
 
 HOT_KERNEL
-double model_forward_loss(const float *params, const uint8_t *const *images,
-                          const uint8_t *labels, int n, float scale, model_ws_t *ws)
+double model_forward_loss(const float *params, const uint8_t *const *images, const uint8_t *labels,
+                          int n, float scale, model_ws_t *ws)
 {
     model_forward(params, images, n, ws);
 
@@ -372,21 +357,26 @@ double model_forward_loss(const float *params, const uint8_t *const *images,
     return loss;
 }
 
-/* Rows [r0, r1) of one fully connected layer's weight gradient
- * (dW = dY^T . X, [out x in]) and bias gradient (db = column sums of dY),
+/* Part `part` of `nparts` of one fully connected layer's weight gradient
+ * dW = dY^T . X [out x in] (a range of its columns, on 16-float boundaries:
+ * each thread then reads only its columns of X, and no two write one cache
+ * line) and bias gradient db = column sums of dY (a range of its rows),
  * summed over the sub-batches in order; dy(k) and x(k) give sub-batch k's
  * output gradient [n x out] and input [n x in]. */
-static void s_fc_rows(const model_ws_t *const *ws, int nws, int r0, int r1, int out, int in,
+static void s_fc_part(const model_ws_t *const *ws, int nws, int part, int nparts, int out, int in,
                       const float *(*dy)(const model_ws_t *), const float *(*x)(const model_ws_t *),
                       float *dw, float *db)
 {
-    if (r0 >= r1)
-        return;
+    int c0 = in * part / nparts / 16 * 16, c1 = in * (part + 1) / nparts / 16 * 16;
+    int r0 = out * part / nparts, r1 = out * (part + 1) / nparts;
+    if (part == nparts - 1)
+        c1 = in;
     for (int k = 0; k < nws; k++) {
         const float *d = dy(ws[k]);
         int n = ws[k]->n;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, in, n, 1.0f, d + r0, out,
-                    x(ws[k]), in, k == 0 ? 0.0f : 1.0f, dw + (size_t)r0 * in, in);
+        if (c1 > c0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, c1 - c0, n, 1.0f, d, out,
+                        x(ws[k]) + c0, in, k == 0 ? 0.0f : 1.0f, dw + c0, in);
         for (int j = r0; j < r1; j++) {
             float s = 0.0f;
             for (int b = 0; b < n; b++)
@@ -396,17 +386,28 @@ static void s_fc_rows(const model_ws_t *const *ws, int nws, int r0, int r1, int 
     }
 }
 
-static const float *s_dlogits(const model_ws_t *ws) { return ws->dlogits; }
-static const float *s_h(const model_ws_t *ws) { return ws->h; }
-static const float *s_dh(const model_ws_t *ws) { return ws->dh; }
-static const float *s_f(const model_ws_t *ws) { return ws->f; }
+static const float *s_dlogits(const model_ws_t *ws)
+{
+    return ws->dlogits;
+}
+static const float *s_h(const model_ws_t *ws)
+{
+    return ws->h;
+}
+static const float *s_dh(const model_ws_t *ws)
+{
+    return ws->dh;
+}
+static const float *s_f(const model_ws_t *ws)
+{
+    return ws->f;
+}
 
 void model_fc_grad(const model_ws_t *const *ws, int nws, int part, int nparts, float *grad)
 {
-    int r0 = 10 * part / nparts, r1 = 10 * (part + 1) / nparts;
-    s_fc_rows(ws, nws, r0, r1, 10, 128, s_dlogits, s_h, grad + MODEL_FC2_W, grad + MODEL_FC2_B);
-    r0 = 128 * part / nparts, r1 = 128 * (part + 1) / nparts;
-    s_fc_rows(ws, nws, r0, r1, 128, 1600, s_dh, s_f, grad + MODEL_FC1_W, grad + MODEL_FC1_B);
+    s_fc_part(ws, nws, part, nparts, 10, 128, s_dlogits, s_h, grad + MODEL_FC2_W,
+              grad + MODEL_FC2_B);
+    s_fc_part(ws, nws, part, nparts, 128, 1600, s_dh, s_f, grad + MODEL_FC1_W, grad + MODEL_FC1_B);
 }
 
 HOT_KERNEL

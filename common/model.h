@@ -87,18 +87,19 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
  * model_forward_loss: forward, loss (returned, summed) and the backward as far
  * as fc2's and fc1's output gradients, kept in ws; writes nothing into grad.
  *
- * model_fc_grad: fc2's and fc1's weight and bias gradients into grad, for
- * part `part` of `nparts` of each layer's output rows (rows r with
- * part/nparts <= r/rows < (part+1)/nparts), summed over the nws sub-batches
- * whose model_forward_loss ran in ws[0..nws), in that order: each
- * sub-batch's own sum, added in order, the bits of nws separate gradients
- * added in order. Reads ws only (threads may call it on one another's).
+ * model_fc_grad: fc2's and fc1's weight and bias gradients into grad, part
+ * `part` of `nparts` of them (about 1/nparts of each weight matrix's
+ * columns, of each bias's rows; the parts together write all of it once),
+ * summed over the nws sub-batches (each of n >= 1 images) whose
+ * model_forward_loss ran in ws[0..nws), in that order: each sub-batch's own
+ * sum, added in order, the bits of nws separate gradients added in order.
+ * Reads ws only (threads may call it on one another's).
  *
  * model_conv_backward: the rest, into grad's conv1 and conv2 ranges
  * (overwritten). It does not touch what model_fc_grad reads, so another
  * thread may still be reading this ws through model_fc_grad meanwhile. */
-double model_forward_loss(const float *params, const uint8_t *const *images,
-                          const uint8_t *labels, int n, float scale, model_ws_t *ws);
+double model_forward_loss(const float *params, const uint8_t *const *images, const uint8_t *labels,
+                          int n, float scale, model_ws_t *ws);
 void model_fc_grad(const model_ws_t *const *ws, int nws, int part, int nparts, float *grad);
 void model_conv_backward(const float *params, model_ws_t *ws, float *grad);
 
