@@ -378,17 +378,21 @@ static double s_gradient_job(engine_t *e, job_t job)
     return loss / job.n;
 }
 
+/* A gradient job's common fields. */
+static job_t s_job(const float *params, const idx_dataset_t *ds, const int *indices, int n,
+                   float *grad)
+{
+    return (job_t){.params = params, .ds = ds, .indices = indices, .n = n, .grad = grad};
+}
+
 double engine_gradient_hooked(engine_t *e, const float *params, const idx_dataset_t *ds,
                               const int *indices, int n, float *grad, engine_ready_fn ready,
                               void *arg)
 {
-    return s_gradient_job(e, (job_t){.params = params,
-                                     .ds = ds,
-                                     .indices = indices,
-                                     .n = n,
-                                     .grad = grad,
-                                     .ready = ready,
-                                     .ready_arg = arg});
+    job_t job = s_job(params, ds, indices, n, grad);
+    job.ready = ready;
+    job.ready_arg = arg;
+    return s_gradient_job(e, job);
 }
 
 double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds,
@@ -400,15 +404,12 @@ double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds
 double engine_step(engine_t *e, float *params, float *velocity, const idx_dataset_t *ds,
                    const int *indices, int n, float lr, float momentum, float *grad)
 {
-    return s_gradient_job(e, (job_t){.params = params,
-                                     .ds = ds,
-                                     .indices = indices,
-                                     .n = n,
-                                     .grad = grad,
-                                     .sgd_w = params,
-                                     .sgd_v = velocity,
-                                     .lr = lr,
-                                     .momentum = momentum});
+    job_t job = s_job(params, ds, indices, n, grad);
+    job.sgd_w = params;
+    job.sgd_v = velocity;
+    job.lr = lr;
+    job.momentum = momentum;
+    return s_gradient_job(e, job);
 }
 
 double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds, int limit,
