@@ -60,7 +60,7 @@ typedef struct {
     _Alignas(64) engine_t *e;
     int id;
     model_ws_t *ws;
-    float *grad; /* this thread's conv gradients (thread 0 writes the output's) */
+    float *grad; /* this thread's conv gradients, MODEL_FC1_W floats (unused by thread 0) */
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
@@ -173,10 +173,10 @@ static void s_reduce_and_step(engine_t *e, s_thread_t *w)
 }
 
 /* One thread's part of a gradient job: forward and loss on its slice of the
- * batch; after a barrier, its share of the output rows of fc2 and fc1 over
- * every slice (no sum across threads needed for them: 92% of the
- * parameters); its slice's conv backward; after a barrier, its share of the
- * conv gradients' sum (and of the SGD update). */
+ * batch; after a barrier, its share of fc2's and fc1's gradients over every
+ * slice (no sum across threads needed for them: 92% of the parameters); its
+ * slice's conv backward; after a barrier, its share of the conv gradients'
+ * sum (and of the SGD update). */
 static void s_gradient(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
@@ -203,7 +203,7 @@ static void s_gradient(engine_t *e, s_thread_t *w)
     model_ws_tick(w->ws, MODEL_PROF_FC_B);
     if (j->ready) {
         if (e->threads > 1) {
-            s_barrier_wait(&e->bar); /* every thread's rows are done */
+            s_barrier_wait(&e->bar); /* every thread's share of them is done */
             model_ws_tick(w->ws, MODEL_PROF_WAIT);
         }
         if (w->id == 0)
@@ -295,7 +295,7 @@ engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
         e->w[t].e = e;
         e->w[t].id = t;
         e->w[t].ws = model_ws_new(ENGINE_EVAL_CHUNK);
-        e->w[t].grad = aligned_alloc(64, ((MODEL_NPARAMS * sizeof(float)) + 63) & ~(size_t)63);
+        e->w[t].grad = aligned_alloc(64, ((MODEL_FC1_W * sizeof(float)) + 63) & ~(size_t)63);
         if (!e->w[t].ws || !e->w[t].grad)
             goto nomem;
     }

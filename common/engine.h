@@ -41,7 +41,7 @@ double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds
  * cross-thread sum), in the order backward completes them: fc2, fc1, conv2,
  * conv1 (model.h offsets). The ranges cover [0, MODEL_NPARAMS) exactly once.
  * fc2's and fc1's come before the convolutions' backward starts (with 2+
- * threads, once every thread has done its rows of them: one more barrier);
+ * threads, once every thread has done its share of them: one more barrier);
  * conv2's and conv1's when the whole gradient is done. The callback must not
  * call the engine. */
 typedef void (*engine_ready_fn)(void *arg, size_t lo, size_t hi);
