@@ -172,6 +172,15 @@ static void s_reduce_and_step(engine_t *e, s_thread_t *w)
     model_ws_tick(w->ws, MODEL_PROF_SGD);
 }
 
+/* The job's mean loss: the slices' summed losses, in thread order. */
+static double s_loss(const engine_t *e)
+{
+    double loss = 0.0;
+    for (int t = 0; t < e->threads; t++)
+        loss += e->w[t].result.loss;
+    return loss / e->job.n;
+}
+
 /* One thread's part of a gradient job: forward and loss on its slice of the
  * batch; after a barrier, its share of fc2's and fc1's gradients over every
  * slice (no sum across threads needed for them: 92% of the parameters); its
@@ -206,9 +215,11 @@ static void s_gradient(engine_t *e, s_thread_t *w)
             s_barrier_wait(&e->bar); /* every thread's share of them is done */
             model_ws_tick(w->ws, MODEL_PROF_WAIT);
         }
-        if (w->id == 0)
+        if (w->id == 0) {
+            double loss = s_loss(e); /* every slice's forward is done: first barrier */
             for (int r = 0; r < 2; r++)
-                j->ready(j->ready_arg, s_ranges[r][0], s_ranges[r][1]);
+                j->ready(j->ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+        }
         model_ws_tick(w->ws, MODEL_PROF_N);
     }
     if (m > 0)
@@ -369,13 +380,11 @@ static double s_gradient_job(engine_t *e, job_t job)
     }
     e->job = job;
     s_dispatch(e);
+    double loss = s_loss(e);
     if (job.ready)
         for (int r = 2; r < 4; r++)
-            job.ready(job.ready_arg, s_ranges[r][0], s_ranges[r][1]);
-    double loss = 0.0;
-    for (int t = 0; t < e->threads; t++)
-        loss += e->w[t].result.loss;
-    return loss / job.n;
+            job.ready(job.ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+    return loss;
 }
 
 /* A gradient job's common fields. */

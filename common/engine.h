@@ -39,12 +39,15 @@ double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds
 
 /* Called on the engine's calling thread when grad[lo, hi) is final (after the
  * cross-thread sum), in the order backward completes them: fc2, fc1, conv2,
- * conv1 (model.h offsets). The ranges cover [0, MODEL_NPARAMS) exactly once.
+ * conv1 (model.h offsets), with the batch's mean loss (known from the first
+ * call on: the value engine_gradient_hooked returns, bit for bit; a
+ * distributed worker sends it with the first part of its push). The ranges
+ * cover [0, MODEL_NPARAMS) exactly once.
  * fc2's and fc1's come before the convolutions' backward starts (with 2+
  * threads, once every thread has done its share of them: one more barrier);
  * conv2's and conv1's when the whole gradient is done. The callback must not
  * call the engine. */
-typedef void (*engine_ready_fn)(void *arg, size_t lo, size_t hi);
+typedef void (*engine_ready_fn)(void *arg, size_t lo, size_t hi, double loss);
 
 /* engine_gradient, calling ready(arg, lo, hi) as each layer's range becomes
  * final (ready NULL: engine_gradient). The same bits as engine_gradient. */

@@ -368,15 +368,16 @@ typedef struct {
     int calls;
     size_t lo[8], hi[8];
     int final_ok[8], conv_untouched[8];
-    double conv2_dw[8], fc_b[8];
+    double conv2_dw[8], fc_b[8], loss[8];
 } s_hook_log_t;
 
-static void s_hook(void *arg, size_t lo, size_t hi)
+static void s_hook(void *arg, size_t lo, size_t hi, double loss)
 {
     s_hook_log_t *log = arg;
     int k = log->calls++;
     if (k >= 8)
         return;
+    log->loss[k] = loss;
     log->lo[k] = lo;
     log->hi[k] = hi;
     log->final_ok[k] = memcmp(log->grad + lo, log->final + lo, (hi - lo) * sizeof(float)) == 0;
@@ -418,6 +419,8 @@ static void test_engine_gradient_hooked(void **state)
         double l = engine_gradient_hooked(e, fx->params, &ds, idx, 8, g, s_hook, &log);
         engine_profile(e, 0);
         assert_true(l == lref);
+        for (int k = 0; k < 4; k++)
+            assert_true(log.loss[k] == lref); /* the loss from the first range on */
         assert_memory_equal(g, ref, sizeof g);
         assert_int_equal(log.calls, 4);
         for (int k = 0; k < 4; k++) {
