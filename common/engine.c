@@ -2,18 +2,30 @@
  * accuracy with the model; see engine.h. */
 #include "engine.h"
 
+#include <assert.h>
 #include <cblas.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "clock.h"
 #include "dispatch.h"
 #include "model.h"
 
 /* The largest slice one thread handles at once during evaluation. */
 #define ENGINE_EVAL_CHUNK 128
+
+/* How long a thread that reaches a barrier first spins before it sleeps: a
+ * futex wake-up costs tens of microseconds on this VM, several times a step;
+ * the other thread is usually that close behind. */
+#define ENGINE_SPIN_SECONDS 50e-6
 
 /* openblas_set_num_threads is OpenBLAS's own extension, declared in its
  * cblas.h on Debian but not in every BLAS's; declare it here. */
@@ -27,9 +39,14 @@ typedef struct {
     job_kind_t kind;
     const float *params;
     const idx_dataset_t *ds;
-    const int *indices; /* gradient: the batch's image indices */
-    int n;              /* gradient: batch size; evaluate: images to score */
-    float *grad;        /* gradient: where the mean-loss gradient goes */
+    const int *indices;    /* gradient: the batch's image indices */
+    int n;                 /* gradient: batch size; evaluate: images to score */
+    float *grad;           /* gradient: where the mean-loss gradient goes */
+    engine_ready_fn ready; /* gradient: called when a layer's range is final, or NULL */
+    void *ready_arg;
+    float *sgd_w, *sgd_v; /* engine_step: weights and momentum to update, else NULL */
+    float lr, momentum;
+    int nws; /* gradient: the workspaces of the non-empty slices, in thread order */
 } job_t;
 
 /* What one thread produced for the current job. */
@@ -38,33 +55,72 @@ typedef struct {
     int correct;
 } result_t;
 
+/* One thread's state; aligned so that no two threads write one cache line. */
 typedef struct {
-    engine_t *e;
+    _Alignas(64) engine_t *e;
     int id;
     model_ws_t *ws;
-    float *grad;                              /* this thread's gradient buffer */
+    float *grad; /* this thread's conv gradients, MODEL_FC1_W floats (unused by thread 0) */
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
-    int profiling;
     double prof[MODEL_PROF_N]; /* seconds per stage while profiling */
 } s_thread_t;
 
+/* A reusable barrier for the engine's threads: the last to arrive starts a
+ * new generation; the others spin on it for ENGINE_SPIN_SECONDS, then sleep
+ * on a futex. Between jobs the helper threads wait here with no deadline:
+ * they are idle until thread 0 brings the next job. Within a job every
+ * thread arrives after a bounded computation. */
+typedef struct {
+    _Alignas(64) atomic_uint arrived;
+    _Alignas(64) atomic_uint gen;
+    atomic_uint sleepers;
+    unsigned n;
+} s_barrier_t;
+
 struct engine {
     int threads, max_batch;
-    int running; /* helper threads started and barriers initialised */
+    int running; /* helper threads started */
     pthread_t *tids;
-    pthread_barrier_t start, mid, end;
+    s_barrier_t bar;
     s_thread_t *w;
+    const model_ws_t **ws; /* job.nws workspaces for model_fc_grad */
     job_t job;
 };
 
-/* This thread's CPU time in seconds (profiling). */
-static double s_cpu_now(void)
+static void s_pause(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void s_barrier_wait(s_barrier_t *b)
+{
+    /* Read the generation before arriving: it cannot move until we have. */
+    unsigned gen = atomic_load(&b->gen);
+    if (atomic_fetch_add(&b->arrived, 1) + 1 == b->n) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->gen, gen + 1);
+        if (atomic_load(&b->sleepers) > 0)
+            syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        return;
+    }
+    double until = clock_now() + ENGINE_SPIN_SECONDS;
+    for (unsigned i = 1; atomic_load(&b->gen) == gen; i++) {
+        s_pause();
+        if (i % 32 == 0 && clock_now() > until) {
+            /* Sleep; the waker sees sleepers > 0 or we see the new gen
+             * (sequentially consistent atomics), and FUTEX_WAIT returns at
+             * once if gen has already moved. */
+            atomic_fetch_add(&b->sleepers, 1);
+            while (atomic_load(&b->gen) == gen)
+                syscall(SYS_futex, &b->gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+            atomic_fetch_sub(&b->sleepers, 1);
+            return;
+        }
+    }
 }
 
 /* The half-open range [lo, hi) of n items that thread id of t handles. */
@@ -74,7 +130,62 @@ static void s_slice(int n, int t, int id, int *lo, int *hi)
     *hi = (int)((long)n * (id + 1) / t);
 }
 
+/* As s_slice for the parameter vector's [base, base + n), with inner
+ * boundaries on multiples of 16 floats (64 bytes: no cache line written by
+ * two threads). */
+static void s_slice_lines(int base, int n, int t, int id, int *lo, int *hi)
+{
+    s_slice(n, t, id, lo, hi);
+    *lo = id == 0 ? base : base + (*lo & ~15);
+    *hi = id == t - 1 ? base + n : base + (*hi & ~15);
+}
+
+/* The ranges handed to the ready callback, in the order backward finishes. */
+static const size_t s_ranges[4][2] = {
+    {MODEL_FC2_W, MODEL_NPARAMS},
+    {MODEL_FC1_W, MODEL_FC2_W},
+    {MODEL_CONV2_W, MODEL_FC1_W},
+    {MODEL_CONV1_W, MODEL_CONV2_W},
+};
+
+/* After the backward pass: thread id's share of the conv gradients' sum over
+ * threads (in thread order, onto thread 0's, which is already in the output)
+ * and, for engine_step, its share of the SGD update. */
 HOT_KERNEL
+static void s_reduce_and_step(engine_t *e, s_thread_t *w)
+{
+    const job_t *j = &e->job;
+    int lo, hi;
+    s_slice_lines(0, MODEL_FC1_W, e->threads, w->id, &lo, &hi);
+    float *out = j->grad;
+    for (int t = 1; t < e->threads; t++) {
+        const float *g = e->w[t].grad;
+        for (int i = lo; i < hi; i++)
+            out[i] += g[i];
+    }
+    model_ws_tick(w->ws, MODEL_PROF_REDUCE);
+    if (!j->sgd_w)
+        return;
+    model_sgd_step(j->sgd_w + lo, j->sgd_v + lo, out + lo, (size_t)(hi - lo), j->lr, j->momentum);
+    s_slice_lines(MODEL_FC1_W, MODEL_NPARAMS - MODEL_FC1_W, e->threads, w->id, &lo, &hi);
+    model_sgd_step(j->sgd_w + lo, j->sgd_v + lo, out + lo, (size_t)(hi - lo), j->lr, j->momentum);
+    model_ws_tick(w->ws, MODEL_PROF_SGD);
+}
+
+/* The job's mean loss: the slices' summed losses, in thread order. */
+static double s_loss(const engine_t *e)
+{
+    double loss = 0.0;
+    for (int t = 0; t < e->threads; t++)
+        loss += e->w[t].result.loss;
+    return loss / e->job.n;
+}
+
+/* One thread's part of a gradient job: forward and loss on its slice of the
+ * batch; after a barrier, its share of fc2's and fc1's gradients over every
+ * slice (no sum across threads needed for them: 92% of the parameters); its
+ * slice's conv backward; after a barrier, its share of the conv gradients'
+ * sum (and of the SGD update). */
 static void s_gradient(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
@@ -86,28 +197,39 @@ static void s_gradient(engine_t *e, s_thread_t *w)
         w->images[i] = j->ds->pixels + (size_t)k * MODEL_IMAGE_PIXELS;
         w->labels[i] = j->ds->labels[k];
     }
+    /* Thread 0's conv gradients go straight into the output: the sum over
+     * threads adds the others' to them, in thread order. */
+    float *conv_grad = w->id == 0 ? j->grad : w->grad;
+    w->result.loss = 0.0;
+    model_ws_tick(w->ws, MODEL_PROF_N);
     if (m > 0)
-        w->result.loss = model_forward_backward(j->params, w->images, w->labels, m,
-                                                1.0f / (float)j->n, w->grad, w->ws);
-    else {
-        w->result.loss = 0.0;
-        memset(w->grad, 0, MODEL_NPARAMS * sizeof(float));
-    }
+        w->result.loss =
+            model_forward_loss(j->params, w->images, w->labels, m, 1.0f / (float)j->n, w->ws);
 
-    pthread_barrier_wait(&e->mid);
-    double t0 = w->profiling ? s_cpu_now() : 0.0;
-
-    /* Sum one slice of the parameter vector over all threads, in thread order. */
-    s_slice(MODEL_NPARAMS, e->threads, w->id, &lo, &hi);
-    float *out = j->grad;
-    memcpy(out + lo, e->w[0].grad + lo, (size_t)(hi - lo) * sizeof(float));
-    for (int t = 1; t < e->threads; t++) {
-        const float *g = e->w[t].grad;
-        for (int i = lo; i < hi; i++)
-            out[i] += g[i];
+    s_barrier_wait(&e->bar); /* every slice's fc output gradients are ready */
+    model_ws_tick(w->ws, MODEL_PROF_WAIT);
+    model_fc_grad(e->ws, j->nws, w->id, e->threads, j->grad);
+    model_ws_tick(w->ws, MODEL_PROF_FC_B);
+    if (j->ready) {
+        if (e->threads > 1) {
+            s_barrier_wait(&e->bar); /* every thread's share of them is done */
+            model_ws_tick(w->ws, MODEL_PROF_WAIT);
+        }
+        if (w->id == 0) {
+            double loss = s_loss(e); /* every slice's forward is done: first barrier */
+            for (int r = 0; r < 2; r++)
+                j->ready(j->ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+        }
+        model_ws_tick(w->ws, MODEL_PROF_N);
     }
-    if (w->profiling)
-        w->prof[MODEL_PROF_REDUCE] += s_cpu_now() - t0;
+    if (m > 0)
+        model_conv_backward(j->params, w->ws, conv_grad);
+    else
+        memset(conv_grad, 0, MODEL_FC1_W * sizeof(float));
+
+    s_barrier_wait(&e->bar); /* every thread's conv gradients are ready */
+    model_ws_tick(w->ws, MODEL_PROF_WAIT);
+    s_reduce_and_step(e, w);
 }
 
 static void s_evaluate(engine_t *e, s_thread_t *w)
@@ -142,20 +264,20 @@ static void *s_thread_main(void *arg)
     s_thread_t *w = arg;
     engine_t *e = w->e;
     for (;;) {
-        pthread_barrier_wait(&e->start);
+        s_barrier_wait(&e->bar); /* the start of a job */
         if (e->job.kind == JOB_QUIT)
             return NULL;
         s_run(e, w);
-        pthread_barrier_wait(&e->end);
+        s_barrier_wait(&e->bar); /* its end */
     }
 }
 
 /* Runs the job in e->job on all threads and waits for them. */
 static void s_dispatch(engine_t *e)
 {
-    pthread_barrier_wait(&e->start);
+    s_barrier_wait(&e->bar);
     s_run(e, &e->w[0]);
-    pthread_barrier_wait(&e->end);
+    s_barrier_wait(&e->bar);
 }
 
 engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
@@ -170,9 +292,12 @@ engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
         goto nomem;
     e->threads = threads;
     e->max_batch = max_batch;
-    e->w = calloc((size_t)threads, sizeof *e->w);
+    e->w = aligned_alloc(64, (size_t)threads * sizeof *e->w);
+    if (e->w)
+        memset(e->w, 0, (size_t)threads * sizeof *e->w);
     e->tids = calloc((size_t)threads, sizeof *e->tids);
-    if (!e->w || !e->tids)
+    e->ws = calloc((size_t)threads, sizeof *e->ws);
+    if (!e->w || !e->tids || !e->ws)
         goto nomem;
     int per_thread = (max_batch + threads - 1) / threads;
     if (per_thread > ENGINE_EVAL_CHUNK)
@@ -181,13 +306,11 @@ engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
         e->w[t].e = e;
         e->w[t].id = t;
         e->w[t].ws = model_ws_new(ENGINE_EVAL_CHUNK);
-        e->w[t].grad = aligned_alloc(64, ((MODEL_NPARAMS * sizeof(float)) + 63) & ~(size_t)63);
+        e->w[t].grad = aligned_alloc(64, ((MODEL_FC1_W * sizeof(float)) + 63) & ~(size_t)63);
         if (!e->w[t].ws || !e->w[t].grad)
             goto nomem;
     }
-    pthread_barrier_init(&e->start, NULL, (unsigned)threads);
-    pthread_barrier_init(&e->mid, NULL, (unsigned)threads);
-    pthread_barrier_init(&e->end, NULL, (unsigned)threads);
+    e->bar.n = (unsigned)threads;
     for (int t = 1; t < threads; t++) {
         int rc = pthread_create(&e->tids[t], NULL, s_thread_main, &e->w[t]);
         if (rc != 0) {
@@ -221,12 +344,9 @@ void engine_destroy(engine_t **pe)
     engine_t *e = *pe;
     if (e->running) {
         e->job.kind = JOB_QUIT;
-        pthread_barrier_wait(&e->start); /* thread 0's arrival releases the others */
+        s_barrier_wait(&e->bar); /* thread 0's arrival releases the others */
         for (int t = 1; t < e->threads; t++)
             pthread_join(e->tids[t], NULL);
-        pthread_barrier_destroy(&e->start);
-        pthread_barrier_destroy(&e->mid);
-        pthread_barrier_destroy(&e->end);
     }
     if (e->w)
         for (int t = 0; t < e->threads; t++) {
@@ -235,6 +355,7 @@ void engine_destroy(engine_t **pe)
         }
     free(e->w);
     free(e->tids);
+    free(e->ws);
     free(e);
     *pe = NULL;
 }
@@ -244,22 +365,67 @@ int engine_threads(const engine_t *e)
     return e->threads;
 }
 
+/* Runs a gradient job (and with sgd_w, the SGD step); fires the conv
+ * layers' ranges after it (the fc layers' fire inside it). */
+static double s_gradient_job(engine_t *e, job_t job)
+{
+    assert(job.n >= 1 && job.n <= e->max_batch);
+    job.kind = JOB_GRADIENT;
+    job.nws = 0;
+    for (int t = 0; t < e->threads; t++) {
+        int lo, hi;
+        s_slice(job.n, e->threads, t, &lo, &hi);
+        if (hi > lo)
+            e->ws[job.nws++] = e->w[t].ws;
+    }
+    e->job = job;
+    s_dispatch(e);
+    double loss = s_loss(e);
+    if (job.ready)
+        for (int r = 2; r < 4; r++)
+            job.ready(job.ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+    return loss;
+}
+
+/* A gradient job's common fields. */
+static job_t s_job(const float *params, const idx_dataset_t *ds, const int *indices, int n,
+                   float *grad)
+{
+    return (job_t){.params = params, .ds = ds, .indices = indices, .n = n, .grad = grad};
+}
+
+double engine_gradient_hooked(engine_t *e, const float *params, const idx_dataset_t *ds,
+                              const int *indices, int n, float *grad, engine_ready_fn ready,
+                              void *arg)
+{
+    job_t job = s_job(params, ds, indices, n, grad);
+    job.ready = ready;
+    job.ready_arg = arg;
+    return s_gradient_job(e, job);
+}
+
 double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds,
                        const int *indices, int n, float *grad)
 {
-    e->job = (job_t){JOB_GRADIENT, params, ds, indices, n, grad};
-    s_dispatch(e);
-    double loss = 0.0;
-    for (int t = 0; t < e->threads; t++)
-        loss += e->w[t].result.loss;
-    return loss / n;
+    return engine_gradient_hooked(e, params, ds, indices, n, grad, NULL, NULL);
+}
+
+double engine_step(engine_t *e, float *params, float *velocity, const idx_dataset_t *ds,
+                   const int *indices, int n, float lr, float momentum, float *grad)
+{
+    job_t job = s_job(params, ds, indices, n, grad);
+    job.sgd_w = params;
+    job.sgd_v = velocity;
+    job.lr = lr;
+    job.momentum = momentum;
+    return s_gradient_job(e, job);
 }
 
 double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds, int limit,
                        double *mean_loss)
 {
     int n = (limit <= 0 || limit > ds->count) ? ds->count : limit;
-    e->job = (job_t){JOB_EVALUATE, params, ds, NULL, n, NULL};
+    e->job = (job_t){.kind = JOB_EVALUATE, .params = params, .ds = ds, .n = n};
     s_dispatch(e);
     double loss = 0.0;
     long correct = 0;
@@ -278,7 +444,6 @@ void engine_profile(engine_t *e, int on)
         s_thread_t *w = &e->w[t];
         if (on)
             memset(w->prof, 0, sizeof w->prof);
-        w->profiling = on;
         model_ws_profile(w->ws, on ? w->prof : NULL);
     }
 }

@@ -1,15 +1,21 @@
 /* engine: runs the model over a minibatch on several threads.
  *
  * The batch is split into one contiguous slice per thread; each thread runs
- * forward and backward on its slice in its own workspace and gradient buffer
- * (scaled by 1/B so the slices add up to the mean-loss gradient). Then every
- * thread sums one slice of the parameter vector across the buffers, in thread
- * order, so the result depends only on the data and the thread count: the same
- * seed and thread count give the same result, bit for bit.
+ * forward and backward on its slice in its own workspace (scaled by 1/B so
+ * the slices add up to the mean-loss gradient). The fully connected layers'
+ * weight gradients (92% of the parameters) are not summed across threads:
+ * after a barrier each thread computes a share of their output rows over
+ * every slice (model_fc_grad). The conv layers' gradients are per thread and
+ * then summed, each thread one piece of them, in thread order; engine_step
+ * also splits the SGD update among the threads. Every sum runs in a fixed
+ * order, so the result depends only on the data and the thread count: the
+ * same seed and thread count give the same result, bit for bit (and the same
+ * bits as summing whole per-thread gradients in thread order).
  *
  * The calling thread works as thread 0; threads-1 helper threads wait on a
- * barrier between jobs. Nothing is allocated after engine_new. BLAS is set to
- * one thread: parallelism is the program's. One thread owns an engine_t. */
+ * barrier (spin briefly, then sleep) between jobs and at the 2 or 3 points
+ * inside one. Nothing is allocated after engine_new. BLAS is set to one
+ * thread: parallelism is the program's. One thread owns an engine_t. */
 #ifndef ENGINE_H
 #define ENGINE_H
 
@@ -31,6 +37,30 @@ int engine_threads(const engine_t *e);
 double engine_gradient(engine_t *e, const float *params, const idx_dataset_t *ds,
                        const int *indices, int n, float *grad);
 
+/* Called on the engine's calling thread when grad[lo, hi) is final (after the
+ * cross-thread sum), in the order backward completes them: fc2, fc1, conv2,
+ * conv1 (model.h offsets), with the batch's mean loss (known from the first
+ * call on: the value engine_gradient_hooked returns, bit for bit; a
+ * distributed worker sends it with the first part of its push). The ranges
+ * cover [0, MODEL_NPARAMS) exactly once.
+ * fc2's and fc1's come before the convolutions' backward starts (with 2+
+ * threads, once every thread has done its share of them: one more barrier);
+ * conv2's and conv1's when the whole gradient is done. The callback must not
+ * call the engine. */
+typedef void (*engine_ready_fn)(void *arg, size_t lo, size_t hi, double loss);
+
+/* engine_gradient, calling ready(arg, lo, hi) as each layer's range becomes
+ * final (ready NULL: engine_gradient). The same bits as engine_gradient. */
+double engine_gradient_hooked(engine_t *e, const float *params, const idx_dataset_t *ds,
+                              const int *indices, int n, float *grad, engine_ready_fn ready,
+                              void *arg);
+
+/* One training step: engine_gradient into grad, then model_sgd_step(params,
+ * velocity, grad, MODEL_NPARAMS, lr, momentum), the update split among the
+ * threads (the same bits as the two calls; saves the serial update). */
+double engine_step(engine_t *e, float *params, float *velocity, const idx_dataset_t *ds,
+                   const int *indices, int n, float lr, float momentum, float *grad);
+
 /* Test accuracy in percent over the first `limit` images of ds (all if
  * limit <= 0 or larger than the set), evaluated in chunks of up to 1000; the
  * mean loss is stored in *mean_loss when not NULL. */
@@ -38,9 +68,10 @@ double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds
                        double *mean_loss);
 
 /* Profiling (make bench): on != 0 zeroes each thread's stage times and starts
- * adding to them (model.h's model_prof_stage_t, MODEL_PROF_REDUCE included);
- * on == 0 stops. engine_profile_read stores the mean over threads of each
- * stage's seconds into seconds[MODEL_PROF_N] (MODEL_PROF_SGD is left 0). */
+ * adding to them (model.h's model_prof_stage_t, MODEL_PROF_WAIT and
+ * MODEL_PROF_REDUCE included, MODEL_PROF_SGD in engine_step); on == 0 stops.
+ * engine_profile_read stores the mean over threads of each stage's seconds
+ * into seconds[MODEL_PROF_N]. */
 void engine_profile(engine_t *e, int on);
 void engine_profile_read(const engine_t *e, double *seconds);
 

@@ -14,7 +14,8 @@
  *                                column 10, whose gradient is zero
  *   pt     [25][c][64]          one chunk's pool2 output before the flatten
  *                                (later: its gradient)
- *   f      [n][1600]            flatten of pool2 output (later: its gradient)
+ *   f, df  [n][1600]            flatten of pool2 output, its gradient (apart:
+ *                                another thread may read f while df is made)
  *   h      [n][128], logits [n][10], and their gradients dh, dlogits.
  * Because max and relu commute with adding a per-channel constant, the conv
  * bias is added after pooling, on a quarter of the values. Ties in a pooling
@@ -55,10 +56,10 @@ const model_tensor_t model_tensors[MODEL_NTENSORS] = {
 };
 
 const char *const model_prof_names[MODEL_PROF_N] = {
-    "input",        "conv1+pool1",      "conv2 in",      "conv2 mul",
-    "conv2 out",    "pool2+relu",       "fc1+fc2",       "loss",
-    "fc2+fc1 back", "pool2+relu back",  "conv2 dW",      "conv2 dX mul",
-    "conv2 dX out", "conv1+pool1 back", "thread reduce", "sgd update",
+    "input",         "conv1+pool1",  "conv2 in",     "conv2 mul",        "conv2 out",
+    "pool2+relu",    "fc1+fc2",      "loss",         "fc2+fc1 back",     "pool2+relu back",
+    "conv2 dW",      "conv2 dX mul", "conv2 dX out", "conv1+pool1 back", "barrier wait",
+    "thread reduce", "sgd update",
 };
 
 struct model_ws {
@@ -66,7 +67,7 @@ struct model_ws {
     double *prof, t_last; /* profile: where stage times go, the last tick */
     uint8_t *win1;
     float *UT; /* conv2's transformed weights, transposed (winograd.h) */
-    float *x, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *h, *logits, *dh, *dlogits;
+    float *x, *p1, *V, *M, *U, *dU, *wscratch, *a2, *pt, *f, *df, *h, *logits, *dh, *dlogits;
     void *block;
 };
 
@@ -107,6 +108,11 @@ static inline void s_tick(model_ws_t *ws, int stage)
     }
 }
 
+void model_ws_tick(model_ws_t *ws, model_prof_stage_t stage)
+{
+    s_tick(ws, stage == MODEL_PROF_N ? -1 : (int)stage);
+}
+
 static size_t s_align(size_t bytes)
 {
     return (bytes + 63) & ~(size_t)63;
@@ -117,21 +123,10 @@ model_ws_t *model_ws_new(int max_n)
     if (max_n <= 0)
         return NULL;
     size_t n = (size_t)max_n;
-    size_t floats[] = {n * 784,
-                       32 * n * 169,
-                       WINO_V_FLOATS(n),
-                       WINO_M_FLOATS(S_CHUNK),
-                       WINO_U_FLOATS,
-                       WINO_U_FLOATS,
-                       WINO_U_FLOATS,
-                       WINO_SCRATCH_FLOATS,
-                       64 * n * 100,
-                       S_CHUNK * 1600,
-                       n * 1600,
-                       n * 128,
-                       n * 10,
-                       n * 128,
-                       n * 10};
+    size_t floats[] = {n * 784,       32 * n * 169,   WINO_V_FLOATS(n), WINO_M_FLOATS(S_CHUNK),
+                       WINO_U_FLOATS, WINO_U_FLOATS,  WINO_U_FLOATS,    WINO_SCRATCH_FLOATS,
+                       64 * n * 100,  S_CHUNK * 1600, n * 1600,         n * 1600,
+                       n * 128,       n * 10,         n * 128,          n * 10};
     size_t total = s_align(n * 169 * 32); /* win1, bytes, after the floats */
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
         total += s_align(floats[i] * sizeof(float));
@@ -146,9 +141,8 @@ model_ws_t *model_ws_new(int max_n)
     }
     memset(ws->block, 0, total);
     char *p = ws->block;
-    float **dst[] = {&ws->x,  &ws->p1, &ws->V,        &ws->M,  &ws->U,
-                     &ws->UT, &ws->dU, &ws->wscratch, &ws->a2, &ws->pt,
-                     &ws->f,  &ws->h,  &ws->logits,   &ws->dh, &ws->dlogits};
+    float **dst[] = {&ws->x,  &ws->p1, &ws->V, &ws->M,  &ws->U, &ws->UT,     &ws->dU, &ws->wscratch,
+                     &ws->a2, &ws->pt, &ws->f, &ws->df, &ws->h, &ws->logits, &ws->dh, &ws->dlogits};
     for (size_t i = 0; i < sizeof dst / sizeof *dst; i++) {
         *dst[i] = (float *)p;
         p += s_align(floats[i] * sizeof(float));
@@ -335,9 +329,8 @@ int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
 }
 
 HOT_KERNEL
-double model_forward_backward(const float *params, const uint8_t *const *images,
-                              const uint8_t *labels, int n, float scale, float *grad,
-                              model_ws_t *ws)
+double model_forward_loss(const float *params, const uint8_t *const *images, const uint8_t *labels,
+                          int n, float scale, model_ws_t *ws)
 {
     model_forward(params, images, n, ws);
 
@@ -354,31 +347,74 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     }
     s_tick(ws, MODEL_PROF_LOSS);
 
-    /* fc2 */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 10, 128, n, 1.0f, ws->dlogits, 10, ws->h,
-                128, 0.0f, grad + MODEL_FC2_W, 128);
-    for (int j = 0; j < 10; j++) {
-        float s = 0.0f;
-        for (int b = 0; b < n; b++)
-            s += ws->dlogits[b * 10 + j];
-        grad[MODEL_FC2_B + j] = s;
-    }
+    /* dh = dlogits . W2, zero where fc1's ReLU blocked (h > 0 where it passed) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 128, 10, 1.0f, ws->dlogits, 10,
                 params + MODEL_FC2_W, 128, 0.0f, ws->dh, 128);
-
-    /* fc1 (ReLU: h > 0 where it passed) */
     for (size_t i = 0; i < (size_t)n * 128; i++)
         if (ws->h[i] <= 0.0f)
             ws->dh[i] = 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 128, 1600, n, 1.0f, ws->dh, 128, ws->f,
-                1600, 0.0f, grad + MODEL_FC1_W, 1600);
-    for (int j = 0; j < 128; j++) {
-        float s = 0.0f;
-        for (int b = 0; b < n; b++)
-            s += ws->dh[b * 128 + j];
-        grad[MODEL_FC1_B + j] = s;
+    s_tick(ws, MODEL_PROF_FC_B);
+    return loss;
+}
+
+/* Part `part` of `nparts` of one fully connected layer's weight gradient
+ * dW = dY^T . X [out x in] (a range of its columns, on 16-float boundaries:
+ * each thread then reads only its columns of X, and no two write one cache
+ * line) and bias gradient db = column sums of dY (a range of its rows),
+ * summed over the sub-batches in order; dy(k) and x(k) give sub-batch k's
+ * output gradient [n x out] and input [n x in]. */
+static void s_fc_part(const model_ws_t *const *ws, int nws, int part, int nparts, int out, int in,
+                      const float *(*dy)(const model_ws_t *), const float *(*x)(const model_ws_t *),
+                      float *dw, float *db)
+{
+    int c0 = in * part / nparts / 16 * 16, c1 = in * (part + 1) / nparts / 16 * 16;
+    int r0 = out * part / nparts, r1 = out * (part + 1) / nparts;
+    if (part == nparts - 1)
+        c1 = in;
+    for (int k = 0; k < nws; k++) {
+        const float *d = dy(ws[k]);
+        int n = ws[k]->n;
+        if (c1 > c0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, c1 - c0, n, 1.0f, d, out,
+                        x(ws[k]) + c0, in, k == 0 ? 0.0f : 1.0f, dw + c0, in);
+        for (int j = r0; j < r1; j++) {
+            float s = 0.0f;
+            for (int b = 0; b < n; b++)
+                s += d[(size_t)b * out + j];
+            db[j] = k == 0 ? s : db[j] + s;
+        }
     }
-    float *df = ws->f; /* f is no longer needed */
+}
+
+static const float *s_dlogits(const model_ws_t *ws)
+{
+    return ws->dlogits;
+}
+static const float *s_h(const model_ws_t *ws)
+{
+    return ws->h;
+}
+static const float *s_dh(const model_ws_t *ws)
+{
+    return ws->dh;
+}
+static const float *s_f(const model_ws_t *ws)
+{
+    return ws->f;
+}
+
+void model_fc_grad(const model_ws_t *const *ws, int nws, int part, int nparts, float *grad)
+{
+    s_fc_part(ws, nws, part, nparts, 10, 128, s_dlogits, s_h, grad + MODEL_FC2_W,
+              grad + MODEL_FC2_B);
+    s_fc_part(ws, nws, part, nparts, 128, 1600, s_dh, s_f, grad + MODEL_FC1_W, grad + MODEL_FC1_B);
+}
+
+HOT_KERNEL
+void model_conv_backward(const float *params, model_ws_t *ws, float *grad)
+{
+    int n = ws->n;
+    float *df = ws->df;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, 1600, 128, 1.0f, ws->dh, 128,
                 params + MODEL_FC1_W, 1600, 0.0f, df, 1600);
     s_tick(ws, MODEL_PROF_FC_B);
@@ -406,6 +442,16 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
     }
     wino_weight_grad(ws->dU, ws->wscratch, grad + MODEL_CONV2_W);
     s_tick(ws, MODEL_PROF_CONV2_DW);
+}
+
+double model_forward_backward(const float *params, const uint8_t *const *images,
+                              const uint8_t *labels, int n, float scale, float *grad,
+                              model_ws_t *ws)
+{
+    double loss = model_forward_loss(params, images, labels, n, scale, ws);
+    const model_ws_t *one = ws;
+    model_fc_grad(&one, 1, 0, 1, grad);
+    model_conv_backward(params, ws, grad);
     return loss;
 }
 

@@ -80,6 +80,29 @@ double model_forward_backward(const float *params, const uint8_t *const *images,
                               const uint8_t *labels, int n, float scale, float *grad,
                               model_ws_t *ws);
 
+/* model_forward_backward in three parts, so that an engine can share the
+ * fully connected layers' weight gradients among its threads (engine.c) and
+ * hand them out before the convolutions' backward has run:
+ *
+ * model_forward_loss: forward, loss (returned, summed) and the backward as far
+ * as fc2's and fc1's output gradients, kept in ws; writes nothing into grad.
+ *
+ * model_fc_grad: fc2's and fc1's weight and bias gradients into grad, part
+ * `part` of `nparts` of them (about 1/nparts of each weight matrix's
+ * columns, of each bias's rows; the parts together write all of it once),
+ * summed over the nws sub-batches (each of n >= 1 images) whose
+ * model_forward_loss ran in ws[0..nws), in that order: each sub-batch's own
+ * sum, added in order, the bits of nws separate gradients added in order.
+ * Reads ws only (threads may call it on one another's).
+ *
+ * model_conv_backward: the rest, into grad's conv1 and conv2 ranges
+ * (overwritten). It does not touch what model_fc_grad reads, so another
+ * thread may still be reading this ws through model_fc_grad meanwhile. */
+double model_forward_loss(const float *params, const uint8_t *const *images, const uint8_t *labels,
+                          int n, float scale, model_ws_t *ws);
+void model_fc_grad(const model_ws_t *const *ws, int nws, int part, int nparts, float *grad);
+void model_conv_backward(const float *params, model_ws_t *ws, float *grad);
+
 /* Summed cross-entropy of the last forward pass's n images against labels. */
 double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n);
 
@@ -87,8 +110,8 @@ double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n);
 int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n);
 
 /* The stages of a training step that a profile times, in the order they run.
- * MODEL_PROF_REDUCE (the engine's gradient sum across threads) and
- * MODEL_PROF_SGD are timed by their callers. */
+ * MODEL_PROF_WAIT, MODEL_PROF_REDUCE and MODEL_PROF_SGD are timed by their
+ * callers (engine.c, model_ws_tick). */
 typedef enum {
     MODEL_PROF_INPUT,     /* bytes -> normalised floats */
     MODEL_PROF_CONV1,     /* conv1 + bias + ReLU + max-pool (one fused kernel) */
@@ -104,7 +127,8 @@ typedef enum {
     MODEL_PROF_CONV2_DX,  /* conv2 input gradient: multiplication */
     MODEL_PROF_CONV2_DXT, /* conv2 input gradient: inverse input transform */
     MODEL_PROF_CONV1_B,   /* pool1 + ReLU backward, conv1 weight and bias grad */
-    MODEL_PROF_REDUCE,    /* engine: sum of the threads' gradients */
+    MODEL_PROF_WAIT,      /* engine: waiting for the other threads (spinning counts) */
+    MODEL_PROF_REDUCE,    /* engine: sum of the threads' conv gradients */
     MODEL_PROF_SGD,       /* the SGD update */
     MODEL_PROF_N
 } model_prof_stage_t;
@@ -116,6 +140,11 @@ extern const char *const model_prof_names[MODEL_PROF_N];
  * thread's, CLOCK_THREAD_CPUTIME_ID) to it. NULL stops. About 20 clock reads
  * a step, well under 1% of it. */
 void model_ws_profile(model_ws_t *ws, double *seconds);
+
+/* Profiling: the time since the last stage ended goes to `stage` (for
+ * stages timed outside model.c, MODEL_PROF_WAIT); MODEL_PROF_N drops it
+ * (restarts the clock). No-op when not profiling. */
+void model_ws_tick(model_ws_t *ws, model_prof_stage_t stage);
 
 /* SGD with momentum, PyTorch's semantics (no dampening, no weight decay):
  *   v = momentum * v + g;  w -= lr * v

@@ -52,6 +52,9 @@ for t in 1 2; do
         printf "%-8d %10.0f %9.1f %7.0f%% %14.1f %9s %10s\n", t, ips, gf, 100 * gf / sg, sg,
             (pt > 0 ? sprintf("%.0f", pt) : "-"), (pt > 0 ? sprintf("%.2fx", ips / pt) : "-") }'
 done
+awk -v a="$(median <"$tmp/ours1")" -v b="$(median <"$tmp/ours2")" \
+    -v c="$(median <"$tmp/sgemm1")" -v d="$(median <"$tmp/sgemm2")" \
+    'BEGIN { printf "2 threads vs 1: %.2fx (sgemm: %.2fx)\n", b / a, d / c }'
 if [ "$have_torch" = 1 ]; then
     awk -v o="$(median <"$tmp/ours2")" -v b="$best_torch" \
         'BEGIN { printf "2 threads vs PyTorch best thread count: %.2fx\n", o / b }'
@@ -62,18 +65,25 @@ echo "(training: forward + backward = 15.4 MFLOP per image; sgemm: 2048^3, OpenB
 echo " effective GFLOP/s counts the direct convolution's flops, so > 100% of sgemm is possible)"
 
 echo
-echo "images/s by batch size (engine + SGD step, median of 3 passes of 10000 images):"
+echo "images/s by batch size (bench_model: engine_step, median of 3 passes of 10000 images):"
 printf '%-8s' threads
 for b in 16 32 64 128; do printf '%10s' "batch $b"; done
 echo
 for t in 1 2; do
     printf '%-8d' "$t"
     for b in 16 32 64 128; do
-        printf '%10s' "$(build/bench_model "$data" "$t" "$b" 10000 |
-            sed -n 's/.*images_per_second=\([0-9.]*\).*/\1/p')"
+        build/bench_model "$data" "$t" "$b" 10000 |
+            sed -n 's/.*images_per_second=\([0-9.]*\).*/\1/p' >"$tmp/b$t-$b"
+        printf '%10s' "$(cat "$tmp/b$t-$b")"
     done
     echo
 done
+printf '%-8s' "2 vs 1"
+for b in 16 32 64 128; do
+    printf '%10s' "$(awk -v a="$(cat "$tmp/b1-$b")" -v b="$(cat "$tmp/b2-$b")" \
+        'BEGIN { printf "%.2fx", b / a }')"
+done
+echo
 
 echo
 for t in 1 2; do

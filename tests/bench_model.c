@@ -1,14 +1,16 @@
-/* bench_model: training speed of the model through the engine, as basic mode
- * trains (engine_gradient + SGD step on shuffled minibatches), at a given
- * thread count and batch size, and where a step's time goes.
+/* bench_model: training speed of the model through the engine (engine_step:
+ * gradient + SGD step on shuffled minibatches), at a given thread count and
+ * batch size, and where a step's time goes.
  *
  *   bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]
  *
  * prints "model threads=T batch=B images_per_second=X" (the median of 3
- * passes over IMAGES training images, default 10000) and, with `profile`, a
- * table of each stage's time per step (mean over threads) and its share of a
- * step's wall time; "waiting" is what the stages do not account for (barriers,
- * a thread waiting for the other, the clock itself). */
+ * passes over IMAGES training images, default 10000), images per CPU-second,
+ * the minimum, 10th percentile and median of the steps' wall times (ms)
+ * and, with `profile`, a
+ * table of each stage's CPU time per step (mean over threads) and its share
+ * of their sum; "barrier wait" is the CPU time a thread spent spinning at the
+ * engine's barriers (time asleep there is in the wall time only). */
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -34,18 +36,19 @@ static int s_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Trains on `images` images in batches; returns the wall seconds. With prof,
- * adds the SGD update's seconds to prof[MODEL_PROF_SGD]. */
+/* Trains on `images` images in batches; returns the wall seconds. With
+ * step_s, stores each step's wall seconds there (in step order). */
 static double s_pass(engine_t *e, float *w, float *v, float *g, const idx_dataset_t *ds,
-                     const int *order, int images, int batch, double *prof)
+                     const int *order, int images, int batch, double *step_s)
 {
-    double t0 = clock_now();
+    double t0 = clock_now(), t = t0;
     for (int lo = 0; lo + batch <= images; lo += batch) {
-        engine_gradient(e, w, ds, order + lo, batch, g);
-        double t1 = prof ? clock_now() : 0.0;
-        model_sgd_step(w, v, g, MODEL_NPARAMS, 0.01f, 0.9f);
-        if (prof)
-            prof[MODEL_PROF_SGD] += clock_now() - t1;
+        engine_step(e, w, v, ds, order + lo, batch, 0.01f, 0.9f, g);
+        if (step_s) {
+            double now = clock_now();
+            step_s[lo / batch] = now - t;
+            t = now;
+        }
     }
     return clock_now() - t0;
 }
@@ -89,24 +92,33 @@ int main(int argc, char **argv)
 
     s_pass(e, w, v, g, &ds, order, images < 2000 ? images : 2000, batch, NULL); /* warm-up */
     double ips[3], ipc[3];
-    int done = images / batch * batch;
+    int done = images / batch * batch, nsteps = images / batch;
+    double *step_s = malloc(3 * (size_t)(nsteps > 0 ? nsteps : 1) * sizeof *step_s);
+    if (!step_s) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
     for (int k = 0; k < 3; k++) {
         double c0 = s_cpu();
-        ips[k] = done / s_pass(e, w, v, g, &ds, order, images, batch, NULL);
+        ips[k] = done / s_pass(e, w, v, g, &ds, order, images, batch, step_s + (size_t)k * nsteps);
         ipc[k] = done / (s_cpu() - c0);
     }
     qsort(ips, 3, sizeof *ips, s_cmp);
     qsort(ipc, 3, sizeof *ipc, s_cmp);
-    printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f\n", threads,
-           batch, ips[1], ipc[1]);
+    /* On a shared machine the fastest nsteps are the ones no other process
+     * interrupted: the step time's low percentiles estimate a quiet machine's. */
+    qsort(step_s, 3 * (size_t)nsteps, sizeof *step_s, s_cmp);
+    printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f "
+           "step_ms_min=%.3f step_ms_p10=%.3f step_ms_median=%.3f\n",
+           threads, batch, ips[1], ipc[1], 1e3 * step_s[0], 1e3 * step_s[3 * nsteps / 10],
+           1e3 * step_s[3 * nsteps / 2]);
+    free(step_s);
 
     if (profile) {
         double prof[MODEL_PROF_N] = {0}, wall;
         engine_profile(e, 1);
-        wall = s_pass(e, w, v, g, &ds, order, images, batch, prof);
-        double sgd = prof[MODEL_PROF_SGD];
+        wall = s_pass(e, w, v, g, &ds, order, images, batch, NULL);
         engine_profile_read(e, prof);
-        prof[MODEL_PROF_SGD] = sgd;
         engine_profile(e, 0);
         double steps = done / batch, sum = 0.0;
         for (int s = 0; s < MODEL_PROF_N; s++)

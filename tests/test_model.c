@@ -102,6 +102,16 @@ static const float *s_tensor(fixture_t *fx, const char *name, size_t numel)
     return t->data;
 }
 
+/* The fixture's 8 images as a data set. */
+static idx_dataset_t s_fixture_ds(fixture_t *fx)
+{
+    return (idx_dataset_t){.pixels = (uint8_t *)fx->images[0],
+                           .labels = fx->labels,
+                           .count = 8,
+                           .rows = 28,
+                           .cols = 28};
+}
+
 static void test_forward_matches_pytorch(void **state)
 {
     fixture_t *fx = *state;
@@ -137,11 +147,7 @@ static void test_gradients_match_pytorch(void **state)
 static void test_two_sgd_steps_match_pytorch(void **state)
 {
     fixture_t *fx = *state;
-    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0],
-                        .labels = fx->labels,
-                        .count = 8,
-                        .rows = 28,
-                        .cols = 28};
+    idx_dataset_t ds = s_fixture_ds(fx);
     for (int threads = 1; threads <= 2; threads++) {
         char err[256];
         engine_t *e = engine_new(threads, 4, err, sizeof err);
@@ -303,11 +309,7 @@ static void test_finite_differences(void **state)
 static void test_engine_deterministic(void **state)
 {
     fixture_t *fx = *state;
-    idx_dataset_t ds = {.pixels = (uint8_t *)fx->images[0],
-                        .labels = fx->labels,
-                        .count = 8,
-                        .rows = 28,
-                        .cols = 28};
+    idx_dataset_t ds = s_fixture_ds(fx);
     int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
     static float g1[MODEL_NPARAMS], g2[MODEL_NPARAMS], g3[MODEL_NPARAMS];
     char err[256];
@@ -322,6 +324,118 @@ static void test_engine_deterministic(void **state)
     assert_true(s_rel_err("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
     engine_destroy(&e1);
     engine_destroy(&e2);
+}
+
+/* engine_step (the SGD update split among the threads) gives the bits of
+ * engine_gradient + model_sgd_step: loss, gradient, weights and momentum,
+ * over 3 steps, with 1, 2 and 3 threads, on 8 images and on 2 (3 threads:
+ * one slice empty). */
+static void test_engine_step_matches_gradient_and_sgd(void **state)
+{
+    fixture_t *fx = *state;
+    idx_dataset_t ds = s_fixture_ds(fx);
+    static float wa[MODEL_NPARAMS], va[MODEL_NPARAMS], ga[MODEL_NPARAMS];
+    static float wb[MODEL_NPARAMS], vb[MODEL_NPARAMS], gb[MODEL_NPARAMS];
+    int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
+    for (int threads = 1; threads <= 3; threads++)
+        for (int n = 8; n >= 2; n -= 6) {
+            char err[256];
+            engine_t *e = engine_new(threads, 8, err, sizeof err);
+            assert_non_null(e);
+            memcpy(wa, fx->params, sizeof wa);
+            memcpy(wb, fx->params, sizeof wb);
+            memset(va, 0, sizeof va);
+            memset(vb, 0, sizeof vb);
+            for (int step = 0; step < 3; step++) {
+                double la = engine_gradient(e, wa, &ds, idx, n, ga);
+                model_sgd_step(wa, va, ga, MODEL_NPARAMS, 0.01f, 0.9f);
+                double lb = engine_step(e, wb, vb, &ds, idx, n, 0.01f, 0.9f, gb);
+                assert_true(la == lb);
+                assert_memory_equal(ga, gb, sizeof ga);
+                assert_memory_equal(wa, wb, sizeof wa);
+                assert_memory_equal(va, vb, sizeof va);
+            }
+            engine_destroy(&e);
+        }
+}
+
+/* What the ready callback saw: the ranges in order and, for each, whether
+ * grad[lo, hi) was already final, whether the conv ranges were still
+ * untouched (NaN), and (1 thread, profiling) conv2's backward time so far. */
+typedef struct {
+    engine_t *e;
+    const float *grad, *final; /* the gradient being made, the expected one */
+    int calls;
+    size_t lo[8], hi[8];
+    int final_ok[8], conv_untouched[8];
+    double conv2_dw[8], fc_b[8], loss[8];
+} s_hook_log_t;
+
+static void s_hook(void *arg, size_t lo, size_t hi, double loss)
+{
+    s_hook_log_t *log = arg;
+    int k = log->calls++;
+    if (k >= 8)
+        return;
+    log->loss[k] = loss;
+    log->lo[k] = lo;
+    log->hi[k] = hi;
+    log->final_ok[k] = memcmp(log->grad + lo, log->final + lo, (hi - lo) * sizeof(float)) == 0;
+    int untouched = 1;
+    for (size_t i = 0; i < MODEL_FC1_W; i++)
+        untouched &= isnan(log->grad[i]);
+    log->conv_untouched[k] = untouched;
+    double prof[MODEL_PROF_N];
+    engine_profile_read(log->e, prof);
+    log->conv2_dw[k] = prof[MODEL_PROF_CONV2_DW];
+    log->fc_b[k] = prof[MODEL_PROF_FC_B];
+}
+
+/* engine_gradient_hooked: the bits of engine_gradient; the callback gets
+ * fc2, fc1, conv2, conv1, covering the parameters once, each range final
+ * when handed out; fc2's and fc1's before any conv gradient was written
+ * (thread 0 writes its conv gradients straight into the output) and, with 1
+ * thread, before conv2's backward had run (its profile time still 0). */
+static void test_engine_gradient_hooked(void **state)
+{
+    fixture_t *fx = *state;
+    idx_dataset_t ds = s_fixture_ds(fx);
+    static float ref[MODEL_NPARAMS], g[MODEL_NPARAMS];
+    int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
+    const size_t want[4][2] = {{MODEL_FC2_W, MODEL_NPARAMS},
+                               {MODEL_FC1_W, MODEL_FC2_W},
+                               {MODEL_CONV2_W, MODEL_FC1_W},
+                               {0, MODEL_CONV2_W}};
+    for (int threads = 1; threads <= 3; threads++) {
+        char err[256];
+        engine_t *e = engine_new(threads, 8, err, sizeof err);
+        assert_non_null(e);
+        double lref = engine_gradient(e, fx->params, &ds, idx, 8, ref);
+        for (size_t i = 0; i < MODEL_NPARAMS; i++)
+            g[i] = NAN;
+        s_hook_log_t log = {.e = e, .grad = g, .final = ref};
+        if (threads == 1)
+            engine_profile(e, 1);
+        double l = engine_gradient_hooked(e, fx->params, &ds, idx, 8, g, s_hook, &log);
+        engine_profile(e, 0);
+        assert_true(l == lref);
+        for (int k = 0; k < 4; k++)
+            assert_true(log.loss[k] == lref); /* the loss from the first range on */
+        assert_memory_equal(g, ref, sizeof g);
+        assert_int_equal(log.calls, 4);
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(log.lo[k], want[k][0]);
+            assert_int_equal(log.hi[k], want[k][1]);
+            assert_true(log.final_ok[k]);
+        }
+        assert_true(log.conv_untouched[0] && log.conv_untouched[1]);
+        assert_false(log.conv_untouched[2]);
+        if (threads == 1) {
+            assert_true(log.fc_b[0] > 0.0 && log.conv2_dw[0] == 0.0 && log.conv2_dw[1] == 0.0);
+            assert_true(log.conv2_dw[2] > 0.0);
+        }
+        engine_destroy(&e);
+    }
 }
 
 static void test_init_bounds(void **state)
@@ -372,6 +486,8 @@ int main(void)
         cmocka_unit_test(test_two_sgd_steps_match_pytorch),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_engine_deterministic),
+        cmocka_unit_test(test_engine_step_matches_gradient_and_sgd),
+        cmocka_unit_test(test_engine_gradient_hooked),
         cmocka_unit_test(test_init_bounds),
         cmocka_unit_test(test_sgd_semantics),
     };

@@ -214,6 +214,21 @@ static void s_load_model(const group_run_t *r, float *w)
     assert_int_equal(modelfile_load(path, "", w, err, sizeof err), 0);
 }
 
+/* The share of its pushed bytes a worker sent before its backward pass
+ * ended (its "overlap:" line), or -1. */
+static int s_overlap_percent(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    char line[512];
+    int pct = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "overlap: %d%%", &pct) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return pct;
+}
+
 /* Sync with 1, 2 and 3 servers, the same seed and data: bit-identical
  * weights (with the linear lr scaling and its warm-up, which every server
  * must apply at the same updates). 641 images split 321/320: 6 and 5 batches of 64, so one worker
@@ -248,6 +263,11 @@ static void test_sync_bit_identical_over_servers(void **state)
                                                    "(select max(t) from shard_stats)"),
                              12);
             assert_true(proc_contains(r.head_log, "final weights received"));
+            /* fc's parts (92% of the bytes) leave before the convolutions'
+             * backward: overlapped */
+            int pct = s_overlap_percent(r.worker_log[0]);
+            printf("  %d servers: %d%% of the pushed bytes left before backward ended\n", S, pct);
+            assert_true(pct >= 80);
         }
     }
     model_init(w0, 1);

@@ -398,23 +398,15 @@ static int s_push_model(dist_t *d)
 }
 
 /* engine_gradient_hooked's callback: grad[lo, hi) is final; the parts
- * within it leave now. */
-static void s_part_ready(void *arg, size_t lo, size_t hi)
+ * within it leave now, with the batch's loss (the server records it with
+ * the step). */
+static void s_part_ready(void *arg, size_t lo, size_t hi, double loss)
 {
     dist_t *d = arg;
+    d->c.push.loss = (float)loss;
     if (d->c.pushing)
-        link_push_ready(&d->c, lo, hi); /* a failure shows again in s_finish_push */
-}
-
-/* The gradient of the batch at order[lo, lo + m) into gbuf, its parts
- * sent as they are final. (Until the engine reports ranges during
- * backward, all of them are final at the end.) */
-static double s_gradient_hooked(dist_t *d, int lo, int m)
-{
-    double loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
-    d->c.push.loss = (float)loss; /* the server records it with the step */
-    s_part_ready(d, 0, MODEL_NPARAMS);
-    return loss;
+        /* fc's ranges come before the convolutions' backward: overlapped */
+        link_push_ready(&d->c, lo, hi, lo >= MODEL_FC1_W); /* failure: s_finish_push sees it */
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are
@@ -452,7 +444,8 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         if (K == 1) {
             /* The gradient's parts leave as backward finishes their layers. */
             s_begin_push(d, push, epoch);
-            loss = s_gradient_hooked(d, lo, m);
+            loss = engine_gradient_hooked(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf,
+                                          s_part_ready, d);
         } else
             loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
         st.loss_sum += loss;
@@ -561,6 +554,11 @@ int distributed_run(const worker_opts_t *o)
     }
     if (rc == REQ_OK)
         worker_summary((int)d.w.epochs, d.accuracy, d.train_seconds, (double)d.n * d.w.epochs);
+    if (rc == REQ_OK && d.c.bytes_pushed > 0)
+        printf("overlap: %.0f%% of the pushed bytes left before backward ended (%.1f of %.1f "
+               "MB)\n",
+               100.0 * (double)d.c.bytes_early / (double)d.c.bytes_pushed,
+               (double)d.c.bytes_early / 1e6, (double)d.c.bytes_pushed / 1e6);
     if (worker_stop && d.w.run_id != 0)
         s_say_leaving(&d.c, &d.w);
     if (worker_stop)

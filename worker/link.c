@@ -437,9 +437,12 @@ static int s_send_part(link_t *l, int i, int k, int flags)
     return 0;
 }
 
-int link_push_ready(link_t *l, size_t lo, size_t hi)
+/* Sends the parts within [lo, hi) not sent yet; `early`: from backward (the
+ * bytes count as overlapped with it). */
+static int s_push_parts(link_t *l, size_t lo, size_t hi, int early)
 {
     double t0 = clock_now();
+    int64_t before = l->bytes_sent;
     for (int i = 0; i < l->servers; i++) {
         link_server_t *srv = &l->srv[i];
         while (srv->parts_sent < srv->parts && srv->part_lo[srv->parts_sent] >= lo &&
@@ -450,7 +453,15 @@ int link_push_ready(link_t *l, size_t lo, size_t hi)
             }
     }
     l->send_seconds += clock_now() - t0;
+    if (early)
+        l->bytes_early += l->bytes_sent - before;
+    l->bytes_pushed += l->bytes_sent - before;
     return REQ_OK;
+}
+
+int link_push_ready(link_t *l, size_t lo, size_t hi, int early)
+{
+    return s_push_parts(l, lo, hi, early);
 }
 
 /* (Re)sends server i's request: all parts of the push, or a Pull. */
@@ -606,7 +617,7 @@ int link_gather(link_t *l, float *weights, double *held)
             l->srv[i].request = ++l->request;
     for (int i = 0; i < l->servers; i++)
         l->srv[i].answered = 0;
-    if (l->pushing && link_push_ready(l, 0, MODEL_NPARAMS) != REQ_OK)
+    if (l->pushing && s_push_parts(l, 0, MODEL_NPARAMS, 0) != REQ_OK)
         return REQ_FAIL;
     for (int i = 0; i < l->servers && !l->pushing; i++)
         if (s_send_request(l, i, 0) != 0) {

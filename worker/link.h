@@ -45,6 +45,7 @@ typedef struct {
     int servers;
     uint64_t token, request;
     int64_t bytes_sent, bytes_received;
+    int64_t bytes_pushed, bytes_early; /* pushes' first sends; of them, before backward ended */
     double send_seconds; /* how long the last step's sends took (encoding, queueing) */
     /* the push being sent (link_push_begin), or none (a pull) */
     int pushing, encoding;
@@ -79,7 +80,8 @@ int link_set_servers(link_t *l, const Ps__Welcome *w);
  * epoch, loss...), the whole gradient's buffer (filled by then or later,
  * range by range) and the encoding (int8: with the residual's error
  * feedback); link_push_ready sends every part that lies within [lo, hi),
- * whose gradient is final; link_gather sends what is left and gathers each
+ * whose gradient is final (`early`: before backward ended, counted in
+ * bytes_early); link_gather sends what is left and gathers each
  * server's weights into weights (the whole vector), resending to a server
  * that does not answer; *held is the longest time a server held the
  * request (a barrier). In sync mode every server must answer with the same
@@ -87,7 +89,7 @@ int link_set_servers(link_t *l, const Ps__Welcome *w);
  * why). Without link_push_begin, link_gather pulls. */
 void link_push_begin(link_t *l, const Ps__Push *push, const float *grad, int encoding,
                      float *residual);
-int link_push_ready(link_t *l, size_t lo, size_t hi);
+int link_push_ready(link_t *l, size_t lo, size_t hi, int early);
 int link_gather(link_t *l, float *weights, double *held);
 
 /* The oldest version among the servers' last weights (what a push says it
