@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: study bench-portable cairo-check valgrind bench-net check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: study bench-portable cairo-check valgrind bench-net bench-shards check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -219,7 +219,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net bench-shards
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -229,7 +229,8 @@ check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_sa
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 
 # Server and workers in separate network namespaces joined by a shaped
-# bridge (needs root; .ci/run runs it when it can).
+# bridge: one server host, then a group of 2 shards on 2 hosts (needs root;
+# .ci/run runs it when it can).
 check-multihost: all
 	@BUILD=$(B) tests/multihost.sh
 
@@ -247,10 +248,11 @@ basic: all
 	$(B)/worker --basic --data-dir "$(MNIST_DIR)"
 	$(B)/psreport
 
-# The distributed study: a paramserver and WORKERS workers (default 2) on
-# this machine, MODE=sync|async|ssp; see deploy/run-local.sh.
+# The distributed study: a paramserver (SHARDS=N: a group of N server
+# processes) and WORKERS workers (default 2) on this machine,
+# MODE=sync|async|ssp; see deploy/run-local.sh.
 run: all
-	deploy/run-local.sh
+	BUILD=$(B) deploy/run-local.sh
 
 # The study as one command: the sweep in study/$(STUDY).conf (default:
 # 13 runs of 5 epochs; STUDY=quick: 7 short runs), every run into
@@ -274,6 +276,12 @@ bench-ps: all $(B)/bench_ps_client
 # compression setting (needs root: network namespaces).
 bench-net: all
 	@BUILD=$(B) tests/bench-net.sh
+
+# Sync training with S = 1, 2, 4 server hosts and 4 worker hosts, every link
+# shaped to 100 Mbit/s, then the loopback figures against basic mode (needs
+# root: network namespaces).
+bench-shards: all
+	@BUILD=$(B) tests/bench-shards.sh
 endif
 
 # Binaries, docs, systemd units (paths rewritten for PREFIX), example
@@ -286,17 +294,19 @@ install: all
 	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/data
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 README.md LICENSE $(DESTDIR)$(PREFIX)/share/doc/paramserver/
-	for u in paramserver.service worker@.service; do \
+	for u in paramserver.service paramserver-shard@.service worker@.service; do \
 	    sed -e 's|/usr/local/bin|$(PREFIX)/bin|g; s|/usr/local/share|$(PREFIX)/share|g' \
 	        deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
-	install -m 644 deploy/systemd/paramserver.env deploy/systemd/worker.env $(DESTDIR)$(SHAREDIR)/
+	install -m 644 deploy/systemd/paramserver.env deploy/systemd/paramserver-shard.env \
+	    deploy/systemd/worker.env $(DESTDIR)$(SHAREDIR)/
 	install -m 755 deploy/slurm/paramserver.sbatch $(DESTDIR)$(SHAREDIR)/
 	if [ -f "$(MNIST_DIR)/train-images-idx3-ubyte" ]; then \
 	    install -m 644 $(MNIST_DIR)/*-ubyte $(DESTDIR)$(SHAREDIR)/data/; fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
-	rm -f $(DESTDIR)$(UNITDIR)/paramserver.service $(DESTDIR)$(UNITDIR)/worker@.service
+	rm -f $(DESTDIR)$(UNITDIR)/paramserver.service $(DESTDIR)$(UNITDIR)/paramserver-shard@.service \
+	    $(DESTDIR)$(UNITDIR)/worker@.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/paramserver $(DESTDIR)$(SHAREDIR)
 
 # The style of .clang-format: lists each C file that clang-format would change

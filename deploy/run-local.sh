@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # run-local.sh: the distributed study on one machine. Starts a paramserver
-# and WORKERS workers on loopback, waits for them, renders the plots and
-# prints a summary like the original train_distributed.py. If the database
-# holds no finished basic run yet, it first trains one (the comparison
-# needs it). Every process it starts is stopped when it exits, fails or is
-# interrupted (Ctrl-C).
+# (with SHARDS > 1: a server group, the head and SHARDS-1 shard processes on
+# the next ports) and WORKERS workers on loopback, waits for them, renders
+# the plots and prints a summary like the original train_distributed.py. If
+# the database holds no finished basic run yet, it first trains one (the
+# comparison needs it). Every process it starts is stopped when it exits,
+# fails or is interrupted (Ctrl-C); if the head or a shard fails, the run
+# stops there.
 #
 # Environment: WORKERS (2), MODE (sync|async|ssp|independent, sync),
-# STALENESS (2), EPOCHS (5), PORT (5555), THREADS (threads per worker, 1),
-# TRAIN_LIMIT, DATASET (mnist|fashion-mnist, mnist), LR_SCALING (sync: linear,
-# the others: none; see README "Learning rate with K workers"), WARMUP_EPOCHS
-# (1), MNIST_DIR (data), DB (results/metrics.db), OUT (results).
+# STALENESS (2), EPOCHS (5), PORT (5555; shard I listens on PORT+I), SHARDS
+# (server processes, 1), THREADS (threads per worker, 1), TRAIN_LIMIT,
+# DATASET (mnist|fashion-mnist, mnist), LR_SCALING (sync: linear, the
+# others: none; see README "Learning rate with K workers"), WARMUP_EPOCHS
+# (1), MNIST_DIR (data), DB (results/metrics.db), OUT (results), BUILD
+# (where the programs are, build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2} MODE=${MODE:-sync} STALENESS=${STALENESS:-2} EPOCHS=${EPOCHS:-5}
-PORT=${PORT:-5555} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
-DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist}
+PORT=${PORT:-5555} SHARDS=${SHARDS:-1} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
+DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist} bin=${BUILD:-build}
+# The others reach the programs, which check them; these two are our arithmetic.
+[[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "run-local: SHARDS=$SHARDS: must be a number of server processes, 1..99" >&2; exit 2; }
+[[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT + SHARDS - 1 <= 65535)) ||
+    { echo "run-local: PORT=$PORT: must be a TCP port, with PORT+SHARDS-1 <= 65535 (shard I listens on PORT+I)" >&2; exit 2; }
 [ "$MODE" = sync ] && LR_SCALING=${LR_SCALING:-linear} || LR_SCALING=${LR_SCALING:-none}
 WARMUP_EPOCHS=${WARMUP_EPOCHS:-1}
 limit=()
@@ -37,48 +45,75 @@ trap 'echo "run-local: interrupted" >&2; exit 130' INT TERM
 same=("'$DATASET'"); [ "$DATASET" = mnist ] && same+=("'$MNIST_DIR'")
 if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done' and coalesce(dataset, 'mnist') in ($(IFS=,; echo "${same[*]}"))" 2>/dev/null || echo 0)" = 0 ]; then
     echo "run-local: no basic run on $DATASET in $DB yet; training one first for the comparison"
-    build/worker --basic --dataset "$DATASET" "${data[@]}" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
+    "$bin"/worker --basic --dataset "$DATASET" "${data[@]}" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
         | tee "$OUT/logs/basic.log" | grep -E '^(epoch [0-9]+/[0-9]+:|summary|model)'
 fi
 
-echo "run-local: paramserver on tcp://127.0.0.1:$PORT, $WORKERS workers, mode $MODE, $DATASET, lr scaling $LR_SCALING"
+group=()
+((SHARDS > 1)) && group=(--shards "$SHARDS")
+echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)), $WORKERS workers, mode $MODE, $DATASET, lr scaling $LR_SCALING"
 start=$EPOCHREALTIME
-build/paramserver --bind "tcp://127.0.0.1:$PORT" --workers "$WORKERS" --mode "$MODE" \
+"$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --workers "$WORKERS" --mode "$MODE" \
     --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --dataset "$DATASET" "${data[@]}" \
     --lr-scaling "$LR_SCALING" --warmup-epochs "$WARMUP_EPOCHS" \
     --db "$DB" --out "$OUT" >"$OUT/logs/server.log" 2>&1 &
 server=$!
 pids+=("$server")
+declare -A name=([$server]="the paramserver (head)") log=([$server]="$OUT/logs/server.log")
+servers=("$server")
+for ((i = 1; i < SHARDS; i++)); do
+    "$bin"/paramserver --shard "$i" --head "tcp://127.0.0.1:$PORT" --bind "tcp://127.0.0.1:$((PORT + i))" \
+        --checkpoint "$OUT/checkpoint-shard$i.safetensors" >"$OUT/logs/shard$i.log" 2>&1 &
+    pids+=("$!") && servers+=("$!")
+    name[$!]="shard $i" log[$!]=$OUT/logs/shard$i.log
+done
+workers=()
 for ((k = 0; k < WORKERS; k++)); do
-    build/worker --server "tcp://127.0.0.1:$PORT" --name "worker$k" --threads "$THREADS" \
+    "$bin"/worker --server "tcp://127.0.0.1:$PORT" --name "worker$k" --threads "$THREADS" \
         "${data[@]}" >"$OUT/logs/worker$k.log" 2>&1 &
-    pids+=("$!")
+    pids+=("$!") && workers+=("$!")
 done
 echo "run-local: logs in $OUT/logs/; following the server:"
-tail -n +1 -f "$OUT/logs/server.log" --pid "$server" | grep --line-buffered -E 'registered|epoch|done|evict|error|summary|saved' &
+tail -n +1 -f "$OUT/logs/server.log" --pid "$server" | grep --line-buffered -E 'registered|shard|epoch|done|evict|error|summary|saved' &
 pids+=("$!")
 
 # A worker that fails is evicted by the server after --worker-timeout and the
-# run goes on with the others; if the server fails, everything stops now.
-status=0
-wait "$server" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "run-local: the paramserver failed (exit $status); see $OUT/logs/server.log" >&2
-    tail -5 "$OUT/logs/server.log" >&2
-    exit 1   # the EXIT trap stops the workers
-fi
+# run goes on with the others; if the head or a shard fails, everything stops
+# now. Shards exit 0 once the head's run is over: after the head, each gets
+# 60 s to do so.
+while ((${#servers[@]})); do
+    status=0
+    wait -n -p ended "${servers[@]}" || status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "run-local: ${name[$ended]} failed (exit $status); see ${log[$ended]}:" >&2
+        tail -5 "${log[$ended]}" >&2
+        exit 1   # the EXIT trap stops the others
+    fi
+    left=()
+    for p in "${servers[@]}"; do [ "$p" = "$ended" ] || left+=("$p"); done
+    servers=("${left[@]}")
+    if [ "$ended" = "$server" ]; then
+        for p in "${servers[@]}"; do
+            end=$((SECONDS + 60))
+            while kill -0 "$p" 2>/dev/null; do
+                [ $SECONDS -lt $end ] || { echo "run-local: ${name[$p]} still runs 60 s after the head finished; see ${log[$p]}" >&2; exit 1; }
+                sleep 0.2
+            done
+        done
+    fi
+done
 failed=0
 for ((k = 0; k < WORKERS; k++)); do
-    wait "${pids[$((k + 1))]}" || { echo "run-local: worker $k failed; see $OUT/logs/worker$k.log" >&2; failed=1; }
+    wait "${workers[k]}" || { echo "run-local: worker $k failed; see $OUT/logs/worker$k.log" >&2; failed=1; }
 done
 total=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1f", e - s }')
 
-build/psreport --db "$DB" --out "$OUT/distributed_training_results.png"
-build/psreport --db "$DB" --comparison --out "$OUT/comparison.png"
+"$bin"/psreport --db "$DB" --out "$OUT/distributed_training_results.png"
+"$bin"/psreport --db "$DB" --comparison --out "$OUT/comparison.png"
 
 run=$(sqlite3 "$DB" "select max(id) from runs where mode='$MODE'")
 echo
-echo "=== summary (run $run, $MODE, $WORKERS workers) ==="
+echo "=== summary (run $run, $MODE, $WORKERS workers, $SHARDS server process(es)) ==="
 echo "total time: $total s (start-up, training, evaluation and saving)"
 sqlite3 -separator ' ' "$DB" "
   select 'worker ' || e.worker_id || ': training time ' || printf('%.1f', sum(e.epoch_seconds)) ||

@@ -19,7 +19,7 @@ run() { # run NAME WORKER_FLAGS...: prints one row of the table
         --out "$TMP/$name" --register-timeout 60 >"$TMP/$name.log" 2>&1 &
     local server=$! k w=()
     pids+=("$server")
-    wait_for 30 "the server to listen" has_endpoint "$TMP/$name.log"
+    listening "$TMP/$name.log" "$server" "$name: the paramserver"
     for k in 0 1; do
         ip netns exec "${NS_W[$k]}" $B/worker --server tcp://10.77.0.1:5555 --name "w$k" \
             --data-dir "$MNIST_DIR" --timeout 120 "$@" >"$TMP/$name.w$k.log" 2>&1 &

@@ -6,13 +6,19 @@
 # (3) the server alone under bench_ps_client's 1-8 clients pushing a
 # gradient and pulling the weights back as fast as they can.
 # Environment: TRAIN_LIMIT (30000), SECONDS (microbenchmark, 5), RUNS (1;
-# more gives the median per cell), DEADLINE (seconds per run, 300).
+# more gives the median per cell), DEADLINE (seconds per run, 300); to run
+# only part of it (make bench-shards does): MODES ("sync async"),
+# WORKER_COUNTS ("1 2 4"), MICRO (1; 0 skips the microbenchmark).
 # SECONDS is bash's clock, which starts at the environment's value: read it first.
 secs=$SECONDS && [ "$secs" -gt 0 ] || secs=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BUILD:-build}   # where the programs are
 limit=${TRAIN_LIMIT:-30000} runs=${RUNS:-1} deadline=${DEADLINE:-300}
+modes=${MODES:-sync async} counts=${WORKER_COUNTS:-1 2 4} micro=${MICRO:-1}
+for x in $modes; do case $x in sync | async | ssp) ;; *) echo "bench-ps: MODES='$modes': each must be sync, async or ssp" >&2; exit 2 ;; esac; done
+for x in $counts; do [[ $x =~ ^[1-9][0-9]?$ ]] || { echo "bench-ps: WORKER_COUNTS='$counts': each must be 1..99" >&2; exit 2; }; done
+case $micro in 0 | 1) ;; *) echo "bench-ps: MICRO=$micro: must be 0 or 1" >&2; exit 2 ;; esac
 tmp=$(mktemp -d)
 pids=() failed=0
 cleanup() {
@@ -86,8 +92,8 @@ printf '%-8d %10.0f\n\n' 2 "$basic"
 
 echo "== distributed, 1 epoch of $limit images, 1 thread per worker ($(nproc) cores; 4 workers oversubscribe) =="
 printf '%-6s %7s %9s %11s %8s %8s %8s %6s %9s\n' mode workers images/s compute_ms push_ms pull_ms wait_ms comm "of basic"
-for mode in sync async; do
-    for w in 1 2 4; do
+for mode in $modes; do
+    for w in $counts; do
         : >"$tmp/cell"
         for r in $(seq "$runs"); do
             db=$tmp/$mode-$w-$r.db log=$tmp/$mode-$w-$r.log
@@ -118,6 +124,7 @@ echo "(images/s: all workers' images / the slowest worker's epoch; *_ms: mean pe
 echo " comm: push + pull share of the workers' epoch time; of basic: images/s over basic's 2-thread figure)"
 echo
 
+[ "$micro" = 1 ] || exit "$failed"
 echo "== server microbenchmark: clients push 900 KB and pull the weights, ${secs}s (median of $runs) =="
 printf '%-8s %9s %10s %12s %10s\n' clients rt/s median_ms "ps-lite rt/s" "of ps-lite"
 ref=([1]=420 [2]=600 [4]=840 [8]=840)

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # check-slurm.sh (make check-slurm): deploy/slurm/paramserver.sbatch on a real
-# Slurm 22.05 cluster of three hosts made on this machine.
+# Slurm 22.05 cluster of four hosts made on this machine.
 #
 # The hosts are network namespaces on a bridge (tests/netns.sh): ctl
-# (10.78.0.1) runs slurmctld, node1..node3 (10.78.0.11..13) each run slurmd,
+# (10.78.0.1) runs slurmctld, node1..node4 (10.78.0.11..14) each run slurmd,
 # every daemon in its own UTS namespace with its own hostname (slurmd is
 # started with nsenter + unshare --uts: `ip netns exec` remounts /sys, and
 # slurmd then fails). munged runs with a key made for the test, its socket in
 # the test's folder; nothing of the machine's own (/etc/slurm, /etc/munge) is
-# read or changed. The test submits the project's own batch script with
-# --nodes=3 and checks that the job COMPLETED, that the run is in the
-# database with its two workers on two other hosts than the server, and that
-# the model and the plot are in the job's results folder. Every daemon is
+# read or changed. The test submits the project's own batch script: with
+# --nodes=3 (the server on node1), and with SHARDS=2 --nodes=4 (the head on
+# node1, shard 1 on node2); each job must be COMPLETED, with the run in the
+# database, its two workers on two hosts other than the servers', and the
+# model and the plot in the job's results folder; with shards, both must
+# have applied updates. Then SHARDS=2 on one node must complete too, and
+# SHARDS=3 on 3 nodes (too few) must fail saying why. Every daemon is
 # stopped by PID and the namespaces are deleted, also on failure.
 # Needs root; installs slurmctld, slurmd, slurm-client and munge if missing.
 source "$(dirname "$0")/lib.sh"
@@ -61,7 +64,7 @@ trap stop_daemons EXIT
 
 T=$TMP
 mkdir -p "$T/munge" "$T/state" "$T/log" "$T/job" "$T/results"
-for n in node1 node2 node3; do mkdir -p "$T/spool/$n"; done
+for n in node1 node2 node3 node4; do mkdir -p "$T/spool/$n"; done
 
 # munge: a key for this test only; the socket in the test's folder.
 mungekey --create --keyfile "$T/munge/munge.key" || fail "mungekey --create failed"
@@ -73,15 +76,15 @@ pids+=($!)
 wait_for 10 "munged's socket" test -S "$T/munge/munge.sock"
 ok "munged runs with the test's key"
 
-# The hosts: a bridge, the controller and three nodes.
+# The hosts: a bridge, the controller and four nodes.
 ip netns add "$NS_BR" || fail "cannot create network namespaces (ip netns add): needs root"
 ip -n "$NS_BR" link add br0 type bridge
 ip -n "$NS_BR" link set br0 up
 NS_CTL=psctl$tag
-NS_NODES=(psn1$tag psn2$tag psn3$tag)
+NS_NODES=("psn1$tag" "psn2$tag" "psn3$tag" "psn4$tag")
 all_ns+=("$NS_CTL" "${NS_NODES[@]}")
 host "$NS_CTL" 10.78.0.1
-for i in 1 2 3; do host "${NS_NODES[i - 1]}" "10.78.0.1$i"; done
+for i in 1 2 3 4; do host "${NS_NODES[i - 1]}" "10.78.0.1$i"; done
 
 export SLURM_CONF=$T/slurm.conf
 cat >"$SLURM_CONF" <<EOF
@@ -111,7 +114,8 @@ SlurmdTimeout=30
 NodeName=node1 NodeAddr=10.78.0.11 CPUs=2 State=UNKNOWN
 NodeName=node2 NodeAddr=10.78.0.12 CPUs=2 State=UNKNOWN
 NodeName=node3 NodeAddr=10.78.0.13 CPUs=2 State=UNKNOWN
-PartitionName=test Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP
+NodeName=node4 NodeAddr=10.78.0.14 CPUs=2 State=UNKNOWN
+PartitionName=test Nodes=node[1-4] Default=YES MaxTime=INFINITE State=UP
 EOF
 
 # in_host NS NAME COMMAND...: runs COMMAND in the host's network namespace
@@ -125,56 +129,101 @@ ctl() { nsenter --net="/run/netns/$NS_CTL" "$@"; }   # Slurm's client commands, 
 
 in_host "$NS_CTL" ctl slurmctld -D -i -f "$SLURM_CONF" >"$T/log/slurmctld.out" 2>&1 &
 pids+=($!)
-for i in 1 2 3; do
+for i in 1 2 3 4; do
     in_host "${NS_NODES[i - 1]}" "node$i" slurmd -D -N "node$i" -f "$SLURM_CONF" >"$T/log/slurmd-node$i.out" 2>&1 &
     pids+=($!)
 done
-idle() { [ "$(ctl sinfo -h -N -t idle -o %N | sort -u | wc -l)" = 3 ]; }
+idle() { [ "$(ctl sinfo -h -N -t idle -o %N | sort -u | wc -l)" = 4 ]; }
 if ! until_ok 60 idle; then
     tail -n 20 "$T"/log/slurm*.log "$T"/log/*.out >&2 || true
     ctl sinfo -N >&2 || true
-    fail "the three nodes did not come up idle within 60 s (logs above)"
+    fail "the four nodes did not come up idle within 60 s (logs above)"
 fi
-ok "slurmctld and three slurmd are up, all nodes idle"
+ok "slurmctld and four slurmd are up, all nodes idle"
 
-# The job: the project's own batch script, unchanged, on three nodes.
-export PS_BIN=$PWD/$B MNIST_DIR=$(cd "$MNIST_DIR" && pwd) RESULTS=$T/results
-export EPOCHS=1 TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
-job=$(ctl sbatch --parsable --nodes=3 --chdir="$T/job" --output="$T/job/job-%j.out" \
-    deploy/slurm/paramserver.sbatch) || fail "sbatch refused the job"
-job=${job%%;*}
-ok "sbatch --nodes=3 deploy/slurm/paramserver.sbatch: job $job"
-
+# submit NAME STATE SBATCH_FLAGS...: the project's own batch script,
+# unchanged, as a job whose results go to $T/NAME; waits for it and checks
+# that it ended in STATE (COMPLETED, FAILED). Sets $job and $RESULTS.
+submit() {
+    local name=$1 want=$2; shift 2
+    export RESULTS=$T/$name
+    mkdir -p "$RESULTS" "$T/job-$name"
+    job=$(ctl sbatch --parsable "$@" --chdir="$T/job-$name" --output="$T/job-$name/job-%j.out" \
+        deploy/slurm/paramserver.sbatch) || fail "sbatch refused the job"
+    job=${job%%;*}
+    ok "$name: sbatch $* deploy/slurm/paramserver.sbatch: job $job"
+    if ! until_ok 300 finished; then
+        ctl scontrol show job "$job" >&2 || true
+        cat "$T/job-$name"/job-*.out "$RESULTS"/*.log >&2 2>/dev/null || true
+        ctl scancel "$job" || true
+        fail "$name: job $job did not finish within 300 s (state $(state))"
+    fi
+    local st
+    st=$(state)
+    if [ "$st" != "$want" ]; then
+        ctl scontrol show job "$job" >&2
+        cat "$T/job-$name"/job-*.out "$RESULTS"/*.log >&2 2>/dev/null || true
+        fail "$name: job $job ended $st, not $want"
+    fi
+    ok "$name: job $job $want"
+    sed 's/^/  job: /' "$T/job-$name/job-$job.out"
+}
 state() { ctl scontrol show job "$job" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
 finished() { case $(state) in PENDING | RUNNING | CONFIGURING | COMPLETING | "") return 1 ;; esac; }
-if ! until_ok 300 finished; then
-    ctl scontrol show job "$job" >&2 || true
-    cat "$T"/job/job-*.out "$RESULTS/server.log" >&2 2>/dev/null || true
-    ctl scancel "$job" || true
-    fail "job $job did not finish within 300 s (state $(state))"
-fi
-st=$(state)
-if [ "$st" != COMPLETED ]; then
-    ctl scontrol show job "$job" >&2
-    cat "$T"/job/job-*.out "$RESULTS/server.log" >&2 2>/dev/null || true
-    fail "job $job ended $st, not COMPLETED"
-fi
-ok "job $job COMPLETED"
-sed 's/^/  job: /' "$T/job/job-$job.out"
 
-db=$RESULTS/metrics.db
-[ "$(rows "$db" "select count(*) from runs where mode = 'sync' and status = 'done'")" = 1 ] ||
-    fail "the database has no single finished sync run: $(rows "$db" 'select id, mode, status from runs')"
-ok "one finished run in the job's database"
-hosts=$(rows "$db" "select group_concat(distinct host) from workers")
-[ "$(rows "$db" "select count(distinct host) from workers")" = 2 ] || fail "workers' hosts: $hosts, expected two"
-[ "$(rows "$db" "select count(*) from workers where host = 'node1'")" = 0 ] ||
-    fail "a worker ran on node1, the server's node: $hosts"
-ok "its two workers ran on two hosts other than the server's ($hosts)"
-[ "$(rows "$db" "select count(distinct worker_id) from epochs")" = 2 ] || fail "not every worker logged its epoch"
-ok "each worker logged its epoch"
-for f in model_distributed.safetensors distributed_training_results.png; do
-    [ -s "$RESULTS/$f" ] || fail "$RESULTS/$f is missing"
-done
-ok "the model and the plot are in the job's results folder"
+# check_run NAME SERVER_NODES: one finished sync run in the job's database,
+# its two workers on two hosts, none of them a server's node (a
+# comma-separated list), each with its epoch; the model and the plot there.
+check_run() {
+    local name=$1 servers=$2 db=$RESULTS/metrics.db hosts n
+    [ "$(rows "$db" "select count(*) from runs where mode = 'sync' and status = 'done'")" = 1 ] ||
+        fail "$name: the database has no single finished sync run: $(rows "$db" 'select id, mode, status from runs')"
+    ok "$name: one finished run in the job's database"
+    hosts=$(rows "$db" "select group_concat(distinct host) from workers")
+    [ "$(rows "$db" "select count(distinct host) from workers")" = 2 ] || fail "$name: workers' hosts: $hosts, expected two"
+    for n in ${servers//,/ }; do
+        [ "$(rows "$db" "select count(*) from workers where host = '$n'")" = 0 ] ||
+            fail "$name: a worker ran on $n, a server's node: $hosts"
+    done
+    ok "$name: its two workers ran on two hosts other than the servers' $servers ($hosts)"
+    [ "$(rows "$db" "select count(distinct worker_id) from epochs")" = 2 ] || fail "$name: not every worker logged its epoch"
+    ok "$name: each worker logged its epoch"
+    for f in model_distributed.safetensors distributed_training_results.png; do
+        [ -s "$RESULTS/$f" ] || fail "$name: $RESULTS/$f is missing"
+    done
+    ok "$name: the model and the plot are in the job's results folder"
+}
+
+export PS_BIN=$PWD/$B MNIST_DIR
+MNIST_DIR=$(cd "$MNIST_DIR" && pwd)
+export EPOCHS=1 TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
+submit one-server COMPLETED --nodes=3
+check_run one-server node1
+
+# A server group of two, each on its own node, and two workers after them.
+SHARDS=2 submit two-shards COMPLETED --nodes=4
+check_run two-shards node1,node2
+grep -q "shard 1 on node2 (10.78.0.12:5556)" "$T/job-two-shards/job-$job.out" ||
+    fail "two-shards: the job did not place shard 1 on node2 (its output above)"
+# both_served NAME: every shard of the job's run applied updates.
+both_served() {
+    local db=$RESULTS/metrics.db served
+    served=$(rows "$db" 'select count(*) from (select shard, max(updates) u from shard_stats group by shard) where u > 0')
+    [ "$served" = 2 ] ||
+        fail "$1: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates) from shard_stats group by shard')"
+}
+both_served two-shards
+ok "two-shards: shard 1 ran on node2 and both shards applied updates"
+
+# On one node: the head, the shard (on PORT+1) and the workers share it.
+SHARDS=2 submit one-node COMPLETED --nodes=1 --ntasks=2
+[ "$(rows "$RESULTS/metrics.db" "select count(*) from runs where status = 'done'")" = 1 ] || fail "one-node: no finished run"
+both_served one-node
+ok "one-node: a finished run on one node; both shards applied updates"
+
+# Too few nodes for a node per server and workers: refused, saying why.
+SHARDS=3 submit too-few FAILED --nodes=3
+grep -q "SHARDS=3 puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
+    "$T/job-too-few/job-$job.out" || fail "too-few: the job's output does not say why (above)"
+ok "too-few: SHARDS=3 on 3 nodes fails, saying it needs 4"
 done_testing

@@ -8,16 +8,20 @@ P=$TMP/prefix
 expect_exit 0 "make install PREFIX=$P" -- make --no-print-directory install PREFIX="$P" B="$B"
 for f in bin/paramserver bin/worker bin/psreport share/doc/paramserver/README.md \
          lib/systemd/system/paramserver.service lib/systemd/system/worker@.service \
+         lib/systemd/system/paramserver-shard@.service share/paramserver/paramserver-shard.env \
          share/paramserver/paramserver.env share/paramserver/worker.env \
          share/paramserver/paramserver.sbatch share/paramserver/data/train-images-idx3-ubyte; do
     [ -e "$P/$f" ] || fail "$P/$f is missing"
 done
 ok "everything is installed"
-grep -q "$P/bin/paramserver" "$P/lib/systemd/system/paramserver.service" || fail "unit not rewritten for PREFIX"
+for u in paramserver.service paramserver-shard@.service; do
+    grep -q "$P/bin/paramserver" "$P/lib/systemd/system/$u" || fail "$u: not rewritten for PREFIX"
+done
 ok "the units point at PREFIX's binaries"
 if command -v systemd-analyze >/dev/null; then
     expect_exit 0 "systemd-analyze verify accepts the units" -- \
-        systemd-analyze verify "$P/lib/systemd/system/paramserver.service" "$P/lib/systemd/system/worker@.service"
+        systemd-analyze verify "$P/lib/systemd/system/paramserver.service" "$P/lib/systemd/system/worker@.service" \
+        "$P/lib/systemd/system/paramserver-shard@.service"
     [ ! -s "$TMP/cmd.log" ] || { cat "$TMP/cmd.log"; fail "systemd-analyze verify printed warnings"; }
     ok "with no warnings"
 else
