@@ -90,8 +90,10 @@ static double s_train_epoch(basic_t *b, int epoch, long *step)
     for (int k = 0; k < b->batches && !worker_stop; k++) {
         int lo = k * o->batch_size;
         int m = b->n - lo < o->batch_size ? b->n - lo : o->batch_size;
-        double loss = engine_gradient(b->eng, b->params, &b->train, b->order + lo, m, b->grad);
-        model_sgd_step(b->params, b->mom, b->grad, MODEL_NPARAMS, (float)o->lr, (float)o->momentum);
+        /* gradient and SGD step, the update split among the threads (the
+         * same bits as engine_gradient + model_sgd_step) */
+        double loss = engine_step(b->eng, b->params, b->mom, &b->train, b->order + lo, m,
+                                  (float)o->lr, (float)o->momentum, b->grad);
         loss_sum += loss;
         ++*step;
         if (metrics_step(b->db, b->run, 0, *step, epoch, loss, clock_now() - b->run_start) != 0)
