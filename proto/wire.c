@@ -163,8 +163,7 @@ __attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const unsigne
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i,
-                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + 2 * i))));
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + 2 * i))));
     return i;
 }
 

@@ -38,17 +38,17 @@ static const unsigned char s_dealer_id[] = {'w', 'k', 0x00, 0xff, 0x7f, '7'};
 
 typedef struct {
     void *ctx;
-    void *router;       /* the server's side */
-    void *dealer;       /* a worker's side */
-    wire_peer_t peer;   /* the dealer as the router sees it */
-    float *tensor;      /* the reference: WIRE_TENSOR_FLOATS distinct values */
-    float *scratch;     /* what is sent, scribbled over after each send */
-    float *exact;       /* values that float16 and int8 carry exactly (s_fill_exact) */
+    void *router;     /* the server's side */
+    void *dealer;     /* a worker's side */
+    wire_peer_t peer; /* the dealer as the router sees it */
+    float *tensor;    /* the reference: WIRE_TENSOR_FLOATS distinct values */
+    float *scratch;   /* what is sent, scribbled over after each send */
+    float *exact;     /* values that float16 and int8 carry exactly (s_fill_exact) */
     /* an inproc pair, where a frame arrives at the address it was sent
      * from (test_odd_address); here so that the teardown closes it even
      * after a failure, which would else leave zmq_ctx_term waiting */
     void *odd_router, *odd_dealer;
-    uint8_t *odd_buf; /* the frame's memory; the frame lies at odd_buf + 1 */
+    uint8_t *odd_buf;   /* the frame's memory; the frame lies at odd_buf + 1 */
     uint32_t next_pull; /* worker_id of the next "good" Pull, so each is unique */
 } s_fixture_t;
 
@@ -357,11 +357,11 @@ typedef struct {
 } s_msg_t;
 
 static const Ps__Envelope__BodyCase s_kinds[] = {
-    PS__ENVELOPE__BODY_REGISTER,      PS__ENVELOPE__BODY_WELCOME,       PS__ENVELOPE__BODY_PULL,
-    PS__ENVELOPE__BODY_PUSH,          PS__ENVELOPE__BODY_WEIGHTS,       PS__ENVELOPE__BODY_EPOCH,
-    PS__ENVELOPE__BODY_DONE,          PS__ENVELOPE__BODY_ACK,           PS__ENVELOPE__BODY_ERROR,
-    PS__ENVELOPE__BODY_SHARD_JOIN,    PS__ENVELOPE__BODY_SHARD_WELCOME, PS__ENVELOPE__BODY_MEMBERSHIP,
-    PS__ENVELOPE__BODY_SHARD_PING,    PS__ENVELOPE__BODY_SHARD_FINAL,
+    PS__ENVELOPE__BODY_REGISTER,   PS__ENVELOPE__BODY_WELCOME,       PS__ENVELOPE__BODY_PULL,
+    PS__ENVELOPE__BODY_PUSH,       PS__ENVELOPE__BODY_WEIGHTS,       PS__ENVELOPE__BODY_EPOCH,
+    PS__ENVELOPE__BODY_DONE,       PS__ENVELOPE__BODY_ACK,           PS__ENVELOPE__BODY_ERROR,
+    PS__ENVELOPE__BODY_SHARD_JOIN, PS__ENVELOPE__BODY_SHARD_WELCOME, PS__ENVELOPE__BODY_MEMBERSHIP,
+    PS__ENVELOPE__BODY_SHARD_PING, PS__ENVELOPE__BODY_SHARD_FINAL,
 };
 #define S_NKINDS (sizeof s_kinds / sizeof s_kinds[0])
 
@@ -865,8 +865,8 @@ static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defau
             assert_non_null(m.tensor);
             assert_int_equal(m.count, count);
             assert_int_equal(m.encoding, PS__ENCODING__ENCODING_F32);
-            assert_int_equal(sent, (long)(count * sizeof(float) +
-                                          ps__envelope__get_packed_size(m.env)));
+            assert_int_equal(sent,
+                             (long)(count * sizeof(float) + ps__envelope__get_packed_size(m.env)));
             if (memcmp(m.tensor, fx->tensor + offset, count * sizeof(float)) != 0)
                 fail_msg("%s %s: the tensor differs", wire_kind_name(kind), s_dir_name(dir));
             assert_ptr_equal(wire_tensor(&m, NULL), m.tensor); /* float32: no decoding */
@@ -931,7 +931,7 @@ static void test_version_mismatch(void **state)
 {
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PULL);
-        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PUSH); /* its tensor is dropped */
+        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PUSH);       /* its tensor is dropped */
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_SHARD_JOIN); /* a shard's release */
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_SHARD_FINAL);
     }
@@ -1288,8 +1288,7 @@ static void s_spoil(uint8_t *buf, const s_counted_bad_t *b, int overflow)
     }
 }
 
-static void s_send_counted_bad(s_fixture_t *fx, s_dir_t dir, const s_counted_bad_t *b,
-                               int overflow)
+static void s_send_counted_bad(s_fixture_t *fx, s_dir_t dir, const s_counted_bad_t *b, int overflow)
 {
     s_msg_t msg;
     s_build(&msg, b->kind, 0);
@@ -1398,8 +1397,8 @@ static void test_counted_compressed(void **state)
                 for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
                     size_t count = counts[c], off = at_end ? WIRE_TENSOR_FLOATS - count : 0;
                     s_msg_t msg;
-                    s_build(&msg, dir == S_UP ? PS__ENVELOPE__BODY_PUSH : PS__ENVELOPE__BODY_WEIGHTS,
-                            0);
+                    s_build(&msg,
+                            dir == S_UP ? PS__ENVELOPE__BODY_PUSH : PS__ENVELOPE__BODY_WEIGHTS, 0);
                     if (dir == S_UP)
                         msg.u.push.offset = (uint32_t)off, msg.u.push.count = (uint32_t)count,
                         msg.u.push.encoding = (Ps__Encoding)enc;
@@ -1408,10 +1407,10 @@ static void test_counted_compressed(void **state)
                         msg.u.weights.encoding = (Ps__Encoding)enc;
                     zmq_msg_t t;
                     memset(residual, 0, count * sizeof(float));
-                    assert_int_equal(wire_tensor_encode_n(&t, fx->exact, count, enc,
-                                                          enc == PS__ENCODING__ENCODING_I8 ? residual
-                                                                                           : NULL),
-                                     0);
+                    assert_int_equal(
+                        wire_tensor_encode_n(&t, fx->exact, count, enc,
+                                             enc == PS__ENCODING__ENCODING_I8 ? residual : NULL),
+                        0);
                     long sent = dir == S_UP ? wire_send_msg(fx->dealer, NULL, &msg.env, &t, 0)
                                             : wire_send_msg(fx->router, &fx->peer, &msg.env, &t, 0);
                     assert_true(sent > 0);
@@ -1419,8 +1418,8 @@ static void test_counted_compressed(void **state)
                     char err[256];
                     int rc = s_recv(fx, dir, &m, err, sizeof err);
                     if (rc != 0)
-                        fail_msg("encoding %d, %zu values at %zu, %s: wire_recv %d: %s", enc,
-                                 count, off, s_dir_name(dir), rc, err);
+                        fail_msg("encoding %d, %zu values at %zu, %s: wire_recv %d: %s", enc, count,
+                                 off, s_dir_name(dir), rc, err);
                     s_check_body(m.env, &msg);
                     assert_int_equal(m.count, count);
                     assert_int_equal(m.encoding, enc);
@@ -1453,8 +1452,7 @@ static void test_counted_compressed(void **state)
 /* Sends a Push of `count` values from offset 0 (hcount: the header's
  * count) in enc whose frame lies at an odd address; value `nan` (or -1)
  * made NaN. Returns where the frame lies. */
-static const uint8_t *s_send_odd(s_fixture_t *fx, int enc, size_t count, uint32_t hcount,
-                                 long nan)
+static const uint8_t *s_send_odd(s_fixture_t *fx, int enc, size_t count, uint32_t hcount, long nan)
 {
     s_msg_t msg;
     s_build(&msg, PS__ENVELOPE__BODY_PUSH, 0);
@@ -1474,7 +1472,8 @@ static const uint8_t *s_send_odd(s_fixture_t *fx, int enc, size_t count, uint32_
     memcpy(at, t, tlen);
     free(t);
     zmq_msg_t frame;
-    assert_int_equal(zmq_msg_init_data(&frame, at, tlen, NULL, NULL), 0); /* the buffer stays ours */
+    assert_int_equal(zmq_msg_init_data(&frame, at, tlen, NULL, NULL),
+                     0); /* the buffer stays ours */
     assert_int_equal(zmq_send(fx->odd_dealer, h, hlen, ZMQ_SNDMORE), (int)hlen);
     assert_int_equal(zmq_msg_send(&frame, fx->odd_dealer, 0), (int)tlen);
     free(h);
@@ -1621,10 +1620,10 @@ static void test_send_error(void **state)
 static void test_kind_name(void **state)
 {
     (void)state;
-    static const char *const names[] = {
-        "register",   "welcome",       "pull",       "push",       "weights",
-        "epoch",      "done",          "ack",        "error",      "shard join",
-        "shard welcome", "membership", "shard ping", "shard final"};
+    static const char *const names[] = {"register",   "welcome",    "pull",          "push",
+                                        "weights",    "epoch",      "done",          "ack",
+                                        "error",      "shard join", "shard welcome", "membership",
+                                        "shard ping", "shard final"};
     assert_int_equal(sizeof names / sizeof names[0], S_NKINDS);
     for (size_t i = 0; i < S_NKINDS; i++)
         assert_string_equal(wire_kind_name(s_kinds[i]), names[i]);

@@ -255,19 +255,19 @@ static const seed_t *s_parts_seed(int mode)
     s_push_part(&sd, 1, &(s_part_t){1, 1, F16, 200000, N - 200000, 0, 3}, 0, N - 200000);
     s_push_part(&sd, 1, &(s_part_t){1, 1, F16, 1000, 199000, 1, 3}, 1, 199000);
     s_push_part(&sd, 1, &(s_part_t){1, 1, F16, 0, 1000, 2, 3}, 0, 1000);
-    s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 0, 1000, 1, 2}, 0, 1000);     /* out of order */
+    s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 0, 1000, 1, 2}, 0, 1000); /* out of order */
     s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 5000, N - 5000, 0, 2}, 0, N - 5001); /* short */
-    s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 0, N + 1, 0, 1}, 0, N); /* over the vector */
-    s_push_part(&sd, 1, &(s_part_t){1, 2, F16, 7, N - 8, 0, 2}, 1, N - 8); /* not its end */
-    s_push_part(&sd, 1, &(s_part_t){1, 2, F16, 0, 0, 0, 65}, 0, N);        /* too many parts */
+    s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 0, N + 1, 0, 1}, 0, N);       /* over the vector */
+    s_push_part(&sd, 1, &(s_part_t){1, 2, F16, 7, N - 8, 0, 2}, 1, N - 8);  /* not its end */
+    s_push_part(&sd, 1, &(s_part_t){1, 2, F16, 0, 0, 0, 65}, 0, N);         /* too many parts */
     s_push_part(&sd, 0, &(s_part_t){0, 1, I8, 0, 100000, 1, 2}, 0, 100000); /* a retry */
     s_push_part(&sd, 0, &(s_part_t){0, 2, I8, 0, 0, 0, 0}, 0, N);           /* whole */
     return &sd;
 }
 
 /* Appends a ShardJoin of shard from client. */
-static void s_shard_join(seed_t *sd, int client, uint32_t shard, const char *endpoint,
-                         int resumed, uint64_t version)
+static void s_shard_join(seed_t *sd, int client, uint32_t shard, const char *endpoint, int resumed,
+                         uint64_t version)
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__ShardJoin j = PS__SHARD_JOIN__INIT;

@@ -89,11 +89,11 @@ static void s_send_fixed(void *c, int nan, int more)
 
 /* A tensor frame that the input stands for (see the top of this file). */
 typedef struct {
-    int fixed;     /* 1: the fixed float32 tensor; 2: the one with a NaN; 0: encoded */
-    int encoding;  /* PS__ENCODING__* */
-    size_t count;  /* values */
-    int odd;       /* at an odd address */
-    size_t at, n;  /* its prefix: n bytes of the input at `at` */
+    int fixed;    /* 1: the fixed float32 tensor; 2: the one with a NaN; 0: encoded */
+    int encoding; /* PS__ENCODING__* */
+    size_t count; /* values */
+    int odd;      /* at an odd address */
+    size_t at, n; /* its prefix: n bytes of the input at `at` */
 } s_code_t;
 
 /* Reads the tensor frame that length `len` stands for, from the input at
