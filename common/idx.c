@@ -332,6 +332,33 @@ fail:
     return -1;
 }
 
+const char *idx_dataset_dir(const char *dataset)
+{
+    static const struct {
+        const char *name, *env, *dir;
+    } sets[] = {{"mnist", "MNIST_DIR", "data"},
+                {"fashion-mnist", "FASHION_MNIST_DIR", "data/fashion-mnist"}};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (strcmp(dataset, sets[i].name) == 0) {
+            const char *env = getenv(sets[i].env);
+            return env && *env ? env : sets[i].dir;
+        }
+    return NULL;
+}
+
+uint32_t idx_fingerprint(const idx_dataset_t *ds, int n)
+{
+    assert(n >= 0 && n <= ds->count);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    size_t image = (size_t)ds->rows * (size_t)ds->cols;
+    /* crc32 takes an unsigned int length: pixels go in pieces of 10,000 images */
+    for (int lo = 0; lo < n; lo += 10000) {
+        int m = n - lo < 10000 ? n - lo : 10000;
+        crc = crc32(crc, ds->pixels + (size_t)lo * image, (uInt)((size_t)m * image));
+    }
+    return (uint32_t)crc32(crc, ds->labels, (uInt)n);
+}
+
 void idx_free(idx_dataset_t *ds)
 {
     if (!ds)

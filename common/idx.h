@@ -36,6 +36,21 @@ int idx_read_file(const char *path, int expect_dims, uint8_t **data, int *count,
 /* Frees what idx_load allocated and zeroes the struct; safe on a zeroed struct. */
 void idx_free(idx_dataset_t *ds);
 
+/* The data sets --dataset names ("mnist", "fashion-mnist"), and the
+ * directory each is read from unless --data-dir says otherwise: MNIST from
+ * $MNIST_DIR or data, Fashion-MNIST from $FASHION_MNIST_DIR or
+ * data/fashion-mnist (`make data` links Debian's dataset-fashion-mnist
+ * there). NULL for a name that is not one of them. */
+const char *idx_dataset_dir(const char *dataset);
+
+/* The names idx_dataset_dir knows, for messages: "mnist, fashion-mnist". */
+#define IDX_DATASETS "mnist, fashion-mnist"
+
+/* CRC-32 of the first n images' pixels and labels (n <= ds->count): the
+ * server sends it with the recipe, and a worker whose data differ (another
+ * data set, another version) refuses to train on them. */
+uint32_t idx_fingerprint(const idx_dataset_t *ds, int n);
+
 /* MNIST's normalisation: (pixel/255 - 0.1307) / 0.3081, for n pixels. */
 void idx_normalize(const uint8_t *pixels, float *out, size_t n);
 

@@ -432,8 +432,7 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
 }
 
 int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t version,
-                        int64_t updates, int64_t bytes_in, int64_t bytes_out,
-                        double apply_seconds)
+                        int64_t updates, int64_t bytes_in, int64_t bytes_out, double apply_seconds)
 {
     assert(m);
     if (metrics_flush(m) < 0)
@@ -570,8 +569,8 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
     sqlite3_stmt *st = s_query(
         m,
         "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-        "workers, epochs, batch_size, threads, staleness, seed, train_limit FROM runs WHERE id = "
-        "?1",
+        "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset FROM runs "
+        "WHERE id = ?1",
         id);
     if (!st)
         return -1;
@@ -595,6 +594,7 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
     out->staleness = sqlite3_column_int(st, 12);
     out->seed = (uint64_t)sqlite3_column_int64(st, 13); /* stored signed: see run_begin */
     out->train_limit = sqlite3_column_int(st, 14);
+    s_col_text(st, 15, out->dataset, sizeof out->dataset, "");
     sqlite3_finalize(st);
     return 1;
 }
@@ -732,6 +732,32 @@ int metrics_run_comm_share(metrics_t *m, int64_t run, double *out)
                         "SELECT sum(push_seconds + pull_seconds) / sum(epoch_seconds) FROM epochs "
                         "WHERE run_id = ?1 AND epoch_seconds > 0",
                         run, out, "read the communication time");
+}
+
+int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx)
+{
+    assert(m && fn);
+    double tables = 0;
+    if (s_query_real(m,
+                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                     "'shard_stats' AND ?1 = ?1",
+                     run, &tables, "look for the servers' figures") != 0)
+        return -1;
+    if (tables == 0)
+        return 0; /* a database older than server groups, opened read-only */
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT shard, bytes_in, bytes_out, updates, apply_seconds FROM "
+                               "shard_stats s WHERE run_id = ?1 AND t = (SELECT max(t) FROM "
+                               "shard_stats WHERE run_id = ?1 AND shard = s.shard) GROUP BY shard "
+                               "ORDER BY shard",
+                               run);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ctx, sqlite3_column_int(st, 0), s_col_real(st, 1), s_col_real(st, 2), s_col_real(st, 3),
+           s_col_real(st, 4));
+    return s_query_end(m, st, rc, "read the servers' figures");
 }
 
 int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx)

@@ -3,11 +3,12 @@
  * server (which alone writes it in distributed runs).
  *
  * Schema (PRAGMA user_version = METRICS_SCHEMA_VERSION):
- *   runs(id INTEGER PRIMARY KEY, mode TEXT,            -- 'basic', 'sync', 'async', 'ssp'
+ *   runs(id INTEGER PRIMARY KEY, mode TEXT,            -- 'basic', 'sync', 'async', 'ssp',
+ *                                                      -- 'independent'
  *        started_at REAL, ended_at REAL,               -- unix seconds; ended_at NULL while running
  *        host TEXT, workers INTEGER, epochs INTEGER, batch_size INTEGER,
  *        lr REAL, momentum REAL, seed INTEGER, threads INTEGER, train_limit INTEGER,
- *        staleness INTEGER, dataset TEXT,
+ *        staleness INTEGER, dataset TEXT,              -- 'mnist', 'fashion-mnist'
  *        status TEXT,                                  -- 'running', 'done', 'failed'
  *        final_accuracy REAL, train_seconds REAL)      -- percent; seconds of training
  *   workers(run_id, worker_id, name TEXT, host TEXT, shard_size INTEGER, threads INTEGER,
@@ -45,7 +46,7 @@ typedef struct metrics metrics_t;
 typedef struct {
     const char *mode;    /* "basic", "sync", "async", "ssp" */
     const char *host;    /* where the run (or its server) ran */
-    const char *dataset; /* data directory */
+    const char *dataset; /* data set: "mnist" or "fashion-mnist" */
     int workers, epochs, batch_size, threads, train_limit, staleness;
     double lr, momentum;
     uint64_t seed;
@@ -96,8 +97,7 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
  * time t: its version, updates, bytes in and out, seconds spent applying
  * updates. 0 or -1. */
 int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t version,
-                        int64_t updates, int64_t bytes_in, int64_t bytes_out,
-                        double apply_seconds);
+                        int64_t updates, int64_t bytes_in, int64_t bytes_out, double apply_seconds);
 
 /* Records an event (eviction, rejoin, resume...). worker_id -1 for none. 0 or -1. */
 int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char *kind,
@@ -126,6 +126,7 @@ metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen);
 typedef struct {
     int64_t id;
     char mode[32], host[128], status[32];
+    char dataset[64]; /* "mnist", "fashion-mnist"; older runs: the data directory */
     double started_at, lr, momentum, final_accuracy, train_seconds;
     int workers, epochs, batch_size, threads, staleness, train_limit;
     uint64_t seed;
@@ -173,6 +174,13 @@ int metrics_run_images(metrics_t *m, int64_t run, double *out);
 /* The share of the workers' epoch time spent in push and pull, summed over
  * the run's epoch rows (NAN when none). 0 or -1. */
 int metrics_run_comm_share(metrics_t *m, int64_t run, double *out);
+
+/* A server group's run: each server's last figures (shard 0 is the head),
+ * in shard order: bytes in and out, updates, seconds spent applying them.
+ * 0, or -1 (metrics_errmsg). */
+typedef void (*metrics_shard_fn)(void *ctx, int shard, double bytes_in, double bytes_out,
+                                 double updates, double apply_seconds);
+int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx);
 
 /* One configuration of a study (table study_runs, which study/run-study.sh
  * creates and fills: one row per configuration it ran; run_id 0 when the

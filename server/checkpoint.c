@@ -23,9 +23,9 @@
 
 /* The run's counters and recipe, as stored. */
 typedef struct {
-    char mode[8];
+    char mode[16], dataset[16], lr_scaling[8];
     uint64_t run_id, version, updates, stale_max, seed, range_lo, range_hi;
-    double stale_sum, elapsed, worker_train_max, lr, momentum;
+    double stale_sum, elapsed, worker_train_max, lr, momentum, warmup_epochs;
     int workers, staleness, epochs, batch_size, train_count, test_limit;
 } s_head_t;
 
@@ -80,9 +80,12 @@ static const s_field_t s_head_fields[] = {
     {"lr", F_REAL, HEAD(lr), .rmax = 100, .flag = "--lr"},
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
+    {"dataset", F_TEXT, HEAD(dataset), .flag = "--dataset"},
+    {"lr_scaling", F_TEXT, HEAD(lr_scaling), .flag = "--lr-scaling"},
+    {"warmup_epochs", F_REAL, HEAD(warmup_epochs), .rmax = 1000, .flag = "--warmup-epochs"},
     /* The values of the parameter vector this server owns (all, alone). */
-    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
-    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "--shard/--shards"},
+    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
 };
 static const s_field_t s_slot_fields[] = {
     {"name", F_NAME, SLOT(name), .min = 0},
@@ -248,9 +251,13 @@ static void s_capture(const server_t *s, s_head_t *h)
                     .batch_size = o->batch_size,
                     .train_count = s->train_count,
                     .test_limit = o->test_limit,
+                    .warmup_epochs = o->warmup_epochs,
                     .range_lo = s->lo,
                     .range_hi = s->lo + s->n};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
+    snprintf(h->dataset, sizeof h->dataset, "%s", o->dataset);
+    snprintf(h->lr_scaling, sizeof h->lr_scaling, "%s",
+             o->lr_scaling == LR_SCALING_LINEAR ? "linear" : "none");
 }
 
 static void s_capture_slot(const slot_t *sl, s_slot_t *c)
@@ -274,11 +281,8 @@ static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
     if (s->n != MODEL_NPARAMS) {
         t[0] = (st_tensor_t){
             .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
-        t[1] = (st_tensor_t){.name = "momentum",
-                             .dtype = ST_F32,
-                             .ndim = 1,
-                             .shape = {(int64_t)s->n},
-                             .data = s->v};
+        t[1] = (st_tensor_t){
+            .name = "momentum", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v};
         return 2;
     }
     for (int i = 0; i < MODEL_NTENSORS; i++) {

@@ -1,13 +1,46 @@
-/* consistency: sync, async and ssp as three policies over one model (see
- * consistency.h): applying gradients, holding and releasing replies. */
+/* consistency: sync, async, ssp and independent as four policies over one
+ * model (see consistency.h): applying gradients, holding and releasing
+ * replies; and the learning-rate schedule every applied step uses. */
 #include "consistency.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "checkpoint.h"
 #include "clock.h"
 #include "model.h"
+#include "modelfile.h"
+#include "shard.h"
+
+double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch)
+{
+    if (o->lr_scaling == LR_SCALING_NONE || o->mode != MODE_SYNC || workers <= 1)
+        return o->lr;
+    double target = o->lr * workers, ramp = o->warmup_epochs * (double)updates_per_epoch;
+    if (ramp <= 0 || (double)version >= ramp)
+        return target;
+    return o->lr + (target - o->lr) * ((double)version / ramp);
+}
+
+int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count)
+{
+    int64_t n = 0;
+    for (int k = 0; k < o->workers; k++) {
+        int64_t batches =
+            (shard_size(train_count, o->workers, k) + o->batch_size - 1) / o->batch_size;
+        if (o->mode != MODE_SYNC)
+            n += batches;
+        else if (batches > n)
+            n = batches;
+    }
+    return n;
+}
+
+double cons_lr_now(const server_t *s)
+{
+    return cons_lr(s->o, s->version, s->o->workers, cons_updates_per_epoch(s->o, s->train_count));
+}
 
 static void s_count_update(server_t *s, uint64_t computed_on)
 {
@@ -22,7 +55,7 @@ static void s_count_update(server_t *s, uint64_t computed_on)
 static void s_apply(server_t *s, const float *g, uint64_t computed_on)
 {
     double t0 = clock_now();
-    model_sgd_step(s->w, s->v, g, s->n, (float)s->o->lr, (float)s->o->momentum);
+    model_sgd_step(s->w, s->v, g, s->n, (float)cons_lr_now(s), (float)s->o->momentum);
     s->apply_seconds += clock_now() - t0;
     s_count_update(s, computed_on);
 }
@@ -35,7 +68,7 @@ s_apply_average(server_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
     float avg[BLOCK];
-    const float scale = 1.0f / (float)k, lr = (float)s->o->lr, mom = (float)s->o->momentum;
+    const float scale = 1.0f / (float)k, lr = (float)cons_lr_now(s), mom = (float)s->o->momentum;
     double t0 = clock_now();
     /* Pass 0 checks that the step keeps every value finite (each gradient
      * was checked alone, but a sum of large finite ones can overflow); pass
@@ -178,10 +211,35 @@ static void s_ssp_push(server_t *s, slot_t *sl, const float *g, uint64_t compute
     ckpt_maybe(s);
 }
 
+void cons_independent_path(const server_t *s, int id, char *path, size_t n)
+{
+    snprintf(path, n, "%s/model_independent_w%d.safetensors", s->o->out_dir, id);
+}
+
+/* independent: the push is the worker's trained model (server.c checked
+ * that it is its one push, final_model set); it is saved as it came. */
+static void s_independent_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
+{
+    (void)computed_on;
+    int id = (int)(sl - s->slots);
+    char path[4200], err[512], id_s[16];
+    cons_independent_path(s, id, path, sizeof path);
+    snprintf(id_s, sizeof id_s, "%d", id);
+    const char *meta[] = {"format", "pt", "mode", "independent", "worker", id_s, NULL};
+    if (modelfile_save(path, g, meta, err, sizeof err) != 0) {
+        srv_log(s, "worker %d's model not saved: %s", id, err);
+        srv_error(s, &sl->peer, PS__ERROR_CODE__ERROR_STATE, "the server cannot save the model");
+        return;
+    }
+    srv_log(s, "worker %d's model saved: %s", id, path);
+    srv_reply_weights_now(s, sl); /* as to any push (a resent one gets the same) */
+}
+
 static const cons_policy_t s_policies[] = {
     [MODE_SYNC] = {MODE_SYNC, s_sync_push, s_sync_check_round, s_sync_rejoin},
     [MODE_ASYNC] = {MODE_ASYNC, s_async_push, s_no_barrier, s_forget_hold},
     [MODE_SSP] = {MODE_SSP, s_ssp_push, s_ssp_release, s_forget_hold},
+    [MODE_INDEPENDENT] = {MODE_INDEPENDENT, s_independent_push, s_no_barrier, s_forget_hold},
 };
 
 const cons_policy_t *cons_policy(server_mode_t mode)

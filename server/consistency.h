@@ -7,6 +7,8 @@
  *   ssp    bounded staleness S: gradients are applied as in async, but a
  *          worker that has finished c steps gets its reply only when the
  *          slowest active worker has finished at least c - S.
+ *   independent  nothing is applied: each worker trains its own model and
+ *          pushes it once at the end (Push.final_model), saved as it is.
  *
  * A mode is a policy: what happens when a new gradient arrives (apply now,
  * wait for the round, hold the reply), when the set of active workers shrinks
@@ -22,6 +24,7 @@
 #ifndef SERVER_CONSISTENCY_H
 #define SERVER_CONSISTENCY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "state.h"
@@ -41,6 +44,26 @@ struct cons_policy {
      * drop its gradient from the open round (it computes that step again). */
     void (*on_rejoin)(server_t *s, slot_t *sl);
 };
+
+/* The learning rate of the update that makes version `version` + 1, from
+ * the recipe alone (so every process that applies SGD to a range of the
+ * parameters, and a resumed server, gets the same value at the same update):
+ * --lr, or with --lr-scaling linear in sync mode, --lr x workers reached by a
+ * linear ramp from --lr over the first --warmup-epochs x updates_per_epoch
+ * updates (Goyal et al. 2017, "Accurate, Large Minibatch SGD"). Async, ssp
+ * and independent apply one worker's gradient per update: nothing to scale. */
+double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch);
+
+/* Updates one epoch takes: sync, one per round (the batches of the largest
+ * shard); the other modes, one per batch of every shard. */
+int64_t cons_updates_per_epoch(const server_opts_t *o, int train_count);
+
+/* cons_lr for server s's next update. */
+double cons_lr_now(const server_t *s);
+
+/* independent: where worker id's final model is saved
+ * (OUT/model_independent_wID.safetensors). */
+void cons_independent_path(const server_t *s, int id, char *path, size_t n);
 
 /* The policy of a mode; never NULL. */
 const cons_policy_t *cons_policy(server_mode_t mode);

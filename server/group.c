@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "clock.h"
 #include "consistency.h"
+#include "idx.h"
 #include "membership.h"
 #include "model.h"
 #include "transport.h"
@@ -48,7 +49,8 @@ struct srv_group {
     uint64_t request, seq_known;
     char advertise[300]; /* where workers reach it */
     int rejoining;       /* joining the head again: its ShardWelcome is awaited */
-    int *known; /* the head has told it about this worker slot */
+    int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */
+    int *known;          /* the head has told it about this worker slot */
     double last_ping, last_heard;
     int64_t run_id;
     uint64_t head_version;
@@ -211,6 +213,9 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
     w.train_limit = (uint32_t)s->train_count;
     w.checkpoint_every = (uint32_t)(o->checkpoint_every > 0 ? o->checkpoint_every : 0);
     w.version = s->version;
+    w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
+    w.warmup_epochs = o->warmup_epochs;
+    w.dataset = (char *)o->dataset;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
@@ -293,8 +298,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
     char why[300];
     /* A shard joins twice: first without an endpoint, for the recipe it
      * needs to bind; then with the endpoint it bound (ready). */
-    const char *bad =
-        j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
+    const char *bad = j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
     if (j->shard < 1 || j->shard >= (uint32_t)s_shards(s)) {
         snprintf(why, sizeof why,
                  "shard %u cannot join: this head has %d shard(s) (--shards %d), "
@@ -342,8 +346,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
 
 /* Figures a shard reports go into the database as sent: they must be sane.
  * NULL when they are, else what is wrong (after an Error reply). */
-static const char *s_figures_problem(server_t *s, const wire_peer_t *peer,
-                                     const Ps__ShardPing *p)
+static const char *s_figures_problem(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
 {
     const uint64_t big = (uint64_t)1 << 50;
     const char *bad = NULL;
@@ -499,9 +502,9 @@ void group_write_stats(server_t *s)
                                      .apply_seconds = s->apply_seconds};
     for (int i = 0; i < s_shards(s); i++) {
         const Ps__ShardPing *p = &g->sh[i].stats;
-        srv_db(s, metrics_shard_stats(s->db, s->run, t, i, (int64_t)p->version,
-                                      (int64_t)p->updates, (int64_t)p->bytes_in,
-                                      (int64_t)p->bytes_out, p->apply_seconds));
+        srv_db(s,
+               metrics_shard_stats(s->db, s->run, t, i, (int64_t)p->version, (int64_t)p->updates,
+                                   (int64_t)p->bytes_in, (int64_t)p->bytes_out, p->apply_seconds));
     }
 }
 
@@ -538,14 +541,16 @@ static int s_link_curve(void *sock, const server_opts_t *o)
     return rc;
 }
 
-/* Checks the head's ShardWelcome and copies its recipe into ro. */
+/* Checks the head's ShardWelcome and copies its recipe into ro (its
+ * strings into static storage: ro outlives the message). */
 static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, server_opts_t *ro)
 {
+    static char dataset[32];
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
-    int numbers_ok = w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 &&
-                     w->shard < w->shards;
+    int numbers_ok =
+        w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 && w->shard < w->shards;
     if (numbers_ok)
         group_range((int)w->shards, (int)w->shard, &lo, &n);
     if (!numbers_ok)
@@ -555,11 +560,14 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     else if (w->workers < 1 || w->workers > 1024 || w->epochs < 1 || w->epochs > 1000 ||
              w->batch_size < 1 || w->batch_size > 128 || w->train_limit < w->workers)
         bad = "workers, epochs, batch size or train limit out of range";
-    else if (!w->mode || (strcmp(w->mode, "sync") && strcmp(w->mode, "async") &&
-                          strcmp(w->mode, "ssp")))
+    else if (!w->mode ||
+             (strcmp(w->mode, "sync") && strcmp(w->mode, "async") && strcmp(w->mode, "ssp")))
         bad = "unknown mode";
-    else if (!(w->lr > 0 && w->lr <= 100) || !(w->momentum >= 0 && w->momentum < 1))
-        bad = "lr or momentum out of range";
+    else if (!(w->lr > 0 && w->lr <= 100) || !(w->momentum >= 0 && w->momentum < 1) ||
+             !(w->warmup_epochs >= 0 && w->warmup_epochs <= 1000))
+        bad = "lr, momentum or warm-up out of range";
+    else if (!w->dataset || !idx_dataset_dir(w->dataset))
+        bad = "unknown data set";
     if (bad) {
         fprintf(stderr, "error: the head's recipe for shard %d is not usable: %s\n", o->shard, bad);
         return -1;
@@ -581,9 +589,13 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->train_limit = (int)w->train_limit;
     ro->test_limit = 0;
     ro->checkpoint_every = o->checkpoint_every > 0 ? (int)w->checkpoint_every : 0;
-    ro->data_dir = NULL;  /* a shard needs no data */
-    ro->out_dir = NULL;   /* nor writes a model */
-    ro->db = ":memory:";  /* the head keeps the metrics */
+    ro->lr_scaling = w->lr_linear ? LR_SCALING_LINEAR : LR_SCALING_NONE;
+    ro->warmup_epochs = w->warmup_epochs;
+    snprintf(dataset, sizeof dataset, "%s", w->dataset);
+    ro->dataset = dataset;
+    ro->data_dir = NULL; /* a shard needs no data */
+    ro->out_dir = NULL;  /* nor writes a model */
+    ro->db = ":memory:"; /* the head keeps the metrics */
     return 0;
 }
 
@@ -700,6 +712,7 @@ static int s_rejoined(server_t *s, uint64_t head_version)
         }
         cons_forget(s);
         memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
+        s->group->file_slots = 1;
         srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
     }
     return s_send_join(s, s->group->advertise);
@@ -726,6 +739,7 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         }
         cons_forget(s);
         memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
+        g->file_slots = s->version == m->rollback_version;
         srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
     }
     int left = 0, active = 0;
@@ -735,10 +749,16 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
             continue;
         slot_t *sl = &s->slots[mb->id];
         if (!g->known[mb->id] || mb->incarnation != (uint32_t)sl->incarnation) {
+            /* A slot read from this shard's checkpoint, of the incarnation
+             * the head names, keeps the steps the file says were applied
+             * here; otherwise the steps are those before this incarnation. */
+            int from_file =
+                !g->known[mb->id] && g->file_slots && mb->incarnation == (uint32_t)sl->incarnation;
             if (g->known[mb->id])
                 s->policy->on_rejoin(s, sl);
             sl->incarnation = (int)mb->incarnation;
-            sl->steps = mb->start_step;
+            if (!from_file)
+                sl->steps = mb->start_step;
             sl->parts_got = 0;
             sl->pending = 0;
             g->known[mb->id] = 1;
@@ -761,8 +781,7 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         s->policy->on_leave(s);
     if (m->over && !g->over) {
         g->over = 1;
-        srv_log(s, "the head says the run is over (version %llu)",
-                (unsigned long long)s->version);
+        srv_log(s, "the head says the run is over (version %llu)", (unsigned long long)s->version);
     }
     return 0;
 }
@@ -792,9 +811,8 @@ static int s_link_read(server_t *s)
         else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
             fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
-        }
-        else if (kind == PS__ENVELOPE__BODY_ERROR &&
-                 m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
+        } else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                   m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
             /* The head restarted (--resume) and does not know this link:
              * join it again. */
             srv_log(s, "the head does not know this shard (it restarted?): joining it again");
@@ -869,8 +887,7 @@ static int s_send_final(server_t *s)
         char err[256];
         if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
             continue;
-        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK &&
-                    m.env->request_id == g->request;
+        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id == g->request;
         wire_msg_close(&m);
         if (acked) {
             srv_log(s, "final weights (version %llu) sent to the head",
@@ -878,8 +895,9 @@ static int s_send_final(server_t *s)
             return 0;
         }
     }
-    fprintf(stderr, "error: shard %d: the head did not acknowledge the final weights within "
-                    "%.0f s\n",
+    fprintf(stderr,
+            "error: shard %d: the head did not acknowledge the final weights within "
+            "%.0f s\n",
             s->shard, GROUP_HEAD_SILENCE);
     return -1;
 }
@@ -933,8 +951,9 @@ int server_run_shard(const server_opts_t *o)
     if (o->curve_secret && s_link_curve(g->head, o) != 0)
         goto out;
     if (zmq_connect(g->head, o->head) != 0) {
-        fprintf(stderr, "error: cannot connect to the head at %s: %s (--head takes "
-                        "tcp://HOST:PORT)\n",
+        fprintf(stderr,
+                "error: cannot connect to the head at %s: %s (--head takes "
+                "tcp://HOST:PORT)\n",
                 o->head, zmq_strerror(errno));
         goto out;
     }
@@ -952,6 +971,7 @@ int server_run_shard(const server_opts_t *o)
     s->link = g->head;
     g = NULL;
     s->run = run_id;
+    s->group->file_slots = o->resume;
     s->t0 = clock_now(); /* its log's clock */
     s->group->last_heard = clock_now();
     char advertise[300];

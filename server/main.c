@@ -11,6 +11,7 @@
 
 #include "args.h"
 #include "fs.h"
+#include "idx.h"
 #include "model.h"
 #include "server.h"
 #include "wire.h"
@@ -33,7 +34,9 @@ static void s_usage(FILE *f)
             "\n"
             "  --bind ENDPOINT         ZeroMQ endpoint to listen on (default tcp://*:5555)\n"
             "  --workers N             workers to wait for (default 2)\n"
-            "  --mode MODE             sync (BSP), async (ASP) or ssp (default sync)\n"
+            "  --mode MODE             sync (BSP), async (ASP), ssp, or independent (each worker\n"
+            "                          trains its own model, nothing averaged: the original\n"
+            "                          train_distributed.py, as a baseline) (default sync)\n"
             "  --staleness S           ssp: how many steps a worker may run ahead (default 2)\n"
             "  --epochs N              epochs each worker trains (default 5)\n"
             "  --batch-size N          minibatch per worker and step, 1..128 (default 64)\n"
@@ -42,8 +45,14 @@ static void s_usage(FILE *f)
             "  --seed N                init, shard split and shuffling (default 1)\n"
             "  --train-limit N         split only the first N training images (default all)\n"
             "  --test-limit N          test images per evaluation (default all 10,000)\n"
-            "  --data-dir DIR          MNIST, for the split and the final evaluation\n"
-            "                          (default: $MNIST_DIR or data)\n"
+            "  --dataset NAME          mnist or fashion-mnist (default mnist)\n"
+            "  --data-dir DIR          the data set's IDX files, for the split and the final\n"
+            "                          evaluation (default: mnist $MNIST_DIR or data,\n"
+            "                          fashion-mnist $FASHION_MNIST_DIR or data/fashion-mnist)\n"
+            "  --lr-scaling RULE       none, or linear: sync uses lr x workers after a warm-up\n"
+            "                          (Goyal et al. 2017) (default none)\n"
+            "  --warmup-epochs E       linear: ramp the lr from --lr to lr x workers over the\n"
+            "                          first E epochs, per update (default 1)\n"
             "  --db PATH               metrics database (default results/metrics.db)\n"
             "  --out DIR               where model_distributed.safetensors goes (default results)\n"
             "  --threads N             threads for the final evaluation (default: cores)\n"
@@ -147,9 +156,9 @@ static int s_check_bind(const char *bind)
 static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char **keygen,
                          int *force)
 {
-    const char *env_dir = getenv("MNIST_DIR");
     server_opts_t o = {.bind = "tcp://*:5555",
-                       .data_dir = env_dir && *env_dir ? env_dir : "data",
+                       .dataset = "mnist",
+                       .warmup_epochs = 1,
                        .db = "results/metrics.db",
                        .out_dir = "results",
                        .mode = MODE_SYNC,
@@ -195,7 +204,10 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_SHARD,
         O_HEAD,
         O_ADVERTISE,
-        O_SERVER_KEY
+        O_SERVER_KEY,
+        O_DATASET, /* issue 14 */
+        O_LR_SCALING,
+        O_WARMUP
     };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
@@ -228,6 +240,9 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"head", required_argument, 0, O_HEAD},
         {"advertise", required_argument, 0, O_ADVERTISE},
         {"server-key", required_argument, 0, O_SERVER_KEY},
+        {"dataset", required_argument, 0, O_DATASET},
+        {"lr-scaling", required_argument, 0, O_LR_SCALING},
+        {"warmup-epochs", required_argument, 0, O_WARMUP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -246,8 +261,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                 o.mode = MODE_ASYNC;
             else if (strcmp(optarg, "ssp") == 0)
                 o.mode = MODE_SSP;
+            else if (strcmp(optarg, "independent") == 0)
+                o.mode = MODE_INDEPENDENT;
             else {
-                fprintf(stderr, "error: --mode '%s' is not one of sync, async, ssp\n", optarg);
+                fprintf(stderr, "error: --mode '%s' is not one of sync, async, ssp, independent\n",
+                        optarg);
                 bad = 1;
             }
             break;
@@ -290,6 +308,24 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         case O_HEAD: o.head = optarg; break;
         case O_ADVERTISE: o.advertise = optarg; break;
         case O_SERVER_KEY: o.server_key = optarg; break;
+        case O_DATASET:
+            o.dataset = optarg;
+            if (!idx_dataset_dir(optarg)) {
+                fprintf(stderr, "error: --dataset '%s' is not one of %s\n", optarg, IDX_DATASETS);
+                bad = 1;
+            }
+            break;
+        case O_LR_SCALING:
+            if (strcmp(optarg, "none") == 0 || strcmp(optarg, "linear") == 0)
+                o.lr_scaling = optarg[0] == 'l' ? LR_SCALING_LINEAR : LR_SCALING_NONE;
+            else {
+                fprintf(stderr, "error: --lr-scaling '%s' is not one of none, linear\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_WARMUP:
+            bad |= args_double("--warmup-epochs", optarg, 0, 1000, &o.warmup_epochs);
+            break;
         case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
@@ -306,6 +342,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
     if (!bad && (o.shard > 0) != (o.head != NULL)) {
         fprintf(stderr, "error: --shard I and --head ENDPOINT go together: a shard joins its "
                         "head\n");
+        bad = 1;
+    }
+    if (!bad && o.shards > 1 && o.mode == MODE_INDEPENDENT) {
+        fprintf(stderr, "error: --mode independent keeps one model per worker on the head; it "
+                        "cannot be split over --shards\n");
         bad = 1;
     }
     if (!bad && o.shard > 0 && o.shards > 1) {
@@ -325,6 +366,16 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
     }
     if (!bad && !*keygen && s_check_bind(o.bind) != 0)
         bad = 1;
+    if (!bad && o.lr_scaling == LR_SCALING_LINEAR && o.mode != MODE_SYNC) {
+        fprintf(stderr,
+                "error: --lr-scaling linear scales the lr by the gradients one update averages, "
+                "and only --mode sync averages (%s applies one worker's gradient, or none, per "
+                "update): use --lr-scaling none\n",
+                server_mode_name(o.mode));
+        bad = 1;
+    }
+    if (!o.data_dir)
+        o.data_dir = idx_dataset_dir(o.dataset);
     if (bad) {
         fprintf(stderr, "run 'paramserver --help' for usage\n");
         return 2;

@@ -99,6 +99,10 @@ static void s_welcome(server_t *s, slot_t *sl)
     wm.start_step = sl->steps;
     wm.compress = sl->compress;
     wm.lr = s->o->lr;
+    wm.dataset = (char *)s->o->dataset;
+    wm.data_fingerprint = s->data_fingerprint;
+    wm.momentum = s->o->momentum;
+    wm.alive_seconds = s->o->worker_timeout / 4;
     env.body_case = PS__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
     env.request_id = sl->held_request; /* the Register it answers */
@@ -112,7 +116,7 @@ static void s_welcome(server_t *s, slot_t *sl)
 static void s_start_run(server_t *s)
 {
     metrics_run_info_t info = {.mode = server_mode_name(s->o->mode),
-                               .dataset = s->o->data_dir,
+                               .dataset = s->o->dataset,
                                .workers = s->o->workers,
                                .epochs = s->o->epochs,
                                .batch_size = s->o->batch_size,
@@ -146,8 +150,19 @@ static void s_start_run(server_t *s)
                                  0));
         s_welcome(s, sl);
     }
-    srv_log(s, "all %d workers registered: run %lld, mode %s, training starts", s->o->workers,
-            (long long)s->run, server_mode_name(s->o->mode));
+    srv_log(s, "all %d workers registered: run %lld, mode %s, data set %s, training starts",
+            s->o->workers, (long long)s->run, server_mode_name(s->o->mode), s->o->dataset);
+    int64_t per_epoch = cons_updates_per_epoch(s->o, s->train_count);
+    double lr_end = cons_lr(s->o, UINT64_MAX, s->o->workers, per_epoch);
+    if (lr_end != s->o->lr) { /* in the log and, as the runs table has no column, an event */
+        char detail[160];
+        snprintf(detail, sizeof detail,
+                 "linear: lr %g at the first update, ramped to %g over %g epochs (%.0f updates)",
+                 cons_lr(s->o, 0, s->o->workers, per_epoch), lr_end, s->o->warmup_epochs,
+                 s->o->warmup_epochs * (double)per_epoch);
+        srv_log(s, "lr scaling %s", detail);
+        srv_db(s, metrics_event(s->db, s->run, 0.0, -1, "lr_scaling", detail));
+    }
 }
 
 /* A worker comes back under its name after the run started: its process
@@ -323,8 +338,8 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
     char missing[128];
     if (s->started && !group_ready(s, missing, sizeof missing)) {
         /* Resumed, and a shard is not back yet: the worker resends. */
-        srv_log_refused(s, "registration of %s waits: %s of the server group not joined yet",
-                        name, missing);
+        srv_log_refused(s, "registration of %s waits: %s of the server group not joined yet", name,
+                        missing);
         return;
     }
     for (int i = 0; i < s->registered; i++)

@@ -31,7 +31,10 @@ volatile sig_atomic_t server_stop = 0;
 
 const char *server_mode_name(server_mode_t m)
 {
-    return m == MODE_SYNC ? "sync" : m == MODE_ASYNC ? "async" : "ssp";
+    return m == MODE_SYNC    ? "sync"
+           : m == MODE_ASYNC ? "async"
+           : m == MODE_SSP   ? "ssp"
+                             : "independent";
 }
 
 /* A figure a worker reports is in [0, max] (and finite)? */
@@ -64,6 +67,11 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
                  step, (double)p->loss);
     else if (p->epoch < 1 || p->epoch > (uint32_t)s->o->epochs)
         snprintf(why, n, "push of step %llu names epoch %u (1..%d)", step, p->epoch, s->o->epochs);
+    else if (p->final_model != (s->o->mode == MODE_INDEPENDENT))
+        snprintf(why, n, "%s",
+                 p->final_model ? "a final model is pushed only in mode independent"
+                                : "mode independent takes no gradients, only the "
+                                  "final model (Push.final_model)");
     else if (p->encoding != wire_gradient_encoding(sl->compress))
         snprintf(why, n,
                  "push in tensor encoding %d; this worker was granted compression %d "
@@ -86,15 +94,18 @@ static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     size_t end = p->part == 0 ? s->lo + s->n : sl->part_lo, off = p->offset;
     if (parts > WIRE_MAX_PARTS || p->part >= parts)
         snprintf(why, n, "push part %u of %u (at most %d parts)", p->part, parts, WIRE_MAX_PARTS);
-    else if (p->part > 0 && (sl->part_step != p->step || sl->parts_got != p->part ||
-                             sl->parts != parts))
-        snprintf(why, n, "push part %u of %u of step %llu out of order (%u parts of step %llu "
-                 "received)", p->part, parts, (unsigned long long)p->step, sl->parts_got,
+    else if (p->part > 0 &&
+             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+        snprintf(why, n,
+                 "push part %u of %u of step %llu out of order (%u parts of step %llu "
+                 "received)",
+                 p->part, parts, (unsigned long long)p->step, sl->parts_got,
                  (unsigned long long)sl->part_step);
     else if (off < s->lo || off + count != end || (p->part + 1 == parts && off != s->lo))
-        snprintf(why, n, "push part %u of %u holds values [%zu, %zu); expected a range ending at "
-                 "%zu within this server's [%zu, %zu)", p->part, parts, off, off + count, end,
-                 s->lo, s->lo + s->n);
+        snprintf(why, n,
+                 "push part %u of %u holds values [%zu, %zu); expected a range ending at "
+                 "%zu within this server's [%zu, %zu)",
+                 p->part, parts, off, off + count, end, s->lo, s->lo + s->n);
     else
         return 0;
     return -1;
@@ -154,7 +165,7 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         return;
     sl->parts_got = 0;
     const float *g = sl->gbuf;
-    if (!model_sgd_step_finite(s->w, s->v, g, s->n, (float)s->o->lr, (float)s->o->momentum)) {
+    if (!model_sgd_step_finite(s->w, s->v, g, s->n, (float)cons_lr_now(s), (float)s->o->momentum)) {
         snprintf(why, sizeof why,
                  "push of step %llu would make the weights or the momentum "
                  "overflow (not finite); not applied",
@@ -164,7 +175,7 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
     sl->steps = p->step;
     sl->last_seen = clock_now();
-    if (s->shard == 0) /* the head keeps the metrics */
+    if (s->shard == 0 && !p->final_model) /* the head keeps the metrics; a model is no step */
         srv_db(s, metrics_step(s->db, s->run, id, (int64_t)p->step, (int)p->epoch, p->loss,
                                srv_elapsed(s)));
     s->policy->on_push(s, sl, g, p->version);
@@ -250,8 +261,13 @@ static void s_on_done(server_t *s, const wire_peer_t *peer, const Ps__Done *d)
 static void s_on_pull(server_t *s, const wire_peer_t *peer, const Ps__Pull *p)
 {
     slot_t *sl = group_check(s, peer, p->worker_id, p->token, "pull");
-    if (sl)
-        srv_reply_weights_now(s, sl);
+    if (!sl)
+        return;
+    /* independent: a worker trains alone and pulls now and then to show it
+     * is alive (it holds no barrier up: there is none). */
+    if (s->o->mode == MODE_INDEPENDENT)
+        sl->last_seen = clock_now();
+    srv_reply_weights_now(s, sl);
 }
 
 /* The messages only the head takes: registration, the workers' figures,
@@ -315,6 +331,14 @@ static void s_handle(server_t *s)
     wire_msg_close(&m);
 }
 
+/* The run is over: nothing to resume. (A service that restarts the server
+ * resumes exactly when a checkpoint is there.) */
+static void s_remove_checkpoint(server_t *s)
+{
+    if (unlink(s->o->checkpoint) == 0)
+        srv_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
+}
+
 /* Saves the final model unless nothing was trained or it is not finite.
  * 0, or 1 after printing why. */
 static int s_save_model(server_t *s, const float *w, int done, double accuracy)
@@ -351,11 +375,35 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
         return 1;
     }
     srv_log(s, "model saved: %s", path);
-    /* The run is over: nothing to resume. (A service that restarts the
-     * server resumes exactly when a checkpoint is there.) */
-    if (unlink(s->o->checkpoint) == 0)
-        srv_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
+    s_remove_checkpoint(s);
     return 0;
+}
+
+/* independent: evaluates each worker's saved model (consistency.c saved
+ * them as they came); *mean is their mean accuracy. 0, or 1 after printing
+ * which model is missing or unreadable. */
+static int s_independent_models(server_t *s, engine_t *e, double *mean)
+{
+    float *w = malloc(MODEL_NPARAMS * sizeof(float));
+    int status = w ? 0 : 1;
+    double sum = 0.0;
+    for (int i = 0; w && i < s->o->workers; i++) {
+        char path[4200], err[600];
+        cons_independent_path(s, i, path, sizeof path);
+        if (modelfile_load(path, "", w, err, sizeof err) != 0) {
+            fprintf(stderr, "error: worker %d's model is missing (did it finish?): %s\n", i, err);
+            status = 1;
+            continue;
+        }
+        double acc = e ? engine_evaluate(e, w, &s->test, s->o->test_limit, NULL) : 0.0;
+        srv_log(s, "worker %d's own model: test accuracy %.2f%%", i, acc);
+        sum += acc;
+    }
+    free(w);
+    *mean = sum / s->o->workers;
+    if (status == 0)
+        s_remove_checkpoint(s);
+    return status;
 }
 
 /* After the last worker: evaluate, save, close the run. Returns the exit
@@ -385,10 +433,17 @@ static int s_finish(server_t *s)
                 "error: cannot evaluate the final model (its accuracy is given as "
                 "0): %s\n",
                 err);
-    double accuracy = e ? engine_evaluate(e, w, &s->test, s->o->test_limit, NULL) : 0.0;
+    double accuracy = 0.0;
+    int status = 0; /* independent: the accuracy is the mean of the workers' own models */
+    if (s->o->mode == MODE_INDEPENDENT)
+        status = s_independent_models(s, e, &accuracy) != 0;
+    else
+        accuracy = e ? engine_evaluate(e, w, &s->test, s->o->test_limit, NULL) : 0.0;
     engine_destroy(&e);
     srv_write_stats(s);
-    int status = s_save_model(s, w, done, accuracy) != 0 || !evaluated;
+    if (s->o->mode != MODE_INDEPENDENT)
+        status = s_save_model(s, w, done, accuracy) != 0;
+    status = status || !evaluated;
     if (metrics_run_end(s->db, s->run, status == 0 ? "done" : "failed", accuracy, train_seconds) !=
         0) {
         fprintf(stderr,
@@ -463,14 +518,16 @@ static int s_load_data(server_t *s)
         if (idx_load(o->data_dir, "train", &train, err, sizeof err) != 0 ||
             idx_load(o->data_dir, "t10k", &s->test, err, sizeof err) != 0) {
             fprintf(stderr,
-                    "error: %s\n(the server needs MNIST for the shard split and the "
-                    "final evaluation: run `make data` or pass --data-dir DIR)\n",
-                    err);
+                    "error: %s\n(the server needs %s for the shard split and the final "
+                    "evaluation: run `make data`, which fetches MNIST and links Fashion-MNIST, "
+                    "or pass --data-dir DIR)\n",
+                    err, o->dataset);
             idx_free(&train);
             return -1;
         }
         s->train_count =
             o->train_limit > 0 && o->train_limit < train.count ? o->train_limit : train.count;
+        s->data_fingerprint = idx_fingerprint(&train, s->train_count);
         idx_free(&train);
     }
     if (s->train_count < o->workers) {

@@ -20,7 +20,14 @@
 #include <signal.h>
 #include <stdint.h>
 
-typedef enum { MODE_SYNC, MODE_ASYNC, MODE_SSP } server_mode_t;
+/* MODE_INDEPENDENT: the original study's train_distributed.py as a baseline:
+ * each worker trains its own model on its shard, nothing is averaged. */
+typedef enum { MODE_SYNC, MODE_ASYNC, MODE_SSP, MODE_INDEPENDENT } server_mode_t;
+
+/* --lr-scaling: NONE uses --lr for every update; LINEAR (Goyal et al. 2017)
+ * multiplies it by the number of gradients a sync update averages, reached
+ * by a linear ramp over --warmup-epochs (consistency.h, cons_lr). */
+typedef enum { LR_SCALING_NONE, LR_SCALING_LINEAR } lr_scaling_t;
 
 typedef struct {
     const char *bind;     /* ZeroMQ endpoint, e.g. tcp://0.0.0.0:5555 */
@@ -42,9 +49,13 @@ typedef struct {
     /* The server group: the head has shard 0 of `shards`; a shard process
      * has shard >= 1 and the head's endpoint, and takes the recipe from it. */
     int shards, shard;
-    const char *head;      /* a shard: the head's endpoint */
-    const char *advertise; /* a shard: where workers reach it (default: from --bind) */
+    const char *head;       /* a shard: the head's endpoint */
+    const char *advertise;  /* a shard: where workers reach it (default: from --bind) */
     const char *server_key; /* a shard with CurveZMQ: the head's public certificate */
+    /* the data set and the learning-rate schedule */
+    const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
+    lr_scaling_t lr_scaling;
+    double warmup_epochs; /* LINEAR: epochs of the ramp from --lr to --lr x workers */
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */

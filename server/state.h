@@ -68,7 +68,7 @@ typedef struct {
     double held_since;     /* when the held request arrived */
     uint64_t held_request; /* its request id, echoed in the reply (also the
                             * Register a Welcome answers) */
-    const float *round_g; /* sync: its gradient in the open round (gbuf), or NULL */
+    const float *round_g;  /* sync: its gradient in the open round (gbuf), or NULL */
 } slot_t;
 
 typedef struct cons_policy cons_policy_t;
@@ -94,6 +94,10 @@ struct server {
     double t_listen;   /* clock_now() when the socket was bound */
     double last_flush; /* clock_now() when step rows were last committed */
     int train_count;   /* images split among workers */
+
+    /* server.c: idx_fingerprint of those images (0 without data), for the Welcome */
+    uint32_t data_fingerprint;
+
     idx_dataset_t test;
     uint64_t request; /* request id of the message being handled */
     int64_t bytes_in, bytes_out;
@@ -114,10 +118,10 @@ struct server {
 
     /* consistency.c: the model and the mode's rules */
     const cons_policy_t *policy;
-    float *w, *v;     /* master weights and momentum (n values) */
+    float *w, *v;         /* master weights and momentum (n values) */
     double apply_seconds; /* time spent applying updates */
-    float *w0;        /* server_reset: the initial weights, or NULL (server.c) */
-    uint64_t version; /* number of updates applied to w */
+    float *w0;            /* server_reset: the initial weights, or NULL (server.c) */
+    uint64_t version;     /* number of updates applied to w */
     int64_t updates;
     double stale_sum;
     int64_t stale_max;

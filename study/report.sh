@@ -2,7 +2,8 @@
 # report.sh: study.md from a study database (run-study.sh calls it; run it
 # again on a finished database to rewrite the report). Per model one
 # Markdown table, one row per configuration in the order they ran:
-#   accuracy      the final model's test accuracy (the server's, or basic's)
+#   accuracy      the final model's test accuracy (the server's, or basic's;
+#                 independent: the mean of the workers' own models)
 #   train s       the run's training seconds (runs.train_seconds)
 #   images/s      training images processed by all workers / train s
 #   comm          push + pull time over the workers' epoch time (the rest
@@ -19,7 +20,10 @@ conf=${2:-}
 echo "# Study: $(sqlite3 "$db" "select count(*) from study_runs") runs"
 echo
 [ -n "$conf" ] && echo "Sweep: \`$conf\`; machine: $(uname -n), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')."
-echo "Columns: see study/report.sh. Reproduce with \`make study\`."
+echo "Data set: $(sqlite3 "$db" "select coalesce(max(dataset), '?') from runs"); sync runs' lr:" \
+    "$(sqlite3 "$db" "select coalesce(max(detail), 'not scaled (--lr-scaling none)') from events where kind = 'lr_scaling'")."
+echo "Columns: see study/report.sh (independent: each worker trains its own model, nothing averaged;"
+echo "its accuracy is the mean of the workers' models). Reproduce with \`make study\`."
 for model in $(sqlite3 "$db" "select distinct model from study_runs order by id"); do
     echo
     echo "## $model"

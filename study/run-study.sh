@@ -13,6 +13,11 @@
 # elapsed time and an estimate of what is left.
 #
 # Usage: study/run-study.sh CONF
+# The sweep file's optional settings: dataset (mnist), lr_scaling (none;
+# applied to the sync runs only: the other modes average nothing) and
+# warmup_epochs (1). Mode independent runs once per worker count, without
+# compression (it pushes no gradients).
+#
 # Environment: OUT (results/study), BUILD (build), MNIST_DIR (data),
 # STUDY_TRAIN_LIMIT (overrides the file's train_limit: make check uses it),
 # STUDY_RUN_TIMEOUT (900).
@@ -28,7 +33,7 @@ for p in "$B/paramserver" "$B/worker" "$B/psreport"; do [ -x "$p" ] || die "$p i
 command -v sqlite3 >/dev/null || die "the sqlite3 shell is missing: run make deps"
 
 # --- the sweep file: "key value..." lines, # comments -----------------------
-declare -A cfg
+declare -A cfg=([dataset]=mnist [lr_scaling]=none [warmup_epochs]=1)
 lineno=0
 while IFS= read -r line || [ -n "$line" ]; do
     lineno=$((lineno + 1))
@@ -37,7 +42,8 @@ while IFS= read -r line || [ -n "$line" ]; do
     [ -n "${key:-}" ] || continue
     case $key in
         models | workers | modes | compress | epochs | train_limit | threads | staleness | seed) ;;
-        *) die "$conf:$lineno: unknown setting '$key' (known: models workers modes compress epochs train_limit threads staleness seed)" ;;
+        dataset | lr_scaling | warmup_epochs) ;;
+        *) die "$conf:$lineno: unknown setting '$key' (known: models workers modes compress epochs train_limit threads staleness seed dataset lr_scaling warmup_epochs)" ;;
     esac
     [ -n "${values:-}" ] || die "$conf:$lineno: '$key' has no value"
     cfg[$key]=$values
@@ -58,8 +64,14 @@ check_list() {
 # the others, and their names here.
 check_list models 'simpleconvnet' "a model this build has (simpleconvnet)"
 check_list workers '[1-9]|[1-5][0-9]|6[0-4]' "a worker count from 1 to 64"
-check_list modes 'sync|async|ssp' "a mode (sync, async, ssp)"
+check_list modes 'sync|async|ssp|independent' "a mode (sync, async, ssp, independent)"
 check_list compress 'none|fp16|int8' "a compression (none, fp16, int8)"
+check_list dataset 'mnist|fashion-mnist' "a data set (mnist, fashion-mnist)"
+check_list lr_scaling 'none|linear' "an lr scaling (none, linear)"
+check_list warmup_epochs '[0-9]{1,3}(\.[0-9]+)?' "a number of epochs (0 to 999)"
+for key in epochs threads staleness dataset lr_scaling warmup_epochs; do
+    [ "$(wc -w <<<"${cfg[$key]}")" = 1 ] || die "$conf: $key takes one value"
+done
 for key in epochs threads staleness; do
     check_list $key '[1-9][0-9]{0,3}' "a whole number from 1 to 9999"
     [ "$(wc -w <<<"${cfg[$key]}")" = 1 ] || die "$conf: $key takes one value"
@@ -73,6 +85,7 @@ for model in ${cfg[models]}; do
     for k in ${cfg[workers]}; do
         if [ "$k" = 1 ]; then runs+=("$model basic 1 none"); continue; fi
         for mode in ${cfg[modes]}; do
+            if [ "$mode" = independent ]; then runs+=("$model $mode $k none"); continue; fi
             for c in ${cfg[compress]}; do runs+=("$model $mode $k $c"); done
         done
     done
@@ -95,18 +108,22 @@ trap cleanup EXIT
 trap 'echo "run-study: interrupted" >&2; exit 130' INT TERM
 
 common=(--epochs "${cfg[epochs]}" --train-limit "${cfg[train_limit]}" --seed "${cfg[seed]}")
+data=()   # MNIST from MNIST_DIR; another data set from its own directory (README, Data)
+[ "${cfg[dataset]}" = mnist ] && data=(--data-dir "$MNIST_DIR")
 
 # run_basic LOG: one process; run_distributed MODE K COMPRESS LOG: a
 # paramserver on a free loopback port and K workers. Both return non-zero
 # when anything failed or passed the deadline.
 run_basic() {
-    timeout "$run_timeout" "$B/worker" --basic --data-dir "$MNIST_DIR" "${common[@]}" \
+    timeout "$run_timeout" "$B/worker" --basic --dataset "${cfg[dataset]}" "${data[@]}" "${common[@]}" \
         --threads "${cfg[threads]}" --db "$DB" --out "$OUT/models/basic" >"$1" 2>&1
 }
 run_distributed() {
-    local mode=$1 k=$2 c=$3 log=$4 i ep status=0
+    local mode=$1 k=$2 c=$3 log=$4 i ep status=0 scaling=none
+    [ "$mode" = sync ] && scaling=${cfg[lr_scaling]}
     timeout "$run_timeout" "$B/paramserver" --bind 'tcp://127.0.0.1:*' --workers "$k" \
-        --mode "$mode" --staleness "${cfg[staleness]}" "${common[@]}" --data-dir "$MNIST_DIR" \
+        --mode "$mode" --staleness "${cfg[staleness]}" "${common[@]}" \
+        --dataset "${cfg[dataset]}" "${data[@]}" --lr-scaling "$scaling" --warmup-epochs "${cfg[warmup_epochs]}" \
         --db "$DB" --out "$OUT/models/$mode-$k-$c" --threads 2 --register-timeout 60 \
         --worker-timeout 60 >"$log" 2>&1 &
     local server=$!
@@ -119,7 +136,7 @@ run_distributed() {
     if [ -z "$ep" ]; then cleanup; return 1; fi
     for ((i = 0; i < k; i++)); do
         timeout "$run_timeout" "$B/worker" --server "$ep" --name "w$i" --threads "${cfg[threads]}" \
-            --compress "$c" --data-dir "$MNIST_DIR" --timeout 60 --connect-timeout 60 \
+            --compress "$c" "${data[@]}" --timeout 60 --connect-timeout 60 \
             >"$log.w$i" 2>&1 &
         pids+=("$!")
     done
@@ -131,7 +148,7 @@ run_distributed() {
 }
 
 n=${#runs[@]}
-echo "run-study: $n runs from $conf (epochs ${cfg[epochs]}, train limit ${cfg[train_limit]}); database $DB"
+echo "run-study: $n runs from $conf (${cfg[dataset]}, epochs ${cfg[epochs]}, train limit ${cfg[train_limit]}, sync lr scaling ${cfg[lr_scaling]}); database $DB"
 study_start=$SECONDS
 i=0
 for r in "${runs[@]}"; do

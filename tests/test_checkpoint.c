@@ -48,6 +48,7 @@ static server_opts_t s_opts(const tmpdir_t *t, const char *ep)
     snprintf(s_ckpt, sizeof s_ckpt, "%s/ckpt.safetensors", t->dir);
     return (server_opts_t){.bind = ep,
                            .data_dir = NULL,
+                           .dataset = "mnist",
                            .db = t->path,
                            .out_dir = t->dir,
                            .checkpoint = s_ckpt,
@@ -157,17 +158,24 @@ static void test_resume_needs_the_same_flags(void **state)
     a->round_arrived = 0;
     assert_int_equal(ckpt_write(a), 0);
     server_destroy(&s_a);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 6; k++) {
         static const char *const ep[] = {"inproc://test-ckpt-d0", "inproc://test-ckpt-d1",
-                                         "inproc://test-ckpt-d2"};
+                                         "inproc://test-ckpt-d2", "inproc://test-ckpt-d3",
+                                         "inproc://test-ckpt-d4", "inproc://test-ckpt-d5"};
         s_ob = s_opts(t, ep[k]);
         s_ob.resume = 1;
         if (k == 0)
             s_ob.seed -= 1;
         else if (k == 1)
             s_ob.lr = 0.02;
+        else if (k == 2) /* the lr schedule and the data set are part of the recipe */
+            s_ob.lr_scaling = LR_SCALING_LINEAR;
+        else if (k == 3)
+            s_ob.warmup_epochs = 3;
+        else if (k == 4)
+            s_ob.dataset = "fashion-mnist";
         s_b = server_new(&s_ob);
-        if (k < 2)
+        if (k < 5)
             assert_null(s_b);
         else
             assert_non_null(s_b);

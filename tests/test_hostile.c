@@ -1068,8 +1068,7 @@ static void test_group_messages_refused(void **state)
     wire_msg_t m;
     s_expect_error(s_shard_join(a, 5, "tcp://127.0.0.1:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
     s_expect_error(s_shard_join(a, 0, "tcp://127.0.0.1:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
-    s_expect_error(s_shard_join(a, 1, "tcp://bad\x01name:1", &m), &m,
-                   PS__ERROR_CODE__ERROR_STATE);
+    s_expect_error(s_shard_join(a, 1, "tcp://bad\x01name:1", &m), &m, PS__ERROR_CODE__ERROR_STATE);
     s_expect_error(s_shard_ping(a, 1, 0.0, &m), &m, PS__ERROR_CODE__ERROR_UNKNOWN_WORKER);
     /* final weights from a connection that never joined */
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -1128,8 +1127,9 @@ static void test_shard_refuses_unknown_token(void **state)
     s_start(&v, "shard_token", 0, "--workers", "1", "--shards", "2", "--test-limit", "10", NULL);
     char slog[500];
     snprintf(slog, sizeof slog, "%s/shard1.log", v.dir);
-    const char *sargv[] = {proc_env.server, "--shard", "1", "--head", v.ep, "--bind",
-                           "tcp://127.0.0.1:*", "--checkpoint-every", "0", NULL};
+    const char *sargv[] = {
+        proc_env.server,      "--shard", "1", "--head", v.ep, "--bind", "tcp://127.0.0.1:*",
+        "--checkpoint-every", "0",       NULL};
     pid_t shard = proc_spawn(slog, sargv);
     void *ctx = zmq_ctx_new(), *sock = proc_dealer(ctx, v.ep);
     s_register_send(sock, "tokened", 0);

@@ -9,16 +9,18 @@ export BUILD=$B
 
 OUT=$TMP/quick STUDY_TRAIN_LIMIT=600 study/run-study.sh study/quick.conf >"$TMP/quick.log" 2>&1 ||
     { cat "$TMP/quick.log"; fail "the quick study failed"; }
-grep -q '\[7/7\]' "$TMP/quick.log" || fail "no progress line for the last of 7 runs"
+grep -q '\[9/9\]' "$TMP/quick.log" || fail "no progress line for the last of 9 runs"
 md=$TMP/quick/study.md
-[ "$(grep -c '^| \(basic\|sync\|async\|ssp\) | [124] | none | done |' "$md")" = 7 ] || { cat "$md"; fail "study.md lacks a row per run"; }
+[ "$(grep -c '^| \(basic\|sync\|async\|ssp\|independent\) | [124] | none | done |' "$md")" = 9 ] || { cat "$md"; fail "study.md lacks a row per run"; }
 grep -q '^| basic | 1 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished basic row"; }
 grep -q '^| sync | 2 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished sync row"; }
-[ "$(rows "$TMP/quick/study.db" "select count(*) from runs where status = 'done'")" = 7 ] ||
-    fail "the database does not hold 7 finished runs"
+grep -q '^| independent | 4 | none | done | [0-9.]* |' "$md" || { cat "$md"; fail "no finished independent row"; }
+grep -q "sync runs' lr: linear: lr 0.01 at the first update" "$md" || { cat "$md"; fail "study.md does not say how the sync runs' lr was scaled"; }
+[ "$(rows "$TMP/quick/study.db" "select count(*) from runs where status = 'done'")" = 9 ] ||
+    fail "the database does not hold 9 finished runs"
 [ "$(head -c 8 "$TMP/quick/simpleconvnet.png" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] ||
     fail "no plot simpleconvnet.png"
-ok "the quick sweep (basic; sync, async, ssp x 2, 4 workers) ran 7 runs into one database and study.md has a row for each"
+ok "the quick sweep (basic; sync, async, ssp, independent x 2, 4 workers) ran 9 runs into one database and study.md has a row for each"
 
 sed 's/^modes .*/modes sync bogus/' study/quick.conf >"$TMP/bad.conf"
 expect_exit 1 "a sweep file with an unknown mode is refused" -- study/run-study.sh "$TMP/bad.conf"

@@ -461,7 +461,8 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
             w.train_limit = 60000, w.test_limit = 10000, w.params = WIRE_TENSOR_FLOATS;
             w.incarnation = 0xfffffffeu, w.start_step = 0x123456789ULL;
             w.compress = PS__COMPRESSION__COMPRESSION_FP16, w.lr = 0.0123456789012345678;
-            w.token = 0x8000000000000001ULL;
+            w.token = 0x8000000000000001ULL, w.dataset = "fashion-mnist";
+            w.data_fingerprint = 0xdeadbeefu, w.momentum = 0.875, w.alive_seconds = 7.5e-3;
         }
         msg->u.welcome = w;
         if (!defaults)
@@ -483,7 +484,7 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
             p.worker_id = 5, p.step = 0x100000001ULL, p.version = 0xffffffffffffff00ULL;
             p.epoch = 9, p.loss = 2.30258512f, p.incarnation = 0xfffffff7u;
             p.token = 0xc0ffee0000000001ULL, p.offset = 1000, p.count = 224000;
-            p.part = 0x01020304u, p.parts = 0xfffffff0u;
+            p.part = 0x01020304u, p.parts = 0xfffffff0u, p.final_model = 1;
         }
         msg->u.push = p;
         msg->env.push = &msg->u.push;
@@ -551,7 +552,8 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
             w.run_id = -9876543210LL, w.mode = "async", w.staleness = 5, w.workers = 4000000003u;
             w.epochs = 17, w.batch_size = 128, w.seed = 0x0123456789abcdefULL, w.lr = 1.0 / 3;
             w.momentum = 0.9, w.train_limit = 59999, w.checkpoint_every = 250;
-            w.version = 0x7fffffffffffffffULL;
+            w.version = 0x7fffffffffffffffULL, w.lr_linear = 1, w.warmup_epochs = 2.5;
+            w.dataset = "mnist";
         }
         msg->u.swelcome = w;
         msg->env.shard_welcome = &msg->u.swelcome;
@@ -649,6 +651,10 @@ static void s_check_welcome(const Ps__Welcome *g, const Ps__Welcome *w)
     assert_int_equal(g->compress, w->compress);
     S_ASSERT_FP_EQ(g->lr, w->lr);
     assert_int_equal(g->token, w->token);
+    assert_string_equal(g->dataset, w->dataset);
+    assert_int_equal(g->data_fingerprint, w->data_fingerprint);
+    S_ASSERT_FP_EQ(g->momentum, w->momentum);
+    S_ASSERT_FP_EQ(g->alive_seconds, w->alive_seconds);
     assert_int_equal(g->n_shards, w->n_shards);
     for (size_t i = 0; i < w->n_shards; i++) {
         assert_string_equal(g->shards[i]->endpoint, w->shards[i]->endpoint);
@@ -674,6 +680,7 @@ static void s_check_push(const Ps__Push *g, const Ps__Push *w)
     assert_int_equal(g->count, w->count);
     assert_int_equal(g->part, w->part);
     assert_int_equal(g->parts, w->parts);
+    assert_int_equal(g->final_model, w->final_model);
 }
 
 static void s_check_epoch(const Ps__EpochReport *g, const Ps__EpochReport *w)
@@ -710,6 +717,9 @@ static void s_check_shard_welcome(const Ps__ShardWelcome *g, const Ps__ShardWelc
     assert_int_equal(g->train_limit, w->train_limit);
     assert_int_equal(g->checkpoint_every, w->checkpoint_every);
     assert_int_equal(g->version, w->version);
+    assert_int_equal(g->lr_linear, w->lr_linear);
+    S_ASSERT_FP_EQ(g->warmup_epochs, w->warmup_epochs);
+    assert_string_equal(g->dataset, w->dataset);
 }
 
 static void s_check_membership(const Ps__Membership *g, const Ps__Membership *w)
@@ -988,8 +998,7 @@ static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b)
         if (b->pad_name_to)
             assert_int_equal(hlen, b->pad_name_to);
         if (b->append_unknown) {
-            /* field 100, varint: its tag 800 takes two bytes (0xa0 0x06) */
-            h[hlen++] = 0xa0;
+            h[hlen++] = 0xa0; /* field 100 (no kind has it), varint: tag (100 << 3) | 0 */
             h[hlen++] = 0x06;
             h[hlen++] = 0x01;
         }

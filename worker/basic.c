@@ -63,7 +63,7 @@ static int s_setup(basic_t *b)
         return -1;
     }
     metrics_run_info_t info = {.mode = "basic",
-                               .dataset = o->data_dir,
+                               .dataset = o->dataset,
                                .workers = 1,
                                .epochs = o->epochs,
                                .batch_size = o->batch_size,
@@ -138,13 +138,14 @@ int basic_run(const worker_opts_t *o)
     int status = 1;
     basic_t b = {.o = o};
 
-    if (worker_load_data(o->data_dir, &b.train, &b.test) != 0)
+    if (worker_load_data(o, o->dataset, &b.train, &b.test) != 0)
         return 1;
     b.n = (o->train_limit > 0 && o->train_limit < b.train.count) ? o->train_limit : b.train.count;
     b.batches = (b.n + o->batch_size - 1) / o->batch_size;
-    printf("basic mode: %d training images, %d test images, batch %d, %d epochs, lr %g, "
+    printf("basic mode: %s, %d training images, %d test images, batch %d, %d epochs, lr %g, "
            "momentum %g, seed %llu, %d threads\n",
-           b.n, o->test_limit > 0 && o->test_limit < b.test.count ? o->test_limit : b.test.count,
+           o->dataset, b.n,
+           o->test_limit > 0 && o->test_limit < b.test.count ? o->test_limit : b.test.count,
            o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed, o->threads);
     if (s_setup(&b) != 0)
         goto out;

@@ -2,7 +2,12 @@
  * id, shard and recipe, then for each minibatch of its shard computes the
  * gradient on the weights it holds, pushes it and gets back the weights for
  * the next step; after each epoch it evaluates on the test set and reports
- * its figures, which the server writes into the metrics database.
+ * its figures, which the server writes into the metrics database. The
+ * connections to the server group, and each step's scatter of gradient
+ * parts and gather of weights, are link.c's. In mode
+ * independent (the original train_distributed.py) it takes its own SGD steps
+ * instead, pushes nothing per step, and pushes its trained model once at the
+ * end.
  *
  * Time per step is split as: compute (forward + backward), push (encoding and
  * queueing the gradient), wait (how long the server held the request at a
@@ -66,7 +71,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
         wire_msg_close(&reply);
         return REQ_FAIL;
     }
-    got.mode = NULL; /* these point into the reply */
+    got.mode = got.dataset = NULL; /* these point into the reply */
     got.n_shards = 0;
     got.shards = NULL;
     wire_msg_close(&reply);
@@ -150,6 +155,8 @@ typedef struct {
     float *residual;     /* int8: what encoding lost, added to the next gradient */
     float *local;        /* --push-every K > 1: this worker's own weights */
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
+    float *mom;          /* mode independent: the momentum of its own SGD (on local) */
+    double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -186,13 +193,23 @@ static int s_prepare(dist_t *d)
     char err[512];
     int id = (int)w->worker_id;
     snprintf(d->who, sizeof d->who, "worker %d", id);
-    if (worker_load_data(o->data_dir, &d->train, &d->test) != 0)
+    if (!idx_dataset_dir(d->c.dataset)) {
+        fprintf(stderr,
+                "error: the server trains on data set '%s', which this worker does not "
+                "know (%s): update the worker\n",
+                d->c.dataset, IDX_DATASETS);
+        return -1;
+    }
+    if (worker_load_data(o, d->c.dataset, &d->train, &d->test) != 0)
         return -1;
     if ((int)w->train_limit > d->train.count) {
         fprintf(stderr, "error: the server splits %u training images but %s has only %d\n",
-                w->train_limit, o->data_dir, d->train.count);
+                w->train_limit, worker_data_dir(o, d->c.dataset), d->train.count);
         return -1;
     }
+    if (worker_check_fingerprint(o, d->c.dataset, &d->train, (int)w->train_limit,
+                                 w->data_fingerprint) != 0)
+        return -1;
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
     d->test_limit = o->test_limit > 0 ? o->test_limit : (int)w->test_limit;
     d->batches = (d->n + (int)w->batch_size - 1) / (int)w->batch_size;
@@ -211,8 +228,13 @@ static int s_prepare(dist_t *d)
         d->local = malloc(MODEL_NPARAMS * sizeof(float));
         d->acc = malloc(MODEL_NPARAMS * sizeof(float));
     }
+    if (strcmp(d->c.mode, "independent") == 0) { /* its own model and momentum */
+        d->local = malloc(MODEL_NPARAMS * sizeof(float));
+        d->mom = malloc(MODEL_NPARAMS * sizeof(float));
+    }
     if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
-        (grouped && (!d->local || !d->acc))) {
+        (grouped && (!d->local || !d->acc)) ||
+        (strcmp(d->c.mode, "independent") == 0 && (!d->local || !d->mom))) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
@@ -229,6 +251,12 @@ static int s_join(dist_t *d, int first)
 {
     if (s_register(&d->c, d->name, d->host, &d->w, !first) != REQ_OK)
         return REQ_FAIL;
+    if (strcmp(d->c.mode, "independent") == 0 && (d->o->compress || d->o->push_every > 1)) {
+        fprintf(stderr, "error: --compress and --push-every change how gradients are pushed; in "
+                        "mode independent none is pushed (each worker trains its own model): "
+                        "drop them\n");
+        return REQ_FAIL;
+    }
     if (d->o->push_every > 1 && strcmp(d->c.mode, "sync") != 0) {
         /* Measured: async with 4 local steps per push diverged (50% after an
          * epoch): stale pushes 4 steps long, amplified by momentum. */
@@ -333,6 +361,42 @@ static int s_report_epoch(dist_t *d, int epoch, double seconds, const epoch_stat
     return s_tell(&d->c, &env);
 }
 
+/* independent: a pull every Welcome.alive_seconds (a quarter of the
+ * server's --worker-timeout) while training alone tells the server this
+ * worker is alive (it pushes nothing until its final model); the reply's
+ * weights are not used. */
+static int s_alive(dist_t *d)
+{
+    if (clock_now() - d->last_beat < d->w.alive_seconds)
+        return REQ_OK;
+    d->last_beat = clock_now();
+    Ps__Pull pull = PS__PULL__INIT;
+    pull.worker_id = d->w.worker_id;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    wire_msg_t reply;
+    int rc = link_request(&d->c, &env, NULL, PS__ENVELOPE__BODY_WEIGHTS, d->o->timeout, &reply);
+    if (rc == REQ_OK)
+        wire_msg_close(&reply);
+    return rc;
+}
+
+/* independent: pushes this worker's trained model, its one push (step 1). */
+static int s_push_model(dist_t *d)
+{
+    printf("%s: sending its model to the server\n", d->who);
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = d->w.worker_id;
+    p.step = 1;
+    p.epoch = d->w.epochs;
+    p.incarnation = d->w.incarnation;
+    p.final_model = 1;
+    link_push_begin(&d->c, &p, d->local, PS__ENCODING__ENCODING_F32, NULL);
+    double held;
+    return link_gather(&d->c, d->wbuf, &held);
+}
+
 /* engine_gradient_hooked's callback: grad[lo, hi) is final; the parts
  * within it leave now. */
 static void s_part_ready(void *arg, size_t lo, size_t hi)
@@ -348,6 +412,7 @@ static void s_part_ready(void *arg, size_t lo, size_t hi)
 static double s_gradient_hooked(dist_t *d, int lo, int m)
 {
     double loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+    d->c.push.loss = (float)loss; /* the server records it with the step */
     s_part_ready(d, 0, MODEL_NPARAMS);
     return loss;
 }
@@ -371,6 +436,19 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         int lo = b * batch, m = d->n - lo < batch ? d->n - lo : batch;
         double tc = clock_now();
         double loss;
+        if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
+            loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
+            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
+                           (float)d->w.momentum);
+            st.loss_sum += loss;
+            st.done++;
+            st.compute += clock_now() - tc;
+            progress_batch(prog, epoch, b + 1, loss);
+            int rc = s_alive(d);
+            if (rc != REQ_OK)
+                return rc;
+            continue;
+        }
         if (K == 1) {
             /* The gradient's parts leave as backward finishes their layers. */
             s_begin_push(d, push, epoch);
@@ -428,13 +506,22 @@ static int s_session(dist_t *d)
     progress_t prog;
     progress_init(&prog, epochs, d->batches, d->who);
     uint64_t step = 0; /* pushes before this epoch */
-    for (int epoch = 1; epoch <= epochs; epoch++, step += pushes) {
+    /* independent: the model lives here, so a new session starts it over,
+     * unless the server has it already (its one push) */
+    int model_sent = d->mom && w->start_step > 0;
+    if (d->mom) {
+        memset(d->mom, 0, MODEL_NPARAMS * sizeof(float));
+        d->last_beat = clock_now();
+    }
+    for (int epoch = 1; epoch <= epochs && !model_sent; epoch++, step += pushes) {
         rng_shuffle(&rng, d->order, d->n);
         if (step + pushes <= w->start_step)
             continue; /* applied before this session */
         if ((rc = s_epoch(d, epoch, step, &prog)) != REQ_OK)
             return rc;
     }
+    if (d->mom && !model_sent && (rc = s_push_model(d)) != REQ_OK)
+        return rc;
 
     Ps__Done done = PS__DONE__INIT;
     done.worker_id = (uint32_t)id;
@@ -480,6 +567,7 @@ int distributed_run(const worker_opts_t *o)
     free(d.residual);
     free(d.local);
     free(d.acc);
+    free(d.mom);
     idx_free(&d.train);
     idx_free(&d.test);
     return rc == REQ_OK ? 0 : 1;

@@ -100,8 +100,8 @@ static int s_curve(void *sock, const worker_opts_t *o, const char *server_z85, i
  * and the result is REQ_LATE (an answer to an earlier, resent request: wait
  * on), REQ_REJOIN (the server does not know this connection) or REQ_FAIL
  * (refused or unexpected, after printing why). */
-static int s_judge_reply(const link_server_t *srv, const Ps__Envelope *req, Ps__Envelope__BodyCase want,
-                         wire_msg_t *reply)
+static int s_judge_reply(const link_server_t *srv, const Ps__Envelope *req,
+                         Ps__Envelope__BodyCase want, wire_msg_t *reply)
 {
     Ps__Envelope *env = reply->env;
     int is_error = env->body_case == PS__ENVELOPE__BODY_ERROR;
@@ -121,8 +121,7 @@ static int s_judge_reply(const link_server_t *srv, const Ps__Envelope *req, Ps__
                     "registering again\n",
                     srv->name, env->error->message ? env->error->message : "");
         else
-            fprintf(stderr, "error: %s refused %s: %s\n", srv->name,
-                    wire_kind_name(req->body_case),
+            fprintf(stderr, "error: %s refused %s: %s\n", srv->name, wire_kind_name(req->body_case),
                     env->error->message ? env->error->message : "(no message)");
         wire_msg_close(reply);
         return rejoin ? REQ_REJOIN : REQ_FAIL;
@@ -328,7 +327,7 @@ static const char *s_servers_problem(const Ps__Welcome *w)
         if (r->lo != at || r->hi <= r->lo || r->hi > MODEL_NPARAMS)
             return "the servers' ranges do not tile the parameter vector";
         if ((i == 0) != (!r->endpoint || !r->endpoint[0]) ||
-            (r->endpoint && strlen(r->endpoint) >= sizeof ((link_server_t *)0)->endpoint))
+            (r->endpoint && strlen(r->endpoint) >= sizeof((link_server_t *)0)->endpoint))
             return "a server's endpoint is missing or too long";
         at = r->hi;
     }
@@ -348,6 +347,7 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
     l->token = w->token;
     l->push.worker_id = w->worker_id;
     snprintf(l->mode, sizeof l->mode, "%s", w->mode ? w->mode : "?");
+    snprintf(l->dataset, sizeof l->dataset, "%s", w->dataset && *w->dataset ? w->dataset : "mnist");
     for (int i = 0; i < l->servers; i++) {
         const Ps__ShardRange *r = w->shards[i];
         link_server_t *srv = &l->srv[i];
@@ -361,8 +361,8 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
         snprintf(srv->name, sizeof srv->name, "shard %d at %s", i, r->endpoint);
         if (s_check_endpoint(srv->endpoint, "the Welcome's shard endpoint") != 0)
             return -1;
-        const char *key = l->o->curve_secret && r->public_key && r->public_key[0] ? r->public_key
-                                                                                 : NULL;
+        const char *key =
+            l->o->curve_secret && r->public_key && r->public_key[0] ? r->public_key : NULL;
         if (l->o->curve_secret && !key) {
             fprintf(stderr, "error: the head gave no CurveZMQ key for %s\n", srv->name);
             return -1;
@@ -492,8 +492,8 @@ static int s_take_reply(link_t *l, int i, wire_msg_t *m, float *weights)
     const Ps__Weights *wm = m->env->weights;
     size_t n = srv->hi - srv->lo;
     if (wm->offset != srv->lo || m->count != n) {
-        fprintf(stderr, "error: %s sent the values [%u, %zu); its range is [%zu, %zu)\n",
-                srv->name, wm->offset, (size_t)wm->offset + m->count, srv->lo, srv->hi);
+        fprintf(stderr, "error: %s sent the values [%u, %zu); its range is [%zu, %zu)\n", srv->name,
+                wm->offset, (size_t)wm->offset + m->count, srv->lo, srv->hi);
         wire_msg_close(m);
         return REQ_FAIL;
     }
@@ -559,12 +559,13 @@ static int s_wait_all(link_t *l, float *weights)
         if (now >= deadline || worker_stop) {
             for (int i = 0; i < l->servers && !worker_stop; i++)
                 if (!l->srv[i].answered)
-                    fprintf(stderr,
-                            "error: no reply from %s within %.0f s (--timeout), though resent: "
-                            "is that paramserver running and reachable at that address? (With "
-                            "CurveZMQ a server also stays silent to a worker it does not "
-                            "admit.)\n",
-                            l->srv[i].name, l->o->timeout);
+                    fprintf(
+                        stderr,
+                        "error: no reply to %s from %s within %.0f s (--timeout), though resent: "
+                        "is that paramserver running and reachable at that address? (With "
+                        "CurveZMQ a server also stays silent to a worker it does not "
+                        "admit.)\n",
+                        l->pushing ? "push" : "pull", l->srv[i].name, l->o->timeout);
             return REQ_FAIL;
         }
         long ms = (long)((until - now) * 1000) + 1;
@@ -609,8 +610,7 @@ int link_gather(link_t *l, float *weights, double *held)
         return REQ_FAIL;
     for (int i = 0; i < l->servers && !l->pushing; i++)
         if (s_send_request(l, i, 0) != 0) {
-            fprintf(stderr, "error: cannot send to %s: %s\n", l->srv[i].name,
-                    zmq_strerror(errno));
+            fprintf(stderr, "error: cannot send to %s: %s\n", l->srv[i].name, zmq_strerror(errno));
             return REQ_FAIL;
         }
     if (!l->pushing)

@@ -25,10 +25,10 @@
 enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3, REQ_RETRY = -4 };
 
 typedef struct {
-    void *sock; /* [0]: the head's */
-    char endpoint[256], name[300]; /* name: for messages */
-    size_t lo, hi;                 /* its range */
-    uint64_t version;              /* of the weights it last sent */
+    void *sock;                                              /* [0]: the head's */
+    char endpoint[256], name[300];                           /* name: for messages */
+    size_t lo, hi;                                           /* its range */
+    uint64_t version;                                        /* of the weights it last sent */
     size_t part_lo[LINK_MAX_PARTS], part_hi[LINK_MAX_PARTS]; /* backward order */
     int parts;
     /* this step's exchange */
@@ -51,7 +51,8 @@ typedef struct {
     Ps__Push push;
     const float *grad;
     float *residual;
-    char mode[16];       /* the server's consistency mode, from the Welcome */
+    char mode[16];    /* the server's consistency mode, from the Welcome */
+    char dataset[32]; /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "idx.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -34,7 +35,11 @@ static void s_usage(FILE *f)
             "  --basic               train alone, with no server\n"
             "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
             "Options:\n"
-            "  --data-dir DIR        MNIST IDX files, raw or .gz (default: $MNIST_DIR or data)\n"
+            "  --dataset NAME        mnist or fashion-mnist (basic; default mnist; with --server\n"
+            "                        the server's)\n"
+            "  --data-dir DIR        the data set's IDX files, raw or .gz (default: mnist\n"
+            "                        $MNIST_DIR or data, fashion-mnist $FASHION_MNIST_DIR or\n"
+            "                        data/fashion-mnist)\n"
             "  --epochs N            epochs (basic; default 5; with --server the server decides\n"
             "                        epochs, batch size, lr, momentum, seed and the shard)\n"
             "  --batch-size N        minibatch size (basic; default 64)\n"
@@ -96,7 +101,8 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         O_CURVE,
         O_SERVER_KEY,
         O_COMPRESS,
-        O_PUSH_EVERY
+        O_PUSH_EVERY,
+        O_DATASET /* issue 14 */
     };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
@@ -119,6 +125,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         {"server-key", required_argument, 0, O_SERVER_KEY},
         {"compress", required_argument, 0, O_COMPRESS},
         {"push-every", required_argument, 0, O_PUSH_EVERY},
+        {"dataset", required_argument, 0, O_DATASET},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -162,6 +169,13 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         case O_CONNECT_TIMEOUT:
             bad |= args_double("--connect-timeout", optarg, 0.1, 1e6, &o->connect_timeout);
             break;
+        case O_DATASET:
+            o->dataset = optarg;
+            if (!idx_dataset_dir(optarg)) {
+                fprintf(stderr, "error: --dataset '%s' is not one of %s\n", optarg, IDX_DATASETS);
+                bad = 1;
+            }
+            break;
         case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
@@ -172,6 +186,11 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
     }
     if (!bad && *basic == (o->server != NULL)) {
         fprintf(stderr, "error: give exactly one of --basic or --server ADDR\n");
+        bad = 1;
+    }
+    if (!bad && o->server && o->dataset) {
+        fprintf(stderr, "error: --dataset is for --basic; with --server the server's "
+                        "--dataset decides\n");
         bad = 1;
     }
     if (!bad && (o->curve_secret != NULL) != (o->server_key != NULL)) {
@@ -185,9 +204,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
 
 int main(int argc, char **argv)
 {
-    const char *env_dir = getenv("MNIST_DIR");
-    worker_opts_t o = {.data_dir = env_dir && *env_dir ? env_dir : "data",
-                       .out_dir = "results",
+    worker_opts_t o = {.out_dir = "results",
                        .db = "results/metrics.db",
                        .epochs = 5,
                        .batch_size = 64,
@@ -202,6 +219,8 @@ int main(int argc, char **argv)
     int rc = s_parse_flags(argc, argv, &o, &basic);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    if (basic && !o.dataset)
+        o.dataset = "mnist";
     if (o.threads == 0)
         o.threads = basic ? args_cpus() : 1;
     if ((o.batch_size + o.threads - 1) / o.threads > 128) {

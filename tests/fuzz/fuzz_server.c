@@ -205,6 +205,7 @@ static rig_t *s_rig(int mode, int shards)
     snprintf(r->ep, sizeof r->ep, "inproc://fuzz-%d-%d", mode, shards);
     r->o = (server_opts_t){.bind = r->ep,
                            .data_dir = NULL,
+                           .dataset = "mnist",
                            .db = ":memory:",
                            .out_dir = dir,
                            .checkpoint = "/dev/null",
