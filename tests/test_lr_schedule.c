@@ -136,10 +136,9 @@ static void test_sync_server_applies_it(void **state)
     for (int round = 0; round < 4; round++) {
         assert_float_equal(cons_lr(&s_o, s->version, 2, 2), want[round], 1e-15);
         for (int k = 0; k < 2; k++) {
-            /* no message: the round keeps g itself; the replies find no worker
-             * ("cannot send weights" warnings) */
-            wire_msg_t m = {0};
-            cons_policy(MODE_SYNC)->on_push(s, &s->slots[k], g, &m, s->version);
+            /* the round keeps g itself; the replies find no worker ("cannot
+             * send weights" warnings) */
+            cons_policy(MODE_SYNC)->on_push(s, &s->slots[k], g, s->version);
         }
         /* the round's average of g and g is g, exactly */
         model_sgd_step(w, v, g, MODEL_NPARAMS, (float)want[round], 0.9f);
