@@ -158,12 +158,12 @@ __attribute__((target("avx,f16c"))) static size_t s_to_half_f16c(const float *in
     return i;
 }
 
-__attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const uint16_t *in, float *out,
-                                                                   size_t n)
+__attribute__((target("avx,f16c"))) static size_t s_from_half_f16c(const unsigned char *in,
+                                                                   float *out, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + 2 * i))));
     return i;
 }
 
@@ -250,7 +250,18 @@ static void s_to_half(const float *in, uint16_t *out, size_t n)
         out[i] = s_f2h(in[i]);
 }
 
-static void s_from_half(const uint16_t *in, float *out, size_t n)
+/* Half i of a frame at any address (CurveZMQ, and plain TCP for a small
+ * frame, can deliver one at an odd address, where a uint16_t load is
+ * undefined). */
+static uint16_t s_half_at(const unsigned char *in, size_t i)
+{
+    uint16_t h;
+    memcpy(&h, in + 2 * i, sizeof h);
+    return h;
+}
+
+/* in: n halves at any address. */
+static void s_from_half(const unsigned char *in, float *out, size_t n)
 {
     size_t i = 0;
 #ifdef S_HAVE_F16C_PATH
@@ -258,7 +269,7 @@ static void s_from_half(const uint16_t *in, float *out, size_t n)
         i = s_from_half_f16c(in, out, n);
 #endif
     for (; i < n; i++)
-        out[i] = s_h2f(in[i]);
+        out[i] = s_h2f(s_half_at(in, i));
 }
 
 /* Blocks of an int8 frame of `count` values. */
@@ -356,7 +367,7 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     const unsigned char *in = zmq_msg_data((zmq_msg_t *)&m->tensor_msg);
     size_t count = m->count ? m->count : WIRE_TENSOR_FLOATS; /* 0: a message built by hand */
     if (m->encoding == PS__ENCODING__ENCODING_F16)
-        s_from_half((const uint16_t *)in, scratch, count);
+        s_from_half(in, scratch, count);
     else
         for (size_t b = 0; b < s_i8_blocks(count); b++) {
             size_t n;
@@ -376,9 +387,8 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
 static long s_check_compressed(const unsigned char *in, size_t count, int encoding)
 {
     if (encoding == PS__ENCODING__ENCODING_F16) {
-        const uint16_t *h = (const uint16_t *)in;
         for (size_t i = 0; i < count; i++)
-            if ((h[i] & 0x7c00) == 0x7c00)
+            if ((s_half_at(in, i) & 0x7c00) == 0x7c00)
                 return (long)i;
         return -1;
     }
@@ -484,7 +494,7 @@ static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, siz
             rc = PS__ERROR_CODE__ERROR_MALFORMED;
         }
     } else {
-        if (((uintptr_t)t & 3) != 0) { /* CurveZMQ can deliver a frame at any address */
+        if (((uintptr_t)t & 3) != 0) { /* CurveZMQ, TCP for a small frame: any address */
             if (!(m->aligned = malloc(tlen ? tlen : 1))) {
                 errmsg_set(err, errlen, "out of memory for a tensor frame");
                 return PS__ERROR_CODE__ERROR_STATE;

@@ -61,8 +61,9 @@ typedef struct {
     const float *tensor;  /* F32: `count` floats in the received frame; else NULL */
     int encoding;         /* of the tensor frame, when there is one */
     size_t count;         /* values in the tensor frame (the header's count; 0 there: all) */
-    float *aligned;       /* F32 in a frame not aligned for floats (CurveZMQ can deliver
-                           * one so): a copy, which `tensor` points to */
+    float *aligned;       /* F32 in a frame not aligned for floats (CurveZMQ, and plain
+                           * TCP for a small frame, can deliver one so): a copy, which
+                           * `tensor` points to */
     zmq_msg_t tensor_msg; /* the tensor frame */
     int has_tensor_msg;
     size_t bytes; /* bytes received (all frames) */

@@ -354,6 +354,13 @@ void member_register(server_t *s, const wire_peer_t *peer, const Ps__Register *r
         srv_log_refused(s, "refused registration of %s: the run has started", name);
         return;
     }
+    if (s->registered >= s->o->workers) { /* full, and the run waits for the group's shards */
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_FULL,
+                  "all worker slots are taken (--workers); the run starts once every shard of "
+                  "the server group has joined");
+        srv_log_refused(s, "refused registration of %s: all worker slots are taken", name);
+        return;
+    }
     s_register_new(s, peer, r, name);
 }
 

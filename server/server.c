@@ -641,6 +641,12 @@ void server_reset(server_t *s)
     s->updates = s->stale_max = s->duplicates = s->bytes_in = s->bytes_out = 0;
     s->stale_sum = s->worker_train_max = 0.0;
     s->refusals_logged = s->refusals_hidden = s->db_failures = 0;
+    /* The head forgets its shards too (who joined, the membership's seq). */
+    if (s->shard == 0) {
+        group_destroy(s);
+        if (group_head_new(s) != 0)
+            abort(); /* the fuzzer's rig is broken */
+    }
     /* The rows of every input would pile up in an in-memory database: start
      * a new one now and then. */
     if (++s->resets % 4096 == 0) {

@@ -1,13 +1,19 @@
 /* Tests for wire, the codec between ZeroMQ frames and checked ps.proto
  * messages. One process, one context: a ROUTER (the server's side) bound to
  * an ephemeral port on 127.0.0.1 and a DEALER (a worker's side) connected to
- * it. Every message kind makes the round trip both ways with every field set
- * to a distinctive value; then hand-made frames that a broken or hostile peer
- * could send (another protocol version, garbage, a missing, short, extra or
- * non-finite tensor...) must each be refused with the right error code and a
- * message that says why, leave nothing to free, and leave the socket in step
- * so that the next good message still arrives. Nothing sleeps: every receive
- * waits in zmq_poll with a deadline and fails the test when it expires. */
+ * it. Every message kind (the server group's too) makes the round trip both
+ * ways with every field set to a distinctive value and with every field at
+ * its default; tensors of a counted part of the vector travel as float32,
+ * float16 and int8 (a partial last block). Then hand-made frames that a
+ * broken or hostile peer could send (another protocol version, garbage, a
+ * missing, short, extra or non-finite tensor, a count over the vector, a
+ * frame whose size does not match its count and encoding...) must each be
+ * refused with the right error code and a message that says why, leave
+ * nothing to free, and leave the socket in step so that the next good
+ * message still arrives. A frame at an odd address (over inproc, where
+ * ZeroMQ hands over the frame as it was sent) must be accepted and equal.
+ * Nothing sleeps: every receive waits in zmq_poll with a deadline and fails
+ * the test when it expires. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,11 +38,17 @@ static const unsigned char s_dealer_id[] = {'w', 'k', 0x00, 0xff, 0x7f, '7'};
 
 typedef struct {
     void *ctx;
-    void *router;       /* the server's side */
-    void *dealer;       /* a worker's side */
-    wire_peer_t peer;   /* the dealer as the router sees it */
-    float *tensor;      /* the reference: WIRE_TENSOR_FLOATS distinct values */
-    float *scratch;     /* what is sent, scribbled over after each send */
+    void *router;     /* the server's side */
+    void *dealer;     /* a worker's side */
+    wire_peer_t peer; /* the dealer as the router sees it */
+    float *tensor;    /* the reference: WIRE_TENSOR_FLOATS distinct values */
+    float *scratch;   /* what is sent, scribbled over after each send */
+    float *exact;     /* values that float16 and int8 carry exactly (s_fill_exact) */
+    /* an inproc pair, where a frame arrives at the address it was sent
+     * from (test_odd_address); here so that the teardown closes it even
+     * after a failure, which would else leave zmq_ctx_term waiting */
+    void *odd_router, *odd_dealer;
+    uint8_t *odd_buf;   /* the frame's memory; the frame lies at odd_buf + 1 */
     uint32_t next_pull; /* worker_id of the next "good" Pull, so each is unique */
 } s_fixture_t;
 
@@ -53,6 +65,13 @@ static const char *s_dir_name(s_dir_t dir)
         double g_ = (got), w_ = (want);                                                            \
         if (memcmp(&g_, &w_, sizeof g_) != 0)                                                      \
             fail_msg("%s: got %a (%.17g), want %a (%.17g)", #got, g_, g_, w_, w_);                 \
+    } while (0)
+
+#define S_ASSERT_I64_EQ(got, want)                                                                 \
+    do {                                                                                           \
+        long long g_ = (got), w_ = (want);                                                         \
+        if (g_ != w_)                                                                              \
+            fail_msg("%s: got %lld, want %lld", #got, g_, w_);                                     \
     } while (0)
 
 static double s_mono_ms(void)
@@ -91,6 +110,19 @@ static void s_fill_tensor(float *t)
     t[3] = -FLT_MAX;
 }
 
+/* Values that float16 and int8 carry exactly: in each int8 block of 256,
+ * multiples of 2^-(1 + b % 8) up to 127 of them, the block's first value
+ * the largest in magnitude (so every block's scale, a partial last one's
+ * too, is exactly that step); the step differs between neighbouring blocks
+ * so that a shift by a block shows. */
+static void s_fill_exact(float *t)
+{
+    for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++) {
+        int q = (int)(i % WIRE_I8_BLOCK % 255) - 127; /* -127 .. 127 */
+        t[i] = ldexpf((float)q, -1 - (int)(i / WIRE_I8_BLOCK % 8));
+    }
+}
+
 static void *s_socket(void *ctx, int type)
 {
     void *s = zmq_socket(ctx, type);
@@ -127,11 +159,13 @@ static int s_setup(void **state)
     *state = fx;
     wire_init();
     fx->tensor = malloc(S_TENSOR_BYTES);
-    fx->scratch = malloc(S_TENSOR_BYTES);
+    fx->scratch = malloc(S_TENSOR_BYTES + sizeof(float)); /* + 1: a guard */
+    fx->exact = malloc(S_TENSOR_BYTES);
     fx->ctx = zmq_ctx_new();
-    if (!fx->tensor || !fx->scratch || !fx->ctx)
+    if (!fx->tensor || !fx->scratch || !fx->exact || !fx->ctx)
         return -1;
     s_fill_tensor(fx->tensor);
+    s_fill_exact(fx->exact);
     fx->router = s_socket(fx->ctx, ZMQ_ROUTER);
     fx->dealer = s_socket(fx->ctx, ZMQ_DEALER);
     if (!fx->router || !fx->dealer)
@@ -147,6 +181,14 @@ static int s_setup(void **state)
         zmq_getsockopt(fx->router, ZMQ_LAST_ENDPOINT, endpoint, &len) != 0 ||
         zmq_connect(fx->dealer, endpoint) != 0) {
         fprintf(stderr, "setup: %s\n", zmq_strerror(errno));
+        return -1;
+    }
+    fx->odd_router = s_socket(fx->ctx, ZMQ_ROUTER);
+    fx->odd_dealer = s_socket(fx->ctx, ZMQ_DEALER);
+    if (!fx->odd_router || !fx->odd_dealer ||
+        zmq_bind(fx->odd_router, "inproc://test-wire-odd") != 0 ||
+        zmq_connect(fx->odd_dealer, "inproc://test-wire-odd") != 0) {
+        fprintf(stderr, "setup: inproc: %s\n", zmq_strerror(errno));
         return -1;
     }
     uint32_t id = s_send_pull(fx, S_UP);
@@ -176,12 +218,18 @@ static int s_teardown(void **state)
         return 0;
     if (fx->dealer)
         zmq_close(fx->dealer);
+    if (fx->odd_dealer)
+        zmq_close(fx->odd_dealer);
+    if (fx->odd_router)
+        zmq_close(fx->odd_router);
+    free(fx->odd_buf);
     if (fx->router)
         zmq_close(fx->router);
     if (fx->ctx)
         zmq_ctx_term(fx->ctx);
     free(fx->tensor);
     free(fx->scratch);
+    free(fx->exact);
     free(fx);
     return 0;
 }
@@ -282,7 +330,7 @@ static int s_mentions(const char *text, unsigned long v)
 
 /* ---- 1. Round trip of every kind ------------------------------------------------------- */
 
-/* Storage for one message of any kind. */
+/* Storage for one message of any kind, with the submessages it points to. */
 typedef struct {
     Ps__Envelope env;
     union {
@@ -295,27 +343,95 @@ typedef struct {
         Ps__Done done;
         Ps__Ack ack;
         Ps__Error error;
+        Ps__ShardJoin join;
+        Ps__ShardWelcome swelcome;
+        Ps__Membership membership;
+        Ps__ShardPing ping;
+        Ps__ShardFinal final;
     } u;
+    Ps__ShardRange ranges[3]; /* Welcome.shards */
+    Ps__ShardRange *range_ptrs[3];
+    Ps__Member members[3]; /* Membership.members */
+    Ps__Member *member_ptrs[3];
+    Ps__ShardPing stats; /* ShardFinal.stats */
 } s_msg_t;
 
 static const Ps__Envelope__BodyCase s_kinds[] = {
-    PS__ENVELOPE__BODY_REGISTER, PS__ENVELOPE__BODY_WELCOME, PS__ENVELOPE__BODY_PULL,
-    PS__ENVELOPE__BODY_PUSH,     PS__ENVELOPE__BODY_WEIGHTS, PS__ENVELOPE__BODY_EPOCH,
-    PS__ENVELOPE__BODY_DONE,     PS__ENVELOPE__BODY_ACK,     PS__ENVELOPE__BODY_ERROR,
+    PS__ENVELOPE__BODY_REGISTER,   PS__ENVELOPE__BODY_WELCOME,       PS__ENVELOPE__BODY_PULL,
+    PS__ENVELOPE__BODY_PUSH,       PS__ENVELOPE__BODY_WEIGHTS,       PS__ENVELOPE__BODY_EPOCH,
+    PS__ENVELOPE__BODY_DONE,       PS__ENVELOPE__BODY_ACK,           PS__ENVELOPE__BODY_ERROR,
+    PS__ENVELOPE__BODY_SHARD_JOIN, PS__ENVELOPE__BODY_SHARD_WELCOME, PS__ENVELOPE__BODY_MEMBERSHIP,
+    PS__ENVELOPE__BODY_SHARD_PING, PS__ENVELOPE__BODY_SHARD_FINAL,
 };
 #define S_NKINDS (sizeof s_kinds / sizeof s_kinds[0])
 
 static int s_needs_tensor(Ps__Envelope__BodyCase kind)
 {
-    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS;
+    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS ||
+           kind == PS__ENVELOPE__BODY_SHARD_FINAL;
 }
 
 /* The distinctive values: each field its own, wide enough to catch a
- * truncation to 32 bits, a lost sign or a float sent as a double. */
+ * truncation to 32 bits, a lost sign or a float sent as a double. The
+ * codec checks no field's meaning (the server does), so some are values no
+ * server would send. */
 #define S_NAME "w\xc3\xb6rker-\xce\xb1:4242" /* UTF-8 */
 #define S_HOST "node-17.example"
 #define S_MODE "ssp"
 #define S_MSG "slot taken: \"w\xc3\xb6rker-\xce\xb1\""
+#define S_KEY "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7" /* a Z85 public key */
+#define S_SHARD_EP "tcp://shard-\xce\xb1.example:5556"
+#define S_REQUEST 0xfedcba9876543211ULL
+
+/* Welcome.shards: a group of 3, the head first ("" endpoint). */
+static void s_build_ranges(s_msg_t *msg)
+{
+    static const struct {
+        const char *endpoint, *key;
+        uint32_t lo, hi;
+    } r[3] = {{"", "", 0, 75011},
+              {S_SHARD_EP, S_KEY, 75011, 150022},
+              {"tcp://[::1]:7", "", 150022, WIRE_TENSOR_FLOATS}};
+    for (int i = 0; i < 3; i++) {
+        ps__shard_range__init(&msg->ranges[i]);
+        msg->ranges[i].endpoint = (char *)r[i].endpoint;
+        msg->ranges[i].public_key = (char *)r[i].key;
+        msg->ranges[i].lo = r[i].lo;
+        msg->ranges[i].hi = r[i].hi;
+        msg->range_ptrs[i] = &msg->ranges[i];
+    }
+    msg->u.welcome.n_shards = 3;
+    msg->u.welcome.shards = msg->range_ptrs;
+}
+
+/* Membership.members: two distinctive members and one at the defaults. */
+static void s_build_members(s_msg_t *msg)
+{
+    for (int i = 0; i < 3; i++) {
+        ps__member__init(&msg->members[i]);
+        msg->member_ptrs[i] = &msg->members[i];
+    }
+    Ps__Member *a = &msg->members[0], *b = &msg->members[2];
+    a->id = 4000000000u, a->incarnation = 3, a->active = 1, a->token = 0x8000000000000001ULL;
+    a->compress = PS__COMPRESSION__COMPRESSION_INT8, a->key = S_KEY, a->start_step = 1ULL << 40;
+    b->id = 1, b->done = 1, b->token = UINT64_MAX, b->compress = PS__COMPRESSION__COMPRESSION_FP16;
+    b->key = "", b->start_step = 12345;
+    msg->u.membership.n_members = 3;
+    msg->u.membership.members = msg->member_ptrs;
+}
+
+/* A ShardPing's figures, distinctive (seed makes each message's its own). */
+static void s_build_ping(Ps__ShardPing *p, uint64_t seed)
+{
+    p->shard = (uint32_t)(seed + 1);
+    p->seq = (1ULL << 40) + seed;
+    p->version = 0x0102030405060708ULL + seed;
+    p->updates = 0x1111111111ULL + seed;
+    p->bytes_in = 0x7fffffffffffffffULL - seed;
+    p->bytes_out = 0x8000000000000000ULL + seed;
+    p->apply_seconds = 0.1 + 1e-17 * (double)seed;
+    p->duplicates = UINT64_MAX - seed;
+}
 
 /* Fills msg with a kind's body: distinctive values, or the defaults. Over 80
  * lines because it is a table, one case per message kind; it reads as one. */
@@ -325,11 +441,14 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
     Ps__Envelope env = PS__ENVELOPE__INIT;
     msg->env = env;
     msg->env.body_case = kind;
+    if (!defaults)
+        msg->env.request_id = S_REQUEST;
     switch (kind) {
     case PS__ENVELOPE__BODY_REGISTER: {
         Ps__Register r = PS__REGISTER__INIT;
         if (!defaults)
-            r.name = S_NAME, r.host = S_HOST, r.threads = 4000000001u;
+            r.name = S_NAME, r.host = S_HOST, r.threads = 4000000001u,
+            r.compress = PS__COMPRESSION__COMPRESSION_INT8;
         msg->u.reg = r;
         msg->env.register_ = &msg->u.reg;
         break;
@@ -340,24 +459,33 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
             w.worker_id = 3, w.workers = 7, w.run_id = -1234567890123LL, w.mode = S_MODE;
             w.staleness = 11, w.epochs = 13, w.batch_size = 64, w.seed = 0xfedcba9876543210ULL;
             w.train_limit = 60000, w.test_limit = 10000, w.params = WIRE_TENSOR_FLOATS;
+            w.incarnation = 0xfffffffeu, w.start_step = 0x123456789ULL;
+            w.compress = PS__COMPRESSION__COMPRESSION_FP16, w.lr = 0.0123456789012345678;
+            w.token = 0x8000000000000001ULL, w.dataset = "fashion-mnist";
+            w.data_fingerprint = 0xdeadbeefu, w.momentum = 0.875, w.alive_seconds = 7.5e-3;
         }
         msg->u.welcome = w;
+        if (!defaults)
+            s_build_ranges(msg);
         msg->env.welcome = &msg->u.welcome;
         break;
     }
     case PS__ENVELOPE__BODY_PULL: {
         Ps__Pull p = PS__PULL__INIT;
         if (!defaults)
-            p.worker_id = 0xdeadbeefu;
+            p.worker_id = 0xdeadbeefu, p.token = 0xfedcba9876543210ULL;
         msg->u.pull = p;
         msg->env.pull = &msg->u.pull;
         break;
     }
     case PS__ENVELOPE__BODY_PUSH: {
         Ps__Push p = PS__PUSH__INIT;
-        if (!defaults)
-            p.worker_id = 5, p.step = 0x100000001ULL, p.version = 0xffffffffffffff00ULL,
-            p.epoch = 9, p.loss = 2.30258512f;
+        if (!defaults) {
+            p.worker_id = 5, p.step = 0x100000001ULL, p.version = 0xffffffffffffff00ULL;
+            p.epoch = 9, p.loss = 2.30258512f, p.incarnation = 0xfffffff7u;
+            p.token = 0xc0ffee0000000001ULL, p.offset = 1000, p.count = 224000;
+            p.part = 0x01020304u, p.parts = 0xfffffff0u, p.final_model = 1;
+        }
         msg->u.push = p;
         msg->env.push = &msg->u.push;
         break;
@@ -365,7 +493,8 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
     case PS__ENVELOPE__BODY_WEIGHTS: {
         Ps__Weights w = PS__WEIGHTS__INIT;
         if (!defaults)
-            w.version = 0x123456789abcULL, w.held_seconds = 0.1234567890123456789;
+            w.version = 0x123456789abcULL, w.held_seconds = 0.1234567890123456789,
+            w.offset = 112517, w.count = 112517;
         msg->u.weights = w;
         msg->env.weights = &msg->u.weights;
         break;
@@ -386,7 +515,7 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
     case PS__ENVELOPE__BODY_DONE: {
         Ps__Done d = PS__DONE__INIT;
         if (!defaults)
-            d.worker_id = 2, d.train_seconds = 3600.000001, d.test_accuracy = -0.5;
+            d.worker_id = 2, d.train_seconds = 3600.000001, d.test_accuracy = -0.5, d.leaving = 1;
         msg->u.done = d;
         msg->env.done = &msg->u.done;
         break;
@@ -402,19 +531,238 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
     case PS__ENVELOPE__BODY_ERROR: {
         Ps__Error e = PS__ERROR__INIT;
         if (!defaults)
-            e.code = PS__ERROR_CODE__ERROR_FULL, e.message = S_MSG;
+            e.code = PS__ERROR_CODE__ERROR_RETRY, e.message = S_MSG;
         msg->u.error = e;
         msg->env.error = &msg->u.error;
+        break;
+    }
+    case PS__ENVELOPE__BODY_SHARD_JOIN: {
+        Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+        if (!defaults)
+            j.shard = 63, j.endpoint = S_SHARD_EP, j.public_key = S_KEY, j.resumed = 1,
+            j.version = UINT64_MAX;
+        msg->u.join = j;
+        msg->env.shard_join = &msg->u.join;
+        break;
+    }
+    case PS__ENVELOPE__BODY_SHARD_WELCOME: {
+        Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
+        if (!defaults) {
+            w.shard = 2, w.shards = 3, w.lo = 150022, w.hi = WIRE_TENSOR_FLOATS;
+            w.run_id = -9876543210LL, w.mode = "async", w.staleness = 5, w.workers = 4000000003u;
+            w.epochs = 17, w.batch_size = 128, w.seed = 0x0123456789abcdefULL, w.lr = 1.0 / 3;
+            w.momentum = 0.9, w.train_limit = 59999, w.checkpoint_every = 250;
+            w.version = 0x7fffffffffffffffULL, w.lr_linear = 1, w.warmup_epochs = 2.5;
+            w.dataset = "mnist";
+        }
+        msg->u.swelcome = w;
+        msg->env.shard_welcome = &msg->u.swelcome;
+        break;
+    }
+    case PS__ENVELOPE__BODY_MEMBERSHIP: {
+        Ps__Membership m = PS__MEMBERSHIP__INIT;
+        if (!defaults)
+            m.seq = 0x100000000ULL, m.over = 1, m.started = 1, m.rollbacks = 0xfffffffeu,
+            m.rollback_version = 0x8000000000000000ULL, m.run_id = -5;
+        msg->u.membership = m;
+        if (!defaults)
+            s_build_members(msg);
+        msg->env.membership = &msg->u.membership;
+        break;
+    }
+    case PS__ENVELOPE__BODY_SHARD_PING: {
+        Ps__ShardPing p = PS__SHARD_PING__INIT;
+        if (!defaults)
+            s_build_ping(&p, 0);
+        msg->u.ping = p;
+        msg->env.shard_ping = &msg->u.ping;
+        break;
+    }
+    case PS__ENVELOPE__BODY_SHARD_FINAL: {
+        Ps__ShardFinal f = PS__SHARD_FINAL__INIT;
+        if (!defaults) {
+            f.shard = 2, f.version = 0x0abcdef012345678ULL, f.offset = 150022, f.count = 75012;
+            ps__shard_ping__init(&msg->stats);
+            s_build_ping(&msg->stats, 7);
+            f.stats = &msg->stats;
+        }
+        msg->u.final = f;
+        msg->env.shard_final = &msg->u.final;
         break;
     }
     default: fail_msg("no such kind %d", (int)kind);
     }
 }
 
+/* Where the tensor of a message of a kind with one starts in the flat
+ * vector and how many values it holds (the header's count; 0 there: all). */
+static void s_tensor_span(const s_msg_t *msg, size_t *offset, size_t *count)
+{
+    uint32_t off = 0, n = 0;
+    switch (msg->env.body_case) {
+    case PS__ENVELOPE__BODY_PUSH: off = msg->u.push.offset, n = msg->u.push.count; break;
+    case PS__ENVELOPE__BODY_WEIGHTS: off = msg->u.weights.offset, n = msg->u.weights.count; break;
+    case PS__ENVELOPE__BODY_SHARD_FINAL: off = msg->u.final.offset, n = msg->u.final.count; break;
+    default: fail_msg("kind %d has no tensor", (int)msg->env.body_case);
+    }
+    *offset = off;
+    *count = n ? n : WIRE_TENSOR_FLOATS;
+}
+
+/* Makes a message of a kind with a tensor carry the whole vector (count 0),
+ * as the hand-made frames below do. */
+static void s_whole(s_msg_t *msg)
+{
+    switch (msg->env.body_case) {
+    case PS__ENVELOPE__BODY_PUSH: msg->u.push.offset = msg->u.push.count = 0; break;
+    case PS__ENVELOPE__BODY_WEIGHTS: msg->u.weights.offset = msg->u.weights.count = 0; break;
+    case PS__ENVELOPE__BODY_SHARD_FINAL: msg->u.final.offset = msg->u.final.count = 0; break;
+    default: break;
+    }
+}
+
+static void s_check_ping(const Ps__ShardPing *g, const Ps__ShardPing *w)
+{
+    assert_int_equal(g->shard, w->shard);
+    assert_int_equal(g->seq, w->seq);
+    assert_int_equal(g->version, w->version);
+    assert_int_equal(g->updates, w->updates);
+    assert_int_equal(g->bytes_in, w->bytes_in);
+    assert_int_equal(g->bytes_out, w->bytes_out);
+    S_ASSERT_FP_EQ(g->apply_seconds, w->apply_seconds);
+    assert_int_equal(g->duplicates, w->duplicates);
+}
+
+static void s_check_welcome(const Ps__Welcome *g, const Ps__Welcome *w)
+{
+    assert_int_equal(g->worker_id, w->worker_id);
+    assert_int_equal(g->workers, w->workers);
+    S_ASSERT_I64_EQ(g->run_id, w->run_id);
+    assert_string_equal(g->mode, w->mode);
+    assert_int_equal(g->staleness, w->staleness);
+    assert_int_equal(g->epochs, w->epochs);
+    assert_int_equal(g->batch_size, w->batch_size);
+    assert_int_equal(g->seed, w->seed);
+    assert_int_equal(g->train_limit, w->train_limit);
+    assert_int_equal(g->test_limit, w->test_limit);
+    assert_int_equal(g->params, w->params);
+    assert_int_equal(g->incarnation, w->incarnation);
+    assert_int_equal(g->start_step, w->start_step);
+    assert_int_equal(g->compress, w->compress);
+    S_ASSERT_FP_EQ(g->lr, w->lr);
+    assert_int_equal(g->token, w->token);
+    assert_string_equal(g->dataset, w->dataset);
+    assert_int_equal(g->data_fingerprint, w->data_fingerprint);
+    S_ASSERT_FP_EQ(g->momentum, w->momentum);
+    S_ASSERT_FP_EQ(g->alive_seconds, w->alive_seconds);
+    assert_int_equal(g->n_shards, w->n_shards);
+    for (size_t i = 0; i < w->n_shards; i++) {
+        assert_string_equal(g->shards[i]->endpoint, w->shards[i]->endpoint);
+        assert_int_equal(g->shards[i]->lo, w->shards[i]->lo);
+        assert_int_equal(g->shards[i]->hi, w->shards[i]->hi);
+        assert_string_equal(g->shards[i]->public_key, w->shards[i]->public_key);
+    }
+}
+
+static void s_check_push(const Ps__Push *g, const Ps__Push *w)
+{
+    assert_int_equal(g->worker_id, w->worker_id);
+    assert_int_equal(g->step, w->step);
+    assert_int_equal(g->version, w->version);
+    assert_int_equal(g->epoch, w->epoch);
+    float gl = g->loss, wl = w->loss;
+    if (memcmp(&gl, &wl, sizeof gl) != 0)
+        fail_msg("loss: got %a, want %a", (double)gl, (double)wl);
+    assert_int_equal(g->incarnation, w->incarnation);
+    assert_int_equal(g->encoding, w->encoding);
+    assert_int_equal(g->token, w->token);
+    assert_int_equal(g->offset, w->offset);
+    assert_int_equal(g->count, w->count);
+    assert_int_equal(g->part, w->part);
+    assert_int_equal(g->parts, w->parts);
+    assert_int_equal(g->final_model, w->final_model);
+}
+
+static void s_check_epoch(const Ps__EpochReport *g, const Ps__EpochReport *w)
+{
+    assert_int_equal(g->worker_id, w->worker_id);
+    assert_int_equal(g->epoch, w->epoch);
+    S_ASSERT_FP_EQ(g->train_loss, w->train_loss);
+    S_ASSERT_FP_EQ(g->test_accuracy, w->test_accuracy);
+    S_ASSERT_FP_EQ(g->epoch_seconds, w->epoch_seconds);
+    S_ASSERT_FP_EQ(g->compute_seconds, w->compute_seconds);
+    S_ASSERT_FP_EQ(g->push_seconds, w->push_seconds);
+    S_ASSERT_FP_EQ(g->pull_seconds, w->pull_seconds);
+    S_ASSERT_FP_EQ(g->wait_seconds, w->wait_seconds);
+    assert_int_equal(g->images, w->images);
+    assert_int_equal(g->bytes_sent, w->bytes_sent);
+    assert_int_equal(g->bytes_received, w->bytes_received);
+}
+
+static void s_check_shard_welcome(const Ps__ShardWelcome *g, const Ps__ShardWelcome *w)
+{
+    assert_int_equal(g->shard, w->shard);
+    assert_int_equal(g->shards, w->shards);
+    assert_int_equal(g->lo, w->lo);
+    assert_int_equal(g->hi, w->hi);
+    S_ASSERT_I64_EQ(g->run_id, w->run_id);
+    assert_string_equal(g->mode, w->mode);
+    assert_int_equal(g->staleness, w->staleness);
+    assert_int_equal(g->workers, w->workers);
+    assert_int_equal(g->epochs, w->epochs);
+    assert_int_equal(g->batch_size, w->batch_size);
+    assert_int_equal(g->seed, w->seed);
+    S_ASSERT_FP_EQ(g->lr, w->lr);
+    S_ASSERT_FP_EQ(g->momentum, w->momentum);
+    assert_int_equal(g->train_limit, w->train_limit);
+    assert_int_equal(g->checkpoint_every, w->checkpoint_every);
+    assert_int_equal(g->version, w->version);
+    assert_int_equal(g->lr_linear, w->lr_linear);
+    S_ASSERT_FP_EQ(g->warmup_epochs, w->warmup_epochs);
+    assert_string_equal(g->dataset, w->dataset);
+}
+
+static void s_check_membership(const Ps__Membership *g, const Ps__Membership *w)
+{
+    assert_int_equal(g->seq, w->seq);
+    assert_int_equal(g->over, w->over);
+    assert_int_equal(g->started, w->started);
+    assert_int_equal(g->rollbacks, w->rollbacks);
+    assert_int_equal(g->rollback_version, w->rollback_version);
+    S_ASSERT_I64_EQ(g->run_id, w->run_id);
+    assert_int_equal(g->n_members, w->n_members);
+    for (size_t i = 0; i < w->n_members; i++) {
+        const Ps__Member *gm = g->members[i], *wm = w->members[i];
+        assert_int_equal(gm->id, wm->id);
+        assert_int_equal(gm->incarnation, wm->incarnation);
+        assert_int_equal(gm->active, wm->active);
+        assert_int_equal(gm->done, wm->done);
+        assert_int_equal(gm->token, wm->token);
+        assert_int_equal(gm->compress, wm->compress);
+        assert_string_equal(gm->key, wm->key);
+        assert_int_equal(gm->start_step, wm->start_step);
+    }
+}
+
+static void s_check_final(const Ps__ShardFinal *g, const Ps__ShardFinal *w)
+{
+    assert_int_equal(g->shard, w->shard);
+    assert_int_equal(g->version, w->version);
+    assert_int_equal(g->offset, w->offset);
+    assert_int_equal(g->count, w->count);
+    if (!w->stats) {
+        assert_null(g->stats);
+        return;
+    }
+    assert_non_null(g->stats);
+    s_check_ping(g->stats, w->stats);
+}
+
 /* Checks a received body against what s_build put in. */
 static void s_check_body(const Ps__Envelope *got, const s_msg_t *want)
 {
     assert_int_equal(got->protocol, WIRE_PROTOCOL);
+    assert_int_equal(got->request_id, want->env.request_id);
     assert_int_equal(got->body_case, want->env.body_case);
     switch (want->env.body_case) {
     case PS__ENVELOPE__BODY_REGISTER: {
@@ -422,90 +770,96 @@ static void s_check_body(const Ps__Envelope *got, const s_msg_t *want)
         assert_string_equal(g->name, w->name);
         assert_string_equal(g->host, w->host);
         assert_int_equal(g->threads, w->threads);
+        assert_int_equal(g->compress, w->compress);
         break;
     }
-    case PS__ENVELOPE__BODY_WELCOME: {
-        const Ps__Welcome *g = got->welcome, *w = &want->u.welcome;
-        assert_int_equal(g->worker_id, w->worker_id);
-        assert_int_equal(g->workers, w->workers);
-        if (g->run_id != w->run_id)
-            fail_msg("run_id: got %lld, want %lld", (long long)g->run_id, (long long)w->run_id);
-        assert_string_equal(g->mode, w->mode);
-        assert_int_equal(g->staleness, w->staleness);
-        assert_int_equal(g->epochs, w->epochs);
-        assert_int_equal(g->batch_size, w->batch_size);
-        assert_int_equal(g->seed, w->seed);
-        assert_int_equal(g->train_limit, w->train_limit);
-        assert_int_equal(g->test_limit, w->test_limit);
-        assert_int_equal(g->params, w->params);
-        break;
-    }
+    case PS__ENVELOPE__BODY_WELCOME: s_check_welcome(got->welcome, &want->u.welcome); break;
     case PS__ENVELOPE__BODY_PULL:
         assert_int_equal(got->pull->worker_id, want->u.pull.worker_id);
+        assert_int_equal(got->pull->token, want->u.pull.token);
         break;
-    case PS__ENVELOPE__BODY_PUSH: {
-        const Ps__Push *g = got->push, *w = &want->u.push;
-        assert_int_equal(g->worker_id, w->worker_id);
-        assert_int_equal(g->step, w->step);
-        assert_int_equal(g->version, w->version);
-        assert_int_equal(g->epoch, w->epoch);
-        float gl = g->loss, wl = w->loss;
-        if (memcmp(&gl, &wl, sizeof gl) != 0)
-            fail_msg("loss: got %a, want %a", (double)gl, (double)wl);
-        break;
-    }
+    case PS__ENVELOPE__BODY_PUSH: s_check_push(got->push, &want->u.push); break;
     case PS__ENVELOPE__BODY_WEIGHTS:
         assert_int_equal(got->weights->version, want->u.weights.version);
         S_ASSERT_FP_EQ(got->weights->held_seconds, want->u.weights.held_seconds);
+        assert_int_equal(got->weights->encoding, want->u.weights.encoding);
+        assert_int_equal(got->weights->offset, want->u.weights.offset);
+        assert_int_equal(got->weights->count, want->u.weights.count);
         break;
-    case PS__ENVELOPE__BODY_EPOCH: {
-        const Ps__EpochReport *g = got->epoch, *w = &want->u.epoch;
-        assert_int_equal(g->worker_id, w->worker_id);
-        assert_int_equal(g->epoch, w->epoch);
-        S_ASSERT_FP_EQ(g->train_loss, w->train_loss);
-        S_ASSERT_FP_EQ(g->test_accuracy, w->test_accuracy);
-        S_ASSERT_FP_EQ(g->epoch_seconds, w->epoch_seconds);
-        S_ASSERT_FP_EQ(g->compute_seconds, w->compute_seconds);
-        S_ASSERT_FP_EQ(g->push_seconds, w->push_seconds);
-        S_ASSERT_FP_EQ(g->pull_seconds, w->pull_seconds);
-        S_ASSERT_FP_EQ(g->wait_seconds, w->wait_seconds);
-        assert_int_equal(g->images, w->images);
-        assert_int_equal(g->bytes_sent, w->bytes_sent);
-        assert_int_equal(g->bytes_received, w->bytes_received);
-        break;
-    }
+    case PS__ENVELOPE__BODY_EPOCH: s_check_epoch(got->epoch, &want->u.epoch); break;
     case PS__ENVELOPE__BODY_DONE:
         assert_int_equal(got->done->worker_id, want->u.done.worker_id);
         S_ASSERT_FP_EQ(got->done->train_seconds, want->u.done.train_seconds);
         S_ASSERT_FP_EQ(got->done->test_accuracy, want->u.done.test_accuracy);
+        assert_int_equal(got->done->leaving, want->u.done.leaving);
         break;
     case PS__ENVELOPE__BODY_ACK: assert_int_equal(got->ack->version, want->u.ack.version); break;
     case PS__ENVELOPE__BODY_ERROR:
         assert_int_equal(got->error->code, want->u.error.code);
         assert_string_equal(got->error->message, want->u.error.message);
         break;
+    case PS__ENVELOPE__BODY_SHARD_JOIN: {
+        const Ps__ShardJoin *g = got->shard_join, *w = &want->u.join;
+        assert_int_equal(g->shard, w->shard);
+        assert_string_equal(g->endpoint, w->endpoint);
+        assert_string_equal(g->public_key, w->public_key);
+        assert_int_equal(g->resumed, w->resumed);
+        assert_int_equal(g->version, w->version);
+        break;
+    }
+    case PS__ENVELOPE__BODY_SHARD_WELCOME:
+        s_check_shard_welcome(got->shard_welcome, &want->u.swelcome);
+        break;
+    case PS__ENVELOPE__BODY_MEMBERSHIP:
+        s_check_membership(got->membership, &want->u.membership);
+        break;
+    case PS__ENVELOPE__BODY_SHARD_PING: s_check_ping(got->shard_ping, &want->u.ping); break;
+    case PS__ENVELOPE__BODY_SHARD_FINAL: s_check_final(got->shard_final, &want->u.final); break;
     default: fail_msg("no such kind %d", (int)want->env.body_case);
     }
 }
 
-/* One message of kind each way; the tensor, when the kind has one, is
- * scribbled over right after the send (wire_send copies it) and must arrive
- * byte for byte. */
+/* Sends msg from the side of dir with a float32 tensor frame of `count`
+ * floats at t (none when t is NULL): the whole vector through wire_send,
+ * a counted one through wire_tensor_encode_n and wire_send_msg. Returns the
+ * bytes sent. */
+static long s_send_msg(s_fixture_t *fx, s_dir_t dir, s_msg_t *msg, const float *t, size_t count)
+{
+    void *sock = dir == S_UP ? fx->dealer : fx->router;
+    const wire_peer_t *peer = dir == S_UP ? NULL : &fx->peer;
+    long sent;
+    if (!t || count == WIRE_TENSOR_FLOATS) {
+        sent = wire_send(sock, peer, &msg->env, t, 0);
+    } else {
+        zmq_msg_t frame;
+        assert_int_equal(wire_tensor_encode_n(&frame, t, count, PS__ENCODING__ENCODING_F32, NULL),
+                         0);
+        sent = wire_send_msg(sock, peer, &msg->env, &frame, 0);
+    }
+    if (sent <= 0)
+        fail_msg("wire_send %s %s: %ld, %s", wire_kind_name(msg->env.body_case), s_dir_name(dir),
+                 sent, zmq_strerror(errno));
+    return sent;
+}
+
+/* One message of kind each way; the tensor, when the kind has one, holds
+ * the values [offset, offset + count) of the reference that its header
+ * names, is scribbled over right after the send (the codec copies it) and
+ * must arrive byte for byte, as many values as the header says. */
 static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defaults)
 {
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         s_msg_t msg;
         s_build(&msg, kind, defaults);
         const float *t = NULL;
+        size_t offset = 0, count = 0;
         if (s_needs_tensor(kind)) {
-            memcpy(fx->scratch, fx->tensor, S_TENSOR_BYTES);
+            s_tensor_span(&msg, &offset, &count);
+            assert_true(offset + count <= WIRE_TENSOR_FLOATS);
+            memcpy(fx->scratch, fx->tensor + offset, count * sizeof(float));
             t = fx->scratch;
         }
-        long sent = dir == S_UP ? wire_send(fx->dealer, NULL, &msg.env, t, 0)
-                                : wire_send(fx->router, &fx->peer, &msg.env, t, 0);
-        if (sent <= 0)
-            fail_msg("wire_send %s %s: %ld, %s", wire_kind_name(kind), s_dir_name(dir), sent,
-                     zmq_strerror(errno));
+        long sent = s_send_msg(fx, dir, &msg, t, count);
         assert_int_equal(msg.env.protocol, WIRE_PROTOCOL);
         if (t)
             memset(fx->scratch, 0x5a, S_TENSOR_BYTES);
@@ -519,9 +873,13 @@ static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defau
         assert_int_equal(m.bytes, (size_t)sent);
         if (t) {
             assert_non_null(m.tensor);
-            assert_int_equal(sent, (long)(S_TENSOR_BYTES + ps__envelope__get_packed_size(m.env)));
-            if (memcmp(m.tensor, fx->tensor, S_TENSOR_BYTES) != 0)
+            assert_int_equal(m.count, count);
+            assert_int_equal(m.encoding, PS__ENCODING__ENCODING_F32);
+            assert_int_equal(sent,
+                             (long)(count * sizeof(float) + ps__envelope__get_packed_size(m.env)));
+            if (memcmp(m.tensor, fx->tensor + offset, count * sizeof(float)) != 0)
                 fail_msg("%s %s: the tensor differs", wire_kind_name(kind), s_dir_name(dir));
+            assert_ptr_equal(wire_tensor(&m, NULL), m.tensor); /* float32: no decoding */
         } else {
             assert_null(m.tensor);
         }
@@ -536,7 +894,8 @@ static void test_round_trip_every_kind(void **state)
 }
 
 /* A body with every field at its default packs to an empty submessage; it
- * must still arrive as its kind, not as "no body". */
+ * must still arrive as its kind, not as "no body", and a tensor with count
+ * 0 is the whole vector. */
 static void test_round_trip_defaults(void **state)
 {
     for (size_t i = 0; i < S_NKINDS; i++)
@@ -582,7 +941,9 @@ static void test_version_mismatch(void **state)
 {
     for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
         s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PULL);
-        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PUSH); /* its tensor is dropped */
+        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_PUSH);       /* its tensor is dropped */
+        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_SHARD_JOIN); /* a shard's release */
+        s_version_mismatch(*state, dir, PS__ENVELOPE__BODY_SHARD_FINAL);
     }
 }
 
@@ -621,6 +982,7 @@ static void s_send_bad(s_fixture_t *fx, s_dir_t dir, const s_bad_t *b)
         s_msg_t msg;
         s_build(&msg, b->kind == PS__ENVELOPE__BODY__NOT_SET ? PS__ENVELOPE__BODY_PULL : b->kind,
                 0);
+        s_whole(&msg);
         if (b->kind == PS__ENVELOPE__BODY__NOT_SET)
             msg.env.body_case = PS__ENVELOPE__BODY__NOT_SET;
         if (b->pad_name_to) {
@@ -719,6 +1081,30 @@ static void test_malformed(void **state)
          .bad_index = -1,
          .code = MAL,
          .says = "lacks a tensor"},
+        {.what = "ShardFinal without its tensor",
+         .kind = PS__ENVELOPE__BODY_SHARD_FINAL,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "shard final message lacks a tensor"},
+        {.what = "ShardJoin with a tensor",
+         .kind = PS__ENVELOPE__BODY_SHARD_JOIN,
+         .tensor = 1,
+         .bad_index = -1,
+         .code = MAL,
+         .says = "shard join message must not have a tensor"},
+        {.what = "Membership + an extra frame",
+         .kind = PS__ENVELOPE__BODY_MEMBERSHIP,
+         .bad_index = -1,
+         .extra = 1,
+         .code = MAL,
+         .says = "must not have a tensor"},
+        {.what = "ShardFinal + tensor + an extra frame",
+         .kind = PS__ENVELOPE__BODY_SHARD_FINAL,
+         .tensor = 1,
+         .bad_index = -1,
+         .extra = 1,
+         .code = MAL,
+         .says = "shard final message has extra frames"},
         {.what = "Register with a tensor",
          .kind = PS__ENVELOPE__BODY_REGISTER,
          .tensor = 1,
@@ -858,12 +1244,365 @@ static void test_empty_header(void **state)
     }
 }
 
+/* ---- 3b. Counted tensors ----------------------------------------------------------------- */
+
+/* A frame of `values` values of src in encoding enc (PS__ENCODING__*),
+ * then `delta` bytes more (zeros) or fewer; the bytes into a malloc'ed
+ * buffer (caller frees) of *len bytes. */
+static uint8_t *s_frame_bytes(const float *src, size_t values, int enc, long delta, size_t *len)
+{
+    zmq_msg_t t;
+    assert_int_equal(wire_tensor_encode_n(&t, src, values, enc, NULL), 0);
+    size_t have = zmq_msg_size(&t);
+    assert_int_equal(have, wire_encoded_size_n(enc, values));
+    *len = (size_t)((long)have + delta);
+    uint8_t *buf = calloc(1, *len + 1);
+    assert_non_null(buf);
+    memcpy(buf, zmq_msg_data(&t), have < *len ? have : *len);
+    zmq_msg_close(&t);
+    return buf;
+}
+
+/* A hostile tensor frame for a message that names a count: how it is made
+ * and what wire_recv must say. */
+typedef struct {
+    const char *what;
+    Ps__Envelope__BodyCase kind; /* Push, Weights or ShardFinal */
+    int enc;                     /* Push/Weights.encoding (ShardFinal: float32) */
+    uint32_t count;              /* the header's count (0: all) */
+    size_t values;               /* the frame: this many values encoded... */
+    long delta;                  /* ...plus this many bytes */
+    long bad;                    /* a value (F32, F16) or block (I8) made bad, or -1 */
+    const char *says;
+} s_counted_bad_t;
+
+/* Makes value or block b->bad of frame buf not finite (I8 with
+ * `overflow`: a finite scale that overflows times 127). */
+static void s_spoil(uint8_t *buf, const s_counted_bad_t *b, int overflow)
+{
+    if (b->bad < 0)
+        return;
+    size_t i = (size_t)b->bad;
+    if (b->enc == PS__ENCODING__ENCODING_F32) {
+        float nan = NAN;
+        memcpy(buf + 4 * i, &nan, 4);
+    } else if (b->enc == PS__ENCODING__ENCODING_F16) {
+        uint16_t inf = 0x7c00;
+        memcpy(buf + 2 * i, &inf, 2);
+    } else {
+        float scale = overflow ? 3e38f : NAN;
+        uint8_t *blk = buf + i * (4 + WIRE_I8_BLOCK);
+        memcpy(blk, &scale, 4);
+        blk[4] = 127;
+    }
+}
+
+static void s_send_counted_bad(s_fixture_t *fx, s_dir_t dir, const s_counted_bad_t *b, int overflow)
+{
+    s_msg_t msg;
+    s_build(&msg, b->kind, 0);
+    if (b->kind == PS__ENVELOPE__BODY_PUSH)
+        msg.u.push.count = b->count, msg.u.push.encoding = (Ps__Encoding)b->enc;
+    else if (b->kind == PS__ENVELOPE__BODY_WEIGHTS)
+        msg.u.weights.count = b->count, msg.u.weights.encoding = (Ps__Encoding)b->enc;
+    else
+        msg.u.final.count = b->count;
+    uint8_t *h;
+    size_t hlen = s_pack(&msg.env, WIRE_PROTOCOL, &h), tlen;
+    int enc = b->enc <= PS__ENCODING__ENCODING_I8 ? b->enc : PS__ENCODING__ENCODING_F32;
+    uint8_t *t = s_frame_bytes(fx->exact, b->values, enc, b->delta, &tlen);
+    s_spoil(t, b, overflow);
+    const void *data[2] = {h, t};
+    size_t len[2] = {hlen, tlen};
+    s_send_raw(fx, dir, 2, data, len);
+    free(h);
+    free(t);
+}
+
+/* Frames that do not hold what their header's count and encoding say, or
+ * hold values that are not finite: each refused, the socket in step. */
+static void test_counted_refused(void **state)
+{
+    s_fixture_t *fx = *state;
+    const int F32 = PS__ENCODING__ENCODING_F32, F16 = PS__ENCODING__ENCODING_F16,
+              I8 = PS__ENCODING__ENCODING_I8;
+    const Ps__Envelope__BodyCase PUSH = PS__ENVELOPE__BODY_PUSH,
+                                 WEIGHTS = PS__ENVELOPE__BODY_WEIGHTS,
+                                 FINAL = PS__ENVELOPE__BODY_SHARD_FINAL;
+    const uint32_t N = WIRE_TENSOR_FLOATS;
+    const s_counted_bad_t bad[] = {
+        {"Push count one over the vector", PUSH, F32, N + 1, N, 4, -1,
+         "tensor of 225035 values; at most 225034"},
+        {"Weights count 2^32-1", WEIGHTS, F16, UINT32_MAX, 16, 0, -1,
+         "tensor of 4294967295 values; at most 225034"},
+        {"ShardFinal count one over the vector", FINAL, F32, N + 1, N, 0, -1,
+         "tensor of 225035 values"},
+        {"F32 frame one value short", PUSH, F32, 1000, 999, 0, -1,
+         "tensor frame has 3996 bytes; expected 4000 (1000 values, encoding 0)"},
+        {"F32 frame one byte long", WEIGHTS, F32, 1000, 1000, 1, -1,
+         "tensor frame has 4001 bytes; expected 4000"},
+        {"F32 frame of the whole vector, count 1000", PUSH, F32, 1000, N, 0, -1,
+         "tensor frame has 900136 bytes; expected 4000"},
+        {"F32 frame of 1000 values, count 0 (all)", PUSH, F32, 0, 1000, 0, -1,
+         "tensor frame has 4000 bytes; expected 900136"},
+        {"ShardFinal frame one value short", FINAL, F32, 75012, 75011, 0, -1,
+         "tensor frame has 300044 bytes; expected 300048"},
+        {"ShardFinal with an F16-sized frame", FINAL, F16, 75012, 75012, 0, -1,
+         "tensor frame has 150024 bytes; expected 300048"},
+        {"F16 frame one value short", PUSH, F16, 1001, 1000, 0, -1,
+         "tensor frame has 2000 bytes; expected 2002 (1001 values, encoding 1)"},
+        {"F16 frame one byte long", WEIGHTS, F16, 1001, 1001, 1, -1,
+         "tensor frame has 2003 bytes; expected 2002"},
+        {"I8, partial last block one byte short", PUSH, I8, 300, 300, -1, -1,
+         "tensor frame has 307 bytes; expected 308 (300 values, encoding 2)"},
+        {"I8, partial last block one byte long", PUSH, I8, 300, 300, 1, -1,
+         "tensor frame has 309 bytes; expected 308"},
+        {"I8, partial last block without its scale", PUSH, I8, 300, 300, -4, -1,
+         "tensor frame has 304 bytes; expected 308"},
+        {"I8, partial last block sent whole", PUSH, I8, 300, 512, 0, -1,
+         "tensor frame has 520 bytes; expected 308"},
+        {"I8, one value, scale only", PUSH, I8, 1, 1, -1, -1,
+         "tensor frame has 4 bytes; expected 5"},
+        {"I8, one full block one byte long", PUSH, I8, 256, 256, 1, -1,
+         "tensor frame has 261 bytes; expected 260"},
+        {"unknown encoding 3 with a count", PUSH, 3, 1000, 1000, 0, -1,
+         "unknown tensor encoding 3"},
+        {"NaN as the last value of a counted F32 frame", PUSH, F32, 1000, 1000, 0, 999,
+         "tensor value 999 is not finite"},
+        {"NaN in a ShardFinal", FINAL, F32, 75012, 75012, 0, 75011,
+         "tensor value 75011 is not finite"},
+        {"half-precision inf as the last value", WEIGHTS, F16, 1001, 1001, 0, 1000,
+         "tensor value 1000 is not finite"},
+        {"I8: the partial last block's scale", PUSH, I8, 300, 300, 0, 1,
+         "tensor block scale 1 is not finite"},
+    };
+    assert_int_equal(wire_encoded_size_n(I8, 300), 308); /* the sizes named above */
+    for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++)
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            int twice = bad[i].enc == I8 && bad[i].bad >= 0; /* NaN scale, then overflow */
+            for (int overflow = 0; overflow <= twice; overflow++) {
+                s_send_counted_bad(fx, dir, &bad[i], overflow);
+                s_expect_refused(fx, dir, bad[i].what, PS__ERROR_CODE__ERROR_MALFORMED,
+                                 bad[i].says);
+            }
+        }
+}
+
+/* Compressed counted frames, both ways, of counts around the int8 block
+ * (a partial last block) and up to the whole vector, named at the start
+ * and at the end of it: the values (exact in either encoding: the frame's
+ * int8 blocks start at its first value, so the values are fx->exact's
+ * first ones whatever the offset) decode as sent, and int8's error
+ * feedback has nothing to carry over. */
+static void test_counted_compressed(void **state)
+{
+    s_fixture_t *fx = *state;
+    const size_t counts[] = {1, 255, 256, 257, 300, 112517, WIRE_TENSOR_FLOATS};
+    float *residual = calloc(WIRE_TENSOR_FLOATS, sizeof(float));
+    assert_non_null(residual);
+    for (int enc = PS__ENCODING__ENCODING_F16; enc <= PS__ENCODING__ENCODING_I8; enc++)
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+            for (int at_end = 0; at_end <= 1; at_end++)
+                for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
+                    size_t count = counts[c], off = at_end ? WIRE_TENSOR_FLOATS - count : 0;
+                    s_msg_t msg;
+                    s_build(&msg,
+                            dir == S_UP ? PS__ENVELOPE__BODY_PUSH : PS__ENVELOPE__BODY_WEIGHTS, 0);
+                    if (dir == S_UP)
+                        msg.u.push.offset = (uint32_t)off, msg.u.push.count = (uint32_t)count,
+                        msg.u.push.encoding = (Ps__Encoding)enc;
+                    else
+                        msg.u.weights.offset = (uint32_t)off, msg.u.weights.count = (uint32_t)count,
+                        msg.u.weights.encoding = (Ps__Encoding)enc;
+                    zmq_msg_t t;
+                    memset(residual, 0, count * sizeof(float));
+                    assert_int_equal(
+                        wire_tensor_encode_n(&t, fx->exact, count, enc,
+                                             enc == PS__ENCODING__ENCODING_I8 ? residual : NULL),
+                        0);
+                    long sent = dir == S_UP ? wire_send_msg(fx->dealer, NULL, &msg.env, &t, 0)
+                                            : wire_send_msg(fx->router, &fx->peer, &msg.env, &t, 0);
+                    assert_true(sent > 0);
+                    wire_msg_t m;
+                    char err[256];
+                    int rc = s_recv(fx, dir, &m, err, sizeof err);
+                    if (rc != 0)
+                        fail_msg("encoding %d, %zu values at %zu, %s: wire_recv %d: %s", enc, count,
+                                 off, s_dir_name(dir), rc, err);
+                    s_check_body(m.env, &msg);
+                    assert_int_equal(m.count, count);
+                    assert_int_equal(m.encoding, enc);
+                    assert_null(m.tensor); /* decoded on demand */
+                    assert_int_equal(m.bytes, ps__envelope__get_packed_size(m.env) +
+                                                  wire_encoded_size_n(enc, count));
+                    memset(fx->scratch, 0x5a, S_TENSOR_BYTES + sizeof(float));
+                    const float *got = wire_tensor(&m, fx->scratch);
+                    assert_ptr_equal(got, fx->scratch);
+                    if (memcmp(got, fx->exact, count * sizeof(float)) != 0)
+                        fail_msg("encoding %d, %zu values at %zu, %s: decoded values differ", enc,
+                                 count, off, s_dir_name(dir));
+                    assert_int_equal(((uint32_t *)fx->scratch)[count], 0x5a5a5a5au); /* no more */
+                    for (size_t i = 0; i < count; i++)
+                        if (residual[i] != 0.0f)
+                            fail_msg("int8 residual %zu is %g after an exact encoding", i,
+                                     (double)residual[i]);
+                    wire_msg_close(&m);
+                }
+    free(residual);
+}
+
+/* ---- 3c. A tensor frame at an odd address -------------------------------------------------- */
+
+/* CurveZMQ can deliver a frame at any address. Over inproc ZeroMQ hands
+ * over the frame it was given, so a frame made with zmq_msg_init_data at
+ * buf + 1 arrives there: float32 must be accepted (copied to an aligned
+ * buffer) and equal, float16 and int8 decoded and equal, a NaN still
+ * refused; wire_msg_move keeps the copy; the socket stays in step. */
+/* Sends a Push of `count` values from offset 0 (hcount: the header's
+ * count) in enc whose frame lies at an odd address; value `nan` (or -1)
+ * made NaN. Returns where the frame lies. */
+static const uint8_t *s_send_odd(s_fixture_t *fx, int enc, size_t count, uint32_t hcount, long nan)
+{
+    s_msg_t msg;
+    s_build(&msg, PS__ENVELOPE__BODY_PUSH, 0);
+    msg.u.push.offset = 0, msg.u.push.count = hcount, msg.u.push.encoding = (Ps__Encoding)enc;
+    uint8_t *h;
+    size_t hlen = s_pack(&msg.env, WIRE_PROTOCOL, &h), tlen;
+    uint8_t *t = s_frame_bytes(fx->exact, count, enc, 0, &tlen);
+    if (nan >= 0) {
+        float x = NAN;
+        memcpy(t + 4 * nan, &x, 4);
+    }
+    free(fx->odd_buf); /* the frame sent before it was received and closed */
+    fx->odd_buf = malloc(tlen + 8);
+    assert_non_null(fx->odd_buf);
+    uint8_t *at = fx->odd_buf + 1;
+    assert_true(((uintptr_t)at & 3) != 0);
+    memcpy(at, t, tlen);
+    free(t);
+    zmq_msg_t frame;
+    assert_int_equal(zmq_msg_init_data(&frame, at, tlen, NULL, NULL),
+                     0); /* the buffer stays ours */
+    assert_int_equal(zmq_send(fx->odd_dealer, h, hlen, ZMQ_SNDMORE), (int)hlen);
+    assert_int_equal(zmq_msg_send(&frame, fx->odd_dealer, 0), (int)tlen);
+    free(h);
+    return at;
+}
+
+static void s_odd_in_step(s_fixture_t *fx)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Pull p = PS__PULL__INIT;
+    p.worker_id = 0x0dd;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &p;
+    assert_true(wire_send(fx->odd_dealer, NULL, &env, NULL, 0) > 0);
+    s_wait(fx->odd_router);
+    wire_peer_t peer;
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, err, sizeof err), 0);
+    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_PULL);
+    assert_int_equal(m.env->pull->worker_id, 0x0dd);
+    wire_msg_close(&m);
+}
+
+/* A message received from an odd address: float32 reads from an aligned
+ * copy, the others decode bytewise; either way the values are as sent. */
+static void s_check_odd(s_fixture_t *fx, const wire_msg_t *m, int enc, size_t count)
+{
+    const float *got = wire_tensor(m, fx->scratch);
+    if (enc == PS__ENCODING__ENCODING_F32) {
+        assert_non_null(m->aligned);
+        assert_ptr_equal(m->tensor, m->aligned);
+        assert_ptr_equal(got, m->aligned);
+    } else {
+        assert_null(m->tensor);
+        assert_null(m->aligned); /* nothing to copy */
+    }
+    assert_int_equal((uintptr_t)got & 3, 0);
+    if (memcmp(got, fx->exact, count * sizeof(float)) != 0)
+        fail_msg("encoding %d, %zu values at an odd address: values differ", enc, count);
+}
+
+static void test_odd_address(void **state)
+{
+    s_fixture_t *fx = *state;
+    const size_t counts[] = {WIRE_TENSOR_FLOATS, 1000, 257, 1};
+    for (int enc = PS__ENCODING__ENCODING_F32; enc <= PS__ENCODING__ENCODING_I8; enc++)
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            size_t count = counts[c];
+            uint32_t hcount = count == WIRE_TENSOR_FLOATS ? 0 : (uint32_t)count;
+            const uint8_t *at = s_send_odd(fx, enc, count, hcount, -1);
+            s_wait(fx->odd_router);
+            wire_peer_t peer;
+            wire_msg_t m, moved;
+            char err[256];
+            int rc = wire_recv(fx->odd_router, &peer, &m, err, sizeof err);
+            if (rc != 0)
+                fail_msg("encoding %d, %zu values at an odd address: wire_recv %d: %s", enc, count,
+                         rc, err);
+            /* The test tests what it says: the frame did arrive at the odd address. */
+            assert_ptr_equal(zmq_msg_data(&m.tensor_msg), at);
+            assert_int_equal(m.count, count);
+            s_check_odd(fx, &m, enc, count);
+            wire_msg_move(&moved, &m);
+            assert_null(m.env);
+            assert_null(m.aligned);
+            s_check_odd(fx, &moved, enc, count); /* the copy moved with it */
+            wire_msg_close(&moved);
+            assert_null(moved.aligned);
+            s_odd_in_step(fx);
+        }
+    /* A NaN in a float32 frame at an odd address: refused, nothing kept. */
+    s_send_odd(fx, PS__ENCODING__ENCODING_F32, 1000, 1000, 777);
+    s_wait(fx->odd_router);
+    wire_peer_t peer;
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, err, sizeof err),
+                     PS__ERROR_CODE__ERROR_MALFORMED);
+    if (!strstr(err, "tensor value 777 is not finite"))
+        fail_msg("err \"%s\" does not name value 777", err);
+    assert_null(m.env);
+    assert_null(m.aligned);
+    assert_int_equal(m.has_tensor_msg, 0);
+    s_odd_in_step(fx);
+}
+
+/* ---- 3d. Encoded sizes ------------------------------------------------------------------- */
+
+static void test_encoded_size(void **state)
+{
+    (void)state;
+    const size_t N = WIRE_TENSOR_FLOATS;
+    const int F32 = PS__ENCODING__ENCODING_F32, F16 = PS__ENCODING__ENCODING_F16,
+              I8 = PS__ENCODING__ENCODING_I8;
+    assert_int_equal(wire_encoded_size_n(F32, 0), 0);
+    assert_int_equal(wire_encoded_size_n(F32, 1), 4);
+    assert_int_equal(wire_encoded_size_n(F16, 1001), 2002);
+    assert_int_equal(wire_encoded_size_n(I8, 0), 0);
+    assert_int_equal(wire_encoded_size_n(I8, 1), 5);
+    assert_int_equal(wire_encoded_size_n(I8, 255), 259);
+    assert_int_equal(wire_encoded_size_n(I8, 256), 260);
+    assert_int_equal(wire_encoded_size_n(I8, 257), 265);
+    /* 879 full blocks and one of 10 values */
+    assert_int_equal(wire_encoded_size_n(I8, N), N + 880 * 4);
+    assert_int_equal(wire_encoded_size(I8), N + 880 * 4);
+    assert_int_equal(wire_encoded_size(F32), N * 4);
+    assert_int_equal(wire_encoded_size(F16), N * 2);
+    assert_int_equal(wire_encoded_size_n(3, 10), 0);
+    assert_int_equal(wire_encoded_size_n(-1, 10), 0);
+    zmq_msg_t t;
+    assert_int_equal(wire_tensor_encode_n(&t, NULL, 10, 3, NULL), -1);
+}
+
 /* ---- 4. wire_send_error ------------------------------------------------------------------ */
 
 static void test_send_error(void **state)
 {
     s_fixture_t *fx = *state;
-    for (int code = PS__ERROR_CODE__ERROR_VERSION; code <= PS__ERROR_CODE__ERROR_STATE; code++)
+    for (int code = PS__ERROR_CODE__ERROR_VERSION; code <= PS__ERROR_CODE__ERROR_RETRY; code++)
         for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
             char text[128];
             snprintf(text, sizeof text, "error %d going %s: \xe2\x9c\x97 refused", code,
@@ -890,13 +1629,17 @@ static void test_send_error(void **state)
 static void test_kind_name(void **state)
 {
     (void)state;
-    static const char *const names[] = {"register", "welcome", "pull", "push", "weights",
-                                        "epoch",    "done",    "ack",  "error"};
+    static const char *const names[] = {"register",   "welcome",    "pull",          "push",
+                                        "weights",    "epoch",      "done",          "ack",
+                                        "error",      "shard join", "shard welcome", "membership",
+                                        "shard ping", "shard final"};
+    assert_int_equal(sizeof names / sizeof names[0], S_NKINDS);
     for (size_t i = 0; i < S_NKINDS; i++)
         assert_string_equal(wire_kind_name(s_kinds[i]), names[i]);
     assert_string_equal(wire_kind_name(PS__ENVELOPE__BODY__NOT_SET), "unknown");
     assert_string_equal(wire_kind_name((Ps__Envelope__BodyCase)1), "unknown");
-    assert_string_equal(wire_kind_name((Ps__Envelope__BodyCase)11), "unknown");
+    assert_string_equal(wire_kind_name((Ps__Envelope__BodyCase)11), "unknown"); /* request_id */
+    assert_string_equal(wire_kind_name((Ps__Envelope__BodyCase)17), "unknown");
     assert_string_equal(wire_kind_name((Ps__Envelope__BodyCase)-1), "unknown");
 }
 
@@ -907,6 +1650,7 @@ static void test_close_twice(void **state)
     s_fixture_t *fx = *state;
     s_msg_t msg;
     s_build(&msg, PS__ENVELOPE__BODY_WEIGHTS, 0);
+    s_whole(&msg);
     assert_true(wire_send(fx->router, &fx->peer, &msg.env, fx->tensor, 0) > 0);
     wire_msg_t m;
     char err[256];
@@ -955,6 +1699,10 @@ int main(void)
         cmocka_unit_test(test_round_trip_defaults),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_counted_refused),
+        cmocka_unit_test(test_counted_compressed),
+        cmocka_unit_test(test_odd_address),
+        cmocka_unit_test(test_encoded_size),
         cmocka_unit_test(test_header_at_the_limit),
         cmocka_unit_test(test_empty_header),
         cmocka_unit_test(test_send_error),

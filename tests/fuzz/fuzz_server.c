@@ -5,13 +5,23 @@
  *   byte  client (bit 0: which of the two clients sends it)
  *   byte  frame count (1..3)
  *   then per frame a 2-byte little-endian length L and L bytes, except for
- *   these lengths, which stand for a whole tensor frame (so that pushes can
+ *   these lengths, which stand for a tensor frame (so that pushes can
  *   reach the consistency modes and the decoders):
  *     0xFFFF  float32, finite small values     0xFFFE  float32 with a NaN
  *     0xFFF0  float32 } the next byte k, then 4k bytes of the input written
  *     0xFFF1  float16 } over the start of a frame of small finite values in
  *     0xFFF2  int8    } that encoding (for int8: block 0's scale and values)
- * The first byte of the input picks the mode (sync, async, ssp). After each
+ *     0xFFF3..0xFFF5  the same in float32, float16, int8 for a frame of
+ *                     `count` values (a part of a push, a shard's final
+ *                     weights): first 3 bytes of count (little-endian; at
+ *                     most MODEL_NPARAMS are sent), then k and 4k bytes
+ *     0xFFF6..0xFFF8  as 0xFFF3..0xFFF5, with the frame at an odd address
+ *                     (as CurveZMQ can deliver one; inproc passes the
+ *                     pointer as it is)
+ * The first byte of the input picks the mode (bits 0-6 modulo 3: sync,
+ * async, ssp) and the server group (bit 7: a head of --shards 2, whose
+ * shard 1 an input can play with ShardJoin, ShardPing and ShardFinal;
+ * else one server alone). After each
  * message the server handles what arrived and the clients' replies are
  * dropped. After each input the server's invariants are checked
  * (server_invariant_problem: finite weights and momentum, consistent
@@ -68,28 +78,6 @@ static void s_drain(void *sock)
     zmq_msg_close(&m);
 }
 
-/* Sends a tensor frame in `encoding` of small finite values whose first
- * bytes are `prefix` (n bytes, at most the frame's size). The frames are
- * encoded once; each send copies one. */
-static void s_send_encoded(void *c, int encoding, const uint8_t *prefix, size_t n, int more)
-{
-    static zmq_msg_t base[3];
-    static int ready[3];
-    if (!ready[encoding]) {
-        if (wire_tensor_encode(&base[encoding], s_tensor(0), encoding, NULL) != 0)
-            abort();
-        ready[encoding] = 1;
-    }
-    size_t size = zmq_msg_size(&base[encoding]);
-    zmq_msg_t t;
-    if (zmq_msg_init_size(&t, size) != 0)
-        abort();
-    memcpy(zmq_msg_data(&t), zmq_msg_data(&base[encoding]), size);
-    memcpy(zmq_msg_data(&t), prefix, n < size ? n : size);
-    zmq_msg_send(&t, c, more);
-    zmq_msg_close(&t);
-}
-
 /* Sends one of the two fixed float32 tensors without copying it. */
 static void s_send_fixed(void *c, int nan, int more)
 {
@@ -99,7 +87,80 @@ static void s_send_fixed(void *c, int nan, int more)
     zmq_msg_close(&t);
 }
 
-/* One server per mode, made on first use and reset for every input. */
+/* A tensor frame that the input stands for (see the top of this file). */
+typedef struct {
+    int fixed;    /* 1: the fixed float32 tensor; 2: the one with a NaN; 0: encoded */
+    int encoding; /* PS__ENCODING__* */
+    size_t count; /* values */
+    int odd;      /* at an odd address */
+    size_t at, n; /* its prefix: n bytes of the input at `at` */
+} s_code_t;
+
+/* Reads the tensor frame that length `len` stands for, from the input at
+ * *p (which moves past it). 1, or 0 when len is a plain length. */
+static int s_tensor_code(const uint8_t *data, size_t size, size_t *p, size_t len, s_code_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->count = MODEL_NPARAMS;
+    if (len >= 0xFFFE) {
+        c->fixed = len == 0xFFFE ? 2 : 1;
+        return 1;
+    }
+    if (len < 0xFFF0 || len > 0xFFF8)
+        return 0;
+    unsigned k = (unsigned)(len - 0xFFF0);
+    c->encoding = (int)(k % 3);
+    c->odd = k >= 6;
+    if (k >= 3) {
+        size_t count = 0;
+        for (int b = 0; b < 3 && *p < size; b++)
+            count |= (size_t)data[(*p)++] << (8 * b);
+        c->count = count < MODEL_NPARAMS ? count : MODEL_NPARAMS;
+    }
+    size_t n = *p < size ? 4 * (size_t)data[(*p)++] : 0;
+    c->n = n < size - *p ? n : size - *p;
+    c->at = *p;
+    *p += c->n;
+    return 1;
+}
+
+static void s_free_hint(void *data, void *hint)
+{
+    (void)data;
+    free(hint);
+}
+
+/* Sends the tensor frame c: small finite values in its encoding (the
+ * start of one frame of MODEL_NPARAMS values, encoded once: for int8 the
+ * start of a frame is a frame of fewer values), its prefix written over
+ * them. */
+static void s_send_tensor(void *sock, const s_code_t *c, const uint8_t *data, int more)
+{
+    if (c->fixed) {
+        s_send_fixed(sock, c->fixed == 2, more);
+        return;
+    }
+    static zmq_msg_t base[3];
+    static int ready[3];
+    if (!ready[c->encoding]) {
+        if (wire_tensor_encode(&base[c->encoding], s_tensor(0), c->encoding, NULL) != 0)
+            abort();
+        ready[c->encoding] = 1;
+    }
+    size_t size = wire_encoded_size_n(c->encoding, c->count);
+    uint8_t *buf = malloc(size + 1), *at = buf + c->odd;
+    if (!buf)
+        abort();
+    memcpy(at, zmq_msg_data(&base[c->encoding]), size);
+    memcpy(at, data + c->at, c->n < size ? c->n : size);
+    zmq_msg_t t;
+    zmq_msg_init_data(&t, at, size, s_free_hint, buf); /* the frame owns buf now */
+    zmq_msg_send(&t, sock, more);
+    zmq_msg_close(&t);
+}
+
+/* One server per mode and group size, made on first use and reset for
+ * every input. */
 typedef struct {
     server_opts_t o;
     server_t *s;
@@ -107,13 +168,13 @@ typedef struct {
     char ep[64];
 } rig_t;
 
-static rig_t s_rigs[3];
+static rig_t s_rigs[6]; /* [mode + 3 * (shards == 2)] */
 
 /* At exit, before czmq's own handler ends the context (which waits for
  * every socket to be closed). */
 static void s_cleanup(void)
 {
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < 6; m++) {
         for (int k = 0; k < 2; k++)
             if (s_rigs[m].client[k])
                 zmq_close(s_rigs[m].client[k]);
@@ -121,7 +182,7 @@ static void s_cleanup(void)
     }
 }
 
-static rig_t *s_rig(int mode)
+static rig_t *s_rig(int mode, int shards)
 {
     rig_t *rig = s_rigs;
     static char dir[64];
@@ -136,12 +197,12 @@ static rig_t *s_rig(int mode)
                  access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
         once = 1;
     }
-    rig_t *r = &rig[mode];
+    rig_t *r = &rig[mode + 3 * (shards == 2)];
     if (r->s) {
         server_reset(r->s);
         return r;
     }
-    snprintf(r->ep, sizeof r->ep, "inproc://fuzz-%d", mode);
+    snprintf(r->ep, sizeof r->ep, "inproc://fuzz-%d-%d", mode, shards);
     r->o = (server_opts_t){.bind = r->ep,
                            .data_dir = NULL,
                            .dataset = "mnist",
@@ -160,7 +221,8 @@ static rig_t *s_rig(int mode)
                            .seed = 1,
                            .register_timeout = 1e9,
                            .worker_timeout = 1e9,
-                           .checkpoint_every = 0};
+                           .checkpoint_every = 0,
+                           .shards = shards};
     r->s = server_new(&r->o);
     if (!r->s)
         abort(); /* the harness itself is broken */
@@ -186,13 +248,9 @@ static void s_frame(void *c, const uint8_t *data, size_t size, size_t *p, int mo
     }
     size_t len = data[*p] | (size_t)data[*p + 1] << 8;
     *p += 2;
-    if (len >= 0xFFFE) {
-        s_send_fixed(c, len == 0xFFFE, more);
-    } else if (len >= 0xFFF0 && len <= 0xFFF2) {
-        size_t n = *p < size ? 4 * (size_t)data[(*p)++] : 0;
-        n = n < size - *p ? n : size - *p;
-        s_send_encoded(c, (int)(len - 0xFFF0), data + *p, n, more);
-        *p += n;
+    s_code_t code;
+    if (s_tensor_code(data, size, p, len, &code)) {
+        s_send_tensor(c, &code, data, more);
     } else {
         if (len > size - *p)
             len = size - *p;
@@ -201,7 +259,7 @@ static void s_frame(void *c, const uint8_t *data, size_t size, size_t *p, int mo
     }
 }
 
-/* Offsets of the 4-byte words of the input's tensor prefixes (0xFFF0..2
+/* Offsets of the 4-byte words of the input's tensor prefixes (0xFFF0..8
  * frames), walking the input as LLVMFuzzerTestOneInput does; how many. */
 static int s_prefix_words(const uint8_t *data, size_t size, size_t *at, int max)
 {
@@ -213,17 +271,13 @@ static int s_prefix_words(const uint8_t *data, size_t size, size_t *at, int max)
         for (int f = 0; f < frames && p + 2 <= size; f++) {
             size_t len = data[p] | (size_t)data[p + 1] << 8;
             p += 2;
-            if (len >= 0xFFFE)
-                continue;
-            if (len < 0xFFF0 || len > 0xFFF2) {
+            s_code_t code;
+            if (!s_tensor_code(data, size, &p, len, &code)) {
                 p += len < size - p ? len : size - p;
                 continue;
             }
-            size_t k = p < size ? 4 * (size_t)data[p++] : 0;
-            k = k < size - p ? k : size - p;
-            for (size_t w = 0; w + 4 <= k && n < max; w += 4)
-                at[n++] = p + w;
-            p += k;
+            for (size_t w = 0; w + 4 <= code.n && n < max; w += 4)
+                at[n++] = code.at + w;
         }
     }
     return n;
@@ -249,7 +303,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    rig_t *r = s_rig(data[0] % 3);
+    rig_t *r = s_rig((data[0] & 0x7f) % 3, data[0] & 0x80 ? 2 : 1);
     size_t p = 1;
     while (p + 2 <= size) {
         void *c = r->client[data[p] & 1];
