@@ -352,7 +352,8 @@ static const char *s_figures_problem(server_t *s, const wire_peer_t *peer, const
     const char *bad = NULL;
     if (!isfinite(p->apply_seconds) || p->apply_seconds < 0 || p->apply_seconds > 1e9)
         bad = "apply_seconds is negative, not finite or over 1e9";
-    else if (p->version > big || p->updates > big || p->bytes_in > big || p->bytes_out > big)
+    else if (p->version > big || p->updates > big || p->bytes_in > big || p->bytes_out > big ||
+             p->duplicates > big)
         bad = "a counter is out of range";
     if (bad) {
         srv_log_refused(s, "refused figures of shard %u: %s", p->shard, bad);
@@ -361,13 +362,27 @@ static const char *s_figures_problem(server_t *s, const wire_peer_t *peer, const
     return bad;
 }
 
+/* Keeps a shard's figures: the numbers only (the message, and what it
+ * points to, is freed after the handler). */
+static void s_keep_figures(member_shard_t *sh, const Ps__ShardPing *p)
+{
+    sh->stats = (Ps__ShardPing){.shard = p->shard,
+                                .seq = p->seq,
+                                .version = p->version,
+                                .updates = p->updates,
+                                .bytes_in = p->bytes_in,
+                                .bytes_out = p->bytes_out,
+                                .apply_seconds = p->apply_seconds,
+                                .duplicates = p->duplicates};
+}
+
 static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
 {
     member_shard_t *sh = s_shard_check(s, peer, p->shard, "ping");
     if (!sh || s_figures_problem(s, peer, p))
         return;
     sh->last_ping = clock_now();
-    sh->stats = *p;
+    s_keep_figures(sh, p);
     if (p->seq != s->group->seq)
         s_send_membership(s, (int)p->shard, s->request);
     else
@@ -390,7 +405,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
                  "[%zu, %zu))",
                  f->shard, g->over ? "wrong range" : "the run is not over", f->offset,
                  (size_t)f->offset + m->count, lo, lo + n);
-        srv_log_refused(s, "refused %s", why);
+        srv_log_refused(s, "%s", why);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
         return;
     }
@@ -400,7 +415,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
                 (unsigned long long)f->version);
     sh->final_got = 1;
     if (f->stats)
-        sh->stats = *f->stats;
+        s_keep_figures(sh, f->stats);
     s_ack(s, peer);
 }
 
