@@ -47,6 +47,7 @@ struct srv_group {
     /* a shard */
     void *head; /* DEALER to the head */
     uint64_t request, seq_known;
+    int head_known; /* a table from this head came: seq_known and rollbacks are its */
     char advertise[300]; /* where workers reach it */
     int rejoining;       /* joining the head again: its ShardWelcome is awaited */
     int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */
@@ -724,10 +725,19 @@ static int s_rejoined(server_t *s, uint64_t head_version)
 static int s_apply_membership(server_t *s, const Ps__Membership *m)
 {
     group_t *g = s->group;
+    if (!g->head_known) {
+        /* The first table from this head (at the start, or from a head that
+         * restarted and numbers its tables afresh): its counters are taken
+         * as they are. A return it counts happened before this shard joined
+         * it, and the join agreed on the version (s_rejoined). */
+        g->head_known = 1;
+        g->seq_known = m->seq;
+        g->rollbacks = m->rollbacks;
+    }
     if (m->seq < g->seq_known)
         return 0; /* an older table that arrived late */
     g->seq_known = m->seq;
-    if (m->rollbacks > g->rollbacks) {
+    if (m->rollbacks != g->rollbacks) {
         /* The group returns to an older version: this shard's checkpoint of
          * it, and every worker starts afresh from the head's table. */
         g->rollbacks = m->rollbacks;
@@ -817,6 +827,7 @@ static int s_link_read(server_t *s)
              * join it again. */
             srv_log(s, "the head does not know this shard (it restarted?): joining it again");
             g->rejoining = 1;
+            g->head_known = 0;
             fail = s_send_join(s, "") != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR) {
             fprintf(stderr, "error: shard %d: the head refused it: %s\n", s->shard,

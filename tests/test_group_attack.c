@@ -1,0 +1,257 @@
+/* test_group_attack: the server group (issue 11) met by an unlucky crash
+ * or restart. The test plays the head itself (a ROUTER socket and
+ * hand-built ShardWelcome / Membership messages) against a real
+ * `paramserver --shard 1` process, and a worker against that shard:
+ *   - a shard (re)started after the group once returned to an older version
+ *     (Membership.rollbacks > 0) serves, instead of trying to reload that
+ *     old version from its checkpoint and stopping;
+ *   - after the head restarted (it answers a ping with ERROR_UNKNOWN_WORKER
+ *     and numbers its tables from 1 again), the shard takes the new head's
+ *     tables and serves the workers it names.
+ * Every wait has a deadline. Needs the programs in $BUILD (default build). */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "clock.h"
+#include "fs.h"
+#include "model.h"
+#include "proc.h"
+#include "wire.h"
+
+/* A fake head and the real shard connected to it. */
+typedef struct {
+    void *ctx, *head;
+    char ep[256], log[400], shard_ep[256];
+    wire_peer_t peer; /* the shard's connection */
+    pid_t pid;
+} fake_t;
+
+/* Waits up to `seconds` for a message of `kind` from the shard (others,
+ * such as its pings, are dropped). 0 with *m filled, else -1. */
+static int s_expect(fake_t *f, int kind, double seconds, wire_msg_t *m)
+{
+    for (double end = clock_now() + seconds; clock_now() < end;) {
+        zmq_pollitem_t item = {f->head, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) != 1)
+            continue;
+        char err[256];
+        if (wire_recv(f->head, &f->peer, m, err, sizeof err) != 0)
+            continue;
+        if ((int)m->env->body_case == kind)
+            return 0;
+        wire_msg_close(m);
+    }
+    return -1;
+}
+
+static void s_send(fake_t *f, Ps__Envelope *env)
+{
+    assert_true(wire_send(f->head, &f->peer, env, NULL, 0) > 0);
+}
+
+/* Answers the shard's first ShardJoin with a recipe (the head at version
+ * 0), then its ready join with an Ack; the shard's endpoint into f. */
+static void s_welcome_shard(fake_t *f)
+{
+    wire_msg_t m;
+    assert_int_equal(s_expect(f, PS__ENVELOPE__BODY_SHARD_JOIN, 30 * proc_time_scale(), &m), 0);
+    assert_string_equal(m.env->shard_join->endpoint, "");
+    Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
+    w.shard = 1;
+    w.shards = 2;
+    w.lo = MODEL_NPARAMS / 2;
+    w.hi = MODEL_NPARAMS;
+    w.run_id = 1;
+    w.mode = "sync";
+    w.workers = 1;
+    w.epochs = 1;
+    w.batch_size = 64;
+    w.lr = 0.01;
+    w.momentum = 0.9;
+    w.train_limit = 1000;
+    w.dataset = "mnist";
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
+    env.shard_welcome = &w;
+    env.request_id = m.env->request_id;
+    wire_msg_close(&m);
+    s_send(f, &env);
+    assert_int_equal(s_expect(f, PS__ENVELOPE__BODY_SHARD_JOIN, 30, &m), 0);
+    snprintf(f->shard_ep, sizeof f->shard_ep, "%s", m.env->shard_join->endpoint);
+    assert_true(f->shard_ep[0] != '\0');
+    Ps__Ack ack = PS__ACK__INIT;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = m.env->request_id;
+    wire_msg_close(&m);
+    s_send(f, &env);
+}
+
+/* Binds the fake head, starts the shard and welcomes it. */
+static void s_start(fake_t *f, const char *name)
+{
+    memset(f, 0, sizeof *f);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/%s", proc_env.tmp, name);
+    fs_mkdirs(dir);
+    snprintf(f->log, sizeof f->log, "%s/shard1.log", dir);
+    f->ctx = zmq_ctx_new();
+    f->head = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(f->head, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_bind(f->head, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof f->ep;
+    assert_int_equal(zmq_getsockopt(f->head, ZMQ_LAST_ENDPOINT, f->ep, &len), 0);
+    const char *argv[] = {proc_env.server,      "--shard", "1", "--head", f->ep, "--bind",
+                          "tcp://127.0.0.1:*", "--checkpoint-every", "0", NULL};
+    f->pid = proc_spawn(f->log, argv);
+    s_welcome_shard(f);
+}
+
+static void s_stop(fake_t *f)
+{
+    kill(f->pid, SIGKILL);
+    proc_wait(f->pid, 10);
+    zmq_close(f->head);
+    zmq_ctx_term(f->ctx);
+}
+
+/* The head's table: worker 0 active with `token` and `incarnation`. */
+static void s_membership(fake_t *f, uint64_t seq, uint32_t rollbacks, uint64_t rollback_version,
+                         uint64_t token, uint32_t incarnation)
+{
+    Ps__Member mb = PS__MEMBER__INIT, *ptrs[1] = {&mb};
+    mb.id = 0;
+    mb.incarnation = incarnation;
+    mb.active = 1;
+    mb.token = token;
+    mb.key = "";
+    Ps__Membership ms = PS__MEMBERSHIP__INIT;
+    ms.seq = seq;
+    ms.started = 1;
+    ms.rollbacks = rollbacks;
+    ms.rollback_version = rollback_version;
+    ms.run_id = 1;
+    ms.n_members = 1;
+    ms.members = ptrs;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_MEMBERSHIP;
+    env.membership = &ms;
+    s_send(f, &env);
+}
+
+/* Worker 0 pulls from the shard with `token`, retrying while the shard
+ * says ERROR_RETRY (the head's table on its way), for up to 10 s. The
+ * reply's kind, or -1 when none came. */
+static int s_pull(fake_t *f, uint64_t token)
+{
+    void *sock = proc_dealer(f->ctx, f->shard_ep);
+    int kind = -1;
+    char last[300] = "";
+    for (double end = clock_now() + 10; clock_now() < end; usleep(100000)) {
+        Ps__Pull pull = PS__PULL__INIT;
+        pull.worker_id = 0;
+        pull.token = token;
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_PULL;
+        env.pull = &pull;
+        env.request_id = 1;
+        assert_true(wire_send(sock, NULL, &env, NULL, 0) > 0);
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        wire_msg_t m;
+        char err[256];
+        if (zmq_poll(&item, 1, 2000) != 1 || wire_recv(sock, NULL, &m, err, sizeof err) != 0) {
+            kind = -1;
+            continue;
+        }
+        kind = m.env->body_case;
+        int retry = kind == PS__ENVELOPE__BODY_ERROR &&
+                    m.env->error->code == PS__ERROR_CODE__ERROR_RETRY;
+        if (kind == PS__ENVELOPE__BODY_ERROR)
+            snprintf(last, sizeof last, "%s", m.env->error->message);
+        wire_msg_close(&m);
+        if (!retry)
+            break;
+    }
+    zmq_close(sock);
+    if (kind != PS__ENVELOPE__BODY_WEIGHTS)
+        printf("    the shard's last answer: %s\n", last[0] ? last : "none");
+    return kind;
+}
+
+/* Expects worker 0 with `token` to be served by the shard (its log shown
+ * if not). */
+static void s_served(fake_t *f, uint64_t token, const char *what)
+{
+    int kind = s_pull(f, token);
+    if (kind != PS__ENVELOPE__BODY_WEIGHTS)
+        proc_cat(f->log);
+    assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
+    printf("  %s\n", what);
+}
+
+/* A shard started while the group has already returned to an older version
+ * once (Membership.rollbacks = 1, say at version 7): that return happened
+ * before this shard process existed. It serves at the head's version; it
+ * must not try to reload version 7 from its checkpoint (it has none, and a
+ * shard restarted at the head's version would go back behind the group). */
+static void test_shard_started_after_a_rollback_serves(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "after_rollback");
+    s_membership(&f, 5, 1, 7, 0x1234, 1);
+    s_served(&f, 0x1234, "a shard joining a group with one return behind it serves");
+    s_stop(&f);
+}
+
+/* The head restarts (--resume) while the shard runs: the new head does not
+ * know the shard's connection (ERROR_UNKNOWN_WORKER), welcomes it again and
+ * numbers its membership tables from 1 again. The shard takes them: the
+ * worker the new head names (a new token) is served. */
+static void test_shard_follows_a_restarted_head(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "head_restart");
+    s_membership(&f, 10, 0, 0, 0x1111, 1);
+    s_served(&f, 0x1111, "the shard serves the worker the head names");
+    /* the restarted head answers the next ping: who are you? */
+    wire_msg_t m;
+    assert_int_equal(s_expect(&f, PS__ENVELOPE__BODY_SHARD_PING, 10, &m), 0);
+    Ps__Error e = PS__ERROR__INIT;
+    e.code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
+    e.message = "ping from shard 1, which has not joined from this connection";
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    env.request_id = m.env->request_id;
+    wire_msg_close(&m);
+    s_send(&f, &env);
+    s_welcome_shard(&f);
+    s_membership(&f, 1, 0, 0, 0x2222, 2);
+    s_served(&f, 0x2222, "the shard serves the worker the restarted head names");
+    s_stop(&f);
+}
+
+int main(void)
+{
+    wire_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shard_started_after_a_rollback_serves),
+        cmocka_unit_test(test_shard_follows_a_restarted_head),
+    };
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, proc_group_setup, proc_group_teardown);
+}
