@@ -8,6 +8,9 @@
  *   - after the head restarted (it answers a ping with ERROR_UNKNOWN_WORKER
  *     and numbers its tables from 1 again), the shard takes the new head's
  *     tables and serves the workers it names.
+ * and, in-process (the server's units linked in, server/state.h):
+ *   - a group server's checkpoint write that fails leaves the checkpoint
+ *     it had in place (--resume reads it), not only its .prev.
  * Every wait has a deadline. Needs the programs in $BUILD (default build). */
 #include <setjmp.h>
 #include <signal.h>
@@ -17,14 +20,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "checkpoint.h"
 #include "clock.h"
 #include "fs.h"
 #include "model.h"
 #include "proc.h"
+#include "state.h"
+#include "tmpdir.h"
 #include "wire.h"
 
 /* A fake head and the real shard connected to it. */
@@ -244,12 +251,83 @@ static void test_shard_follows_a_restarted_head(void **state)
     s_stop(&f);
 }
 
+/* The in-process server of the checkpoint case, destroyed by the teardown
+ * also when an assertion failed, and its options (which must outlive it). */
+static server_t *s_srv;
+static server_opts_t s_o;
+static char s_ckpt[200];
+
+static int s_ckpt_setup(void **state)
+{
+    return tmpdir_setup(state, "test_group_attack", "m.db");
+}
+
+static int s_ckpt_teardown(void **state)
+{
+    server_destroy(&s_srv);
+    return tmpdir_teardown(state);
+}
+
+/* A server of a group (--shards 2) checkpoints at version 10, then 20
+ * (10 kept as .prev); the write at version 30 fails (its temporary file's
+ * name is taken by a directory, as a full disk would fail it). The
+ * checkpoint of version 20 must still be where --resume reads it. */
+static void test_failed_checkpoint_keeps_the_last(void **state)
+{
+    const tmpdir_t *t = *state;
+    snprintf(s_ckpt, sizeof s_ckpt, "%s/ckpt.safetensors", t->dir);
+    s_o = (server_opts_t){.bind = "tcp://127.0.0.1:*",
+                          .dataset = "mnist",
+                          .db = t->path,
+                          .out_dir = t->dir,
+                          .checkpoint = s_ckpt,
+                          .mode = MODE_SYNC,
+                          .shards = 2,
+                          .workers = 1,
+                          .epochs = 1,
+                          .batch_size = 64,
+                          .train_limit = 1000,
+                          .threads = 1,
+                          .lr = 0.01,
+                          .momentum = 0.9,
+                          .register_timeout = 1e9,
+                          .worker_timeout = 1e9,
+                          .checkpoint_every = 10};
+    server_t *s = s_srv = server_new(&s_o);
+    assert_non_null(s);
+    metrics_run_info_t info = {.mode = "sync", .workers = 1, .epochs = 1, .batch_size = 64};
+    s->run = metrics_run_begin(s->db, &info); /* a checkpoint names its run */
+    assert_true(s->run > 0);
+    s->started = 1;
+    s->version = 10;
+    assert_int_equal(ckpt_write(s), 0);
+    s->version = 20;
+    assert_int_equal(ckpt_write(s), 0);
+    char blocker[300];
+    snprintf(blocker, sizeof blocker, "%s.tmp.%ld", s_ckpt, (long)getpid());
+    assert_int_equal(mkdir(blocker, 0700), 0);
+    s->version = 30;
+    assert_int_not_equal(ckpt_write(s), 0);
+    printf("  the write at version 30 failed, as arranged\n");
+    assert_int_equal(access(s_ckpt, F_OK), 0);
+    char err[900];
+    s->version = 30;
+    int rc = ckpt_rollback(s, 20, err, sizeof err);
+    if (rc != 0)
+        printf("  %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(s->version, 20);
+    printf("  %s still holds version 20\n", s_ckpt);
+}
+
 int main(void)
 {
     wire_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_started_after_a_rollback_serves),
         cmocka_unit_test(test_shard_follows_a_restarted_head),
+        cmocka_unit_test_setup_teardown(test_failed_checkpoint_keeps_the_last, s_ckpt_setup,
+                                        s_ckpt_teardown),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));
