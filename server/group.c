@@ -561,6 +561,9 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     else if (w->workers < 1 || w->workers > 1024 || w->epochs < 1 || w->epochs > 1000 ||
              w->batch_size < 1 || w->batch_size > 128 || w->train_limit < w->workers)
         bad = "workers, epochs, batch size or train limit out of range";
+    else if (w->staleness > 1000000 || w->checkpoint_every > (1u << 30))
+        bad = "staleness or checkpoint interval out of range (--staleness 0..1000000, "
+              "--checkpoint-every 0..2^30)";
     else if (!w->mode ||
              (strcmp(w->mode, "sync") && strcmp(w->mode, "async") && strcmp(w->mode, "ssp")))
         bad = "unknown mode";

@@ -7,7 +7,8 @@
  *     old version from its checkpoint and stopping;
  *   - after the head restarted (it answers a ping with ERROR_UNKNOWN_WORKER
  *     and numbers its tables from 1 again), the shard takes the new head's
- *     tables and serves the workers it names.
+ *     tables and serves the workers it names;
+ *   - a recipe (ShardWelcome) with --staleness out of range is refused.
  * and, in-process (the server's units linked in, server/state.h):
  *   - a group server's checkpoint write that fails leaves the checkpoint
  *     it had in place (--resume reads it), not only its .prev.
@@ -65,20 +66,18 @@ static void s_send(fake_t *f, Ps__Envelope *env)
     assert_true(wire_send(f->head, &f->peer, env, NULL, 0) > 0);
 }
 
-/* Answers the shard's first ShardJoin with a recipe (the head at version
- * 0), then its ready join with an Ack; the shard's endpoint into f. */
-static void s_welcome_shard(fake_t *f)
+/* Sends the head's recipe (the head at version 0) as the answer to
+ * `request`, with the given --staleness. */
+static void s_send_welcome(fake_t *f, uint64_t request, uint32_t staleness)
 {
-    wire_msg_t m;
-    assert_int_equal(s_expect(f, PS__ENVELOPE__BODY_SHARD_JOIN, 30 * proc_time_scale(), &m), 0);
-    assert_string_equal(m.env->shard_join->endpoint, "");
     Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
     w.shard = 1;
     w.shards = 2;
     w.lo = MODEL_NPARAMS / 2;
     w.hi = MODEL_NPARAMS;
     w.run_id = 1;
-    w.mode = "sync";
+    w.mode = "ssp";
+    w.staleness = staleness;
     w.workers = 1;
     w.epochs = 1;
     w.batch_size = 64;
@@ -89,14 +88,24 @@ static void s_welcome_shard(fake_t *f)
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
-    env.request_id = m.env->request_id;
-    wire_msg_close(&m);
+    env.request_id = request;
     s_send(f, &env);
+}
+
+/* Answers the shard's first ShardJoin with a recipe, then its ready join
+ * with an Ack; the shard's endpoint into f. */
+static void s_welcome_shard(fake_t *f)
+{
+    wire_msg_t m;
+    assert_int_equal(s_expect(f, PS__ENVELOPE__BODY_SHARD_JOIN, 30 * proc_time_scale(), &m), 0);
+    assert_string_equal(m.env->shard_join->endpoint, "");
+    s_send_welcome(f, m.env->request_id, 2);
+    wire_msg_close(&m);
     assert_int_equal(s_expect(f, PS__ENVELOPE__BODY_SHARD_JOIN, 30, &m), 0);
     snprintf(f->shard_ep, sizeof f->shard_ep, "%s", m.env->shard_join->endpoint);
     assert_true(f->shard_ep[0] != '\0');
     Ps__Ack ack = PS__ACK__INIT;
-    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_ACK;
     env.ack = &ack;
     env.request_id = m.env->request_id;
@@ -104,7 +113,7 @@ static void s_welcome_shard(fake_t *f)
     s_send(f, &env);
 }
 
-/* Binds the fake head, starts the shard and welcomes it. */
+/* Binds the fake head and starts the shard (not welcomed yet). */
 static void s_start(fake_t *f, const char *name)
 {
     memset(f, 0, sizeof *f);
@@ -122,13 +131,14 @@ static void s_start(fake_t *f, const char *name)
     const char *argv[] = {proc_env.server,      "--shard", "1", "--head", f->ep, "--bind",
                           "tcp://127.0.0.1:*", "--checkpoint-every", "0", NULL};
     f->pid = proc_spawn(f->log, argv);
-    s_welcome_shard(f);
 }
 
 static void s_stop(fake_t *f)
 {
-    kill(f->pid, SIGKILL);
-    proc_wait(f->pid, 10);
+    if (f->pid > 0) {
+        kill(f->pid, SIGKILL);
+        proc_wait(f->pid, 10);
+    }
     zmq_close(f->head);
     zmq_ctx_term(f->ctx);
 }
@@ -217,6 +227,7 @@ static void test_shard_started_after_a_rollback_serves(void **state)
     (void)state;
     fake_t f;
     s_start(&f, "after_rollback");
+    s_welcome_shard(&f);
     s_membership(&f, 5, 1, 7, 0x1234, 1);
     s_served(&f, 0x1234, "a shard joining a group with one return behind it serves");
     s_stop(&f);
@@ -231,6 +242,7 @@ static void test_shard_follows_a_restarted_head(void **state)
     (void)state;
     fake_t f;
     s_start(&f, "head_restart");
+    s_welcome_shard(&f);
     s_membership(&f, 10, 0, 0, 0x1111, 1);
     s_served(&f, 0x1111, "the shard serves the worker the head names");
     /* the restarted head answers the next ping: who are you? */
@@ -248,6 +260,26 @@ static void test_shard_follows_a_restarted_head(void **state)
     s_welcome_shard(&f);
     s_membership(&f, 1, 0, 0, 0x2222, 2);
     s_served(&f, 0x2222, "the shard serves the worker the restarted head names");
+    s_stop(&f);
+}
+
+/* A recipe whose --staleness is out of range (2^32 - 1, which as an int is
+ * -1: an ssp bound no worker could ever meet) is refused by the shard,
+ * which stops naming it, instead of serving a run that would hang. */
+static void test_shard_refuses_a_bad_recipe(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "bad_recipe");
+    wire_msg_t m;
+    assert_int_equal(s_expect(&f, PS__ENVELOPE__BODY_SHARD_JOIN, 30 * proc_time_scale(), &m), 0);
+    s_send_welcome(&f, m.env->request_id, UINT32_MAX);
+    wire_msg_close(&m);
+    int status = proc_wait(f.pid, 10);
+    proc_cat(f.log);
+    assert_int_not_equal(status, 0);
+    assert_true(proc_contains(f.log, "staleness"));
+    f.pid = 0;
     s_stop(&f);
 }
 
@@ -326,6 +358,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_started_after_a_rollback_serves),
         cmocka_unit_test(test_shard_follows_a_restarted_head),
+        cmocka_unit_test(test_shard_refuses_a_bad_recipe),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_keeps_the_last, s_ckpt_setup,
                                         s_ckpt_teardown),
     };
