@@ -8,7 +8,9 @@
  *   - after the head restarted (it answers a ping with ERROR_UNKNOWN_WORKER
  *     and numbers its tables from 1 again), the shard takes the new head's
  *     tables and serves the workers it names;
- *   - a recipe (ShardWelcome) with --staleness out of range is refused.
+ *   - a recipe (ShardWelcome) with --staleness out of range is refused;
+ *   - the head's table arriving between two parts of a push: the worker
+ *     is told to retry, not refused.
  * and, in-process (the server's units linked in, server/state.h):
  *   - a group server's checkpoint write that fails leaves the checkpoint
  *     it had in place (--resume reads it), not only its .prev.
@@ -263,6 +265,72 @@ static void test_shard_follows_a_restarted_head(void **state)
     s_stop(&f);
 }
 
+/* Sends part `part` of 2 of step 1's gradient (worker 0, incarnation 1,
+ * `token`) to the shard and returns the reply's kind (-1: none within 300
+ * ms; the first part is not answered), its Error code into *code. */
+static int s_push_part(void *sock, uint64_t token, uint32_t part, int *code)
+{
+    static float g[MODEL_NPARAMS];
+    const uint32_t lo = MODEL_NPARAMS / 2, cut = MODEL_NPARAMS - 1000;
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = 0;
+    p.token = token;
+    p.incarnation = 1;
+    p.step = 1;
+    p.epoch = 1;
+    p.loss = 1.0f;
+    p.part = part;
+    p.parts = 2;
+    p.offset = part == 0 ? cut : lo;
+    p.count = part == 0 ? MODEL_NPARAMS - cut : cut - lo;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    env.request_id = 7;
+    zmq_msg_t t;
+    assert_int_equal(wire_tensor_encode_n(&t, g + p.offset, p.count, 0, NULL), 0);
+    assert_true(wire_send_msg(sock, NULL, &env, &t, 0) > 0);
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    wire_msg_t m;
+    char err[256];
+    *code = -1;
+    if (zmq_poll(&item, 1, 300) != 1 || wire_recv(sock, NULL, &m, err, sizeof err) != 0)
+        return -1;
+    int kind = m.env->body_case;
+    if (kind == PS__ENVELOPE__BODY_ERROR) {
+        *code = (int)m.env->error->code;
+        printf("    part %u: %s\n", part, m.env->error->message);
+    }
+    wire_msg_close(&m);
+    return kind;
+}
+
+/* The head's table reaches the shard between two parts of a worker's push:
+ * the first part was refused with ERROR_RETRY (the worker unknown yet), so
+ * the second arrives without it. It must be answered ERROR_RETRY too (the
+ * worker resends the whole step, which is then applied once), not
+ * ERROR_STATE, which stops the worker. */
+static void test_table_between_parts_retried(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "between_parts");
+    s_welcome_shard(&f);
+    void *sock = proc_dealer(f.ctx, f.shard_ep);
+    int code;
+    assert_int_equal(s_push_part(sock, 0x77, 0, &code), PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(code, PS__ERROR_CODE__ERROR_RETRY);
+    s_membership(&f, 1, 0, 0, 0x77, 1);
+    s_served(&f, 0x77, "the table reached the shard");
+    assert_int_equal(s_push_part(sock, 0x77, 1, &code), PS__ENVELOPE__BODY_ERROR);
+    assert_int_equal(code, PS__ERROR_CODE__ERROR_RETRY);
+    assert_int_equal(s_push_part(sock, 0x77, 0, &code), -1);
+    assert_int_equal(s_push_part(sock, 0x77, 1, &code), PS__ENVELOPE__BODY_WEIGHTS);
+    printf("  the whole step, resent, is applied\n");
+    zmq_close(sock);
+    s_stop(&f);
+}
+
 /* A recipe whose --staleness is out of range (2^32 - 1, which as an int is
  * -1: an ssp bound no worker could ever meet) is refused by the shard,
  * which stops naming it, instead of serving a run that would hang. */
@@ -359,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_shard_started_after_a_rollback_serves),
         cmocka_unit_test(test_shard_follows_a_restarted_head),
         cmocka_unit_test(test_shard_refuses_a_bad_recipe),
+        cmocka_unit_test(test_table_between_parts_retried),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_keeps_the_last, s_ckpt_setup,
                                         s_ckpt_teardown),
     };
