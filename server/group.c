@@ -47,7 +47,7 @@ struct srv_group {
     /* a shard */
     void *head; /* DEALER to the head */
     uint64_t request, seq_known;
-    int head_known; /* a table from this head came: seq_known and rollbacks are its */
+    int head_known;      /* a table from this head came: seq_known and rollbacks are its */
     char advertise[300]; /* where workers reach it */
     int rejoining;       /* joining the head again: its ShardWelcome is awaited */
     int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */

@@ -104,7 +104,7 @@ static Ps__ErrorCode s_part_problem(const server_t *s, const slot_t *sl, const P
                  p->part, parts, (unsigned long long)p->step);
         return PS__ERROR_CODE__ERROR_RETRY;
     } else if (p->part > 0 &&
-             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+               (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
         snprintf(why, n,
                  "push part %u of %u of step %llu out of order (%u parts of step %llu "
                  "received)",

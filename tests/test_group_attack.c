@@ -130,8 +130,9 @@ static void s_start(fake_t *f, const char *name)
     assert_int_equal(zmq_bind(f->head, "tcp://127.0.0.1:*"), 0);
     size_t len = sizeof f->ep;
     assert_int_equal(zmq_getsockopt(f->head, ZMQ_LAST_ENDPOINT, f->ep, &len), 0);
-    const char *argv[] = {proc_env.server,      "--shard", "1", "--head", f->ep, "--bind",
-                          "tcp://127.0.0.1:*", "--checkpoint-every", "0", NULL};
+    const char *argv[] = {
+        proc_env.server,      "--shard", "1", "--head", f->ep, "--bind", "tcp://127.0.0.1:*",
+        "--checkpoint-every", "0",       NULL};
     f->pid = proc_spawn(f->log, argv);
 }
 
@@ -194,8 +195,8 @@ static int s_pull(fake_t *f, uint64_t token)
             continue;
         }
         kind = m.env->body_case;
-        int retry = kind == PS__ENVELOPE__BODY_ERROR &&
-                    m.env->error->code == PS__ERROR_CODE__ERROR_RETRY;
+        int retry =
+            kind == PS__ENVELOPE__BODY_ERROR && m.env->error->code == PS__ERROR_CODE__ERROR_RETRY;
         if (kind == PS__ENVELOPE__BODY_ERROR)
             snprintf(last, sizeof last, "%s", m.env->error->message);
         wire_msg_close(&m);
