@@ -975,6 +975,14 @@ int server_run_shard(const server_opts_t *o)
         goto out;
     if (!(s = server_new(&ro)))
         goto out;
+    if (o->resume && s->run != run_id) {
+        fprintf(stderr,
+                "error: shard %d: the checkpoint %s is of run %lld, not the head's run %lld: "
+                "another run left it; start this shard without --resume, or resume the head "
+                "of run %lld\n",
+                o->shard, o->checkpoint, (long long)s->run, (long long)run_id, (long long)s->run);
+        goto out;
+    }
     /* server_new made no group for a shard: this link is it. */
     g->known = calloc((size_t)ro.workers, sizeof *g->known);
     if (!g->known) {

@@ -10,7 +10,8 @@
  *     tables and serves the workers it names;
  *   - a recipe (ShardWelcome) with --staleness out of range is refused;
  *   - the head's table arriving between two parts of a push: the worker
- *     is told to retry, not refused.
+ *     is told to retry, not refused;
+ *   - a shard resumed from a checkpoint of another run is refused.
  * and, in-process (the server's units linked in, server/state.h):
  *   - a group server's checkpoint write that fails leaves the checkpoint
  *     it had in place (--resume reads it), not only its .prev.
@@ -40,9 +41,13 @@
 /* A fake head and the real shard connected to it. */
 typedef struct {
     void *ctx, *head;
-    char ep[256], log[400], shard_ep[256];
+    char ep[256], log[400], shard_ep[256], ckpt[400];
     wire_peer_t peer; /* the shard's connection */
     pid_t pid;
+    /* what the fake head says: its run, its version, its --checkpoint-every */
+    int64_t run_id;
+    uint64_t version;
+    uint32_t checkpoint_every;
 } fake_t;
 
 /* Waits up to `seconds` for a message of `kind` from the shard (others,
@@ -68,7 +73,7 @@ static void s_send(fake_t *f, Ps__Envelope *env)
     assert_true(wire_send(f->head, &f->peer, env, NULL, 0) > 0);
 }
 
-/* Sends the head's recipe (the head at version 0) as the answer to
+/* Sends the head's recipe (its run and version from f) as the answer to
  * `request`, with the given --staleness. */
 static void s_send_welcome(fake_t *f, uint64_t request, uint32_t staleness)
 {
@@ -77,7 +82,9 @@ static void s_send_welcome(fake_t *f, uint64_t request, uint32_t staleness)
     w.shards = 2;
     w.lo = MODEL_NPARAMS / 2;
     w.hi = MODEL_NPARAMS;
-    w.run_id = 1;
+    w.run_id = f->run_id;
+    w.version = f->version;
+    w.checkpoint_every = f->checkpoint_every;
     w.mode = "ssp";
     w.staleness = staleness;
     w.workers = 1;
@@ -115,7 +122,28 @@ static void s_welcome_shard(fake_t *f)
     s_send(f, &env);
 }
 
-/* Binds the fake head and starts the shard (not welcomed yet). */
+/* Starts the shard (again, with --resume), checkpointing into f->ckpt
+ * when the head's recipe asks to. */
+static void s_spawn(fake_t *f, int resume)
+{
+    const char *argv[] = {proc_env.server,
+                          "--shard",
+                          "1",
+                          "--head",
+                          f->ep,
+                          "--bind",
+                          "tcp://127.0.0.1:*",
+                          "--checkpoint",
+                          f->ckpt,
+                          "--checkpoint-every",
+                          "1",
+                          resume ? "--resume" : NULL,
+                          NULL};
+    f->pid = proc_spawn(f->log, argv);
+}
+
+/* Binds the fake head (run 1, version 0, no checkpoints) and starts the
+ * shard (not welcomed yet). */
 static void s_start(fake_t *f, const char *name)
 {
     memset(f, 0, sizeof *f);
@@ -123,6 +151,8 @@ static void s_start(fake_t *f, const char *name)
     snprintf(dir, sizeof dir, "%s/%s", proc_env.tmp, name);
     fs_mkdirs(dir);
     snprintf(f->log, sizeof f->log, "%s/shard1.log", dir);
+    snprintf(f->ckpt, sizeof f->ckpt, "%s/checkpoint-shard1.safetensors", dir);
+    f->run_id = 1;
     f->ctx = zmq_ctx_new();
     f->head = zmq_socket(f->ctx, ZMQ_ROUTER);
     int linger = 0;
@@ -130,10 +160,7 @@ static void s_start(fake_t *f, const char *name)
     assert_int_equal(zmq_bind(f->head, "tcp://127.0.0.1:*"), 0);
     size_t len = sizeof f->ep;
     assert_int_equal(zmq_getsockopt(f->head, ZMQ_LAST_ENDPOINT, f->ep, &len), 0);
-    const char *argv[] = {
-        proc_env.server,      "--shard", "1", "--head", f->ep, "--bind", "tcp://127.0.0.1:*",
-        "--checkpoint-every", "0",       NULL};
-    f->pid = proc_spawn(f->log, argv);
+    s_spawn(f, 0);
 }
 
 static void s_stop(fake_t *f)
@@ -161,7 +188,7 @@ static void s_membership(fake_t *f, uint64_t seq, uint32_t rollbacks, uint64_t r
     ms.started = 1;
     ms.rollbacks = rollbacks;
     ms.rollback_version = rollback_version;
-    ms.run_id = 1;
+    ms.run_id = f->run_id;
     ms.n_members = 1;
     ms.members = ptrs;
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -332,6 +359,52 @@ static void test_table_between_parts_retried(void **state)
     s_stop(&f);
 }
 
+/* A shard checkpoints in run 5 and is killed; restarted with --resume
+ * against a head that runs another run (6) at the same version, it must
+ * refuse: its range's weights are another run's. Against the head of run
+ * 5 it serves. */
+static void test_resume_from_another_run_refused(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "other_run");
+    f.run_id = 5;
+    f.checkpoint_every = 1;
+    s_welcome_shard(&f);
+    s_membership(&f, 1, 0, 0, 0x55, 1);
+    void *sock = proc_dealer(f.ctx, f.shard_ep);
+    int code, kind = -1;
+    for (double end = clock_now() + 10; clock_now() < end && kind != PS__ENVELOPE__BODY_WEIGHTS;) {
+        s_push_part(sock, 0x55, 0, &code); /* retried until the shard knows worker 0 */
+        kind = s_push_part(sock, 0x55, 1, &code);
+    }
+    assert_int_equal(kind, PS__ENVELOPE__BODY_WEIGHTS);
+    zmq_close(sock);
+    for (double end = clock_now() + 10; clock_now() < end && access(f.ckpt, F_OK) != 0;)
+        usleep(20000);
+    assert_int_equal(access(f.ckpt, F_OK), 0);
+    kill(f.pid, SIGKILL);
+    proc_wait(f.pid, 10);
+    printf("  shard checkpointed version 1 of run 5 and was killed\n");
+    f.run_id = 6;
+    f.version = 1;
+    s_spawn(&f, 1);
+    wire_msg_t m;
+    assert_int_equal(s_expect(&f, PS__ENVELOPE__BODY_SHARD_JOIN, 30 * proc_time_scale(), &m), 0);
+    s_send_welcome(&f, m.env->request_id, 2);
+    wire_msg_close(&m);
+    int status = proc_wait(f.pid, 10);
+    proc_cat(f.log);
+    assert_int_not_equal(status, 0);
+    assert_true(proc_contains(f.log, "is of run 5, not the head's run 6"));
+    printf("  resumed against run 6: refused\n");
+    f.run_id = 5;
+    s_spawn(&f, 1);
+    s_welcome_shard(&f);
+    printf("  resumed against run 5: ready at %s\n", f.shard_ep);
+    s_stop(&f);
+}
+
 /* A recipe whose --staleness is out of range (2^32 - 1, which as an int is
  * -1: an ssp bound no worker could ever meet) is refused by the shard,
  * which stops naming it, instead of serving a run that would hang. */
@@ -429,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_shard_follows_a_restarted_head),
         cmocka_unit_test(test_shard_refuses_a_bad_recipe),
         cmocka_unit_test(test_table_between_parts_retried),
+        cmocka_unit_test(test_resume_from_another_run_refused),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_keeps_the_last, s_ckpt_setup,
                                         s_ckpt_teardown),
     };
