@@ -870,7 +870,7 @@ static void s_ping(server_t *s)
 }
 
 /* The run is over: the final weights to the head, resent every second
- * until its Ack. 0, or -1 after printing why. */
+ * until its Ack (to any of them). 0, or -1 after printing why. */
 static int s_send_final(server_t *s)
 {
     group_t *g = s->group;
@@ -885,6 +885,9 @@ static int s_send_final(server_t *s)
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
     env.shard_final = &f;
+    /* An Ack to any sending counts: a slow head's answer to one may come
+     * after the next was sent. */
+    uint64_t first = g->request + 1;
     double end = clock_now() + GROUP_HEAD_SILENCE, next = 0;
     while (clock_now() < end && !server_stop) {
         if (clock_now() >= next) {
@@ -901,7 +904,7 @@ static int s_send_final(server_t *s)
         char err[256];
         if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
             continue;
-        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id == g->request;
+        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id >= first;
         wire_msg_close(&m);
         if (acked) {
             srv_log(s, "final weights (version %llu) sent to the head",

@@ -11,7 +11,9 @@
  *   - a recipe (ShardWelcome) with --staleness out of range is refused;
  *   - the head's table arriving between two parts of a push: the worker
  *     is told to retry, not refused;
- *   - a shard resumed from a checkpoint of another run is refused.
+ *   - a shard resumed from a checkpoint of another run is refused;
+ *   - the head's Ack to the first sending of the final weights, coming
+ *     after a resend, ends the shard's run.
  * and, in-process (the server's units linked in, server/state.h):
  *   - a group server's checkpoint write that fails leaves the checkpoint
  *     it had in place (--resume reads it), not only its .prev.
@@ -48,6 +50,7 @@ typedef struct {
     int64_t run_id;
     uint64_t version;
     uint32_t checkpoint_every;
+    int over; /* its tables say the run is over */
 } fake_t;
 
 /* Waits up to `seconds` for a message of `kind` from the shard (others,
@@ -189,6 +192,7 @@ static void s_membership(fake_t *f, uint64_t seq, uint32_t rollbacks, uint64_t r
     ms.rollbacks = rollbacks;
     ms.rollback_version = rollback_version;
     ms.run_id = f->run_id;
+    ms.over = f->over;
     ms.n_members = 1;
     ms.members = ptrs;
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -405,6 +409,41 @@ static void test_resume_from_another_run_refused(void **state)
     s_stop(&f);
 }
 
+/* The run is over: the shard sends its final weights, resent every second
+ * until the head's Ack. The head is slow: its Ack to the first sending
+ * comes after the second. The shard takes it (the head has the weights)
+ * and exits 0, instead of waiting for an Ack to the latest sending until
+ * it gives up. */
+static void test_late_final_ack_taken(void **state)
+{
+    (void)state;
+    fake_t f;
+    s_start(&f, "late_ack");
+    s_welcome_shard(&f);
+    f.over = 1;
+    s_membership(&f, 1, 0, 0, 0x99, 1);
+    wire_msg_t m;
+    assert_int_equal(s_expect(&f, PS__ENVELOPE__BODY_SHARD_FINAL, 10, &m), 0);
+    uint64_t first = m.env->request_id;
+    wire_msg_close(&m);
+    assert_int_equal(s_expect(&f, PS__ENVELOPE__BODY_SHARD_FINAL, 10, &m), 0);
+    assert_true(m.env->request_id > first);
+    wire_msg_close(&m);
+    Ps__Ack ack = PS__ACK__INIT;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_ACK;
+    env.ack = &ack;
+    env.request_id = first;
+    s_send(&f, &env);
+    int status = proc_wait(f.pid, 5);
+    if (status != 0)
+        proc_cat(f.log);
+    assert_int_equal(status, 0);
+    printf("  the shard took the Ack to its first sending and exited 0\n");
+    f.pid = 0;
+    s_stop(&f);
+}
+
 /* A recipe whose --staleness is out of range (2^32 - 1, which as an int is
  * -1: an ssp bound no worker could ever meet) is refused by the shard,
  * which stops naming it, instead of serving a run that would hang. */
@@ -503,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_shard_refuses_a_bad_recipe),
         cmocka_unit_test(test_table_between_parts_retried),
         cmocka_unit_test(test_resume_from_another_run_refused),
+        cmocka_unit_test(test_late_final_ack_taken),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_keeps_the_last, s_ckpt_setup,
                                         s_ckpt_teardown),
     };
