@@ -823,6 +823,7 @@ static int s_link_read(server_t *s)
             fail = s_apply_membership(s, m.env->membership) != 0;
         else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
+            g->head_known = 0; /* the table that follows is this head's first */
             fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR &&
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
@@ -830,7 +831,6 @@ static int s_link_read(server_t *s)
              * join it again. */
             srv_log(s, "the head does not know this shard (it restarted?): joining it again");
             g->rejoining = 1;
-            g->head_known = 0;
             fail = s_send_join(s, "") != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR) {
             fprintf(stderr, "error: shard %d: the head refused it: %s\n", s->shard,
