@@ -106,6 +106,11 @@ $(B)/tests/test_gate: tests/test_gate.c $(B)/obj/server/gate.o $(B)/libproto.a $
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
 
+# The group attack test also links the server's units (its checkpoint case).
+$(B)/tests/test_group_attack: tests/test_group_attack.c $(B)/obj/tests/proc.o $(filter-out %/main.o,$(SERVER_OBJ)) $(B)/libproto.a $(B)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(filter-out %.h,$^) -o $@ -lcmocka $(NET_LIBS) $(LDLIBS)
+
 # The checkpoint's and the lr schedule's tests link the server's units (all but main.c).
 $(B)/tests/test_checkpoint $(B)/tests/test_lr_schedule: $(B)/tests/%: tests/%.c $(filter-out %/main.o,$(SERVER_OBJ)) $(B)/libproto.a $(B)/libcommon.a
 	@mkdir -p $(dir $@)

@@ -353,10 +353,15 @@ int ckpt_write(server_t *s)
     st_tensor_t t[2 * MODEL_NTENSORS];
     char names[MODEL_NTENSORS][64], err[512];
     int nt = s_tensors(s, t, names);
-    if (s->o->shards > 1) { /* a group keeps the one before too (ckpt_rollback) */
+    if (s->o->shards > 1) {
+        /* A group keeps the one before too (ckpt_rollback), as a second
+         * name of the file: the checkpoint itself stays in place until
+         * st_write replaces it whole, so a crash or a failed write leaves
+         * one for --resume. */
         char prev[4200];
         snprintf(prev, sizeof prev, "%s.prev", s->o->checkpoint);
-        if (rename(s->o->checkpoint, prev) != 0 && errno != ENOENT)
+        if ((unlink(prev) != 0 && errno != ENOENT) ||
+            (link(s->o->checkpoint, prev) != 0 && errno != ENOENT))
             srv_log(s, "warning: cannot keep the previous checkpoint as %s: %s", prev,
                     strerror(errno));
     }

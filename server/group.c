@@ -47,6 +47,7 @@ struct srv_group {
     /* a shard */
     void *head; /* DEALER to the head */
     uint64_t request, seq_known;
+    int head_known;      /* a table from this head came: seq_known and rollbacks are its */
     char advertise[300]; /* where workers reach it */
     int rejoining;       /* joining the head again: its ShardWelcome is awaited */
     int file_slots;      /* the slots were read from a checkpoint (--resume, a return) */
@@ -575,6 +576,9 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     else if (w->workers < 1 || w->workers > 1024 || w->epochs < 1 || w->epochs > 1000 ||
              w->batch_size < 1 || w->batch_size > 128 || w->train_limit < w->workers)
         bad = "workers, epochs, batch size or train limit out of range";
+    else if (w->staleness > 1000000 || w->checkpoint_every > (1u << 30))
+        bad = "staleness or checkpoint interval out of range (--staleness 0..1000000, "
+              "--checkpoint-every 0..2^30)";
     else if (!w->mode ||
              (strcmp(w->mode, "sync") && strcmp(w->mode, "async") && strcmp(w->mode, "ssp")))
         bad = "unknown mode";
@@ -739,10 +743,19 @@ static int s_rejoined(server_t *s, uint64_t head_version)
 static int s_apply_membership(server_t *s, const Ps__Membership *m)
 {
     group_t *g = s->group;
+    if (!g->head_known) {
+        /* The first table from this head (at the start, or from a head that
+         * restarted and numbers its tables afresh): its counters are taken
+         * as they are. A return it counts happened before this shard joined
+         * it, and the join agreed on the version (s_rejoined). */
+        g->head_known = 1;
+        g->seq_known = m->seq;
+        g->rollbacks = m->rollbacks;
+    }
     if (m->seq < g->seq_known)
         return 0; /* an older table that arrived late */
     g->seq_known = m->seq;
-    if (m->rollbacks > g->rollbacks) {
+    if (m->rollbacks != g->rollbacks) {
         /* The group returns to an older version: this shard's checkpoint of
          * it, and every worker starts afresh from the head's table. */
         g->rollbacks = m->rollbacks;
@@ -825,6 +838,7 @@ static int s_link_read(server_t *s)
             fail = s_apply_membership(s, m.env->membership) != 0;
         else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
+            g->head_known = 0; /* the table that follows is this head's first */
             fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR &&
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
@@ -871,7 +885,7 @@ static void s_ping(server_t *s)
 }
 
 /* The run is over: the final weights to the head, resent every second
- * until its Ack. 0, or -1 after printing why. */
+ * until its Ack (to any of them). 0, or -1 after printing why. */
 static int s_send_final(server_t *s)
 {
     group_t *g = s->group;
@@ -886,6 +900,9 @@ static int s_send_final(server_t *s)
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_FINAL;
     env.shard_final = &f;
+    /* An Ack to any sending counts: a slow head's answer to one may come
+     * after the next was sent. */
+    uint64_t first = g->request + 1;
     double end = clock_now() + GROUP_HEAD_SILENCE, next = 0;
     while (clock_now() < end && !server_stop) {
         if (clock_now() >= next) {
@@ -902,7 +919,7 @@ static int s_send_final(server_t *s)
         char err[256];
         if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
             continue;
-        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id == g->request;
+        int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id >= first;
         wire_msg_close(&m);
         if (acked) {
             srv_log(s, "final weights (version %llu) sent to the head",
@@ -976,6 +993,14 @@ int server_run_shard(const server_opts_t *o)
         goto out;
     if (!(s = server_new(&ro)))
         goto out;
+    if (o->resume && s->run != run_id) {
+        fprintf(stderr,
+                "error: shard %d: the checkpoint %s is of run %lld, not the head's run %lld: "
+                "another run left it; start this shard without --resume, or resume the head "
+                "of run %lld\n",
+                o->shard, o->checkpoint, (long long)s->run, (long long)run_id, (long long)s->run);
+        goto out;
+    }
     /* server_new made no group for a shard: this link is it. */
     g->known = calloc((size_t)ro.workers, sizeof *g->known);
     if (!g->known) {

@@ -82,20 +82,29 @@ static int s_push_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
     return -1;
 }
 
-/* Why this part of a step's gradient does not fit (into why), or 0. The
- * parts of a step come in backward order and tile this server's range: the
- * first ends at its end, each next one ends where the one before began, the
- * last begins at its start. A part that does not fit drops the parts
- * received so far: the worker resends them all. */
-static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p, size_t count,
-                          char *why, size_t n)
+/* Why this part of a step's gradient does not fit (into why) and the
+ * Error code to answer with, or 0. The parts of a step come in backward
+ * order and tile this server's range: the first ends at its end, each next
+ * one ends where the one before began, the last begins at its start. A part
+ * that does not fit drops the parts received so far: the worker resends
+ * them all. A later part that comes when none before it was kept (they
+ * were refused: on a shard, the worker was not known yet when they came)
+ * asks for that resend (ERROR_RETRY) instead of stopping the worker. */
+static Ps__ErrorCode s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p,
+                                    size_t count, char *why, size_t n)
 {
     uint32_t parts = p->parts ? p->parts : 1;
     size_t end = p->part == 0 ? s->lo + s->n : sl->part_lo, off = p->offset;
     if (parts > WIRE_MAX_PARTS || p->part >= parts)
         snprintf(why, n, "push part %u of %u (at most %d parts)", p->part, parts, WIRE_MAX_PARTS);
-    else if (p->part > 0 &&
-             (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
+    else if (p->part > 0 && sl->parts_got == 0) {
+        snprintf(why, n,
+                 "push part %u of %u of step %llu without the parts before it: resend the "
+                 "step from its first part",
+                 p->part, parts, (unsigned long long)p->step);
+        return PS__ERROR_CODE__ERROR_RETRY;
+    } else if (p->part > 0 &&
+               (sl->part_step != p->step || sl->parts_got != p->part || sl->parts != parts))
         snprintf(why, n,
                  "push part %u of %u of step %llu out of order (%u parts of step %llu "
                  "received)",
@@ -107,8 +116,8 @@ static int s_part_problem(const server_t *s, const slot_t *sl, const Ps__Push *p
                  "%zu within this server's [%zu, %zu)",
                  p->part, parts, off, off + count, end, s->lo, s->lo + s->n);
     else
-        return 0;
-    return -1;
+        return PS__ERROR_CODE__ERROR_NONE;
+    return PS__ERROR_CODE__ERROR_STATE;
 }
 
 /* Refuses the request being handled: a log line and an Error reply. */
@@ -143,10 +152,12 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         }
         return;
     }
-    if (s_push_problem(s, sl, p, why, sizeof why) != 0 ||
-        s_part_problem(s, sl, p, m->count, why, sizeof why) != 0) {
+    Ps__ErrorCode code = s_push_problem(s, sl, p, why, sizeof why) != 0
+                             ? PS__ERROR_CODE__ERROR_STATE
+                             : s_part_problem(s, sl, p, m->count, why, sizeof why);
+    if (code != PS__ERROR_CODE__ERROR_NONE) {
         sl->parts_got = 0;
-        s_refuse(s, peer, id, PS__ERROR_CODE__ERROR_STATE, why);
+        s_refuse(s, peer, id, code, why);
         return;
     }
     if (!sl->gbuf && !(sl->gbuf = malloc(s->n * sizeof(float)))) {
