@@ -586,5 +586,5 @@ int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen)
                    "cannot return to version %llu: neither %s nor its .prev holds it intact "
                    "(%s); restart the whole group with --resume",
                    (unsigned long long)version, s->o->checkpoint, why);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }

@@ -39,8 +39,10 @@ int ckpt_resume(server_t *s, char *err, size_t errlen);
  * s->o->checkpoint or the one kept before it (PATH.prev; a group writes
  * both, at the same versions on every server), checked as ckpt_resume
  * checks; every slot then waits for its worker to register again and its
- * token is revoked. 0, or -1 with a message in err: the server's weights
- * may then be half read and it must stop. */
+ * token is revoked. 0; -1 with a message in err when no intact checkpoint
+ * of that version was found (nothing changed); -2 with a message when one
+ * failed its checks while it was being read (the weights may be half read:
+ * the server must stop). */
 int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct {
     int joined;
     wire_peer_t peer;
     char endpoint[128], key[48];
+    char given[128]; /* the endpoint workers were told once the run started */
     double last_ping;
     Ps__ShardPing stats; /* its last figures (no strings: a plain copy) */
     int final_got;
@@ -38,8 +39,9 @@ typedef struct {
 
 struct srv_group {
     /* the head */
-    member_shard_t *sh; /* o->shards entries; [0] is the head itself */
-    uint64_t seq;       /* the membership's version */
+    member_shard_t *sh;       /* o->shards entries; [0] is the head itself */
+    uint64_t seq;             /* the membership's version */
+    zcertstore_t *shard_keys; /* --shard-keys: the keys that may join as shards, or NULL */
     int over;
     uint32_t rollbacks; /* returns to an older version so far (the shard's: seen) */
     uint64_t rollback_version;
@@ -85,6 +87,14 @@ int group_head_new(server_t *s)
     }
     g->sh[0].joined = 1;
     s->group = g;
+    if (s->o->shard_keys && !(g->shard_keys = zcertstore_new(s->o->shard_keys))) {
+        fprintf(stderr, "error: cannot read --shard-keys %s\n", s->o->shard_keys);
+        return -1;
+    }
+    if (s->o->curve_secret && !s->o->shard_keys && s_shards(s) > 1)
+        fprintf(stderr, "warning: any key in --allowed-keys may join as a shard of this group; "
+                        "give --shard-keys DIR (the shards' public certificates) to allow only "
+                        "them\n");
     return 0;
 }
 
@@ -97,6 +107,7 @@ void group_destroy(server_t *s)
         zmq_close(g->head);
     free(g->sh);
     free(g->full);
+    zcertstore_destroy(&g->shard_keys);
     free(g->known);
     free(g);
     s->group = NULL;
@@ -272,12 +283,14 @@ static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, siz
         return -1;
     }
     char err[900];
-    if (ckpt_rollback(s, j->version, err, sizeof err) != 0) {
+    int rc = ckpt_rollback(s, j->version, err, sizeof err);
+    if (rc != 0) {
         fprintf(stderr, "error: shard %u resumed at version %llu, but the head %s\n", j->shard,
                 (unsigned long long)j->version, err);
         snprintf(why, n, "the head cannot return to version %llu with it",
                  (unsigned long long)j->version);
-        s->fatal = 1;
+        if (rc == -2) /* a checkpoint failed its checks while read: the weights are lost */
+            s->fatal = 1;
         return -1;
     }
     g->rollbacks++;
@@ -309,6 +322,16 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
         snprintf(why, sizeof why, "shard %u's endpoint is not usable: %s", j->shard, bad);
     } else if (g->over) {
         snprintf(why, sizeof why, "shard %u cannot join: the run is over", j->shard);
+    } else if (g->shard_keys && !zcertstore_lookup(g->shard_keys, peer->key)) {
+        snprintf(why, sizeof why,
+                 "shard %u cannot join: its CurveZMQ key is not in the head's --shard-keys %s",
+                 j->shard, s->o->shard_keys);
+    } else if (s->started && j->endpoint && j->endpoint[0] && g->sh[j->shard].given[0] &&
+               strcmp(j->endpoint, g->sh[j->shard].given) != 0) {
+        snprintf(why, sizeof why,
+                 "shard %u must come back at %s, where the workers reach it (restart it with "
+                 "that --bind or --advertise)",
+                 j->shard, g->sh[j->shard].given);
     } else {
         member_shard_t *sh = &g->sh[j->shard];
         if (sh->joined && !s_same_peer(&sh->peer, peer) && transport_connected(s, &sh->peer)) {
@@ -329,9 +352,11 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             snprintf(sh->key, sizeof sh->key, "%s", peer->key);
             size_t lo, n;
             group_range(s->o->shards, (int)j->shard, &lo, &n);
-            if (sh->endpoint[0])
+            if (sh->endpoint[0]) {
                 srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
+                snprintf(sh->given, sizeof sh->given, "%s", sh->endpoint);
+            }
             if (sh->endpoint[0])
                 s_ack(s, peer); /* ready */
             else

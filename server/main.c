@@ -81,6 +81,8 @@ static void s_usage(FILE *f)
             "                          wildcard host replaced by this machine's name);\n"
             "                          a shard's --bind defaults to tcp://*:5555+I\n"
             "  --server-key FILE       a shard with CurveZMQ: the head's public certificate\n"
+            "  --shard-keys DIR        the head with CurveZMQ: only these public certificates\n"
+            "                          may join as shards (they must be in --allowed-keys too)\n"
             "  -h, --help              this help\n");
 }
 
@@ -205,6 +207,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_HEAD,
         O_ADVERTISE,
         O_SERVER_KEY,
+        O_SHARD_KEYS,
         O_DATASET, /* issue 14 */
         O_LR_SCALING,
         O_WARMUP
@@ -240,6 +243,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"head", required_argument, 0, O_HEAD},
         {"advertise", required_argument, 0, O_ADVERTISE},
         {"server-key", required_argument, 0, O_SERVER_KEY},
+        {"shard-keys", required_argument, 0, O_SHARD_KEYS},
         {"dataset", required_argument, 0, O_DATASET},
         {"lr-scaling", required_argument, 0, O_LR_SCALING},
         {"warmup-epochs", required_argument, 0, O_WARMUP},
@@ -308,6 +312,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         case O_HEAD: o.head = optarg; break;
         case O_ADVERTISE: o.advertise = optarg; break;
         case O_SERVER_KEY: o.server_key = optarg; break;
+        case O_SHARD_KEYS: o.shard_keys = optarg; break;
         case O_DATASET:
             o.dataset = optarg;
             if (!idx_dataset_dir(optarg)) {
@@ -352,6 +357,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
     if (!bad && o.shard > 0 && o.shards > 1) {
         fprintf(stderr, "error: --shards is the head's flag; a shard (--shard) learns the "
                         "group's size from its head\n");
+        bad = 1;
+    }
+    if (!bad && o.shard_keys && (!o.curve_secret || o.shard > 0)) {
+        fprintf(stderr, "error: --shard-keys is the head's, with CurveZMQ (--curve-secret, "
+                        "--allowed-keys): it names the keys that may join as shards\n");
         bad = 1;
     }
     if (!bad && (o.advertise || o.server_key) && o.shard == 0) {

@@ -4,7 +4,9 @@
 # the workers and the shard. The shard joins the encrypted head with its
 # key and --server-key (the head's public certificate); the head tells the
 # worker the shard's public key in its Welcome, and the listed worker
-# trains against both, while an unlisted worker gets no answer.
+# trains against both, while an unlisted worker gets no answer. With
+# --shard-keys only the shard's key may join as a shard: a worker's key,
+# though admitted, is refused.
 source "$(dirname "$0")/lib.sh"
 K=$TMP/keys
 mkdir -p "$K/allowed"
@@ -13,15 +15,20 @@ for k in head shard1 good intruder; do
 done
 cp "$K/good" "$K/allowed/good.pub"
 cp "$K/shard1" "$K/allowed/shard1.pub"
+mkdir -p "$K/shards" && cp "$K/shard1" "$K/shards/shard1.pub"
 
 $B/paramserver --bind 'tcp://127.0.0.1:*' --shards 2 --workers 1 --epochs 1 --train-limit 2000 \
-    --test-limit 500 --curve-secret "$K/head_secret" --allowed-keys "$K/allowed" \
+    --test-limit 500 --curve-secret "$K/head_secret" --allowed-keys "$K/allowed" --shard-keys "$K/shards" \
     --data-dir "$MNIST_DIR" --db "$TMP/m.db" --out "$TMP/out" --register-timeout 60 >"$TMP/head.log" 2>&1 &
 head=$!; pids+=("$head")
 wait_for 30 "the head to listen" has_endpoint "$TMP/head.log"
 ep=$(endpoint "$TMP/head.log")
 expect_exit 2 "a shard's --server-key without --shard is refused" -- \
     $B/paramserver --server-key "$K/head"
+expect_exit 1 "a worker's (admitted) key cannot join as a shard" -- \
+    $B/paramserver --shard 1 --head "$ep" --bind 'tcp://127.0.0.1:*' --curve-secret "$K/good_secret" \
+    --allowed-keys "$K/allowed" --server-key "$K/head" --out "$TMP/intruder" --register-timeout 10
+expect_output "not in the head's --shard-keys" "the refusal says why"
 $B/paramserver --shard 1 --head "$ep" --bind 'tcp://127.0.0.1:*' --curve-secret "$K/shard1_secret" \
     --allowed-keys "$K/allowed" --server-key "$K/head" --out "$TMP/out" >"$TMP/shard1.log" 2>&1 &
 shard=$!; pids+=("$shard")

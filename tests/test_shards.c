@@ -375,6 +375,13 @@ static void test_shard_killed_resumes_bit_identical(void **state)
     kill(r.shard[1], SIGKILL);
     proc_wait(r.shard[1], 10);
     printf("  shard 1 killed after its first checkpoint; restarting it with --resume\n");
+    /* elsewhere first: the workers were told its endpoint, the head refuses */
+    char wrong_log[400];
+    snprintf(wrong_log, sizeof wrong_log, "%s/shard1-elsewhere.log", r.dir);
+    const char *wargv[] = {proc_env.server,     "--shard",      "1",  "--head",   r.ep, "--bind",
+                           "tcp://127.0.0.1:*", "--checkpoint", ckpt, "--resume", NULL};
+    assert_int_equal(proc_wait(proc_spawn(wrong_log, wargv), 60 * proc_time_scale()), 1);
+    assert_true(proc_contains(wrong_log, "must come back at tcp://127.0.0.1:"));
     s_start_shard(&r, 1, 1);
     assert_int_equal(s_wait(&r), 0);
     s_load_model(&r, got);
