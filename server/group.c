@@ -202,6 +202,16 @@ static int s_same_peer(const wire_peer_t *a, const wire_peer_t *b)
     return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
 
+/* Sends env to a shard as the answer to the request being handled, counting
+ * the bytes. */
+static void s_answer(server_t *s, const wire_peer_t *peer, Ps__Envelope *env)
+{
+    env->request_id = s->request;
+    long n = wire_send(s->sock, peer, env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        s->bytes_out += n;
+}
+
 /* The head's answer to a shard's join: its range and the recipe. */
 static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
 {
@@ -231,10 +241,7 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
-    env.request_id = s->request;
-    long sent = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
-    if (sent > 0)
-        s->bytes_out += sent;
+    s_answer(s, peer, &env);
 }
 
 /* The shard a message claims to come from, if it joined from this
@@ -261,10 +268,7 @@ static void s_ack(server_t *s, const wire_peer_t *peer)
     ack.version = s->version;
     env.body_case = PS__ENVELOPE__BODY_ACK;
     env.ack = &ack;
-    env.request_id = s->request;
-    long n = wire_send(s->sock, peer, &env, NULL, ZMQ_DONTWAIT);
-    if (n > 0)
-        s->bytes_out += n;
+    s_answer(s, peer, &env);
 }
 
 /* A shard says it is ready at another version than the head's: when it
