@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
@@ -587,4 +588,13 @@ int ckpt_rollback(server_t *s, uint64_t version, char *err, size_t errlen)
                    "(%s); restart the whole group with --resume",
                    (unsigned long long)version, s->o->checkpoint, why);
     return rc;
+}
+
+void ckpt_remove(server_t *s)
+{
+    char prev[4200];
+    snprintf(prev, sizeof prev, "%s.prev", s->o->checkpoint);
+    unlink(prev); /* a group's; none alone */
+    if (unlink(s->o->checkpoint) == 0)
+        srv_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
 }

@@ -34,6 +34,10 @@ void ckpt_maybe(server_t *s);
  * never loaded. 0, or -1 with a message in err. */
 int ckpt_resume(server_t *s, char *err, size_t errlen);
 
+/* The run is complete: removes the checkpoint and the one kept before it
+ * (PATH.prev), saying so. */
+void ckpt_remove(server_t *s);
+
 /* A server group returns to an older version (a shard resumed from its
  * checkpoint): reloads the checkpoint of exactly that version, from
  * s->o->checkpoint or the one kept before it (PATH.prev; a group writes

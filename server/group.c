@@ -1052,8 +1052,8 @@ int server_run_shard(const server_opts_t *o)
             o->shard, ro.shards, s->lo, s->lo + s->n, server_mode_name(ro.mode), ro.workers,
             advertise);
     status = s_shard_loop(s) == 0 ? 0 : 1;
-    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0 && remove(o->checkpoint) == 0)
-        srv_log(s, "checkpoint %s removed: the run is complete", o->checkpoint);
+    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0)
+        ckpt_remove(s);
 out:
     if (s)
         s->run = 0; /* the head records the run */

@@ -348,8 +348,7 @@ static void s_handle(server_t *s)
  * resumes exactly when a checkpoint is there.) */
 static void s_remove_checkpoint(server_t *s)
 {
-    if (unlink(s->o->checkpoint) == 0)
-        srv_log(s, "checkpoint %s removed: the run is complete", s->o->checkpoint);
+    ckpt_remove(s);
 }
 
 /* Saves the final model unless nothing was trained or it is not finite.

@@ -394,6 +394,15 @@ static void test_shard_killed_resumes_bit_identical(void **state)
                           : "the shard resumed at the head's version");
     assert_memory_equal(want, got, sizeof want);
     printf("  final weights bit-identical to the run without the kill\n");
+    /* the run is complete: no checkpoint is left, nor the ones kept before */
+    const char *left[] = {"checkpoint.safetensors", "checkpoint.safetensors.prev",
+                          "checkpoint-shard1.safetensors", "checkpoint-shard1.safetensors.prev"};
+    for (size_t i = 0; i < sizeof left / sizeof left[0]; i++) {
+        char path[500];
+        snprintf(path, sizeof path, "%s/%s", r.dir, left[i]);
+        if (access(path, F_OK) == 0)
+            fail_msg("%s is left after the run completed", path);
+    }
 }
 
 /* Waits up to `seconds` for a line of the log to contain text. */
