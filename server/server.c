@@ -344,13 +344,6 @@ static void s_handle(server_t *s)
     wire_msg_close(&m);
 }
 
-/* The run is over: nothing to resume. (A service that restarts the server
- * resumes exactly when a checkpoint is there.) */
-static void s_remove_checkpoint(server_t *s)
-{
-    ckpt_remove(s);
-}
-
 /* Saves the final model unless nothing was trained or it is not finite.
  * 0, or 1 after printing why. */
 static int s_save_model(server_t *s, const float *w, int done, double accuracy)
@@ -387,7 +380,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
         return 1;
     }
     srv_log(s, "model saved: %s", path);
-    s_remove_checkpoint(s);
+    ckpt_remove(s);
     return 0;
 }
 
@@ -414,7 +407,7 @@ static int s_independent_models(server_t *s, engine_t *e, double *mean)
     free(w);
     *mean = sum / s->o->workers;
     if (status == 0)
-        s_remove_checkpoint(s);
+        ckpt_remove(s);
     return status;
 }
 

@@ -309,16 +309,15 @@ static void s_begin_push(dist_t *d, uint64_t push, int epoch)
 
 /* Sends what is left of the push (with the step's loss, which the server
  * records from its last part) and takes the weights the servers send back.
- * `t_sent`: when the push began; the time beyond sending and the servers'
- * hold is transfer and update (pull). */
-static int s_finish_push(dist_t *d, double loss, double t_began, epoch_stats_t *st)
+ * The time beyond sending and the servers' hold is transfer and update
+ * (pull). */
+static int s_finish_push(dist_t *d, double loss, epoch_stats_t *st)
 {
     d->c.push.loss = (float)loss;
     double held, tp = clock_now(), early = d->c.send_seconds;
     int rc = link_gather(&d->c, d->wbuf, &held);
     if (rc != REQ_OK)
         return rc;
-    (void)t_began;
     double te = clock_now(), sent = d->c.send_seconds - early;
     s_take_weights(d);
     double rest = te - tp - sent;
@@ -474,7 +473,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         st.compute += clock_now() - tc - d->c.send_seconds; /* parts sent during backward */
         in_group = 0;
         group_loss = 0.0;
-        int rc = s_finish_push(d, loss, tc, &st);
+        int rc = s_finish_push(d, loss, &st);
         if (rc != REQ_OK)
             return rc;
         progress_batch(prog, epoch, b + 1, loss);

@@ -635,11 +635,3 @@ int link_gather(link_t *l, float *weights, double *held)
         *held = l->srv[i].held > *held ? l->srv[i].held : *held;
     return s_versions_agree(l) ? REQ_OK : REQ_FAIL;
 }
-
-uint64_t link_version(const link_t *l)
-{
-    uint64_t v = l->srv[0].version;
-    for (int i = 1; i < l->servers; i++)
-        v = l->srv[i].version < v ? l->srv[i].version : v;
-    return v;
-}

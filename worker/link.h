@@ -92,8 +92,4 @@ void link_push_begin(link_t *l, const Ps__Push *push, const float *grad, int enc
 int link_push_ready(link_t *l, size_t lo, size_t hi, int early);
 int link_gather(link_t *l, float *weights, double *held);
 
-/* The oldest version among the servers' last weights (what a push says it
- * was computed on, per server, is each one's own). */
-uint64_t link_version(const link_t *l);
-
 #endif
