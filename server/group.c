@@ -484,7 +484,8 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
         snprintf(why, sizeof why,
                  "shard %u cannot join: its CurveZMQ key is not in the head's --shard-keys %s",
                  j->shard, s->o->shard_keys);
-    } else if (s->started && j->endpoint && j->endpoint[0] && g->sh[j->shard].given[0] &&
+    } else if (s->started && !j->standby && j->endpoint && j->endpoint[0] &&
+               g->sh[j->shard].given[0] &&
                strcmp(j->endpoint, g->sh[j->shard].given) != 0) {
         snprintf(why, sizeof why,
                  "shard %u must come back at %s, where the workers reach it (restart it with "
@@ -573,6 +574,10 @@ static void s_on_standby_ping(server_t *s, const wire_peer_t *peer, const Ps__Sh
 {
     member_shard_t *sh =
         p->shard >= 1 && p->shard < (uint32_t)s_shards(s) ? &s->group->sh[p->shard] : NULL;
+    if (sh && sh->joined && s_same_peer(&sh->peer, peer)) {
+        s_ack(s, peer); /* sent before its promotion, which crossed it */
+        return;
+    }
     if (!sh || !sh->sb_joined || !s_same_peer(&sh->sb_peer, peer)) {
         srv_log_refused(s, "refused a ping from a standby of shard %u it does not know", p->shard);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED,
