@@ -223,8 +223,9 @@ void replica_tick(server_t *s)
     }
     if (s->synced && now - s->primary_heard > s->failover && now - s->promote_asked > 0.5) {
         if (s->promote_asked == 0)
-            srv_log(s, "the primary has been silent for %.1f s: asking the head to promote "
-                       "this standby",
+            srv_log(s,
+                    "the primary has been silent for %.1f s: asking the head to promote "
+                    "this standby",
                     now - s->primary_heard);
         s->promote_asked = now;
         group_ask_term(s, 1, 0);

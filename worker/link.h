@@ -65,7 +65,7 @@ typedef struct {
     uint64_t locate_request;
     int64_t failovers; /* shards that moved to their standby */
     char mode[16];     /* the server's consistency mode, from the Welcome */
-    char dataset[32]; /* the server's data set, from the Welcome */
+    char dataset[32];  /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
