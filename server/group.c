@@ -494,7 +494,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
         member_shard_t *sh = &g->sh[j->shard];
         int primary_alive =
             sh->joined && !s_same_peer(&sh->peer, peer) && transport_connected(s, &sh->peer);
-        if (j->standby || (primary_alive && sh->endpoint[0] && s->started)) {
+        if (j->standby || (primary_alive && sh->endpoint[0])) {
             s_on_standby_join(s, peer, j);
             return;
         }
