@@ -48,6 +48,7 @@ typedef struct {
     const char *compress;         /* the workers' --compress (NULL: none) */
     int lr_linear;                /* --lr-scaling linear --warmup-epochs 1 */
     const char *failover;         /* --failover-timeout (NULL: the default) */
+    int head_standby;             /* the head waits for its standby (--replicas 1) */
     char dir[300], db[320], ep[256];
     pid_t head, shard[MAX_SERVERS], worker[MAX_WORKERS];
     char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
@@ -146,6 +147,8 @@ static void s_start_servers(group_run_t *r, const char *register_timeout)
                            r->lr_linear ? "1" : "0",
                            "--failover-timeout",
                            r->failover ? r->failover : "2",
+                           r->head_standby ? "--replicas" : NULL,
+                           "1",
                            NULL};
     r->head = proc_spawn(r->head_log, hargv);
     assert_int_equal(proc_endpoint(r->head, r->head_log, 0, r->ep, sizeof r->ep, 30), 0);
@@ -729,6 +732,63 @@ static void test_standby_through_a_group_return(void **state)
     printf("  final weights bit-identical to the run without failures\n");
 }
 
+/* The head's standby (issue 12): sync, 2 servers, the head started with
+ * --replicas 1 and its standby with --replica-of HEAD (its own database);
+ * the head is killed (SIGKILL) at a random step. Shard 1, the witness,
+ * agrees that the head is silent; the standby takes over as the head, the
+ * shard and the workers follow it, and the run finishes there: its database
+ * holds the one run, done, every epoch row of both workers and a
+ * `failover` event; it saves the model, bit-identical to the run without
+ * the kill. */
+static void test_head_standby_takes_over(void **state)
+{
+    (void)state;
+    const float *want = s_standby_reference();
+    static float got[MODEL_NPARAMS];
+    double scale = proc_time_scale();
+    group_run_t r = s_standby_recipe;
+    r.name = "head_standby";
+    r.servers = 2;
+    r.failover = "1";
+    r.head_standby = 1;
+    s_start_servers(&r, "60");
+    char sb_log[400], sb_db[400];
+    snprintf(sb_log, sizeof sb_log, "%s/head-standby.log", r.dir);
+    snprintf(sb_db, sizeof sb_db, "%s/head-standby.db", r.dir);
+    const char *argv[] = {proc_env.server, "--replica-of", r.ep,   "--bind", "tcp://127.0.0.1:*",
+                          "--data-dir",    proc_env.data,  "--db", sb_db,    "--out",
+                          r.dir,           "--threads",    "1",    NULL};
+    pid_t sb = proc_spawn(sb_log, argv);
+    if (s_wait_log(sb_log, "holds the primary's state", 30 * scale) != 0) {
+        s_cat_logs(&r);
+        proc_cat(sb_log);
+        fail_msg("the head's standby did not get the state");
+    }
+    s_start_workers(&r, "60");
+    srand((unsigned)getpid() ^ (unsigned)clock_now());
+    int ms = 500 + rand() % 2000;
+    assert_int_equal(s_wait_log(r.worker_log[0], "batch", 60 * scale), 0);
+    usleep((useconds_t)ms * 1000);
+    printf("  %d ms into training: the head fails\n", ms);
+    assert_false(proc_contains(r.head_log, "run over"));
+    kill(r.head, SIGKILL);
+    proc_wait(r.head, 10);
+    r.head = sb; /* the standby finishes the run as the head */
+    snprintf(r.head_log, sizeof r.head_log, "%s", sb_log);
+    assert_int_equal(s_wait(&r), 0);
+    assert_true(proc_contains(sb_log, "its standby serves as the head"));
+    assert_int_equal((int)proc_query(sb_db, "select count(*) from runs"), 1);
+    assert_int_equal((int)proc_query(sb_db, "select count(*) from runs where status = 'done'"), 1);
+    assert_int_equal((int)proc_query(sb_db, "select count(*) from epochs"), r.workers * r.epochs);
+    assert_int_equal((int)proc_query(sb_db, "select count(*) from events where kind = 'failover'"),
+                     1);
+    printf("  the standby's database: one run, done, %d epoch rows, a failover event\n",
+           r.workers * r.epochs);
+    s_load_model(&r, got);
+    assert_memory_equal(want, got, sizeof got);
+    printf("  the model it saved is bit-identical to the run without the failure\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -743,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_fenced_primary_becomes_standby),
         cmocka_unit_test(test_standby_async_exactly_once),
         cmocka_unit_test(test_standby_through_a_group_return),
+        cmocka_unit_test(test_head_standby_takes_over),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
