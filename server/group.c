@@ -1556,7 +1556,7 @@ static int s_shard_loop(server_t *s)
             g->rejoin_at = now + 0.5;
         }
         /* shard 1 follows the head's standby when it grants it the head (group_witness) */
-        if (!s->standby && s->shard != 1 && g->head_sb[0] && !g->rejoining &&
+        if ((s->standby || s->shard != 1) && g->head_sb[0] && !g->rejoining &&
             now - g->last_heard > s->failover + 1)
             s_switch_head(s, g->switched ? s->o->head : g->head_sb);
         else if (g->rejoining && g->head_sb[0] && now - g->last_heard > 5 * s->failover + 2)
