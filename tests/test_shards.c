@@ -740,14 +740,13 @@ static void test_standby_through_a_group_return(void **state)
  * holds the one run, done, every epoch row of both workers and a
  * `failover` event; it saves the model, bit-identical to the run without
  * the kill. */
-static void test_head_standby_takes_over(void **state)
+static void s_head_failover(const char *name, int freeze)
 {
-    (void)state;
     const float *want = s_standby_reference();
     static float got[MODEL_NPARAMS];
     double scale = proc_time_scale();
     group_run_t r = s_standby_recipe;
-    r.name = "head_standby";
+    r.name = name;
     r.servers = 2;
     r.failover = "1";
     r.head_standby = 1;
@@ -769,10 +768,22 @@ static void test_head_standby_takes_over(void **state)
     int ms = 500 + rand() % 2000;
     assert_int_equal(s_wait_log(r.worker_log[0], "batch", 60 * scale), 0);
     usleep((useconds_t)ms * 1000);
-    printf("  %d ms into training: the head fails\n", ms);
+    printf("  %d ms into training: the head %s\n", ms, freeze ? "freezes" : "fails");
     assert_false(proc_contains(r.head_log, "run over"));
-    kill(r.head, SIGKILL);
-    proc_wait(r.head, 10);
+    if (freeze) {
+        kill(r.head, SIGSTOP);
+        assert_int_equal(s_wait_log(sb_log, "serves as the head", 30 * scale), 0);
+        kill(r.head, SIGCONT);
+        int code = proc_wait(r.head, 30 * scale);
+        if (code != 3)
+            proc_cat(r.head_log);
+        assert_int_equal(code, 3);
+        assert_true(proc_contains(r.head_log, "fenced"));
+        printf("  the thawed head was fenced (exit 3)\n");
+    } else {
+        kill(r.head, SIGKILL);
+        proc_wait(r.head, 10);
+    }
     r.head = sb; /* the standby finishes the run as the head */
     snprintf(r.head_log, sizeof r.head_log, "%s", sb_log);
     assert_int_equal(s_wait(&r), 0);
@@ -787,6 +798,22 @@ static void test_head_standby_takes_over(void **state)
     s_load_model(&r, got);
     assert_memory_equal(want, got, sizeof got);
     printf("  the model it saved is bit-identical to the run without the failure\n");
+}
+
+static void test_head_standby_takes_over(void **state)
+{
+    (void)state;
+    s_head_failover("head_standby", 0);
+}
+
+/* No split brain at the head: frozen (SIGSTOP), its standby takes over;
+ * thawed, the old head learns from its former standby that its term is
+ * over and exits 3 without answering anyone; the run ends on the new head,
+ * bit-identical. */
+static void test_frozen_head_fenced(void **state)
+{
+    (void)state;
+    s_head_failover("head_frozen", 1);
 }
 
 int main(void)
@@ -804,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_standby_async_exactly_once),
         cmocka_unit_test(test_standby_through_a_group_return),
         cmocka_unit_test(test_head_standby_takes_over),
+        cmocka_unit_test(test_frozen_head_fenced),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
