@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "dispatch.h"
 #include "model.h"
+#include "models.h"
 
 /* The largest slice one thread handles at once during evaluation. */
 #define ENGINE_EVAL_CHUNK 128
@@ -280,8 +281,12 @@ static void s_dispatch(engine_t *e)
     s_barrier_wait(&e->bar);
 }
 
-engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
+engine_t *engine_new(const model_def_t *m, int threads, int max_batch, char *err, size_t errlen)
 {
+    if (!m || strcmp(m->name, "simpleconvnet") != 0) {
+        snprintf(err, errlen, "engine: model %s is not supported yet", m ? m->name : "(null)");
+        return NULL;
+    }
     if (threads < 1 || threads > 256 || max_batch < 1) {
         snprintf(err, errlen, "engine: bad thread count %d or batch size %d", threads, max_batch);
         return NULL;

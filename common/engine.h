@@ -23,12 +23,14 @@
 #include <stdint.h>
 
 #include "idx.h"
+#include "models.h"
 
 typedef struct engine engine_t;
 
-/* threads >= 1; max_batch is the largest batch engine_gradient will see.
- * NULL with a message in err on failure. */
-engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen);
+/* An engine for model m (models.h; m->nparams floats of parameters and
+ * gradients throughout); threads >= 1; max_batch is the largest batch
+ * engine_gradient will see. NULL with a message in err on failure. */
+engine_t *engine_new(const model_def_t *m, int threads, int max_batch, char *err, size_t errlen);
 void engine_destroy(engine_t **pe);
 int engine_threads(const engine_t *e);
 

@@ -71,7 +71,7 @@ int main(int argc, char **argv)
     }
     if (images > ds.count)
         images = ds.count;
-    engine_t *e = engine_new(threads, batch, err, sizeof err);
+    engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, batch, err, sizeof err);
     float *w = malloc(MODEL_NPARAMS * sizeof *w), *v = calloc(MODEL_NPARAMS, sizeof *v),
           *g = malloc(MODEL_NPARAMS * sizeof *g);
     int *order = malloc((size_t)ds.count * sizeof *order);

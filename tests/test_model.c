@@ -51,7 +51,7 @@ static int s_setup(void **state)
         free(fx);
         return -1;
     }
-    if (modelfile_load(FIXTURE, "", fx->params, err, sizeof err) != 0) {
+    if (modelfile_load(FIXTURE, models_find(MODELS_DEFAULT), "", fx->params, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -150,7 +150,7 @@ static void test_two_sgd_steps_match_pytorch(void **state)
     idx_dataset_t ds = s_fixture_ds(fx);
     for (int threads = 1; threads <= 2; threads++) {
         char err[256];
-        engine_t *e = engine_new(threads, 4, err, sizeof err);
+        engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 4, err, sizeof err);
         assert_non_null(e);
         static float w[MODEL_NPARAMS], v[MODEL_NPARAMS], g[MODEL_NPARAMS];
         memcpy(w, fx->params, sizeof w);
@@ -313,8 +313,8 @@ static void test_engine_deterministic(void **state)
     int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
     static float g1[MODEL_NPARAMS], g2[MODEL_NPARAMS], g3[MODEL_NPARAMS];
     char err[256];
-    engine_t *e2 = engine_new(2, 8, err, sizeof err);
-    engine_t *e1 = engine_new(1, 8, err, sizeof err);
+    engine_t *e2 = engine_new(models_find(MODELS_DEFAULT), 2, 8, err, sizeof err);
+    engine_t *e1 = engine_new(models_find(MODELS_DEFAULT), 1, 8, err, sizeof err);
     double l1 = engine_gradient(e2, fx->params, &ds, idx, 8, g1);
     double l2 = engine_gradient(e2, fx->params, &ds, idx, 8, g2);
     double l3 = engine_gradient(e1, fx->params, &ds, idx, 8, g3);
@@ -340,7 +340,7 @@ static void test_engine_step_matches_gradient_and_sgd(void **state)
     for (int threads = 1; threads <= 3; threads++)
         for (int n = 8; n >= 2; n -= 6) {
             char err[256];
-            engine_t *e = engine_new(threads, 8, err, sizeof err);
+            engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 8, err, sizeof err);
             assert_non_null(e);
             memcpy(wa, fx->params, sizeof wa);
             memcpy(wb, fx->params, sizeof wb);
@@ -408,7 +408,7 @@ static void test_engine_gradient_hooked(void **state)
                                {0, MODEL_CONV2_W}};
     for (int threads = 1; threads <= 3; threads++) {
         char err[256];
-        engine_t *e = engine_new(threads, 8, err, sizeof err);
+        engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 8, err, sizeof err);
         assert_non_null(e);
         double lref = engine_gradient(e, fx->params, &ds, idx, 8, ref);
         for (size_t i = 0; i < MODEL_NPARAMS; i++)

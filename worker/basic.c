@@ -40,7 +40,7 @@ static int s_setup(basic_t *b)
 {
     const worker_opts_t *o = b->o;
     char err[512];
-    b->eng = engine_new(o->threads, o->batch_size, err, sizeof err);
+    b->eng = engine_new(models_find(MODELS_DEFAULT), o->threads, o->batch_size, err, sizeof err);
     if (!b->eng) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
@@ -127,7 +127,7 @@ static int s_save(const basic_t *b, double accuracy)
                 strerror(errno));
         return -1;
     }
-    if (modelfile_save(path, b->params, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, models_find(MODELS_DEFAULT), b->params, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return -1;
     }
