@@ -21,6 +21,7 @@
 #include "idx.h"
 #include "model.h"
 #include "modelfile.h"
+#include "relerr.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -74,26 +75,6 @@ static int s_teardown(void **state)
     return 0;
 }
 
-/* Largest |a-b| over the largest |b|: a relative error that is not fooled by
- * tiny entries. Prints the tensor's figure so a failure shows both sides. */
-static double s_rel_err(const char *what, const float *a, const float *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    size_t worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > num) {
-            num = d;
-            worst = i;
-        }
-        den = fmax(den, fabs((double)b[i]));
-    }
-    double rel = den > 0 ? num / den : num;
-    printf("  %-22s rel err %.2e (worst [%zu]: ours %.8g, pytorch %.8g)\n", what, rel, worst,
-           a[worst], b[worst]);
-    return rel;
-}
-
 static const float *s_tensor(fixture_t *fx, const char *name, size_t numel)
 {
     const st_tensor_t *t = st_find(fx->f, name);
@@ -117,7 +98,7 @@ static void test_forward_matches_pytorch(void **state)
     fixture_t *fx = *state;
     model_ws_t *ws = model_ws_new(4);
     model_forward(fx->params, fx->images, 4, ws);
-    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) <
+    assert_true(relerr("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) <
                 PYTORCH_TOL);
     model_ws_destroy(&ws);
 }
@@ -136,7 +117,7 @@ static void test_gradients_match_pytorch(void **state)
         char name[64];
         snprintf(name, sizeof name, "grad.%s", model_tensors[t].name);
         const float *g = s_tensor(fx, name, model_tensors[t].numel);
-        assert_true(s_rel_err(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
+        assert_true(relerr(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
                     PYTORCH_TOL);
     }
     model_ws_destroy(&ws);
@@ -165,7 +146,7 @@ static void test_two_sgd_steps_match_pytorch(void **state)
             char name[64];
             snprintf(name, sizeof name, "after2.%s", model_tensors[t].name);
             const float *ref = s_tensor(fx, name, model_tensors[t].numel);
-            assert_true(s_rel_err(name, w + model_tensors[t].offset, ref, model_tensors[t].numel) <
+            assert_true(relerr(name, w + model_tensors[t].offset, ref, model_tensors[t].numel) <
                         PYTORCH_TOL);
         }
         engine_destroy(&e);
@@ -321,7 +302,7 @@ static void test_engine_deterministic(void **state)
     assert_memory_equal(g1, g2, sizeof g1);
     assert_true(l1 == l2);
     assert_true(fabs(l1 - l3) < 1e-6);
-    assert_true(s_rel_err("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
+    assert_true(relerr("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
     engine_destroy(&e1);
     engine_destroy(&e2);
 }
