@@ -322,6 +322,16 @@ const float *layers_ws_logits(const layers_ws_t *ws)
     return ws->logits;
 }
 
+/* The outputs ox in [*lo, *hi) whose input column ox + kx - pad is inside
+ * the image (stride 1): the rest read the zero padding. */
+static void s_valid(const s_layer_t *L, int kx, int *lo, int *hi)
+{
+    *lo = L->d.pad - kx > 0 ? L->d.pad - kx : 0;
+    *hi = L->w + L->d.pad - kx < L->ow ? L->w + L->d.pad - kx : L->ow;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
 /* col[(ci*k + ky)*k + kx][oy*ow + ox] = x[ci][oy + ky - pad][ox + kx - pad], 0 outside. */
 static void s_im2col(const s_layer_t *L, const float *x, float *col)
 {
@@ -330,6 +340,8 @@ static void s_im2col(const s_layer_t *L, const float *x, float *col)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *row = col + ((size_t)(ci * k + ky) * k + kx) * L->oh * L->ow;
+                int lo, hi;
+                s_valid(L, kx, &lo, &hi);
                 for (int oy = 0; oy < L->oh; oy++) {
                     int iy = oy + ky - pad;
                     float *r = row + (size_t)oy * L->ow;
@@ -338,10 +350,9 @@ static void s_im2col(const s_layer_t *L, const float *x, float *col)
                         continue;
                     }
                     const float *xr = x + ((size_t)ci * L->h + iy) * L->w;
-                    for (int ox = 0; ox < L->ow; ox++) {
-                        int ix = ox + kx - pad;
-                        r[ox] = ix >= 0 && ix < L->w ? xr[ix] : 0.0f;
-                    }
+                    memset(r, 0, (size_t)lo * sizeof(float));
+                    memcpy(r + lo, xr + (lo + kx - pad), (size_t)(hi - lo) * sizeof(float));
+                    memset(r + hi, 0, (size_t)(L->ow - hi) * sizeof(float));
                 }
             }
 }
@@ -355,17 +366,16 @@ static void s_col2im(const s_layer_t *L, const float *dcol, float *dx)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 const float *row = dcol + ((size_t)(ci * k + ky) * k + kx) * L->oh * L->ow;
+                int lo, hi;
+                s_valid(L, kx, &lo, &hi);
                 for (int oy = 0; oy < L->oh; oy++) {
                     int iy = oy + ky - pad;
                     if (iy < 0 || iy >= L->h)
                         continue;
                     const float *r = row + (size_t)oy * L->ow;
                     float *xr = dx + ((size_t)ci * L->h + iy) * L->w;
-                    for (int ox = 0; ox < L->ow; ox++) {
-                        int ix = ox + kx - pad;
-                        if (ix >= 0 && ix < L->w)
-                            xr[ix] += r[ox];
-                    }
+                    for (int ox = lo; ox < hi; ox++)
+                        xr[ox + kx - pad] += r[ox];
                 }
             }
 }
@@ -419,15 +429,16 @@ static void s_pool_forward(const s_layer_t *L, const float *x, int n)
         for (int c = 0; c < L->c; c++) {
             const float *p = x + (size_t)b * L->in_size + (size_t)c * L->h * L->w;
             size_t o = (size_t)b * L->out_size + (size_t)c * L->oh * L->ow;
+            float *out = L->out;
+            int32_t *arg = L->arg;
             for (int oy = 0; oy < L->oh; oy++)
                 for (int ox = 0; ox < L->ow; ox++, o++) {
-                    int best = (2 * oy) * L->w + 2 * ox;
-                    const int cand[3] = {best + 1, best + L->w, best + L->w + 1};
-                    for (int j = 0; j < 3; j++)
-                        if (p[cand[j]] > p[best])
-                            best = cand[j];
-                    L->out[o] = p[best];
-                    L->arg[o] = c * L->h * L->w + best;
+                    int i = (2 * oy) * L->w + 2 * ox, best = i;
+                    best = p[i + 1] > p[best] ? i + 1 : best;
+                    best = p[i + L->w] > p[best] ? i + L->w : best;
+                    best = p[i + L->w + 1] > p[best] ? i + L->w + 1 : best;
+                    out[o] = p[best];
+                    arg[o] = c * L->h * L->w + best;
                 }
         }
 }
@@ -491,10 +502,12 @@ static void s_forward(const float *params, const uint8_t *const *images, int n,
         case LAYER_CONV: s_conv_forward(params, L, x, n, ws->col); break;
         case LAYER_MAXPOOL: s_pool_forward(L, x, n); break;
         case LAYER_LINEAR: s_linear_forward(params, L, x, n); break;
-        case LAYER_RELU:
+        case LAYER_RELU: {
+            float *y = L->out;
             for (size_t j = 0; j < all; j++)
-                L->out[j] = L->out[j] > 0.0f ? L->out[j] : 0.0f;
+                y[j] = y[j] > 0.0f ? y[j] : 0.0f;
             break;
+        }
         case LAYER_DROPOUT:
             if (drop)
                 s_dropout_forward(L, n, drop);
@@ -531,17 +544,19 @@ static float *s_backward(const float *params, layers_ws_t *ws, int i, int n, flo
                 dx[(size_t)b * L->in_size + L->arg[(size_t)b * L->out_size + j]] =
                     dy[(size_t)b * L->out_size + j];
         return dx;
-    case LAYER_RELU:
+    case LAYER_RELU: {
         /* out > 0 where relu passed (a dropout after it in place keeps the sign) */
+        const float *y = L->out;
         for (size_t j = 0; j < all; j++)
-            if (!(L->out[j] > 0.0f))
-                dy[j] = 0.0f;
+            dy[j] = y[j] > 0.0f ? dy[j] : 0.0f;
         return dy;
-    case LAYER_DROPOUT:
-        if (ws->dropout_on)
-            for (size_t j = 0; j < all; j++)
-                dy[j] *= L->mask[j];
+    }
+    case LAYER_DROPOUT: {
+        const float *mask = L->mask;
+        for (size_t j = 0; ws->dropout_on && j < all; j++)
+            dy[j] *= mask[j];
         return dy;
+    }
     case LAYER_FLATTEN: return dy;
     }
     return dy;
