@@ -10,7 +10,8 @@
 
 #include "layers.h"
 
-/* clang-format off: one line per macro reads better than its layout */
+/* One line per macro reads better than clang-format's layout of them. */
+/* clang-format off */
 #define CONV(o, kk, pd) {.kind = LAYER_CONV, .out = (o), .k = (kk), .pad = (pd)}
 #define LINEAR(o) {.kind = LAYER_LINEAR, .out = (o)}
 #define RELU {.kind = LAYER_RELU}
