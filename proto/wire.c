@@ -15,11 +15,18 @@
 _Static_assert(WIRE_TENSOR_FLOATS == MODEL_NPARAMS,
                "a tensor frame must hold exactly the model's parameters");
 
-/* Does this kind of message carry a tensor frame? */
-static int s_needs_tensor(Ps__Envelope__BodyCase kind)
+/* Does this message carry a tensor frame? (A standby's update does unless
+ * it is a heartbeat.) */
+static int s_needs_tensor(const Ps__Envelope *env)
 {
-    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS ||
-           kind == PS__ENVELOPE__BODY_SHARD_FINAL;
+    switch (env->body_case) {
+    case PS__ENVELOPE__BODY_PUSH:
+    case PS__ENVELOPE__BODY_WEIGHTS:
+    case PS__ENVELOPE__BODY_SHARD_FINAL: return 1;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE:
+        return env->replica_update->kind != PS__REPLICA_KIND__REPLICA_BEAT;
+    default: return 0;
+    }
 }
 
 const char *wire_kind_name(Ps__Envelope__BodyCase kind)
@@ -39,6 +46,11 @@ const char *wire_kind_name(Ps__Envelope__BodyCase kind)
     case PS__ENVELOPE__BODY_MEMBERSHIP: return "membership";
     case PS__ENVELOPE__BODY_SHARD_PING: return "shard ping";
     case PS__ENVELOPE__BODY_SHARD_FINAL: return "shard final";
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: return "replica update";
+    case PS__ENVELOPE__BODY_REPLICA_ACK: return "replica ack";
+    case PS__ENVELOPE__BODY_SHARD_TERM: return "shard term";
+    case PS__ENVELOPE__BODY_LOCATE: return "locate";
+    case PS__ENVELOPE__BODY_LOCATED: return "located";
     default: return "unknown";
     }
 }
@@ -449,6 +461,10 @@ static void s_tensor_layout(const Ps__Envelope *env, int *enc, size_t *count)
         *enc = (int)env->weights->encoding;
         n = env->weights->count;
         break;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: /* float32 */
+        *enc = PS__ENCODING__ENCODING_F32;
+        n = env->replica_update->count;
+        break;
     default: /* ShardFinal: float32 */
         *enc = PS__ENCODING__ENCODING_F32;
         n = env->shard_final->count;
@@ -561,7 +577,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
     }
     int rc = s_check_envelope(env, err, errlen);
     int more = s_more(sock);
-    if (rc == 0 && more != s_needs_tensor(env->body_case)) {
+    if (rc == 0 && more != s_needs_tensor(env)) {
         errmsg_set(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
                    more ? "must not have" : "lacks");
         rc = PS__ERROR_CODE__ERROR_MALFORMED;

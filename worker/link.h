@@ -22,7 +22,14 @@
 #define LINK_MAX_PARTS 8 /* per server: its range cut at the layers' edges */
 
 /* What link_request can end with besides a good reply. */
-enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3, REQ_RETRY = -4 };
+enum {
+    REQ_OK = 0,
+    REQ_FAIL = -1,
+    REQ_REJOIN = -2,
+    REQ_LATE = -3,
+    REQ_RETRY = -4,
+    REQ_MOVED = -5 /* a server whose term is over: ask the head where its range is now */
+};
 
 typedef struct {
     void *sock;                                              /* [0]: the head's */
@@ -52,8 +59,13 @@ typedef struct {
     Ps__Push push;
     const float *grad;
     float *residual;
-    char mode[16];    /* the server's consistency mode, from the Welcome */
-    char dataset[32]; /* the server's data set, from the Welcome */
+    /* hot standby (issue 12): after `failover` s without an answer from a
+     * shard, ask the head where its range lives now (Locate) */
+    double failover, located_at;
+    uint64_t locate_request;
+    int64_t failovers; /* shards that moved to their standby */
+    char mode[16];     /* the server's consistency mode, from the Welcome */
+    char dataset[32];  /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
