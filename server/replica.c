@@ -1,5 +1,6 @@
-/* replica: a shard's hot standby (see replica.h): the primary forwarding
- * its state and each update, the standby applying them. */
+/* replica: a server's hot standby (see replica.h): the primary forwarding
+ * its state, each update (and the head its tables and metrics rows), the
+ * standby applying them, and the head's standby taking over. */
 #include "replica.h"
 
 #include <errno.h>
