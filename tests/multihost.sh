@@ -3,25 +3,38 @@
 # namespace each, joined by veth pairs to a bridge that lives in a namespace
 # of its own (the machine's own network is not touched), each link shaped
 # with tc tbf (rate 1gbit burst 1mb latency 50ms; RATE to change; see
-# tests/netns.sh). Two short sync runs, each with 2 worker hosts: one with
-# the server on one host, one with a server group of 2 shards, the head
-# (shard 0) and shard 1 on two hosts. Each must finish with a learnt model
-# and both workers' rows in the database; in the second both shards must
-# have served pushes. Namespaces and processes are removed on every exit.
+# tests/netns.sh). Short sync runs, each with 2 worker hosts: one with the
+# server on one host, one with a server group of 2 shards, the head (shard
+# 0) and shard 1 on two hosts. Each must finish with a learnt model and both
+# workers' rows in the database; in the second both shards must have served
+# pushes. Then the hot standby (issue 12) across hosts: the same group with
+# a standby of shard 1 on a third server host, --failover-timeout 1, and
+# shard 1's primary lost once training is under way, (a) killed (SIGKILL),
+# (b) cut off (its link to the bridge down for longer than the timeout, then
+# up again: it must exit 3, fenced). Each run must finish (every other
+# process exits 0) with one failover event, both workers' epochs and a model
+# file identical byte for byte to the group run without a standby (cmp on
+# the whole file: its metadata, the mode, version and accuracy, is equal
+# when the weights are); the longest pause between two steps is printed.
+# Namespaces and processes are removed on every exit.
 # Needs root and `ip netns`; run by `make check-multihost` and by .ci/run.
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "skip - needs root for network namespaces"; exit 0; }
 source "$(dirname "$0")/netns.sh"
-netns_up 2 2
-ok "4 hosts on a bridge (2 for servers, 2 for workers), links shaped to $RATE"
+netns_up 3 2
+ok "5 hosts on a bridge (3 for servers, 2 for workers), links shaped to $RATE"
 
-# run_group NAME SHARDS: a sync run of 1 epoch with the head on 10.77.0.1,
-# shards 1..SHARDS-1 on 10.77.0.2.., the workers on their two hosts; checks
-# that every process exits 0, and the model and the database rows.
+# run_group NAME SHARDS [FAULT]: a sync run of 1 epoch with the head on
+# 10.77.0.1, shards 1..SHARDS-1 on 10.77.0.2.., the workers on their two
+# hosts; checks that every process exits 0, and the model and the database
+# rows. FAULT (kill or partition): shard 1 has a standby on 10.77.0.3, and
+# its primary is lost during training (see fault); it must exit 137 (kill)
+# or 3 (partition: fenced), and the standby, which finishes the run as
+# shard 1, 0.
 run_group() {
-    local name=$1 shards=$2 i k server group=() spid=() wpid=()
+    local name=$1 shards=$2 fault=${3:-} i k server group=() spid=() wpid=() want
     local db=$TMP/$name.db head=tcp://10.77.0.1:5555
-    ((shards > 1)) && group=(--shards "$shards")
+    ((shards > 1)) && group=(--shards "$shards" --failover-timeout 1)
     ip netns exec "${NS_S[0]}" "$B"/paramserver --bind "$head" "${group[@]}" --workers 2 --mode sync \
         --epochs 1 --train-limit 20000 --data-dir "$MNIST_DIR" \
         --db "$db" --out "$TMP/$name" --register-timeout 60 >"$TMP/$name.server.log" 2>&1 &
@@ -33,16 +46,23 @@ run_group() {
             >"$TMP/$name.shard$i.log" 2>&1 &
         spid[i]=$! && pids+=("$!")
     done
+    [ -n "$fault" ] && start_standby "$name"
     for k in 0 1; do
         ip netns exec "${NS_W[$k]}" "$B"/worker --server "$head" --name "host$k" \
             --data-dir "$MNIST_DIR" --timeout 60 >"$TMP/$name.worker$k.log" 2>&1 &
         wpid[k]=$! && pids+=("$!")
     done
+    [ -n "$fault" ] && fault "$name" "$fault" "${spid[1]}"
     wait "$server" || { cat "$TMP/$name.server.log"; fail "$name: the server (head) failed"; }
     for ((i = 1; i < shards; i++)); do
         wait_for 30 "$name: shard $i to exit after the head" gone "${spid[i]}"
-        wait "${spid[i]}" || { cat "$TMP/$name.shard$i.log"; fail "$name: shard $i failed"; }
+        want=0 && [ "$i" = 1 ] && [ -n "$fault" ] && want=$fault_exit
+        exits "${spid[i]}" "$want" "$name: shard $i" "$TMP/$name.shard$i.log"
     done
+    if [ -n "$fault" ]; then
+        wait_for 30 "$name: the standby to exit after the head" gone "$standby"
+        exits "$standby" 0 "$name: the standby (shard 1 after the fail-over)" "$TMP/$name.standby.log"
+    fi
     for k in 0 1; do
         wait "${wpid[k]}" || { cat "$TMP/$name.worker$k.log"; fail "$name: worker $k failed"; }
     done
@@ -58,6 +78,82 @@ run_group() {
     sqlite3 -separator ' ' "$db" "select 'worker', worker_id, 'comm ms/step', printf('%.2f', 1000.0 * (push_seconds + pull_seconds) / (images / 64.0)), 'bytes/step', (bytes_sent + bytes_received) / (images / 64) from epochs"
 }
 
+# exits PID CODE WHAT LOG: the process PID (a child) exited with CODE.
+exits() {
+    local got=0
+    wait "$1" || got=$?
+    [ "$got" = "$2" ] || { cat "$4"; fail "$3 exited $got, expected $2 (its log above)"; }
+}
+
+# start_standby NAME: the standby of shard 1 on the third server host;
+# waits until it holds the primary's state. Sets $standby.
+start_standby() {
+    local log=$TMP/$1.standby.log end=$((SECONDS + 60))
+    ip netns exec "${NS_S[2]}" "$B"/paramserver --replica-of tcp://10.77.0.2:5555 \
+        --bind tcp://10.77.0.3:5555 --out "$TMP/$1.standby" --register-timeout 60 >"$log" 2>&1 &
+    standby=$! && pids+=("$!")
+    until grep -qs "holds the primary's state" "$log"; do
+        gone "$standby" && { cat "$log"; fail "$1: the standby exited before it held the state (its log above)"; }
+        [ $SECONDS -lt $end ] || { cat "$log"; fail "$1: the standby did not hold the state within 60 s"; }
+        sleep 0.1
+    done
+    ok "$1: shard 1's standby on 10.77.0.3 holds its primary's state"
+}
+
+# fault NAME KIND PRIMARY: once training is under way (a random 1.0 to
+# 3.0 s after the head said it starts), shard 1's primary (PRIMARY, checked
+# to be in its host's namespace) is lost: kill sends it SIGKILL; partition
+# takes its link down at the bridge (no FIN, no reset: a cable pulled) until
+# its standby was promoted and at least 2 s (the failover timeout + 1 s)
+# have passed, then up again. Sets $fault_exit, the primary's expected exit
+# status.
+fault() {
+    local name=$1 kind=$2 pid=$3 delay down
+    wait_for 60 "$name: training to start" grep -q "training starts" "$TMP/$name.server.log"
+    delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 1.0 + 2.0 * r / 32768 }')
+    sleep "$delay"
+    grep -q "run over" "$TMP/$name.server.log" && fail "$name: the run ended before the fault: raise --train-limit"
+    [ "$(ip netns identify "$pid")" = "${NS_S[1]}" ] ||
+        fail "$name: process $pid is not in shard 1's host ${NS_S[1]} but in '$(ip netns identify "$pid")'"
+    if [ "$kind" = kill ]; then
+        kill -9 "$pid"
+        fault_exit=137
+        ok "$name: $delay s into training, shard 1's primary (pid $pid on 10.77.0.2) killed"
+    else
+        down=$EPOCHREALTIME
+        ip -n "$NS_BR" link set "v${NS_S[1]}" down
+        until grep -q "promoted" "$TMP/$name.standby.log" && since "$down" 2; do
+            since "$down" 60 && { ip -n "$NS_BR" link set "v${NS_S[1]}" up; fail "$name: the standby was not promoted within 60 s of the partition"; }
+            sleep 0.1
+        done
+        ip -n "$NS_BR" link set "v${NS_S[1]}" up
+        fault_exit=3
+        ok "$name: $delay s into training, shard 1's host cut off for $(awk -v a="$down" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s; the standby was promoted"
+    fi
+}
+
+# since T SECONDS: at least SECONDS have passed since T (an $EPOCHREALTIME).
+since() { awk -v t="$1" -v s="$2" -v now="$EPOCHREALTIME" 'BEGIN { exit !(now - t >= s) }'; }
+
+# check_failover NAME: the run of NAME failed over once, and its model is
+# the reference run's (two-shards), byte for byte; prints the stall.
+check_failover() {
+    local name=$1 db=$TMP/$1.db stall step
+    grep -q "promoted: serving shard 1 in term 2" "$TMP/$name.standby.log" ||
+        { cat "$TMP/$name.standby.log"; fail "$name: the standby did not take over shard 1 (its log above)"; }
+    [ "$(rows "$db" "select count(*) from events where kind = 'failover'")" = 1 ] ||
+        fail "$name: $(rows "$db" "select count(*) from events where kind = 'failover'") failover events, expected 1"
+    ok "$name: the standby took over shard 1; one failover event"
+    cmp "$TMP/two-shards/model_distributed.safetensors" "$TMP/$name/model_distributed.safetensors" ||
+        fail "$name: the model differs from the run without a fault ($TMP/two-shards)"
+    ok "$name: the model file is identical, byte for byte, to the run without a standby or fault"
+    stall=$(rows "$db" "select printf('%.2f', max(t2 - t1)) from (select t as t1, lead(t) over (partition by worker_id order by step) as t2 from steps)")
+    step=$(rows "$db" "select printf('%.3f', avg(t2 - t1)) from (select t as t1, lead(t) over (partition by worker_id order by step) as t2 from steps)")
+    awk -v s="$stall" 'BEGIN { exit !(s <= 2.0) }' ||
+        fail "$name: a step waited $stall s, more than --failover-timeout + 1 s (2 s)"
+    ok "$name: stall (the longest pause between two steps) $stall s, mean step $step s, --failover-timeout 1"
+}
+
 run_group one-server 1
 run_group two-shards 2
 db=$TMP/two-shards.db
@@ -66,4 +162,12 @@ served=$(rows "$db" 'select count(*) from (select shard, max(updates) u from sha
 [ "$served" = 2 ] ||
     fail "two-shards: $served shard(s) applied updates, expected 2: $(rows "$db" 'select shard, max(updates) from shard_stats group by shard')"
 ok "two-shards: both shards applied updates ($(rows "$db" "select group_concat(shard || ':' || u, ' ') from (select shard, max(updates) u from shard_stats group by shard)"))"
+
+run_group standby-kill 2 kill
+check_failover standby-kill
+run_group standby-partition 2 partition
+fenced=$(grep -m1 "fenced" "$TMP/standby-partition.shard1.log") ||
+    { cat "$TMP/standby-partition.shard1.log"; fail "standby-partition: the old primary's log does not say it was fenced (above)"; }
+ok "standby-partition: the old primary came back and exited 3: ${fenced#*] }"
+check_failover standby-partition
 done_testing
