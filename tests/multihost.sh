@@ -100,17 +100,17 @@ start_standby() {
     ok "$1: shard 1's standby on 10.77.0.3 holds its primary's state"
 }
 
-# fault NAME KIND PRIMARY: once training is under way (a random 1.0 to
-# 3.0 s after the head said it starts), shard 1's primary (PRIMARY, checked
-# to be in its host's namespace) is lost: kill sends it SIGKILL; partition
-# takes its link down at the bridge (no FIN, no reset: a cable pulled) until
-# its standby was promoted and at least 2 s (the failover timeout + 1 s)
-# have passed, then up again. Sets $fault_exit, the primary's expected exit
-# status.
+# fault NAME KIND PRIMARY: once training is under way (a random 0.5 to 2.0
+# s after the head said it starts; training lasts 3.5 s or more), shard 1's
+# primary (PRIMARY, checked to be in its host's namespace) is lost: kill
+# sends it SIGKILL; partition takes its link down at the bridge (no FIN, no
+# reset: a cable pulled) until its standby was promoted and at least 2 s
+# (the failover timeout + 1 s) have passed, then up again. Sets
+# $fault_exit, the primary's expected exit status.
 fault() {
     local name=$1 kind=$2 pid=$3 delay down
     wait_for 60 "$name: training to start" grep -q "training starts" "$TMP/$name.server.log"
-    delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 1.0 + 2.0 * r / 32768 }')
+    delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 1.5 * r / 32768 }')
     sleep "$delay"
     grep -q "run over" "$TMP/$name.server.log" && fail "$name: the run ended before the fault: raise --train-limit"
     [ "$(ip netns identify "$pid")" = "${NS_S[1]}" ] ||
@@ -147,8 +147,7 @@ check_failover() {
     cmp "$TMP/two-shards/model_distributed.safetensors" "$TMP/$name/model_distributed.safetensors" ||
         fail "$name: the model differs from the run without a fault ($TMP/two-shards)"
     ok "$name: the model file is identical, byte for byte, to the run without a standby or fault"
-    stall=$(rows "$db" "select printf('%.2f', max(t2 - t1)) from (select t as t1, lead(t) over (partition by worker_id order by step) as t2 from steps)")
-    step=$(rows "$db" "select printf('%.3f', avg(t2 - t1)) from (select t as t1, lead(t) over (partition by worker_id order by step) as t2 from steps)")
+    read -r stall step < <(rows "$db" "select printf('%.2f %.3f', max(d), avg(d)) from (select lead(t) over (partition by worker_id order by step) - t as d from steps)")
     awk -v s="$stall" 'BEGIN { exit !(s <= 2.0) }' ||
         fail "$name: a step waited $stall s, more than --failover-timeout + 1 s (2 s)"
     ok "$name: stall (the longest pause between two steps) $stall s, mean step $step s, --failover-timeout 1"
