@@ -63,9 +63,11 @@ typedef struct {
      * shard, ask the head where its range lives now (Locate) */
     double failover, located_at;
     uint64_t locate_request;
-    int64_t failovers; /* shards that moved to their standby */
-    char mode[16];     /* the server's consistency mode, from the Welcome */
-    char dataset[32];  /* the server's data set, from the Welcome */
+    int64_t failovers;      /* servers that moved to their standby */
+    char head_standby[256]; /* the head's standby, from the Welcome ("" for none) */
+    int head_moved;         /* requests to the head go to its standby now */
+    char mode[16];          /* the server's consistency mode, from the Welcome */
+    char dataset[32];       /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
