@@ -1381,7 +1381,9 @@ static int s_link_read(server_t *s)
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
             /* The head restarted (--resume) and does not know this link:
              * join it again. */
-            srv_log(s, "the head does not know this shard (it restarted?): joining it again");
+            srv_log(s, "%s: joining it again",
+                    s->standby ? "the head no longer names this standby (its primary gave it up)"
+                               : "the head does not know this shard (it restarted?)");
             g->rejoining = 1;
             fail = s_send_join(s, "") != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR) {
