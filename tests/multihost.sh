@@ -11,9 +11,9 @@
 # a standby of shard 1 on a third server host, --failover-timeout 1, and
 # shard 1's primary lost once training is under way, (a) killed (SIGKILL),
 # (b) cut off (its link to the bridge down for longer than the timeout, then
-# up again: it must exit 3, fenced; with STANDBY_REJOIN=1, started again as
-# its systemd unit does, with --resume, it must become the standby, which
-# fails for now: see rejoin). Each run must finish (every
+# up again: it must exit 3, fenced; started again as its systemd unit does,
+# with --resume, it must become the standby (STANDBY_REJOIN=0 skips this)).
+# Each run must finish (every
 # other process exits 0) with one failover event, both workers' epochs and
 # a model file identical byte for byte to the group run without a standby
 # (cmp on the whole file: its metadata, the mode, version and accuracy, is
@@ -146,23 +146,19 @@ fault() {
         ip -n "$NS_BR" link set "v${NS_S[1]}" up
         ok "$name: $delay s into training, shard 1's host cut off for $(awk -v a="$down" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s; the standby was promoted"
         fault_exit=3
-        [ "${STANDBY_REJOIN:-0}" = 1 ] && rejoin "$name" "$pid"
+        [ "${STANDBY_REJOIN:-1}" = 1 ] && rejoin "$name" "$pid"
     fi
     return 0
 }
 
-# rejoin NAME PID (with STANDBY_REJOIN=1; off until the lead fixes what it
-# shows, see below): shard 1's cut-off primary PID, back on the network,
+# rejoin NAME PID (unless STANDBY_REJOIN=0): shard 1's cut-off primary PID, back on the network,
 # must exit 3 (fenced); started again as its systemd unit would (with
 # --resume: its checkpoint is there), it must become the new primary's
 # standby while training goes on. Sets $primary to it and $fault_exit to 0.
-# Found failing in 2 of 4 runs: the new primary's first TCP SYN to it was
-# lost (its socket in SYN-SENT for 1 s, Linux's first retransmission at
-# 1 s), the primary gave the standby up after --failover-timeout (1 s) ("took
-# no state"), the head dropped it, and it went on pinging, refused ("this is
-# not the standby the head knows for that shard"), never exiting nor joining
-# again, then exited 1 30 s after the run's end ("the head ... has not
-# answered for 30 s").
+# (It failed in 2 of 4 runs before two fixes: a lost first SYN to the new
+# standby made the primary give it up after --failover-timeout, and the
+# dropped standby was refused until it died; now the state transfer waits at
+# least 5 s and a dropped standby joins again.)
 rejoin() {
     local name=$1 log=$TMP/$1.shard1.log
     wait_for 30 "$name: the cut-off primary to exit" gone "$2"
@@ -217,12 +213,12 @@ fenced=$(grep -m1 "fenced" "$TMP/standby-partition.shard1.log") ||
     { cat "$TMP/standby-partition.shard1.log"; fail "standby-partition: the old primary's log does not say it was fenced (above)"; }
 ok "standby-partition: the old primary came back and exited 3: ${fenced#*] }"
 check_failover standby-partition
-# With STANDBY_REJOIN=1 (off until the lead fixes it, server/group.c): a
+# Unless STANDBY_REJOIN=0: a
 # shard that ends a run as a standby must not keep the checkpoint of its
 # time as primary; else the unit's next start resumes from it, is refused
 # ("the checkpoint ... is of run 1, not the head's run") and is restarted
 # every 5 s.
-if [ "${STANDBY_REJOIN:-0}" = 1 ] && [ -e "$TMP/standby-partition.shard1.ckpt" ]; then
+if [ "${STANDBY_REJOIN:-1}" = 1 ] && [ -e "$TMP/standby-partition.shard1.ckpt" ]; then
     fail "standby-partition: the former primary ended the run as the standby and left its checkpoint $TMP/standby-partition.shard1.ckpt"
 fi
 done_testing
