@@ -297,6 +297,32 @@ ok "standby-kill: the standby on node3 took over; one failover event"
 cmp "$T/standby/model_distributed.safetensors" "$RESULTS/model_distributed.safetensors" ||
     fail "standby-kill: the model differs from the job without the kill"
 ok "standby-kill: the model is the job's without the kill, byte for byte (stall $(rows "$RESULTS/metrics.db" "select printf('%.2f', max(t2 - t1)) from (select t as t1, lead(t) over (order by step) as t2 from steps)") s)"
+
+# The head's paramserver killed instead (its standby is on node3 too): the
+# run ends in the standby's database, COMPLETED, one failover event there,
+# the same model as the job without the kill.
+SHARDS=2 REPLICAS=1 start_job head-kill --nodes=4
+wait_for 120 "head-kill: the head's standby to hold its state" grep -qs "holds the primary's state" "$RESULTS/standby0.log"
+wait_for 120 "head-kill: training to start" grep -qs "training starts" "$RESULTS/server.log"
+sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 1.0 + 2.0 * r / 32768 }')"
+grep -q "run over" "$RESULTS/server.log" && fail "head-kill: the run ended before the kill: raise SLURM_STANDBY_TRAIN_LIMIT"
+victim=
+for p in $(ip netns pids "${NS_NODES[0]}"); do
+    [ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -d' ' -f1-2)" = "$PS_BIN/paramserver --bind" ] && victim="${victim:+$victim }$p"
+done
+[[ $victim =~ ^[0-9]+$ ]] || fail "head-kill: expected one head paramserver on node1, found pids '$victim'"
+kill -9 "$victim"
+ok "head-kill: the head's paramserver (pid $victim on node1) killed"
+await_job head-kill COMPLETED
+sdb=$RESULTS/metrics-standby.db
+[ "$(rows "$sdb" "select count(*) from runs where status = 'done'")" = 1 ] &&
+    [ "$(rows "$sdb" "select count(*) from epochs")" = 1 ] &&
+    [ "$(rows "$sdb" "select count(*) from events where kind = 'failover'")" = 1 ] ||
+    { cat "$RESULTS/standby0.log"; fail "head-kill: the standby's database lacks the finished run, its epoch or the failover event (its log above)"; }
+ok "head-kill: the head's standby on node3 took over; its database holds the finished run, the epoch row and one failover event"
+cmp "$T/standby/model_distributed.safetensors" "$RESULTS/model_distributed.safetensors" ||
+    fail "head-kill: the model differs from the job without the kill"
+ok "head-kill: the model is the job's without the kill, byte for byte"
 export TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
 
 # Too few nodes for a node per server and workers: refused, saying why.
@@ -305,7 +331,7 @@ grep -q "SHARDS=3 puts each server process on its own node.*needs at least 4 nod
     "$T/job-too-few/job-$job.out" || fail "too-few: the job's output does not say why (above)"
 ok "too-few: SHARDS=3 on 3 nodes fails, saying it needs 4"
 SHARDS=2 REPLICAS=1 submit too-few-standby FAILED --nodes=3
-grep -q "SHARDS=2 REPLICAS=1 (a standby per shard) puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
+grep -q "SHARDS=2 REPLICAS=1 (a standby per server) puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
     "$T/job-too-few-standby/job-$job.out" || fail "too-few-standby: the job's output does not say why (above)"
 ok "too-few-standby: SHARDS=2 REPLICAS=1 on 3 nodes fails, saying it needs 4"
 done_testing
