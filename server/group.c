@@ -17,7 +17,7 @@
 #include "consistency.h"
 #include "idx.h"
 #include "membership.h"
-#include "model.h"
+#include "models.h"
 #include "transport.h"
 
 /* How often a shard reports to the head, and how long it waits for the
@@ -59,15 +59,15 @@ struct srv_group {
     uint64_t head_version;
 };
 
-void group_range(int shards, int shard, size_t *lo, size_t *n)
+void group_range(int shards, int shard, size_t nparams, size_t *lo, size_t *n)
 {
     if (shards <= 1) {
         *lo = 0;
-        *n = MODEL_NPARAMS;
+        *n = nparams;
         return;
     }
-    size_t a = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)shard / (uint64_t)shards);
-    size_t b = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)(shard + 1) / (uint64_t)shards);
+    size_t a = (size_t)((uint64_t)nparams * (uint64_t)shard / (uint64_t)shards);
+    size_t b = (size_t)((uint64_t)nparams * (uint64_t)(shard + 1) / (uint64_t)shards);
     *lo = a;
     *n = b - a;
 }
@@ -134,7 +134,7 @@ void group_welcome(const server_t *s, Ps__Welcome *wm, Ps__ShardRange *ranges,
 {
     for (int i = 0; i < s_shards(s); i++) {
         size_t lo, n;
-        group_range(s->o->shards, i, &lo, &n);
+        group_range(s->o->shards, i, s->model->nparams, &lo, &n);
         ps__shard_range__init(&ranges[i]);
         ranges[i].endpoint = i == 0 ? "" : s->group->sh[i].endpoint;
         ranges[i].public_key = i == 0 ? "" : s->group->sh[i].key;
@@ -217,7 +217,7 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
 {
     const server_opts_t *o = s->o;
     size_t lo, n;
-    group_range(o->shards, i, &lo, &n);
+    group_range(o->shards, i, s->model->nparams, &lo, &n);
     Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
     w.shard = (uint32_t)i;
     w.shards = (uint32_t)s_shards(s);
@@ -238,6 +238,8 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
     w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
     w.warmup_epochs = o->warmup_epochs;
     w.dataset = (char *)o->dataset;
+    w.model = (char *)s->model->name;
+    w.params = (uint32_t)s->model->nparams;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
@@ -355,7 +357,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             /* Its CurveZMQ key is the one its connection proved. */
             snprintf(sh->key, sizeof sh->key, "%s", peer->key);
             size_t lo, n;
-            group_range(s->o->shards, (int)j->shard, &lo, &n);
+            group_range(s->o->shards, (int)j->shard, s->model->nparams, &lo, &n);
             if (sh->endpoint[0]) {
                 srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
@@ -427,7 +429,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         return;
     group_t *g = s->group;
     size_t lo, n;
-    group_range(s->o->shards, (int)f->shard, &lo, &n);
+    group_range(s->o->shards, (int)f->shard, s->model->nparams, &lo, &n);
     if (!g->over || f->offset != lo || m->count != n || !g->full) {
         char why[200];
         snprintf(why, sizeof why,
@@ -505,7 +507,7 @@ const float *group_final_weights(server_t *s)
     group_t *g = s->group;
     if (s_shards(s) == 1)
         return s->w;
-    if (!g->full && !(g->full = malloc(MODEL_NPARAMS * sizeof(float)))) {
+    if (!g->full && !(g->full = malloc(s->model->nparams * sizeof(float)))) {
         fprintf(stderr, "error: out of memory for the final model\n");
         return NULL;
     }
@@ -594,10 +596,26 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
+    const model_def_t *model = models_find(w->model && *w->model ? w->model : MODELS_DEFAULT);
     int numbers_ok =
         w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 && w->shard < w->shards;
-    if (numbers_ok)
-        group_range((int)w->shards, (int)w->shard, &lo, &n);
+    if (model && numbers_ok)
+        group_range((int)w->shards, (int)w->shard, model->nparams, &lo, &n);
+    if (!model || w->params != model->nparams) {
+        char names[256];
+        fprintf(stderr,
+                "error: the head trains model '%s' (%u parameters), which this paramserver "
+                "does not have (it has %s): run the same release of paramserver everywhere\n",
+                w->model ? w->model : "", w->params, models_list(names, sizeof names));
+        return -1;
+    }
+    if (o->model && strcmp(o->model, model->name) != 0) {
+        fprintf(stderr,
+                "error: this shard was given --model %s but the head trains %s: give the same "
+                "--model, or none (a shard takes the head's)\n",
+                o->model, model->name);
+        return -1;
+    }
     if (!numbers_ok)
         bad = "the shard numbers do not fit";
     else if (w->lo != lo || w->hi != lo + n)
@@ -641,9 +659,10 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->warmup_epochs = w->warmup_epochs;
     snprintf(dataset, sizeof dataset, "%s", w->dataset);
     ro->dataset = dataset;
-    ro->data_dir = NULL; /* a shard needs no data */
-    ro->out_dir = NULL;  /* nor writes a model */
-    ro->db = ":memory:"; /* the head keeps the metrics */
+    ro->model = model->name; /* the catalogue's: static */
+    ro->data_dir = NULL;     /* a shard needs no data */
+    ro->out_dir = NULL;      /* nor writes a model */
+    ro->db = ":memory:";     /* the head keeps the metrics */
     return 0;
 }
 
@@ -680,7 +699,7 @@ static int s_join_head(group_t *g, const server_opts_t *o, server_opts_t *ro,
             continue;
         wire_msg_t m;
         char err[256];
-        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        int rc = wire_recv(g->head, NULL, &m, 0, err, sizeof err); /* the head sends no tensor */
         if (rc != 0) {
             if (rc > 0)
                 fprintf(stderr, "error: shard %d: bad message from the head: %s\n", o->shard, err);
@@ -854,7 +873,7 @@ static int s_link_read(server_t *s)
             return 0;
         wire_msg_t m;
         char err[256];
-        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        int rc = wire_recv(g->head, NULL, &m, 0, err, sizeof err); /* the head sends no tensor */
         if (rc < 0)
             return 0;
         if (rc > 0) {
@@ -946,7 +965,7 @@ static int s_send_final(server_t *s)
             continue;
         wire_msg_t m;
         char err[256];
-        if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
+        if (wire_recv(g->head, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id >= first;
         wire_msg_close(&m);

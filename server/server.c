@@ -19,7 +19,7 @@
 #include "engine.h"
 #include "group.h"
 #include "membership.h"
-#include "model.h"
+#include "models.h"
 #include "modelfile.h"
 #include "state.h"
 #include "transport.h"
@@ -303,7 +303,7 @@ static void s_handle(server_t *s)
     wire_msg_t m;
     char err[256];
     s->request = 0; /* unknown until the message decodes */
-    int rc = wire_recv(s->sock, &peer, &m, err, sizeof err);
+    int rc = wire_recv(s->sock, &peer, &m, s->model->nparams, err, sizeof err);
     if (rc < 0)
         return;
     if (rc > 0) {
@@ -367,7 +367,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
                 path);
         return 1;
     }
-    if (!model_all_finite(w, MODEL_NPARAMS)) {
+    if (!model_all_finite(w, s->model->nparams)) {
         fprintf(stderr, "error: the final weights are not finite; the model is not saved\n");
         return 1;
     }
@@ -389,7 +389,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
  * which model is missing or unreadable. */
 static int s_independent_models(server_t *s, engine_t *e, double *mean)
 {
-    float *w = malloc(MODEL_NPARAMS * sizeof(float));
+    float *w = malloc(s->model->nparams * sizeof(float));
     int status = w ? 0 : 1;
     double sum = 0.0;
     for (int i = 0; w && i < s->o->workers; i++) {
@@ -546,11 +546,11 @@ static int s_load_data(server_t *s)
 /* PyTorch's initial weights (from the seed) of this server's range. */
 static int s_init_weights(const server_t *s, float *w)
 {
-    if (s->n == MODEL_NPARAMS) {
+    if (s->n == s->model->nparams) {
         model_init(w, s->o->seed);
         return 0;
     }
-    float *all = malloc(MODEL_NPARAMS * sizeof(float));
+    float *all = malloc(s->model->nparams * sizeof(float));
     if (!all)
         return -1;
     model_init(all, s->o->seed);
@@ -568,9 +568,14 @@ server_t *server_new(const server_opts_t *o)
         return NULL;
     }
     s->o = o;
+    s->model = models_find(o->model ? o->model : MODELS_DEFAULT);
+    if (!s->model) { /* main.c and group.c check the name: only a caller's mistake */
+        fprintf(stderr, "error: no model '%s' in this build\n", o->model);
+        goto fail;
+    }
     s->policy = cons_policy(o->mode);
     s->shard = o->shard;
-    group_range(o->shards, o->shard, &s->lo, &s->n);
+    group_range(o->shards, o->shard, s->model->nparams, &s->lo, &s->n);
     if (s_load_data(s) != 0)
         goto fail;
     s->w = malloc(s->n * sizeof(float));

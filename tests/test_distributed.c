@@ -339,7 +339,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(sock, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(sock, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
     assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_VERSION);
     printf("  server answered: %s\n", m.env->error->message);
@@ -371,7 +371,7 @@ static void test_version_mismatch_refused_by_worker(void **state)
     wire_peer_t peer;
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(sock, &peer, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(sock, &peer, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_REGISTER);
     wire_msg_close(&m);
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -395,14 +395,25 @@ static void test_version_mismatch_refused_by_worker(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* Sends env (+ tensor: the whole vector, a header count of 0). */
+static long s_send(void *sock, Ps__Envelope *env, const float *tensor)
+{
+    zmq_msg_t frame;
+    if (tensor &&
+        wire_tensor_encode_n(&frame, tensor, MODEL_NPARAMS, PS__ENCODING__ENCODING_F32, NULL) != 0)
+        return -1;
+    return wire_send_msg(sock, NULL, env, tensor ? &frame : NULL, 0);
+}
+
 /* Sends env (+ tensor) and returns the reply's kind, filling *m. */
 static int s_ask(void *sock, Ps__Envelope *env, const float *tensor, wire_msg_t *m)
 {
     char err[256];
-    if (wire_send(sock, NULL, env, tensor, 0) < 0)
+    if (s_send(sock, env, tensor) < 0)
         return -1;
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, 20000) != 1 || wire_recv(sock, NULL, m, err, sizeof err) != 0)
+    if (zmq_poll(&item, 1, 20000) != 1 ||
+        wire_recv(sock, NULL, m, MODEL_NPARAMS, err, sizeof err) != 0)
         return -1;
     return m->env->body_case;
 }
@@ -447,7 +458,7 @@ static void test_oversized_refused_server_goes_on(void **state)
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(bad, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(bad, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
     assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_MALFORMED);
     printf("  oversized header answered: %s\n", m.env->error->message);
@@ -576,14 +587,14 @@ static void test_ssp_holds_fast_worker(void **state)
         wire_msg_t m;
         char err[256];
         assert_int_equal(zmq_poll(&item, 1, 20000), 1);
-        assert_int_equal(wire_recv(socks[i], NULL, &m, err, sizeof err), 0);
+        assert_int_equal(wire_recv(socks[i], NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
         assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WELCOME);
         ids[i] = m.env->welcome->worker_id;
         wire_msg_close(&m);
     }
 
     static float g[MODEL_NPARAMS];
-    uint64_t v;
+    uint64_t v = 0;
     assert_int_equal(s_push_step(fast, ids[0], 1, 0, g, &v), 0); /* 1 <= 0 + 1: answered */
 
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -595,7 +606,7 @@ static void test_ssp_holds_fast_worker(void **state)
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &p;
     env.request_id = 102;
-    assert_true(wire_send(fast, NULL, &env, g, 0) >= 0);
+    assert_true(s_send(fast, &env, g) >= 0);
     zmq_pollitem_t item = {fast, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 1500), 0); /* 2 > 0 + 1: held */
     printf("  fast worker's step 2 held while the slow one is at step 0\n");
@@ -604,7 +615,7 @@ static void test_ssp_holds_fast_worker(void **state)
     assert_int_equal(zmq_poll(&item, 1, 5000), 1); /* released: 2 <= 1 + 1 */
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(fast, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(fast, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WEIGHTS);
     assert_int_equal(m.env->request_id, 102);
     printf("  released after the slow worker's step 1 (held %.2f s)\n",

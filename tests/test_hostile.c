@@ -96,7 +96,7 @@ static int s_reply(void *sock, wire_msg_t *m, long ms)
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, ms) != 1)
         return -1;
-    int rc = wire_recv(sock, NULL, m, err, sizeof err);
+    int rc = wire_recv(sock, NULL, m, MODEL_NPARAMS, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "  the client refused the reply: %s\n", err);
         return -1;
@@ -208,7 +208,7 @@ static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encod
 /* A float32 tensor frame with every value x. */
 static void s_f32(zmq_msg_t *t, float x)
 {
-    assert_int_equal(wire_tensor_init(t), 0);
+    assert_int_equal(wire_tensor_init(t, MODEL_NPARAMS), 0);
     float *f = zmq_msg_data(t);
     for (int i = 0; i < MODEL_NPARAMS; i++)
         f[i] = x;
@@ -285,7 +285,7 @@ static void test_int8_overflow_and_ungranted_encoding_refused(void **state)
     s_register2(a, "int8", PS__COMPRESSION__COMPRESSION_INT8, b, "plain",
                 PS__COMPRESSION__COMPRESSION_NONE, &ia, &ib);
 
-    size_t size = wire_encoded_size(PS__ENCODING__ENCODING_I8);
+    size_t size = wire_encoded_size_n(PS__ENCODING__ENCODING_I8, MODEL_NPARAMS);
     zmq_msg_t t;
     wire_msg_t m;
     assert_int_equal(zmq_msg_init_size(&t, size), 0);

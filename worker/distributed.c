@@ -30,13 +30,12 @@
 #include "wire.h"
 #include "worker.h"
 
-/* Checks the recipe the server sent; prints what is wrong. */
+/* Checks the recipe the server sent (its model: link_set_servers); prints
+ * what is wrong. */
 static int s_check_welcome(const Ps__Welcome *w)
 {
     const char *bad = NULL;
-    if (w->params != MODEL_NPARAMS)
-        bad = "its model has another number of parameters";
-    else if (w->workers == 0 || w->worker_id >= w->workers)
+    if (w->workers == 0 || w->worker_id >= w->workers)
         bad = "worker id out of range";
     else if (w->epochs == 0 || w->epochs > 1000)
         bad = "epochs out of range";
@@ -59,6 +58,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
     reg.host = (char *)host;
     reg.threads = (uint32_t)c->o->threads;
     reg.compress = (Ps__Compression)c->o->compress;
+    reg.model = (char *)(c->o->model ? c->o->model : ""); /* the server refuses another */
     env.body_case = PS__ENVELOPE__BODY_REGISTER;
     env.register_ = &reg;
     wire_msg_t reply;
@@ -71,7 +71,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
         wire_msg_close(&reply);
         return REQ_FAIL;
     }
-    got.mode = got.dataset = NULL; /* these point into the reply */
+    got.mode = got.dataset = got.model = NULL; /* these point into the reply */
     got.n_shards = 0;
     got.shards = NULL;
     wire_msg_close(&reply);
@@ -125,7 +125,7 @@ static void s_say_leaving(link_t *c, const Ps__Welcome *w)
             continue;
         wire_msg_t reply;
         char err[256];
-        if (wire_recv(sock, NULL, &reply, err, sizeof err) != 0)
+        if (wire_recv(sock, NULL, &reply, link_nparams(c), err, sizeof err) != 0)
             continue;
         int answered = reply.env->request_id == env.request_id;
         wire_msg_close(&reply);
@@ -219,18 +219,19 @@ static int s_prepare(dist_t *d)
         return -1;
     }
     int grouped = o->push_every > 1;
+    size_t np = link_nparams(&d->c);
     d->order = malloc((size_t)d->n * sizeof(int));
-    d->wbuf = malloc(MODEL_NPARAMS * sizeof(float));
-    d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+    d->wbuf = malloc(np * sizeof(float));
+    d->gbuf = malloc(np * sizeof(float));
     if (o->compress)
-        d->residual = calloc(MODEL_NPARAMS, sizeof(float));
+        d->residual = calloc(np, sizeof(float));
     if (grouped) {
-        d->local = malloc(MODEL_NPARAMS * sizeof(float));
-        d->acc = malloc(MODEL_NPARAMS * sizeof(float));
+        d->local = malloc(np * sizeof(float));
+        d->acc = malloc(np * sizeof(float));
     }
     if (strcmp(d->c.mode, "independent") == 0) { /* its own model and momentum */
-        d->local = malloc(MODEL_NPARAMS * sizeof(float));
-        d->mom = malloc(MODEL_NPARAMS * sizeof(float));
+        d->local = malloc(np * sizeof(float));
+        d->mom = malloc(np * sizeof(float));
     }
     if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
         (grouped && (!d->local || !d->acc)) ||
@@ -279,7 +280,7 @@ static void s_take_weights(dist_t *d)
 {
     d->params = d->wbuf;
     if (d->local) {
-        memcpy(d->local, d->params, MODEL_NPARAMS * sizeof(float));
+        memcpy(d->local, d->params, link_nparams(&d->c) * sizeof(float));
         d->params = d->local;
     }
 }
@@ -404,8 +405,9 @@ static void s_part_ready(void *arg, size_t lo, size_t hi, double loss)
     dist_t *d = arg;
     d->c.push.loss = (float)loss;
     if (d->c.pushing)
-        /* fc's ranges come before the convolutions' backward: overlapped */
-        link_push_ready(&d->c, lo, hi, lo >= MODEL_FC1_W); /* failure: s_finish_push sees it */
+        /* Every range but the first layer's (lo 0, final when backward
+         * ends) comes while backward still runs: overlapped. */
+        link_push_ready(&d->c, lo, hi, lo > 0); /* failure: s_finish_push sees it */
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are
@@ -429,7 +431,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         double loss;
         if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
             loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
-            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
+            model_sgd_step(d->local, d->mom, d->gbuf, link_nparams(&d->c), (float)d->w.lr,
                            (float)d->w.momentum);
             st.loss_sum += loss;
             st.done++;
@@ -452,7 +454,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         group_loss += loss;
         if (K > 1) { /* local SGD: take the step here, push the group's sum */
             float lr = (float)d->w.lr;
-            for (size_t i = 0; i < MODEL_NPARAMS; i++) {
+            for (size_t i = 0, np = link_nparams(&d->c); i < np; i++) {
                 d->acc[i] = in_group ? d->acc[i] + d->gbuf[i] : d->gbuf[i];
                 d->local[i] -= lr * d->gbuf[i];
             }
@@ -465,7 +467,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
              * displacement divided by lr: the server moves the master weights
              * by the workers' mean displacement (model averaging), with its
              * momentum on top. */
-            memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
+            memcpy(d->gbuf, d->acc, link_nparams(&d->c) * sizeof(float));
             loss = group_loss / in_group;
         }
         if (K > 1)
@@ -508,7 +510,7 @@ static int s_session(dist_t *d)
      * unless the server has it already (its one push) */
     int model_sent = d->mom && w->start_step > 0;
     if (d->mom) {
-        memset(d->mom, 0, MODEL_NPARAMS * sizeof(float));
+        memset(d->mom, 0, link_nparams(&d->c) * sizeof(float));
         d->last_beat = clock_now();
     }
     for (int epoch = 1; epoch <= epochs && !model_sent; epoch++, step += pushes) {

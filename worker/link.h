@@ -15,11 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "models.h"
 #include "wire.h"
 #include "worker.h"
 
 #define LINK_MAX_SERVERS 64
-#define LINK_MAX_PARTS 8 /* per server: its range cut at the layers' edges */
+#define LINK_MAX_PARTS MODELS_MAX_EDGES /* per server: its range cut at the layers' edges */
 
 /* What link_request can end with besides a good reply. */
 enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3, REQ_RETRY = -4 };
@@ -52,8 +53,9 @@ typedef struct {
     Ps__Push push;
     const float *grad;
     float *residual;
-    char mode[16];    /* the server's consistency mode, from the Welcome */
-    char dataset[32]; /* the server's data set, from the Welcome */
+    const model_def_t *model; /* the server's model, from the Welcome (NULL before) */
+    char mode[16];            /* the server's consistency mode, from the Welcome */
+    char dataset[32];         /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
@@ -71,9 +73,14 @@ void link_close(link_t *l);
 int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__BodyCase want,
                  double timeout, wire_msg_t *reply);
 
-/* Takes the group from a Welcome: checks the ranges, connects to every
- * server but the head (again after a rejoin). 0, or -1 after printing why. */
+/* Takes the group from a Welcome: checks its model (this worker must have
+ * it, and it must be o->model when that is set, and the same on a rejoin)
+ * and the ranges, connects to every server but the head (again after a
+ * rejoin). 0, or -1 after printing why. */
 int link_set_servers(link_t *l, const Ps__Welcome *w);
+
+/* The length of the model's parameter vector (0 before the Welcome). */
+size_t link_nparams(const link_t *l);
 
 /* A step's push to every server, in three calls (so that parts can leave
  * during backward): link_push_begin takes the step (`push`: its step,

@@ -16,6 +16,7 @@ typedef struct {
     const char *out_dir;  /* where the model file goes */
     const char *db;       /* SQLite metrics database (basic mode) */
     const char *name;     /* worker name reported to the server */
+    const char *model;    /* --model (common/models.h); NULL: basic's default, the server's */
     int epochs, batch_size, threads, train_limit, test_limit;
     double lr, momentum;
     uint64_t seed;
