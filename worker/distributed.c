@@ -58,7 +58,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
     reg.host = (char *)host;
     reg.threads = (uint32_t)c->o->threads;
     reg.compress = (Ps__Compression)c->o->compress;
-    reg.model = (char *)(c->o->model ? c->o->model : ""); /* the server refuses another */
+    reg.model = (char *)(c->o->model ? c->o->model->name : ""); /* the server refuses another */
     env.body_case = PS__ENVELOPE__BODY_REGISTER;
     env.register_ = &reg;
     wire_msg_t reply;

@@ -355,9 +355,9 @@ static const model_def_t *s_welcome_model(const link_t *l, const Ps__Welcome *w)
                 "error: the server's model %s has %u parameters, this worker's %zu: run the "
                 "same release of worker and paramserver\n",
                 name, w->params, m->nparams);
-    else if (l->o->model && strcmp(l->o->model, name) != 0)
+    else if (l->o->model && l->o->model != m)
         fprintf(stderr, "error: this worker was given --model %s but the server trains %s\n",
-                l->o->model, name);
+                l->o->model->name, name);
     else if (l->model && l->model != m)
         fprintf(stderr, "error: on rejoining, the server trains %s; this worker trained %s\n", name,
                 l->model->name);

@@ -8,15 +8,16 @@
 #include <stdint.h>
 
 #include "idx.h"
+#include "models.h"
 
 typedef struct {
     const char *server;   /* distributed: tcp://HOST:PORT; NULL in basic mode */
     const char *data_dir; /* the data set's IDX files; NULL: its default (idx_dataset_dir) */
     const char *dataset;  /* basic: "mnist" or "fashion-mnist"; with a server, the server's */
+    const model_def_t *model; /* basic: --model (default simpleconvnet); NULL with a server */
     const char *out_dir;  /* where the model file goes */
     const char *db;       /* SQLite metrics database (basic mode) */
     const char *name;     /* worker name reported to the server */
-    const char *model;    /* --model (common/models.h); NULL: basic's default, the server's */
     int epochs, batch_size, threads, train_limit, test_limit;
     double lr, momentum;
     uint64_t seed;
