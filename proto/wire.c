@@ -12,11 +12,18 @@
 #include "model.h"
 #include "wire_half.h"
 
-/* Does this kind of message carry a tensor frame? */
-static int s_needs_tensor(Ps__Envelope__BodyCase kind)
+/* Does this message carry a tensor frame? (A standby's update does unless
+ * it is a heartbeat.) */
+static int s_needs_tensor(const Ps__Envelope *env)
 {
-    return kind == PS__ENVELOPE__BODY_PUSH || kind == PS__ENVELOPE__BODY_WEIGHTS ||
-           kind == PS__ENVELOPE__BODY_SHARD_FINAL;
+    switch (env->body_case) {
+    case PS__ENVELOPE__BODY_PUSH:
+    case PS__ENVELOPE__BODY_WEIGHTS:
+    case PS__ENVELOPE__BODY_SHARD_FINAL: return 1;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE:
+        return env->replica_update->kind != PS__REPLICA_KIND__REPLICA_BEAT;
+    default: return 0;
+    }
 }
 
 /* The encoding and value count its header gives a tensor frame (a count
@@ -32,6 +39,10 @@ static void s_tensor_layout(const Ps__Envelope *env, size_t nparams, int *enc, s
     case PS__ENVELOPE__BODY_WEIGHTS:
         *enc = (int)env->weights->encoding;
         n = env->weights->count;
+        break;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: /* float32 */
+        *enc = PS__ENCODING__ENCODING_F32;
+        n = env->replica_update->count;
         break;
     default: /* ShardFinal: float32 */
         *enc = PS__ENCODING__ENCODING_F32;
@@ -58,6 +69,11 @@ const char *wire_kind_name(Ps__Envelope__BodyCase kind)
     case PS__ENVELOPE__BODY_MEMBERSHIP: return "membership";
     case PS__ENVELOPE__BODY_SHARD_PING: return "shard ping";
     case PS__ENVELOPE__BODY_SHARD_FINAL: return "shard final";
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: return "replica update";
+    case PS__ENVELOPE__BODY_REPLICA_ACK: return "replica ack";
+    case PS__ENVELOPE__BODY_SHARD_TERM: return "shard term";
+    case PS__ENVELOPE__BODY_LOCATE: return "locate";
+    case PS__ENVELOPE__BODY_LOCATED: return "located";
     default: return "unknown";
     }
 }
@@ -129,7 +145,7 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
     zmq_msg_t t;
     int enc;
     size_t count = 0;
-    if (tensor && s_needs_tensor(env->body_case))
+    if (tensor && s_needs_tensor(env))
         s_tensor_layout(env, 0, &enc, &count);
     if (tensor && count == 0) {
         errno = EINVAL;
@@ -569,7 +585,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, size_t nparams, char
     }
     int rc = s_check_envelope(env, err, errlen);
     int more = s_more(sock);
-    if (rc == 0 && more != s_needs_tensor(env->body_case)) {
+    if (rc == 0 && more != s_needs_tensor(env)) {
         errmsg_set(err, errlen, "%s message %s a tensor frame", wire_kind_name(env->body_case),
                    more ? "must not have" : "lacks");
         rc = PS__ERROR_CODE__ERROR_MALFORMED;

@@ -5,12 +5,14 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
 #include "clock.h"
 #include "model.h"
 #include "modelfile.h"
+#include "replica.h"
 #include "shard.h"
 
 double cons_lr(const server_opts_t *o, uint64_t version, int workers, int64_t updates_per_epoch)
@@ -52,22 +54,32 @@ static void s_count_update(server_t *s, uint64_t computed_on)
     s->version++;
 }
 
-static void s_apply(server_t *s, const float *g, uint64_t computed_on)
+/* One SGD step with gradient g, forwarded to the standby (replica.h).
+ * 0, or -1 when this server is fenced: then nobody may be answered. */
+static int s_apply(server_t *s, const float *g, uint64_t computed_on)
 {
     double t0 = clock_now();
-    model_sgd_step(s->w, s->v, g, s->n, (float)cons_lr_now(s), (float)s->o->momentum);
+    float lr = (float)cons_lr_now(s);
+    model_sgd_step(s->w, s->v, g, s->n, lr, (float)s->o->momentum);
     s->apply_seconds += clock_now() - t0;
     s_count_update(s, computed_on);
+    return replica_forward(s, g, lr);
 }
 
 /* sync: one SGD step with the average of the k held gradients, in blocks
- * small enough for L1, in one pass over w and v (no accumulator to clear). */
+ * small enough for L1, in one pass over w and v (no accumulator to clear);
+ * with a standby, the average is kept (s->rep_g) to forward it. -1 when
+ * the average would not be finite (nothing applied). */
 __attribute__((noinline)) /* the fuzzer's coverage leaves it out: see tests/fuzz/ */
 static int
 s_apply_average(server_t *s, const float *const *g, int k)
 {
     enum { BLOCK = 2048 };
     float avg[BLOCK];
+    if (s->rep && !s->rep_g && !(s->rep_g = malloc(s->n * sizeof(float)))) {
+        srv_log(s, "out of memory for the standby's copy of the round: going on without it");
+        replica_close(s);
+    }
     const float scale = 1.0f / (float)k, lr = (float)cons_lr_now(s), mom = (float)s->o->momentum;
     double t0 = clock_now();
     /* Pass 0 checks that the step keeps every value finite (each gradient
@@ -82,9 +94,11 @@ s_apply_average(server_t *s, const float *const *g, int k)
                     avg[i] += g[j][lo + i];
             for (size_t i = 0; i < n; i++)
                 avg[i] *= scale;
-            if (pass == 1)
+            if (pass == 1) {
                 model_sgd_step(s->w + lo, s->v + lo, avg, n, lr, mom);
-            else if (!model_sgd_step_finite(s->w + lo, s->v + lo, avg, n, lr, mom))
+                if (s->rep)
+                    memcpy(s->rep_g + lo, avg, n * sizeof(float));
+            } else if (!model_sgd_step_finite(s->w + lo, s->v + lo, avg, n, lr, mom))
                 return -1;
         }
     /* Every gradient of a round was computed on the current version. */
@@ -124,6 +138,7 @@ static void s_sync_check_round(server_t *s)
     for (int i = 0; i < s->o->workers; i++)
         if (s->slots[i].round_g)
             g[k++] = s->slots[i].round_g;
+    float lr = (float)cons_lr_now(s);
     if (s_apply_average(s, g, k) != 0) {
         srv_log(s,
                 "round of %d gradients not applied: their average would make the weights "
@@ -131,7 +146,8 @@ static void s_sync_check_round(server_t *s)
                 k);
         srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "round_refused",
                                 "average not finite"));
-    }
+    } else if (replica_forward(s, s->rep_g, lr) != 0)
+        return; /* fenced: the round is answered by the new primary */
     s->round_arrived = 0;
     double now = clock_now();
     snapshot_t snap = SNAPSHOT_INIT;
@@ -166,7 +182,8 @@ static void s_sync_rejoin(server_t *s, slot_t *sl)
 
 static void s_async_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
-    s_apply(s, g, computed_on);
+    if (s_apply(s, g, computed_on) != 0)
+        return;
     srv_reply_weights_now(s, sl);
     ckpt_maybe(s);
 }
@@ -205,7 +222,8 @@ static void s_ssp_release(server_t *s)
 
 static void s_ssp_push(server_t *s, slot_t *sl, const float *g, uint64_t computed_on)
 {
-    s_apply(s, g, computed_on);
+    if (s_apply(s, g, computed_on) != 0)
+        return;
     s_hold(s, sl);
     s_ssp_release(s);
     ckpt_maybe(s);

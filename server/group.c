@@ -18,6 +18,7 @@
 #include "idx.h"
 #include "membership.h"
 #include "models.h"
+#include "replica.h"
 #include "transport.h"
 
 /* How often a shard reports to the head, and how long it waits for the
@@ -35,6 +36,13 @@ typedef struct {
     double last_ping;
     Ps__ShardPing stats; /* its last figures (no strings: a plain copy) */
     int final_got;
+    /* issue 12: the term (+1 at every change of who serves the range) and
+     * the hot standby (replica.h), if one joined */
+    uint64_t term;
+    int sb_joined, sb_synced;
+    wire_peer_t sb_peer;
+    char sb_endpoint[128];
+    double sb_last_ping;
 } member_shard_t;
 
 struct srv_group {
@@ -129,29 +137,42 @@ int group_ready(const server_t *s, char *buf, size_t n)
     return missing == 0;
 }
 
-void group_welcome(const server_t *s, Ps__Welcome *wm, Ps__ShardRange *ranges,
-                   Ps__ShardRange **ptrs)
+/* The head's table of ranges: who serves each (its endpoint, key, term)
+ * and its standby; ranges and ptrs have room for o->shards entries. */
+static void s_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **ptrs)
 {
     for (int i = 0; i < s_shards(s); i++) {
+        const member_shard_t *sh = &s->group->sh[i];
         size_t lo, n;
         group_range(s->o->shards, i, s->model->nparams, &lo, &n);
         ps__shard_range__init(&ranges[i]);
-        ranges[i].endpoint = i == 0 ? "" : s->group->sh[i].endpoint;
-        ranges[i].public_key = i == 0 ? "" : s->group->sh[i].key;
+        ranges[i].endpoint = i == 0 ? "" : (char *)sh->endpoint;
+        ranges[i].public_key = i == 0 ? "" : (char *)sh->key;
+        ranges[i].standby = sh->sb_joined ? (char *)sh->sb_endpoint : "";
+        ranges[i].term = sh->term;
         ranges[i].lo = (uint32_t)lo;
         ranges[i].hi = (uint32_t)(lo + n);
         ptrs[i] = &ranges[i];
     }
-    wm->n_shards = (size_t)s_shards(s);
-    wm->shards = ptrs;
 }
 
-/* Sends the membership table to shard i (as the answer to `request`, or
- * unasked with 0). */
-static void s_send_membership(server_t *s, int i, uint64_t request)
+void group_welcome(const server_t *s, Ps__Welcome *wm, Ps__ShardRange *ranges,
+                   Ps__ShardRange **ptrs)
+{
+    s_ranges(s, ranges, ptrs);
+    wm->n_shards = (size_t)s_shards(s);
+    wm->shards = ptrs;
+    wm->failover_timeout = s->o->failover_timeout;
+}
+
+/* Sends the membership table to shard i, or to its standby (as the answer
+ * to `request`, or unasked with 0). */
+static void s_send_membership_to(server_t *s, int i, int standby, uint64_t request)
 {
     group_t *g = s->group;
-    int W = s->o->workers;
+    int W = s->o->workers, S = s_shards(s);
+    Ps__ShardRange ranges[S], *rptrs[S];
+    s_ranges(s, ranges, rptrs);
     Ps__Member mb[W], *ptrs[W];
     for (int k = 0; k < W; k++) {
         const slot_t *sl = &s->slots[k];
@@ -175,15 +196,24 @@ static void s_send_membership(server_t *s, int i, uint64_t request)
     m.run_id = s->run;
     m.n_members = (size_t)W;
     m.members = ptrs;
+    m.n_shards = (size_t)S;
+    m.shards = rptrs;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_MEMBERSHIP;
     env.membership = &m;
     env.request_id = request;
-    long n = wire_send(s->sock, &g->sh[i].peer, &env, NULL, ZMQ_DONTWAIT);
+    long n = wire_send(s->sock, standby ? &g->sh[i].sb_peer : &g->sh[i].peer, &env, NULL,
+                       ZMQ_DONTWAIT);
     if (n < 0)
-        srv_log(s, "warning: cannot send the membership to shard %d: %s", i, zmq_strerror(errno));
+        srv_log(s, "warning: cannot send the membership to shard %d%s: %s", i,
+                standby ? "'s standby" : "", zmq_strerror(errno));
     else
         s->bytes_out += n;
+}
+
+static void s_send_membership(server_t *s, int i, uint64_t request)
+{
+    s_send_membership_to(s, i, 0, request);
 }
 
 void group_membership_changed(server_t *s)
@@ -192,9 +222,12 @@ void group_membership_changed(server_t *s)
     if (!g || s_shards(s) == 1)
         return;
     g->seq++;
-    for (int i = 1; i < s_shards(s); i++)
+    for (int i = 1; i < s_shards(s); i++) {
         if (g->sh[i].joined)
             s_send_membership(s, i, 0);
+        if (g->sh[i].sb_joined)
+            s_send_membership_to(s, i, 1, 0);
+    }
 }
 
 static int s_same_peer(const wire_peer_t *a, const wire_peer_t *b)
@@ -202,18 +235,9 @@ static int s_same_peer(const wire_peer_t *a, const wire_peer_t *b)
     return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
 
-/* Sends env to a shard as the answer to the request being handled, counting
- * the bytes. */
-static void s_answer(server_t *s, const wire_peer_t *peer, Ps__Envelope *env)
-{
-    env->request_id = s->request;
-    long n = wire_send(s->sock, peer, env, NULL, ZMQ_DONTWAIT);
-    if (n > 0)
-        s->bytes_out += n;
-}
-
-/* The head's answer to a shard's join: its range and the recipe. */
-static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
+/* The head's answer to a shard's join: its range and the recipe (and to a
+ * standby's, the primary it copies). */
+static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer, const char *replica_of)
 {
     const server_opts_t *o = s->o;
     size_t lo, n;
@@ -240,10 +264,13 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer)
     w.dataset = (char *)o->dataset;
     w.model = (char *)s->model->name;
     w.params = (uint32_t)s->model->nparams;
+    w.replica_of = (char *)(replica_of ? replica_of : "");
+    w.term = s->group->sh[i].term;
+    w.failover_timeout = o->failover_timeout;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
-    s_answer(s, peer, &env);
+    srv_answer(s, peer, &env);
 }
 
 /* The shard a message claims to come from, if it joined from this
@@ -270,7 +297,7 @@ static void s_ack(server_t *s, const wire_peer_t *peer)
     ack.version = s->version;
     env.body_case = PS__ENVELOPE__BODY_ACK;
     env.ack = &ack;
-    s_answer(s, peer, &env);
+    srv_answer(s, peer, &env);
 }
 
 /* A shard says it is ready at another version than the head's: when it
@@ -312,6 +339,133 @@ static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, siz
     return 0;
 }
 
+/* A standby joins for shard j->shard (asked for, or a process started
+ * with --shard I while I's primary is alive: a restarted former primary):
+ * first for the recipe and the primary's endpoint, then ready with its
+ * own endpoint, which the next membership table gives the primary. */
+static void s_on_standby_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
+{
+    member_shard_t *sh = &s->group->sh[j->shard];
+    char why[300];
+    if (!sh->joined || !sh->endpoint[0])
+        snprintf(why, sizeof why,
+                 "shard %u has no ready primary to copy yet: start it first (paramserver "
+                 "--shard %u --head ...)",
+                 j->shard, j->shard);
+    else if (s->o->curve_secret)
+        snprintf(why, sizeof why,
+                 "a standby with CurveZMQ is not supported in this release (shard %u)", j->shard);
+    else if (sh->sb_joined && !s_same_peer(&sh->sb_peer, peer) &&
+             transport_connected(s, &sh->sb_peer))
+        snprintf(why, sizeof why, "shard %u already has a standby (%s)", j->shard,
+                 sh->sb_endpoint[0] ? sh->sb_endpoint : "not ready yet");
+    else {
+        sh->sb_joined = 1;
+        sh->sb_synced = 0;
+        sh->sb_peer = *peer;
+        sh->sb_last_ping = clock_now();
+        snprintf(sh->sb_endpoint, sizeof sh->sb_endpoint, "%s", j->endpoint ? j->endpoint : "");
+        if (!sh->sb_endpoint[0]) {
+            s_shard_welcome(s, (int)j->shard, peer, sh->endpoint);
+            return;
+        }
+        srv_log(s, "shard %u: standby ready at %s (copies %s, term %llu)", j->shard,
+                sh->sb_endpoint, sh->endpoint, (unsigned long long)sh->term);
+        s_ack(s, peer);
+        group_membership_changed(s);
+        return;
+    }
+    srv_log_refused(s, "refused a standby: %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
+}
+
+/* A shard's request for the next term (ShardTerm, see ps.proto): the
+ * standby to be promoted, the primary to go on alone. Granted only at the
+ * current term; a promotion only when the primary has been silent for the
+ * failover timeout. Each grant raises the term. */
+static void s_on_term(server_t *s, const wire_peer_t *peer, const Ps__ShardTerm *t)
+{
+    char why[300];
+    if (t->shard < 1 || t->shard >= (uint32_t)s_shards(s)) {
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "shard number out of range");
+        return;
+    }
+    member_shard_t *sh = &s->group->sh[t->shard];
+    double silent = clock_now() - sh->last_ping;
+    int from_standby = sh->sb_joined && s_same_peer(&sh->sb_peer, peer);
+    int from_primary = sh->joined && s_same_peer(&sh->peer, peer);
+    if (t->term != sh->term)
+        snprintf(why, sizeof why, "shard %u is in term %llu, not %llu: another server served it",
+                 t->shard, (unsigned long long)sh->term, (unsigned long long)t->term);
+    else if (t->promote && !from_standby)
+        snprintf(why, sizeof why, "only shard %u's standby may ask to be promoted", t->shard);
+    else if (t->promote && !sh->sb_synced)
+        snprintf(why, sizeof why, "shard %u's standby does not hold the state yet", t->shard);
+    else if (t->promote && silent < s->o->failover_timeout)
+        snprintf(why, sizeof why,
+                 "shard %u's primary answered the head %.1f s ago: it is alive; not promoted",
+                 t->shard, silent);
+    else if (!t->promote && !from_primary)
+        snprintf(why, sizeof why, "only shard %u's primary may go on without its standby",
+                 t->shard);
+    else {
+        char detail[400];
+        sh->term++;
+        if (t->promote) {
+            snprintf(detail, sizeof detail,
+                     "shard %u: primary %s silent for %.1f s; its standby %s serves it in term "
+                     "%llu",
+                     t->shard, sh->endpoint, silent, sh->sb_endpoint, (unsigned long long)sh->term);
+            sh->peer = sh->sb_peer;
+            snprintf(sh->endpoint, sizeof sh->endpoint, "%s", sh->sb_endpoint);
+            snprintf(sh->given, sizeof sh->given, "%s", sh->sb_endpoint);
+            sh->key[0] = '\0';
+            sh->last_ping = clock_now();
+            srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "failover", detail));
+        } else
+            snprintf(detail, sizeof detail,
+                     "shard %u: its standby %s is silent; the primary goes on alone in term %llu",
+                     t->shard, sh->sb_endpoint, (unsigned long long)sh->term);
+        srv_log(s, "%s", detail);
+        sh->sb_joined = 0;
+        sh->sb_endpoint[0] = '\0';
+        Ps__ShardTerm answer = PS__SHARD_TERM__INIT;
+        answer.shard = t->shard;
+        answer.term = sh->term;
+        answer.promote = t->promote;
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+        env.shard_term = &answer;
+        srv_answer(s, peer, &env);
+        group_membership_changed(s);
+        return;
+    }
+    srv_log_refused(s, "refused a term change: %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
+}
+
+void group_on_locate(server_t *s, const wire_peer_t *peer, const Ps__Locate *l)
+{
+    Ps__Located answer = PS__LOCATED__INIT;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_LOCATED;
+    env.located = &answer;
+    answer.shard = (uint32_t)s->shard;
+    if (s->shard > 0) { /* a shard: who it is, for a standby (--replica-of) */
+        answer.head = (char *)s->o->head;
+        srv_answer(s, peer, &env);
+        return;
+    }
+    if (!member_check(s, peer, l->worker_id, "locate"))
+        return;
+    int S = s_shards(s);
+    Ps__ShardRange ranges[S], *ptrs[S];
+    s_ranges(s, ranges, ptrs);
+    answer.n_shards = (size_t)S;
+    answer.shards = ptrs;
+    srv_answer(s, peer, &env);
+}
+
 static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
 {
     group_t *g = s->group;
@@ -340,7 +494,13 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
                  j->shard, g->sh[j->shard].given);
     } else {
         member_shard_t *sh = &g->sh[j->shard];
-        if (sh->joined && !s_same_peer(&sh->peer, peer) && transport_connected(s, &sh->peer)) {
+        int primary_alive = sh->joined && !s_same_peer(&sh->peer, peer) &&
+                            transport_connected(s, &sh->peer);
+        if (j->standby || (primary_alive && sh->endpoint[0] && s->started)) {
+            s_on_standby_join(s, peer, j);
+            return;
+        }
+        if (primary_alive) {
             snprintf(why, sizeof why,
                      "shard %u has already joined from another live connection (%s); "
                      "is a second process started with --shard %u?",
@@ -350,6 +510,8 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             /* refused below */
         } else {
             int again = sh->joined;
+            if (!sh->joined || !s_same_peer(&sh->peer, peer))
+                sh->term++; /* another process serves the range now */
             sh->joined = 1;
             sh->peer = *peer;
             sh->last_ping = clock_now();
@@ -366,7 +528,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             if (sh->endpoint[0])
                 s_ack(s, peer); /* ready */
             else
-                s_shard_welcome(s, (int)j->shard, peer);
+                s_shard_welcome(s, (int)j->shard, peer, NULL);
             s_send_membership(s, (int)j->shard, 0);
             member_maybe_start(s);
             return;
@@ -408,8 +570,41 @@ static void s_keep_figures(member_shard_t *sh, const Ps__ShardPing *p)
                                 .duplicates = p->duplicates};
 }
 
+/* A ping from a standby: it is alive (and holds the state or not). */
+static void s_on_standby_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
+{
+    member_shard_t *sh =
+        p->shard >= 1 && p->shard < (uint32_t)s_shards(s) ? &s->group->sh[p->shard] : NULL;
+    if (!sh || !sh->sb_joined || !s_same_peer(&sh->sb_peer, peer)) {
+        srv_log_refused(s, "refused a ping from a standby of shard %u it does not know", p->shard);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED,
+                  "this is not the standby the head knows for that shard");
+        return;
+    }
+    sh->sb_last_ping = clock_now();
+    sh->sb_synced = p->synced;
+    if (p->seq != s->group->seq)
+        s_send_membership_to(s, (int)p->shard, 1, s->request);
+    else
+        s_ack(s, peer);
+}
+
 static void s_on_ping(server_t *s, const wire_peer_t *peer, const Ps__ShardPing *p)
 {
+    if (p->standby) {
+        s_on_standby_ping(s, peer, p);
+        return;
+    }
+    if (p->shard >= 1 && p->shard < (uint32_t)s_shards(s) && p->term &&
+        p->term < s->group->sh[p->shard].term) {
+        char why[300];
+        snprintf(why, sizeof why, "shard %u's term %llu is over: %s serves it in term %llu",
+                 p->shard, (unsigned long long)p->term, s->group->sh[p->shard].endpoint,
+                 (unsigned long long)s->group->sh[p->shard].term);
+        srv_log_refused(s, "refused a ping: %s", why);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
+        return;
+    }
     member_shard_t *sh = s_shard_check(s, peer, p->shard, "ping");
     if (!sh || s_figures_problem(s, peer, p))
         return;
@@ -457,6 +652,7 @@ void group_handle(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     case PS__ENVELOPE__BODY_SHARD_JOIN: s_on_join(s, peer, m->env->shard_join); break;
     case PS__ENVELOPE__BODY_SHARD_PING: s_on_ping(s, peer, m->env->shard_ping); break;
     case PS__ENVELOPE__BODY_SHARD_FINAL: s_on_final(s, peer, m); break;
+    case PS__ENVELOPE__BODY_SHARD_TERM: s_on_term(s, peer, m->env->shard_term); break;
     default: break; /* server.c sends only these here */
     }
 }
@@ -470,7 +666,12 @@ slot_t *group_check(server_t *s, const wire_peer_t *peer, uint32_t id, uint64_t 
     char why[200];
     Ps__ErrorCode code = PS__ERROR_CODE__ERROR_RETRY;
     slot_t *sl = id < (uint32_t)s->o->workers ? &s->slots[id] : NULL;
-    if (!sl) {
+    if (s->standby) {
+        snprintf(why, sizeof why,
+                 "this is shard %d's standby, which serves once the head promotes it; retry "
+                 "(ask the head where shard %d is served: Locate)",
+                 s->shard, s->shard);
+    } else if (!sl) {
         snprintf(why, sizeof why, "%s from unknown worker id %u", what, id);
         code = PS__ERROR_CODE__ERROR_UNKNOWN_WORKER;
     } else if (g->known[id] && sl->token == 0 && s->started) {
@@ -592,7 +793,7 @@ static int s_link_curve(void *sock, const server_opts_t *o)
  * strings into static storage: ro outlives the message). */
 static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, server_opts_t *ro)
 {
-    static char dataset[32];
+    static char dataset[32], replica_of[128];
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
@@ -634,6 +835,10 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
         bad = "lr, momentum or warm-up out of range";
     else if (!w->dataset || !idx_dataset_dir(w->dataset))
         bad = "unknown data set";
+    else if (!(w->failover_timeout >= 0.1 && w->failover_timeout <= 3600))
+        bad = "failover timeout out of range (0.1..3600 s)";
+    else if (w->replica_of && w->replica_of[0] && member_name_problem(w->replica_of, 127))
+        bad = "the primary's endpoint is not usable";
     if (bad) {
         fprintf(stderr, "error: the head's recipe for shard %d is not usable: %s\n", o->shard, bad);
         return -1;
@@ -660,20 +865,24 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     snprintf(dataset, sizeof dataset, "%s", w->dataset);
     ro->dataset = dataset;
     ro->model = model->name; /* the catalogue's: static */
-    ro->data_dir = NULL;     /* a shard needs no data */
-    ro->out_dir = NULL;      /* nor writes a model */
-    ro->db = ":memory:";     /* the head keeps the metrics */
+    snprintf(replica_of, sizeof replica_of, "%s", w->replica_of ? w->replica_of : "");
+    ro->replica_of = replica_of[0] ? replica_of : NULL;
+    ro->failover_timeout = w->failover_timeout;
+    ro->data_dir = NULL; /* a shard needs no data */
+    ro->out_dir = NULL;  /* nor writes a model */
+    ro->db = ":memory:"; /* the head keeps the metrics */
     return 0;
 }
 
 /* Joins the head: ShardJoin, resent every second, until its ShardWelcome
  * (copied into ro), an Error or --register-timeout. */
 static int s_join_head(group_t *g, const server_opts_t *o, server_opts_t *ro,
-                       uint64_t *head_version, int64_t *run_id)
+                       uint64_t *head_version, int64_t *run_id, uint64_t *term)
 {
     Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
     j.shard = (uint32_t)o->shard;
     j.endpoint = "";
+    j.standby = o->replica_of != NULL;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
     env.shard_join = &j;
@@ -716,6 +925,7 @@ static int s_join_head(group_t *g, const server_opts_t *o, server_opts_t *ro,
             result = s_take_welcome(m.env->shard_welcome, o, ro);
             *head_version = m.env->shard_welcome->version;
             *run_id = m.env->shard_welcome->run_id;
+            *term = m.env->shard_welcome->term;
         }
         wire_msg_close(&m);
         if (result <= 0)
@@ -752,6 +962,7 @@ static int s_send_join(server_t *s, const char *endpoint)
     j.endpoint = (char *)endpoint;
     j.resumed = s->o->resume || s->version > 0;
     j.version = s->version;
+    j.standby = s->standby;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
     env.shard_join = &j;
@@ -851,6 +1062,23 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
     s->active = active;
     s->registered = s->o->workers;
     s->started = m->started;
+    if ((size_t)s->shard < m->n_shards) {
+        /* Who serves this range now, and its standby (replica.h). */
+        const Ps__ShardRange *me = m->shards[s->shard];
+        if (s->standby && me->term > s->term)
+            s->term = me->term;
+        else if (!s->standby && me->term > s->term) {
+            fprintf(stderr,
+                    "fenced: shard %d is served by %s in term %llu; this server's term %llu is "
+                    "over. Stopping (start it again with the same command to make it the "
+                    "standby of the new primary)\n",
+                    s->shard, me->endpoint ? me->endpoint : "?", (unsigned long long)me->term,
+                    (unsigned long long)s->term);
+            s->fenced = 1;
+            return -1;
+        } else if (!s->standby)
+            replica_standby_is(s, me->standby ? me->standby : "");
+    }
     if (m->run_id > 0)
         s->run = m->run_id; /* for its checkpoints */
     if (left)
@@ -860,6 +1088,49 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         srv_log(s, "the head says the run is over (version %llu)", (unsigned long long)s->version);
     }
     return 0;
+}
+
+static int s_link_read(server_t *s);
+
+/* The head granted this server's ShardTerm: a standby is the primary now;
+ * a primary goes on alone. */
+static void s_granted(server_t *s, const Ps__ShardTerm *t)
+{
+    if (t->shard != (uint32_t)s->shard || t->term <= s->term)
+        return;
+    s->term = t->term;
+    if (s->standby && t->promote) {
+        s->standby = 0;
+        s->promote_asked = 0;
+        s->group->last_ping = 0; /* tell the head at once */
+        srv_log(s, "promoted: serving shard %d in term %llu (version %llu)", s->shard,
+                (unsigned long long)s->term, (unsigned long long)s->version);
+    }
+}
+
+int group_ask_term(server_t *s, int promote, double wait)
+{
+    group_t *g = s->group;
+    Ps__ShardTerm t = PS__SHARD_TERM__INIT;
+    t.shard = (uint32_t)s->shard;
+    t.term = s->term;
+    t.promote = promote;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+    env.shard_term = &t;
+    uint64_t asked = s->term;
+    if (s_link_send(g, &env, NULL) != 0)
+        return -1;
+    for (double end = clock_now() + wait; clock_now() < end && !server_stop;) {
+        zmq_pollitem_t item = {g->head, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) <= 0)
+            continue;
+        if (s_link_read(s) != 0 || s->fenced)
+            return -1;
+        if (s->term > asked)
+            return 0;
+    }
+    return wait > 0 ? -1 : 0;
 }
 
 /* Reads what the head sent. -1 when it refused this shard. */
@@ -884,9 +1155,26 @@ static int s_link_read(server_t *s)
         int kind = m.env->body_case, fail = 0;
         if (kind == PS__ENVELOPE__BODY_MEMBERSHIP)
             fail = s_apply_membership(s, m.env->membership) != 0;
+        else if (kind == PS__ENVELOPE__BODY_SHARD_TERM)
+            s_granted(s, m.env->shard_term);
+        else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                 m.env->error->code == PS__ERROR_CODE__ERROR_FENCED) {
+            const char *msg = m.env->error->message ? m.env->error->message : "";
+            if (s->standby)
+                srv_log(s, "the head refused: %s", msg);
+            else {
+                fprintf(stderr,
+                        "fenced: shard %d: the head says %s. Stopping (start it again with the "
+                        "same command to make it the standby of the new primary)\n",
+                        s->shard, msg);
+                s->fenced = 1;
+                fail = 1;
+            }
+        }
         else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
             g->head_known = 0; /* the table that follows is this head's first */
+            s->term = m.env->shard_welcome->term;
             fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR &&
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
@@ -918,6 +1206,9 @@ static void s_figures(const server_t *s, Ps__ShardPing *p)
     p->bytes_out = (uint64_t)s->bytes_out;
     p->apply_seconds = s->apply_seconds;
     p->duplicates = (uint64_t)s->duplicates;
+    p->term = s->term;
+    p->standby = s->standby;
+    p->synced = s->synced;
 }
 
 static void s_ping(server_t *s)
@@ -988,12 +1279,15 @@ static int s_shard_loop(server_t *s)
 {
     group_t *g = s->group;
     while (!server_stop && !g->over) {
-        if (transport_wait(s, 100) != 0)
+        if (transport_wait(s, s->standby || s->rep ? 50 : 100) != 0)
             return -1;
         if (s_link_read(s) != 0)
             return -1;
         server_handle_ready(s);
         transport_flush(s);
+        replica_tick(s);
+        if (s->fenced)
+            return -1;
         double now = clock_now();
         if (now - g->last_ping >= GROUP_PING_SECONDS)
             s_ping(s);
@@ -1007,11 +1301,73 @@ static int s_shard_loop(server_t *s)
             return -1;
         }
     }
+    if (s->standby && !server_stop) {
+        srv_log(s, "the run is over; this standby was not needed");
+        return 0;
+    }
     return server_stop ? -1 : s_send_final(s);
 }
 
-int server_run_shard(const server_opts_t *o)
+/* --replica-of EP: asks the shard at EP (Locate) which shard it is and
+ * where its head is, into mine. 0, or -1 after printing why. */
+static int s_locate_primary(void *ctx, server_opts_t *mine)
 {
+    static char head[128];
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, rc = -1;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, mine->replica_of) != 0) {
+        fprintf(stderr, "error: cannot connect to --replica-of %s: %s (it takes tcp://HOST:PORT)\n",
+                mine->replica_of, zmq_strerror(errno));
+        zmq_close(sock);
+        return -1;
+    }
+    Ps__Locate l = PS__LOCATE__INIT;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_LOCATE;
+    env.locate = &l;
+    env.request_id = 1;
+    double end = clock_now() + mine->register_timeout, next = 0;
+    while (rc != 0 && clock_now() < end && !server_stop) {
+        if (clock_now() >= next) {
+            wire_send(sock, NULL, &env, NULL, ZMQ_DONTWAIT);
+            next = clock_now() + 1.0;
+        }
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        wire_msg_t m;
+        char err[256];
+        if (zmq_poll(&item, 1, 200) <= 0 || wire_recv(sock, NULL, &m, 0, err, sizeof err) != 0)
+            continue;
+        const Ps__Located *at =
+            m.env->body_case == PS__ENVELOPE__BODY_LOCATED ? m.env->located : NULL;
+        if (!at || at->shard == 0 || !at->head || !at->head[0] ||
+            member_name_problem(at->head, 127)) {
+            fprintf(stderr,
+                    "error: --replica-of %s is not a shard of a server group (%s): a standby "
+                    "copies a shard (paramserver --shard I); the head has no standby in this "
+                    "release\n",
+                    mine->replica_of,
+                    at ? "it is a head" : "it answered with something else");
+            wire_msg_close(&m);
+            break;
+        }
+        snprintf(head, sizeof head, "%s", at->head);
+        mine->head = head;
+        mine->shard = (int)at->shard;
+        rc = 0;
+        wire_msg_close(&m);
+    }
+    if (rc != 0 && clock_now() >= end)
+        fprintf(stderr, "error: no answer from --replica-of %s within %.0f s (--register-timeout)\n",
+                mine->replica_of, mine->register_timeout);
+    zmq_close(sock);
+    return rc;
+}
+
+int server_run_shard(const server_opts_t *opts)
+{
+    server_opts_t mine = *opts; /* --replica-of: completed from the primary */
+    const server_opts_t *o = &mine;
     group_t *g = calloc(1, sizeof *g);
     server_t *s = NULL;
     int status = 1;
@@ -1026,9 +1382,11 @@ int server_run_shard(const server_opts_t *o)
     int linger = 1000;
     zmq_setsockopt(g->head, ZMQ_LINGER, &linger, sizeof linger);
     static server_opts_t ro; /* the recipe: must outlive the server */
-    uint64_t head_version = 0;
+    uint64_t head_version = 0, term = 0;
     int64_t run_id = 0;
     if (o->curve_secret && s_link_curve(g->head, o) != 0)
+        goto out;
+    if (o->replica_of && !o->head && s_locate_primary(ctx, &mine) != 0)
         goto out;
     if (zmq_connect(g->head, o->head) != 0) {
         fprintf(stderr,
@@ -1037,11 +1395,15 @@ int server_run_shard(const server_opts_t *o)
                 o->head, zmq_strerror(errno));
         goto out;
     }
-    if (s_join_head(g, o, &ro, &head_version, &run_id) != 0)
+    if (s_join_head(g, o, &ro, &head_version, &run_id, &term) != 0)
         goto out;
     if (!(s = server_new(&ro)))
         goto out;
-    if (o->resume && s->run != run_id) {
+    s->term = term;
+    s->failover = ro.failover_timeout;
+    s->standby = ro.replica_of != NULL;
+    s->primary_heard = clock_now();
+    if (o->resume && s->run != run_id && !s->standby) {
         fprintf(stderr,
                 "error: shard %d: the checkpoint %s is of run %lld, not the head's run %lld: "
                 "another run left it; start this shard without --resume, or resume the head "
@@ -1067,11 +1429,14 @@ int server_run_shard(const server_opts_t *o)
     snprintf(s->group->advertise, sizeof s->group->advertise, "%s", advertise);
     if (s_rejoined(s, head_version) != 0)
         goto out;
-    srv_log(s, "shard %d of %d: values [%zu, %zu), mode %s, %d workers; workers reach it at %s",
-            o->shard, ro.shards, s->lo, s->lo + s->n, server_mode_name(ro.mode), ro.workers,
-            advertise);
-    status = s_shard_loop(s) == 0 ? 0 : 1;
-    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0)
+    srv_log(s, "shard %d of %d%s: values [%zu, %zu), mode %s, %d workers; workers reach it at %s",
+            o->shard, ro.shards, s->standby ? " (standby)" : "", s->lo, s->lo + s->n,
+            server_mode_name(ro.mode), ro.workers, advertise);
+    if (s->standby)
+        srv_log(s, "standby of %s (term %llu): takes over after %.1f s of its silence",
+                ro.replica_of, (unsigned long long)s->term, s->failover);
+    status = s_shard_loop(s) == 0 ? 0 : s->fenced ? 3 : 1;
+    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0 && !s->standby)
         ckpt_remove(s);
 out:
     if (s)

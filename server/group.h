@@ -61,6 +61,19 @@ slot_t *group_check(server_t *s, const wire_peer_t *peer, uint32_t id, uint64_t 
  * deadline). NULL after printing which shard did not send its own. */
 const float *group_final_weights(server_t *s);
 
+/* A Locate: on the head, from a worker (every range, who serves it, its
+ * standby, its term); on a shard, from a standby to be (--replica-of):
+ * its shard number and its head. */
+void group_on_locate(server_t *s, const wire_peer_t *peer, const Ps__Locate *l);
+
+/* A shard or its standby asks the head for the shard's next term
+ * (ShardTerm, replica.h): promote (a standby whose primary is silent) or go
+ * on alone (a primary whose standby is silent). wait > 0: blocks up to
+ * `wait` seconds, handling what the head sends, and returns 0 once granted
+ * (s->term is the new term), -1 when refused or fenced or without an
+ * answer; wait == 0: returns after sending (the answer comes to the loop). */
+int group_ask_term(server_t *s, int promote, double wait);
+
 /* The head: writes each shard's figures (shard_stats rows). */
 void group_write_stats(server_t *s);
 

@@ -87,6 +87,15 @@ static void s_usage(FILE *f)
             "  --server-key FILE       a shard with CurveZMQ: the head's public certificate\n"
             "  --shard-keys DIR        the head with CurveZMQ: only these public certificates\n"
             "                          may join as shards (they must be in --allowed-keys too)\n"
+            "\n"
+            "Hot standby (README, \"Failure modes\"): a standby copies a shard's state and\n"
+            "takes over when it dies; a shard started with --shard I while shard I's primary\n"
+            "is alive becomes its standby too. Exit status 3: this server was fenced (its\n"
+            "standby took over); start it again to make it the new primary's standby.\n"
+            "  --replica-of ENDPOINT   run as the hot standby of the shard at ENDPOINT (with\n"
+            "                          --bind, --advertise; it learns the rest from it)\n"
+            "  --failover-timeout S    the head: silence after which a standby takes over and\n"
+            "                          workers go to it, 0.1..3600 (default 2)\n"
             "  -h, --help              this help\n",
             models_list(names, sizeof names), MODELS_DEFAULT);
 }
@@ -132,13 +141,13 @@ static int s_keygen(const char *path, int force)
 
 /* A tcp:// endpoint's port must be * or 1..65535: ZeroMQ takes a larger
  * number modulo 65536 or as "any port" without a word. */
-static int s_check_bind(const char *bind)
+static int s_check_bind(const char *flag, const char *bind)
 {
     if (strncmp(bind, "tcp://", 6) != 0)
         return 0;
     const char *colon = strrchr(bind + 6, ':');
     if (!colon) {
-        fprintf(stderr, "error: --bind %s has no port: give tcp://HOST:PORT\n", bind);
+        fprintf(stderr, "error: %s %s has no port: give tcp://HOST:PORT\n", flag, bind);
         return -1;
     }
     if (strcmp(colon + 1, "*") == 0)
@@ -148,9 +157,9 @@ static int s_check_bind(const char *bind)
     long port = strtol(colon + 1, &end, 10);
     if (colon[1] < '0' || colon[1] > '9' || *end || errno || port < 1 || port > 65535) {
         fprintf(stderr,
-                "error: --bind %s: port '%s' is not in 1..65535 (or * for any free "
+                "error: %s %s: port '%s' is not in 1..65535 (or * for any free "
                 "port)\n",
-                bind, colon + 1);
+                flag, bind, colon + 1);
         return -1;
     }
     return 0;
@@ -180,7 +189,8 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                        .register_timeout = 300,
                        .worker_timeout = 60,
                        .checkpoint_every = 100,
-                       .checkpoint_seconds = 30};
+                       .checkpoint_seconds = 30,
+                       .failover_timeout = 2};
     enum {
         O_BIND = 256,
         O_WORKERS,
@@ -216,7 +226,9 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_DATASET, /* issue 14 */
         O_MODEL,
         O_LR_SCALING,
-        O_WARMUP
+        O_WARMUP,
+        O_REPLICA_OF, /* issue 12 */
+        O_FAILOVER
     };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
@@ -254,6 +266,8 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"model", required_argument, 0, O_MODEL},
         {"lr-scaling", required_argument, 0, O_LR_SCALING},
         {"warmup-epochs", required_argument, 0, O_WARMUP},
+        {"replica-of", required_argument, 0, O_REPLICA_OF},
+        {"failover-timeout", required_argument, 0, O_FAILOVER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -347,6 +361,10 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         case O_WARMUP:
             bad |= args_double("--warmup-epochs", optarg, 0, 1000, &o.warmup_epochs);
             break;
+        case O_REPLICA_OF: o.replica_of = optarg; break;
+        case O_FAILOVER:
+            bad |= args_double("--failover-timeout", optarg, 0.1, 3600, &o.failover_timeout);
+            break;
         case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
@@ -360,6 +378,18 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                         "server must know whom to admit\n");
         bad = 1;
     }
+    if (!bad && o.replica_of && (o.shard > 0 || o.head || o.shards > 1)) {
+        fprintf(stderr, "error: --replica-of takes the shard number and the head from the "
+                        "primary: give it without --shard, --head and --shards\n");
+        bad = 1;
+    }
+    if (!bad && o.replica_of && o.curve_secret) {
+        fprintf(stderr, "error: a standby (--replica-of) with CurveZMQ is not supported in this "
+                        "release\n");
+        bad = 1;
+    }
+    if (!bad && o.replica_of && s_check_bind("--replica-of", o.replica_of) != 0)
+        bad = 1;
     if (!bad && (o.shard > 0) != (o.head != NULL)) {
         fprintf(stderr, "error: --shard I and --head ENDPOINT go together: a shard joins its "
                         "head\n");
@@ -380,9 +410,14 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
                         "--allowed-keys): it names the keys that may join as shards\n");
         bad = 1;
     }
-    if (!bad && (o.advertise || o.server_key) && o.shard == 0) {
+    if (!bad && (o.advertise || o.server_key) && o.shard == 0 && !o.replica_of) {
         fprintf(stderr, "error: --advertise and --server-key are a shard's flags (with --shard "
                         "and --head)\n");
+        bad = 1;
+    }
+    if (!bad && o.replica_of && !bind_given) {
+        fprintf(stderr, "error: a standby (--replica-of) needs --bind, where the workers and its "
+                        "primary reach it (e.g. tcp://*:5600)\n");
         bad = 1;
     }
     if (!bad && o.shard > 0 && !bind_given) {
@@ -390,7 +425,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         snprintf(sbind, sizeof sbind, "tcp://*:%d", 5555 + o.shard);
         o.bind = sbind;
     }
-    if (!bad && !*keygen && s_check_bind(o.bind) != 0)
+    if (!bad && !*keygen && s_check_bind("--bind", o.bind) != 0)
         bad = 1;
     if (!bad && o.lr_scaling == LR_SCALING_LINEAR && o.mode != MODE_SYNC) {
         fprintf(stderr,
@@ -421,7 +456,10 @@ int main(int argc, char **argv)
         return s_keygen(keygen, force);
     static char ckpt[4096]; /* o.checkpoint points here for the whole run */
     if (!o.checkpoint) {
-        if (o.shard > 0)
+        if (o.replica_of)
+            snprintf(ckpt, sizeof ckpt, "%s/checkpoint-standby-%d.safetensors", o.out_dir,
+                     (int)getpid());
+        else if (o.shard > 0)
             snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard%d.safetensors", o.out_dir, o.shard);
         else
             snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
@@ -432,5 +470,5 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return o.shard > 0 ? server_run_shard(&o) : server_run(&o);
+    return o.shard > 0 || o.replica_of ? server_run_shard(&o) : server_run(&o);
 }

@@ -19,6 +19,14 @@ void srv_send(server_t *s, slot_t *sl, Ps__Envelope *env)
         s->bytes_out += n;
 }
 
+void srv_answer(server_t *s, const wire_peer_t *peer, Ps__Envelope *env)
+{
+    env->request_id = s->request;
+    long n = wire_send(s->sock, peer, env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        s->bytes_out += n;
+}
+
 void srv_reply_weights(server_t *s, slot_t *sl, uint64_t request, double held, snapshot_t *snap)
 {
     int id = (int)(sl - s->slots);

@@ -21,6 +21,7 @@
 #include "membership.h"
 #include "models.h"
 #include "modelfile.h"
+#include "replica.h"
 #include "state.h"
 #include "transport.h"
 
@@ -317,6 +318,9 @@ static void s_handle(server_t *s)
     switch (env->body_case) {
     case PS__ENVELOPE__BODY_PULL: s_on_pull(s, &peer, env->pull); break;
     case PS__ENVELOPE__BODY_PUSH: s_on_push(s, &peer, &m); break;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: replica_on_update(s, &peer, &m); break;
+    case PS__ENVELOPE__BODY_LOCATE: group_on_locate(s, &peer, env->locate); break;
+    case PS__ENVELOPE__BODY_SHARD_TERM:
     case PS__ENVELOPE__BODY_REGISTER:
     case PS__ENVELOPE__BODY_EPOCH:
     case PS__ENVELOPE__BODY_DONE:
@@ -706,6 +710,7 @@ void server_destroy(server_t **ps)
     free(s->v);
     for (int i = 0; s->slots && i < s->o->workers; i++)
         free(s->slots[i].gbuf);
+    replica_close(s);
     group_destroy(s);
     free(s->slots);
     free(s);

@@ -58,6 +58,10 @@ typedef struct {
     const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
     lr_scaling_t lr_scaling;
     double warmup_epochs; /* LINEAR: epochs of the ramp from --lr to --lr x workers */
+    /* Hot standby (issue 12, replica.h): a standby of the shard at this
+     * endpoint; the silence after which a standby takes over. */
+    const char *replica_of;
+    double failover_timeout;
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */

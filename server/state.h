@@ -15,7 +15,10 @@
  *   checkpoint.c   writing and reading the checkpoint
  *   group.c        the server group: shards joining the head, the
  *                  membership the head sends them, their final weights;
- *                  and a shard's own life (server_run_shard)
+ *                  and a shard's own life (server_run_shard); the head's
+ *                  side of standbys (who serves a range, in which term)
+ *   replica.c      a shard's hot standby: the primary forwarding its state
+ *                  and updates, the standby applying them
  * One thread owns the whole state (server.h). */
 #ifndef SERVER_STATE_H
 #define SERVER_STATE_H
@@ -133,6 +136,21 @@ struct server {
     uint64_t ckpt_version; /* version of the last checkpoint */
     double ckpt_time;      /* clock_now() of the last checkpoint */
 
+    /* replica.c: the hot standby (issue 12; see replica.h) */
+    uint64_t term;          /* the term this server serves in (a standby: the one it copies) */
+    int standby;            /* a standby: serves no worker until the head promotes it */
+    int synced;             /* a standby holding its primary's state */
+    int fenced;             /* its term is over (its standby took over): it must stop */
+    double primary_heard;   /* a standby: clock_now() of its primary's last message */
+    double promote_asked;   /* a standby: when it last asked the head to promote it */
+    void *rep;              /* a primary: DEALER to its standby, or NULL */
+    char rep_endpoint[300]; /* ...which is there */
+    double rep_sent;        /* clock_now() of the last message to it */
+    uint64_t rep_request;
+    float *rep_g;        /* sync: the average a round applied (n values), to forward */
+    double failover;     /* seconds of silence before a standby takes over */
+    int64_t rep_updates; /* updates forwarded (a standby: applied) */
+
     /* log.c */
     double refusal_window; /* clock_now() when the current window of refusal lines began */
     long refusals_logged, refusals_hidden; /* in that window */
@@ -184,6 +202,10 @@ void srv_reply_weights_now(server_t *s, slot_t *sl);
 /* reply.c: sends env to the slot's worker; it answers the request being
  * handled unless env already names another. */
 void srv_send(server_t *s, slot_t *sl, Ps__Envelope *env);
+
+/* reply.c: env to any peer (a shard, a standby), answering the request
+ * being handled. */
+void srv_answer(server_t *s, const wire_peer_t *peer, Ps__Envelope *env);
 
 /* reply.c: an Ack with the current version. */
 void srv_reply_ack(server_t *s, slot_t *sl);

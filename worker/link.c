@@ -115,6 +115,10 @@ static int s_judge_reply(const link_server_t *srv, const Ps__Envelope *req,
             wire_msg_close(reply);
             return REQ_RETRY; /* a shard the head has not told about us yet */
         }
+        if (code == PS__ERROR_CODE__ERROR_FENCED) {
+            wire_msg_close(reply);
+            return REQ_MOVED; /* its standby serves the range now */
+        }
         if (rejoin)
             fprintf(stderr,
                     "worker: %s does not know this connection (%s); "
@@ -213,7 +217,7 @@ int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__
         }
         l->bytes_received += (int64_t)reply->bytes;
         rc = s_judge_reply(srv, req, want, reply);
-        if (rc == REQ_RETRY) /* not from the head: as late */
+        if (rc == REQ_RETRY || rc == REQ_MOVED) /* not from the head: as late */
             rc = REQ_LATE;
         if (rc != REQ_LATE)
             goto out;
@@ -381,6 +385,7 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
     l->model = model;
     l->servers = (int)w->n_shards;
     l->token = w->token;
+    l->failover = w->failover_timeout > 0 ? w->failover_timeout : 0;
     l->push.worker_id = w->worker_id;
     snprintf(l->mode, sizeof l->mode, "%s", w->mode ? w->mode : "?");
     snprintf(l->dataset, sizeof l->dataset, "%s", w->dataset && *w->dataset ? w->dataset : "mnist");
@@ -571,16 +576,71 @@ static int s_versions_agree(const link_t *l)
     return 1;
 }
 
+/* Asks the head where each range lives now (Locate), at most every 0.25 s. */
+static void s_locate(link_t *l)
+{
+    double now = clock_now();
+    if (now - l->located_at < 0.25)
+        return;
+    l->located_at = now;
+    Ps__Locate loc = PS__LOCATE__INIT;
+    loc.worker_id = l->push.worker_id;
+    loc.token = l->token;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_LOCATE;
+    env.locate = &loc;
+    env.request_id = l->locate_request = ++l->request;
+    long n = wire_send(l->srv[0].sock, NULL, &env, NULL, ZMQ_DONTWAIT);
+    if (n > 0)
+        l->bytes_sent += n;
+}
+
+/* The head's answer to s_locate: a shard served from another endpoint now
+ * (its standby took over) gets a new connection and the request again.
+ * The ranges must be those of the Welcome. Returns a mask of the servers
+ * that moved (bit i), or -1 when the answer does not fit. */
+static long long s_relocate(link_t *l, const Ps__Located *at)
+{
+    if (at->n_shards != (size_t)l->servers)
+        return -1;
+    long long moved = 0;
+    for (int i = 1; i < l->servers; i++) {
+        const Ps__ShardRange *r = at->shards[i];
+        link_server_t *srv = &l->srv[i];
+        if (r->lo != srv->lo || r->hi != srv->hi || !r->endpoint)
+            return -1;
+        if (!r->endpoint[0] || strcmp(r->endpoint, srv->endpoint) == 0)
+            continue;
+        if (s_check_endpoint(r->endpoint, "the head's new endpoint for a shard") != 0)
+            return -1;
+        void *sock = s_socket(l, r->endpoint, NULL, 1);
+        if (!sock)
+            return -1;
+        fprintf(stderr, "worker: %s is now served at %s (its standby took over)\n", srv->name,
+                r->endpoint);
+        zmq_close(srv->sock);
+        srv->sock = sock;
+        snprintf(srv->endpoint, sizeof srv->endpoint, "%s", r->endpoint);
+        snprintf(srv->name, sizeof srv->name, "shard %d at %s", i, r->endpoint);
+        l->failovers++;
+        moved |= 1LL << i;
+    }
+    return moved;
+}
+
 /* Waits for every server's answer until the deadline, resending to the
  * silent ones after 2, 4, 8... s (at once, 50 ms later, to a shard that
- * asked to retry). */
+ * asked to retry). A shard silent for the failover timeout, or fenced, makes
+ * the worker ask the head where its range lives now; a range that moved
+ * gets the request again at once. */
 static int s_wait_all(link_t *l, float *weights)
 {
     double start = clock_now(), deadline = start + l->o->timeout;
-    double wait[LINK_MAX_SERVERS], resend_at[LINK_MAX_SERVERS];
+    double wait[LINK_MAX_SERVERS], resend_at[LINK_MAX_SERVERS], since[LINK_MAX_SERVERS];
     for (int i = 0; i < l->servers; i++) {
         wait[i] = 2.0;
         resend_at[i] = start + wait[i];
+        since[i] = start;
     }
     for (;;) {
         int left = 0;
@@ -592,6 +652,8 @@ static int s_wait_all(link_t *l, float *weights)
             if (srv->answered)
                 continue;
             left++;
+            if (i > 0 && l->failover > 0 && now - since[i] >= l->failover)
+                s_locate(l);
             if (now >= resend_at[i]) {
                 if (s_send_request(l, i, ZMQ_DONTWAIT) == 0 && wait[i] >= 2.0)
                     fprintf(stderr, "worker: no reply from %s after %.0f s; sent it again\n",
@@ -635,11 +697,34 @@ static int s_wait_all(link_t *l, float *weights)
                 return REQ_FAIL;
             }
             l->bytes_received += (int64_t)m.bytes;
+            if (i == 0 && m.env->body_case == PS__ENVELOPE__BODY_LOCATED) {
+                long long moved = m.env->request_id == l->locate_request
+                                      ? s_relocate(l, m.env->located)
+                                      : 0;
+                wire_msg_close(&m);
+                if (moved < 0) {
+                    fprintf(stderr, "error: the head's answer to Locate does not fit the "
+                                    "Welcome's servers\n");
+                    return REQ_FAIL;
+                }
+                for (int j = 1; j < l->servers; j++)
+                    if (moved & (1LL << j)) {
+                        s_send_request(l, j, ZMQ_DONTWAIT);
+                        since[j] = clock_now();
+                        wait[j] = 2.0;
+                        resend_at[j] = since[j] + wait[j];
+                    }
+                if (moved)
+                    break; /* the poll's other items may name closed sockets */
+                continue;
+            }
             int rc = s_take_reply(l, i, &m, weights);
             if (rc == REQ_RETRY) {
                 wait[i] = 0.05;
                 resend_at[i] = clock_now() + wait[i];
-            } else if (rc != REQ_OK && rc != REQ_LATE)
+            } else if (rc == REQ_MOVED)
+                since[i] = 0; /* fenced: ask the head now */
+            else if (rc != REQ_OK && rc != REQ_LATE)
                 return rc;
         }
     }

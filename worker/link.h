@@ -23,7 +23,14 @@
 #define LINK_MAX_PARTS MODELS_MAX_EDGES /* per server: its range cut at the layers' edges */
 
 /* What link_request can end with besides a good reply. */
-enum { REQ_OK = 0, REQ_FAIL = -1, REQ_REJOIN = -2, REQ_LATE = -3, REQ_RETRY = -4 };
+enum {
+    REQ_OK = 0,
+    REQ_FAIL = -1,
+    REQ_REJOIN = -2,
+    REQ_LATE = -3,
+    REQ_RETRY = -4,
+    REQ_MOVED = -5 /* a server whose term is over: ask the head where its range is now */
+};
 
 typedef struct {
     void *sock;                                              /* [0]: the head's */
@@ -53,6 +60,11 @@ typedef struct {
     Ps__Push push;
     const float *grad;
     float *residual;
+    /* hot standby (issue 12): after `failover` s without an answer from a
+     * shard, ask the head where its range lives now (Locate) */
+    double failover, located_at;
+    uint64_t locate_request;
+    int64_t failovers;        /* shards that moved to their standby */
     const model_def_t *model; /* the server's model, from the Welcome (NULL before) */
     char mode[16];            /* the server's consistency mode, from the Welcome */
     char dataset[32];         /* the server's data set, from the Welcome */

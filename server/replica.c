@@ -1,0 +1,329 @@
+/* replica: a shard's hot standby (see replica.h): the primary forwarding
+ * its state and each update, the standby applying them. */
+#include "replica.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "consistency.h"
+#include "group.h"
+#include "model.h"
+
+/* Each worker slot's applied steps and incarnation, for the standby's
+ * exactly-once table (arrays of o->workers entries). */
+static void s_steps(const server_t *s, uint64_t *steps, uint32_t *inc)
+{
+    for (int k = 0; k < s->o->workers; k++) {
+        steps[k] = cons_applied_steps(&s->slots[k]);
+        inc[k] = (uint32_t)s->slots[k].incarnation;
+    }
+}
+
+/* Sends one message to the standby: kind, the counters, a tensor of the
+ * range (NULL for a heartbeat). 0, or -1. */
+static int s_send(server_t *s, Ps__ReplicaKind kind, const float *t, float lr)
+{
+    int W = s->o->workers;
+    uint64_t steps[W];
+    uint32_t inc[W];
+    s_steps(s, steps, inc);
+    Ps__ReplicaUpdate u = PS__REPLICA_UPDATE__INIT;
+    u.kind = kind;
+    u.term = s->term;
+    u.version = s->version;
+    u.lr = lr;
+    u.updates = s->updates;
+    u.stale_sum = s->stale_sum;
+    u.stale_max = s->stale_max;
+    u.n_steps = (size_t)W;
+    u.steps = steps;
+    u.n_incarnations = (size_t)W;
+    u.incarnations = inc;
+    u.offset = (uint32_t)s->lo;
+    u.count = t ? (uint32_t)s->n : 0;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_UPDATE;
+    env.replica_update = &u;
+    env.request_id = ++s->rep_request;
+    zmq_msg_t frame;
+    if (t && wire_tensor_encode_n(&frame, t, s->n, PS__ENCODING__ENCODING_F32, NULL) != 0)
+        return -1;
+    long n = wire_send_msg(s->rep, NULL, &env, t ? &frame : NULL, ZMQ_DONTWAIT);
+    if (n < 0)
+        return -1;
+    s->bytes_out += n;
+    s->rep_sent = clock_now();
+    return 0;
+}
+
+/* Waits for the standby's ack of request `request` until the failover
+ * timeout. 1: acked; 0: no ack (silent, or it refused: state out of
+ * order); -1: it says this server's term is over. */
+static int s_wait_ack(server_t *s, uint64_t request)
+{
+    double end = clock_now() + s->failover;
+    while (clock_now() < end) {
+        zmq_pollitem_t item = {s->rep, 0, ZMQ_POLLIN, 0};
+        long ms = (long)((end - clock_now()) * 1000) + 1;
+        int rc = zmq_poll(&item, 1, ms);
+        if (rc < 0 && errno != EINTR)
+            return 0;
+        if (rc <= 0)
+            continue;
+        wire_msg_t m;
+        char err[256];
+        if (wire_recv(s->rep, NULL, &m, 0, err, sizeof err) != 0)
+            continue;
+        const Ps__Envelope *env = m.env;
+        int result = 2; /* not this request's answer: wait on */
+        if (env->body_case == PS__ENVELOPE__BODY_ERROR &&
+            env->error->code == PS__ERROR_CODE__ERROR_FENCED) {
+            srv_log(s, "fenced by the standby at %s: %s", s->rep_endpoint,
+                    env->error->message ? env->error->message : "");
+            result = -1;
+        } else if (env->request_id != request)
+            result = 2;
+        else if (env->body_case == PS__ENVELOPE__BODY_REPLICA_ACK &&
+                 env->replica_ack->version == s->version)
+            result = 1;
+        else {
+            srv_log(s, "the standby at %s refused the update (%s): sending it the state again",
+                    s->rep_endpoint,
+                    env->body_case == PS__ENVELOPE__BODY_ERROR && env->error->message
+                        ? env->error->message
+                        : wire_kind_name(env->body_case));
+            result = 0;
+        }
+        wire_msg_close(&m);
+        if (result != 2)
+            return result;
+    }
+    return 0;
+}
+
+static void s_disconnect(server_t *s)
+{
+    if (s->rep) {
+        int linger = 0;
+        zmq_setsockopt(s->rep, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(s->rep);
+    }
+    s->rep = NULL;
+}
+
+/* Sends the whole state and waits for the ack. 1, 0 or -1 as s_wait_ack. */
+static int s_send_state(server_t *s)
+{
+    if (s_send(s, PS__REPLICA_KIND__REPLICA_STATE_W, s->w, 0) != 0 ||
+        s_send(s, PS__REPLICA_KIND__REPLICA_STATE_V, s->v, 0) != 0)
+        return 0;
+    return s_wait_ack(s, s->rep_request);
+}
+
+/* The standby did not acknowledge: the head must let this server go on
+ * alone (else it is fenced). 0 or -1 as replica_forward. */
+static int s_lose_standby(server_t *s, const char *why)
+{
+    srv_log(s, "the standby at %s %s: asking the head to go on without it", s->rep_endpoint, why);
+    s_disconnect(s);
+    s->rep_endpoint[0] = '\0';
+    if (group_ask_term(s, 0, 2 * s->failover + 5) != 0) {
+        s->fenced = 1;
+        return -1;
+    }
+    srv_log(s, "going on without a standby (term %llu)", (unsigned long long)s->term);
+    return 0;
+}
+
+/* Sends the state (once more when the standby refused an update), or
+ * gives the standby up. 0 or -1 as replica_forward. */
+static int s_sync_standby(server_t *s)
+{
+    int rc = s_send_state(s);
+    if (rc < 0) {
+        s->fenced = 1;
+        return -1;
+    }
+    if (rc == 0)
+        return s_lose_standby(s, "took no state");
+    srv_log(s, "standby at %s holds the state (version %llu, term %llu)", s->rep_endpoint,
+            (unsigned long long)s->version, (unsigned long long)s->term);
+    return 0;
+}
+
+int replica_forward(server_t *s, const float *g, float lr)
+{
+    if (s->fenced)
+        return -1;
+    if (!s->rep)
+        return 0;
+    if (s_send(s, PS__REPLICA_KIND__REPLICA_UPDATE, g, lr) != 0)
+        return s_lose_standby(s, "cannot be sent to");
+    int rc = s_wait_ack(s, s->rep_request);
+    if (rc > 0) {
+        s->rep_updates++;
+        return 0;
+    }
+    if (rc < 0) {
+        s->fenced = 1;
+        return -1;
+    }
+    /* Silent, or out of step: the whole state once more, then give up. */
+    return s_sync_standby(s);
+}
+
+void replica_standby_is(server_t *s, const char *endpoint)
+{
+    if (s->standby || s->fenced || strcmp(endpoint, s->rep_endpoint) == 0)
+        return;
+    s_disconnect(s);
+    snprintf(s->rep_endpoint, sizeof s->rep_endpoint, "%s", endpoint);
+    if (!endpoint[0])
+        return;
+    s->rep = zmq_socket(s->ctx, ZMQ_DEALER);
+    if (!s->rep || zmq_connect(s->rep, endpoint) != 0) {
+        s_lose_standby(s, "cannot be connected to");
+        return;
+    }
+    srv_log(s, "standby at %s: sending it the state", endpoint);
+    s_sync_standby(s);
+}
+
+void replica_resync(server_t *s)
+{
+    if (s->rep && !s->standby)
+        s_sync_standby(s);
+}
+
+void replica_tick(server_t *s)
+{
+    double now = clock_now();
+    if (!s->standby) {
+        if (s->rep && now - s->rep_sent >= REPLICA_BEAT_SECONDS)
+            s_send(s, PS__REPLICA_KIND__REPLICA_BEAT, NULL, 0);
+        /* Drain what the standby sent unasked (late acks). */
+        while (s->rep) {
+            zmq_pollitem_t item = {s->rep, 0, ZMQ_POLLIN, 0};
+            wire_msg_t m;
+            char err[256];
+            if (zmq_poll(&item, 1, 0) <= 0 || wire_recv(s->rep, NULL, &m, 0, err, sizeof err) != 0)
+                break;
+            int fenced = m.env->body_case == PS__ENVELOPE__BODY_ERROR &&
+                         m.env->error->code == PS__ERROR_CODE__ERROR_FENCED;
+            wire_msg_close(&m);
+            if (fenced) {
+                srv_log(s, "fenced by the standby at %s", s->rep_endpoint);
+                s->fenced = 1;
+            }
+        }
+        return;
+    }
+    if (s->synced && now - s->primary_heard > s->failover && now - s->promote_asked > 0.5) {
+        if (s->promote_asked == 0)
+            srv_log(s, "the primary has been silent for %.1f s: asking the head to promote "
+                       "this standby",
+                    now - s->primary_heard);
+        s->promote_asked = now;
+        group_ask_term(s, 1, 0);
+    }
+}
+
+/* Why an update cannot be applied here (into why), or 0. */
+static int s_update_problem(const server_t *s, const Ps__ReplicaUpdate *u, const wire_msg_t *m,
+                            char *why, size_t n)
+{
+    int with_tensor = u->kind != PS__REPLICA_KIND__REPLICA_BEAT;
+    if (u->n_steps != (size_t)s->o->workers || u->n_incarnations != (size_t)s->o->workers)
+        snprintf(why, n, "update names %zu workers; the run has %d", u->n_steps, s->o->workers);
+    else if (with_tensor && (u->offset != s->lo || m->count != s->n))
+        snprintf(why, n, "update holds [%u, %zu); this standby's range is [%zu, %zu)", u->offset,
+                 (size_t)u->offset + m->count, s->lo, s->lo + s->n);
+    else if (u->kind == PS__REPLICA_KIND__REPLICA_UPDATE &&
+             (!s->synced || u->version != s->version + 1))
+        snprintf(why, n, "update to version %llu; this standby is at %llu%s",
+                 (unsigned long long)u->version, (unsigned long long)s->version,
+                 s->synced ? "" : " without the state");
+    else if (u->kind == PS__REPLICA_KIND__REPLICA_UPDATE &&
+             !model_sgd_step_finite(s->w, s->v, m->tensor, s->n, u->lr, (float)s->o->momentum))
+        snprintf(why, n, "update would make the weights not finite");
+    else
+        return 0;
+    return -1;
+}
+
+static void s_take_counters(server_t *s, const Ps__ReplicaUpdate *u)
+{
+    s->version = u->version;
+    s->updates = u->updates;
+    s->stale_sum = u->stale_sum;
+    s->stale_max = u->stale_max;
+    for (int k = 0; k < s->o->workers; k++) {
+        s->slots[k].steps = u->steps[k];
+        s->slots[k].incarnation = (int)u->incarnations[k];
+    }
+}
+
+void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    const Ps__ReplicaUpdate *u = m->env->replica_update;
+    char why[300];
+    if (!s->standby || u->term < s->term) {
+        snprintf(why, sizeof why,
+                 "the update's term %llu is over: shard %d is served in term %llu by %s",
+                 (unsigned long long)u->term, s->shard, (unsigned long long)s->term,
+                 s->standby ? "another server" : "this one");
+        srv_log_refused(s, "refused a replica update: %s", why);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
+        return;
+    }
+    if (u->term > s->term)
+        s->term = u->term;
+    s->primary_heard = clock_now();
+    s->promote_asked = 0;
+    if (s_update_problem(s, u, m, why, sizeof why) != 0) {
+        srv_log_refused(s, "refused a replica update: %s", why);
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
+        return;
+    }
+    switch (u->kind) {
+    case PS__REPLICA_KIND__REPLICA_BEAT: return;
+    case PS__REPLICA_KIND__REPLICA_STATE_W:
+        s->synced = 0;
+        memcpy(s->w, m->tensor, s->n * sizeof(float));
+        return;
+    case PS__REPLICA_KIND__REPLICA_STATE_V:
+        memcpy(s->v, m->tensor, s->n * sizeof(float));
+        cons_forget(s);
+        if (!s->synced)
+            srv_log(s, "holds the primary's state: version %llu, term %llu",
+                    (unsigned long long)u->version, (unsigned long long)u->term);
+        s->synced = 1;
+        break;
+    case PS__REPLICA_KIND__REPLICA_UPDATE: {
+        double t0 = clock_now();
+        model_sgd_step(s->w, s->v, m->tensor, s->n, u->lr, (float)s->o->momentum);
+        s->apply_seconds += clock_now() - t0;
+        s->rep_updates++;
+        break;
+    }
+    default: srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "unknown replica kind"); return;
+    }
+    s_take_counters(s, u);
+    Ps__ReplicaAck ack = PS__REPLICA_ACK__INIT;
+    ack.term = s->term;
+    ack.version = s->version;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_ACK;
+    env.replica_ack = &ack;
+    srv_answer(s, peer, &env);
+}
+
+void replica_close(server_t *s)
+{
+    s_disconnect(s);
+    free(s->rep_g);
+    s->rep_g = NULL;
+}
