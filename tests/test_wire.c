@@ -1694,6 +1694,106 @@ static void test_nothing_to_read(void **state)
     s_expect_in_step(fx, S_DOWN);
 }
 
+/* ---- 8. Other models' lengths ------------------------------------------------------------ */
+
+/* Sends a Push (F32 or F16, with `count` in its header: 0 for all) of the
+ * `n` values at t over the pair; 0, or -1. */
+static long s_push_n(void *sock, const float *t, size_t n, uint32_t count, int enc)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.count = count;
+    p.encoding = (Ps__Encoding)enc;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    zmq_msg_t frame;
+    if (wire_tensor_encode_n(&frame, t, n, enc, NULL) != 0)
+        return -1;
+    return wire_send_msg(sock, NULL, &env, &frame, 0);
+}
+
+/* The lengths of the models of the catalogue and of 1 value (and those of
+ * the issue's models, in case this build lacks them): a tensor of the
+ * receiver's length travels with a count of 0 (all) and with its count, as
+ * float32 and float16; one value more than the receiver's model is refused
+ * naming both lengths, and so is any tensor before the model is known
+ * (nparams 0). wire_send needs the header's count. */
+static void test_model_lengths(void **state)
+{
+    (void)state;
+    size_t lens[MODELS_MAX_TENSORS + 8];
+    int nl = 0;
+    lens[nl++] = 1;
+    lens[nl++] = 62006;   /* about lenet5's */
+    lens[nl++] = 1863690; /* mlp 784-1024-1024-10 */
+    lens[nl++] = 9500000; /* about widecnn's */
+    for (int i = 0; models_at(i) && nl < (int)(sizeof lens / sizeof lens[0]); i++)
+        lens[nl++] = models_at(i)->nparams;
+    void *ctx = zmq_ctx_new(), *a = zmq_socket(ctx, ZMQ_PAIR), *b = zmq_socket(ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_bind(a, "inproc://lengths"), 0);
+    assert_int_equal(zmq_connect(b, "inproc://lengths"), 0);
+    size_t most = 0;
+    for (int i = 0; i < nl; i++)
+        most = lens[i] > most ? lens[i] : most;
+    float *t = malloc((most + 1) * sizeof(float)), *out = malloc((most + 1) * sizeof(float));
+    assert_non_null(t);
+    assert_non_null(out);
+    for (size_t i = 0; i <= most; i++)
+        t[i] = (float)(i % 2000) - 1000.0f; /* exact in float16 too */
+    for (int i = 0; i < nl; i++) {
+        size_t n = lens[i];
+        char err[256];
+        wire_msg_t m;
+        assert_int_equal(wire_max_message(n), (int64_t)n * 4 + 65536);
+        for (int enc = PS__ENCODING__ENCODING_F32; enc <= PS__ENCODING__ENCODING_F16; enc++)
+            for (int counted = 0; counted <= 1; counted++) {
+                assert_true(s_push_n(b, t, n, counted ? (uint32_t)n : 0, enc) > 0);
+                int rc = wire_recv(a, NULL, &m, n, err, sizeof err);
+                if (rc != 0)
+                    fail_msg("%zu values, encoding %d, count %s: wire_recv %d: %s", n, enc,
+                             counted ? "given" : "0", rc, err);
+                assert_int_equal(m.count, n);
+                const float *got = wire_tensor(&m, out);
+                assert_memory_equal(got, t, n * sizeof(float));
+                wire_msg_close(&m);
+            }
+        assert_true(s_push_n(b, t, n + 1, (uint32_t)n + 1, PS__ENCODING__ENCODING_F32) > 0);
+        assert_int_equal(wire_recv(a, NULL, &m, n, err, sizeof err),
+                         PS__ERROR_CODE__ERROR_MALFORMED);
+        char want[128];
+        snprintf(want, sizeof want, "tensor of %zu values; this side's model has %zu parameters",
+                 n + 1, n);
+        if (!strstr(err, want))
+            fail_msg("err \"%s\" does not say \"%s\"", err, want);
+        assert_true(s_push_n(b, t, n, 0, PS__ENCODING__ENCODING_F32) > 0);
+        assert_int_equal(wire_recv(a, NULL, &m, 0, err, sizeof err),
+                         PS__ERROR_CODE__ERROR_MALFORMED);
+        assert_non_null(strstr(err, "before the model is known"));
+        printf("  %zu values: round trips; %zu refused\n", n, n + 1);
+    }
+    /* wire_send's tensor takes its length from the header. */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Weights w = PS__WEIGHTS__INIT;
+    env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
+    env.weights = &w;
+    errno = 0;
+    assert_int_equal(wire_send(b, NULL, &env, t, 0), -1);
+    assert_int_equal(errno, EINVAL);
+    w.count = 1000;
+    assert_true(wire_send(b, NULL, &env, t, 0) > 4000);
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(a, NULL, &m, 62006, err, sizeof err), 0);
+    assert_int_equal(m.count, 1000);
+    assert_memory_equal(m.tensor, t, 4000);
+    wire_msg_close(&m);
+    free(t);
+    free(out);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1711,6 +1811,7 @@ int main(void)
         cmocka_unit_test(test_kind_name),
         cmocka_unit_test(test_close_twice),
         cmocka_unit_test(test_nothing_to_read),
+        cmocka_unit_test(test_model_lengths),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
