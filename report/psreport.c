@@ -287,8 +287,9 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
                      "%s \xe2\x80\x94 run %lld (%s)%s%s%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
                      what, (long long)r->row.id, r->row.mode, r->row.model[0] ? " \xc2\xb7 " : "",
-                     r->row.model, r->row.dataset[0] ? " \xc2\xb7 " : "", r->row.dataset, extra, r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs",
-                     r->row.batch_size, r->row.lr, acc, ssecs, so_far ? " so far" : "");
+                     r->row.model, r->row.dataset[0] ? " \xc2\xb7 " : "", r->row.dataset, extra,
+                     r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size,
+                     r->row.lr, acc, ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
