@@ -125,6 +125,17 @@ $(B)/tests/%: tests/%.c $(B)/obj/tests/proc.o $(B)/libproto.a $(B)/libcommon.a
 
 FIXTURE_DIR ?= $(abspath tests/fixtures)
 
+# The layer engine's test also reads the PyTorch fixtures too big to commit
+# (mlp 22 MB, widecnn 114 MB), made here when PyTorch is there (else
+# test_layers skips them and says so).
+GEN_FIXTURES := $(B)/fixtures/mlp_pytorch_ref.safetensors $(B)/fixtures/widecnn_pytorch_ref.safetensors
+$(B)/tests/test_layers: override CPPFLAGS += -DGEN_FIXTURE_DIR='"$(abspath $(B)/fixtures)"'
+$(GEN_FIXTURES): tests/fixtures/make_model_fixtures.py tests/pytorch_model.py
+	@if $(PYTORCH_PYTHON) -c 'import torch, numpy' 2>/dev/null; then \
+	    $(PYTORCH_PYTHON) tests/fixtures/make_model_fixtures.py "$(MNIST_DIR)" $(B)/fixtures \
+	        $(patsubst $(B)/fixtures/%_pytorch_ref.safetensors,%,$@); \
+	else echo "$@: not made ($(PYTORCH_PYTHON) has no torch); test_layers skips it"; fi
+
 # The server's message handler under the fuzzer: tests/fuzz/. make check
 # replays the corpus and the crashers (fuzz_replay); make fuzz runs libFuzzer
 # (clang, ASan + UBSan; persistent harness, dictionary tests/fuzz/server.dict)
@@ -196,11 +207,20 @@ asan:
 	LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1 TEST_TIME_SCALE=4 \
 	    $(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" check
 
-# Optional: loads the saved models into PyTorch's SimpleConvNet with
-# load_state_dict(strict=True) and compares PyTorch's test accuracy with ours.
-# Needs Debian's python3-torch (not installed by deploy/install-deps.sh: 1 GB).
+# Optional: trains every model of the catalogue briefly (worker --basic
+# --model M, 2,000 images, 1 epoch), loads each file into its PyTorch module
+# (tests/pytorch_model.py) with load_state_dict(strict=True) and checks that
+# PyTorch's test accuracy on 1,000 images is ours (within one image); then
+# the same for the saved runs' models in results/. Needs Debian's
+# python3-torch (not installed by deploy/install-deps.sh: 1 GB).
 PYTORCH_PYTHON ?= /usr/bin/python3
-check-pytorch: data
+CHECK_PYTORCH_DIR := $(B)/check-pytorch
+check-pytorch: all data
+	@for m in $$($(B)/worker --help | sed -n '/^Models/,$$s/^  \([a-z0-9]*\) .*/\1/p'); do \
+	    $(B)/worker --basic --model $$m --epochs 1 --train-limit 2000 --test-limit 1000 \
+	        --db $(CHECK_PYTORCH_DIR)/metrics.db --out $(CHECK_PYTORCH_DIR)/$$m >/dev/null || exit 1; \
+	    echo "$$m:"; $(PYTORCH_PYTHON) tests/pytorch_check.py $(CHECK_PYTORCH_DIR)/$$m/model_basic.safetensors \
+	        "$(MNIST_DIR)" 1000 || exit 1; done
 	@for f in results/model_basic.safetensors results/model_distributed.safetensors; do \
 	    if [ -f $$f ]; then echo "$$f:"; $(PYTORCH_PYTHON) tests/pytorch_check.py $$f "$(MNIST_DIR)" || exit 1; \
 	    else echo "$$f: not there (make basic / make run first)"; fi; done
@@ -229,7 +249,7 @@ ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
 else
-check: all $(TEST_BIN) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors $(B)/fuzz_replay_gate
+check: all $(TEST_BIN) $(GEN_FIXTURES) $(B)/bench_ps_client $(B)/fuzz_replay $(B)/fuzz_replay_safetensors $(B)/fuzz_replay_gate
 	@$(MAKE) --no-print-directory format-check
 	@BUILD=$(B) tests/run-tests.sh $(TEST_BIN) $(TEST_SH)
 

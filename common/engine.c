@@ -1,5 +1,6 @@
 /* engine: a fixed pool of threads that computes minibatch gradients and test
- * accuracy with the model; see engine.h. */
+ * accuracy with a model, SimpleConvNet's own engine (model.h) or the layer
+ * engine (layers.h); see engine.h. */
 #include "engine.h"
 
 #include <assert.h>
@@ -17,10 +18,16 @@
 
 #include "clock.h"
 #include "dispatch.h"
+#include "layers.h"
 #include "model.h"
+#include "models.h"
 
 /* The largest slice one thread handles at once during evaluation. */
 #define ENGINE_EVAL_CHUNK 128
+
+/* The layer engine's smallest workspace (images): evaluation runs in chunks
+ * of the workspace's capacity, and fully connected layers want a few rows. */
+#define ENGINE_LAYERS_MIN_CAP 32
 
 /* How long a thread that reaches a barrier first spins before it sleeps: a
  * futex wake-up costs tens of microseconds on this VM, several times a step;
@@ -47,6 +54,7 @@ typedef struct {
     float *sgd_w, *sgd_v; /* engine_step: weights and momentum to update, else NULL */
     float lr, momentum;
     int nws; /* gradient: the workspaces of the non-empty slices, in thread order */
+    uint64_t seed, step; /* gradient, layer engine: dropout's masks (layers_dropout_t) */
 } job_t;
 
 /* What one thread produced for the current job. */
@@ -59,8 +67,9 @@ typedef struct {
 typedef struct {
     _Alignas(64) engine_t *e;
     int id;
-    model_ws_t *ws;
-    float *grad; /* this thread's conv gradients, MODEL_FC1_W floats (unused by thread 0) */
+    model_ws_t *ws;     /* SimpleConvNet's engine, else NULL */
+    layers_ws_t *lws;   /* the layer engine, else NULL */
+    float *grad; /* this thread's summed part of the gradient, e->nsum floats (unused by thread 0) */
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
@@ -80,7 +89,14 @@ typedef struct {
 } s_barrier_t;
 
 struct engine {
+    const model_def_t *m;
     int threads, max_batch;
+    /* The gradient's first nsum floats are per thread and summed across
+     * threads (SimpleConvNet: the conv layers; the layer engine: all of it);
+     * the first `early` ranges of the model's edges fire inside the job. */
+    size_t nsum;
+    int early;
+    uint64_t seed, step; /* dropout: the next gradient's seed and step */
     int running; /* helper threads started */
     pthread_t *tids;
     s_barrier_t bar;
@@ -88,6 +104,13 @@ struct engine {
     const model_ws_t **ws; /* job.nws workspaces for model_fc_grad */
     job_t job;
 };
+
+/* Profiling ticks (SimpleConvNet's engine only: the layer engine has no stages). */
+static void s_tick(s_thread_t *w, model_prof_stage_t stage)
+{
+    if (w->ws)
+        model_ws_tick(w->ws, stage);
+}
 
 static void s_pause(void)
 {
@@ -140,36 +163,36 @@ static void s_slice_lines(int base, int n, int t, int id, int *lo, int *hi)
     *hi = id == t - 1 ? base + n : base + (*hi & ~15);
 }
 
-/* The ranges handed to the ready callback, in the order backward finishes. */
-static const size_t s_ranges[4][2] = {
-    {MODEL_FC2_W, MODEL_NPARAMS},
-    {MODEL_FC1_W, MODEL_FC2_W},
-    {MODEL_CONV2_W, MODEL_FC1_W},
-    {MODEL_CONV1_W, MODEL_CONV2_W},
-};
+/* Calls the job's ready callback for the model's edge ranges [from, to). */
+static void s_fire(const engine_t *e, const job_t *j, int from, int to, double loss)
+{
+    for (int r = from; r < to; r++)
+        j->ready(j->ready_arg, e->m->edges[r + 1], e->m->edges[r], loss);
+}
 
-/* After the backward pass: thread id's share of the conv gradients' sum over
- * threads (in thread order, onto thread 0's, which is already in the output)
- * and, for engine_step, its share of the SGD update. */
+/* After the backward pass: thread id's share of the per-thread gradients'
+ * sum over threads (in thread order, onto thread 0's, which is already in
+ * the output) and, for engine_step, its share of the SGD update. */
 HOT_KERNEL
 static void s_reduce_and_step(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
     int lo, hi;
-    s_slice_lines(0, MODEL_FC1_W, e->threads, w->id, &lo, &hi);
+    int nsum = (int)e->nsum, nparams = (int)e->m->nparams;
+    s_slice_lines(0, nsum, e->threads, w->id, &lo, &hi);
     float *out = j->grad;
     for (int t = 1; t < e->threads; t++) {
         const float *g = e->w[t].grad;
         for (int i = lo; i < hi; i++)
             out[i] += g[i];
     }
-    model_ws_tick(w->ws, MODEL_PROF_REDUCE);
+    s_tick(w, MODEL_PROF_REDUCE);
     if (!j->sgd_w)
         return;
     model_sgd_step(j->sgd_w + lo, j->sgd_v + lo, out + lo, (size_t)(hi - lo), j->lr, j->momentum);
-    s_slice_lines(MODEL_FC1_W, MODEL_NPARAMS - MODEL_FC1_W, e->threads, w->id, &lo, &hi);
+    s_slice_lines(nsum, nparams - nsum, e->threads, w->id, &lo, &hi);
     model_sgd_step(j->sgd_w + lo, j->sgd_v + lo, out + lo, (size_t)(hi - lo), j->lr, j->momentum);
-    model_ws_tick(w->ws, MODEL_PROF_SGD);
+    s_tick(w, MODEL_PROF_SGD);
 }
 
 /* The job's mean loss: the slices' summed losses, in thread order. */
@@ -181,6 +204,21 @@ static double s_loss(const engine_t *e)
     return loss / e->job.n;
 }
 
+/* Points w->images and w->labels at thread w's slice of the job's batch;
+ * returns its size, and its first position in the batch in *lo. */
+static int s_gather(const engine_t *e, s_thread_t *w, int *lo)
+{
+    const job_t *j = &e->job;
+    int hi;
+    s_slice(j->n, e->threads, w->id, lo, &hi);
+    for (int i = 0; i < hi - *lo; i++) {
+        int k = j->indices[*lo + i];
+        w->images[i] = j->ds->pixels + (size_t)k * MODEL_IMAGE_PIXELS;
+        w->labels[i] = j->ds->labels[k];
+    }
+    return hi - *lo;
+}
+
 /* One thread's part of a gradient job: forward and loss on its slice of the
  * batch; after a barrier, its share of fc2's and fc1's gradients over every
  * slice (no sum across threads needed for them: 92% of the parameters); its
@@ -189,38 +227,30 @@ static double s_loss(const engine_t *e)
 static void s_gradient(engine_t *e, s_thread_t *w)
 {
     const job_t *j = &e->job;
-    int lo, hi;
-    s_slice(j->n, e->threads, w->id, &lo, &hi);
-    int m = hi - lo;
-    for (int i = 0; i < m; i++) {
-        int k = j->indices[lo + i];
-        w->images[i] = j->ds->pixels + (size_t)k * MODEL_IMAGE_PIXELS;
-        w->labels[i] = j->ds->labels[k];
-    }
+    int lo, m = s_gather(e, w, &lo);
     /* Thread 0's conv gradients go straight into the output: the sum over
      * threads adds the others' to them, in thread order. */
     float *conv_grad = w->id == 0 ? j->grad : w->grad;
     w->result.loss = 0.0;
-    model_ws_tick(w->ws, MODEL_PROF_N);
+    s_tick(w, MODEL_PROF_N);
     if (m > 0)
         w->result.loss =
             model_forward_loss(j->params, w->images, w->labels, m, 1.0f / (float)j->n, w->ws);
 
     s_barrier_wait(&e->bar); /* every slice's fc output gradients are ready */
-    model_ws_tick(w->ws, MODEL_PROF_WAIT);
+    s_tick(w, MODEL_PROF_WAIT);
     model_fc_grad(e->ws, j->nws, w->id, e->threads, j->grad);
-    model_ws_tick(w->ws, MODEL_PROF_FC_B);
+    s_tick(w, MODEL_PROF_FC_B);
     if (j->ready) {
         if (e->threads > 1) {
             s_barrier_wait(&e->bar); /* every thread's share of them is done */
-            model_ws_tick(w->ws, MODEL_PROF_WAIT);
+            s_tick(w, MODEL_PROF_WAIT);
         }
         if (w->id == 0) {
             double loss = s_loss(e); /* every slice's forward is done: first barrier */
-            for (int r = 0; r < 2; r++)
-                j->ready(j->ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+            s_fire(e, j, 0, e->early, loss);
         }
-        model_ws_tick(w->ws, MODEL_PROF_N);
+        s_tick(w, MODEL_PROF_N);
     }
     if (m > 0)
         model_conv_backward(j->params, w->ws, conv_grad);
@@ -228,7 +258,26 @@ static void s_gradient(engine_t *e, s_thread_t *w)
         memset(conv_grad, 0, MODEL_FC1_W * sizeof(float));
 
     s_barrier_wait(&e->bar); /* every thread's conv gradients are ready */
-    model_ws_tick(w->ws, MODEL_PROF_WAIT);
+    s_tick(w, MODEL_PROF_WAIT);
+    s_reduce_and_step(e, w);
+}
+
+/* One thread's part of a gradient job with the layer engine: forward and
+ * backward of its slice into its own gradient (thread 0's straight into the
+ * output); after a barrier, its share of their sum and of the SGD update. */
+static void s_gradient_layers(engine_t *e, s_thread_t *w)
+{
+    const job_t *j = &e->job;
+    int lo, m = s_gather(e, w, &lo);
+    float *grad = w->id == 0 ? j->grad : w->grad;
+    layers_dropout_t drop = {.seed = j->seed, .step = j->step, .first = lo};
+    w->result.loss = 0.0;
+    if (m > 0)
+        w->result.loss = layers_forward_backward(j->params, w->images, w->labels, m,
+                                                 1.0f / (float)j->n, &drop, grad, w->lws);
+    else
+        memset(grad, 0, e->nsum * sizeof(float));
+    s_barrier_wait(&e->bar); /* every thread's gradient is ready */
     s_reduce_and_step(e, w);
 }
 
@@ -239,22 +288,32 @@ static void s_evaluate(engine_t *e, s_thread_t *w)
     s_slice(j->n, e->threads, w->id, &lo, &hi);
     w->result.loss = 0.0;
     w->result.correct = 0;
-    for (int s = lo; s < hi; s += ENGINE_EVAL_CHUNK) {
-        int m = hi - s < ENGINE_EVAL_CHUNK ? hi - s : ENGINE_EVAL_CHUNK;
+    int chunk = w->ws ? ENGINE_EVAL_CHUNK : layers_ws_capacity(w->lws);
+    for (int s = lo; s < hi; s += chunk) {
+        int m = hi - s < chunk ? hi - s : chunk;
         for (int i = 0; i < m; i++) {
             w->images[i] = j->ds->pixels + (size_t)(s + i) * MODEL_IMAGE_PIXELS;
             w->labels[i] = j->ds->labels[s + i];
         }
-        model_forward(j->params, w->images, m, w->ws);
-        w->result.correct += model_count_correct(w->ws, w->labels, m);
-        w->result.loss += model_loss_sum(w->ws, w->labels, m);
+        const float *logits;
+        if (w->ws) {
+            model_forward(j->params, w->images, m, w->ws);
+            logits = model_ws_logits(w->ws);
+        } else {
+            layers_forward(j->params, w->images, m, w->lws);
+            logits = layers_ws_logits(w->lws);
+        }
+        w->result.correct += model_argmax_correct(logits, w->labels, m);
+        w->result.loss += model_ce(logits, w->labels, m, 0.0f, NULL);
     }
 }
 
 static void s_run(engine_t *e, s_thread_t *w)
 {
-    if (e->job.kind == JOB_GRADIENT)
+    if (e->job.kind == JOB_GRADIENT && e->m->optimized)
         s_gradient(e, w);
+    else if (e->job.kind == JOB_GRADIENT)
+        s_gradient_layers(e, w);
     else
         s_evaluate(e, w);
 }
@@ -280,8 +339,10 @@ static void s_dispatch(engine_t *e)
     s_barrier_wait(&e->bar);
 }
 
-engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
+engine_t *engine_new(const model_def_t *m, int threads, int max_batch, char *err, size_t errlen)
 {
+    if (layers_check(m, err, errlen) != 0)
+        return NULL;
     if (threads < 1 || threads > 256 || max_batch < 1) {
         snprintf(err, errlen, "engine: bad thread count %d or batch size %d", threads, max_batch);
         return NULL;
@@ -290,8 +351,11 @@ engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
     engine_t *e = calloc(1, sizeof *e);
     if (!e)
         goto nomem;
+    e->m = m;
     e->threads = threads;
     e->max_batch = max_batch;
+    e->nsum = m->optimized ? MODEL_FC1_W : m->nparams;
+    e->early = m->optimized ? 2 : 0;
     e->w = aligned_alloc(64, (size_t)threads * sizeof *e->w);
     if (e->w)
         memset(e->w, 0, (size_t)threads * sizeof *e->w);
@@ -305,9 +369,20 @@ engine_t *engine_new(int threads, int max_batch, char *err, size_t errlen)
     for (int t = 0; t < threads; t++) {
         e->w[t].e = e;
         e->w[t].id = t;
-        e->w[t].ws = model_ws_new(ENGINE_EVAL_CHUNK);
-        e->w[t].grad = aligned_alloc(64, ((MODEL_FC1_W * sizeof(float)) + 63) & ~(size_t)63);
-        if (!e->w[t].ws || !e->w[t].grad)
+        if (m->optimized) {
+            e->w[t].ws = model_ws_new(ENGINE_EVAL_CHUNK);
+            if (!e->w[t].ws)
+                goto nomem;
+        } else {
+            int cap = per_thread > ENGINE_LAYERS_MIN_CAP ? per_thread : ENGINE_LAYERS_MIN_CAP;
+            e->w[t].lws = layers_ws_new(m, cap, err, errlen);
+            if (!e->w[t].lws) {
+                engine_destroy(&e);
+                return NULL;
+            }
+        }
+        e->w[t].grad = aligned_alloc(64, ((e->nsum * sizeof(float)) + 63) & ~(size_t)63);
+        if (!e->w[t].grad)
             goto nomem;
     }
     e->bar.n = (unsigned)threads;
@@ -351,6 +426,7 @@ void engine_destroy(engine_t **pe)
     if (e->w)
         for (int t = 0; t < e->threads; t++) {
             model_ws_destroy(&e->w[t].ws);
+            layers_ws_destroy(&e->w[t].lws);
             free(e->w[t].grad);
         }
     free(e->w);
@@ -363,6 +439,17 @@ void engine_destroy(engine_t **pe)
 int engine_threads(const engine_t *e)
 {
     return e->threads;
+}
+
+const model_def_t *engine_model(const engine_t *e)
+{
+    return e->m;
+}
+
+void engine_dropout_seed(engine_t *e, uint64_t seed, uint64_t step)
+{
+    e->seed = seed;
+    e->step = step;
 }
 
 /* Runs a gradient job (and with sgd_w, the SGD step); fires the conv
@@ -378,12 +465,13 @@ static double s_gradient_job(engine_t *e, job_t job)
         if (hi > lo)
             e->ws[job.nws++] = e->w[t].ws;
     }
+    job.seed = e->seed;
+    job.step = e->step++;
     e->job = job;
     s_dispatch(e);
     double loss = s_loss(e);
     if (job.ready)
-        for (int r = 2; r < 4; r++)
-            job.ready(job.ready_arg, s_ranges[r][0], s_ranges[r][1], loss);
+        s_fire(e, &job, e->early, e->m->nedges - 1, loss);
     return loss;
 }
 
@@ -444,7 +532,8 @@ void engine_profile(engine_t *e, int on)
         s_thread_t *w = &e->w[t];
         if (on)
             memset(w->prof, 0, sizeof w->prof);
-        model_ws_profile(w->ws, on ? w->prof : NULL);
+        if (w->ws)
+            model_ws_profile(w->ws, on ? w->prof : NULL);
     }
 }
 

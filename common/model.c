@@ -73,10 +73,15 @@ struct model_ws {
 
 void model_init(float *params, uint64_t seed)
 {
+    model_init_tensors(model_tensors, MODEL_NTENSORS, params, seed);
+}
+
+void model_init_tensors(const model_tensor_t *tensors, int ntensors, float *params, uint64_t seed)
+{
     rng_t r;
     rng_seed(&r, seed);
-    for (int t = 0; t < MODEL_NTENSORS; t++) {
-        const model_tensor_t *mt = &model_tensors[t];
+    for (int t = 0; t < ntensors; t++) {
+        const model_tensor_t *mt = &tensors[t];
         float bound = 1.0f / sqrtf((float)mt->fan_in);
         for (size_t i = 0; i < mt->numel; i++)
             params[mt->offset + i] = rng_uniform(&r, -bound, bound);
@@ -304,28 +309,45 @@ static double s_logsumexp(const float *l)
     return (double)mx + log(sum);
 }
 
-double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n)
+double model_ce(const float *logits, const uint8_t *labels, int n, float scale, float *dlogits)
 {
     double loss = 0.0;
     for (int b = 0; b < n; b++) {
-        const float *l = ws->logits + (size_t)b * MODEL_CLASSES;
-        loss += s_logsumexp(l) - (double)l[labels[b]];
+        const float *l = logits + (size_t)b * MODEL_CLASSES;
+        double lse = s_logsumexp(l);
+        loss += lse - (double)l[labels[b]];
+        if (!dlogits)
+            continue;
+        float *d = dlogits + (size_t)b * MODEL_CLASSES;
+        for (int j = 0; j < MODEL_CLASSES; j++)
+            d[j] = scale * (float)exp((double)l[j] - lse);
+        d[labels[b]] -= scale;
     }
     return loss;
 }
 
-int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
+int model_argmax_correct(const float *logits, const uint8_t *labels, int n)
 {
     int correct = 0;
     for (int b = 0; b < n; b++) {
-        const float *l = ws->logits + (size_t)b * 10;
+        const float *l = logits + (size_t)b * MODEL_CLASSES;
         int best = 0;
-        for (int j = 1; j < 10; j++)
+        for (int j = 1; j < MODEL_CLASSES; j++)
             if (l[j] > l[best])
                 best = j;
         correct += best == labels[b];
     }
     return correct;
+}
+
+double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n)
+{
+    return model_ce(ws->logits, labels, n, 0.0f, NULL);
+}
+
+int model_count_correct(const model_ws_t *ws, const uint8_t *labels, int n)
+{
+    return model_argmax_correct(ws->logits, labels, n);
 }
 
 HOT_KERNEL
@@ -335,16 +357,7 @@ double model_forward_loss(const float *params, const uint8_t *const *images, con
     model_forward(params, images, n, ws);
 
     /* Cross-entropy of softmax, summed; dlogits = scale * (softmax - onehot). */
-    double loss = 0.0;
-    for (int b = 0; b < n; b++) {
-        const float *l = ws->logits + (size_t)b * 10;
-        float *d = ws->dlogits + (size_t)b * 10;
-        double lse = s_logsumexp(l);
-        loss += lse - (double)l[labels[b]];
-        for (int j = 0; j < 10; j++)
-            d[j] = scale * (float)exp((double)l[j] - lse);
-        d[labels[b]] -= scale;
-    }
+    double loss = model_ce(ws->logits, labels, n, scale, ws->dlogits);
     s_tick(ws, MODEL_PROF_LOSS);
 
     /* dh = dlogits . W2, zero where fc1's ReLU blocked (h > 0 where it passed) */

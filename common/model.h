@@ -57,6 +57,10 @@ extern const model_tensor_t model_tensors[MODEL_NTENSORS];
  * 1/sqrt(fan_in)), drawn from a generator seeded with `seed`. */
 void model_init(float *params, uint64_t seed);
 
+/* The same for any model's tensor table (models.h): one generator, the
+ * tensors in table (state_dict) order. */
+void model_init_tensors(const model_tensor_t *tensors, int ntensors, float *params, uint64_t seed);
+
 /* Per-thread scratch memory for sub-batches of up to max_n images. Opaque. */
 typedef struct model_ws model_ws_t;
 
@@ -102,6 +106,14 @@ double model_forward_loss(const float *params, const uint8_t *const *images, con
                           int n, float scale, model_ws_t *ws);
 void model_fc_grad(const model_ws_t *const *ws, int nws, int part, int nparts, float *grad);
 void model_conv_backward(const float *params, model_ws_t *ws, float *grad);
+
+/* Summed cross-entropy of n rows of 10 logits against labels (double, via
+ * log-sum-exp); with dlogits not NULL also dlogits = scale * (softmax -
+ * onehot), the gradient the backward pass starts from. Any model's. */
+double model_ce(const float *logits, const uint8_t *labels, int n, float scale, float *dlogits);
+
+/* Number of the n rows of 10 logits whose argmax (the first on ties) == label. */
+int model_argmax_correct(const float *logits, const uint8_t *labels, int n);
 
 /* Summed cross-entropy of the last forward pass's n images against labels. */
 double model_loss_sum(const model_ws_t *ws, const uint8_t *labels, int n);

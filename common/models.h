@@ -6,17 +6,22 @@
  * description. `edges` are the layer boundaries in the order backward
  * completes them (descending, edges[0] == nparams, edges[nedges-1] == 0):
  * the ranges [edges[i+1], edges[i]) a worker can push as soon as they are
- * final. "simpleconvnet" (model.h) is the default. */
+ * final. `layers` describes the model for the layer engine (layers.h);
+ * SimpleConvNet also has a hand-optimised engine (model.h), which engine.h
+ * runs for it (`optimized`). "simpleconvnet" is the default. */
 #ifndef MODELS_H
 #define MODELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model.h"
 
 #define MODELS_DEFAULT "simpleconvnet"
 #define MODELS_MAX_TENSORS 16
 #define MODELS_MAX_EDGES 16
+
+struct layer_def; /* layers.h */
 
 typedef struct {
     const char *name;
@@ -27,6 +32,10 @@ typedef struct {
     int nedges;
     const size_t *edges;
     double train_flop_per_image; /* forward + backward */
+    int nlayers;
+    const struct layer_def *layers; /* the layer table, input to output (layers.h) */
+    int optimized;  /* 1: engine.h runs model.h's SimpleConvNet engine, not the layer engine */
+    const char *pytorch_class; /* the torch.nn.Module that loads its files (tests/pytorch_model.py) */
 } model_def_t;
 
 /* The model called `name`, or NULL (see models_list for the names). */
@@ -34,6 +43,10 @@ const model_def_t *models_find(const char *name);
 
 /* The i-th model of the catalogue (0 is the default), NULL past the end. */
 const model_def_t *models_at(int i);
+
+/* PyTorch's default init of m's parameters (m->nparams floats), as
+ * model_init: one generator seeded with seed, tensors in state_dict order. */
+void models_init(const model_def_t *m, float *params, uint64_t seed);
 
 /* "simpleconvnet, ..." into buf, for messages and --help. Returns buf. */
 const char *models_list(char *buf, size_t len);

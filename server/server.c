@@ -379,7 +379,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
         fprintf(stderr, "error: cannot create %s: %s\n", s->o->out_dir, strerror(errno));
         return 1;
     }
-    if (modelfile_save(path, w, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, models_find(MODELS_DEFAULT), w, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return 1;
     }
@@ -399,7 +399,7 @@ static int s_independent_models(server_t *s, engine_t *e, double *mean)
     for (int i = 0; w && i < s->o->workers; i++) {
         char path[4200], err[600];
         cons_independent_path(s, i, path, sizeof path);
-        if (modelfile_load(path, "", w, err, sizeof err) != 0) {
+        if (modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err) != 0) {
             fprintf(stderr, "error: worker %d's model is missing (did it finish?): %s\n", i, err);
             status = 1;
             continue;
@@ -435,7 +435,7 @@ static int s_finish(server_t *s)
         metrics_run_end(s->db, s->run, "failed", 0.0, train_seconds);
         return 1;
     }
-    engine_t *e = engine_new(s->o->threads, 1, err, sizeof err);
+    engine_t *e = engine_new(models_find(MODELS_DEFAULT), s->o->threads, 1, err, sizeof err);
     int evaluated = e != NULL;
     if (!evaluated) /* the model is still saved: training went well */
         fprintf(stderr,

@@ -2,9 +2,11 @@
  * gradient + SGD step on shuffled minibatches), at a given thread count and
  * batch size, and where a step's time goes.
  *
- *   bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]
+ *   bench_model DATA_DIR THREADS BATCH [IMAGES] [profile] [MODEL]
  *
- * prints "model threads=T batch=B images_per_second=X" (the median of 3
+ * MODEL is a name of the catalogue (models.h; default simpleconvnet;
+ * profile: SimpleConvNet only). Prints "model threads=T batch=B
+ * images_per_second=X name=MODEL" (the median of 3
  * passes over IMAGES training images, default 10000), images per CPU-second,
  * the minimum, 10th percentile and median of the steps' wall times (ms)
  * and, with `profile`, a
@@ -60,10 +62,21 @@ int main(int argc, char **argv)
     if (argc < 4 || args_int("THREADS", argv[2], 1, 256, &threads) != 0 ||
         args_int("BATCH", argv[3], 1, 4096, &batch) != 0 ||
         (argc > 4 && args_int("IMAGES", argv[4], 1, 60000, &images) != 0)) {
-        fprintf(stderr, "usage: bench_model DATA_DIR THREADS BATCH [IMAGES] [profile]\n");
+        fprintf(stderr, "usage: bench_model DATA_DIR THREADS BATCH [IMAGES] [profile] [MODEL]\n");
         return 2;
     }
-    int profile = argc > 5 && strcmp(argv[5], "profile") == 0;
+    int profile = 0;
+    const model_def_t *m = models_find(MODELS_DEFAULT);
+    for (int i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "profile") == 0)
+            profile = 1;
+        else if (!(m = models_find(argv[i]))) {
+            char names[256];
+            fprintf(stderr, "error: '%s' is neither profile nor a model (%s)\n", argv[i],
+                    models_list(names, sizeof names));
+            return 2;
+        }
+    }
     idx_dataset_t ds;
     if (idx_load(argv[1], "train", &ds, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
@@ -71,15 +84,15 @@ int main(int argc, char **argv)
     }
     if (images > ds.count)
         images = ds.count;
-    engine_t *e = engine_new(threads, batch, err, sizeof err);
-    float *w = malloc(MODEL_NPARAMS * sizeof *w), *v = calloc(MODEL_NPARAMS, sizeof *v),
-          *g = malloc(MODEL_NPARAMS * sizeof *g);
+    engine_t *e = engine_new(m, threads, batch, err, sizeof err);
+    float *w = malloc(m->nparams * sizeof *w), *v = calloc(m->nparams, sizeof *v),
+          *g = malloc(m->nparams * sizeof *g);
     int *order = malloc((size_t)ds.count * sizeof *order);
     if (!e || !w || !v || !g || !order) {
         fprintf(stderr, "error: %s\n", e ? "out of memory" : err);
         return 1;
     }
-    model_init(w, 1);
+    models_init(m, w, 1);
     rng_t r;
     rng_seed(&r, 1);
     for (int i = 0; i < ds.count; i++)
@@ -109,12 +122,12 @@ int main(int argc, char **argv)
      * interrupted: the step time's low percentiles estimate a quiet machine's. */
     qsort(step_s, 3 * (size_t)nsteps, sizeof *step_s, s_cmp);
     printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f "
-           "step_ms_min=%.3f step_ms_p10=%.3f step_ms_median=%.3f\n",
+           "step_ms_min=%.3f step_ms_p10=%.3f step_ms_median=%.3f name=%s\n",
            threads, batch, ips[1], ipc[1], 1e3 * step_s[0], 1e3 * step_s[3 * nsteps / 10],
-           1e3 * step_s[3 * nsteps / 2]);
+           1e3 * step_s[3 * nsteps / 2], m->name);
     free(step_s);
 
-    if (profile) {
+    if (profile && m->optimized) {
         double prof[MODEL_PROF_N] = {0}, wall;
         engine_profile(e, 1);
         wall = s_pass(e, w, v, g, &ds, order, images, batch, NULL);

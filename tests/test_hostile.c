@@ -267,7 +267,7 @@ static int s_model_finite(const srv_t *v)
     static float w[MODEL_NPARAMS];
     char path[500], err[512];
     snprintf(path, sizeof path, "%s/model_distributed.safetensors", v->out);
-    if (modelfile_load(path, "", w, err, sizeof err) != 0)
+    if (modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err) != 0)
         return -1;
     return model_all_finite(w, MODEL_NPARAMS) ? 0 : -1;
 }
@@ -415,7 +415,7 @@ static void test_crash_after_done_resumes_to_done(void **state)
     if (code != 0)
         proc_cat(v.log);
     assert_int_equal(code, 0);
-    assert_int_equal(modelfile_load(model, "", saved, err, sizeof err), 0);
+    assert_int_equal(modelfile_load(model, models_find(MODELS_DEFAULT), "", saved, err, sizeof err), 0);
     assert_memory_equal(saved, last, sizeof last);
     assert_int_equal((int)proc_query(v.db, "select count(*) from runs where status = 'done'"), 1);
     assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'evicted'"),

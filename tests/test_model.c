@@ -21,6 +21,7 @@
 #include "idx.h"
 #include "model.h"
 #include "modelfile.h"
+#include "relerr.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -51,7 +52,7 @@ static int s_setup(void **state)
         free(fx);
         return -1;
     }
-    if (modelfile_load(FIXTURE, "", fx->params, err, sizeof err) != 0) {
+    if (modelfile_load(FIXTURE, models_find(MODELS_DEFAULT), "", fx->params, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -72,26 +73,6 @@ static int s_teardown(void **state)
     st_close(&fx->f);
     free(fx);
     return 0;
-}
-
-/* Largest |a-b| over the largest |b|: a relative error that is not fooled by
- * tiny entries. Prints the tensor's figure so a failure shows both sides. */
-static double s_rel_err(const char *what, const float *a, const float *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    size_t worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > num) {
-            num = d;
-            worst = i;
-        }
-        den = fmax(den, fabs((double)b[i]));
-    }
-    double rel = den > 0 ? num / den : num;
-    printf("  %-22s rel err %.2e (worst [%zu]: ours %.8g, pytorch %.8g)\n", what, rel, worst,
-           a[worst], b[worst]);
-    return rel;
 }
 
 static const float *s_tensor(fixture_t *fx, const char *name, size_t numel)
@@ -117,7 +98,7 @@ static void test_forward_matches_pytorch(void **state)
     fixture_t *fx = *state;
     model_ws_t *ws = model_ws_new(4);
     model_forward(fx->params, fx->images, 4, ws);
-    assert_true(s_rel_err("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) <
+    assert_true(relerr("logits", model_ws_logits(ws), s_tensor(fx, "logits", 40), 40) <
                 PYTORCH_TOL);
     model_ws_destroy(&ws);
 }
@@ -136,7 +117,7 @@ static void test_gradients_match_pytorch(void **state)
         char name[64];
         snprintf(name, sizeof name, "grad.%s", model_tensors[t].name);
         const float *g = s_tensor(fx, name, model_tensors[t].numel);
-        assert_true(s_rel_err(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
+        assert_true(relerr(name, grad + model_tensors[t].offset, g, model_tensors[t].numel) <
                     PYTORCH_TOL);
     }
     model_ws_destroy(&ws);
@@ -150,7 +131,7 @@ static void test_two_sgd_steps_match_pytorch(void **state)
     idx_dataset_t ds = s_fixture_ds(fx);
     for (int threads = 1; threads <= 2; threads++) {
         char err[256];
-        engine_t *e = engine_new(threads, 4, err, sizeof err);
+        engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 4, err, sizeof err);
         assert_non_null(e);
         static float w[MODEL_NPARAMS], v[MODEL_NPARAMS], g[MODEL_NPARAMS];
         memcpy(w, fx->params, sizeof w);
@@ -165,7 +146,7 @@ static void test_two_sgd_steps_match_pytorch(void **state)
             char name[64];
             snprintf(name, sizeof name, "after2.%s", model_tensors[t].name);
             const float *ref = s_tensor(fx, name, model_tensors[t].numel);
-            assert_true(s_rel_err(name, w + model_tensors[t].offset, ref, model_tensors[t].numel) <
+            assert_true(relerr(name, w + model_tensors[t].offset, ref, model_tensors[t].numel) <
                         PYTORCH_TOL);
         }
         engine_destroy(&e);
@@ -313,15 +294,15 @@ static void test_engine_deterministic(void **state)
     int idx[8] = {3, 1, 4, 0, 5, 2, 7, 6};
     static float g1[MODEL_NPARAMS], g2[MODEL_NPARAMS], g3[MODEL_NPARAMS];
     char err[256];
-    engine_t *e2 = engine_new(2, 8, err, sizeof err);
-    engine_t *e1 = engine_new(1, 8, err, sizeof err);
+    engine_t *e2 = engine_new(models_find(MODELS_DEFAULT), 2, 8, err, sizeof err);
+    engine_t *e1 = engine_new(models_find(MODELS_DEFAULT), 1, 8, err, sizeof err);
     double l1 = engine_gradient(e2, fx->params, &ds, idx, 8, g1);
     double l2 = engine_gradient(e2, fx->params, &ds, idx, 8, g2);
     double l3 = engine_gradient(e1, fx->params, &ds, idx, 8, g3);
     assert_memory_equal(g1, g2, sizeof g1);
     assert_true(l1 == l2);
     assert_true(fabs(l1 - l3) < 1e-6);
-    assert_true(s_rel_err("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
+    assert_true(relerr("1 vs 2 threads", g1, g3, MODEL_NPARAMS) < 1e-5);
     engine_destroy(&e1);
     engine_destroy(&e2);
 }
@@ -340,7 +321,7 @@ static void test_engine_step_matches_gradient_and_sgd(void **state)
     for (int threads = 1; threads <= 3; threads++)
         for (int n = 8; n >= 2; n -= 6) {
             char err[256];
-            engine_t *e = engine_new(threads, 8, err, sizeof err);
+            engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 8, err, sizeof err);
             assert_non_null(e);
             memcpy(wa, fx->params, sizeof wa);
             memcpy(wb, fx->params, sizeof wb);
@@ -408,7 +389,7 @@ static void test_engine_gradient_hooked(void **state)
                                {0, MODEL_CONV2_W}};
     for (int threads = 1; threads <= 3; threads++) {
         char err[256];
-        engine_t *e = engine_new(threads, 8, err, sizeof err);
+        engine_t *e = engine_new(models_find(MODELS_DEFAULT), threads, 8, err, sizeof err);
         assert_non_null(e);
         double lref = engine_gradient(e, fx->params, &ds, idx, 8, ref);
         for (size_t i = 0; i < MODEL_NPARAMS; i++)

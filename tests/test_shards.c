@@ -211,7 +211,7 @@ static void s_load_model(const group_run_t *r, float *w)
 {
     char path[400], err[512];
     snprintf(path, sizeof path, "%s/model_distributed.safetensors", r->dir);
-    assert_int_equal(modelfile_load(path, "", w, err, sizeof err), 0);
+    assert_int_equal(modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err), 0);
 }
 
 /* The share of its pushed bytes a worker sent before its backward pass

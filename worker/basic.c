@@ -1,7 +1,8 @@
 /* basic: single-process training, the original study's train_basic.py.
  * Trains on the first train_limit training images with SGD + momentum,
  * evaluates on the test set after every epoch, logs the run into the metrics
- * database as a run with one worker and saves a PyTorch-loadable model. */
+ * database as a run with one worker (an event "model" names the model) and
+ * saves a PyTorch-loadable model. Any model of the catalogue (--model). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ typedef struct {
     engine_t *eng;
     metrics_t *db;
     int64_t run;
-    float *params, *mom, *grad; /* MODEL_NPARAMS each */
+    float *params, *mom, *grad; /* the model's nparams each */
     int *order;                 /* the training images, in this epoch's order */
     int n, batches;             /* training images used, batches per epoch */
     progress_t prog;
@@ -40,20 +41,22 @@ static int s_setup(basic_t *b)
 {
     const worker_opts_t *o = b->o;
     char err[512];
-    b->eng = engine_new(o->threads, o->batch_size, err, sizeof err);
+    const model_def_t *m = o->model;
+    b->eng = engine_new(m, o->threads, o->batch_size, err, sizeof err);
     if (!b->eng) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
-    b->params = malloc(MODEL_NPARAMS * sizeof(float));
-    b->mom = calloc(MODEL_NPARAMS, sizeof(float));
-    b->grad = malloc(MODEL_NPARAMS * sizeof(float));
+    engine_dropout_seed(b->eng, o->seed, 0);
+    b->params = malloc(m->nparams * sizeof(float));
+    b->mom = calloc(m->nparams, sizeof(float));
+    b->grad = malloc(m->nparams * sizeof(float));
     b->order = malloc((size_t)b->n * sizeof(int));
     if (!b->params || !b->mom || !b->grad || !b->order) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
-    model_init(b->params, o->seed);
+    models_init(m, b->params, o->seed);
     /* Basic mode is the one-worker case of the distributed split. */
     shard_indices(o->seed, b->n, 1, 0, b->order);
 
@@ -73,7 +76,8 @@ static int s_setup(basic_t *b)
                                .momentum = o->momentum,
                                .seed = o->seed};
     b->run = metrics_run_begin(b->db, &info);
-    if (b->run < 0 || metrics_worker(b->db, b->run, 0, "basic", NULL, b->n, o->threads, 0) != 0) {
+    if (b->run < 0 || metrics_worker(b->db, b->run, 0, "basic", NULL, b->n, o->threads, 0) != 0 ||
+        metrics_event(b->db, b->run, 0.0, 0, "model", m->name) != 0) {
         fprintf(stderr, "error: %s\n", metrics_errmsg(b->db));
         return -1;
     }
@@ -120,14 +124,15 @@ static int s_save(const basic_t *b, double accuracy)
     char seed_s[32], acc_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)o->seed);
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
-    const char *meta[] = {"format",        "pt",  "mode", "basic", "seed", seed_s,
-                          "test_accuracy", acc_s, NULL};
+    const char *meta[] = {"format", "pt",   "mode",          "basic", "model",
+                          o->model->name, "seed", seed_s, "test_accuracy", acc_s,
+                          NULL};
     if (fs_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
                 strerror(errno));
         return -1;
     }
-    if (modelfile_save(path, b->params, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, o->model, b->params, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return -1;
     }
@@ -144,9 +149,9 @@ int basic_run(const worker_opts_t *o)
         return 1;
     b.n = (o->train_limit > 0 && o->train_limit < b.train.count) ? o->train_limit : b.train.count;
     b.batches = (b.n + o->batch_size - 1) / o->batch_size;
-    printf("basic mode: %s, %d training images, %d test images, batch %d, %d epochs, lr %g, "
+    printf("basic mode: %s, %s, %d training images, %d test images, batch %d, %d epochs, lr %g, "
            "momentum %g, seed %llu, %d threads\n",
-           o->dataset, b.n,
+           o->model->name, o->dataset, b.n,
            o->test_limit > 0 && o->test_limit < b.test.count ? o->test_limit : b.test.count,
            o->batch_size, o->epochs, o->lr, o->momentum, (unsigned long long)o->seed, o->threads);
     if (s_setup(&b) != 0)

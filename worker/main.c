@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "idx.h"
+#include "models.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -35,6 +36,8 @@ static void s_usage(FILE *f)
             "  --basic               train alone, with no server\n"
             "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
             "Options:\n"
+            "  --model NAME          the model to train (basic; default " MODELS_DEFAULT "; see\n"
+            "                        Models below)\n"
             "  --dataset NAME        mnist or fashion-mnist (basic; default mnist; with --server\n"
             "                        the server's)\n"
             "  --data-dir DIR        the data set's IDX files, raw or .gz (default: mnist\n"
@@ -71,8 +74,12 @@ static void s_usage(FILE *f)
             "  -h, --help            this help\n"
             "\n"
             "The last line printed is a machine-readable summary, e.g.\n"
-            "  summary: epochs=5 test_accuracy=99.16 train_seconds=53.7 images_per_second=5590\n",
+            "  summary: epochs=5 test_accuracy=99.16 train_seconds=53.7 images_per_second=5590\n"
+            "\n"
+            "Models (--model):\n",
             args_cpus());
+    for (int i = 0; models_at(i); i++)
+        fprintf(f, "  %-14s %s\n", models_at(i)->name, models_at(i)->summary);
 }
 
 /* Reads the flags into *o and *basic, checking each value and how they go
@@ -102,7 +109,8 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         O_SERVER_KEY,
         O_COMPRESS,
         O_PUSH_EVERY,
-        O_DATASET /* issue 14 */
+        O_DATASET, /* issue 14 */
+        O_MODEL
     };
     static const struct option longopts[] = {
         {"basic", no_argument, 0, O_BASIC},
@@ -126,6 +134,7 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
         {"compress", required_argument, 0, O_COMPRESS},
         {"push-every", required_argument, 0, O_PUSH_EVERY},
         {"dataset", required_argument, 0, O_DATASET},
+        {"model", required_argument, 0, O_MODEL},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -176,6 +185,15 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
                 bad = 1;
             }
             break;
+        case O_MODEL:
+            o->model = models_find(optarg);
+            if (!o->model) {
+                char names[256];
+                fprintf(stderr, "error: --model '%s' is not one of %s\n", optarg,
+                        models_list(names, sizeof names));
+                bad = 1;
+            }
+            break;
         case 'h': s_usage(stdout); return 1;
         default: bad = 1; break;
         }
@@ -191,6 +209,10 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
     if (!bad && o->server && o->dataset) {
         fprintf(stderr, "error: --dataset is for --basic; with --server the server's "
                         "--dataset decides\n");
+        bad = 1;
+    }
+    if (!bad && o->server && o->model) {
+        fprintf(stderr, "error: --model is for --basic; with --server the server decides\n");
         bad = 1;
     }
     if (!bad && (o->curve_secret != NULL) != (o->server_key != NULL)) {
@@ -221,6 +243,8 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     if (basic && !o.dataset)
         o.dataset = "mnist";
+    if (basic && !o.model)
+        o.model = models_find(MODELS_DEFAULT);
     if (o.threads == 0)
         o.threads = basic ? args_cpus() : 1;
     if ((o.batch_size + o.threads - 1) / o.threads > 128) {
