@@ -324,8 +324,8 @@ static int s_read_tensors(server_t *s, const st_file_t *f, char *err, size_t n)
                        s_read_flat(f, "momentum", s->v, s->n, err, n) != 0
                    ? -1
                    : 0;
-    return modelfile_read(f, path, models_find(MODELS_DEFAULT), "", s->w, err, n) != 0 ||
-                   modelfile_read(f, path, models_find(MODELS_DEFAULT), "momentum.", s->v, err, n) != 0
+    return modelfile_read(f, path, s->model, "", s->w, err, n) != 0 ||
+                   modelfile_read(f, path, s->model, "momentum.", s->v, err, n) != 0
                ? -1
                : 0;
 }

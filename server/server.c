@@ -379,7 +379,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
         fprintf(stderr, "error: cannot create %s: %s\n", s->o->out_dir, strerror(errno));
         return 1;
     }
-    if (modelfile_save(path, models_find(MODELS_DEFAULT), w, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, s->model, w, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return 1;
     }
@@ -399,7 +399,7 @@ static int s_independent_models(server_t *s, engine_t *e, double *mean)
     for (int i = 0; w && i < s->o->workers; i++) {
         char path[4200], err[600];
         cons_independent_path(s, i, path, sizeof path);
-        if (modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err) != 0) {
+        if (modelfile_load(path, s->model, "", w, err, sizeof err) != 0) {
             fprintf(stderr, "error: worker %d's model is missing (did it finish?): %s\n", i, err);
             status = 1;
             continue;
@@ -435,7 +435,7 @@ static int s_finish(server_t *s)
         metrics_run_end(s->db, s->run, "failed", 0.0, train_seconds);
         return 1;
     }
-    engine_t *e = engine_new(models_find(MODELS_DEFAULT), s->o->threads, 1, err, sizeof err);
+    engine_t *e = engine_new(s->model, s->o->threads, 1, err, sizeof err);
     int evaluated = e != NULL;
     if (!evaluated) /* the model is still saved: training went well */
         fprintf(stderr,
@@ -551,13 +551,13 @@ static int s_load_data(server_t *s)
 static int s_init_weights(const server_t *s, float *w)
 {
     if (s->n == s->model->nparams) {
-        model_init(w, s->o->seed);
+        models_init(s->model, w, s->o->seed);
         return 0;
     }
     float *all = malloc(s->model->nparams * sizeof(float));
     if (!all)
         return -1;
-    model_init(all, s->o->seed);
+    models_init(s->model, all, s->o->seed);
     memcpy(w, all + s->lo, s->n * sizeof(float));
     free(all);
     return 0;

@@ -213,7 +213,7 @@ static int s_prepare(dist_t *d)
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
     d->test_limit = o->test_limit > 0 ? o->test_limit : (int)w->test_limit;
     d->batches = (d->n + (int)w->batch_size - 1) / (int)w->batch_size;
-    d->eng = engine_new(models_find(MODELS_DEFAULT), o->threads, (int)w->batch_size, err, sizeof err);
+    d->eng = engine_new(d->c.model, o->threads, (int)w->batch_size, err, sizeof err);
     if (!d->eng) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
