@@ -276,12 +276,13 @@ static void s_sync_over_servers(const char *model, int most)
                                                    "(select max(t) from shard_stats)"),
                              12);
             assert_true(proc_contains(r.head_log, "final weights received"));
-            /* every range but the first layer's leaves before backward has
-             * ended: overlapped */
+            /* SimpleConvNet's engine: fc's parts (92% of the bytes) leave
+             * before the convolutions' backward, overlapped; the layer
+             * engine reports every range at the end */
             int pct = s_overlap_percent(r.worker_log[0]);
             printf("  %s, %d servers: %d%% of the pushed bytes left before backward ended\n", model,
                    S, pct);
-            assert_true(pct >= 80);
+            assert_true(m->optimized ? pct >= 80 : pct == 0);
         }
     }
     models_init(m, w0, 1);

@@ -157,6 +157,7 @@ typedef struct {
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
     float *mom;          /* mode independent: the momentum of its own SGD (on local) */
     double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
+    int ready_calls;     /* ranges of this step's gradient the engine has reported */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -304,6 +305,7 @@ static void s_begin_push(dist_t *d, uint64_t push, int epoch)
     p.step = push;
     p.epoch = (uint32_t)epoch;
     p.incarnation = d->w.incarnation;
+    d->ready_calls = 0;
     link_push_begin(&d->c, &p, d->gbuf, wire_gradient_encoding((Ps__Compression)d->o->compress),
                     d->o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? d->residual : NULL);
 }
@@ -404,10 +406,10 @@ static void s_part_ready(void *arg, size_t lo, size_t hi, double loss)
 {
     dist_t *d = arg;
     d->c.push.loss = (float)loss;
+    /* The engine's first ranges come while backward still runs: overlapped. */
+    int early = d->ready_calls++ < engine_ranges_in_backward(d->eng);
     if (d->c.pushing)
-        /* Every range but the first layer's (lo 0, final when backward
-         * ends) comes while backward still runs: overlapped. */
-        link_push_ready(&d->c, lo, hi, lo > 0); /* failure: s_finish_push sees it */
+        link_push_ready(&d->c, lo, hi, early); /* failure: s_finish_push sees it */
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are
