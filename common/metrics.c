@@ -573,15 +573,18 @@ static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const cha
 int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
 {
     assert(m && out);
-    /* A version 1 database (read-only: not upgraded) has no model column. */
+    /* A version 1 database (read-only: not upgraded) has no model column;
+     * a run without one may name its model in an event "model" (basic). */
     sqlite3_stmt *st = s_query(
         m,
         m->version >= 2
             ? "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, model "
+              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, "
+              "coalesce(model, (SELECT detail FROM events WHERE run_id = ?1 AND kind = 'model')) "
               "FROM runs WHERE id = ?1"
             : "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, NULL "
+              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, "
+              "(SELECT detail FROM events WHERE run_id = ?1 AND kind = 'model') "
               "FROM runs WHERE id = ?1",
         id);
     if (!st)

@@ -132,7 +132,8 @@ typedef struct {
     int64_t id;
     char mode[32], host[128], status[32];
     char dataset[64]; /* "mnist", "fashion-mnist"; older runs: the data directory */
-    char model[32];   /* "simpleconvnet"...; "" for a run of schema version 1 */
+    char model[32];   /* "simpleconvnet"...: runs.model, else its event "model";
+                       * "" when neither (a run from before models) */
     double started_at, lr, momentum, final_accuracy, train_seconds;
     int workers, epochs, batch_size, threads, staleness, train_limit;
     uint64_t seed;

@@ -377,6 +377,8 @@ static void test_version_1_upgraded(void **state)
                      " compute_seconds REAL, push_seconds REAL, pull_seconds REAL,"
                      " wait_seconds REAL, images INTEGER, bytes_sent INTEGER,"
                      " bytes_received INTEGER, t REAL);"
+                     "CREATE TABLE events(run_id INTEGER NOT NULL, t REAL, worker_id INTEGER,"
+                     " kind TEXT, detail TEXT);"
                      "INSERT INTO runs(mode, status) VALUES('sync', 'done');"
                      "PRAGMA user_version = 1;",
                      NULL, NULL, NULL),
@@ -573,6 +575,7 @@ static void test_read_queries(void **state)
     int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync);
     int64_t r3 = metrics_run_begin(w, &basic); /* a later basic run without epochs */
     assert_true(r1 > 0 && r2 > r1 && r3 > r2);
+    assert_int_equal(metrics_event(w, r1, 0.0, 0, "model", "widecnn"), 0);
     assert_int_equal(metrics_step(w, r1, 0, 1, 1, 2.5, 0.1), 0);
     assert_int_equal(metrics_step(w, r1, 0, 2, 1, NAN, 0.2), 0); /* stored as NULL */
     assert_int_equal(metrics_step(w, r2, 1, 1, 1, 1.5, 0.3), 0);
@@ -599,7 +602,7 @@ static void test_read_queries(void **state)
     assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 && row.threads == 2 &&
                 row.train_limit == 100);
     assert_true(isfinite(row.started_at));
-    assert_string_equal(row.model, ""); /* not given */
+    assert_string_equal(row.model, "widecnn"); /* not given: its event's */
     assert_int_equal(metrics_run_get(m, r2, &row), 1);
     assert_string_equal(row.status, "running");
     assert_string_equal(row.model, "lenet5");
