@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: study bench-portable cairo-check valgrind bench-net bench-shards check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: study bench-portable cairo-check valgrind bench-net bench-shards bench-replication check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -244,7 +244,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net bench-shards
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net bench-shards bench-replication
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -308,6 +308,11 @@ bench-net: all
 # root: network namespaces).
 bench-shards: all
 	@BUILD=$(B) tests/bench-shards.sh
+
+# What a hot standby costs a loopback sync step, and the fail-over stall
+# (median of 5 kills of a shard's primary); see tests/bench-replication.sh.
+bench-replication: all
+	@BUILD=$(B) tests/bench-replication.sh
 endif
 
 # Binaries, docs, systemd units (paths rewritten for PREFIX), example

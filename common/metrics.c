@@ -776,6 +776,23 @@ int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ct
     return s_query_end(m, st, rc, "read the servers' figures");
 }
 
+int metrics_failovers_each(metrics_t *m, int64_t run, metrics_failover_fn fn, void *ctx)
+{
+    assert(m && fn);
+    sqlite3_stmt *st = s_query(m,
+                               "SELECT e.t, (SELECT min(step) FROM steps s WHERE s.run_id = ?1 AND "
+                               "s.worker_id = (SELECT min(worker_id) FROM steps WHERE run_id = ?1) "
+                               "AND s.t >= e.t) FROM events e WHERE e.run_id = ?1 AND e.kind = "
+                               "'failover' ORDER BY e.t",
+                               run);
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ctx, s_col_real(st, 0), s_col_real(st, 1));
+    return s_query_end(m, st, rc, "read the fail-overs");
+}
+
 int metrics_study_each(metrics_t *m, metrics_study_fn fn, void *ctx)
 {
     assert(m && fn);

@@ -189,6 +189,13 @@ typedef void (*metrics_shard_fn)(void *ctx, int shard, double bytes_in, double b
                                  double updates, double apply_seconds);
 int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx);
 
+/* A run's fail-overs (events of kind 'failover': a standby took over a
+ * shard), in time order: when (seconds since the start) and the step the
+ * lowest-numbered worker with steps was at then (its first step at or after
+ * that time; NAN when it made none after). 0, or -1 (metrics_errmsg). */
+typedef void (*metrics_failover_fn)(void *ctx, double t, double step);
+int metrics_failovers_each(metrics_t *m, int64_t run, metrics_failover_fn fn, void *ctx);
+
 /* One configuration of a study (table study_runs, which study/run-study.sh
  * creates and fills: one row per configuration it ran; run_id 0 when the
  * run left no runs row). */

@@ -11,7 +11,8 @@
 # Environment: MODEL (a model of the catalogue: simpleconvnet, lenet5, mlp,
 # widecnn; simpleconvnet), WORKERS (2), MODE (sync|async|ssp|independent, sync),
 # STALENESS (2), EPOCHS (5), PORT (5555; shard I listens on PORT+I), SHARDS
-# (server processes, 1), THREADS (threads per worker, 1), TRAIN_LIMIT,
+# (server processes, 1), REPLICAS (1: a hot standby for every shard, on
+# PORT+100+I, and SHARDS defaults to 2; the head has none yet), THREADS (threads per worker, 1), TRAIN_LIMIT,
 # DATASET (mnist|fashion-mnist, mnist), LR_SCALING (sync: linear, the
 # others: none; see README "Learning rate with K workers"), WARMUP_EPOCHS
 # (1), MNIST_DIR (data), DB (results/metrics.db), OUT (results), BUILD
@@ -19,12 +20,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2} MODE=${MODE:-sync} STALENESS=${STALENESS:-2} EPOCHS=${EPOCHS:-5}
+REPLICAS=${REPLICAS:-0}
+[[ $REPLICAS =~ ^[01]$ ]] || { echo "run-local: REPLICAS=$REPLICAS: must be 0 or 1 (a standby per shard)" >&2; exit 2; }
+[ "$REPLICAS" = 1 ] && SHARDS=${SHARDS:-2}
 PORT=${PORT:-5555} SHARDS=${SHARDS:-1} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
 DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist} bin=${BUILD:-build}
 MODEL=${MODEL:-simpleconvnet}
 # The others reach the programs, which check them; these two are our arithmetic.
 [[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "run-local: SHARDS=$SHARDS: must be a number of server processes, 1..99" >&2; exit 2; }
-[[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT + SHARDS - 1 <= 65535)) ||
+((REPLICAS == 0 || SHARDS > 1)) || { echo "run-local: REPLICAS=1 protects the shards 1..SHARDS-1; the head has no standby yet: give SHARDS=2 or more" >&2; exit 2; }
+[[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT + 100 + SHARDS - 1 <= 65535)) ||
     { echo "run-local: PORT=$PORT: must be a TCP port, with PORT+SHARDS-1 <= 65535 (shard I listens on PORT+I)" >&2; exit 2; }
 [ "$MODE" = sync ] && LR_SCALING=${LR_SCALING:-linear} || LR_SCALING=${LR_SCALING:-none}
 WARMUP_EPOCHS=${WARMUP_EPOCHS:-1}
@@ -55,7 +60,7 @@ fi
 
 group=()
 ((SHARDS > 1)) && group=(--shards "$SHARDS")
-echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)), $WORKERS workers, $MODEL, mode $MODE, $DATASET, lr scaling $LR_SCALING"
+echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)$( ((REPLICAS)) && echo ", each shard with a hot standby")), $WORKERS workers, $MODEL, mode $MODE, $DATASET, lr scaling $LR_SCALING"
 start=$EPOCHREALTIME
 "$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --model "$MODEL" --workers "$WORKERS" --mode "$MODE" \
     --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --dataset "$DATASET" "${data[@]}" \
@@ -63,13 +68,21 @@ start=$EPOCHREALTIME
     --db "$DB" --out "$OUT" >"$OUT/logs/server.log" 2>&1 &
 server=$!
 pids+=("$server")
-declare -A name=([$server]="the paramserver (head)") log=([$server]="$OUT/logs/server.log")
+declare -A name=([$server]="the paramserver (head)") log=([$server]="$OUT/logs/server.log") primary=()
 servers=("$server")
 for ((i = 1; i < SHARDS; i++)); do
     "$bin"/paramserver --shard "$i" --head "tcp://127.0.0.1:$PORT" --bind "tcp://127.0.0.1:$((PORT + i))" \
         --checkpoint "$OUT/checkpoint-shard$i.safetensors" >"$OUT/logs/shard$i.log" 2>&1 &
     pids+=("$!") && servers+=("$!")
     name[$!]="shard $i" log[$!]=$OUT/logs/shard$i.log
+    primary[$!]=1
+done
+for ((i = 1; i < SHARDS && REPLICAS; i++)); do
+    # Its primary must be listening first: the standby asks it who it is.
+    "$bin"/paramserver --replica-of "tcp://127.0.0.1:$((PORT + i))" --bind "tcp://127.0.0.1:$((PORT + 100 + i))" \
+        --out "$OUT" --checkpoint "$OUT/checkpoint-standby$i.safetensors" >"$OUT/logs/standby$i.log" 2>&1 &
+    pids+=("$!") && servers+=("$!")
+    name[$!]="the standby of shard $i" log[$!]=$OUT/logs/standby$i.log
 done
 workers=()
 for ((k = 0; k < WORKERS; k++)); do
@@ -88,7 +101,9 @@ pids+=("$!")
 while ((${#servers[@]})); do
     status=0
     wait -n -p ended "${servers[@]}" || status=$?
-    if [ "$status" -ne 0 ]; then
+    if [ "$status" -ne 0 ] && ((REPLICAS)) && [ -n "${primary[$ended]:-}" ]; then
+        echo "run-local: ${name[$ended]} failed (exit $status); its standby takes over; see ${log[$ended]}" >&2
+    elif [ "$status" -ne 0 ]; then
         echo "run-local: ${name[$ended]} failed (exit $status); see ${log[$ended]}:" >&2
         tail -5 "${log[$ended]}" >&2
         exit 1   # the EXIT trap stops the others

@@ -66,6 +66,7 @@ typedef struct {
     s_worker_t *w;
     int nw;
     s_xy_t mb_in, mb_out;
+    s_xy_t failover; /* x: the step of the first worker when a standby took over, y: t */
 } s_run_t;
 
 static void s_die_oom(void)
@@ -112,6 +113,7 @@ static void s_run_free(s_run_t *r)
     r->nw = 0;
     s_xy_free(&r->mb_in);
     s_xy_free(&r->mb_out);
+    s_xy_free(&r->failover);
 }
 
 /* The worker with this id, added if new. */
@@ -182,11 +184,19 @@ static void s_add_shard(void *ctx, int shard, double bytes_in, double bytes_out,
     s_xy_push(&r->mb_out, shard, bytes_out / 1e6);
 }
 
+static void s_add_failover(void *ctx, double t, double step)
+{
+    s_run_t *r = ctx;
+    if (isfinite(step))
+        s_xy_push(&r->failover, step, t);
+}
+
 static int64_t s_load_run_data(metrics_t *m, s_run_t *r)
 {
     int64_t nsteps = metrics_steps_each(m, r->row.id, s_add_loss, r);
     if (nsteps < 0 || metrics_epochs_each(m, r->row.id, s_add_acc, s_add_secs, r) != 0 ||
-        metrics_shards_each(m, r->row.id, s_add_shard, r) != 0) {
+        metrics_shards_each(m, r->row.id, s_add_shard, r) != 0 ||
+        metrics_failovers_each(m, r->row.id, s_add_failover, r) != 0) {
         fprintf(stderr, "psreport: reading run %lld: %s\n", (long long)r->row.id,
                 metrics_errmsg(m));
         return -1;
@@ -454,6 +464,15 @@ static void s_loss_panel(plot_panel_t *p, const s_run_t *r, int single)
     int cut = k && lo >= 0 && top > hi * 1.08;
     if (cut)
         plot_panel_yrange(p, 0, hi * 1.08);
+    /* Each fail-over (a standby took over a shard) as a vertical line at
+     * the step the first worker was at. */
+    for (size_t j = 0; k && j < r->failover.n; j++) {
+        double x[2] = {r->failover.x[j], r->failover.x[j]}, y[2] = {0, cut ? hi * 1.08 : top};
+        plot_series_t *s = plot_panel_line(p, x, y, 2, plot_palette(3),
+                                           j ? NULL : "fail-over (a standby took over)");
+        plot_series_dashed(s, 1);
+        plot_series_width(s, 1.5);
+    }
     snprintf(label, sizeof label, "iteration (step)%s",
              cut ? "; y axis cut at the 99th percentile of the loss" : "");
     plot_panel_labels(p, label, "cross-entropy loss");

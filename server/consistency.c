@@ -139,21 +139,24 @@ static void s_sync_check_round(server_t *s)
         if (s->slots[i].round_g)
             g[k++] = s->slots[i].round_g;
     float lr = (float)cons_lr_now(s);
-    if (s_apply_average(s, g, k) != 0) {
+    int applied = s_apply_average(s, g, k) == 0;
+    if (!applied) {
         srv_log(s,
                 "round of %d gradients not applied: their average would make the weights "
                 "overflow",
                 k);
         srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "round_refused",
                                 "average not finite"));
-    } else if (replica_forward(s, s->rep_g, lr) != 0)
-        return; /* fenced: the round is answered by the new primary */
+    }
     s->round_arrived = 0;
+    for (int i = 0; i < s->o->workers; i++)
+        s->slots[i].round_g = NULL;
+    if (applied && replica_forward(s, s->rep_g, lr) != 0)
+        return; /* fenced: the round is answered by the new primary */
     double now = clock_now();
     snapshot_t snap = SNAPSHOT_INIT;
     for (int i = 0; i < s->o->workers; i++) {
         slot_t *sl = &s->slots[i];
-        sl->round_g = NULL;
         if (sl->pending)
             s_release(s, sl, now, &snap, sl->active);
     }

@@ -202,8 +202,8 @@ static void s_send_membership_to(server_t *s, int i, int standby, uint64_t reque
     env.body_case = PS__ENVELOPE__BODY_MEMBERSHIP;
     env.membership = &m;
     env.request_id = request;
-    long n = wire_send(s->sock, standby ? &g->sh[i].sb_peer : &g->sh[i].peer, &env, NULL,
-                       ZMQ_DONTWAIT);
+    long n =
+        wire_send(s->sock, standby ? &g->sh[i].sb_peer : &g->sh[i].peer, &env, NULL, ZMQ_DONTWAIT);
     if (n < 0)
         srv_log(s, "warning: cannot send the membership to shard %d%s: %s", i,
                 standby ? "'s standby" : "", zmq_strerror(errno));
@@ -486,17 +486,17 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
         snprintf(why, sizeof why,
                  "shard %u cannot join: its CurveZMQ key is not in the head's --shard-keys %s",
                  j->shard, s->o->shard_keys);
-    } else if (s->started && j->endpoint && j->endpoint[0] && g->sh[j->shard].given[0] &&
-               strcmp(j->endpoint, g->sh[j->shard].given) != 0) {
+    } else if (s->started && !j->standby && j->endpoint && j->endpoint[0] &&
+               g->sh[j->shard].given[0] && strcmp(j->endpoint, g->sh[j->shard].given) != 0) {
         snprintf(why, sizeof why,
                  "shard %u must come back at %s, where the workers reach it (restart it with "
                  "that --bind or --advertise)",
                  j->shard, g->sh[j->shard].given);
     } else {
         member_shard_t *sh = &g->sh[j->shard];
-        int primary_alive = sh->joined && !s_same_peer(&sh->peer, peer) &&
-                            transport_connected(s, &sh->peer);
-        if (j->standby || (primary_alive && sh->endpoint[0] && s->started)) {
+        int primary_alive =
+            sh->joined && !s_same_peer(&sh->peer, peer) && transport_connected(s, &sh->peer);
+        if (j->standby || (primary_alive && sh->endpoint[0])) {
             s_on_standby_join(s, peer, j);
             return;
         }
@@ -575,6 +575,10 @@ static void s_on_standby_ping(server_t *s, const wire_peer_t *peer, const Ps__Sh
 {
     member_shard_t *sh =
         p->shard >= 1 && p->shard < (uint32_t)s_shards(s) ? &s->group->sh[p->shard] : NULL;
+    if (sh && sh->joined && s_same_peer(&sh->peer, peer)) {
+        s_ack(s, peer); /* sent before its promotion, which crossed it */
+        return;
+    }
     if (!sh || !sh->sb_joined || !s_same_peer(&sh->sb_peer, peer)) {
         srv_log_refused(s, "refused a ping from a standby of shard %u it does not know", p->shard);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED,
@@ -1170,8 +1174,7 @@ static int s_link_read(server_t *s)
                 s->fenced = 1;
                 fail = 1;
             }
-        }
-        else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
+        } else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
             g->head_known = 0; /* the table that follows is this head's first */
             s->term = m.env->shard_welcome->term;
@@ -1346,8 +1349,7 @@ static int s_locate_primary(void *ctx, server_opts_t *mine)
                     "error: --replica-of %s is not a shard of a server group (%s): a standby "
                     "copies a shard (paramserver --shard I); the head has no standby in this "
                     "release\n",
-                    mine->replica_of,
-                    at ? "it is a head" : "it answered with something else");
+                    mine->replica_of, at ? "it is a head" : "it answered with something else");
             wire_msg_close(&m);
             break;
         }
@@ -1358,7 +1360,8 @@ static int s_locate_primary(void *ctx, server_opts_t *mine)
         wire_msg_close(&m);
     }
     if (rc != 0 && clock_now() >= end)
-        fprintf(stderr, "error: no answer from --replica-of %s within %.0f s (--register-timeout)\n",
+        fprintf(stderr,
+                "error: no answer from --replica-of %s within %.0f s (--register-timeout)\n",
                 mine->replica_of, mine->register_timeout);
     zmq_close(sock);
     return rc;

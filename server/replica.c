@@ -223,8 +223,9 @@ void replica_tick(server_t *s)
     }
     if (s->synced && now - s->primary_heard > s->failover && now - s->promote_asked > 0.5) {
         if (s->promote_asked == 0)
-            srv_log(s, "the primary has been silent for %.1f s: asking the head to promote "
-                       "this standby",
+            srv_log(s,
+                    "the primary has been silent for %.1f s: asking the head to promote "
+                    "this standby",
                     now - s->primary_heard);
         s->promote_asked = now;
         group_ask_term(s, 1, 0);
@@ -271,10 +272,16 @@ void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     const Ps__ReplicaUpdate *u = m->env->replica_update;
     char why[300];
     if (!s->standby || u->term < s->term) {
-        snprintf(why, sizeof why,
-                 "the update's term %llu is over: shard %d is served in term %llu by %s",
-                 (unsigned long long)u->term, s->shard, (unsigned long long)s->term,
-                 s->standby ? "another server" : "this one");
+        if (s->standby)
+            snprintf(why, sizeof why,
+                     "the update's term %llu is over: shard %d is in term %llu, served by another "
+                     "server",
+                     (unsigned long long)u->term, s->shard, (unsigned long long)s->term);
+        else
+            snprintf(why, sizeof why,
+                     "this server serves shard %d in term %llu: it takes no replica updates (a "
+                     "sender that was its primary is fenced)",
+                     s->shard, (unsigned long long)s->term);
         srv_log_refused(s, "refused a replica update: %s", why);
         srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
         return;

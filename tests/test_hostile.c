@@ -1184,6 +1184,159 @@ static void test_group_messages_refused(void **state)
     s_stop(&v);
 }
 
+/* The endpoint a shard or standby log says workers reach it at, waited
+ * for up to 30 s. */
+static void s_reach_ep(const char *log, char *ep, size_t n)
+{
+    for (double end = clock_now() + 30 * proc_time_scale(); clock_now() < end; usleep(20000)) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *at = strstr(line, "workers reach it at ");
+            if (at && sscanf(at + 20, "%255s", ep) == 1 && n > strlen(ep)) {
+                fclose(f);
+                return;
+            }
+        }
+        if (f)
+            fclose(f);
+    }
+    proc_cat(log);
+    fail_msg("%s names no endpoint", log);
+}
+
+static int s_term_ask(void *sock, uint32_t shard, uint64_t term, int promote, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__ShardTerm t = PS__SHARD_TERM__INIT;
+    t.shard = shard;
+    t.term = term;
+    t.promote = promote;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+    env.shard_term = &t;
+    return s_group_ask(sock, &env, m);
+}
+
+/* A ReplicaUpdate of kind `kind` for a range of `count` values (a tensor
+ * of zeros unless count is 0), at term and version. */
+static int s_replica_send(void *sock, int kind, uint64_t term, uint64_t version, uint32_t offset,
+                          uint32_t count, wire_msg_t *m)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__ReplicaUpdate u = PS__REPLICA_UPDATE__INIT;
+    uint64_t steps[1] = {0};
+    uint32_t inc[1] = {0};
+    u.kind = (Ps__ReplicaKind)kind;
+    u.term = term;
+    u.version = version;
+    u.lr = 0.01f;
+    u.n_steps = u.n_incarnations = 1;
+    u.steps = steps;
+    u.incarnations = inc;
+    u.offset = offset;
+    u.count = count;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_UPDATE;
+    env.replica_update = &u;
+    zmq_msg_t t;
+    static float zeros[MODEL_NPARAMS];
+    if (count)
+        assert_int_equal(wire_tensor_encode_n(&t, zeros, count, 0, NULL), 0);
+    int kind_got = s_ask_msg(sock, &env, count ? &t : NULL, m);
+    if (kind_got >= 0)
+        s_show("replica update", m);
+    return kind_got;
+}
+
+/* The hot standby's messages from hostile or broken peers (issue 12): term
+ * changes from strangers, from an unsynced standby, for a shard out of
+ * range; Locate with a wrong token; replica updates to a primary, at an
+ * old term, out of order, with a tensor where none belongs or none where
+ * one does; a worker's request to a standby. Each is refused and nothing
+ * changes: the run then trains to the end. */
+static void test_standby_messages_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "standby", 0, "--workers", "1", "--shards", "2", "--test-limit", "10",
+            "--train-limit", "640", "--epochs", "1", NULL);
+    char slog[500], blog[500], sep[256], bep[256];
+    snprintf(slog, sizeof slog, "%s/shard1.log", v.dir);
+    snprintf(blog, sizeof blog, "%s/standby1.log", v.dir);
+    const char *sargv[] = {
+        proc_env.server,      "--shard", "1", "--head", v.ep, "--bind", "tcp://127.0.0.1:*",
+        "--checkpoint-every", "0",       NULL};
+    pid_t shard = proc_spawn(slog, sargv);
+    s_reach_ep(slog, sep, sizeof sep);
+    void *ctx = zmq_ctx_new(), *x = proc_dealer(ctx, v.ep), *xs = proc_dealer(ctx, sep);
+    wire_msg_t m;
+    /* term changes: a shard out of range, from a stranger */
+    s_expect_error(s_term_ask(x, 9, 1, 1, &m), &m, PS__ERROR_CODE__ERROR_MALFORMED);
+    s_expect_error(s_term_ask(x, 1, 1, 1, &m), &m, PS__ERROR_CODE__ERROR_FENCED);
+    s_expect_error(s_term_ask(x, 1, 1, 0, &m), &m, PS__ERROR_CODE__ERROR_FENCED);
+    /* a Locate from a stranger's connection, with a made-up token (before
+     * the run: no worker is known yet) */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Locate loc = PS__LOCATE__INIT;
+    loc.token = 12345;
+    env.body_case = PS__ENVELOPE__BODY_LOCATE;
+    env.locate = &loc;
+    s_expect_error(s_group_ask(x, &env, &m), &m, PS__ERROR_CODE__ERROR_STATE);
+    /* the shard says who it is (what --replica-of asks) */
+    env.request_id = 0;
+    assert_int_equal(s_group_ask(xs, &env, &m), PS__ENVELOPE__BODY_LOCATED);
+    assert_int_equal(m.env->located->shard, 1);
+    assert_string_equal(m.env->located->head, v.ep);
+    wire_msg_close(&m);
+    /* replica updates to a primary: its term is not over */
+    s_expect_error(s_replica_send(xs, PS__REPLICA_KIND__REPLICA_UPDATE, 5, 1, MODEL_NPARAMS / 2,
+                                  MODEL_NPARAMS - MODEL_NPARAMS / 2, &m),
+                   &m, PS__ERROR_CODE__ERROR_FENCED);
+    /* a heartbeat with a tensor, an update without one */
+    s_expect_error(s_replica_send(xs, PS__REPLICA_KIND__REPLICA_BEAT, 1, 0, 0, 10, &m), &m,
+                   PS__ERROR_CODE__ERROR_MALFORMED);
+    s_expect_error(s_replica_send(xs, PS__REPLICA_KIND__REPLICA_UPDATE, 1, 0, 0, 0, &m), &m,
+                   PS__ERROR_CODE__ERROR_MALFORMED);
+    /* a real standby, then a stranger's updates to it */
+    const char *bargv[] = {proc_env.server,     "--replica-of", sep,   "--bind",
+                           "tcp://127.0.0.1:*", "--out",        v.out, NULL};
+    pid_t standby = proc_spawn(blog, bargv);
+    s_reach_ep(blog, bep, sizeof bep);
+    for (double end = clock_now() + 30; clock_now() < end && !proc_contains(blog, "holds the");)
+        usleep(20000);
+    assert_true(proc_contains(blog, "holds the primary's state"));
+    void *xb = proc_dealer(ctx, bep);
+    s_expect_error(s_replica_send(xb, PS__REPLICA_KIND__REPLICA_UPDATE, 0, 1, MODEL_NPARAMS / 2,
+                                  MODEL_NPARAMS - MODEL_NPARAMS / 2, &m),
+                   &m, PS__ERROR_CODE__ERROR_FENCED);
+    s_expect_error(s_replica_send(xb, PS__REPLICA_KIND__REPLICA_UPDATE, 1, 7, MODEL_NPARAMS / 2,
+                                  MODEL_NPARAMS - MODEL_NPARAMS / 2, &m),
+                   &m, PS__ERROR_CODE__ERROR_STATE);
+    s_expect_error(s_replica_send(xb, PS__REPLICA_KIND__REPLICA_UPDATE, 1, 1, 0, 10, &m), &m,
+                   PS__ERROR_CODE__ERROR_STATE);
+    /* a worker's pull to the standby: not served yet, retry */
+    Ps__Pull pull = PS__PULL__INIT;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PULL;
+    env.pull = &pull;
+    s_expect_error(s_group_ask(xb, &env, &m), &m, PS__ERROR_CODE__ERROR_RETRY);
+    /* the standby's promotion while its primary pings the head: refused */
+    assert_false(proc_contains(blog, "promoted"));
+    /* nothing changed: a worker trains the run to the end */
+    const char *wargv[] = {proc_env.worker, "--server", v.ep,        "--data-dir", proc_env.data,
+                           "--threads",     "1",        "--timeout", "60",         NULL};
+    char wlog[500];
+    snprintf(wlog, sizeof wlog, "%s/worker.log", v.dir);
+    assert_int_equal(proc_wait(proc_spawn(wlog, wargv), 120 * proc_time_scale()), 0);
+    assert_int_equal(proc_wait(v.pid, 60 * proc_time_scale()), 0);
+    assert_int_equal(proc_wait(shard, 60 * proc_time_scale()), 0);
+    assert_int_equal(proc_wait(standby, 60 * proc_time_scale()), 0);
+    assert_false(proc_contains(blog, "promoted"));
+    zmq_close(x);
+    zmq_close(xs);
+    zmq_close(xb);
+    zmq_ctx_term(ctx);
+}
+
 /* A shard serves pushes and pulls only to workers the head told it about,
  * with the token of their incarnation; everything else goes to the head. */
 static void test_shard_refuses_unknown_token(void **state)
@@ -1268,6 +1421,7 @@ int main(void)
         cmocka_unit_test(test_parts_that_do_not_tile_refused),
         cmocka_unit_test(test_group_messages_refused),
         cmocka_unit_test(test_shard_refuses_unknown_token),
+        cmocka_unit_test(test_standby_messages_refused),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*group*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));

@@ -49,10 +49,28 @@ typedef struct {
     const char *compress;         /* the workers' --compress (NULL: none) */
     int lr_linear;                /* --lr-scaling linear --warmup-epochs 1 */
     const char *model;            /* the head's --model (NULL: the default) */
+    const char *failover;         /* --failover-timeout (NULL: the default) */
     char dir[300], db[320], ep[256];
     pid_t head, shard[MAX_SERVERS], worker[MAX_WORKERS];
     char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
 } group_run_t;
+
+/* The endpoint a shard's log says workers reach it at (its first), or -1. */
+static int s_shard_endpoint(const char *log, char *ep, size_t n)
+{
+    FILE *f = fopen(log, "r");
+    char line[512], fmt[32];
+    int rc = -1;
+    snprintf(fmt, sizeof fmt, "%%%zus", n - 1);
+    while (rc != 0 && f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "workers reach it at ");
+        if (at && sscanf(at + 20, fmt, ep) == 1)
+            rc = 0;
+    }
+    if (f)
+        fclose(f);
+    return rc;
+}
 
 /* Starts shard i of the run (again, with --resume, on the endpoint it had:
  * the workers still send there). */
@@ -60,15 +78,7 @@ static void s_start_shard(group_run_t *r, int i, int resume)
 {
     char idx[16], ckpt[400], bind[256] = "tcp://127.0.0.1:*";
     if (resume) {
-        FILE *f = fopen(r->shard_log[i], "r");
-        char line[512];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *at = strstr(line, "workers reach it at ");
-            if (at && sscanf(at + 20, "%255s", bind) == 1)
-                break;
-        }
-        if (f)
-            fclose(f);
+        s_shard_endpoint(r->shard_log[i], bind, sizeof bind);
         printf("  restarting shard %d on %s\n", i, bind);
     }
     snprintf(idx, sizeof idx, "%d", i);
@@ -138,6 +148,8 @@ static void s_start_servers(group_run_t *r, const char *register_timeout)
                            r->lr_linear ? "1" : "0",
                            "--model",
                            r->model ? r->model : MODELS_DEFAULT,
+                           "--failover-timeout",
+                           r->failover ? r->failover : "2",
                            NULL};
     r->head = proc_spawn(r->head_log, hargv);
     assert_int_equal(proc_endpoint(r->head, r->head_log, 0, r->ep, sizeof r->ep, 30), 0);
@@ -501,6 +513,185 @@ static void test_shard_killed_workers_name_it(void **state)
     printf("  both workers stopped naming shard 1\n");
 }
 
+/* ---- hot standby (issue 12) ---- */
+
+/* The longest pause between two consecutive steps of any worker, from the
+ * head's step rows (seconds). */
+static double s_longest_stall(const char *db)
+{
+    return proc_query(db, "select max(t2 - t1) from (select t as t1, lead(t) over (partition by "
+                          "worker_id order by step) as t2 from steps) where t2 is not null");
+}
+
+/* Starts a standby of shard i (--replica-of its endpoint), logging to log,
+ * and waits until it holds the primary's state. */
+static pid_t s_start_standby(group_run_t *r, int i, const char *log)
+{
+    char ep[256];
+    double scale = proc_time_scale();
+    assert_int_equal(s_wait_log(r->shard_log[i], "workers reach it at ", 30 * scale), 0);
+    assert_int_equal(s_shard_endpoint(r->shard_log[i], ep, sizeof ep), 0);
+    const char *argv[] = {
+        proc_env.server, "--replica-of",       ep,   "--bind", "tcp://127.0.0.1:*", "--out",
+        r->dir,          "--register-timeout", "30", NULL};
+    pid_t pid = proc_spawn(log, argv);
+    if (s_wait_log(log, "holds the primary's state", 30 * scale) != 0) {
+        proc_cat(log);
+        fail_msg("the standby of shard %d did not get its state", i);
+    }
+    return pid;
+}
+
+/* The recipe of the standby tests, and its final weights without any
+ * failure (one server: the split changes no bit), computed once. */
+static const group_run_t s_standby_recipe = {.name = "standby_ref",
+                                             .mode = "sync",
+                                             .servers = 1,
+                                             .workers = 2,
+                                             .epochs = 2,
+                                             .train_limit = 16000,
+                                             .test_limit = 200};
+
+static const float *s_standby_reference(void)
+{
+    static float want[MODEL_NPARAMS];
+    static int done;
+    if (!done) {
+        group_run_t ref = s_standby_recipe;
+        assert_int_equal(s_run(&ref), 0);
+        s_load_model(&ref, want);
+        done = 1;
+    }
+    return want;
+}
+
+/* The run of a standby test: 2 servers, shard 1 with a standby (its pid
+ * into *sb), the workers started; returns after a random 0.5-2.5 s of
+ * training. */
+static void s_start_protected(group_run_t *r, const char *name, pid_t *sb, char *sb_log, size_t n,
+                              const char *mode)
+{
+    *r = s_standby_recipe;
+    r->name = name;
+    r->mode = mode;
+    if (strcmp(mode, "sync") != 0)
+        r->test_limit = 10000;
+    r->servers = 2;
+    r->failover = "1";
+    s_start_servers(r, "60");
+    snprintf(sb_log, n, "%s/standby1.log", r->dir);
+    *sb = s_start_standby(r, 1, sb_log);
+    s_start_workers(r, "60");
+    srand((unsigned)getpid() ^ (unsigned)clock_now());
+    int ms = 500 + rand() % 2000;
+    assert_int_equal(s_wait_log(r->worker_log[0], "batch", 60 * proc_time_scale()), 0);
+    usleep((useconds_t)ms * 1000);
+    printf("  %d ms into training: shard 1's primary fails\n", ms);
+    assert_false(proc_contains(r->head_log, "run over"));
+}
+
+/* Sync, 2 servers, shard 1 with a standby: its primary is killed (SIGKILL)
+ * at a random step. The standby takes over, the workers resend to it, the
+ * run finishes with the weights of the run without the kill, bit for bit;
+ * no step waited more than --failover-timeout + 1 s. */
+static void test_standby_takes_over_bit_identical(void **state)
+{
+    (void)state;
+    const float *want = s_standby_reference();
+    static float got[MODEL_NPARAMS];
+    group_run_t r;
+    pid_t sb;
+    char sb_log[400];
+    s_start_protected(&r, "standby_kill", &sb, sb_log, sizeof sb_log, "sync");
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    r.shard[1] = sb; /* the standby finishes the run as shard 1 */
+    assert_int_equal(s_wait(&r), 0);
+    assert_true(proc_contains(sb_log, "promoted: serving shard 1 in term 2"));
+    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='failover'"), 1);
+    double stall = s_longest_stall(r.db);
+    printf("  longest pause between two steps: %.2f s (--failover-timeout 1)\n", stall);
+    assert_true(stall <= 2.0 * proc_time_scale());
+    s_load_model(&r, got);
+    assert_memory_equal(want, got, sizeof got);
+    printf("  final weights bit-identical to the run without the failure\n");
+}
+
+/* No split brain: shard 1's primary is frozen (SIGSTOP); its standby takes
+ * over; thawed, the old primary learns that its term is over and exits 3
+ * (fenced) without answering anyone. Started again with its command, it
+ * becomes the standby of the new primary, takes the state, and takes over
+ * in turn when that one is killed. The weights are the run's without
+ * failures, bit for bit. */
+static void test_fenced_primary_becomes_standby(void **state)
+{
+    (void)state;
+    const float *want = s_standby_reference();
+    static float got[MODEL_NPARAMS];
+    group_run_t r;
+    pid_t sb;
+    char sb_log[400];
+    double scale = proc_time_scale();
+    s_start_protected(&r, "standby_fence", &sb, sb_log, sizeof sb_log, "sync");
+    kill(r.shard[1], SIGSTOP);
+    assert_int_equal(s_wait_log(sb_log, "promoted", 30 * scale), 0);
+    kill(r.shard[1], SIGCONT);
+    int code = proc_wait(r.shard[1], 30 * scale);
+    if (code != 3)
+        proc_cat(r.shard_log[1]);
+    assert_int_equal(code, 3);
+    assert_true(proc_contains(r.shard_log[1], "fenced"));
+    printf("  the thawed primary was fenced (exit 3)\n");
+    s_start_shard(&r, 1, 0); /* its command again: the head makes it the standby */
+    assert_int_equal(s_wait_log(r.shard_log[1], "holds the primary's state", 30 * scale), 0);
+    printf("  restarted, it is the new primary's standby; killing the new primary\n");
+    kill(sb, SIGKILL);
+    proc_wait(sb, 10);
+    assert_int_equal(s_wait(&r), 0);
+    assert_int_equal((int)proc_query(r.db, "select count(*) from events where kind='failover'"), 2);
+    s_load_model(&r, got);
+    assert_memory_equal(want, got, sizeof got);
+    printf("  two failovers; final weights bit-identical to the run without them\n");
+}
+
+/* Async, shard 1 with a standby, its primary killed at a random step:
+ * exactly once across the switch (each push a worker made is applied once
+ * on each server: shard 1 ends with as many updates as the head, which
+ * counts one per step), and the accuracy within 0.3 points of the same run
+ * without the kill. */
+static void test_standby_async_exactly_once(void **state)
+{
+    (void)state;
+    group_run_t ref = s_standby_recipe;
+    ref.name = "standby_async_ref";
+    ref.mode = "async";
+    ref.test_limit = 10000;
+    assert_int_equal(s_run(&ref), 0);
+    double want = proc_query(ref.db, "select final_accuracy from runs");
+    group_run_t r;
+    pid_t sb;
+    char sb_log[400];
+    s_start_protected(&r, "standby_async", &sb, sb_log, sizeof sb_log, "async");
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    r.shard[1] = sb;
+    assert_int_equal(s_wait(&r), 0);
+    const char *last = "select updates from shard_stats where shard=%d order by t desc, rowid desc "
+                       "limit 1";
+    char q[200];
+    snprintf(q, sizeof q, last, 0);
+    double head = proc_query(r.db, q);
+    snprintf(q, sizeof q, last, 1);
+    double shard1 = proc_query(r.db, q);
+    double steps = proc_query(r.db, "select count(*) from steps");
+    double got = proc_query(r.db, "select final_accuracy from runs");
+    printf("  updates: head %.0f, shard 1 %.0f, steps %.0f; accuracy %.2f%% (%.2f%% without the "
+           "kill)\n",
+           head, shard1, steps, got, want);
+    assert_true(head == shard1 && head == steps);
+    assert_true(fabs(got - want) <= 0.3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -512,6 +703,9 @@ int main(void)
         cmocka_unit_test(test_shard_killed_resumes_bit_identical),
         cmocka_unit_test(test_evicted_worker_released_on_every_server),
         cmocka_unit_test(test_shard_killed_workers_name_it),
+        cmocka_unit_test(test_standby_takes_over_bit_identical),
+        cmocka_unit_test(test_fenced_primary_becomes_standby),
+        cmocka_unit_test(test_standby_async_exactly_once),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));

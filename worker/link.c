@@ -652,8 +652,15 @@ static int s_wait_all(link_t *l, float *weights)
             if (srv->answered)
                 continue;
             left++;
-            if (i > 0 && l->failover > 0 && now - since[i] >= l->failover)
-                s_locate(l);
+            if (i > 0 && l->failover > 0) {
+                /* silent past the failover timeout: ask the head every 0.25 s */
+                double at = since[i] + l->failover;
+                if (now >= at) {
+                    s_locate(l);
+                    at = l->located_at + 0.25;
+                }
+                until = at < until ? at : until;
+            }
             if (now >= resend_at[i]) {
                 if (s_send_request(l, i, ZMQ_DONTWAIT) == 0 && wait[i] >= 2.0)
                     fprintf(stderr, "worker: no reply from %s after %.0f s; sent it again\n",
@@ -698,9 +705,8 @@ static int s_wait_all(link_t *l, float *weights)
             }
             l->bytes_received += (int64_t)m.bytes;
             if (i == 0 && m.env->body_case == PS__ENVELOPE__BODY_LOCATED) {
-                long long moved = m.env->request_id == l->locate_request
-                                      ? s_relocate(l, m.env->located)
-                                      : 0;
+                long long moved =
+                    m.env->request_id == l->locate_request ? s_relocate(l, m.env->located) : 0;
                 wire_msg_close(&m);
                 if (moved < 0) {
                     fprintf(stderr, "error: the head's answer to Locate does not fit the "
