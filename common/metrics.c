@@ -630,12 +630,18 @@ int64_t metrics_run_latest(metrics_t *m)
 int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max)
 {
     assert(m && ids);
-    sqlite3_stmt *st = s_query(
-        m,
-        "SELECT max(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = "
-        "r.id) GROUP BY r.mode ORDER BY CASE r.mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
-        "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, r.mode",
-        0);
+    /* A run's model: its column (version 2), else its event "model", else
+     * SimpleConvNet (every run from before models). */
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "WITH t AS (SELECT r.id, r.mode, coalesce(%s(SELECT detail FROM events v WHERE "
+             "v.run_id = r.id AND v.kind = 'model'), 'simpleconvnet') AS model FROM runs r "
+             "WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = r.id)) "
+             "SELECT max(id) FROM t WHERE model = (SELECT model FROM t ORDER BY id DESC LIMIT 1) "
+             "GROUP BY mode ORDER BY CASE mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
+             "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, mode",
+             m->version >= 2 ? "r.model, " : "");
+    sqlite3_stmt *st = s_query(m, sql, 0);
     if (!st)
         return -1;
     int n = 0, rc;

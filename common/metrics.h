@@ -145,7 +145,8 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out);
 /* The id of the latest run; 0 when there is none, -1 on error. */
 int64_t metrics_run_latest(metrics_t *m);
 
-/* The latest run of each mode that finished at least one epoch, in the
+/* The latest run of each mode that finished at least one epoch, of the
+ * model of the latest such run (a comparison compares one model), in the
  * order basic, sync, async, ssp, then other modes by name: at most max ids.
  * Their number, or -1. */
 int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max);

@@ -575,7 +575,7 @@ static void test_read_queries(void **state)
     int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync);
     int64_t r3 = metrics_run_begin(w, &basic); /* a later basic run without epochs */
     assert_true(r1 > 0 && r2 > r1 && r3 > r2);
-    assert_int_equal(metrics_event(w, r1, 0.0, 0, "model", "widecnn"), 0);
+    assert_int_equal(metrics_event(w, r1, 0.0, 0, "model", "lenet5"), 0);
     assert_int_equal(metrics_step(w, r1, 0, 1, 1, 2.5, 0.1), 0);
     assert_int_equal(metrics_step(w, r1, 0, 2, 1, NAN, 0.2), 0); /* stored as NULL */
     assert_int_equal(metrics_step(w, r2, 1, 1, 1, 1.5, 0.3), 0);
@@ -602,7 +602,7 @@ static void test_read_queries(void **state)
     assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 && row.threads == 2 &&
                 row.train_limit == 100);
     assert_true(isfinite(row.started_at));
-    assert_string_equal(row.model, "widecnn"); /* not given: its event's */
+    assert_string_equal(row.model, "lenet5"); /* not given: its event's */
     assert_int_equal(metrics_run_get(m, r2, &row), 1);
     assert_string_equal(row.status, "running");
     assert_string_equal(row.model, "lenet5");
@@ -658,6 +658,34 @@ static void test_read_queries(void **state)
     metrics_close(&m);
 }
 
+/* The latest run of each mode is of one model, the latest run's: a run
+ * without a model (before models) is SimpleConvNet's, a basic run names its
+ * model in an event. */
+static void test_latest_per_mode_one_model(void **state)
+{
+    tmpdir_t *tmp = *state;
+    metrics_t *w = s_open(tmp->path);
+    metrics_run_info_t basic = {.mode = "basic"}, sync = {.mode = "sync", .model = "lenet5"},
+                       async = {.mode = "async", .model = "simpleconvnet"};
+    int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync),
+            r3 = metrics_run_begin(w, &async), r4 = metrics_run_begin(w, &basic);
+    assert_int_equal(metrics_event(w, r4, 0.0, 0, "model", "lenet5"), 0);
+    metrics_epoch_t e = {.epoch = 1, .test_accuracy = 90, .epoch_seconds = 1, .images = 10};
+    for (int64_t r = r1; r <= r3; r++)
+        assert_int_equal(metrics_epoch(w, r, 0, &e, 1.0), 0);
+    int64_t ids[4];
+    metrics_t *m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 2); /* simpleconvnet's */
+    assert_true(ids[0] == r1 && ids[1] == r3);
+    metrics_close(&m);
+    assert_int_equal(metrics_epoch(w, r4, 0, &e, 1.0), 0);
+    m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 2); /* lenet5's */
+    assert_true(ids[0] == r4 && ids[1] == r2);
+    metrics_close(&m);
+    metrics_close(&w);
+}
+
 /* What is not a metrics database is refused, with a message naming it. */
 static void test_open_readonly_errors(void **state)
 {
@@ -705,6 +733,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_batching, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_read_queries, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_latest_per_mode_one_model, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_open_readonly_errors, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
