@@ -219,6 +219,10 @@ static int s_prepare(dist_t *d)
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
+    /* Dropout masks (widecnn): each worker its own, from the run's seed and
+     * its id, counted from the first step it computes. */
+    engine_dropout_seed(d->eng, w->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1),
+                        w->start_step);
     int grouped = o->push_every > 1;
     size_t np = link_nparams(&d->c);
     d->order = malloc((size_t)d->n * sizeof(int));
