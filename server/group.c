@@ -839,7 +839,8 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
         bad = "lr, momentum or warm-up out of range";
     else if (!w->dataset || !idx_dataset_dir(w->dataset))
         bad = "unknown data set";
-    else if (!(w->failover_timeout >= 0.1 && w->failover_timeout <= 3600))
+    else if (w->failover_timeout != 0 &&
+             !(w->failover_timeout >= 0.1 && w->failover_timeout <= 3600))
         bad = "failover timeout out of range (0.1..3600 s)";
     else if (w->replica_of && w->replica_of[0] && member_name_problem(w->replica_of, 127))
         bad = "the primary's endpoint is not usable";
@@ -871,7 +872,7 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->model = model->name; /* the catalogue's: static */
     snprintf(replica_of, sizeof replica_of, "%s", w->replica_of ? w->replica_of : "");
     ro->replica_of = replica_of[0] ? replica_of : NULL;
-    ro->failover_timeout = w->failover_timeout;
+    ro->failover_timeout = w->failover_timeout != 0 ? w->failover_timeout : 2.0; /* 0: not set */
     ro->data_dir = NULL; /* a shard needs no data */
     ro->out_dir = NULL;  /* nor writes a model */
     ro->db = ":memory:"; /* the head keeps the metrics */
@@ -985,6 +986,11 @@ static int s_send_join(server_t *s, const char *endpoint)
 static int s_rejoined(server_t *s, uint64_t head_version)
 {
     char err[900];
+    if (s->standby) {
+        /* A standby takes its state from its primary, not from a file. */
+        s->synced = 0;
+        return s_send_join(s, s->group->advertise);
+    }
     if (s->version > head_version) {
         if (ckpt_rollback(s, head_version, err, sizeof err) != 0) {
             fprintf(stderr, "error: shard %d is at version %llu, the head at %llu, and %s\n",
@@ -996,6 +1002,7 @@ static int s_rejoined(server_t *s, uint64_t head_version)
         memset(s->group->known, 0, (size_t)s->o->workers * sizeof *s->group->known);
         s->group->file_slots = 1;
         srv_log(s, "returned to the head's version %llu", (unsigned long long)s->version);
+        replica_resync(s);
     }
     return s_send_join(s, s->group->advertise);
 }
@@ -1023,8 +1030,10 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
          * it, and every worker starts afresh from the head's table. */
         g->rollbacks = m->rollbacks;
         char err[900];
-        if (s->version != m->rollback_version &&
-            ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
+        if (s->standby) {
+            s->synced = 0; /* its primary returns and sends it the state again */
+        } else if (s->version != m->rollback_version &&
+                   ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
             fprintf(stderr, "error: shard %d: %s\n", s->shard, err);
             return -1;
         }
@@ -1032,6 +1041,7 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
         g->file_slots = s->version == m->rollback_version;
         srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
+        replica_resync(s);
     }
     int left = 0, active = 0;
     for (size_t k = 0; k < m->n_members; k++) {
