@@ -42,7 +42,7 @@ override CPPFLAGS += $(CAIRO_CFLAGS)
 
 PROGRAMS := $(B)/paramserver $(B)/worker $(B)/psreport
 
-.PHONY: study bench-portable cairo-check valgrind bench-net bench-shards bench-replication check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
+.PHONY: bench-models study bench-portable cairo-check valgrind bench-net bench-shards bench-replication check-multihost check-slurm check-fresh fuzz fuzz-safetensors fuzz-gate asan all deps data check check-pytorch bench bench-ps basic run install uninstall clean
 all: $(PROGRAMS)
 
 deps:
@@ -244,7 +244,7 @@ check-fresh:
 # this Makefile again, so what it asks pkg-config (cairo's flags) is looked
 # up after deps installed it. That is what makes `make run` and `make check`
 # work on their first call on a fresh machine.
-NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-portable bench-ps bench-net bench-shards bench-replication
+NEEDS_DEPS := check check-multihost check-slurm valgrind basic run study bench bench-models bench-portable bench-ps bench-net bench-shards bench-replication
 ifneq ($(DEPS_READY),1)
 $(NEEDS_DEPS): deps data
 	@$(MAKE) --no-print-directory DEPS_READY=1 $@
@@ -289,6 +289,10 @@ study: all
 
 bench: all $(B)/bench_sgemm $(B)/bench_model
 	@tests/bench.sh
+
+# Every model's training speed in basic mode, 1 and 2 threads (README, Models).
+bench-models: all $(B)/bench_model
+	@BUILD=$(B) tests/bench-models.sh
 
 # The portable build against a NATIVE=1 build (into build-native/).
 bench-portable: all

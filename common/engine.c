@@ -53,7 +53,7 @@ typedef struct {
     void *ready_arg;
     float *sgd_w, *sgd_v; /* engine_step: weights and momentum to update, else NULL */
     float lr, momentum;
-    int nws; /* gradient: the workspaces of the non-empty slices, in thread order */
+    int nws;             /* gradient: the workspaces of the non-empty slices, in thread order */
     uint64_t seed, step; /* gradient, layer engine: dropout's masks (layers_dropout_t) */
 } job_t;
 
@@ -67,9 +67,9 @@ typedef struct {
 typedef struct {
     _Alignas(64) engine_t *e;
     int id;
-    model_ws_t *ws;     /* SimpleConvNet's engine, else NULL */
-    layers_ws_t *lws;   /* the layer engine, else NULL */
-    float *grad; /* this thread's summed part of the gradient, e->nsum floats (unused by thread 0) */
+    model_ws_t *ws;   /* SimpleConvNet's engine, else NULL */
+    layers_ws_t *lws; /* the layer engine, else NULL */
+    float *grad; /* this thread's summed part of the gradient, e->nsum floats (NULL for thread 0) */
     const uint8_t *images[ENGINE_EVAL_CHUNK]; /* pointers to this slice's images */
     uint8_t labels[ENGINE_EVAL_CHUNK];
     result_t result;
@@ -97,7 +97,7 @@ struct engine {
     size_t nsum;
     int early;
     uint64_t seed, step; /* dropout: the next gradient's seed and step */
-    int running; /* helper threads started */
+    int running;         /* helper threads started */
     pthread_t *tids;
     s_barrier_t bar;
     s_thread_t *w;
@@ -341,6 +341,10 @@ static void s_dispatch(engine_t *e)
 
 engine_t *engine_new(const model_def_t *m, int threads, int max_batch, char *err, size_t errlen)
 {
+    if (!m) {
+        snprintf(err, errlen, "engine: no model given");
+        return NULL;
+    }
     if (layers_check(m, err, errlen) != 0)
         return NULL;
     if (threads < 1 || threads > 256 || max_batch < 1) {
@@ -381,6 +385,8 @@ engine_t *engine_new(const model_def_t *m, int threads, int max_batch, char *err
                 return NULL;
             }
         }
+        if (t == 0) /* thread 0's part goes straight into the output */
+            continue;
         e->w[t].grad = aligned_alloc(64, ((e->nsum * sizeof(float)) + 63) & ~(size_t)63);
         if (!e->w[t].grad)
             goto nomem;

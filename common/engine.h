@@ -87,11 +87,10 @@ double engine_step(engine_t *e, float *params, float *velocity, const idx_datase
 double engine_evaluate(engine_t *e, const float *params, const idx_dataset_t *ds, int limit,
                        double *mean_loss);
 
-/* Profiling (make bench; SimpleConvNet's engine only): on != 0 zeroes each thread's stage times and starts
- * adding to them (model.h's model_prof_stage_t, MODEL_PROF_WAIT and
- * MODEL_PROF_REDUCE included, MODEL_PROF_SGD in engine_step); on == 0 stops.
- * engine_profile_read stores the mean over threads of each stage's seconds
- * into seconds[MODEL_PROF_N]. */
+/* Profiling (make bench; SimpleConvNet's engine only): on != 0 zeroes each thread's stage times and
+ * starts adding to them (model.h's model_prof_stage_t, MODEL_PROF_WAIT and MODEL_PROF_REDUCE
+ * included, MODEL_PROF_SGD in engine_step); on == 0 stops. engine_profile_read stores the mean over
+ * threads of each stage's seconds into seconds[MODEL_PROF_N]. */
 void engine_profile(engine_t *e, int on);
 void engine_profile_read(const engine_t *e, double *seconds);
 

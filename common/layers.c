@@ -17,16 +17,16 @@
 /* One layer as planned for a 1x28x28 input, with its buffers. */
 typedef struct {
     layer_def_t d;
-    int index;            /* in the model's layer table (dropout's masks use it) */
-    int c, h, w;          /* input: channels, height, width (flattened: c features, 1, 1) */
-    int oc, oh, ow;       /* output, likewise */
+    int index;                /* in the model's layer table (dropout's masks use it) */
+    int c, h, w;              /* input: channels, height, width (flattened: c features, 1, 1) */
+    int oc, oh, ow;           /* output, likewise */
     size_t in_size, out_size; /* floats per image */
-    size_t woff, boff;    /* conv, linear: where weight and bias start in the array */
-    int need_dx;          /* backward computes the input gradient (a layer with parameters
-                             comes before this one) */
-    float *out;           /* n x out_size; relu, dropout and flatten work in place */
-    float *mask;          /* dropout: n x out_size multipliers, 0 or 1/(1-p) */
-    int32_t *arg;         /* maxpool: n x out_size, where in the input plane the max was */
+    size_t woff, boff;        /* conv, linear: where weight and bias start in the array */
+    int need_dx;              /* backward computes the input gradient (a layer with parameters
+                                 comes before this one) */
+    float *out;               /* n x out_size; relu, dropout and flatten work in place */
+    float *mask;              /* dropout: n x out_size multipliers, 0 or 1/(1-p) */
+    int32_t *arg;             /* maxpool: n x out_size, where in the input plane the max was */
 } s_layer_t;
 
 struct layers_ws {
@@ -35,10 +35,10 @@ struct layers_ws {
     int first_param; /* index of the first layer with parameters */
     int dropout_on;  /* the last forward pass applied dropout's masks */
     s_layer_t l[S_MAX_LAYERS];
-    float *x;           /* cap x 784: the normalised input */
-    float *g0, *g1;     /* cap x the largest activation: gradients, ping-pong */
-    float *col, *dcol;  /* one image's im2col matrix and its gradient */
-    float *logits;      /* cap x 10 */
+    float *x;          /* cap x 784: the normalised input */
+    float *g0, *g1;    /* cap x the largest activation: gradients, ping-pong */
+    float *col, *dcol; /* one image's im2col matrix and its gradient */
+    float *logits;     /* cap x 10 */
 };
 
 static uint64_t s_mix(uint64_t z)
@@ -87,8 +87,8 @@ static int s_tensor(const model_def_t *m, int ti, const char *what, int ndim, co
         errmsg_set(err, errlen,
                    "model %s: tensor %s (#%d) disagrees with its layer (a %s of %d dims, shape "
                    "[%d,%d,...], %zu values at offset %zu, fan-in %d): fix the tables in models.c",
-                   m->name, t->name, ti, what, ndim, shape[0], ndim > 1 ? shape[1] : 0, numel,
-                   *off, fan_in);
+                   m->name, t->name, ti, what, ndim, shape[0], ndim > 1 ? shape[1] : 0, numel, *off,
+                   fan_in);
         return -1;
     }
     *off += numel;
@@ -138,14 +138,12 @@ static int s_shape(const model_def_t *m, s_layer_t *L, int *flat, char *err, siz
         L->oc = L->c * L->h * L->w, L->oh = L->ow = 1;
         *flat = 1;
         break;
-    case LAYER_RELU:
-        break;
+    case LAYER_RELU: break;
     case LAYER_DROPOUT:
         if (!(d->p >= 0.0f && d->p < 1.0f))
             bad = "dropout needs 0 <= p < 1";
         break;
-    default:
-        bad = "unknown layer kind";
+    default: bad = "unknown layer kind";
     }
     if (bad) {
         errmsg_set(err, errlen, "model %s: layer %d: %s (input %dx%dx%d)", m->name, L->index, bad,
@@ -266,8 +264,8 @@ layers_ws_t *layers_ws_new(const model_def_t *m, int max_n, char *err, size_t er
             size_t c = (size_t)L->c * L->d.k * L->d.k * L->oh * L->ow;
             col = c > col ? c : col;
         }
-        int in_place = L->d.kind == LAYER_RELU || L->d.kind == LAYER_DROPOUT ||
-                       L->d.kind == LAYER_FLATTEN;
+        int in_place =
+            L->d.kind == LAYER_RELU || L->d.kind == LAYER_DROPOUT || L->d.kind == LAYER_FLATTEN;
         L->out = in_place ? prev : malloc(n * L->out_size * sizeof(float));
         if (L->d.kind == LAYER_DROPOUT)
             L->mask = malloc(n * L->out_size * sizeof(float));
@@ -448,8 +446,8 @@ static void s_linear_forward(const float *params, const s_layer_t *L, const floa
     int in = L->c, out = L->oc;
     for (int b = 0; b < n; b++)
         memcpy(L->out + (size_t)b * out, params + L->boff, (size_t)out * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in,
-                params + L->woff, in, 1.0f, L->out, out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, params + L->woff,
+                in, 1.0f, L->out, out);
 }
 
 /* dW = dY^T . X, db = column sums of dY, dX = dY . W. */
@@ -526,16 +524,14 @@ void layers_forward(const float *params, const uint8_t *const *images, int n, la
 /* Layer i's backward: dy (n x out_size) -> dx (n x in_size) and its
  * parameters' gradient. Returns where the input gradient is: dx, or dy for
  * the layers that work in place. */
-static float *s_backward(const float *params, layers_ws_t *ws, int i, int n, float *dy,
-                         float *dx, float *grad)
+static float *s_backward(const float *params, layers_ws_t *ws, int i, int n, float *dy, float *dx,
+                         float *grad)
 {
     const s_layer_t *L = &ws->l[i];
     const float *x = i ? ws->l[i - 1].out : ws->x;
     size_t all = (size_t)n * L->out_size;
     switch (L->d.kind) {
-    case LAYER_CONV:
-        s_conv_backward(params, L, x, n, dy, dx, grad, ws->col, ws->dcol);
-        return dx;
+    case LAYER_CONV: s_conv_backward(params, L, x, n, dy, dx, grad, ws->col, ws->dcol); return dx;
     case LAYER_LINEAR: s_linear_backward(params, L, x, n, dy, dx, grad); return dx;
     case LAYER_MAXPOOL:
         memset(dx, 0, (size_t)n * L->in_size * sizeof(float));

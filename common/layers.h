@@ -40,10 +40,10 @@ typedef enum {
 /* One layer of a model's table (models.c). */
 typedef struct layer_def {
     layer_kind_t kind;
-    int out;  /* conv: output channels; linear: output features */
-    int k;    /* conv: kernel size (k x k) */
-    int pad;  /* conv: zero padding on each side */
-    float p;  /* dropout: probability of zeroing an element, in [0, 1) */
+    int out; /* conv: output channels; linear: output features */
+    int k;   /* conv: kernel size (k x k) */
+    int pad; /* conv: zero padding on each side */
+    float p; /* dropout: probability of zeroing an element, in [0, 1) */
 } layer_def_t;
 
 /* Where dropout's masks come from for one gradient: the run's seed, the

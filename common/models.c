@@ -10,12 +10,15 @@
 
 #include "layers.h"
 
+/* One line per macro reads better than clang-format's layout of them. */
+/* clang-format off */
 #define CONV(o, kk, pd) {.kind = LAYER_CONV, .out = (o), .k = (kk), .pad = (pd)}
 #define LINEAR(o) {.kind = LAYER_LINEAR, .out = (o)}
 #define RELU {.kind = LAYER_RELU}
 #define POOL {.kind = LAYER_MAXPOOL}
 #define FLATTEN {.kind = LAYER_FLATTEN}
 #define DROPOUT(pp) {.kind = LAYER_DROPOUT, .p = (pp)}
+/* clang-format on */
 
 /* SimpleConvNet (model.h has its offsets and tensors). */
 static const layer_def_t s_simpleconvnet_layers[] = {
@@ -26,14 +29,21 @@ static const size_t s_simpleconvnet_edges[] = {MODEL_NPARAMS, MODEL_FC2_W, MODEL
 
 /* LeNet-5 as commonly written for MNIST in PyTorch: padding 2 keeps 28x28. */
 enum {
-    L5_C1W = 0, L5_C1B = L5_C1W + 6 * 25, L5_C2W = L5_C1B + 6, L5_C2B = L5_C2W + 16 * 150,
-    L5_F1W = L5_C2B + 16, L5_F1B = L5_F1W + 120 * 400, L5_F2W = L5_F1B + 120,
-    L5_F2B = L5_F2W + 84 * 120, L5_F3W = L5_F2B + 84, L5_F3B = L5_F3W + 10 * 84,
+    L5_C1W = 0,
+    L5_C1B = L5_C1W + 6 * 25,
+    L5_C2W = L5_C1B + 6,
+    L5_C2B = L5_C2W + 16 * 150,
+    L5_F1W = L5_C2B + 16,
+    L5_F1B = L5_F1W + 120 * 400,
+    L5_F2W = L5_F1B + 120,
+    L5_F2B = L5_F2W + 84 * 120,
+    L5_F3W = L5_F2B + 84,
+    L5_F3B = L5_F3W + 10 * 84,
     L5_N = L5_F3B + 10 /* 61,706 */
 };
 static const layer_def_t s_lenet5_layers[] = {
-    CONV(6, 5, 2), RELU, POOL, CONV(16, 5, 0), RELU, POOL, FLATTEN,
-    LINEAR(120),   RELU, LINEAR(84), RELU, LINEAR(10),
+    CONV(6, 5, 2), RELU,        POOL, CONV(16, 5, 0), RELU, POOL,
+    FLATTEN,       LINEAR(120), RELU, LINEAR(84),     RELU, LINEAR(10),
 };
 static const model_tensor_t s_lenet5_tensors[] = {
     {"conv1.weight", 4, {6, 1, 5, 5}, L5_C1W, 6 * 25, 25},
@@ -51,8 +61,12 @@ static const size_t s_lenet5_edges[] = {L5_N, L5_F3W, L5_F2W, L5_F1W, L5_C2W, 0}
 
 /* A multi-layer perceptron, 784-1024-1024-10. */
 enum {
-    MLP_F1W = 0, MLP_F1B = MLP_F1W + 1024 * 784, MLP_F2W = MLP_F1B + 1024,
-    MLP_F2B = MLP_F2W + 1024 * 1024, MLP_F3W = MLP_F2B + 1024, MLP_F3B = MLP_F3W + 10 * 1024,
+    MLP_F1W = 0,
+    MLP_F1B = MLP_F1W + 1024 * 784,
+    MLP_F2W = MLP_F1B + 1024,
+    MLP_F2B = MLP_F2W + 1024 * 1024,
+    MLP_F3W = MLP_F2B + 1024,
+    MLP_F3B = MLP_F3W + 10 * 1024,
     MLP_N = MLP_F3B + 10 /* 1,863,690 */
 };
 static const layer_def_t s_mlp_layers[] = {
@@ -70,13 +84,19 @@ static const size_t s_mlp_edges[] = {MLP_N, MLP_F3W, MLP_F2W, 0};
 
 /* A wide CNN (the shape of Keras's and PyTorch's MNIST examples). */
 enum {
-    W_C1W = 0, W_C1B = W_C1W + 64 * 9, W_C2W = W_C1B + 64, W_C2B = W_C2W + 128 * 576,
-    W_F1W = W_C2B + 128, W_F1B = W_F1W + 512 * 18432, W_F2W = W_F1B + 512,
-    W_F2B = W_F2W + 10 * 512, W_N = W_F2B + 10 /* 9,517,322 */
+    W_C1W = 0,
+    W_C1B = W_C1W + 64 * 9,
+    W_C2W = W_C1B + 64,
+    W_C2B = W_C2W + 128 * 576,
+    W_F1W = W_C2B + 128,
+    W_F1B = W_F1W + 512 * 18432,
+    W_F2W = W_F1B + 512,
+    W_F2B = W_F2W + 10 * 512,
+    W_N = W_F2B + 10 /* 9,517,322 */
 };
 static const layer_def_t s_widecnn_layers[] = {
-    CONV(64, 3, 0), RELU,        CONV(128, 3, 0), RELU, POOL,       DROPOUT(0.25f),
-    FLATTEN,        LINEAR(512), RELU,            DROPOUT(0.5f),   LINEAR(10),
+    CONV(64, 3, 0), RELU, CONV(128, 3, 0), RELU,       POOL, DROPOUT(0.25f), FLATTEN,
+    LINEAR(512),    RELU, DROPOUT(0.5f),   LINEAR(10),
 };
 static const model_tensor_t s_widecnn_tensors[] = {
     {"conv1.weight", 4, {64, 1, 3, 3}, W_C1W, 64 * 9, 9},

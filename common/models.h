@@ -34,8 +34,9 @@ typedef struct {
     double train_flop_per_image; /* forward + backward */
     int nlayers;
     const struct layer_def *layers; /* the layer table, input to output (layers.h) */
-    int optimized;  /* 1: engine.h runs model.h's SimpleConvNet engine, not the layer engine */
-    const char *pytorch_class; /* the torch.nn.Module that loads its files (tests/pytorch_model.py) */
+    int optimized; /* 1: engine.h runs model.h's SimpleConvNet engine, not the layer engine */
+    const char
+        *pytorch_class; /* the torch.nn.Module that loads its files (tests/pytorch_model.py) */
 } model_def_t;
 
 /* The model called `name`, or NULL (see models_list for the names). */

@@ -6,7 +6,7 @@
  *
  * MODEL is a name of the catalogue (models.h; default simpleconvnet;
  * profile: SimpleConvNet only). Prints "model threads=T batch=B
- * images_per_second=X name=MODEL" (the median of 3
+ * images_per_second=X ... name=MODEL mflop=F" (the median of 3
  * passes over IMAGES training images, default 10000), images per CPU-second,
  * the minimum, 10th percentile and median of the steps' wall times (ms)
  * and, with `profile`, a
@@ -122,9 +122,9 @@ int main(int argc, char **argv)
      * interrupted: the step time's low percentiles estimate a quiet machine's. */
     qsort(step_s, 3 * (size_t)nsteps, sizeof *step_s, s_cmp);
     printf("model threads=%d batch=%d images_per_second=%.0f images_per_cpu_second=%.0f "
-           "step_ms_min=%.3f step_ms_p10=%.3f step_ms_median=%.3f name=%s\n",
+           "step_ms_min=%.3f step_ms_p10=%.3f step_ms_median=%.3f name=%s mflop=%.2f\n",
            threads, batch, ips[1], ipc[1], 1e3 * step_s[0], 1e3 * step_s[3 * nsteps / 10],
-           1e3 * step_s[3 * nsteps / 2], m->name);
+           1e3 * step_s[3 * nsteps / 2], m->name, m->train_flop_per_image / 1e6);
     free(step_s);
 
     if (profile && m->optimized) {

@@ -3,7 +3,7 @@
 # first 24,000 MNIST training images for one epoch and checks it learns
 # (>= 95% test accuracy), that it saved a model PyTorch's names and shapes
 # would accept, that the metrics database holds the run, and that bad flags
-# and bad data are refused with a message and a non-zero exit.
+# and bad data are refused with a message and a non-zero exit; --model.
 source "$(dirname "$0")/lib.sh"
 W=$B/worker
 
@@ -57,4 +57,12 @@ ok "the database is in WAL mode"
 expect_exit 0 "psreport renders the run" -- $B/psreport --db "$TMP/m.db" --out "$TMP/r.png"
 [ "$(head -c 8 "$TMP/r.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "not a PNG"
 ok "the report is a PNG"
+expect_exit 2 "an unknown --model is refused" -- $W --basic --model lenet
+expect_output "is not one of simpleconvnet, lenet5, mlp, widecnn" "the message lists the models"
+expect_exit 0 "--model lenet5 trains" -- $W --basic --model lenet5 --data-dir "$MNIST_DIR" \
+    --epochs 1 --train-limit 2000 --test-limit 500 --db "$TMP/l.db" --out "$TMP/lenet5"
+head -c 1200 "$TMP/lenet5/model_basic.safetensors" | grep -q '"model":"lenet5".*"fc3.weight":{"dtype":"F32","shape":\[10,84\]' ||
+    fail "the lenet5 file lacks its model name or fc3.weight [10,84]"
+[ "$(sqlite3 "$TMP/l.db" "select detail from events where kind = 'model'")" = lenet5 ] || fail "model event"
+ok "its file has LeNet-5's tensors and names the model, as does the database"
 done_testing

@@ -179,7 +179,8 @@ static void test_sync_equals_batch_128(void **state)
     static float dist[MODEL_NPARAMS], w[MODEL_NPARAMS], v[MODEL_NPARAMS], g[MODEL_NPARAMS];
     char path[400], err[512];
     snprintf(path, sizeof path, "%s/model_distributed.safetensors", r.dir);
-    assert_int_equal(modelfile_load(path, models_find(MODELS_DEFAULT), "", dist, err, sizeof err), 0);
+    assert_int_equal(modelfile_load(path, models_find(MODELS_DEFAULT), "", dist, err, sizeof err),
+                     0);
 
     idx_dataset_t train;
     assert_int_equal(idx_load(proc_env.data, "train", &train, err, sizeof err), 0);

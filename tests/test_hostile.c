@@ -415,7 +415,8 @@ static void test_crash_after_done_resumes_to_done(void **state)
     if (code != 0)
         proc_cat(v.log);
     assert_int_equal(code, 0);
-    assert_int_equal(modelfile_load(model, models_find(MODELS_DEFAULT), "", saved, err, sizeof err), 0);
+    assert_int_equal(modelfile_load(model, models_find(MODELS_DEFAULT), "", saved, err, sizeof err),
+                     0);
     assert_memory_equal(saved, last, sizeof last);
     assert_int_equal((int)proc_query(v.db, "select count(*) from runs where status = 'done'"), 1);
     assert_int_equal((int)proc_query(v.db, "select count(*) from events where kind = 'evicted'"),

@@ -52,7 +52,8 @@ static int s_setup(void **state)
         free(fx);
         return -1;
     }
-    if (modelfile_load(FIXTURE, models_find(MODELS_DEFAULT), "", fx->params, err, sizeof err) != 0) {
+    if (modelfile_load(FIXTURE, models_find(MODELS_DEFAULT), "", fx->params, err, sizeof err) !=
+        0) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }

@@ -574,8 +574,10 @@ static void s_start_protected(group_run_t *r, const char *name, pid_t *sb, char 
     *r = s_standby_recipe;
     r->name = name;
     r->mode = mode;
-    if (strcmp(mode, "sync") != 0)
+    if (strcmp(mode, "sync") != 0) { /* async: an accuracy to compare */
         r->test_limit = 10000;
+        r->train_limit = 20000;
+    }
     r->servers = 2;
     r->failover = "1";
     s_start_servers(r, "60");
@@ -657,17 +659,25 @@ static void test_fenced_primary_becomes_standby(void **state)
 /* Async, shard 1 with a standby, its primary killed at a random step:
  * exactly once across the switch (each push a worker made is applied once
  * on each server: shard 1 ends with as many updates as the head, which
- * counts one per step), and the accuracy within 0.3 points of the same run
- * without the kill. */
+ * counts one per step), and the accuracy within 0.3 points of the runs
+ * without the kill. Async runs differ by themselves (the order in which
+ * two workers' pushes arrive: measured up to 0.4 points apart on this
+ * machine), so the killed run is compared with two uninterrupted ones:
+ * within 0.3 points of their range. */
 static void test_standby_async_exactly_once(void **state)
 {
     (void)state;
-    group_run_t ref = s_standby_recipe;
-    ref.name = "standby_async_ref";
-    ref.mode = "async";
-    ref.test_limit = 10000;
-    assert_int_equal(s_run(&ref), 0);
-    double want = proc_query(ref.db, "select final_accuracy from runs");
+    double ref_acc[2];
+    for (int i = 0; i < 2; i++) {
+        group_run_t ref = s_standby_recipe;
+        ref.name = i ? "standby_async_ref2" : "standby_async_ref1";
+        ref.mode = "async";
+        ref.test_limit = 10000;
+        ref.train_limit = 20000;
+        assert_int_equal(s_run(&ref), 0);
+        ref_acc[i] = proc_query(ref.db, "select final_accuracy from runs");
+    }
+    double lo = fmin(ref_acc[0], ref_acc[1]), hi = fmax(ref_acc[0], ref_acc[1]);
     group_run_t r;
     pid_t sb;
     char sb_log[400];
@@ -685,11 +695,11 @@ static void test_standby_async_exactly_once(void **state)
     double shard1 = proc_query(r.db, q);
     double steps = proc_query(r.db, "select count(*) from steps");
     double got = proc_query(r.db, "select final_accuracy from runs");
-    printf("  updates: head %.0f, shard 1 %.0f, steps %.0f; accuracy %.2f%% (%.2f%% without the "
-           "kill)\n",
-           head, shard1, steps, got, want);
+    printf("  updates: head %.0f, shard 1 %.0f, steps %.0f; accuracy %.2f%% (%.2f%% and %.2f%% "
+           "without the kill)\n",
+           head, shard1, steps, got, ref_acc[0], ref_acc[1]);
     assert_true(head == shard1 && head == steps);
-    assert_true(fabs(got - want) <= 0.3);
+    assert_true(got >= lo - 0.3 && got <= hi + 0.3);
 }
 
 int main(void)

@@ -124,9 +124,8 @@ static int s_save(const basic_t *b, double accuracy)
     char seed_s[32], acc_s[32];
     snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)o->seed);
     snprintf(acc_s, sizeof acc_s, "%.2f", accuracy);
-    const char *meta[] = {"format", "pt",   "mode",          "basic", "model",
-                          o->model->name, "seed", seed_s, "test_accuracy", acc_s,
-                          NULL};
+    const char *meta[] = {"format", "pt",   "mode",          "basic", "model", o->model->name,
+                          "seed",   seed_s, "test_accuracy", acc_s,   NULL};
     if (fs_mkdirs(o->out_dir) != 0) {
         fprintf(stderr, "error: cannot create the output directory %s: %s\n", o->out_dir,
                 strerror(errno));

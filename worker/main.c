@@ -1,4 +1,4 @@
-/* worker: trains SimpleConvNet on MNIST, alone (--basic) or as one of the
+/* worker: trains a model (models.h) on MNIST, alone (--basic) or as one of the
  * workers of a paramserver (--server tcp://HOST:PORT). This file parses and
  * checks the command line; basic.c and distributed.c do the training. */
 #include <getopt.h>
@@ -28,9 +28,9 @@ static void s_usage(FILE *f)
             "usage: worker --basic [options]\n"
             "       worker --server tcp://HOST:PORT [options]\n"
             "\n"
-            "Trains SimpleConvNet on MNIST: alone in this process (--basic, the original\n"
-            "train_basic.py) or as one worker of a paramserver (--server), which then hands\n"
-            "out the shard and the recipe.\n"
+            "Trains a model (SimpleConvNet unless --model) on MNIST: alone in this process\n"
+            "(--basic, the original train_basic.py) or as one worker of a paramserver\n"
+            "(--server), which then hands out the shard and the recipe.\n"
             "\n"
             "Modes:\n"
             "  --basic               train alone, with no server\n"
