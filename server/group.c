@@ -1040,7 +1040,11 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         cons_forget(s);
         memset(g->known, 0, (size_t)s->o->workers * sizeof *g->known);
         g->file_slots = s->version == m->rollback_version;
-        srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
+        if (s->standby)
+            srv_log(s, "the group returns to version %llu: waiting for the primary's state",
+                    (unsigned long long)m->rollback_version);
+        else
+            srv_log(s, "the group returned to version %llu", (unsigned long long)s->version);
         replica_resync(s);
     }
     int left = 0, active = 0;

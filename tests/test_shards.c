@@ -702,6 +702,68 @@ static void test_standby_async_exactly_once(void **state)
     assert_true(got >= lo - 0.3 && got <= hi + 0.3);
 }
 
+/* Counts the lines of a log that contain text. */
+static int s_count_lines(const char *log, const char *text)
+{
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, text) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Both ways of surviving a shard's death in one run: sync, 3 servers,
+ * shard 1 with a standby. Shard 2 (no standby) is killed after its first
+ * checkpoint and resumed: the group returns to that version, and shard 1's
+ * primary sends its standby the state again. Then shard 1's primary is
+ * killed: the standby takes over. The weights are the run's without
+ * failures, bit for bit. */
+static void test_standby_through_a_group_return(void **state)
+{
+    (void)state;
+    const float *want = s_standby_reference();
+    static float got[MODEL_NPARAMS];
+    double scale = proc_time_scale();
+    group_run_t r = s_standby_recipe;
+    r.name = "standby_return";
+    r.servers = 3;
+    r.failover = "1";
+    r.checkpoint_every = "10";
+    s_start_servers(&r, "60");
+    char sb_log[400], ckpt[400];
+    snprintf(sb_log, sizeof sb_log, "%s/standby1.log", r.dir);
+    pid_t sb = s_start_standby(&r, 1, sb_log);
+    s_start_workers(&r, "60");
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint-shard2.safetensors", r.dir);
+    assert_int_equal(s_wait_file(ckpt, 60 * scale), 0);
+    usleep(300000);
+    kill(r.shard[2], SIGKILL);
+    proc_wait(r.shard[2], 10);
+    s_start_shard(&r, 2, 1);
+    if (s_wait_log(r.head_log, "the group returns to it", 30 * scale) == 0) {
+        /* the primary sends its standby the state of the returned version */
+        for (double end = clock_now() + 30 * scale;
+             clock_now() < end && s_count_lines(sb_log, "holds the primary's state") < 2;)
+            usleep(20000);
+        assert_int_equal(s_count_lines(sb_log, "holds the primary's state"), 2);
+        printf("  the group returned to shard 2's checkpoint; shard 1's standby took the state "
+               "again\n");
+    } else
+        printf("  shard 2 resumed at the head's version (no return)\n");
+    assert_false(proc_contains(r.head_log, "run over"));
+    kill(r.shard[1], SIGKILL);
+    proc_wait(r.shard[1], 10);
+    r.shard[1] = sb;
+    assert_int_equal(s_wait(&r), 0);
+    assert_true(proc_contains(sb_log, "promoted"));
+    s_load_model(&r, got);
+    assert_memory_equal(want, got, sizeof got);
+    printf("  final weights bit-identical to the run without failures\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -716,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_standby_takes_over_bit_identical),
         cmocka_unit_test(test_fenced_primary_becomes_standby),
         cmocka_unit_test(test_standby_async_exactly_once),
+        cmocka_unit_test(test_standby_through_a_group_return),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*resume*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
