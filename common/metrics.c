@@ -94,6 +94,11 @@ struct metrics {
     sqlite3 *db;
     char *path; /* for messages */
     sqlite3_stmt *stmt[S_COUNT];
+    /* metrics_set_journal: every row written is also handed to journal */
+    metrics_journal_fn journal;
+    void *journal_arg;
+    metrics_value_t jv[METRICS_MAX_VALUES + 1];
+    int jn;
     int batch_rows;     /* step rows in the open batch */
     double batch_start; /* monotonic seconds when the open batch began */
     char err[512];      /* the last error message */
@@ -143,17 +148,47 @@ static int s_run(metrics_t *m, int which, const char *what)
     int ok = rc == SQLITE_DONE;
     if (!ok)
         s_dberr(m, what);
+    else if (m->journal) {
+        int n = m->jn;
+        if (which == S_RUN_BEGIN) /* the id the run got, for the mirror's copy */
+            m->jv[n++] = (metrics_value_t){.kind = 'i', .i = sqlite3_last_insert_rowid(m->db)};
+        m->journal(m->journal_arg, which, m->jv, n);
+    }
+    m->jn = 0;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return ok ? 0 : -1;
 }
 
-static void s_bind_text(sqlite3_stmt *st, int i, const char *s)
+/* Notes parameter i (from 1) of a write for the journal. */
+static void s_note(metrics_t *m, int i, metrics_value_t v)
+{
+    if (i >= 1 && i <= METRICS_MAX_VALUES) {
+        m->jv[i - 1] = v;
+        if (i > m->jn)
+            m->jn = i;
+    }
+}
+
+static void s_bind_int(metrics_t *m, sqlite3_stmt *st, int i, int64_t v)
+{
+    sqlite3_bind_int64(st, i, (sqlite3_int64)v);
+    s_note(m, i, (metrics_value_t){.kind = 'i', .i = v});
+}
+
+static void s_bind_real(metrics_t *m, sqlite3_stmt *st, int i, double v)
+{
+    sqlite3_bind_double(st, i, v);
+    s_note(m, i, (metrics_value_t){.kind = 'd', .d = v});
+}
+
+static void s_bind_text(metrics_t *m, sqlite3_stmt *st, int i, const char *s)
 {
     if (s)
         sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
     else
         sqlite3_bind_null(st, i);
+    s_note(m, i, (metrics_value_t){.kind = s ? 's' : 'n', .s = s});
 }
 
 /* Reads PRAGMA user_version into *v. */
@@ -312,22 +347,22 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info)
         h = host;
     }
     sqlite3_stmt *st = m->stmt[S_RUN_BEGIN];
-    s_bind_text(st, 1, info->mode);
-    sqlite3_bind_double(st, 2, clock_wall());
-    s_bind_text(st, 3, h);
-    sqlite3_bind_int(st, 4, info->workers);
-    sqlite3_bind_int(st, 5, info->epochs);
-    sqlite3_bind_int(st, 6, info->batch_size);
-    sqlite3_bind_double(st, 7, info->lr);
-    sqlite3_bind_double(st, 8, info->momentum);
+    s_bind_text(m, st, 1, info->mode);
+    s_bind_real(m, st, 2, clock_wall());
+    s_bind_text(m, st, 3, h);
+    s_bind_int(m, st, 4, info->workers);
+    s_bind_int(m, st, 5, info->epochs);
+    s_bind_int(m, st, 6, info->batch_size);
+    s_bind_real(m, st, 7, info->lr);
+    s_bind_real(m, st, 8, info->momentum);
     /* SQLite integers are signed: a seed above INT64_MAX reads back negative,
      * and casting it to uint64_t restores it. */
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)info->seed);
-    sqlite3_bind_int(st, 10, info->threads);
-    sqlite3_bind_int(st, 11, info->train_limit);
-    sqlite3_bind_int(st, 12, info->staleness);
-    s_bind_text(st, 13, info->dataset);
-    s_bind_text(st, 14, info->model);
+    s_bind_int(m, st, 9, (sqlite3_int64)info->seed);
+    s_bind_int(m, st, 10, info->threads);
+    s_bind_int(m, st, 11, info->train_limit);
+    s_bind_int(m, st, 12, info->staleness);
+    s_bind_text(m, st, 13, info->dataset);
+    s_bind_text(m, st, 14, info->model);
     if (s_run(m, S_RUN_BEGIN, "insert run") < 0)
         return -1;
     return (int64_t)sqlite3_last_insert_rowid(m->db);
@@ -340,11 +375,11 @@ int metrics_run_end(metrics_t *m, int64_t run, const char *status, double final_
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_RUN_END];
-    sqlite3_bind_double(st, 1, clock_wall());
-    s_bind_text(st, 2, status);
-    sqlite3_bind_double(st, 3, final_accuracy);
-    sqlite3_bind_double(st, 4, train_seconds);
-    sqlite3_bind_int64(st, 5, run);
+    s_bind_real(m, st, 1, clock_wall());
+    s_bind_text(m, st, 2, status);
+    s_bind_real(m, st, 3, final_accuracy);
+    s_bind_real(m, st, 4, train_seconds);
+    s_bind_int(m, st, 5, run);
     if (s_run(m, S_RUN_END, "end run") < 0)
         return -1;
     if (sqlite3_changes(m->db) != 1) {
@@ -361,14 +396,14 @@ int metrics_worker(metrics_t *m, int64_t run, int worker_id, const char *name, c
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_WORKER];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_int(st, 2, worker_id);
-    s_bind_text(st, 3, name);
-    s_bind_text(st, 4, host);
-    sqlite3_bind_int(st, 5, shard_size);
-    sqlite3_bind_int(st, 6, threads);
-    sqlite3_bind_int(st, 7, incarnation);
-    sqlite3_bind_double(st, 8, clock_wall());
+    s_bind_int(m, st, 1, run);
+    s_bind_int(m, st, 2, worker_id);
+    s_bind_text(m, st, 3, name);
+    s_bind_text(m, st, 4, host);
+    s_bind_int(m, st, 5, shard_size);
+    s_bind_int(m, st, 6, threads);
+    s_bind_int(m, st, 7, incarnation);
+    s_bind_real(m, st, 8, clock_wall());
     return s_run(m, S_WORKER, "insert worker");
 }
 
@@ -383,12 +418,12 @@ int metrics_step(metrics_t *m, int64_t run, int worker_id, int64_t step, int epo
         m->batch_start = clock_now();
     }
     sqlite3_stmt *st = m->stmt[S_STEP];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_int(st, 2, worker_id);
-    sqlite3_bind_int64(st, 3, step);
-    sqlite3_bind_int(st, 4, epoch);
-    sqlite3_bind_double(st, 5, loss);
-    sqlite3_bind_double(st, 6, t);
+    s_bind_int(m, st, 1, run);
+    s_bind_int(m, st, 2, worker_id);
+    s_bind_int(m, st, 3, step);
+    s_bind_int(m, st, 4, epoch);
+    s_bind_real(m, st, 5, loss);
+    s_bind_real(m, st, 6, t);
     if (s_run(m, S_STEP, "insert step") < 0)
         return -1;
     m->batch_rows++;
@@ -404,20 +439,20 @@ int metrics_epoch(metrics_t *m, int64_t run, int worker_id, const metrics_epoch_
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_EPOCH];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_int(st, 2, worker_id);
-    sqlite3_bind_int(st, 3, e->epoch);
-    sqlite3_bind_double(st, 4, e->train_loss);
-    sqlite3_bind_double(st, 5, e->test_accuracy);
-    sqlite3_bind_double(st, 6, e->epoch_seconds);
-    sqlite3_bind_double(st, 7, e->compute_seconds);
-    sqlite3_bind_double(st, 8, e->push_seconds);
-    sqlite3_bind_double(st, 9, e->pull_seconds);
-    sqlite3_bind_double(st, 10, e->wait_seconds);
-    sqlite3_bind_int64(st, 11, e->images);
-    sqlite3_bind_int64(st, 12, e->bytes_sent);
-    sqlite3_bind_int64(st, 13, e->bytes_received);
-    sqlite3_bind_double(st, 14, t);
+    s_bind_int(m, st, 1, run);
+    s_bind_int(m, st, 2, worker_id);
+    s_bind_int(m, st, 3, e->epoch);
+    s_bind_real(m, st, 4, e->train_loss);
+    s_bind_real(m, st, 5, e->test_accuracy);
+    s_bind_real(m, st, 6, e->epoch_seconds);
+    s_bind_real(m, st, 7, e->compute_seconds);
+    s_bind_real(m, st, 8, e->push_seconds);
+    s_bind_real(m, st, 9, e->pull_seconds);
+    s_bind_real(m, st, 10, e->wait_seconds);
+    s_bind_int(m, st, 11, e->images);
+    s_bind_int(m, st, 12, e->bytes_sent);
+    s_bind_int(m, st, 13, e->bytes_received);
+    s_bind_real(m, st, 14, t);
     return s_run(m, S_EPOCH, "insert epoch");
 }
 
@@ -428,12 +463,12 @@ int metrics_server_stats(metrics_t *m, int64_t run, double t, int64_t updates_ap
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_SERVER];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_double(st, 2, t);
-    sqlite3_bind_int64(st, 3, updates_applied);
-    sqlite3_bind_int64(st, 4, version);
-    sqlite3_bind_double(st, 5, mean_staleness);
-    sqlite3_bind_int64(st, 6, max_staleness);
+    s_bind_int(m, st, 1, run);
+    s_bind_real(m, st, 2, t);
+    s_bind_int(m, st, 3, updates_applied);
+    s_bind_int(m, st, 4, version);
+    s_bind_real(m, st, 5, mean_staleness);
+    s_bind_int(m, st, 6, max_staleness);
     return s_run(m, S_SERVER, "insert server stats");
 }
 
@@ -444,14 +479,14 @@ int metrics_shard_stats(metrics_t *m, int64_t run, double t, int shard, int64_t 
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_SHARD];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_double(st, 2, t);
-    sqlite3_bind_int(st, 3, shard);
-    sqlite3_bind_int64(st, 4, version);
-    sqlite3_bind_int64(st, 5, updates);
-    sqlite3_bind_int64(st, 6, bytes_in);
-    sqlite3_bind_int64(st, 7, bytes_out);
-    sqlite3_bind_double(st, 8, apply_seconds);
+    s_bind_int(m, st, 1, run);
+    s_bind_real(m, st, 2, t);
+    s_bind_int(m, st, 3, shard);
+    s_bind_int(m, st, 4, version);
+    s_bind_int(m, st, 5, updates);
+    s_bind_int(m, st, 6, bytes_in);
+    s_bind_int(m, st, 7, bytes_out);
+    s_bind_real(m, st, 8, apply_seconds);
     return s_run(m, S_SHARD, "insert shard stats");
 }
 
@@ -462,12 +497,84 @@ int metrics_event(metrics_t *m, int64_t run, double t, int worker_id, const char
     if (metrics_flush(m) < 0)
         return -1;
     sqlite3_stmt *st = m->stmt[S_EVENT];
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_double(st, 2, t);
-    sqlite3_bind_int(st, 3, worker_id); /* -1, as given, when there is none */
-    s_bind_text(st, 4, kind);
-    s_bind_text(st, 5, detail);
+    s_bind_int(m, st, 1, run);
+    s_bind_real(m, st, 2, t);
+    s_bind_int(m, st, 3, worker_id); /* -1, as given, when there is none */
+    s_bind_text(m, st, 4, kind);
+    s_bind_text(m, st, 5, detail);
     return s_run(m, S_EVENT, "insert event");
+}
+
+void metrics_set_journal(metrics_t *m, metrics_journal_fn fn, void *arg)
+{
+    m->journal = fn;
+    m->journal_arg = arg;
+}
+
+/* Binds a journaled value to parameter i of st. */
+static void s_bind_value(sqlite3_stmt *st, int i, const metrics_value_t *v)
+{
+    switch (v->kind) {
+    case 'i': sqlite3_bind_int64(st, i, (sqlite3_int64)v->i); break;
+    case 'd': sqlite3_bind_double(st, i, v->d); break;
+    case 's': sqlite3_bind_text(st, i, v->s ? v->s : "", -1, SQLITE_TRANSIENT); break;
+    default: sqlite3_bind_null(st, i); break;
+    }
+}
+
+/* A run row with the id it had: the statement with an id column first. */
+static int s_replay_run(metrics_t *m, const metrics_value_t *v, int n)
+{
+    const char *sql = s_sql[S_RUN_BEGIN], *cols = strchr(sql, '('), *vals = strstr(sql, "VALUES(");
+    char own[1024];
+    snprintf(own, sizeof own, "INSERT INTO runs(id, %.*sVALUES(?, %s", (int)(vals - cols - 1),
+             cols + 1, vals + 7);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(m->db, own, -1, &st, NULL) != SQLITE_OK)
+        return s_dberr(m, "prepare a mirrored run");
+    int ok = n >= 1 && sqlite3_bind_parameter_count(st) == n;
+    for (int i = 0; ok && i < n; i++)
+        s_bind_value(st, i + 1, i == 0 ? &v[n - 1] : &v[i - 1]);
+    if (!ok)
+        s_seterr(m, "metrics: %s: a mirrored run row has %d values, not %d", m->path, n,
+                 sqlite3_bind_parameter_count(st));
+    else if (sqlite3_step(st) != SQLITE_DONE)
+        ok = s_dberr(m, "insert a mirrored run (a standby needs a database of its own, without "
+                        "that run id)") == 0;
+    sqlite3_finalize(st);
+    return ok ? 0 : -1;
+}
+
+int metrics_replay(metrics_t *m, int which, const metrics_value_t *v, int n)
+{
+    assert(m && v);
+    if (which < 0 || which >= S_COUNT) {
+        s_seterr(m, "metrics: %s: no statement %d to mirror", m->path, which);
+        return -1;
+    }
+    if (which == S_STEP && sqlite3_get_autocommit(m->db)) {
+        if (s_exec(m, "BEGIN", "begin a batch of step rows") < 0)
+            return -1;
+        m->batch_rows = 0;
+        m->batch_start = clock_now();
+    } else if (which != S_STEP && metrics_flush(m) < 0)
+        return -1;
+    if (which == S_RUN_BEGIN)
+        return s_replay_run(m, v, n);
+    sqlite3_stmt *st = m->stmt[which];
+    if (n != sqlite3_bind_parameter_count(st)) {
+        s_seterr(m, "metrics: %s: a mirrored row of statement %d has %d values, not %d", m->path,
+                 which, n, sqlite3_bind_parameter_count(st));
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        s_bind_value(st, i + 1, &v[i]);
+    if (s_run(m, which, "insert a mirrored row") < 0)
+        return -1;
+    if (which == S_STEP && (++m->batch_rows >= METRICS_BATCH_ROWS ||
+                            clock_now() - m->batch_start >= METRICS_BATCH_SECONDS))
+        return metrics_flush(m);
+    return 0;
 }
 
 const char *metrics_errmsg(const metrics_t *m)

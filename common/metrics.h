@@ -190,6 +190,27 @@ typedef void (*metrics_shard_fn)(void *ctx, int shard, double bytes_in, double b
                                  double updates, double apply_seconds);
 int metrics_shards_each(metrics_t *m, int64_t run, metrics_shard_fn fn, void *ctx);
 
+/* A mirror of the database (the head's hot standby keeps one): every row
+ * written (its prepared statement's number and parameters) is handed to a
+ * journal function as it is written; metrics_replay writes it into another
+ * database. Values: kind 'i' (integer), 'd' (real), 's' (text, valid during
+ * the call only) or 'n' (null). A run row's journal adds the id it got as a
+ * last value, and the mirror's copy gets that id. */
+#define METRICS_MAX_VALUES 16
+typedef struct {
+    char kind;
+    int64_t i;
+    double d;
+    const char *s;
+} metrics_value_t;
+typedef void (*metrics_journal_fn)(void *arg, int statement, const metrics_value_t *v, int n);
+void metrics_set_journal(metrics_t *m, metrics_journal_fn fn, void *arg);
+
+/* Writes a journaled row: 0, or -1 (metrics_errmsg) when the statement
+ * number or the number of values is wrong, or the write fails (a run id the
+ * database already holds: the mirror needs a database of its own). */
+int metrics_replay(metrics_t *m, int statement, const metrics_value_t *v, int n);
+
 /* A run's fail-overs (events of kind 'failover': a standby took over a
  * shard), in time order: when (seconds since the start) and the step the
  * lowest-numbered worker with steps was at then (its first step at or after

@@ -11,8 +11,9 @@
 # Environment: MODEL (a model of the catalogue: simpleconvnet, lenet5, mlp,
 # widecnn; simpleconvnet), WORKERS (2), MODE (sync|async|ssp|independent, sync),
 # STALENESS (2), EPOCHS (5), PORT (5555; shard I listens on PORT+I), SHARDS
-# (server processes, 1), REPLICAS (1: a hot standby for every shard, on
-# PORT+100+I, and SHARDS defaults to 2; the head has none yet), THREADS (threads per worker, 1), TRAIN_LIMIT,
+# (server processes, 1), REPLICAS (1: a hot standby for the head, on
+# PORT+100 with its own database DB-standby, and for every shard, on
+# PORT+100+I; SHARDS then defaults to 2: shard 1 is the head's witness), THREADS (threads per worker, 1), TRAIN_LIMIT,
 # DATASET (mnist|fashion-mnist, mnist), LR_SCALING (sync: linear, the
 # others: none; see README "Learning rate with K workers"), WARMUP_EPOCHS
 # (1), MNIST_DIR (data), DB (results/metrics.db), OUT (results), BUILD
@@ -28,7 +29,7 @@ DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist} bin=$
 MODEL=${MODEL:-simpleconvnet}
 # The others reach the programs, which check them; these two are our arithmetic.
 [[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "run-local: SHARDS=$SHARDS: must be a number of server processes, 1..99" >&2; exit 2; }
-((REPLICAS == 0 || SHARDS > 1)) || { echo "run-local: REPLICAS=1 protects the shards 1..SHARDS-1; the head has no standby yet: give SHARDS=2 or more" >&2; exit 2; }
+((REPLICAS == 0 || SHARDS > 1)) || { echo "run-local: REPLICAS=1 needs SHARDS=2 or more: shard 1 is the witness that lets the head's standby take over" >&2; exit 2; }
 [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] && ((PORT + 100 + SHARDS - 1 <= 65535)) ||
     { echo "run-local: PORT=$PORT: must be a TCP port, with PORT+SHARDS-1 <= 65535 (shard I listens on PORT+I)" >&2; exit 2; }
 [ "$MODE" = sync ] && LR_SCALING=${LR_SCALING:-linear} || LR_SCALING=${LR_SCALING:-none}
@@ -60,7 +61,10 @@ fi
 
 group=()
 ((SHARDS > 1)) && group=(--shards "$SHARDS")
-echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)$( ((REPLICAS)) && echo ", each shard with a hot standby")), $WORKERS workers, $MODEL, mode $MODE, $DATASET, lr scaling $LR_SCALING"
+((REPLICAS)) && group+=(--replicas 1 --failover-timeout 2)
+sbdb="${DB%.db}-standby.db"
+((REPLICAS)) && rm -f "$sbdb" "$sbdb-wal" "$sbdb-shm"   # the standby's copy of this run only
+echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)$( ((REPLICAS)) && echo ", the head and each shard with a hot standby")), $WORKERS workers, $MODEL, mode $MODE, $DATASET, lr scaling $LR_SCALING"
 start=$EPOCHREALTIME
 "$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --model "$MODEL" --workers "$WORKERS" --mode "$MODE" \
     --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --dataset "$DATASET" "${data[@]}" \
@@ -77,6 +81,15 @@ for ((i = 1; i < SHARDS; i++)); do
     name[$!]="shard $i" log[$!]=$OUT/logs/shard$i.log
     primary[$!]=1
 done
+if ((REPLICAS)); then
+    # The head's standby: the head waits for it (--replicas 1) before the run.
+    "$bin"/paramserver --replica-of "tcp://127.0.0.1:$PORT" --bind "tcp://127.0.0.1:$((PORT + 100))" \
+        "${data[@]}" --db "$sbdb" --out "$OUT" --checkpoint "$OUT/checkpoint-standby0.safetensors" \
+        >"$OUT/logs/standby0.log" 2>&1 &
+    pids+=("$!") && servers+=("$!") && headsb=$!
+    name[$!]="the head's standby" log[$!]=$OUT/logs/standby0.log
+    primary[$server]=1
+fi
 for ((i = 1; i < SHARDS && REPLICAS; i++)); do
     # Its primary must be listening first: the standby asks it who it is.
     "$bin"/paramserver --replica-of "tcp://127.0.0.1:$((PORT + i))" --bind "tcp://127.0.0.1:$((PORT + 100 + i))" \
@@ -111,7 +124,8 @@ while ((${#servers[@]})); do
     left=()
     for p in "${servers[@]}"; do [ "$p" = "$ended" ] || left+=("$p"); done
     servers=("${left[@]}")
-    if [ "$ended" = "$server" ]; then
+    [ "$ended" = "$server" ] && [ "$status" -ne 0 ] && DB=$sbdb   # the run goes on in the standby's database
+    if [ "$ended" = "$server" ] && [ "$status" -eq 0 ]; then
         for p in "${servers[@]}"; do
             end=$((SECONDS + 60))
             while kill -0 "$p" 2>/dev/null; do
@@ -141,5 +155,5 @@ sqlite3 -separator ' ' "$DB" "
   from epochs e where e.run_id = $run group by e.worker_id order by e.worker_id;"
 [ "$MODE" = independent ] && what="independent models (mean over the workers): test accuracy " || what="server model: test accuracy "
 sqlite3 "$DB" "select '$what' || printf('%.2f', final_accuracy) || '%, training ' || printf('%.1f', train_seconds) || ' s' from runs where id = $run"
-grep '^summary' "$OUT/logs/server.log"
+grep -h '^summary' "$OUT/logs/server.log" "$OUT/logs/standby0.log" 2>/dev/null | tail -1
 [ "$failed" -eq 0 ] || exit 1

@@ -21,7 +21,9 @@ static int s_needs_tensor(const Ps__Envelope *env)
     case PS__ENVELOPE__BODY_WEIGHTS:
     case PS__ENVELOPE__BODY_SHARD_FINAL: return 1;
     case PS__ENVELOPE__BODY_REPLICA_UPDATE:
-        return env->replica_update->kind != PS__REPLICA_KIND__REPLICA_BEAT;
+        return env->replica_update->kind == PS__REPLICA_KIND__REPLICA_STATE_W ||
+               env->replica_update->kind == PS__REPLICA_KIND__REPLICA_STATE_V ||
+               env->replica_update->kind == PS__REPLICA_KIND__REPLICA_UPDATE;
     default: return 0;
     }
 }
@@ -74,6 +76,8 @@ const char *wire_kind_name(Ps__Envelope__BodyCase kind)
     case PS__ENVELOPE__BODY_SHARD_TERM: return "shard term";
     case PS__ENVELOPE__BODY_LOCATE: return "locate";
     case PS__ENVELOPE__BODY_LOCATED: return "located";
+    case PS__ENVELOPE__BODY_REPLICA_HEAD: return "replica head";
+    case PS__ENVELOPE__BODY_METRIC_ROW: return "metric row";
     default: return "unknown";
     }
 }

@@ -43,6 +43,8 @@ typedef struct {
     wire_peer_t sb_peer;
     char sb_endpoint[128];
     double sb_last_ping;
+    int rebind; /* the head's standby took over: this shard's next join, from a new
+                 * connection, is the same process (same term): it keeps its state */
 } member_shard_t;
 
 struct srv_group {
@@ -65,6 +67,15 @@ struct srv_group {
     double last_ping, last_heard;
     int64_t run_id;
     uint64_t head_version;
+    /* a shard: the head's term and its standby (from the tables), for
+     * witnessing the head's fail-over and following it */
+    uint64_t head_term;
+    char head_sb[128];
+    int switched;     /* its link moved to the head's standby */
+    int takeover;     /* the head it joins took over: keep the state */
+    double rejoin_at; /* resend the join then (the standby was not promoted yet) */
+    /* the head's standby: the witness's answer is awaited on this socket */
+    void *witness;
 };
 
 void group_range(int shards, int shard, size_t nparams, size_t *lo, size_t *n)
@@ -94,6 +105,8 @@ int group_head_new(server_t *s)
         return -1;
     }
     g->sh[0].joined = 1;
+    g->sh[0].term = 1;
+    s->term = 1;
     s->group = g;
     if (s->o->shard_keys && !(g->shard_keys = zcertstore_new(s->o->shard_keys))) {
         fprintf(stderr, "error: cannot read --shard-keys %s\n", s->o->shard_keys);
@@ -113,6 +126,8 @@ void group_destroy(server_t *s)
         return;
     if (g->head)
         zmq_close(g->head);
+    if (g->witness)
+        zmq_close(g->witness);
     free(g->sh);
     free(g->full);
     zcertstore_destroy(&g->shard_keys);
@@ -127,6 +142,12 @@ int group_ready(const server_t *s, char *buf, size_t n)
     int missing = 0;
     if (buf && n)
         buf[0] = '\0';
+    if (s->o->replicas &&
+        !(s->group->sh[0].sb_joined && s->group->sh[0].sb_endpoint[0] && s->rep)) {
+        if (buf && n)
+            snprintf(buf, n, "the head's standby");
+        missing++;
+    }
     for (int i = 1; i < s_shards(s); i++)
         if (!s->group->sh[i].joined || !s->group->sh[i].endpoint[0]) {
             size_t used = buf ? strlen(buf) : 0;
@@ -139,7 +160,7 @@ int group_ready(const server_t *s, char *buf, size_t n)
 
 /* The head's table of ranges: who serves each (its endpoint, key, term)
  * and its standby; ranges and ptrs have room for o->shards entries. */
-static void s_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **ptrs)
+void group_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **ptrs)
 {
     for (int i = 0; i < s_shards(s); i++) {
         const member_shard_t *sh = &s->group->sh[i];
@@ -159,7 +180,7 @@ static void s_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange *
 void group_welcome(const server_t *s, Ps__Welcome *wm, Ps__ShardRange *ranges,
                    Ps__ShardRange **ptrs)
 {
-    s_ranges(s, ranges, ptrs);
+    group_ranges(s, ranges, ptrs);
     wm->n_shards = (size_t)s_shards(s);
     wm->shards = ptrs;
     wm->failover_timeout = s->o->failover_timeout;
@@ -172,7 +193,7 @@ static void s_send_membership_to(server_t *s, int i, int standby, uint64_t reque
     group_t *g = s->group;
     int W = s->o->workers, S = s_shards(s);
     Ps__ShardRange ranges[S], *rptrs[S];
-    s_ranges(s, ranges, rptrs);
+    group_ranges(s, ranges, rptrs);
     Ps__Member mb[W], *ptrs[W];
     for (int k = 0; k < W; k++) {
         const slot_t *sl = &s->slots[k];
@@ -222,8 +243,9 @@ void group_membership_changed(server_t *s)
     if (!g || s_shards(s) == 1)
         return;
     g->seq++;
+    replica_head_changed(s); /* the head's standby first: before anyone is answered */
     for (int i = 1; i < s_shards(s); i++) {
-        if (g->sh[i].joined)
+        if (g->sh[i].joined && g->sh[i].peer.len)
             s_send_membership(s, i, 0);
         if (g->sh[i].sb_joined)
             s_send_membership_to(s, i, 1, 0);
@@ -267,10 +289,58 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer, const c
     w.replica_of = (char *)(replica_of ? replica_of : "");
     w.term = s->group->sh[i].term;
     w.failover_timeout = o->failover_timeout;
+    w.test_limit = (uint32_t)o->test_limit;
+    w.worker_timeout = o->worker_timeout;
+    w.takeover = s->group->sh[i].rebind;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
     srv_answer(s, peer, &env);
+}
+
+void group_head_table(const server_t *s, Ps__ReplicaHead *h)
+{
+    const group_t *g = s->group;
+    h->seq = g->seq;
+    h->rollbacks = g->rollbacks;
+    h->rollback_version = g->rollback_version;
+    h->over = g->over;
+}
+
+void group_take_head_table(server_t *s, const Ps__ReplicaHead *h)
+{
+    group_t *g = s->group;
+    g->seq = h->seq;
+    g->rollbacks = h->rollbacks;
+    g->rollback_version = h->rollback_version;
+    g->over = h->over;
+    for (size_t i = 1; i < h->n_shards && i < (size_t)s_shards(s); i++) {
+        member_shard_t *sh = &g->sh[i];
+        const Ps__ShardRange *r = h->shards[i];
+        sh->joined = r->endpoint && r->endpoint[0];
+        sh->term = r->term;
+        snprintf(sh->endpoint, sizeof sh->endpoint, "%s", r->endpoint ? r->endpoint : "");
+        snprintf(sh->given, sizeof sh->given, "%s", sh->endpoint);
+        snprintf(sh->key, sizeof sh->key, "%s", r->public_key ? r->public_key : "");
+        sh->sb_joined = r->standby && r->standby[0];
+        snprintf(sh->sb_endpoint, sizeof sh->sb_endpoint, "%s", r->standby ? r->standby : "");
+    }
+    if (h->n_shards > 0)
+        g->sh[0].term = h->shards[0]->term;
+}
+
+void group_took_over(server_t *s)
+{
+    group_t *g = s->group;
+    for (int i = 1; i < s_shards(s); i++) {
+        g->sh[i].rebind = 1;
+        g->sh[i].peer.len = 0; /* its connection was the old head's */
+        g->sh[i].last_ping = clock_now();
+        g->sh[i].sb_peer.len = 0;
+    }
+    g->sh[0].sb_joined = 0;
+    g->sh[0].sb_endpoint[0] = '\0';
+    g->sh[0].term = s->term;
 }
 
 /* The shard a message claims to come from, if it joined from this
@@ -337,6 +407,54 @@ static int s_version_problem(server_t *s, const Ps__ShardJoin *j, char *why, siz
     srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "rollback", detail));
     group_membership_changed(s);
     return 0;
+}
+
+/* The head's own standby joins (paramserver --replica-of HEAD): first for
+ * the recipe, then ready; the head then sends it its state and tables.
+ * It needs a witness to take over (shard 1: the head cannot vouch for its
+ * own silence), and must join before the run starts: its database copies
+ * the run from its first row. */
+static void s_on_head_standby_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin *j)
+{
+    member_shard_t *sh = &s->group->sh[0];
+    int again = sh->sb_joined && s_same_peer(&sh->sb_peer, peer);
+    const char *bad = j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
+    char why[300];
+    if (s_shards(s) < 2)
+        snprintf(why, sizeof why,
+                 "the head's standby needs a witness to take over: run a server group of 2 or "
+                 "more (--shards 2); shard 1 decides, with the head silent, that it serves");
+    else if (s->o->curve_secret)
+        snprintf(why, sizeof why, "a standby with CurveZMQ is not supported in this release");
+    else if (bad)
+        snprintf(why, sizeof why, "the standby's endpoint is not usable: %s", bad);
+    else if (s->started && !again)
+        snprintf(why, sizeof why,
+                 "the head's standby must join before the run starts (its database copies the "
+                 "run from its first row); start it with the head (--replicas 1 makes the head "
+                 "wait for it)");
+    else if (sh->sb_joined && !again && transport_connected(s, &sh->sb_peer))
+        snprintf(why, sizeof why, "the head already has a standby (%s)",
+                 sh->sb_endpoint[0] ? sh->sb_endpoint : "not ready yet");
+    else {
+        sh->sb_joined = 1;
+        sh->sb_peer = *peer;
+        sh->sb_last_ping = clock_now();
+        snprintf(sh->sb_endpoint, sizeof sh->sb_endpoint, "%s", j->endpoint ? j->endpoint : "");
+        if (!sh->sb_endpoint[0]) {
+            s_shard_welcome(s, 0, peer, s->endpoint);
+            return;
+        }
+        srv_log(s, "the head's standby is ready at %s (term %llu)", sh->sb_endpoint,
+                (unsigned long long)sh->term);
+        s_ack(s, peer);
+        /* The state goes from the loop (replica_tick), after this Ack: the
+         * standby waits for it before it reads anything else. */
+        snprintf(s->rep_pending, sizeof s->rep_pending, "%s", sh->sb_endpoint);
+        return;
+    }
+    srv_log_refused(s, "refused the head's standby: %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_STATE, why);
 }
 
 /* A standby joins for shard j->shard (asked for, or a process started
@@ -451,8 +569,8 @@ void group_on_locate(server_t *s, const wire_peer_t *peer, const Ps__Locate *l)
     env.body_case = PS__ENVELOPE__BODY_LOCATED;
     env.located = &answer;
     answer.shard = (uint32_t)s->shard;
-    if (s->shard > 0) { /* a shard: who it is, for a standby (--replica-of) */
-        answer.head = (char *)s->o->head;
+    if (s->shard > 0 || l->token == 0) { /* who it is, for a standby (--replica-of) */
+        answer.head = (char *)(s->shard > 0 ? s->o->head : "");
         srv_answer(s, peer, &env);
         return;
     }
@@ -460,7 +578,7 @@ void group_on_locate(server_t *s, const wire_peer_t *peer, const Ps__Locate *l)
         return;
     int S = s_shards(s);
     Ps__ShardRange ranges[S], *ptrs[S];
-    s_ranges(s, ranges, ptrs);
+    group_ranges(s, ranges, ptrs);
     answer.n_shards = (size_t)S;
     answer.shards = ptrs;
     srv_answer(s, peer, &env);
@@ -470,6 +588,10 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
 {
     group_t *g = s->group;
     char why[300];
+    if (j->standby && j->shard == 0) {
+        s_on_head_standby_join(s, peer, j);
+        return;
+    }
     /* A shard joins twice: first without an endpoint, for the recipe it
      * needs to bind; then with the endpoint it bound (ready). */
     const char *bad = j->endpoint && j->endpoint[0] ? member_name_problem(j->endpoint, 127) : NULL;
@@ -505,12 +627,13 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
                      "shard %u has already joined from another live connection (%s); "
                      "is a second process started with --shard %u?",
                      j->shard, sh->endpoint[0] ? sh->endpoint : "not ready yet", j->shard);
-        } else if (j->endpoint && j->endpoint[0] && j->version != s->version &&
+        } else if (j->endpoint && j->endpoint[0] && j->version != s->version && !sh->rebind &&
                    s_version_problem(s, j, why, sizeof why)) {
             /* refused below */
         } else {
             int again = sh->joined;
-            if (!sh->joined || !s_same_peer(&sh->peer, peer))
+            if (!(sh->rebind && j->term == sh->term) &&
+                (!sh->joined || !s_same_peer(&sh->peer, peer)))
                 sh->term++; /* another process serves the range now */
             sh->joined = 1;
             sh->peer = *peer;
@@ -525,9 +648,10 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
                 snprintf(sh->given, sizeof sh->given, "%s", sh->endpoint);
             }
-            if (sh->endpoint[0])
+            if (sh->endpoint[0]) {
                 s_ack(s, peer); /* ready */
-            else
+                sh->rebind = 0;
+            } else
                 s_shard_welcome(s, (int)j->shard, peer, NULL);
             s_send_membership(s, (int)j->shard, 0);
             member_maybe_start(s);
@@ -863,7 +987,6 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->lr = w->lr;
     ro->momentum = w->momentum;
     ro->train_limit = (int)w->train_limit;
-    ro->test_limit = 0;
     ro->checkpoint_every = o->checkpoint_every > 0 ? (int)w->checkpoint_every : 0;
     ro->lr_scaling = w->lr_linear ? LR_SCALING_LINEAR : LR_SCALING_NONE;
     ro->warmup_epochs = w->warmup_epochs;
@@ -873,6 +996,9 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     snprintf(replica_of, sizeof replica_of, "%s", w->replica_of ? w->replica_of : "");
     ro->replica_of = replica_of[0] ? replica_of : NULL;
     ro->failover_timeout = w->failover_timeout != 0 ? w->failover_timeout : 2.0; /* 0: not set */
+    ro->test_limit = o->shard == 0 ? (int)w->test_limit : 0; /* the head's standby evaluates */
+    if (o->shard == 0 && w->worker_timeout > 0)
+        ro->worker_timeout = w->worker_timeout;
     ro->data_dir = NULL; /* a shard needs no data */
     ro->out_dir = NULL;  /* nor writes a model */
     ro->db = ":memory:"; /* the head keeps the metrics */
@@ -968,6 +1094,7 @@ static int s_send_join(server_t *s, const char *endpoint)
     j.resumed = s->o->resume || s->version > 0;
     j.version = s->version;
     j.standby = s->standby;
+    j.term = s->term;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
     env.shard_join = &j;
@@ -989,6 +1116,14 @@ static int s_rejoined(server_t *s, uint64_t head_version)
     if (s->standby) {
         /* A standby takes its state from its primary, not from a file. */
         s->synced = 0;
+        return s_send_join(s, s->group->advertise);
+    }
+    if (s->group->takeover) {
+        /* The head's standby took over: the workers' resent pushes even the
+         * versions out; nothing to return to. */
+        s->group->takeover = 0;
+        srv_log(s, "joined the head's standby, which took over (version %llu, its %llu)",
+                (unsigned long long)s->version, (unsigned long long)head_version);
         return s_send_join(s, s->group->advertise);
     }
     if (s->version > head_version) {
@@ -1080,6 +1215,12 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
     s->active = active;
     s->registered = s->o->workers;
     s->started = m->started;
+    if (m->n_shards > 0) { /* the head's term and standby: to witness and follow a take-over */
+        if (m->shards[0]->term > g->head_term)
+            g->head_term = m->shards[0]->term;
+        snprintf(g->head_sb, sizeof g->head_sb, "%s",
+                 m->shards[0]->standby ? m->shards[0]->standby : "");
+    }
     if ((size_t)s->shard < m->n_shards) {
         /* Who serves this range now, and its standby (replica.h). */
         const Ps__ShardRange *me = m->shards[s->shard];
@@ -1126,9 +1267,65 @@ static void s_granted(server_t *s, const Ps__ShardTerm *t)
     }
 }
 
+/* The head or its standby asks the witness (shard 1) for the head's next
+ * term: see group_witness. 0 when granted (s->term is the new term), -1. */
+static int s_ask_witness(server_t *s, int promote, double wait)
+{
+    group_t *g = s->group;
+    const char *ep = s_shards(s) > 1 ? g->sh[1].endpoint : "";
+    if (!ep[0])
+        return -1;
+    if (!g->witness) {
+        int linger = 0;
+        g->witness = zmq_socket(s->ctx, ZMQ_DEALER);
+        zmq_setsockopt(g->witness, ZMQ_LINGER, &linger, sizeof linger);
+        if (!g->witness || zmq_connect(g->witness, ep) != 0) {
+            srv_log(s, "cannot reach the witness (shard 1) at %s: %s", ep, zmq_strerror(errno));
+            if (g->witness)
+                zmq_close(g->witness);
+            g->witness = NULL;
+            return -1;
+        }
+    }
+    Ps__ShardTerm t = PS__SHARD_TERM__INIT;
+    t.shard = 0;
+    t.term = s->term;
+    t.promote = promote;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+    env.shard_term = &t;
+    env.request_id = ++g->request;
+    if (wire_send(g->witness, NULL, &env, NULL, ZMQ_DONTWAIT) < 0)
+        return -1;
+    for (double end = clock_now() + wait; clock_now() < end && !server_stop;) {
+        zmq_pollitem_t item = {g->witness, 0, ZMQ_POLLIN, 0};
+        wire_msg_t m;
+        char err[256];
+        if (zmq_poll(&item, 1, 100) <= 0 || wire_recv(g->witness, NULL, &m, 0, err, sizeof err) != 0)
+            continue;
+        int rc = -2; /* an answer to an earlier request: wait on */
+        if (m.env->request_id == env.request_id) {
+            rc = -1;
+            if (m.env->body_case == PS__ENVELOPE__BODY_SHARD_TERM &&
+                m.env->shard_term->term > s->term) {
+                s->term = m.env->shard_term->term;
+                rc = 0;
+            } else if (m.env->body_case == PS__ENVELOPE__BODY_ERROR)
+                srv_log(s, "the witness (shard 1) refused: %s",
+                        m.env->error->message ? m.env->error->message : "");
+        }
+        wire_msg_close(&m);
+        if (rc != -2)
+            return rc;
+    }
+    return -1;
+}
+
 int group_ask_term(server_t *s, int promote, double wait)
 {
     group_t *g = s->group;
+    if (s->shard == 0)
+        return s_ask_witness(s, promote, wait > 0 ? wait : 1.0);
     Ps__ShardTerm t = PS__SHARD_TERM__INIT;
     t.shard = (uint32_t)s->shard;
     t.term = s->term;
@@ -1190,9 +1387,13 @@ static int s_link_read(server_t *s)
             }
         } else if (kind == PS__ENVELOPE__BODY_SHARD_WELCOME && g->rejoining) {
             g->rejoining = 0;
+            g->rejoin_at = 0;
             g->head_known = 0; /* the table that follows is this head's first */
             s->term = m.env->shard_welcome->term;
             fail = s_rejoined(s, m.env->shard_welcome->version) != 0;
+        } else if (kind == PS__ENVELOPE__BODY_ERROR &&
+                   m.env->error->code == PS__ERROR_CODE__ERROR_RETRY && g->rejoining) {
+            /* the head's standby, not promoted yet: the join is sent again */
         } else if (kind == PS__ENVELOPE__BODY_ERROR &&
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
             /* The head restarted (--resume) and does not know this link:
@@ -1290,6 +1491,69 @@ static int s_send_final(server_t *s)
     return -1;
 }
 
+/* Moves the link to the head to ep (the head's standby that took over, or
+ * back) and joins it again. */
+static void s_switch_head(server_t *s, const char *ep)
+{
+    group_t *g = s->group;
+    int linger = 0;
+    zmq_setsockopt(g->head, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(g->head);
+    g->head = zmq_socket(s->ctx, ZMQ_DEALER);
+    linger = 1000;
+    zmq_setsockopt(g->head, ZMQ_LINGER, &linger, sizeof linger);
+    if (!g->head || zmq_connect(g->head, ep) != 0) {
+        srv_log(s, "error: cannot connect to the head at %s: %s", ep, zmq_strerror(errno));
+        return;
+    }
+    s->link = g->head;
+    g->switched = !g->switched;
+    g->takeover = 1;
+    g->rejoining = 1;
+    g->last_heard = clock_now();
+    g->rejoin_at = clock_now() + 0.5;
+    srv_log(s, "the head is silent: joining %s", ep);
+    s_send_join(s, "");
+}
+
+void group_witness(server_t *s, const wire_peer_t *peer, const Ps__ShardTerm *t)
+{
+    group_t *g = s->group;
+    char why[300];
+    double silent = clock_now() - g->last_heard;
+    if (s->shard != 1 || s->standby)
+        snprintf(why, sizeof why, "only shard 1's primary witnesses the head's term");
+    else if (t->shard != 0)
+        snprintf(why, sizeof why, "a shard witnesses only the head's term (shard 0)");
+    else if (t->term != g->head_term)
+        snprintf(why, sizeof why, "the head is in term %llu, not %llu",
+                 (unsigned long long)g->head_term, (unsigned long long)t->term);
+    else if (t->promote && !g->head_sb[0])
+        snprintf(why, sizeof why, "the head has no standby in this shard's table");
+    else if (t->promote && silent < s->failover)
+        snprintf(why, sizeof why, "the head answered this shard %.1f s ago: it is alive", silent);
+    else {
+        g->head_term++;
+        srv_log(s, "witness: %s (the head's term %llu)",
+                t->promote ? "the head's standby takes over"
+                           : "the head goes on without its standby",
+                (unsigned long long)g->head_term);
+        Ps__ShardTerm answer = PS__SHARD_TERM__INIT;
+        answer.shard = 0;
+        answer.term = g->head_term;
+        answer.promote = t->promote;
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+        env.shard_term = &answer;
+        srv_answer(s, peer, &env);
+        if (t->promote)
+            s_switch_head(s, g->head_sb);
+        return;
+    }
+    srv_log_refused(s, "refused to witness: %s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
+}
+
 /* The shard's loop: workers' pushes and pulls, the head's tables, a ping
  * every GROUP_PING_SECONDS; until the head says the run is over. */
 static int s_shard_loop(server_t *s)
@@ -1306,6 +1570,16 @@ static int s_shard_loop(server_t *s)
         if (s->fenced)
             return -1;
         double now = clock_now();
+        if (g->rejoining && g->rejoin_at && now >= g->rejoin_at) {
+            s_send_join(s, ""); /* the head's standby was not promoted yet */
+            g->rejoin_at = now + 0.5;
+        }
+        /* shard 1 follows the head's standby when it grants it the head (group_witness) */
+        if ((s->standby || s->shard != 1) && g->head_sb[0] && !g->rejoining &&
+            now - g->last_heard > s->failover + 1)
+            s_switch_head(s, g->switched ? s->o->head : g->head_sb);
+        else if (g->rejoining && g->head_sb[0] && now - g->last_heard > 5 * s->failover + 2)
+            s_switch_head(s, g->switched ? s->o->head : g->head_sb); /* nobody took over */
         if (now - g->last_ping >= GROUP_PING_SECONDS)
             s_ping(s);
         if (now - g->last_heard > GROUP_HEAD_SILENCE) {
@@ -1357,17 +1631,17 @@ static int s_locate_primary(void *ctx, server_opts_t *mine)
             continue;
         const Ps__Located *at =
             m.env->body_case == PS__ENVELOPE__BODY_LOCATED ? m.env->located : NULL;
-        if (!at || at->shard == 0 || !at->head || !at->head[0] ||
-            member_name_problem(at->head, 127)) {
+        if (!at ||
+            (at->shard > 0 && (!at->head || !at->head[0] || member_name_problem(at->head, 127)))) {
             fprintf(stderr,
-                    "error: --replica-of %s is not a shard of a server group (%s): a standby "
-                    "copies a shard (paramserver --shard I); the head has no standby in this "
-                    "release\n",
-                    mine->replica_of, at ? "it is a head" : "it answered with something else");
+                    "error: --replica-of %s is not a paramserver of a server group (it answered "
+                    "with something else)\n",
+                    mine->replica_of);
             wire_msg_close(&m);
             break;
         }
-        snprintf(head, sizeof head, "%s", at->head);
+        /* a shard names its head; the head is its own */
+        snprintf(head, sizeof head, "%s", at->shard > 0 ? at->head : mine->replica_of);
         mine->head = head;
         mine->shard = (int)at->shard;
         rc = 0;
@@ -1379,6 +1653,62 @@ static int s_locate_primary(void *ctx, server_opts_t *mine)
                 mine->replica_of, mine->register_timeout);
     zmq_close(sock);
     return rc;
+}
+
+/* The head's standby, joined (ro: the head's recipe with this process's
+ * own --data-dir, --db, --out, --checkpoint, --threads): binds, says it is
+ * ready on the link, then copies the head (server_run_head_standby). */
+static int s_run_head_standby(group_t *g, const server_opts_t *o, server_opts_t *ro, uint64_t term)
+{
+    ro->data_dir = o->data_dir;
+    ro->out_dir = o->out_dir;
+    ro->db = o->db;
+    ro->shard = 0;
+    ro->head = NULL;
+    ro->replica_of = NULL;
+    ro->replicas = 0;
+    server_t *s = server_new(ro);
+    if (!s)
+        return 1;
+    s->standby = 1;
+    s->term = term;
+    s->failover = ro->failover_timeout;
+    s->primary_heard = clock_now();
+    char advertise[300];
+    s_advertise(o, s->endpoint, advertise, sizeof advertise);
+    Ps__ShardJoin j = PS__SHARD_JOIN__INIT;
+    j.shard = 0;
+    j.standby = 1;
+    j.endpoint = advertise;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_JOIN;
+    env.shard_join = &j;
+    int acked = 0;
+    for (double end = clock_now() + 30; !acked && clock_now() < end && !server_stop;) {
+        s_link_send(g, &env, NULL);
+        zmq_pollitem_t item = {g->head, 0, ZMQ_POLLIN, 0};
+        wire_msg_t m;
+        char err[256];
+        if (zmq_poll(&item, 1, 1000) <= 0 || wire_recv(g->head, NULL, &m, 0, err, sizeof err) != 0)
+            continue;
+        acked = m.env->body_case == PS__ENVELOPE__BODY_ACK;
+        if (m.env->body_case == PS__ENVELOPE__BODY_ERROR) {
+            fprintf(stderr, "error: the head refused its standby: %s\n",
+                    m.env->error->message ? m.env->error->message : "");
+            wire_msg_close(&m);
+            break;
+        }
+        wire_msg_close(&m);
+    }
+    if (!acked) {
+        server_destroy(&s);
+        return 1;
+    }
+    srv_log(s,
+            "the head's standby: copies %s; takes over after %.1f s of its silence, when shard 1 "
+            "agrees; workers reach it at %s",
+            o->replica_of, s->failover, advertise);
+    return server_run_head_standby(s);
 }
 
 int server_run_shard(const server_opts_t *opts)
@@ -1414,6 +1744,10 @@ int server_run_shard(const server_opts_t *opts)
     }
     if (s_join_head(g, o, &ro, &head_version, &run_id, &term) != 0)
         goto out;
+    if (o->shard == 0) { /* the head's standby */
+        status = s_run_head_standby(g, o, &ro, term);
+        goto out;
+    }
     if (!(s = server_new(&ro)))
         goto out;
     s->term = term;

@@ -74,6 +74,25 @@ void group_on_locate(server_t *s, const wire_peer_t *peer, const Ps__Locate *l);
  * answer; wait == 0: returns after sending (the answer comes to the loop). */
 int group_ask_term(server_t *s, int promote, double wait);
 
+/* The head: its table of ranges (who serves each, its standby, its term);
+ * ranges and ptrs have room for o->shards entries. */
+void group_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **ptrs);
+
+/* The head and its standby (replica.h): the group's counters into a
+ * ReplicaHead, and a ReplicaHead's table and counters taken. */
+void group_head_table(const server_t *s, Ps__ReplicaHead *h);
+void group_take_head_table(server_t *s, const Ps__ReplicaHead *h);
+
+/* The head's standby took over: every shard joins it again from a new
+ * connection, keeping its state (ShardWelcome.takeover). */
+void group_took_over(server_t *s);
+
+/* Shard 1: a ShardTerm for the head's term (shard 0): as the head's
+ * witness it promotes the head's standby when the head has been silent to
+ * it for the failover timeout, or lets the head go on without its standby;
+ * each grant raises the head's term, at most one per term. */
+void group_witness(server_t *s, const wire_peer_t *peer, const Ps__ShardTerm *t);
+
 /* The head: writes each shard's figures (shard_stats rows). */
 void group_write_stats(server_t *s);
 

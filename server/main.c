@@ -96,6 +96,8 @@ static void s_usage(FILE *f)
             "                          --bind, --advertise; it learns the rest from it)\n"
             "  --failover-timeout S    the head: silence after which a standby takes over and\n"
             "                          workers go to it, 0.1..3600 (default 2)\n"
+            "  --replicas N            the head: 1 = wait for its own standby (--replica-of\n"
+            "                          HEAD, which needs --shards 2 or more) before the run (0)\n"
             "  -h, --help              this help\n",
             models_list(names, sizeof names), MODELS_DEFAULT);
 }
@@ -228,7 +230,8 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_LR_SCALING,
         O_WARMUP,
         O_REPLICA_OF, /* issue 12 */
-        O_FAILOVER
+        O_FAILOVER,
+        O_REPLICAS
     };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
@@ -268,6 +271,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"warmup-epochs", required_argument, 0, O_WARMUP},
         {"replica-of", required_argument, 0, O_REPLICA_OF},
         {"failover-timeout", required_argument, 0, O_FAILOVER},
+        {"replicas", required_argument, 0, O_REPLICAS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -362,6 +366,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
             bad |= args_double("--warmup-epochs", optarg, 0, 1000, &o.warmup_epochs);
             break;
         case O_REPLICA_OF: o.replica_of = optarg; break;
+        case O_REPLICAS: bad |= args_int("--replicas", optarg, 0, 1, &o.replicas); break;
         case O_FAILOVER:
             bad |= args_double("--failover-timeout", optarg, 0.1, 3600, &o.failover_timeout);
             break;
@@ -381,6 +386,11 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
     if (!bad && o.replica_of && (o.shard > 0 || o.head || o.shards > 1)) {
         fprintf(stderr, "error: --replica-of takes the shard number and the head from the "
                         "primary: give it without --shard, --head and --shards\n");
+        bad = 1;
+    }
+    if (!bad && o.replicas && o.shards < 2) {
+        fprintf(stderr, "error: --replicas 1 gives the head a standby, which needs a witness to "
+                        "take over: a server group of 2 or more (--shards 2)\n");
         bad = 1;
     }
     if (!bad && o.replica_of && o.curve_secret) {

@@ -1,6 +1,7 @@
 /* membership: registration, names, claims, rejoin, leave, eviction and done
  * (see membership.h). */
 #include "membership.h"
+#include "replica.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -382,7 +383,7 @@ slot_t *member_check(server_t *s, const wire_peer_t *peer, uint32_t id, const ch
         code = PS__ERROR_CODE__ERROR_STATE;
     } else if (id >= (uint32_t)s->o->workers) {
         snprintf(why, sizeof why, "%s from unknown worker id %u", what, id);
-    } else if (!s_same_peer(&s->slots[id].peer, peer)) {
+    } else if (!s_same_peer(&s->slots[id].peer, peer) && !s->slots[id].moved) {
         snprintf(why, sizeof why, "%s claims worker id %u from another connection", what, id);
     } else if (!s->slots[id].active) {
         /* An evicted worker gets UNKNOWN_WORKER: it registers again and
@@ -392,7 +393,13 @@ slot_t *member_check(server_t *s, const wire_peer_t *peer, uint32_t id, const ch
         if (s->slots[id].done)
             code = PS__ERROR_CODE__ERROR_STATE;
     } else {
-        return &s->slots[id];
+        slot_t *sl = &s->slots[id];
+        if (sl->moved) { /* its first request to this head, which took over (replica.h) */
+            sl->moved = 0;
+            sl->peer = *peer;
+            srv_log(s, "worker %u (%s) reached this head after its take-over", id, sl->name);
+        }
+        return sl;
     }
     srv_log_refused(s, "refused %s", why);
     srv_error(s, peer, code, why);
@@ -432,9 +439,12 @@ void member_done(server_t *s, slot_t *sl, double train_seconds, double test_accu
     srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), id, "done", detail));
     srv_log(s, "worker %d done: %s", id, detail);
     /* Durable before acknowledged: a server that crashes after this Ack
-     * resumes knowing the worker finished, instead of waiting for it. */
+     * resumes knowing the worker finished, instead of waiting for it; the
+     * head's standby knows it too. */
     if (s->o->checkpoint_every > 0)
         ckpt_write(s);
+    if (replica_head_changed(s) != 0)
+        return; /* fenced: the head that took over answers */
     srv_reply_ack(s, sl);
     s_leave(s, sl);
 }

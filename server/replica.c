@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "consistency.h"
 #include "group.h"
+#include "membership.h"
 #include "model.h"
 
 /* Each worker slot's applied steps and incarnation, for the standby's
@@ -114,9 +115,95 @@ static void s_disconnect(server_t *s)
     s->rep = NULL;
 }
 
+/* The head: its tables (worker slots, the group's, the run) to its
+ * standby, unacknowledged (a SYNC after it is). 0, or -1. */
+static int s_send_head(server_t *s)
+{
+    int W = s->o->workers, S = s->o->shards > 1 ? s->o->shards : 1;
+    Ps__HeadSlot hs[W], *hp[W];
+    for (int k = 0; k < W; k++) {
+        const slot_t *sl = &s->slots[k];
+        ps__head_slot__init(&hs[k]);
+        hs[k].id = (uint32_t)k;
+        hs[k].name = (char *)sl->name;
+        hs[k].host = (char *)sl->host;
+        hs[k].threads = (uint32_t)sl->threads;
+        hs[k].incarnation = (uint32_t)sl->incarnation;
+        hs[k].active = sl->active;
+        hs[k].done = sl->done;
+        hs[k].evicted = sl->evicted;
+        hs[k].steps = cons_applied_steps(sl);
+        hs[k].key = (char *)sl->key;
+        hs[k].images = sl->shard;
+        hs[k].compress = sl->compress;
+        hs[k].token = sl->token;
+        hs[k].start_step = sl->start_step;
+        hs[k].epochs_reported = sl->epochs_reported;
+        hp[k] = &hs[k];
+    }
+    Ps__ShardRange ranges[S], *rp[S];
+    group_ranges(s, ranges, rp);
+    Ps__ReplicaHead h = PS__REPLICA_HEAD__INIT;
+    h.n_slots = (size_t)W;
+    h.slots = hp;
+    h.n_shards = (size_t)S;
+    h.shards = rp;
+    h.run_id = s->run;
+    h.started = s->started;
+    h.elapsed = srv_elapsed(s);
+    h.registered = (uint32_t)s->registered;
+    h.active = (uint32_t)s->active;
+    h.term = s->term;
+    group_head_table(s, &h);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_HEAD;
+    env.replica_head = &h;
+    env.request_id = ++s->rep_request;
+    long n = wire_send(s->rep, NULL, &env, NULL, ZMQ_DONTWAIT);
+    if (n < 0)
+        return -1;
+    s->bytes_out += n;
+    return 0;
+}
+
+/* The head's metrics journal (metrics.h): each row to the standby as it is
+ * written, unacknowledged (the next SYNC or update is). */
+static void s_journal(void *arg, int statement, const metrics_value_t *v, int n)
+{
+    server_t *s = arg;
+    if (!s->rep || n > METRICS_MAX_VALUES + 1)
+        return;
+    Ps__MetricValue mv[n], *mp[n];
+    for (int i = 0; i < n; i++) {
+        ps__metric_value__init(&mv[i]);
+        switch (v[i].kind) {
+        case 'i': mv[i].v_case = PS__METRIC_VALUE__V_I, mv[i].i = v[i].i; break;
+        case 'd': mv[i].v_case = PS__METRIC_VALUE__V_D, mv[i].d = v[i].d; break;
+        case 's': mv[i].v_case = PS__METRIC_VALUE__V_S, mv[i].s = (char *)v[i].s; break;
+        default: mv[i].v_case = PS__METRIC_VALUE__V_NULL, mv[i].null = 1; break;
+        }
+        mp[i] = &mv[i];
+    }
+    Ps__MetricRow row = PS__METRIC_ROW__INIT;
+    row.statement = (uint32_t)statement;
+    row.n_values = (size_t)n;
+    row.values = mp;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_METRIC_ROW;
+    env.metric_row = &row;
+    env.request_id = ++s->rep_request;
+    long sent = wire_send(s->rep, NULL, &env, NULL, ZMQ_DONTWAIT);
+    if (sent > 0)
+        s->bytes_out += sent;
+    else
+        srv_log(s, "warning: a metrics row did not reach the standby: %s", zmq_strerror(errno));
+}
+
 /* Sends the whole state and waits for the ack. 1, 0 or -1 as s_wait_ack. */
 static int s_send_state(server_t *s)
 {
+    if (s->shard == 0 && s_send_head(s) != 0)
+        return 0;
     if (s_send(s, PS__REPLICA_KIND__REPLICA_STATE_W, s->w, 0) != 0 ||
         s_send(s, PS__REPLICA_KIND__REPLICA_STATE_V, s->v, 0) != 0)
         return 0;
@@ -127,8 +214,11 @@ static int s_send_state(server_t *s)
  * alone (else it is fenced). 0 or -1 as replica_forward. */
 static int s_lose_standby(server_t *s, const char *why)
 {
-    srv_log(s, "the standby at %s %s: asking the head to go on without it", s->rep_endpoint, why);
+    srv_log(s, "the standby at %s %s: asking %s to go on without it", s->rep_endpoint, why,
+            s->shard ? "the head" : "the witness (shard 1)");
     s_disconnect(s);
+    if (s->shard == 0 && s->db)
+        metrics_set_journal(s->db, NULL, NULL);
     s->rep_endpoint[0] = '\0';
     if (group_ask_term(s, 0, 2 * s->failover + 5) != 0) {
         s->fenced = 1;
@@ -149,9 +239,54 @@ static int s_sync_standby(server_t *s)
     }
     if (rc == 0)
         return s_lose_standby(s, "took no state");
+    if (s->shard == 0 && s->db)
+        metrics_set_journal(s->db, s_journal, s);
     srv_log(s, "standby at %s holds the state (version %llu, term %llu)", s->rep_endpoint,
             (unsigned long long)s->version, (unsigned long long)s->term);
     return 0;
+}
+
+/* A SYNC to the standby, acknowledged once everything sent before it has
+ * been applied there. 0 or -1 as replica_forward. */
+static int s_sync_point(server_t *s)
+{
+    if (s->fenced)
+        return -1;
+    if (!s->rep)
+        return 0;
+    if (s_send(s, PS__REPLICA_KIND__REPLICA_SYNC, NULL, 0) != 0)
+        return s_lose_standby(s, "cannot be sent to");
+    int rc = s_wait_ack(s, s->rep_request);
+    if (rc < 0) {
+        s->fenced = 1;
+        return -1;
+    }
+    return rc > 0 ? 0 : s_sync_standby(s);
+}
+
+int replica_sync_point(server_t *s)
+{
+    return s_sync_point(s);
+}
+
+void replica_end(server_t *s)
+{
+    if (s->shard != 0 || !s->rep || s->fenced)
+        return;
+    if (s_send(s, PS__REPLICA_KIND__REPLICA_END, NULL, 0) == 0 && s_wait_ack(s, s->rep_request) > 0)
+        srv_log(s, "the head's standby at %s has the whole run", s->rep_endpoint);
+    else
+        srv_log(s, "warning: the head's standby at %s did not acknowledge the run's end",
+                s->rep_endpoint);
+}
+
+int replica_head_changed(server_t *s)
+{
+    if (!s->rep || s->shard != 0 || s->standby)
+        return s->fenced ? -1 : 0;
+    if (s_send_head(s) != 0)
+        return s_lose_standby(s, "cannot be sent to");
+    return s_sync_point(s);
 }
 
 int replica_forward(server_t *s, const float *g, float lr)
@@ -198,8 +333,45 @@ void replica_resync(server_t *s)
         s_sync_standby(s);
 }
 
+/* The head's standby was promoted by the witness: it is the head now. The
+ * shards join it again keeping their state; each worker's next request,
+ * from a new connection, is taken by its id and token (slot_t.moved); an
+ * update the old head acknowledged is here, one it did not is applied once
+ * when resent. */
+static void s_head_took_over(server_t *s, double silent)
+{
+    s->standby = 0;
+    s->promote_asked = 0;
+    group_took_over(s);
+    cons_forget(s);
+    double now = clock_now();
+    for (int k = 0; k < s->o->workers; k++) {
+        slot_t *sl = &s->slots[k];
+        sl->moved = sl->active || sl->done;
+        sl->last_seen = now;
+        sl->peer.len = 0;
+    }
+    char detail[300];
+    snprintf(detail, sizeof detail,
+             "the head's primary silent for %.1f s; its standby serves as the head in term %llu "
+             "(version %llu)",
+             silent, (unsigned long long)s->term, (unsigned long long)s->version);
+    srv_log(s, "%s", detail);
+    srv_db(s, metrics_event(s->db, s->run, srv_elapsed(s), -1, "failover", detail));
+}
+
 void replica_tick(server_t *s)
 {
+    if (s->rep_pending[0] && !s->standby) {
+        /* the head's standby said it is ready (group.c): now that the Ack
+         * has left through the gate, its state */
+        char ep[sizeof s->rep_pending];
+        snprintf(ep, sizeof ep, "%s", s->rep_pending);
+        s->rep_pending[0] = '\0';
+        replica_standby_is(s, ep);
+        group_membership_changed(s);
+        member_maybe_start(s);
+    }
     double now = clock_now();
     if (!s->standby) {
         if (s->rep && now - s->rep_sent >= REPLICA_BEAT_SECONDS)
@@ -223,12 +395,13 @@ void replica_tick(server_t *s)
     }
     if (s->synced && now - s->primary_heard > s->failover && now - s->promote_asked > 0.5) {
         if (s->promote_asked == 0)
-            srv_log(s,
-                    "the primary has been silent for %.1f s: asking the head to promote "
-                    "this standby",
-                    now - s->primary_heard);
+            srv_log(s, "the primary has been silent for %.1f s: asking %s to promote this standby",
+                    now - s->primary_heard, s->shard ? "the head" : "the witness (shard 1)");
         s->promote_asked = now;
-        group_ask_term(s, 1, 0);
+        if (s->shard != 0)
+            group_ask_term(s, 1, 0); /* the head's answer comes to the shard's loop */
+        else if (group_ask_term(s, 1, 1.0) == 0)
+            s_head_took_over(s, now - s->primary_heard);
     }
 }
 
@@ -236,7 +409,9 @@ void replica_tick(server_t *s)
 static int s_update_problem(const server_t *s, const Ps__ReplicaUpdate *u, const wire_msg_t *m,
                             char *why, size_t n)
 {
-    int with_tensor = u->kind != PS__REPLICA_KIND__REPLICA_BEAT;
+    int with_tensor = u->kind == PS__REPLICA_KIND__REPLICA_STATE_W ||
+                      u->kind == PS__REPLICA_KIND__REPLICA_STATE_V ||
+                      u->kind == PS__REPLICA_KIND__REPLICA_UPDATE;
     if (u->n_steps != (size_t)s->o->workers || u->n_incarnations != (size_t)s->o->workers)
         snprintf(why, n, "update names %zu workers; the run has %d", u->n_steps, s->o->workers);
     else if (with_tensor && (u->offset != s->lo || m->count != s->n))
@@ -297,6 +472,8 @@ void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
     switch (u->kind) {
     case PS__REPLICA_KIND__REPLICA_BEAT: return;
+    case PS__REPLICA_KIND__REPLICA_SYNC: break; /* acked below: what came before is in */
+    case PS__REPLICA_KIND__REPLICA_END: s->ended = 1; break;
     case PS__REPLICA_KIND__REPLICA_STATE_W:
         s->synced = 0;
         memcpy(s->w, m->tensor, s->n * sizeof(float));
@@ -326,6 +503,79 @@ void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     env.body_case = PS__ENVELOPE__BODY_REPLICA_ACK;
     env.replica_ack = &ack;
     srv_answer(s, peer, &env);
+}
+
+/* Is a message from the primary of this standby's term? Else refused
+ * (FENCED) and 0. */
+static int s_from_primary(server_t *s, const wire_peer_t *peer, uint64_t term, const char *what)
+{
+    if (s->standby && term >= s->term)
+        return 1;
+    char why[200];
+    snprintf(why, sizeof why, "%s of term %llu refused: %s", what, (unsigned long long)term,
+             s->standby ? "that term is over" : "this server is not a standby");
+    srv_log_refused(s, "%s", why);
+    srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED, why);
+    return 0;
+}
+
+void replica_on_head(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    const Ps__ReplicaHead *h = m->env->replica_head;
+    if (s->shard != 0 || !s_from_primary(s, peer, h->term, "the head's tables"))
+        return;
+    s->primary_heard = clock_now();
+    for (size_t i = 0; i < h->n_slots; i++) {
+        const Ps__HeadSlot *hs = h->slots[i];
+        if (hs->id >= (uint32_t)s->o->workers)
+            continue;
+        slot_t *sl = &s->slots[hs->id];
+        snprintf(sl->name, sizeof sl->name, "%s", hs->name ? hs->name : "");
+        snprintf(sl->host, sizeof sl->host, "%s", hs->host ? hs->host : "");
+        snprintf(sl->key, sizeof sl->key, "%s", hs->key ? hs->key : "");
+        sl->threads = (int)hs->threads;
+        sl->incarnation = (int)hs->incarnation;
+        sl->active = hs->active;
+        sl->done = hs->done;
+        sl->evicted = hs->evicted;
+        sl->steps = hs->steps;
+        sl->shard = hs->images;
+        sl->compress = hs->compress;
+        sl->token = hs->token;
+        sl->start_step = hs->start_step;
+        sl->epochs_reported = hs->epochs_reported;
+    }
+    s->run = h->run_id;
+    s->started = h->started;
+    s->t0 = clock_now() - h->elapsed;
+    s->registered = (int)h->registered;
+    s->active = (int)h->active;
+    group_take_head_table(s, h);
+}
+
+void replica_on_metric(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
+{
+    const Ps__MetricRow *row = m->env->metric_row;
+    if (!s_from_primary(s, peer, s->term, "a metrics row") || s->shard != 0)
+        return;
+    s->primary_heard = clock_now();
+    if (row->n_values > METRICS_MAX_VALUES + 1) {
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "a metrics row with too many values");
+        return;
+    }
+    metrics_value_t v[METRICS_MAX_VALUES + 1];
+    for (size_t i = 0; i < row->n_values; i++) {
+        const Ps__MetricValue *mv = row->values[i];
+        v[i] = (metrics_value_t){.kind = 'n'};
+        if (mv->v_case == PS__METRIC_VALUE__V_I)
+            v[i] = (metrics_value_t){.kind = 'i', .i = mv->i};
+        else if (mv->v_case == PS__METRIC_VALUE__V_D)
+            v[i] = (metrics_value_t){.kind = 'd', .d = mv->d};
+        else if (mv->v_case == PS__METRIC_VALUE__V_S)
+            v[i] = (metrics_value_t){.kind = 's', .s = mv->s};
+    }
+    if (metrics_replay(s->db, (int)row->statement, v, (int)row->n_values) != 0)
+        srv_db(s, -1);
 }
 
 void replica_close(server_t *s)

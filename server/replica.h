@@ -59,6 +59,21 @@ void replica_tick(server_t *s);
  * term). */
 void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m);
 
+/* The head, before it answers a registration, a Done or an epoch report:
+ * its tables (replica_head_changed) or what it wrote before (replica_sync_point)
+ * have reached its standby, which acknowledged. 0, or -1 when fenced. */
+int replica_head_changed(server_t *s);
+int replica_sync_point(server_t *s);
+
+/* The head, after the run ended (its last rows written): its standby
+ * acknowledges and exits. */
+void replica_end(server_t *s);
+
+/* The head's standby: the head's tables (ReplicaHead) and a metrics row
+ * (MetricRow, written into its own database). */
+void replica_on_head(server_t *s, const wire_peer_t *peer, wire_msg_t *m);
+void replica_on_metric(server_t *s, const wire_peer_t *peer, wire_msg_t *m);
+
 void replica_close(server_t *s);
 
 #endif

@@ -231,6 +231,11 @@ static void s_on_epoch(server_t *s, const wire_peer_t *peer, const Ps__EpochRepo
     slot_t *sl = member_check(s, peer, e->worker_id, "epoch report");
     if (!sl || s_refuse_figures(s, peer, "epoch report", s_epoch_problem(s, e)))
         return;
+    if (e->epoch <= sl->epochs_reported) { /* resent after a head's fail-over: recorded */
+        srv_reply_ack(s, sl);
+        return;
+    }
+    sl->epochs_reported = e->epoch;
     if (s->o->mode == MODE_INDEPENDENT) /* progress, for a worker that pushes nothing */
         sl->last_seen = clock_now();
     metrics_epoch_t me = {.epoch = (int)e->epoch,
@@ -251,11 +256,19 @@ static void s_on_epoch(server_t *s, const wire_peer_t *peer, const Ps__EpochRepo
             "%.1f, wait %.1f, comm %.1f)",
             e->worker_id, e->epoch, e->train_loss, e->test_accuracy, e->epoch_seconds,
             e->compute_seconds, e->wait_seconds, e->push_seconds + e->pull_seconds);
+    if (replica_sync_point(s) != 0) /* the row is in the standby's database first */
+        return;
     srv_reply_ack(s, sl);
 }
 
 static void s_on_done(server_t *s, const wire_peer_t *peer, const Ps__Done *d)
 {
+    if (d->worker_id < (uint32_t)s->o->workers && s->slots[d->worker_id].done &&
+        s->slots[d->worker_id].moved) { /* resent to the head's standby that took over */
+        s->slots[d->worker_id].peer = *peer;
+        srv_reply_ack(s, &s->slots[d->worker_id]);
+        return;
+    }
     slot_t *sl = member_check(s, peer, d->worker_id, "done");
     if (!sl ||
         s_refuse_figures(s, peer, "done",
@@ -315,12 +328,29 @@ static void s_handle(server_t *s)
     s->bytes_in += (int64_t)m.bytes;
     Ps__Envelope *env = m.env;
     s->request = env->request_id;
+    int replica = env->body_case == PS__ENVELOPE__BODY_REPLICA_UPDATE ||
+                  env->body_case == PS__ENVELOPE__BODY_REPLICA_HEAD ||
+                  env->body_case == PS__ENVELOPE__BODY_METRIC_ROW;
+    if (s->standby && s->shard == 0 && !replica) {
+        /* the head's standby answers nothing until the witness promotes it */
+        srv_error(s, &peer, PS__ERROR_CODE__ERROR_RETRY,
+                  "this is the head's standby, which serves once it takes over; retry");
+        wire_msg_close(&m);
+        return;
+    }
     switch (env->body_case) {
     case PS__ENVELOPE__BODY_PULL: s_on_pull(s, &peer, env->pull); break;
     case PS__ENVELOPE__BODY_PUSH: s_on_push(s, &peer, &m); break;
     case PS__ENVELOPE__BODY_REPLICA_UPDATE: replica_on_update(s, &peer, &m); break;
+    case PS__ENVELOPE__BODY_REPLICA_HEAD: replica_on_head(s, &peer, &m); break;
+    case PS__ENVELOPE__BODY_METRIC_ROW: replica_on_metric(s, &peer, &m); break;
     case PS__ENVELOPE__BODY_LOCATE: group_on_locate(s, &peer, env->locate); break;
     case PS__ENVELOPE__BODY_SHARD_TERM:
+        if (s->shard > 0)
+            group_witness(s, &peer, env->shard_term);
+        else
+            s_head_handle(s, &peer, &m);
+        break;
     case PS__ENVELOPE__BODY_REGISTER:
     case PS__ENVELOPE__BODY_EPOCH:
     case PS__ENVELOPE__BODY_DONE:
@@ -577,6 +607,7 @@ server_t *server_new(const server_opts_t *o)
         fprintf(stderr, "error: no model '%s' in this build\n", o->model);
         goto fail;
     }
+    s->failover = o->failover_timeout > 0 ? o->failover_timeout : 2.0; /* replica.h */
     s->policy = cons_policy(o->mode);
     s->shard = o->shard;
     group_range(o->shards, o->shard, s->model->nparams, &s->lo, &s->n);
@@ -752,18 +783,28 @@ static int s_loop(server_t *s)
         }
         if (s->started)
             member_tick(s);
+        replica_tick(s); /* the head's standby: heartbeats */
+        if (s->fenced)
+            return -1;
     }
     return s->fatal ? -1 : 0;
 }
 
-int server_run(const server_opts_t *o)
+/* The head's life from now on: the loop, then the run's end. Destroys s.
+ * The process exit status. */
+static int s_serve(server_t *s)
 {
-    server_t *s = server_new(o);
+    const server_opts_t *o = s->o;
     int status = 1;
-    if (!s)
-        return 1;
-    if (s_loop(s) != 0)
+    if (s_loop(s) != 0) {
+        if (s->fenced)
+            fprintf(stderr,
+                    "fenced: the head's standby took over (this head's term %llu is "
+                    "over); start this process again as its standby (--replica-of)\n",
+                    (unsigned long long)s->term);
+        status = s->fenced ? 3 : 1;
         goto out;
+    }
     if (server_stop) {
         /* A stop (SIGTERM from systemd, Ctrl-C) keeps what was trained. */
         if (s->started && s->o->checkpoint_every > 0 && ckpt_write(s) == 0)
@@ -777,7 +818,33 @@ int server_run(const server_opts_t *o)
     }
     status = s_finish(s); /* ends the run in the database either way */
     s->run = 0;
+    replica_end(s); /* the head's standby has every row: it may go */
 out:
     server_destroy(&s);
     return status;
+}
+
+int server_run(const server_opts_t *o)
+{
+    server_t *s = server_new(o);
+    return s ? s_serve(s) : 1;
+}
+
+int server_run_head_standby(server_t *s)
+{
+    while (!server_stop && s->standby && !s->fenced && !s->ended) {
+        if (transport_wait(s, 50) != 0)
+            break;
+        server_handle_ready(s);
+        transport_flush(s);
+        replica_tick(s);
+    }
+    if (!s->standby && !s->fenced && !server_stop)
+        return s_serve(s); /* promoted: the head */
+    int ended = s->ended;
+    s->run = 0; /* the head keeps the run (or ended it) */
+    server_destroy(&s);
+    if (ended)
+        printf("the head ended the run; this standby was not needed\n");
+    return ended ? 0 : 1;
 }

@@ -62,6 +62,7 @@ typedef struct {
      * endpoint; the silence after which a standby takes over. */
     const char *replica_of;
     double failover_timeout;
+    int replicas; /* the head: 1 = wait for its own standby before the run (--replicas) */
 } server_opts_t;
 
 /* Set by SIGINT/SIGTERM: the loop ends the run as failed and exits. */
@@ -78,6 +79,12 @@ int server_run_shard(const server_opts_t *o);
 /* The same in pieces, for the fuzzer (tests/fuzz_server.c), which drives the
  * message handler directly. Opaque. */
 typedef struct server server_t;
+
+/* The head's standby (paramserver --replica-of HEAD), joined and bound
+ * (group.c): copies the head until the witness promotes it, then serves as
+ * the head (server_run's loop and end); or exits when the head ends the
+ * run. Destroys s; returns the exit status. */
+int server_run_head_standby(server_t *s);
 
 /* Loads the data (none when o->data_dir is NULL: then o->train_limit images
  * are split), opens the database, binds. NULL after printing why. o must

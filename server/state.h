@@ -73,6 +73,10 @@ typedef struct {
     uint64_t held_request; /* its request id, echoed in the reply (also the
                             * Register a Welcome answers) */
     const float *round_g;  /* sync: its gradient in the open round (gbuf), or NULL */
+    /* replica.c: the head's standby took over; the worker's next request,
+     * from a new connection, is taken by its id and token */
+    int moved;
+    uint32_t epochs_reported; /* epoch rows recorded (a resent report is acked, not recorded) */
 } slot_t;
 
 typedef struct cons_policy cons_policy_t;
@@ -141,10 +145,12 @@ struct server {
     int standby;            /* a standby: serves no worker until the head promotes it */
     int synced;             /* a standby holding its primary's state */
     int fenced;             /* its term is over (its standby took over): it must stop */
+    int ended;              /* the head's standby: the head ended the run (REPLICA_END) */
     double primary_heard;   /* a standby: clock_now() of its primary's last message */
     double promote_asked;   /* a standby: when it last asked the head to promote it */
     void *rep;              /* a primary: DEALER to its standby, or NULL */
     char rep_endpoint[300]; /* ...which is there */
+    char rep_pending[300];  /* the head: its standby, ready, to be sent the state */
     double rep_sent;        /* clock_now() of the last message to it */
     uint64_t rep_request;
     float *rep_g;        /* sync: the average a round applied (n values), to forward */

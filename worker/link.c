@@ -140,6 +140,30 @@ static int s_judge_reply(const link_server_t *srv, const Ps__Envelope *req,
     return REQ_OK;
 }
 
+static void *s_socket(link_t *l, const char *ep, const char *server_z85, int quiet);
+
+/* The head has been silent for the failover timeout and has a standby:
+ * requests to the head go there from now on (it answers "retry" until it
+ * has taken over). 0, or -1 when there is nowhere to go. */
+static int s_move_head(link_t *l)
+{
+    link_server_t *head = &l->srv[0];
+    if (l->head_moved || !l->head_standby[0])
+        return -1;
+    void *sock = s_socket(l, l->head_standby, NULL, 1);
+    if (!sock)
+        return -1;
+    fprintf(stderr, "worker: the head at %s is silent; going to its standby at %s\n",
+            head->endpoint, l->head_standby);
+    zmq_close(head->sock);
+    head->sock = sock;
+    snprintf(head->endpoint, sizeof head->endpoint, "%s", l->head_standby);
+    snprintf(head->name, sizeof head->name, "the head's standby at %s", l->head_standby);
+    l->head_moved = 1;
+    l->failovers++;
+    return 0;
+}
+
 /* Sends a request (with the tensor frame, whose ownership passes here, or
  * NULL) and waits for its reply, which must be of kind `want`. When no reply
  * comes the request is sent again after 2, 4, 8... seconds (the server
@@ -184,6 +208,8 @@ int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__
                                                                       : "--timeout");
             goto out;
         }
+        if (l->failover > 0 && now - start >= l->failover && s_move_head(l) == 0)
+            resend_at = now; /* to the head's standby, at once */
         if (now >= resend_at) {
             zmq_msg_t again;
             if (tensor) {
@@ -217,7 +243,11 @@ int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__
         }
         l->bytes_received += (int64_t)reply->bytes;
         rc = s_judge_reply(srv, req, want, reply);
-        if (rc == REQ_RETRY || rc == REQ_MOVED) /* not from the head: as late */
+        if (rc == REQ_RETRY) { /* the head's standby, not serving yet: again shortly */
+            resend_at = clock_now() + 0.1;
+            wait = 2.0;
+            rc = REQ_LATE;
+        } else if (rc == REQ_MOVED)
             rc = REQ_LATE;
         if (rc != REQ_LATE)
             goto out;
@@ -386,6 +416,9 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
     l->servers = (int)w->n_shards;
     l->token = w->token;
     l->failover = w->failover_timeout > 0 ? w->failover_timeout : 0;
+    const char *hsb = w->n_shards > 0 && w->shards[0]->standby ? w->shards[0]->standby : "";
+    if (!l->head_moved && hsb[0] && s_check_endpoint(hsb, "the Welcome's head standby") == 0)
+        snprintf(l->head_standby, sizeof l->head_standby, "%s", hsb);
     l->push.worker_id = w->worker_id;
     snprintf(l->mode, sizeof l->mode, "%s", w->mode ? w->mode : "?");
     snprintf(l->dataset, sizeof l->dataset, "%s", w->dataset && *w->dataset ? w->dataset : "mnist");
@@ -652,6 +685,13 @@ static int s_wait_all(link_t *l, float *weights)
             if (srv->answered)
                 continue;
             left++;
+            if (i == 0 && l->failover > 0 && now - since[0] >= l->failover && s_move_head(l) == 0) {
+                s_send_request(l, 0, ZMQ_DONTWAIT);
+                since[0] = now;
+                wait[0] = 2.0;
+                resend_at[0] = now + wait[0];
+                items[0].socket = l->srv[0].sock;
+            }
             if (i > 0 && l->failover > 0) {
                 /* silent past the failover timeout: ask the head every 0.25 s */
                 double at = since[i] + l->failover;

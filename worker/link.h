@@ -64,7 +64,9 @@ typedef struct {
      * shard, ask the head where its range lives now (Locate) */
     double failover, located_at;
     uint64_t locate_request;
-    int64_t failovers;        /* shards that moved to their standby */
+    int64_t failovers;        /* servers that moved to their standby */
+    char head_standby[256];   /* the head's standby, from the Welcome ("" for none) */
+    int head_moved;           /* requests to the head go to its standby now */
     const model_def_t *model; /* the server's model, from the Welcome (NULL before) */
     char mode[16];            /* the server's consistency mode, from the Welcome */
     char dataset[32];         /* the server's data set, from the Welcome */
