@@ -1301,7 +1301,8 @@ static int s_ask_witness(server_t *s, int promote, double wait)
         zmq_pollitem_t item = {g->witness, 0, ZMQ_POLLIN, 0};
         wire_msg_t m;
         char err[256];
-        if (zmq_poll(&item, 1, 100) <= 0 || wire_recv(g->witness, NULL, &m, 0, err, sizeof err) != 0)
+        if (zmq_poll(&item, 1, 100) <= 0 ||
+            wire_recv(g->witness, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         int rc = -2; /* an answer to an earlier request: wait on */
         if (m.env->request_id == env.request_id) {
