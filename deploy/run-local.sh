@@ -155,5 +155,10 @@ sqlite3 -separator ' ' "$DB" "
   from epochs e where e.run_id = $run group by e.worker_id order by e.worker_id;"
 [ "$MODE" = independent ] && what="independent models (mean over the workers): test accuracy " || what="server model: test accuracy "
 sqlite3 "$DB" "select '$what' || printf('%.2f', final_accuracy) || '%, training ' || printf('%.1f', train_seconds) || ' s' from runs where id = $run"
-grep -h '^summary' "$OUT/logs/server.log" "$OUT/logs/standby0.log" 2>/dev/null | tail -1
+# The head's summary, or its standby's when that one ended the run (with
+# REPLICAS=0 there is no standby0.log: grep's status 2 for it would end the
+# script, under pipefail, with status 2).
+summaries=("$OUT/logs/server.log")
+[ -f "$OUT/logs/standby0.log" ] && summaries+=("$OUT/logs/standby0.log")
+grep -h '^summary' "${summaries[@]}" | tail -1
 [ "$failed" -eq 0 ] || exit 1

@@ -705,8 +705,10 @@ static void s_on_standby_ping(server_t *s, const wire_peer_t *peer, const Ps__Sh
     }
     if (!sh || !sh->sb_joined || !s_same_peer(&sh->sb_peer, peer)) {
         srv_log_refused(s, "refused a ping from a standby of shard %u it does not know", p->shard);
-        srv_error(s, peer, PS__ERROR_CODE__ERROR_FENCED,
-                  "this is not the standby the head knows for that shard");
+        /* a standby its primary gave up (it did not take the state in
+         * time): it joins again, as a shard does after a head restart */
+        srv_error(s, peer, PS__ERROR_CODE__ERROR_UNKNOWN_WORKER,
+                  "this is not the standby the head knows for that shard: join again");
         return;
     }
     sh->sb_last_ping = clock_now();
@@ -1399,7 +1401,9 @@ static int s_link_read(server_t *s)
                    m.env->error->code == PS__ERROR_CODE__ERROR_UNKNOWN_WORKER) {
             /* The head restarted (--resume) and does not know this link:
              * join it again. */
-            srv_log(s, "the head does not know this shard (it restarted?): joining it again");
+            srv_log(s, "%s: joining it again",
+                    s->standby ? "the head no longer names this standby (its primary gave it up)"
+                               : "the head does not know this shard (it restarted?)");
             g->rejoining = 1;
             fail = s_send_join(s, "") != 0;
         } else if (kind == PS__ENVELOPE__BODY_ERROR) {
@@ -1788,8 +1792,8 @@ int server_run_shard(const server_opts_t *opts)
         srv_log(s, "standby of %s (term %llu): takes over after %.1f s of its silence",
                 ro.replica_of, (unsigned long long)s->term, s->failover);
     status = s_shard_loop(s) == 0 ? 0 : s->fenced ? 3 : 1;
-    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0 && !s->standby)
-        ckpt_remove(s);
+    if (status == 0 && o->checkpoint && ro.checkpoint_every > 0)
+        ckpt_remove(s); /* a standby too: a former primary's file must not be resumed later */
 out:
     if (s)
         s->run = 0; /* the head records the run */

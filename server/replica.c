@@ -1,5 +1,6 @@
-/* replica: a shard's hot standby (see replica.h): the primary forwarding
- * its state and each update, the standby applying them. */
+/* replica: a server's hot standby (see replica.h): the primary forwarding
+ * its state, each update (and the head its tables and metrics rows), the
+ * standby applying them, and the head's standby taking over. */
 #include "replica.h"
 
 #include <errno.h>
@@ -60,12 +61,12 @@ static int s_send(server_t *s, Ps__ReplicaKind kind, const float *t, float lr)
     return 0;
 }
 
-/* Waits for the standby's ack of request `request` until the failover
- * timeout. 1: acked; 0: no ack (silent, or it refused: state out of
- * order); -1: it says this server's term is over. */
-static int s_wait_ack(server_t *s, uint64_t request)
+/* Waits for the standby's ack of request `request` for `seconds`. 1:
+ * acked; 0: no ack (silent, or it refused: state out of order); -1: it
+ * says this server's term is over. */
+static int s_wait_ack_for(server_t *s, uint64_t request, double seconds)
 {
-    double end = clock_now() + s->failover;
+    double end = clock_now() + seconds;
     while (clock_now() < end) {
         zmq_pollitem_t item = {s->rep, 0, ZMQ_POLLIN, 0};
         long ms = (long)((end - clock_now()) * 1000) + 1;
@@ -104,6 +105,16 @@ static int s_wait_ack(server_t *s, uint64_t request)
     }
     return 0;
 }
+
+/* An update's ack: within the failover timeout. */
+static int s_wait_ack(server_t *s, uint64_t request)
+{
+    return s_wait_ack_for(s, request, s->failover);
+}
+
+/* The state's ack: a new connection first (a lost SYN costs a 1-s TCP
+ * retransmission), and 2 x n floats to take: at least 5 s. */
+#define REPLICA_STATE_SECONDS 5.0
 
 static void s_disconnect(server_t *s)
 {
@@ -207,7 +218,9 @@ static int s_send_state(server_t *s)
     if (s_send(s, PS__REPLICA_KIND__REPLICA_STATE_W, s->w, 0) != 0 ||
         s_send(s, PS__REPLICA_KIND__REPLICA_STATE_V, s->v, 0) != 0)
         return 0;
-    return s_wait_ack(s, s->rep_request);
+    return s_wait_ack_for(s, s->rep_request,
+                          s->failover > REPLICA_STATE_SECONDS ? s->failover
+                                                              : REPLICA_STATE_SECONDS);
 }
 
 /* The standby did not acknowledge: the head must let this server go on

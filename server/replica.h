@@ -1,33 +1,38 @@
-/* replica: a hot standby for a shard of the server group (issue 12).
+/* replica: a hot standby for any server of the group (issue 12): a shard's
+ * or the head's.
  *
- * A standby (paramserver --replica-of SHARD_EP, or a shard process started
- * for a shard whose primary is alive) joins the head as the standby of that
- * shard; the head names it in its membership table; the primary then
- * connects to it and sends its whole state (weights, momentum, version, each
- * worker's applied steps), and from then on every update it applies (the
- * step's gradient, the lr it used, the resulting version and exactly-once
- * table) BEFORE it answers the workers the update concerns; the standby
- * applies the same SGD step to the same values, so its weights and momentum
- * are the primary's bit for bit. An idle primary sends a heartbeat every
- * REPLICA_BEAT_SECONDS.
+ * A standby (paramserver --replica-of EP, or a shard process started for a
+ * shard whose primary is alive) joins the head as the standby of that
+ * server; the primary then connects to it and sends its whole state
+ * (weights, momentum, version, each worker's applied steps; the head also
+ * its worker table, the group's table and the run), and from then on every
+ * update it applies (the step's gradient, the lr it used, the resulting
+ * version and exactly-once table) BEFORE it answers the workers the update
+ * concerns; the standby applies the same SGD step to the same values, so
+ * its weights and momentum are the primary's bit for bit. The head also
+ * forwards its tables before it answers a registration, a Done or an epoch
+ * report, and its metrics rows as it writes them (metrics_set_journal); its
+ * standby writes them into its own database. An idle primary sends a
+ * heartbeat every REPLICA_BEAT_SECONDS.
  *
- * Who may serve a range is the head's decision, one term at a time:
- *  - a standby whose primary has been silent for --failover-timeout asks
- *    the head to promote it; the head grants it only when it has not heard
- *    from the primary for that long either;
- *  - a primary whose standby does not acknowledge an update within
- *    --failover-timeout asks the head to let it go on alone;
- * each grant raises the shard's term, and a request is granted only at the
- * current term, so at most one of the two is granted. A server answers no
- * worker about an update unless its standby acknowledged it in its term or
- * the head let it go on alone: two servers can never both acknowledge
- * updates of one range. A server that learns its term is over (fenced: the
- * head or its former standby says so) stops at once, exit status 3;
- * started again with the same command it becomes the standby of the new
- * primary. The head itself has no standby yet.
+ * Who may serve, one term at a time, is decided by the head for a shard
+ * and by shard 1 (the witness, group_witness) for the head:
+ *  - a standby whose primary has been silent for --failover-timeout asks to
+ *    be promoted; it is granted only when the decider has not heard from
+ *    the primary for that long either;
+ *  - a primary whose standby does not acknowledge within --failover-timeout
+ *    asks to go on alone;
+ * each grant raises the term, and a request is granted only at the current
+ * term, so at most one of the two is granted. A server answers no worker
+ * about an update unless its standby acknowledged it in its term or it was
+ * let go on alone: two servers can never both acknowledge updates of one
+ * range. A server that learns its term is over (fenced: the decider or its
+ * former standby says so) stops at once, exit status 3; a shard started
+ * again with the same command becomes the standby of the new primary.
  *
  * The primary's side runs inside the update path (consistency.c calls
- * replica_forward); the standby's inside the shard loop (group.c). */
+ * replica_forward) and the head's loop; the standby's inside the shard loop
+ * (group.c) or, for the head's, server_run_head_standby (server.c). */
 #ifndef SERVER_REPLICA_H
 #define SERVER_REPLICA_H
 

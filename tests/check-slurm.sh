@@ -13,9 +13,15 @@
 # node1, shard 1 on node2); each job must be COMPLETED, with the run in the
 # database, its two workers on two hosts other than the servers', and the
 # model and the plot in the job's results folder; with shards, both must
-# have applied updates. Then SHARDS=2 on one node must complete too, and
-# SHARDS=3 on 3 nodes (too few) must fail saying why. Every daemon is
-# stopped by PID and the namespaces are deleted, also on failure.
+# have applied updates. With a hot standby (SHARDS=2 REPLICAS=1 --nodes=4:
+# the head on node1, shard 1 on node2, its standby on node3, one worker on
+# node4) the job must complete with the standby holding the primary's
+# state; then the same job with shard 1's process killed on node2 mid-run
+# must complete too, with a failover event and the first job's model byte
+# for byte. Then SHARDS=2 on one node must complete too, and SHARDS=3 on 3
+# nodes, or SHARDS=2 REPLICAS=1 on 3 (too few), must fail saying why.
+# Every daemon is stopped by PID and the namespaces are deleted, also on
+# failure.
 # Needs root; installs slurmctld, slurmd, slurm-client and munge if missing.
 source "$(dirname "$0")/lib.sh"
 source tests/netns.sh
@@ -145,20 +151,28 @@ ok "slurmctld and four slurmd are up, all nodes idle"
 # unchanged, as a job whose results go to $T/NAME; waits for it and checks
 # that it ended in STATE (COMPLETED, FAILED). Sets $job and $RESULTS.
 submit() {
-    local name=$1 want=$2; shift 2
+    start_job "$1" "${@:3}"
+    await_job "$1" "$2"
+}
+# start_job NAME SBATCH_FLAGS...: submits the job; sets $job and $RESULTS.
+start_job() {
+    local name=$1; shift
     export RESULTS=$T/$name
     mkdir -p "$RESULTS" "$T/job-$name"
     job=$(ctl sbatch --parsable "$@" --chdir="$T/job-$name" --output="$T/job-$name/job-%j.out" \
         deploy/slurm/paramserver.sbatch) || fail "sbatch refused the job"
     job=${job%%;*}
     ok "$name: sbatch $* deploy/slurm/paramserver.sbatch: job $job"
+}
+# await_job NAME STATE: waits up to 300 s for the job to end, in STATE.
+await_job() {
+    local name=$1 want=$2 st
     if ! until_ok 300 finished; then
         ctl scontrol show job "$job" >&2 || true
         cat "$T/job-$name"/job-*.out "$RESULTS"/*.log >&2 2>/dev/null || true
         ctl scancel "$job" || true
         fail "$name: job $job did not finish within 300 s (state $(state))"
     fi
-    local st
     st=$(state)
     if [ "$st" != "$want" ]; then
         ctl scontrol show job "$job" >&2
@@ -221,9 +235,77 @@ SHARDS=2 submit one-node COMPLETED --nodes=1 --ntasks=2
 both_served one-node
 ok "one-node: a finished run on one node; both shards applied updates"
 
+# A hot standby (issue 12): SHARDS=2 REPLICAS=1 on 4 nodes puts the head on
+# node1, shard 1 on node2, its standby on node3 and one worker on node4. A
+# run long enough for a fail-over in the middle (1 worker, TRAIN_LIMIT
+# images).
+export TRAIN_LIMIT=${SLURM_STANDBY_TRAIN_LIMIT:-20000}
+# check_standby NAME: one finished run, its worker on node4, the standby's
+# node and port in the job's output, the standby held the primary's state.
+check_standby() {
+    local name=$1 db=$RESULTS/metrics.db out=$T/job-$1/job-$job.out
+    [ "$(rows "$db" "select count(*) from runs where mode = 'sync' and status = 'done'")" = 1 ] ||
+        fail "$name: the database has no single finished sync run: $(rows "$db" 'select id, mode, status from runs')"
+    [ "$(rows "$db" "select group_concat(distinct host) from workers")" = node4 ] ||
+        fail "$name: the worker ran on $(rows "$db" "select group_concat(distinct host) from workers"), not node4"
+    [ "$(rows "$db" "select count(*) from epochs")" = 1 ] || fail "$name: the worker's epoch row is missing"
+    [ -s "$RESULTS/model_distributed.safetensors" ] || fail "$name: $RESULTS/model_distributed.safetensors is missing"
+    ok "$name: one finished run, its worker on node4 with its epoch; the model saved"
+    grep -q "shard 1 on node2 (10.78.0.12:5556)" "$out" && grep -q "standby of shard 1 on node3 (10.78.0.13:5656)" "$out" ||
+        fail "$name: the job did not place shard 1 on node2 and its standby on node3 (its output above)"
+    grep -q "holds the primary's state" "$RESULTS/standby1.log" ||
+        { cat "$RESULTS/standby1.log"; fail "$name: the standby never held shard 1's state (its log above)"; }
+    ok "$name: shard 1 on node2, its standby on node3, which held the primary's state"
+}
+SHARDS=2 REPLICAS=1 submit standby COMPLETED --nodes=4
+check_standby standby
+both_served standby
+[ "$(rows "$RESULTS/metrics.db" "select count(*) from events where kind = 'failover'")" = 0 ] ||
+    fail "standby: a failover event in a run where nothing failed"
+ok "standby: both shards applied updates; no fail-over"
+
+# The same, with shard 1's process killed (SIGKILL, found by its command
+# line among node2's processes) once the standby holds the state and
+# training is under way: still COMPLETED, one failover event, and the same
+# model as the job without the kill, byte for byte.
+SHARDS=2 REPLICAS=1 start_job standby-kill --nodes=4
+wait_for 120 "standby-kill: the standby to hold shard 1's state" grep -qs "holds the primary's state" "$RESULTS/standby1.log"
+wait_for 120 "standby-kill: training to start" grep -qs "training starts" "$RESULTS/server.log"
+sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 1.0 + 2.0 * r / 32768 }')"
+grep -q "run over" "$RESULTS/server.log" && fail "standby-kill: the run ended before the kill: raise SLURM_STANDBY_TRAIN_LIMIT"
+# shard_pid NS: the pid of `paramserver --shard 1 ...` among NS's processes.
+shard_pid() {
+    local p
+    for p in $(ip netns pids "$1"); do
+        [ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -d' ' -f1-3)" = "$PS_BIN/paramserver --shard 1" ] && echo "$p"
+    done
+    return 0
+}
+victim=$(shard_pid "${NS_NODES[1]}")
+[[ $victim =~ ^[0-9]+$ ]] || fail "standby-kill: expected one paramserver --shard 1 on node2, found pids '$victim'"
+kill -9 "$victim"
+ok "standby-kill: shard 1's paramserver (pid $victim on node2) killed"
+await_job standby-kill COMPLETED
+check_standby standby-kill
+grep -q "promoted: serving shard 1 in term 2" "$RESULTS/standby1.log" ||
+    { cat "$RESULTS/standby1.log"; fail "standby-kill: the standby did not take over (its log above)"; }
+[ "$(rows "$RESULTS/metrics.db" "select count(*) from events where kind = 'failover'")" = 1 ] ||
+    fail "standby-kill: $(rows "$RESULTS/metrics.db" "select count(*) from events where kind = 'failover'") failover events, expected 1"
+grep -q "shard 1 failed (exit [0-9]*); its standby takes over" "$T/job-standby-kill/job-$job.out" ||
+    fail "standby-kill: the job's output does not report shard 1's failure (above)"
+ok "standby-kill: the standby on node3 took over; one failover event"
+cmp "$T/standby/model_distributed.safetensors" "$RESULTS/model_distributed.safetensors" ||
+    fail "standby-kill: the model differs from the job without the kill"
+ok "standby-kill: the model is the job's without the kill, byte for byte (stall $(rows "$RESULTS/metrics.db" "select printf('%.2f', max(t2 - t1)) from (select t as t1, lead(t) over (order by step) as t2 from steps)") s)"
+export TRAIN_LIMIT=${SLURM_TRAIN_LIMIT:-6000}
+
 # Too few nodes for a node per server and workers: refused, saying why.
 SHARDS=3 submit too-few FAILED --nodes=3
 grep -q "SHARDS=3 puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
     "$T/job-too-few/job-$job.out" || fail "too-few: the job's output does not say why (above)"
 ok "too-few: SHARDS=3 on 3 nodes fails, saying it needs 4"
+SHARDS=2 REPLICAS=1 submit too-few-standby FAILED --nodes=3
+grep -q "SHARDS=2 REPLICAS=1 (a standby per shard) puts each server process on its own node.*needs at least 4 nodes, this job has 3" \
+    "$T/job-too-few-standby/job-$job.out" || fail "too-few-standby: the job's output does not say why (above)"
+ok "too-few-standby: SHARDS=2 REPLICAS=1 on 3 nodes fails, saying it needs 4"
 done_testing
