@@ -275,7 +275,8 @@ basic: all
 
 # The distributed study: a paramserver (SHARDS=N: a group of N server
 # processes) and WORKERS workers (default 2) on this machine,
-# MODE=sync|async|ssp; see deploy/run-local.sh.
+# MODE=sync|async|ssp, MODEL=simpleconvnet|lenet5|mlp|widecnn; see
+# deploy/run-local.sh.
 run: all
 	BUILD=$(B) deploy/run-local.sh
 

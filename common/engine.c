@@ -481,6 +481,11 @@ static double s_gradient_job(engine_t *e, job_t job)
     return loss;
 }
 
+int engine_ranges_in_backward(const engine_t *e)
+{
+    return e->early;
+}
+
 /* A gradient job's common fields. */
 static job_t s_job(const float *params, const idx_dataset_t *ds, const int *indices, int n,
                    float *grad)

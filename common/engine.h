@@ -70,6 +70,11 @@ double engine_gradient_hooked(engine_t *e, const float *params, const idx_datase
                               const int *indices, int n, float *grad, engine_ready_fn ready,
                               void *arg);
 
+/* How many of the ranges engine_gradient_hooked reports (the first ones)
+ * come while backward still runs (SimpleConvNet: fc2's and fc1's, 2); the
+ * others come once the whole gradient is done (the layer engine: all). */
+int engine_ranges_in_backward(const engine_t *e);
+
 /* One training step: engine_gradient into grad, then model_sgd_step(params,
  * velocity, grad, nparams, lr, momentum), the update split among the
  * threads (the same bits as the two calls; saves the serial update). */

@@ -32,13 +32,14 @@
 
 #define METRICS_BUSY_TIMEOUT_MS 5000
 
-/* The schema of version 1; each statement is idempotent. */
+/* The schema of version METRICS_SCHEMA_VERSION; each statement is
+ * idempotent. */
 static const char *const s_schema =
     "CREATE TABLE IF NOT EXISTS runs("
     " id INTEGER PRIMARY KEY, mode TEXT, started_at REAL, ended_at REAL, host TEXT,"
     " workers INTEGER, epochs INTEGER, batch_size INTEGER, lr REAL, momentum REAL,"
     " seed INTEGER, threads INTEGER, train_limit INTEGER, staleness INTEGER, dataset TEXT,"
-    " status TEXT, final_accuracy REAL, train_seconds REAL);"
+    " status TEXT, final_accuracy REAL, train_seconds REAL, model TEXT);"
     "CREATE TABLE IF NOT EXISTS workers("
     " run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL, name TEXT, host TEXT,"
     " shard_size INTEGER, threads INTEGER, incarnation INTEGER NOT NULL, joined_at REAL,"
@@ -70,8 +71,8 @@ enum { S_RUN_BEGIN, S_RUN_END, S_WORKER, S_STEP, S_EPOCH, S_SERVER, S_SHARD, S_E
 
 static const char *const s_sql[S_COUNT] = {
     [S_RUN_BEGIN] = "INSERT INTO runs(mode, started_at, host, workers, epochs, batch_size, lr,"
-                    " momentum, seed, threads, train_limit, staleness, dataset, status)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,'running')",
+                    " momentum, seed, threads, train_limit, staleness, dataset, model, status)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,'running')",
     [S_RUN_END] = "UPDATE runs SET ended_at = ?, status = ?, final_accuracy = ?,"
                   " train_seconds = ? WHERE id = ?",
     /* A worker recorded again with the same incarnation (a resumed server
@@ -101,6 +102,7 @@ struct metrics {
     int batch_rows;     /* step rows in the open batch */
     double batch_start; /* monotonic seconds when the open batch began */
     char err[512];      /* the last error message */
+    int version;        /* the database's schema version (PRAGMA user_version) */
 };
 
 static void s_seterr(metrics_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -235,7 +237,9 @@ static int s_init_schema(metrics_t *m)
     if (v < METRICS_SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", METRICS_SCHEMA_VERSION);
-        if (s_exec(m, s_schema, "create the schema") < 0 ||
+        if ((v == 1 && s_exec(m, "ALTER TABLE runs ADD COLUMN model TEXT",
+                              "add runs.model (version 2)") < 0) ||
+            s_exec(m, s_schema, "create the schema") < 0 ||
             s_exec(m, sql, "set the schema version") < 0)
             goto fail;
     }
@@ -280,6 +284,7 @@ metrics_t *metrics_open(const char *path, char *err, size_t errlen)
         (!in_memory && s_set_wal(m) < 0) ||
         s_exec(m, "PRAGMA synchronous=NORMAL", "set synchronous") < 0 || s_init_schema(m) < 0)
         goto fail;
+    m->version = METRICS_SCHEMA_VERSION; /* s_init_schema brought it there */
     for (int i = 0; i < S_COUNT; i++) {
         if (sqlite3_prepare_v3(m->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &m->stmt[i], NULL) !=
             SQLITE_OK) {
@@ -357,6 +362,7 @@ int64_t metrics_run_begin(metrics_t *m, const metrics_run_info_t *info)
     s_bind_int(m, st, 11, info->train_limit);
     s_bind_int(m, st, 12, info->staleness);
     s_bind_text(m, st, 13, info->dataset);
+    s_bind_text(m, st, 14, info->model);
     if (s_run(m, S_RUN_BEGIN, "insert run") < 0)
         return -1;
     return (int64_t)sqlite3_last_insert_rowid(m->db);
@@ -614,6 +620,7 @@ metrics_t *metrics_open_readonly(const char *path, char *err, size_t errlen)
     }
     if (s_check_version(m, v) < 0)
         goto fail;
+    m->version = v;
     if (sqlite3_prepare_v2(m->db,
                            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                            "('runs', 'steps', 'epochs')",
@@ -673,11 +680,19 @@ static void s_col_text(sqlite3_stmt *st, int i, char *buf, size_t len, const cha
 int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
 {
     assert(m && out);
+    /* A version 1 database (read-only: not upgraded) has no model column;
+     * a run without one may name its model in an event "model" (basic). */
     sqlite3_stmt *st = s_query(
         m,
-        "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
-        "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset FROM runs "
-        "WHERE id = ?1",
+        m->version >= 2
+            ? "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
+              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, "
+              "coalesce(model, (SELECT detail FROM events WHERE run_id = ?1 AND kind = 'model')) "
+              "FROM runs WHERE id = ?1"
+            : "SELECT mode, host, status, started_at, lr, momentum, final_accuracy, train_seconds, "
+              "workers, epochs, batch_size, threads, staleness, seed, train_limit, dataset, "
+              "(SELECT detail FROM events WHERE run_id = ?1 AND kind = 'model') "
+              "FROM runs WHERE id = ?1",
         id);
     if (!st)
         return -1;
@@ -702,6 +717,7 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out)
     out->seed = (uint64_t)sqlite3_column_int64(st, 13); /* stored signed: see run_begin */
     out->train_limit = sqlite3_column_int(st, 14);
     s_col_text(st, 15, out->dataset, sizeof out->dataset, "");
+    s_col_text(st, 16, out->model, sizeof out->model, "");
     sqlite3_finalize(st);
     return 1;
 }
@@ -721,12 +737,18 @@ int64_t metrics_run_latest(metrics_t *m)
 int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max)
 {
     assert(m && ids);
-    sqlite3_stmt *st = s_query(
-        m,
-        "SELECT max(r.id) FROM runs r WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = "
-        "r.id) GROUP BY r.mode ORDER BY CASE r.mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
-        "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, r.mode",
-        0);
+    /* A run's model: its column (version 2), else its event "model", else
+     * SimpleConvNet (every run from before models). */
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "WITH t AS (SELECT r.id, r.mode, coalesce(%s(SELECT detail FROM events v WHERE "
+             "v.run_id = r.id AND v.kind = 'model'), 'simpleconvnet') AS model FROM runs r "
+             "WHERE EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = r.id)) "
+             "SELECT max(id) FROM t WHERE model = (SELECT model FROM t ORDER BY id DESC LIMIT 1) "
+             "GROUP BY mode ORDER BY CASE mode WHEN 'basic' THEN 0 WHEN 'sync' THEN 1 "
+             "WHEN 'async' THEN 2 WHEN 'ssp' THEN 3 ELSE 4 END, mode",
+             m->version >= 2 ? "r.model, " : "");
+    sqlite3_stmt *st = s_query(m, sql, 0);
     if (!st)
         return -1;
     int n = 0, rc;

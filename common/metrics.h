@@ -10,7 +10,9 @@
  *        lr REAL, momentum REAL, seed INTEGER, threads INTEGER, train_limit INTEGER,
  *        staleness INTEGER, dataset TEXT,              -- 'mnist', 'fashion-mnist'
  *        status TEXT,                                  -- 'running', 'done', 'failed'
- *        final_accuracy REAL, train_seconds REAL)      -- percent; seconds of training
+ *        final_accuracy REAL, train_seconds REAL,      -- percent; seconds of training
+ *        model TEXT)                                   -- common/models.h's name (version 2;
+ *                                                      -- NULL: a version 1 run, SimpleConvNet)
  *   workers(run_id, worker_id, name TEXT, host TEXT, shard_size INTEGER, threads INTEGER,
  *           incarnation INTEGER, joined_at REAL, PRIMARY KEY(run_id, worker_id, incarnation))
  *   steps(run_id, worker_id, step INTEGER, epoch INTEGER, loss REAL,
@@ -36,7 +38,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define METRICS_SCHEMA_VERSION 1
+/* 2: runs.model (a version 1 database gets the column when opened for
+ * writing). */
+#define METRICS_SCHEMA_VERSION 2
 #define METRICS_BATCH_ROWS 500
 #define METRICS_BATCH_SECONDS 2.0
 
@@ -47,6 +51,7 @@ typedef struct {
     const char *mode;    /* "basic", "sync", "async", "ssp" */
     const char *host;    /* where the run (or its server) ran */
     const char *dataset; /* data set: "mnist" or "fashion-mnist" */
+    const char *model;   /* common/models.h's name, e.g. "simpleconvnet" */
     int workers, epochs, batch_size, threads, train_limit, staleness;
     double lr, momentum;
     uint64_t seed;
@@ -127,6 +132,8 @@ typedef struct {
     int64_t id;
     char mode[32], host[128], status[32];
     char dataset[64]; /* "mnist", "fashion-mnist"; older runs: the data directory */
+    char model[32];   /* "simpleconvnet"...: runs.model, else its event "model";
+                       * "" when neither (a run from before models) */
     double started_at, lr, momentum, final_accuracy, train_seconds;
     int workers, epochs, batch_size, threads, staleness, train_limit;
     uint64_t seed;
@@ -138,7 +145,8 @@ int metrics_run_get(metrics_t *m, int64_t id, metrics_run_row_t *out);
 /* The id of the latest run; 0 when there is none, -1 on error. */
 int64_t metrics_run_latest(metrics_t *m);
 
-/* The latest run of each mode that finished at least one epoch, in the
+/* The latest run of each mode that finished at least one epoch, of the
+ * model of the latest such run (a comparison compares one model), in the
  * order basic, sync, async, ssp, then other modes by name: at most max ids.
  * Their number, or -1. */
 int metrics_runs_latest_per_mode(metrics_t *m, int64_t *ids, int max);

@@ -8,7 +8,8 @@
 # fails or is interrupted (Ctrl-C); if the head or a shard fails, the run
 # stops there.
 #
-# Environment: WORKERS (2), MODE (sync|async|ssp|independent, sync),
+# Environment: MODEL (a model of the catalogue: simpleconvnet, lenet5, mlp,
+# widecnn; simpleconvnet), WORKERS (2), MODE (sync|async|ssp|independent, sync),
 # STALENESS (2), EPOCHS (5), PORT (5555; shard I listens on PORT+I), SHARDS
 # (server processes, 1), REPLICAS (1: a hot standby for the head, on
 # PORT+100 with its own database DB-standby, and for every shard, on
@@ -25,6 +26,7 @@ REPLICAS=${REPLICAS:-0}
 [ "$REPLICAS" = 1 ] && SHARDS=${SHARDS:-2}
 PORT=${PORT:-5555} SHARDS=${SHARDS:-1} THREADS=${THREADS:-1} MNIST_DIR=${MNIST_DIR:-data}
 DB=${DB:-results/metrics.db} OUT=${OUT:-results} DATASET=${DATASET:-mnist} bin=${BUILD:-build}
+MODEL=${MODEL:-simpleconvnet}
 # The others reach the programs, which check them; these two are our arithmetic.
 [[ $SHARDS =~ ^[1-9][0-9]?$ ]] || { echo "run-local: SHARDS=$SHARDS: must be a number of server processes, 1..99" >&2; exit 2; }
 ((REPLICAS == 0 || SHARDS > 1)) || { echo "run-local: REPLICAS=1 needs SHARDS=2 or more: shard 1 is the witness that lets the head's standby take over" >&2; exit 2; }
@@ -47,11 +49,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "run-local: interrupted" >&2; exit 130' INT TERM
 
-# Runs from before --dataset name their data directory instead: MNIST's.
+# Runs from before --dataset name their data directory instead: MNIST's. A
+# basic run names its model in an event "model" (none before models: SimpleConvNet).
 same=("'$DATASET'"); [ "$DATASET" = mnist ] && same+=("'$MNIST_DIR'")
-if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done' and coalesce(dataset, 'mnist') in ($(IFS=,; echo "${same[*]}"))" 2>/dev/null || echo 0)" = 0 ]; then
-    echo "run-local: no basic run on $DATASET in $DB yet; training one first for the comparison"
-    "$bin"/worker --basic --dataset "$DATASET" "${data[@]}" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
+model_of="coalesce((select detail from events where run_id = runs.id and kind = 'model'), 'simpleconvnet')"
+if [ "$(sqlite3 "$DB" "select count(*) from runs where mode='basic' and status='done' and coalesce(dataset, 'mnist') in ($(IFS=,; echo "${same[*]}")) and $model_of = '$MODEL'" 2>/dev/null || echo 0)" = 0 ]; then
+    echo "run-local: no basic run of $MODEL on $DATASET in $DB yet; training one first for the comparison"
+    "$bin"/worker --basic --model "$MODEL" --dataset "$DATASET" "${data[@]}" --epochs "$EPOCHS" "${limit[@]}" --db "$DB" --out "$OUT" \
         | tee "$OUT/logs/basic.log" | grep -E '^(epoch [0-9]+/[0-9]+:|summary|model)'
 fi
 
@@ -60,9 +64,9 @@ group=()
 ((REPLICAS)) && group+=(--replicas 1 --failover-timeout 2)
 sbdb="${DB%.db}-standby.db"
 ((REPLICAS)) && rm -f "$sbdb" "$sbdb-wal" "$sbdb-shm"   # the standby's copy of this run only
-echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)$( ((REPLICAS)) && echo ", the head and each shard with a hot standby")), $WORKERS workers, mode $MODE, $DATASET, lr scaling $LR_SCALING"
+echo "run-local: paramserver on tcp://127.0.0.1:$PORT ($SHARDS server process(es)$( ((REPLICAS)) && echo ", the head and each shard with a hot standby")), $WORKERS workers, $MODEL, mode $MODE, $DATASET, lr scaling $LR_SCALING"
 start=$EPOCHREALTIME
-"$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --workers "$WORKERS" --mode "$MODE" \
+"$bin"/paramserver --bind "tcp://127.0.0.1:$PORT" "${group[@]}" --model "$MODEL" --workers "$WORKERS" --mode "$MODE" \
     --staleness "$STALENESS" --epochs "$EPOCHS" "${limit[@]}" --dataset "$DATASET" "${data[@]}" \
     --lr-scaling "$LR_SCALING" --warmup-epochs "$WARMUP_EPOCHS" \
     --db "$DB" --out "$OUT" >"$OUT/logs/server.log" 2>&1 &

@@ -12,9 +12,6 @@
 #include "model.h"
 #include "wire_half.h"
 
-_Static_assert(WIRE_TENSOR_FLOATS == MODEL_NPARAMS,
-               "a tensor frame must hold exactly the model's parameters");
-
 /* Does this message carry a tensor frame? (A standby's update does unless
  * it is a heartbeat.) */
 static int s_needs_tensor(const Ps__Envelope *env)
@@ -29,6 +26,32 @@ static int s_needs_tensor(const Ps__Envelope *env)
                env->replica_update->kind == PS__REPLICA_KIND__REPLICA_UPDATE;
     default: return 0;
     }
+}
+
+/* The encoding and value count its header gives a tensor frame (a count
+ * of 0 means the whole vector: nparams). */
+static void s_tensor_layout(const Ps__Envelope *env, size_t nparams, int *enc, size_t *count)
+{
+    uint32_t n = 0;
+    switch (env->body_case) {
+    case PS__ENVELOPE__BODY_PUSH:
+        *enc = (int)env->push->encoding;
+        n = env->push->count;
+        break;
+    case PS__ENVELOPE__BODY_WEIGHTS:
+        *enc = (int)env->weights->encoding;
+        n = env->weights->count;
+        break;
+    case PS__ENVELOPE__BODY_REPLICA_UPDATE: /* float32 */
+        *enc = PS__ENCODING__ENCODING_F32;
+        n = env->replica_update->count;
+        break;
+    default: /* ShardFinal: float32 */
+        *enc = PS__ENCODING__ENCODING_F32;
+        n = env->shard_final->count;
+        break;
+    }
+    *count = n == 0 ? nparams : n;
 }
 
 const char *wire_kind_name(Ps__Envelope__BodyCase kind)
@@ -72,9 +95,14 @@ static void s_free(void *data, void *hint)
     free(data);
 }
 
-int wire_tensor_init(zmq_msg_t *msg)
+int wire_tensor_init(zmq_msg_t *msg, size_t count)
 {
-    return zmq_msg_init_size(msg, WIRE_TENSOR_FLOATS * sizeof(float)) == 0 ? 0 : -1;
+    return zmq_msg_init_size(msg, count * sizeof(float)) == 0 ? 0 : -1;
+}
+
+int64_t wire_max_message(size_t nparams)
+{
+    return (int64_t)nparams * (int64_t)sizeof(float) + 65536;
 }
 
 long wire_send_msg(void *sock, const wire_peer_t *peer, Ps__Envelope *env, zmq_msg_t *tensor,
@@ -119,9 +147,17 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
                int flags)
 {
     zmq_msg_t t;
+    int enc;
+    size_t count = 0;
+    if (tensor && s_needs_tensor(env))
+        s_tensor_layout(env, 0, &enc, &count);
+    if (tensor && count == 0) {
+        errno = EINVAL;
+        return -1;
+    }
     /* Build the tensor frame before sending anything: failing after the
      * header went out with SNDMORE would glue the next message onto it. */
-    if (tensor && wire_tensor_encode(&t, tensor, PS__ENCODING__ENCODING_F32, NULL) != 0)
+    if (tensor && wire_tensor_encode_n(&t, tensor, count, PS__ENCODING__ENCODING_F32, NULL) != 0)
         return -1;
     return wire_send_msg(sock, peer, env, tensor ? &t : NULL, flags);
 }
@@ -331,16 +367,6 @@ size_t wire_encoded_size_n(int encoding, size_t count)
     }
 }
 
-size_t wire_encoded_size(int encoding)
-{
-    return wire_encoded_size_n(encoding, WIRE_TENSOR_FLOATS);
-}
-
-int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual)
-{
-    return wire_tensor_encode_n(msg, t, WIRE_TENSOR_FLOATS, encoding, residual);
-}
-
 int wire_tensor_encode_n(zmq_msg_t *msg, const float *t, size_t count, int encoding,
                          float *residual)
 {
@@ -381,7 +407,7 @@ const float *wire_tensor(const wire_msg_t *m, float *scratch)
     if (m->tensor)
         return m->tensor;
     const unsigned char *in = zmq_msg_data((zmq_msg_t *)&m->tensor_msg);
-    size_t count = m->count ? m->count : WIRE_TENSOR_FLOATS; /* 0: a message built by hand */
+    size_t count = m->count;
     if (m->encoding == PS__ENCODING__ENCODING_F16)
         s_from_half(in, scratch, count);
     else
@@ -451,49 +477,30 @@ static int s_check_envelope(const Ps__Envelope *env, char *err, size_t errlen)
     return 0;
 }
 
-/* The encoding and value count its header gives a tensor frame (a count
- * of 0 means the whole vector). */
-static void s_tensor_layout(const Ps__Envelope *env, int *enc, size_t *count)
-{
-    uint32_t n = 0;
-    switch (env->body_case) {
-    case PS__ENVELOPE__BODY_PUSH:
-        *enc = (int)env->push->encoding;
-        n = env->push->count;
-        break;
-    case PS__ENVELOPE__BODY_WEIGHTS:
-        *enc = (int)env->weights->encoding;
-        n = env->weights->count;
-        break;
-    case PS__ENVELOPE__BODY_REPLICA_UPDATE: /* float32 */
-        *enc = PS__ENCODING__ENCODING_F32;
-        n = env->replica_update->count;
-        break;
-    default: /* ShardFinal: float32 */
-        *enc = PS__ENCODING__ENCODING_F32;
-        n = env->shard_final->count;
-        break;
-    }
-    *count = n == 0 ? WIRE_TENSOR_FLOATS : n;
-}
-
 /* Checks the tensor frame m->tensor_msg against its encoding and count in
- * env (the size, finite values or block scales, float alignment) and sets
- * m->encoding, m->count, and m->tensor for float32. 0, or the Error code
- * with err set. */
-static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, size_t errlen)
+ * env (at most nparams; the size, finite values or block scales, float
+ * alignment) and sets m->encoding, m->count, and m->tensor for float32. 0,
+ * or the Error code with err set. */
+static int s_check_tensor(const Ps__Envelope *env, size_t nparams, wire_msg_t *m, char *err,
+                          size_t errlen)
 {
     int rc = 0;
     size_t tlen = zmq_msg_size(&m->tensor_msg), count;
     const float *t = zmq_msg_data(&m->tensor_msg);
     int enc;
-    s_tensor_layout(env, &enc, &count);
+    s_tensor_layout(env, nparams, &enc, &count);
     size_t want = wire_encoded_size_n(enc, count);
     long bad;
     m->encoding = enc;
     m->count = count;
-    if (count > WIRE_TENSOR_FLOATS) {
-        errmsg_set(err, errlen, "tensor of %zu values; at most %d", count, WIRE_TENSOR_FLOATS);
+    if (nparams == 0) {
+        errmsg_set(err, errlen, "a tensor frame before the model is known (no Welcome yet)");
+        rc = PS__ERROR_CODE__ERROR_MALFORMED;
+    } else if (count > nparams) {
+        errmsg_set(err, errlen,
+                   "tensor of %zu values; this side's model has %zu parameters (are the peers "
+                   "running the same --model?)",
+                   count, nparams);
         rc = PS__ERROR_CODE__ERROR_MALFORMED;
     } else if (want == 0) {
         errmsg_set(err, errlen, "unknown tensor encoding %d", enc);
@@ -534,7 +541,8 @@ static int s_check_tensor(const Ps__Envelope *env, wire_msg_t *m, char *err, siz
     return rc;
 }
 
-int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen)
+int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, size_t nparams, char *err,
+              size_t errlen)
 {
     memset(m, 0, sizeof *m);
     zmq_msg_t f;
@@ -597,7 +605,7 @@ int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t er
             return -1;
         }
         m->bytes += zmq_msg_size(&m->tensor_msg);
-        rc = s_check_tensor(env, m, err, errlen);
+        rc = s_check_tensor(env, nparams, m, err, errlen);
     }
     if (s_more(sock)) {
         s_drain(sock);

@@ -2,7 +2,8 @@
  *
  * A message is an Envelope frame, then for Push, Weights and ShardFinal one
  * tensor frame of the `count` little-endian floats its header names (at
- * most, and by default, WIRE_TENSOR_FLOATS). On a ROUTER socket
+ * most, and by default, the model's length: the `nparams` the receiver gives
+ * wire_recv, from common/models.h). On a ROUTER socket
  * (the server) the peer's routing id comes first. wire_recv checks, before
  * anyone uses the message: the frame count, the header size, that it
  * decodes, the protocol version, that a body is set, that the tensor frame is
@@ -25,11 +26,8 @@
 #include "ps.pb-c.h"
 
 #define WIRE_PROTOCOL 1
-#define WIRE_TENSOR_FLOATS 225034 /* == MODEL_NPARAMS; checked at start-up */
-#define WIRE_MAX_HEADER 4096      /* bytes; a larger Envelope is refused */
-#define WIRE_MAX_PEER 256         /* bytes of a ZeroMQ routing id */
-/* The largest message a server accepts (ZMQ_MAXMSGSIZE): a tensor + slack. */
-#define WIRE_MAX_MESSAGE (WIRE_TENSOR_FLOATS * 4 + 65536)
+#define WIRE_MAX_HEADER 4096 /* bytes; a larger Envelope is refused */
+#define WIRE_MAX_PEER 256    /* bytes of a ZeroMQ routing id */
 
 #define WIRE_I8_BLOCK 256
 
@@ -37,9 +35,13 @@
  * (Push.parts). */
 #define WIRE_MAX_PARTS 64
 
-/* Bytes of a tensor frame of the whole vector (or of `count` values) in an
- * encoding (PS__ENCODING__*); 0 if unknown. */
-size_t wire_encoded_size(int encoding);
+/* The largest message a server of a model of `nparams` parameters accepts
+ * (ZMQ_MAXMSGSIZE, the gate): a float32 tensor of the whole vector + slack
+ * for the header and the routing id. */
+int64_t wire_max_message(size_t nparams);
+
+/* Bytes of a tensor frame of `count` values in an encoding
+ * (PS__ENCODING__*); 0 if unknown. */
 size_t wire_encoded_size_n(int encoding, size_t count);
 
 /* What a compression granted at registration means on the wire: how a
@@ -60,7 +62,8 @@ typedef struct {
     Ps__Envelope *env;    /* decoded header, owned; env->body_case says which */
     const float *tensor;  /* F32: `count` floats in the received frame; else NULL */
     int encoding;         /* of the tensor frame, when there is one */
-    size_t count;         /* values in the tensor frame (the header's count; 0 there: all) */
+    size_t count;         /* values in the tensor frame (the header's count; 0 there:
+                           * the nparams given to wire_recv) */
     float *aligned;       /* F32 in a frame not aligned for floats (CurveZMQ, and plain
                            * TCP for a small frame, can deliver one so): a copy, which
                            * `tensor` points to */
@@ -77,9 +80,10 @@ typedef struct {
 void wire_init(void);
 
 /* Sends env (its protocol field is set here) and, when tensor is not NULL,
- * the tensor frame, to peer (NULL on a DEALER socket). Returns the bytes sent
- * or -1 with errno set (EAGAIN if the socket would block with ZMQ_DONTWAIT
- * in flags). */
+ * the tensor frame of the float32 values the header's count names (which
+ * must not be 0 here: EINVAL), to peer (NULL on a DEALER socket). Returns
+ * the bytes sent or -1 with errno set (EAGAIN if the socket would block with
+ * ZMQ_DONTWAIT in flags). */
 long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const float *tensor,
                int flags);
 
@@ -87,22 +91,24 @@ long wire_send(void *sock, const wire_peer_t *peer, Ps__Envelope *env, const flo
  * says the socket is readable; with ZMQ_RCVTIMEO set it gives up with
  * EAGAIN). peer is NULL
  * on a DEALER socket and receives the routing id on a ROUTER socket.
+ * nparams is the length of the receiver's model (models.h): a tensor count
+ * of 0 means that many values, and a larger count is refused (0 before the
+ * receiver knows its model: then any tensor frame is refused).
  * Returns 0 with m filled; -1 with errno set for a socket error (EAGAIN:
  * nothing to read); or a positive Ps__ErrorCode when the message was
  * received but refused, with a message in err (peer is still filled, so an
  * Error can be sent back). On anything but 0, m holds nothing to free. */
-int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, char *err, size_t errlen);
+int wire_recv(void *sock, wire_peer_t *peer, wire_msg_t *m, size_t nparams, char *err,
+              size_t errlen);
 
 /* The message's tensor as m->count floats: in place for F32, else decoded
  * into scratch (room for m->count floats), which is returned. */
 const float *wire_tensor(const wire_msg_t *m, float *scratch);
 
-/* A tensor frame holding `t` in `encoding`. For I8 with a residual
- * (WIRE_TENSOR_FLOATS floats, error feedback), t + residual is encoded and
+/* A tensor frame holding the `count` values at t in `encoding`. For I8 with
+ * a residual (`count` floats, error feedback), t + residual is encoded and
  * residual becomes what the encoding lost, to be sent with the next tensor.
  * 0, or -1 when out of memory or for an unknown encoding. */
-int wire_tensor_encode(zmq_msg_t *msg, const float *t, int encoding, float *residual);
-/* The same for the `count` values at t (residual: `count` floats too). */
 int wire_tensor_encode_n(zmq_msg_t *msg, const float *t, size_t count, int encoding,
                          float *residual);
 
@@ -113,11 +119,11 @@ void wire_msg_move(wire_msg_t *dst, wire_msg_t *src);
 /* Frees what wire_recv filled; safe to call twice. */
 void wire_msg_close(wire_msg_t *m);
 
-/* An F32 tensor frame of WIRE_TENSOR_FLOATS floats for the caller to fill
- * through zmq_msg_data (a worker computes its gradient straight into the
- * frame it will send; wire_tensor_encode copies a tensor in instead).
+/* An F32 tensor frame of `count` floats for the caller to fill through
+ * zmq_msg_data (a worker computes its gradient straight into the frame it
+ * will send; wire_tensor_encode_n copies a tensor in instead).
  * 0, or -1 when out of memory. */
-int wire_tensor_init(zmq_msg_t *msg);
+int wire_tensor_init(zmq_msg_t *msg, size_t count);
 
 /* As wire_send, with a ready tensor frame (or NULL) whose ownership passes
  * to this call, sent or not. To send one frame to several peers without

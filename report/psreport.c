@@ -294,11 +294,12 @@ static void s_run_title(metrics_t *m, const s_run_t *r, const char *what, char *
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " \xc2\xb7 staleness %d",
                  r->row.staleness);
     int n = snprintf(buf, len,
-                     "%s \xe2\x80\x94 run %lld (%s)%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
+                     "%s \xe2\x80\x94 run %lld (%s)%s%s%s%s%s \xc2\xb7 %d %s \xc2\xb7 batch %d "
                      "\xc2\xb7 lr %g \xc2\xb7 %s \xc2\xb7 %s training%s\n",
-                     what, (long long)r->row.id, r->row.mode, r->row.dataset[0] ? " \xc2\xb7 " : "",
-                     r->row.dataset, extra, r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs",
-                     r->row.batch_size, r->row.lr, acc, ssecs, so_far ? " so far" : "");
+                     what, (long long)r->row.id, r->row.mode, r->row.model[0] ? " \xc2\xb7 " : "",
+                     r->row.model, r->row.dataset[0] ? " \xc2\xb7 " : "", r->row.dataset, extra,
+                     r->row.epochs, r->row.epochs == 1 ? "epoch" : "epochs", r->row.batch_size,
+                     r->row.lr, acc, ssecs, so_far ? " so far" : "");
     /* Second line: whichever details are known, joined by dots. */
     char parts[5][160];
     int np = 0;
@@ -365,6 +366,8 @@ static void s_text_run(plot_fig_t *f, const metrics_run_row_t *r)
     s_run_settings(r, settings, sizeof settings);
     s_text(f, "run id", "%lld", (long long)r->id);
     s_text(f, "mode", "%s", r->mode);
+    if (r->model[0])
+        s_text(f, "model", "%s", r->model);
     if (r->dataset[0])
         s_text(f, "dataset", "%s", r->dataset);
     s_text(f, "workers", "%d", r->workers);
@@ -670,8 +673,9 @@ static int s_compare_run(metrics_t *m, s_comparison_t *c, int i, int64_t id)
     size_t len = strlen(c->title);
     char ssecs[32];
     s_fmt_secs(ssecs, sizeof ssecs, secs);
-    snprintf(c->title + len, sizeof c->title - len, "%s%s%s%s: %.2f%% after %d %s in %s%s",
-             i ? "  \xc2\xb7  " : "", r.mode, r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs,
+    snprintf(c->title + len, sizeof c->title - len, "%s%s%s%s%s%s: %.2f%% after %d %s in %s%s",
+             i ? "  \xc2\xb7  " : "", r.mode, r.model[0] ? " " : "", r.model,
+             r.dataset[0] ? " on " : "", r.dataset, acc, r.epochs,
              r.epochs == 1 ? "epoch" : "epochs", ssecs,
              strcmp(r.status, "done") ? " (not finished)" : "");
     return 0;

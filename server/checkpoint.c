@@ -15,7 +15,7 @@
 #include "consistency.h"
 #include "errmsg.h"
 #include "membership.h"
-#include "model.h"
+#include "models.h"
 #include "modelfile.h"
 #include "safetensors.h"
 
@@ -24,7 +24,7 @@
 
 /* The run's counters and recipe, as stored. */
 typedef struct {
-    char mode[16], dataset[16], lr_scaling[8];
+    char mode[16], dataset[16], lr_scaling[8], model[32];
     uint64_t run_id, version, updates, stale_max, seed, range_lo, range_hi;
     double stale_sum, elapsed, worker_train_max, lr, momentum, warmup_epochs;
     int workers, staleness, epochs, batch_size, train_count, test_limit;
@@ -82,11 +82,12 @@ static const s_field_t s_head_fields[] = {
     {"momentum", F_REAL, HEAD(momentum), .rmax = 1, .flag = "--momentum"},
     {"test_limit", F_INT, HEAD(test_limit), .max = 1 << 30, .flag = "--test-limit"},
     {"dataset", F_TEXT, HEAD(dataset), .flag = "--dataset"},
+    {"model", F_TEXT, HEAD(model), .flag = "--model"},
     {"lr_scaling", F_TEXT, HEAD(lr_scaling), .flag = "--lr-scaling"},
     {"warmup_epochs", F_REAL, HEAD(warmup_epochs), .rmax = 1000, .flag = "--warmup-epochs"},
     /* The values of the parameter vector this server owns (all, alone). */
-    {"range_lo", F_U64, HEAD(range_lo), .max = MODEL_NPARAMS, .flag = "(--shards, --shard) from"},
-    {"range_hi", F_U64, HEAD(range_hi), .max = MODEL_NPARAMS, .flag = "to"},
+    {"range_lo", F_U64, HEAD(range_lo), .max = UINT32_MAX, .flag = "(--shards, --shard) from"},
+    {"range_hi", F_U64, HEAD(range_hi), .max = UINT32_MAX, .flag = "to"},
 };
 static const s_field_t s_slot_fields[] = {
     {"name", F_NAME, SLOT(name), .min = 0},
@@ -257,6 +258,7 @@ static void s_capture(const server_t *s, s_head_t *h)
                     .range_hi = s->lo + s->n};
     snprintf(h->mode, sizeof h->mode, "%s", server_mode_name(o->mode));
     snprintf(h->dataset, sizeof h->dataset, "%s", o->dataset);
+    snprintf(h->model, sizeof h->model, "%s", s->model->name);
     snprintf(h->lr_scaling, sizeof h->lr_scaling, "%s",
              o->lr_scaling == LR_SCALING_LINEAR ? "linear" : "none");
 }
@@ -276,27 +278,28 @@ static void s_capture_slot(const slot_t *sl, s_slot_t *c)
 /* The weights and the momentum as safetensors tensors; names[] holds the
  * momentum's names. Returns how many. A shard of a server group stores its
  * range as two flat tensors, "weights" and "momentum". */
-static int s_tensors(const server_t *s, st_tensor_t t[2 * MODEL_NTENSORS],
-                     char names[MODEL_NTENSORS][64])
+static int s_tensors(const server_t *s, st_tensor_t t[2 * MODELS_MAX_TENSORS],
+                     char names[MODELS_MAX_TENSORS][64])
 {
-    if (s->n != MODEL_NPARAMS) {
+    const model_def_t *md = s->model;
+    if (s->n != md->nparams) {
         t[0] = (st_tensor_t){
             .name = "weights", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->w};
         t[1] = (st_tensor_t){
             .name = "momentum", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)s->n}, .data = s->v};
         return 2;
     }
-    for (int i = 0; i < MODEL_NTENSORS; i++) {
-        const model_tensor_t *mt = &model_tensors[i];
+    for (int i = 0; i < md->ntensors; i++) {
+        const model_tensor_t *mt = &md->tensors[i];
         snprintf(names[i], sizeof names[i], "momentum.%s", mt->name);
         t[i] = (st_tensor_t){
             .name = mt->name, .dtype = ST_F32, .ndim = mt->ndim, .data = s->w + mt->offset};
-        t[MODEL_NTENSORS + i] = (st_tensor_t){
+        t[md->ntensors + i] = (st_tensor_t){
             .name = names[i], .dtype = ST_F32, .ndim = mt->ndim, .data = s->v + mt->offset};
         for (int d = 0; d < mt->ndim; d++)
-            t[i].shape[d] = t[MODEL_NTENSORS + i].shape[d] = mt->shape[d];
+            t[i].shape[d] = t[md->ntensors + i].shape[d] = mt->shape[d];
     }
-    return 2 * MODEL_NTENSORS;
+    return 2 * md->ntensors;
 }
 
 /* Reads a shard's flat tensor `name` of n floats into out. */
@@ -316,14 +319,13 @@ static int s_read_flat(const st_file_t *f, const char *name, float *out, size_t 
 static int s_read_tensors(server_t *s, const st_file_t *f, char *err, size_t n)
 {
     const char *path = s->o->checkpoint;
-    if (s->n != MODEL_NPARAMS)
+    if (s->n != s->model->nparams)
         return s_read_flat(f, "weights", s->w, s->n, err, n) != 0 ||
                        s_read_flat(f, "momentum", s->v, s->n, err, n) != 0
                    ? -1
                    : 0;
-    return modelfile_read(f, path, models_find(MODELS_DEFAULT), "", s->w, err, n) != 0 ||
-                   modelfile_read(f, path, models_find(MODELS_DEFAULT), "momentum.", s->v, err,
-                                  n) != 0
+    return modelfile_read(f, path, s->model, "", s->w, err, n) != 0 ||
+                   modelfile_read(f, path, s->model, "momentum.", s->v, err, n) != 0
                ? -1
                : 0;
 }
@@ -352,8 +354,8 @@ int ckpt_write(server_t *s)
     snprintf(m.val[m.n], sizeof m.val[m.n], "%08lx", s_crc(&m, s->w, s->v, s->n));
     m.pairs[2 * m.n] = m.key[m.n];
     m.pairs[2 * m.n + 1] = m.val[m.n];
-    st_tensor_t t[2 * MODEL_NTENSORS];
-    char names[MODEL_NTENSORS][64], err[512];
+    st_tensor_t t[2 * MODELS_MAX_TENSORS];
+    char names[MODELS_MAX_TENSORS][64], err[512];
     int nt = s_tensors(s, t, names);
     if (s->o->shards > 1) {
         /* A group keeps the one before too (ckpt_rollback), as a second
@@ -411,6 +413,13 @@ static int s_read_fields(const st_file_t *f, int from, int to, s_head_t *h, s_sl
 /* What differs between the file's recipe and this server's flags, or 0. */
 static int s_recipe_problem(const s_head_t *file, const s_head_t *mine, char *err, size_t n)
 {
+    if (strcmp(file->model, mine->model) != 0) { /* first: its tensors cannot even be read */
+        errmsg_set(err, n,
+                   "it holds model %s, and this server was started with --model %s: give "
+                   "--model %s with --resume (or remove the checkpoint to start afresh)",
+                   file->model, mine->model, file->model);
+        return -1;
+    }
     char flags[512] = "";
     int differ = 0;
     for (int i = 0; i < S_NHEAD; i++) {

@@ -247,7 +247,7 @@ static void s_independent_push(server_t *s, slot_t *sl, const float *g, uint64_t
     cons_independent_path(s, id, path, sizeof path);
     snprintf(id_s, sizeof id_s, "%d", id);
     const char *meta[] = {"format", "pt", "mode", "independent", "worker", id_s, NULL};
-    if (modelfile_save(path, models_find(MODELS_DEFAULT), g, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, s->model, g, meta, err, sizeof err) != 0) {
         srv_log(s, "worker %d's model not saved: %s", id, err);
         srv_error(s, &sl->peer, PS__ERROR_CODE__ERROR_STATE, "the server cannot save the model");
         return;

@@ -38,7 +38,6 @@
 #include <zmq.h>
 
 #include "clock.h"
-#include "wire.h"
 
 enum { F_MORE = 1, F_LONG = 2, F_COMMAND = 4 };
 /* A connection's id: 0, then a 64-bit counter (ZeroMQ's ROUTER uses 32 bits,
@@ -86,7 +85,8 @@ struct gate {
     int lfd, ep; /* listening socket, epoll descriptor */
     void *inner;
     conn_t *conn;
-    int nconn; /* connections it accepts at once */
+    int nconn;          /* connections it accepts at once */
+    uint64_t max_bytes; /* of one message (its frames together) */
     uint64_t next_id;
     long refused, delivered;
     double stall, next_check; /* GATE_STALL_SECONDS; when to look for stalls */
@@ -273,7 +273,7 @@ static void s_deliver(gate_t *g, conn_t *c)
 
 /* The frame head in c->buf is complete: checks it and sets up its body.
  * 0, or -1 when the connection breaks a limit. */
-static int s_head(conn_t *c)
+static int s_head(const gate_t *g, conn_t *c)
 {
     uint64_t size = 0;
     if (c->flags & F_LONG)
@@ -289,8 +289,7 @@ static int s_head(conn_t *c)
         c->want = (size_t)size;
         return 0;
     }
-    if (!c->ready || c->nframes >= GATE_MAX_FRAMES ||
-        size > (uint64_t)WIRE_MAX_MESSAGE - c->msg_bytes)
+    if (!c->ready || c->nframes >= GATE_MAX_FRAMES || size > g->max_bytes - c->msg_bytes)
         return -1;
     if (zmq_msg_init_size(&c->frame[c->nframes], (size_t)size) != 0)
         return -1;
@@ -349,7 +348,7 @@ static int s_part_done(gate_t *g, conn_t *c)
             c->want = c->flags & F_LONG ? 9 : 2;
             return 0;
         }
-        if (s_head(c) != 0)
+        if (s_head(g, c) != 0)
             return -1;
         return c->want == 0 ? s_body_done(g, c) : 0;
     default: return s_body_done(g, c);
@@ -727,9 +726,10 @@ static int s_listen(const char *endpoint, char *out, size_t outlen)
     return fd;
 }
 
-gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns)
+gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns,
+                 int64_t max_bytes)
 {
-    if (max_conns < 1) {
+    if (max_conns < 1 || max_bytes < 1) {
         errno = EINVAL;
         return NULL;
     }
@@ -743,6 +743,7 @@ gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_con
         return NULL;
     }
     g->nconn = max_conns;
+    g->max_bytes = (uint64_t)max_bytes;
     g->stall = GATE_STALL_SECONDS;
     g->next_id = 1;
     g->ep = g->lfd = -1;

@@ -9,14 +9,13 @@
  * sends frames with the MORE flag and never a last one grows the server
  * without bound (measured: 1.5 GB in 3.5 s). The gate parses the framing as
  * bytes arrive and closes a connection whose message passes GATE_MAX_FRAMES
- * frames or WIRE_MAX_MESSAGE bytes, whose handshake is malformed, or which
- * stalls (GATE_STALL_SECONDS without a byte while its handshake, greeting
- * then READY, or a message is unfinished), and accepts a bounded number of
- * connections. So a
- * connection holds at most one message in progress (about 1 MB) plus
- * GATE_OUT_FRAMES frames of replies queued toward it (four weights replies),
- * and the server at most max_conns times that (the kernel's socket buffers
- * are bounded by the kernel).
+ * frames or the bytes gate_new allows (wire_max_message of the model's
+ * length: a server of a small model refuses a big model's push), whose handshake is malformed, or
+ * which stalls (GATE_STALL_SECONDS without a byte while its handshake, greeting then READY, or a
+ * message is unfinished), and accepts a bounded number of connections. So a connection holds at
+ * most one message in progress (about 1 MB for simpleconvnet) plus GATE_OUT_FRAMES frames of
+ * replies queued toward it (four weights replies), and the server at most max_conns times that (the
+ * kernel's socket buffers are bounded by the kernel).
  *
  * Why not a ZMQ_STREAM socket (the first gate): it hands TCP data over in
  * 8 KB chunks (ZMQ_IN_BATCH_SIZE is a draft option that Debian's libzmq
@@ -38,6 +37,7 @@
 #define GATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GATE_MAX_FRAMES 4 /* frames per message (the protocol uses 1 or 2) */
 /* Frames of replies (and handshake pieces) queued toward a connection that
@@ -54,10 +54,13 @@ typedef struct gate gate_t;
  * [IPv6] address, an interface or a host name; PORT a number, or * for a
  * free one) and connects a PAIR in ctx to `inner` (an inproc endpoint the
  * server has bound its PAIR to); accepts at most max_conns connections at
- * once (more are closed at once; at least 1). NULL with errno set on
- * failure: EINVAL (not that form, or max_conns < 1), ENODEV (no such host or interface), or bind's
+ * once (more are closed at once; at least 1) and messages of at most
+ * max_bytes (their frames together; a larger one closes its connection).
+ * NULL with errno set on failure: EINVAL (not that form, max_conns < 1 or
+ * max_bytes < 1), ENODEV (no such host or interface), or bind's
  * (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
-gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns);
+gate_t *gate_new(void *ctx, const char *endpoint, const char *inner, int max_conns,
+                 int64_t max_bytes);
 
 /* What to poll for input: the descriptor (ZMQ_POLLIN with a NULL socket in
  * a zmq_pollitem_t; it is an epoll descriptor, readable while a connection

@@ -17,7 +17,7 @@
 #include "consistency.h"
 #include "idx.h"
 #include "membership.h"
-#include "model.h"
+#include "models.h"
 #include "replica.h"
 #include "transport.h"
 
@@ -78,15 +78,15 @@ struct srv_group {
     void *witness;
 };
 
-void group_range(int shards, int shard, size_t *lo, size_t *n)
+void group_range(int shards, int shard, size_t nparams, size_t *lo, size_t *n)
 {
     if (shards <= 1) {
         *lo = 0;
-        *n = MODEL_NPARAMS;
+        *n = nparams;
         return;
     }
-    size_t a = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)shard / (uint64_t)shards);
-    size_t b = (size_t)((uint64_t)MODEL_NPARAMS * (uint64_t)(shard + 1) / (uint64_t)shards);
+    size_t a = (size_t)((uint64_t)nparams * (uint64_t)shard / (uint64_t)shards);
+    size_t b = (size_t)((uint64_t)nparams * (uint64_t)(shard + 1) / (uint64_t)shards);
     *lo = a;
     *n = b - a;
 }
@@ -165,7 +165,7 @@ void group_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **pt
     for (int i = 0; i < s_shards(s); i++) {
         const member_shard_t *sh = &s->group->sh[i];
         size_t lo, n;
-        group_range(s->o->shards, i, &lo, &n);
+        group_range(s->o->shards, i, s->model->nparams, &lo, &n);
         ps__shard_range__init(&ranges[i]);
         ranges[i].endpoint = i == 0 ? "" : (char *)sh->endpoint;
         ranges[i].public_key = i == 0 ? "" : (char *)sh->key;
@@ -263,7 +263,7 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer, const c
 {
     const server_opts_t *o = s->o;
     size_t lo, n;
-    group_range(o->shards, i, &lo, &n);
+    group_range(o->shards, i, s->model->nparams, &lo, &n);
     Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
     w.shard = (uint32_t)i;
     w.shards = (uint32_t)s_shards(s);
@@ -284,6 +284,8 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer, const c
     w.lr_linear = o->lr_scaling == LR_SCALING_LINEAR;
     w.warmup_epochs = o->warmup_epochs;
     w.dataset = (char *)o->dataset;
+    w.model = (char *)s->model->name;
+    w.params = (uint32_t)s->model->nparams;
     w.replica_of = (char *)(replica_of ? replica_of : "");
     w.term = s->group->sh[i].term;
     w.failover_timeout = o->failover_timeout;
@@ -640,7 +642,7 @@ static void s_on_join(server_t *s, const wire_peer_t *peer, const Ps__ShardJoin 
             /* Its CurveZMQ key is the one its connection proved. */
             snprintf(sh->key, sizeof sh->key, "%s", peer->key);
             size_t lo, n;
-            group_range(s->o->shards, (int)j->shard, &lo, &n);
+            group_range(s->o->shards, (int)j->shard, s->model->nparams, &lo, &n);
             if (sh->endpoint[0]) {
                 srv_log(s, "shard %u %s: %s, values [%zu, %zu)", j->shard,
                         again ? "ready" : "joined", sh->endpoint, lo, lo + n);
@@ -752,7 +754,7 @@ static void s_on_final(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         return;
     group_t *g = s->group;
     size_t lo, n;
-    group_range(s->o->shards, (int)f->shard, &lo, &n);
+    group_range(s->o->shards, (int)f->shard, s->model->nparams, &lo, &n);
     if (!g->over || f->offset != lo || m->count != n || !g->full) {
         char why[200];
         snprintf(why, sizeof why,
@@ -836,7 +838,7 @@ const float *group_final_weights(server_t *s)
     group_t *g = s->group;
     if (s_shards(s) == 1)
         return s->w;
-    if (!g->full && !(g->full = malloc(MODEL_NPARAMS * sizeof(float)))) {
+    if (!g->full && !(g->full = malloc(s->model->nparams * sizeof(float)))) {
         fprintf(stderr, "error: out of memory for the final model\n");
         return NULL;
     }
@@ -925,10 +927,26 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     size_t lo = 0, n = 0;
     server_mode_t mode = MODE_SYNC;
     const char *bad = NULL;
+    const model_def_t *model = models_find(w->model && *w->model ? w->model : MODELS_DEFAULT);
     int numbers_ok =
         w->shard == (uint32_t)o->shard && w->shards >= 2 && w->shards <= 64 && w->shard < w->shards;
-    if (numbers_ok)
-        group_range((int)w->shards, (int)w->shard, &lo, &n);
+    if (model && numbers_ok)
+        group_range((int)w->shards, (int)w->shard, model->nparams, &lo, &n);
+    if (!model || w->params != model->nparams) {
+        char names[256];
+        fprintf(stderr,
+                "error: the head trains model '%s' (%u parameters), which this paramserver "
+                "does not have (it has %s): run the same release of paramserver everywhere\n",
+                w->model ? w->model : "", w->params, models_list(names, sizeof names));
+        return -1;
+    }
+    if (o->model && strcmp(o->model, model->name) != 0) {
+        fprintf(stderr,
+                "error: this shard was given --model %s but the head trains %s: give the same "
+                "--model, or none (a shard takes the head's)\n",
+                o->model, model->name);
+        return -1;
+    }
     if (!numbers_ok)
         bad = "the shard numbers do not fit";
     else if (w->lo != lo || w->hi != lo + n)
@@ -976,6 +994,7 @@ static int s_take_welcome(const Ps__ShardWelcome *w, const server_opts_t *o, ser
     ro->warmup_epochs = w->warmup_epochs;
     snprintf(dataset, sizeof dataset, "%s", w->dataset);
     ro->dataset = dataset;
+    ro->model = model->name; /* the catalogue's: static */
     snprintf(replica_of, sizeof replica_of, "%s", w->replica_of ? w->replica_of : "");
     ro->replica_of = replica_of[0] ? replica_of : NULL;
     ro->failover_timeout = w->failover_timeout != 0 ? w->failover_timeout : 2.0; /* 0: not set */
@@ -1022,7 +1041,7 @@ static int s_join_head(group_t *g, const server_opts_t *o, server_opts_t *ro,
             continue;
         wire_msg_t m;
         char err[256];
-        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        int rc = wire_recv(g->head, NULL, &m, 0, err, sizeof err); /* the head sends no tensor */
         if (rc != 0) {
             if (rc > 0)
                 fprintf(stderr, "error: shard %d: bad message from the head: %s\n", o->shard, err);
@@ -1284,7 +1303,8 @@ static int s_ask_witness(server_t *s, int promote, double wait)
         zmq_pollitem_t item = {g->witness, 0, ZMQ_POLLIN, 0};
         wire_msg_t m;
         char err[256];
-        if (zmq_poll(&item, 1, 100) <= 0 || wire_recv(g->witness, NULL, &m, err, sizeof err) != 0)
+        if (zmq_poll(&item, 1, 100) <= 0 ||
+            wire_recv(g->witness, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         int rc = -2; /* an answer to an earlier request: wait on */
         if (m.env->request_id == env.request_id) {
@@ -1342,7 +1362,7 @@ static int s_link_read(server_t *s)
             return 0;
         wire_msg_t m;
         char err[256];
-        int rc = wire_recv(g->head, NULL, &m, err, sizeof err);
+        int rc = wire_recv(g->head, NULL, &m, 0, err, sizeof err); /* the head sends no tensor */
         if (rc < 0)
             return 0;
         if (rc > 0) {
@@ -1459,7 +1479,7 @@ static int s_send_final(server_t *s)
             continue;
         wire_msg_t m;
         char err[256];
-        if (wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
+        if (wire_recv(g->head, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         int acked = m.env->body_case == PS__ENVELOPE__BODY_ACK && m.env->request_id >= first;
         wire_msg_close(&m);
@@ -1612,7 +1632,7 @@ static int s_locate_primary(void *ctx, server_opts_t *mine)
         zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
         wire_msg_t m;
         char err[256];
-        if (zmq_poll(&item, 1, 200) <= 0 || wire_recv(sock, NULL, &m, err, sizeof err) != 0)
+        if (zmq_poll(&item, 1, 200) <= 0 || wire_recv(sock, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         const Ps__Located *at =
             m.env->body_case == PS__ENVELOPE__BODY_LOCATED ? m.env->located : NULL;
@@ -1674,7 +1694,7 @@ static int s_run_head_standby(group_t *g, const server_opts_t *o, server_opts_t 
         zmq_pollitem_t item = {g->head, 0, ZMQ_POLLIN, 0};
         wire_msg_t m;
         char err[256];
-        if (zmq_poll(&item, 1, 1000) <= 0 || wire_recv(g->head, NULL, &m, err, sizeof err) != 0)
+        if (zmq_poll(&item, 1, 1000) <= 0 || wire_recv(g->head, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         acked = m.env->body_case == PS__ENVELOPE__BODY_ACK;
         if (m.env->body_case == PS__ENVELOPE__BODY_ERROR) {

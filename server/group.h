@@ -24,8 +24,9 @@
 
 #include "state.h"
 
-/* The range [lo, lo + n) of shard `shard` of `shards` (1 or less: all). */
-void group_range(int shards, int shard, size_t *lo, size_t *n);
+/* The range [lo, lo + n) of shard `shard` of `shards` (1 or less: all) of a
+ * vector of nparams values (the model's). */
+void group_range(int shards, int shard, size_t nparams, size_t *lo, size_t *n);
 
 /* The head: its table of shards (o->shards entries). 0, or -1 after printing. */
 int group_head_new(server_t *s);

@@ -12,7 +12,7 @@
 #include "args.h"
 #include "fs.h"
 #include "idx.h"
-#include "model.h"
+#include "models.h"
 #include "server.h"
 #include "wire.h"
 
@@ -24,10 +24,12 @@ static void s_on_signal(int sig)
 
 static void s_usage(FILE *f)
 {
+    char names[256];
     fprintf(f,
             "usage: paramserver [options]\n"
             "\n"
-            "Holds the master SimpleConvNet weights, waits for --workers workers to register,\n"
+            "Holds the master weights of a model (--model), waits for --workers workers to\n"
+            "register,\n"
             "hands each its shard of MNIST and the recipe, applies their gradients with SGD +\n"
             "momentum, logs every worker's figures into SQLite, and when all have finished\n"
             "evaluates and saves the model, then exits 0.\n"
@@ -45,6 +47,8 @@ static void s_usage(FILE *f)
             "  --seed N                init, shard split and shuffling (default 1)\n"
             "  --train-limit N         split only the first N training images (default all)\n"
             "  --test-limit N          test images per evaluation (default all 10,000)\n"
+            "  --model NAME            the model to train: %s (default %s;\n"
+            "                          a shard takes the head's)\n"
             "  --dataset NAME          mnist or fashion-mnist (default mnist)\n"
             "  --data-dir DIR          the data set's IDX files, for the split and the final\n"
             "                          evaluation (default: mnist $MNIST_DIR or data,\n"
@@ -94,7 +98,8 @@ static void s_usage(FILE *f)
             "                          workers go to it, 0.1..3600 (default 2)\n"
             "  --replicas N            the head: 1 = wait for its own standby (--replica-of\n"
             "                          HEAD, which needs --shards 2 or more) before the run (0)\n"
-            "  -h, --help              this help\n");
+            "  -h, --help              this help\n",
+            models_list(names, sizeof names), MODELS_DEFAULT);
 }
 
 /* --keygen PATH: a new key pair in czmq's certificate format. Existing
@@ -221,6 +226,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         O_SERVER_KEY,
         O_SHARD_KEYS,
         O_DATASET, /* issue 14 */
+        O_MODEL,
         O_LR_SCALING,
         O_WARMUP,
         O_REPLICA_OF, /* issue 12 */
@@ -260,6 +266,7 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
         {"server-key", required_argument, 0, O_SERVER_KEY},
         {"shard-keys", required_argument, 0, O_SHARD_KEYS},
         {"dataset", required_argument, 0, O_DATASET},
+        {"model", required_argument, 0, O_MODEL},
         {"lr-scaling", required_argument, 0, O_LR_SCALING},
         {"warmup-epochs", required_argument, 0, O_WARMUP},
         {"replica-of", required_argument, 0, O_REPLICA_OF},
@@ -335,6 +342,15 @@ static int s_parse_flags(int argc, char **argv, server_opts_t *o_out, const char
             o.dataset = optarg;
             if (!idx_dataset_dir(optarg)) {
                 fprintf(stderr, "error: --dataset '%s' is not one of %s\n", optarg, IDX_DATASETS);
+                bad = 1;
+            }
+            break;
+        case O_MODEL:
+            o.model = optarg;
+            if (!models_find(optarg)) {
+                char names[256];
+                fprintf(stderr, "error: --model '%s' is not one of %s\n", optarg,
+                        models_list(names, sizeof names));
                 bad = 1;
             }
             break;
@@ -459,7 +475,6 @@ int main(int argc, char **argv)
             snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o.out_dir);
         o.checkpoint = ckpt;
     }
-    /* WIRE_TENSOR_FLOATS == MODEL_NPARAMS is a static assertion in proto/wire.c. */
     wire_init();
     struct sigaction sa = {.sa_handler = s_on_signal};
     sigaction(SIGINT, &sa, NULL);

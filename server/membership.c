@@ -12,7 +12,7 @@
 #include "clock.h"
 #include "consistency.h"
 #include "group.h"
-#include "model.h"
+#include "models.h"
 #include "shard.h"
 #include "transport.h"
 
@@ -95,7 +95,8 @@ static void s_welcome(server_t *s, slot_t *sl)
     wm.seed = s->o->seed;
     wm.train_limit = (uint32_t)s->train_count;
     wm.test_limit = (uint32_t)s->o->test_limit;
-    wm.params = MODEL_NPARAMS;
+    wm.params = (uint32_t)s->model->nparams;
+    wm.model = (char *)s->model->name;
     wm.incarnation = (uint32_t)sl->incarnation;
     wm.start_step = sl->steps;
     wm.compress = sl->compress;
@@ -117,6 +118,7 @@ static void s_welcome(server_t *s, slot_t *sl)
 static void s_start_run(server_t *s)
 {
     metrics_run_info_t info = {.mode = server_mode_name(s->o->mode),
+                               .model = s->model->name,
                                .dataset = s->o->dataset,
                                .workers = s->o->workers,
                                .epochs = s->o->epochs,
@@ -274,6 +276,13 @@ static const char *s_register_problem(const server_t *s, const Ps__Register *r, 
     }
     if (r->threads > 1024)
         return "threads out of range (0..1024)";
+    if (r->model && *r->model && strcmp(r->model, s->model->name) != 0) {
+        snprintf(why, n,
+                 "this worker was given --model %.40s but the server trains %s: give the "
+                 "server's --model, or none (a worker takes the server's)",
+                 r->model, s->model->name);
+        return why;
+    }
     return NULL;
 }
 

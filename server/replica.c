@@ -77,7 +77,7 @@ static int s_wait_ack_for(server_t *s, uint64_t request, double seconds)
             continue;
         wire_msg_t m;
         char err[256];
-        if (wire_recv(s->rep, NULL, &m, err, sizeof err) != 0)
+        if (wire_recv(s->rep, NULL, &m, 0, err, sizeof err) != 0)
             continue;
         const Ps__Envelope *env = m.env;
         int result = 2; /* not this request's answer: wait on */
@@ -394,7 +394,7 @@ void replica_tick(server_t *s)
             zmq_pollitem_t item = {s->rep, 0, ZMQ_POLLIN, 0};
             wire_msg_t m;
             char err[256];
-            if (zmq_poll(&item, 1, 0) <= 0 || wire_recv(s->rep, NULL, &m, err, sizeof err) != 0)
+            if (zmq_poll(&item, 1, 0) <= 0 || wire_recv(s->rep, NULL, &m, 0, err, sizeof err) != 0)
                 break;
             int fenced = m.env->body_case == PS__ENVELOPE__BODY_ERROR &&
                          m.env->error->code == PS__ERROR_CODE__ERROR_FENCED;

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "model.h"
 #include "state.h"
 
 void srv_send(server_t *s, slot_t *sl, Ps__Envelope *env)

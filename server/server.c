@@ -19,7 +19,7 @@
 #include "engine.h"
 #include "group.h"
 #include "membership.h"
-#include "model.h"
+#include "models.h"
 #include "modelfile.h"
 #include "replica.h"
 #include "state.h"
@@ -317,7 +317,7 @@ static void s_handle(server_t *s)
     wire_msg_t m;
     char err[256];
     s->request = 0; /* unknown until the message decodes */
-    int rc = wire_recv(s->sock, &peer, &m, err, sizeof err);
+    int rc = wire_recv(s->sock, &peer, &m, s->model->nparams, err, sizeof err);
     if (rc < 0)
         return;
     if (rc > 0) {
@@ -401,7 +401,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
                 path);
         return 1;
     }
-    if (!model_all_finite(w, MODEL_NPARAMS)) {
+    if (!model_all_finite(w, s->model->nparams)) {
         fprintf(stderr, "error: the final weights are not finite; the model is not saved\n");
         return 1;
     }
@@ -409,7 +409,7 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
         fprintf(stderr, "error: cannot create %s: %s\n", s->o->out_dir, strerror(errno));
         return 1;
     }
-    if (modelfile_save(path, models_find(MODELS_DEFAULT), w, meta, err, sizeof err) != 0) {
+    if (modelfile_save(path, s->model, w, meta, err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot save the model: %s\n", err);
         return 1;
     }
@@ -423,13 +423,13 @@ static int s_save_model(server_t *s, const float *w, int done, double accuracy)
  * which model is missing or unreadable. */
 static int s_independent_models(server_t *s, engine_t *e, double *mean)
 {
-    float *w = malloc(MODEL_NPARAMS * sizeof(float));
+    float *w = malloc(s->model->nparams * sizeof(float));
     int status = w ? 0 : 1;
     double sum = 0.0;
     for (int i = 0; w && i < s->o->workers; i++) {
         char path[4200], err[600];
         cons_independent_path(s, i, path, sizeof path);
-        if (modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err) != 0) {
+        if (modelfile_load(path, s->model, "", w, err, sizeof err) != 0) {
             fprintf(stderr, "error: worker %d's model is missing (did it finish?): %s\n", i, err);
             status = 1;
             continue;
@@ -465,7 +465,7 @@ static int s_finish(server_t *s)
         metrics_run_end(s->db, s->run, "failed", 0.0, train_seconds);
         return 1;
     }
-    engine_t *e = engine_new(models_find(MODELS_DEFAULT), s->o->threads, 1, err, sizeof err);
+    engine_t *e = engine_new(s->model, s->o->threads, 1, err, sizeof err);
     int evaluated = e != NULL;
     if (!evaluated) /* the model is still saved: training went well */
         fprintf(stderr,
@@ -580,14 +580,14 @@ static int s_load_data(server_t *s)
 /* PyTorch's initial weights (from the seed) of this server's range. */
 static int s_init_weights(const server_t *s, float *w)
 {
-    if (s->n == MODEL_NPARAMS) {
-        model_init(w, s->o->seed);
+    if (s->n == s->model->nparams) {
+        models_init(s->model, w, s->o->seed);
         return 0;
     }
-    float *all = malloc(MODEL_NPARAMS * sizeof(float));
+    float *all = malloc(s->model->nparams * sizeof(float));
     if (!all)
         return -1;
-    model_init(all, s->o->seed);
+    models_init(s->model, all, s->o->seed);
     memcpy(w, all + s->lo, s->n * sizeof(float));
     free(all);
     return 0;
@@ -602,10 +602,15 @@ server_t *server_new(const server_opts_t *o)
         return NULL;
     }
     s->o = o;
+    s->model = models_find(o->model ? o->model : MODELS_DEFAULT);
+    if (!s->model) { /* main.c and group.c check the name: only a caller's mistake */
+        fprintf(stderr, "error: no model '%s' in this build\n", o->model);
+        goto fail;
+    }
     s->failover = o->failover_timeout > 0 ? o->failover_timeout : 2.0; /* replica.h */
     s->policy = cons_policy(o->mode);
     s->shard = o->shard;
-    group_range(o->shards, o->shard, &s->lo, &s->n);
+    group_range(o->shards, o->shard, s->model->nparams, &s->lo, &s->n);
     if (s_load_data(s) != 0)
         goto fail;
     s->w = malloc(s->n * sizeof(float));

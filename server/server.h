@@ -53,7 +53,8 @@ typedef struct {
     const char *advertise;  /* a shard: where workers reach it (default: from --bind) */
     const char *server_key; /* a shard with CurveZMQ: the head's public certificate */
     const char *shard_keys; /* the head with CurveZMQ: the keys that may join as shards */
-    /* the data set and the learning-rate schedule */
+    /* the model, the data set and the learning-rate schedule */
+    const char *model;   /* a name in common/models.h (NULL: MODELS_DEFAULT) */
     const char *dataset; /* "mnist" or "fashion-mnist" (idx.h, idx_dataset_dir) */
     lr_scaling_t lr_scaling;
     double warmup_epochs; /* LINEAR: epochs of the ramp from --lr to --lr x workers */

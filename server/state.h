@@ -30,6 +30,7 @@
 #include "gate.h"
 #include "idx.h"
 #include "metrics.h"
+#include "models.h"
 #include "server.h"
 #include "wire.h"
 
@@ -83,6 +84,7 @@ typedef struct srv_group group_t;
 
 struct server {
     const server_opts_t *o;
+    const model_def_t *model; /* o->model's (server_new): its nparams is the vector's length */
 
     /* transport.c */
     void *ctx, *sock;
@@ -118,7 +120,7 @@ struct server {
 
     /* group.c: this server's place in the group. It owns the values
      * [lo, lo + n) of the flat parameter vector: w, v and every slot's gbuf
-     * hold those n values. One server alone: lo = 0, n = MODEL_NPARAMS. */
+     * hold those n values. One server alone: lo = 0, n = model->nparams. */
     int shard; /* 0: the head */
     size_t lo, n;
     group_t *group; /* the head's table of shards, or a shard's link to its head */

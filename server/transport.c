@@ -153,7 +153,8 @@ static int s_listen_gate(server_t *s)
         SETOPT(s->sock, ZMQ_RCVHWM, zero) != 0)
         return -1;
     if (zmq_bind(s->sock, inner) != 0 ||
-        !(s->gate = gate_new(s->ctx, s->o->bind, inner, 2 * s->o->workers + 64))) {
+        !(s->gate = gate_new(s->ctx, s->o->bind, inner, 2 * s->o->workers + 64,
+                             wire_max_message(s->model->nparams)))) {
         s_bind_error(s->o->bind, errno);
         return -1;
     }
@@ -166,7 +167,7 @@ static int s_listen_router(server_t *s)
     s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
     /* ZMQ_MAXMSGSIZE bounds a frame; a few replies may queue toward a peer
      * that does not read them (SNDHWM), then sends fail. */
-    int64_t maxmsg = WIRE_MAX_MESSAGE;
+    int64_t maxmsg = wire_max_message(s->model->nparams);
     int linger = 2000, mandatory = 1, sndhwm = 8;
     if (!s->sock || SETOPT(s->sock, ZMQ_MAXMSGSIZE, maxmsg) != 0 ||
         SETOPT(s->sock, ZMQ_LINGER, linger) != 0 ||

@@ -31,6 +31,10 @@ for model in $(sqlite3 "$db" "select distinct model from study_runs order by id"
     echo
     echo "## $model"
     echo
+    sqlite3 "$db" "select 'Each run: ' || coalesce(max(epochs), '?') || ' epochs of the first ' ||
+                          coalesce(max(train_limit), '?') || ' training images.'
+                   from study_runs where model = '$model'"
+    echo
     echo "| mode | workers | compress | status | accuracy % | train s | images/s | comm % | staleness | bytes/image |"
     echo "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"
     sqlite3 -separator '|' "$db" "

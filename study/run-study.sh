@@ -13,6 +13,9 @@
 # elapsed time and an estimate of what is left.
 #
 # Usage: study/run-study.sh CONF
+# models are names of this build's catalogue (paramserver --help lists
+# them); train_limit is one number for every model, or MODEL=N for each
+# (a small model can see more images in the same time).
 # The sweep file's optional settings: dataset (mnist), lr_scaling (none;
 # applied to the sync runs only: the other modes average nothing) and
 # warmup_epochs (1). Mode independent runs once per worker count, without
@@ -60,9 +63,10 @@ check_list() {
         [[ $v =~ ^($2)$ ]] || die "$conf: $1: '$v' is not $3"
     done
 }
-# Only SimpleConvNet exists in this build; the layer engine (issue 14) adds
-# the others, and their names here.
-check_list models 'simpleconvnet' "a model this build has (simpleconvnet)"
+# The models this build has, as paramserver --help lists them.
+known=$("$B/paramserver" --help | sed -n 's/.*--model NAME *the model to train: \(.*\) (default.*/\1/p' | tr -d ,)
+[ -n "$known" ] || die "cannot read the list of models from $B/paramserver --help"
+check_list models "$(tr ' ' '|' <<<"$known")" "a model this build has ($known)"
 check_list workers '[1-9]|[1-5][0-9]|6[0-4]' "a worker count from 1 to 64"
 check_list modes 'sync|async|ssp|independent' "a mode (sync, async, ssp, independent)"
 check_list compress 'none|fp16|int8' "a compression (none, fp16, int8)"
@@ -76,7 +80,21 @@ for key in epochs threads staleness; do
     check_list $key '[1-9][0-9]{0,3}' "a whole number from 1 to 9999"
     [ "$(wc -w <<<"${cfg[$key]}")" = 1 ] || die "$conf: $key takes one value"
 done
-check_list train_limit '[1-9][0-9]{0,5}' "a number of training images from 1 to 999999"
+# limit_of MODEL: its train limit (one number for all, or MODEL=N).
+limit_of() {
+    local v
+    for v in ${cfg[train_limit]}; do
+        [[ $v =~ ^[1-9][0-9]{0,5}$ ]] && { echo "$v"; return; }
+        [ "${v%%=*}" = "$1" ] && { echo "${v#*=}"; return; }
+    done
+}
+if [[ ${cfg[train_limit]} == *=* ]]; then
+    check_list train_limit "($(tr ' ' '|' <<<"${cfg[models]}"))=[1-9][0-9]{0,5}" "MODEL=N for a model of the sweep (N: 1 to 999999 images)"
+    for m in ${cfg[models]}; do [ -n "$(limit_of "$m")" ] || die "$conf: train_limit has no $m=N"; done
+else
+    check_list train_limit '[1-9][0-9]{0,5}' "a number of training images from 1 to 999999 (or MODEL=N for each model)"
+    [ "$(wc -w <<<"${cfg[train_limit]}")" = 1 ] || die "$conf: train_limit takes one value, or MODEL=N for each model"
+fi
 check_list seed '[0-9]{1,18}' "a seed (a whole number)"
 
 # --- the list of runs -------------------------------------------------------
@@ -95,7 +113,8 @@ mkdir -p "$OUT/logs"
 DB=$OUT/study.db
 rm -f "$DB" "$DB-wal" "$DB-shm" "$OUT/logs/"*.log
 sqlite3 "$DB" "create table study_runs(id integer primary key, model text, mode text,
-    workers integer, compress text, run_id integer, status text, seconds real, log text)"
+    workers integer, compress text, run_id integer, status text, seconds real, log text,
+    train_limit integer, epochs integer)"
 
 pids=()
 cleanup() {
@@ -107,24 +126,26 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "run-study: interrupted" >&2; exit 130' INT TERM
 
-common=(--epochs "${cfg[epochs]}" --train-limit "${cfg[train_limit]}" --seed "${cfg[seed]}")
+common=(--epochs "${cfg[epochs]}" --seed "${cfg[seed]}")
 data=()   # MNIST from MNIST_DIR; another data set from its own directory (README, Data)
 [ "${cfg[dataset]}" = mnist ] && data=(--data-dir "$MNIST_DIR")
 
-# run_basic LOG: one process; run_distributed MODE K COMPRESS LOG: a
-# paramserver on a free loopback port and K workers. Both return non-zero
-# when anything failed or passed the deadline.
+# run_basic MODEL LOG: one process; run_distributed MODEL MODE K COMPRESS
+# LOG: a paramserver on a free loopback port and K workers. Both return
+# non-zero when anything failed or passed the deadline.
 run_basic() {
-    timeout "$run_timeout" "$B/worker" --basic --dataset "${cfg[dataset]}" "${data[@]}" "${common[@]}" \
-        --threads "${cfg[threads]}" --db "$DB" --out "$OUT/models/basic" >"$1" 2>&1
+    timeout "$run_timeout" "$B/worker" --basic --model "$1" --dataset "${cfg[dataset]}" "${data[@]}" \
+        "${common[@]}" --train-limit "$(limit_of "$1")" --threads "${cfg[threads]}" --db "$DB" \
+        --out "$OUT/models/$1-basic" >"$2" 2>&1
 }
 run_distributed() {
-    local mode=$1 k=$2 c=$3 log=$4 i ep status=0 scaling=none
+    local model=$1 mode=$2 k=$3 c=$4 log=$5 i ep status=0 scaling=none
     [ "$mode" = sync ] && scaling=${cfg[lr_scaling]}
-    timeout "$run_timeout" "$B/paramserver" --bind 'tcp://127.0.0.1:*' --workers "$k" \
-        --mode "$mode" --staleness "${cfg[staleness]}" "${common[@]}" \
+    : >"$log" # before the server starts: the loop below reads it
+    timeout "$run_timeout" "$B/paramserver" --bind 'tcp://127.0.0.1:*' --model "$model" --workers "$k" \
+        --mode "$mode" --staleness "${cfg[staleness]}" "${common[@]}" --train-limit "$(limit_of "$model")" \
         --dataset "${cfg[dataset]}" "${data[@]}" --lr-scaling "$scaling" --warmup-epochs "${cfg[warmup_epochs]}" \
-        --db "$DB" --out "$OUT/models/$mode-$k-$c" --threads 2 --register-timeout 60 \
+        --db "$DB" --out "$OUT/models/$model-$mode-$k-$c" --threads 2 --register-timeout 60 \
         --worker-timeout 60 >"$log" 2>&1 &
     local server=$!
     pids=("$server")
@@ -148,7 +169,7 @@ run_distributed() {
 }
 
 n=${#runs[@]}
-echo "run-study: $n runs from $conf (${cfg[dataset]}, epochs ${cfg[epochs]}, train limit ${cfg[train_limit]}, sync lr scaling ${cfg[lr_scaling]}); database $DB"
+echo "run-study: $n runs from $conf (${cfg[models]}; ${cfg[dataset]}, epochs ${cfg[epochs]}, train limit ${cfg[train_limit]}, sync lr scaling ${cfg[lr_scaling]}); database $DB"
 study_start=$SECONDS
 i=0
 for r in "${runs[@]}"; do
@@ -166,13 +187,14 @@ for r in "${runs[@]}"; do
         "$i" "$n" "$model" "$mode" "$k" "$c" $((elapsed / 60)) $((elapsed % 60)) "$eta"
     before=$(sqlite3 "$DB" "select coalesce(max(id), 0) from runs" 2>/dev/null || echo 0)
     t0=$SECONDS
-    if [ "$mode" = basic ]; then run_basic "$log" && status=done || status=failed
-    else run_distributed "$mode" "$k" "$c" "$log" && status=done || status=failed; fi
+    if [ "$mode" = basic ]; then run_basic "$model" "$log" && status=done || status=failed
+    else run_distributed "$model" "$mode" "$k" "$c" "$log" && status=done || status=failed; fi
     run_id=$(sqlite3 "$DB" "select coalesce(max(id), 0) from runs" 2>/dev/null || echo 0)
     [ "$run_id" -gt "$before" ] || run_id=null
     [ "$status" = done ] || echo "run-study: run $i failed; the sweep goes on (log: $log)" >&2
-    sqlite3 "$DB" "insert into study_runs(model, mode, workers, compress, run_id, status, seconds, log)
-        values('$model', '$mode', $k, '$c', $run_id, '$status', $((SECONDS - t0)), '$log')"
+    sqlite3 "$DB" "insert into study_runs(model, mode, workers, compress, run_id, status, seconds, log,
+        train_limit, epochs) values('$model', '$mode', $k, '$c', $run_id, '$status', $((SECONDS - t0)),
+        '$log', $(limit_of "$model"), ${cfg[epochs]})"
 done
 
 study/report.sh "$DB" "$conf" >"$OUT/study.md"

@@ -31,12 +31,15 @@ static int s_call(void *sock, Ps__Envelope *env, const float *t, Ps__Envelope__B
                   wire_msg_t *reply)
 {
     char err[256];
-    if (wire_send(sock, NULL, env, t, 0) < 0)
+    zmq_msg_t frame; /* the whole vector (a header count of 0) */
+    if (t && wire_tensor_encode_n(&frame, t, MODEL_NPARAMS, PS__ENCODING__ENCODING_F32, NULL) != 0)
+        return -1;
+    if (wire_send_msg(sock, NULL, env, t ? &frame : NULL, 0) < 0)
         return -1;
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, 60000) <= 0)
         return -1;
-    if (wire_recv(sock, NULL, reply, err, sizeof err) != 0)
+    if (wire_recv(sock, NULL, reply, MODEL_NPARAMS, err, sizeof err) != 0)
         return -1;
     if (reply->env->body_case != want) {
         fprintf(stderr, "client: got %s\n", wire_kind_name(reply->env->body_case));

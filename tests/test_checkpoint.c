@@ -2,7 +2,8 @@
  * one server and read back by a new one with --resume: every counter, every
  * slot, the weights and the momentum come back exactly (a seed above 2^53,
  * a 100-byte UTF-8 name, a gradient held in an open sync round not counted
- * as applied), and a resume with other flags is refused. The servers have
+ * as applied), and a resume with other flags, or of another model, is
+ * refused. The servers have
  * no data (as the fuzzer's) and listen in-process; the test sets their
  * state through server/state.h. Damaged files are test_hostile's. */
 #include <setjmp.h>
@@ -16,7 +17,7 @@
 
 #include "checkpoint.h"
 #include "clock.h"
-#include "model.h"
+#include "models.h"
 #include "state.h"
 #include "tmpdir.h"
 
@@ -146,18 +147,25 @@ static void test_checkpoint_round_trip(void **state)
     assert_null(server_invariant_problem(b));
 }
 
+/* A running server on ep writes its checkpoint (nothing held in the open
+ * round) and goes. */
+static void s_checkpoint_written(const tmpdir_t *t, const char *ep)
+{
+    s_oa = s_opts(t, ep);
+    server_t *a = s_running_server(&s_oa);
+    a->slots[1].round_g = NULL;
+    a->round_arrived = 0;
+    assert_int_equal(ckpt_write(a), 0);
+    server_destroy(&s_a);
+}
+
 /* A resume whose flags differ from the checkpoint's recipe in one value
  * (the seed by one, beyond a double's precision; the learning rate) is
  * refused; the same flags resume. */
 static void test_resume_needs_the_same_flags(void **state)
 {
     tmpdir_t *t = *state;
-    s_oa = s_opts(t, "inproc://test-ckpt-c");
-    server_t *a = s_running_server(&s_oa);
-    a->slots[1].round_g = NULL;
-    a->round_arrived = 0;
-    assert_int_equal(ckpt_write(a), 0);
-    server_destroy(&s_a);
+    s_checkpoint_written(t, "inproc://test-ckpt-c");
     for (int k = 0; k < 6; k++) {
         static const char *const ep[] = {"inproc://test-ckpt-d0", "inproc://test-ckpt-d1",
                                          "inproc://test-ckpt-d2", "inproc://test-ckpt-d3",
@@ -183,11 +191,36 @@ static void test_resume_needs_the_same_flags(void **state)
     }
 }
 
+/* A checkpoint of one model (SimpleConvNet) is refused by a server of
+ * another (lenet5), before its tensors are read, naming both models and the
+ * flag to give. */
+static void test_resume_with_another_model_refused(void **state)
+{
+    tmpdir_t *t = *state;
+    s_checkpoint_written(t, "inproc://test-ckpt-e");
+
+    s_ob = s_opts(t, "inproc://test-ckpt-f");
+    s_ob.model = "lenet5";
+    s_ob.resume = 1;
+    assert_null(s_b = server_new(&s_ob)); /* what --resume --model lenet5 does */
+    s_ob.resume = 0;
+    server_t *b = s_b = server_new(&s_ob);
+    assert_non_null(b);
+    assert_int_equal(b->n, models_find("lenet5")->nparams);
+    char err[600];
+    assert_int_equal(ckpt_resume(b, err, sizeof err), -1);
+    printf("  %s\n", err);
+    assert_non_null(strstr(err, "it holds model simpleconvnet, and this server was started with "
+                                "--model lenet5: give --model simpleconvnet with --resume"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_checkpoint_round_trip, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_resume_needs_the_same_flags, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_with_another_model_refused, s_setup,
+                                        s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

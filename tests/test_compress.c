@@ -15,10 +15,11 @@
 
 #include <cmocka.h>
 
+#include "model.h"
 #include "rng.h"
 #include "wire.h"
 
-#define N WIRE_TENSOR_FLOATS
+#define N MODEL_NPARAMS
 
 static float s_in[N], s_out[N];
 
@@ -34,9 +35,9 @@ static void s_fill(uint64_t seed, float scale)
 static void s_round_trip(int enc, float *residual)
 {
     zmq_msg_t msg;
-    assert_int_equal(wire_tensor_encode(&msg, s_in, enc, residual), 0);
-    assert_int_equal(zmq_msg_size(&msg), wire_encoded_size(enc));
-    wire_msg_t m = {.encoding = enc, .has_tensor_msg = 1};
+    assert_int_equal(wire_tensor_encode_n(&msg, s_in, N, enc, residual), 0);
+    assert_int_equal(zmq_msg_size(&msg), wire_encoded_size_n(enc, N));
+    wire_msg_t m = {.encoding = enc, .count = N, .has_tensor_msg = 1};
     zmq_msg_init(&m.tensor_msg);
     zmq_msg_move(&m.tensor_msg, &msg);
     if (enc == PS__ENCODING__ENCODING_F32)
@@ -51,12 +52,12 @@ static void s_round_trip(int enc, float *residual)
 static void test_sizes(void **state)
 {
     (void)state;
-    assert_int_equal(wire_encoded_size(PS__ENCODING__ENCODING_F32), 4 * N);
-    assert_int_equal(wire_encoded_size(PS__ENCODING__ENCODING_F16), 2 * N);
-    assert_int_equal(wire_encoded_size(PS__ENCODING__ENCODING_I8), N + 4 * ((N + 255) / 256));
-    assert_int_equal(wire_encoded_size(7), 0);
-    printf("  bytes per tensor: f32 %zu, f16 %zu, i8 %zu\n", wire_encoded_size(0),
-           wire_encoded_size(1), wire_encoded_size(2));
+    assert_int_equal(wire_encoded_size_n(PS__ENCODING__ENCODING_F32, N), 4 * N);
+    assert_int_equal(wire_encoded_size_n(PS__ENCODING__ENCODING_F16, N), 2 * N);
+    assert_int_equal(wire_encoded_size_n(PS__ENCODING__ENCODING_I8, N), N + 4 * ((N + 255) / 256));
+    assert_int_equal(wire_encoded_size_n(7, N), 0);
+    printf("  bytes per tensor: f32 %zu, f16 %zu, i8 %zu\n", wire_encoded_size_n(0, N),
+           wire_encoded_size_n(1, N), wire_encoded_size_n(2, N));
 }
 
 static void test_f16_round_trip(void **state)
@@ -136,7 +137,7 @@ static void test_non_finite_refused(void **state)
         s_fill(3, 1.0f);
         s_in[1234] = enc == 1 ? 1e6f : 0.0f; /* beyond half's range: infinity */
         zmq_msg_t t;
-        assert_int_equal(wire_tensor_encode(&t, s_in, enc, NULL), 0);
+        assert_int_equal(wire_tensor_encode_n(&t, s_in, N, enc, NULL), 0);
         if (enc == 2) { /* spoil block 7's scale */
             float nan = NAN;
             memcpy((unsigned char *)zmq_msg_data(&t) + 7 * (4 + 256), &nan, 4);
@@ -149,7 +150,8 @@ static void test_non_finite_refused(void **state)
         assert_true(wire_send_msg(b, NULL, &env, &t, 0) > 0);
         wire_msg_t m;
         char err[256];
-        assert_int_equal(wire_recv(a, NULL, &m, err, sizeof err), PS__ERROR_CODE__ERROR_MALFORMED);
+        assert_int_equal(wire_recv(a, NULL, &m, N, err, sizeof err),
+                         PS__ERROR_CODE__ERROR_MALFORMED);
         printf("  encoding %d refused: %s\n", enc, err);
         assert_non_null(strstr(err, enc == 1 ? "value 1234" : "block scale 7"));
     }

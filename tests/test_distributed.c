@@ -340,7 +340,7 @@ static void test_version_mismatch_refused_by_server(void **state)
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(sock, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(sock, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
     assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_VERSION);
     printf("  server answered: %s\n", m.env->error->message);
@@ -352,28 +352,58 @@ static void test_version_mismatch_refused_by_server(void **state)
     assert_int_equal(proc_wait(pid, 20), 1); /* interrupted: the run is marked failed */
 }
 
-/* A worker whose server answers in another protocol version says so and
- * exits non-zero (a fake server: a ROUTER that answers with protocol + 1). */
-static void test_version_mismatch_refused_by_worker(void **state)
+/* A fake server for a worker to talk to: a ROUTER on a free port, a worker
+ * started against it (its log at log), and the worker's Register in *m. */
+typedef struct {
+    void *ctx, *sock;
+    wire_peer_t peer;
+    pid_t pid;
+    char log[400];
+} fake_t;
+
+static void s_fake_start(fake_t *f, const char *name, wire_msg_t *m)
 {
-    (void)state;
-    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
-    assert_int_equal(zmq_bind(sock, "tcp://127.0.0.1:*"), 0);
-    char ep[256], log[400];
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    assert_int_equal(zmq_bind(f->sock, "tcp://127.0.0.1:*"), 0);
+    char ep[256];
     size_t len = sizeof ep;
-    zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &len);
-    snprintf(log, sizeof log, "%s/worker_version.log", proc_env.tmp);
+    zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, ep, &len);
+    snprintf(f->log, sizeof f->log, "%s/worker_%s.log", proc_env.tmp, name);
     const char *wargv[] = {
         proc_env.worker,     "--server", ep,  "--data-dir", proc_env.data, "--timeout", "10",
         "--connect-timeout", "10",       NULL};
-    pid_t pid = proc_spawn(log, wargv);
-    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    f->pid = proc_spawn(f->log, wargv);
+    zmq_pollitem_t item = {f->sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
-    wire_peer_t peer;
-    wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(sock, &peer, &m, err, sizeof err), 0);
-    assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_REGISTER);
+    assert_int_equal(wire_recv(f->sock, &f->peer, m, MODEL_NPARAMS, err, sizeof err), 0);
+    assert_int_equal(m->env->body_case, PS__ENVELOPE__BODY_REGISTER);
+}
+
+/* Waits for the fake's worker to exit; its status, its log in text. */
+static int s_fake_end(fake_t *f, char *text, size_t textlen)
+{
+    int status = proc_wait(f->pid, 30);
+    FILE *fp = fopen(f->log, "r");
+    size_t got = fp ? fread(text, 1, textlen - 1, fp) : 0;
+    text[got] = '\0';
+    if (fp)
+        fclose(fp);
+    printf("  worker said: %s", strstr(text, "error") ? strstr(text, "error") : text);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+    return status;
+}
+
+/* A worker whose server answers in another protocol version says so and
+ * exits non-zero (a fake server that answers with protocol + 1). */
+static void test_version_mismatch_refused_by_worker(void **state)
+{
+    (void)state;
+    fake_t f;
+    wire_msg_t m;
+    s_fake_start(&f, "version", &m);
     wire_msg_close(&m);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     Ps__Ack ack = PS__ACK__INIT;
@@ -382,28 +412,78 @@ static void test_version_mismatch_refused_by_worker(void **state)
     env.ack = &ack;
     uint8_t buf[64];
     size_t n = ps__envelope__pack(&env, buf);
-    zmq_send(sock, peer.id, peer.len, ZMQ_SNDMORE);
-    zmq_send(sock, buf, n, 0);
-    assert_int_equal(proc_wait(pid, 30), 1);
-    FILE *f = fopen(log, "r");
-    char text[2048] = "";
-    size_t got = fread(text, 1, sizeof text - 1, f);
-    text[got] = '\0';
-    fclose(f);
-    printf("  worker said: %s", strstr(text, "error") ? strstr(text, "error") : text);
+    zmq_send(f.sock, f.peer.id, f.peer.len, ZMQ_SNDMORE);
+    zmq_send(f.sock, buf, n, 0);
+    char text[2048];
+    assert_int_equal(s_fake_end(&f, text, sizeof text), 1);
     assert_non_null(strstr(text, "protocol version mismatch"));
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+}
+
+/* A fake server answers a worker's Register with a Welcome of model
+ * `model` and length `params`; the worker's exit status, its log in text. */
+static int s_welcome_model(const char *name, const char *model, uint32_t params, char *text,
+                           size_t textlen)
+{
+    fake_t f;
+    wire_msg_t m;
+    s_fake_start(&f, name, &m);
+    assert_string_equal(m.env->register_->model, ""); /* no --model: the server's */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Welcome w = PS__WELCOME__INIT;
+    Ps__ShardRange r = PS__SHARD_RANGE__INIT, *rp = &r;
+    r.endpoint = "";
+    r.hi = params;
+    w.workers = 1;
+    w.epochs = 1;
+    w.batch_size = 64;
+    w.train_limit = 100;
+    w.mode = "sync";
+    w.dataset = "mnist";
+    w.model = (char *)model;
+    w.params = params;
+    w.n_shards = 1;
+    w.shards = &rp;
+    env.body_case = PS__ENVELOPE__BODY_WELCOME;
+    env.welcome = &w;
+    env.request_id = m.env->request_id;
+    wire_msg_close(&m);
+    assert_true(wire_send(f.sock, &f.peer, &env, NULL, 0) > 0);
+    return s_fake_end(&f, text, textlen);
+}
+
+/* A worker whose catalogue lacks the server's model, or whose model of that
+ * name has another length, refuses clearly (naming the model and what it
+ * has) and exits 1. */
+static void test_unknown_model_refused_by_worker(void **state)
+{
+    (void)state;
+    char text[4096];
+    assert_int_equal(s_welcome_model("unknown_model", "nosuchnet", 1000, text, sizeof text), 1);
+    assert_non_null(strstr(text, "the server trains model 'nosuchnet', which this worker does "
+                                 "not have (it has simpleconvnet"));
+    assert_int_equal(s_welcome_model("other_length", "simpleconvnet", 1000, text, sizeof text), 1);
+    assert_non_null(strstr(text, "simpleconvnet has 1000 parameters, this worker's 225034"));
+}
+
+/* Sends env (+ tensor: the whole vector, a header count of 0). */
+static long s_send(void *sock, Ps__Envelope *env, const float *tensor)
+{
+    zmq_msg_t frame;
+    if (tensor &&
+        wire_tensor_encode_n(&frame, tensor, MODEL_NPARAMS, PS__ENCODING__ENCODING_F32, NULL) != 0)
+        return -1;
+    return wire_send_msg(sock, NULL, env, tensor ? &frame : NULL, 0);
 }
 
 /* Sends env (+ tensor) and returns the reply's kind, filling *m. */
 static int s_ask(void *sock, Ps__Envelope *env, const float *tensor, wire_msg_t *m)
 {
     char err[256];
-    if (wire_send(sock, NULL, env, tensor, 0) < 0)
+    if (s_send(sock, env, tensor) < 0)
         return -1;
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, 20000) != 1 || wire_recv(sock, NULL, m, err, sizeof err) != 0)
+    if (zmq_poll(&item, 1, 20000) != 1 ||
+        wire_recv(sock, NULL, m, MODEL_NPARAMS, err, sizeof err) != 0)
         return -1;
     return m->env->body_case;
 }
@@ -448,7 +528,7 @@ static void test_oversized_refused_server_goes_on(void **state)
     assert_int_equal(zmq_poll(&item, 1, 10000), 1);
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(bad, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(bad, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_ERROR);
     assert_int_equal(m.env->error->code, PS__ERROR_CODE__ERROR_MALFORMED);
     printf("  oversized header answered: %s\n", m.env->error->message);
@@ -577,14 +657,14 @@ static void test_ssp_holds_fast_worker(void **state)
         wire_msg_t m;
         char err[256];
         assert_int_equal(zmq_poll(&item, 1, 20000), 1);
-        assert_int_equal(wire_recv(socks[i], NULL, &m, err, sizeof err), 0);
+        assert_int_equal(wire_recv(socks[i], NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
         assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WELCOME);
         ids[i] = m.env->welcome->worker_id;
         wire_msg_close(&m);
     }
 
     static float g[MODEL_NPARAMS];
-    uint64_t v;
+    uint64_t v = 0;
     assert_int_equal(s_push_step(fast, ids[0], 1, 0, g, &v), 0); /* 1 <= 0 + 1: answered */
 
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -596,7 +676,7 @@ static void test_ssp_holds_fast_worker(void **state)
     env.body_case = PS__ENVELOPE__BODY_PUSH;
     env.push = &p;
     env.request_id = 102;
-    assert_true(wire_send(fast, NULL, &env, g, 0) >= 0);
+    assert_true(s_send(fast, &env, g) >= 0);
     zmq_pollitem_t item = {fast, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 1500), 0); /* 2 > 0 + 1: held */
     printf("  fast worker's step 2 held while the slow one is at step 0\n");
@@ -605,7 +685,7 @@ static void test_ssp_holds_fast_worker(void **state)
     assert_int_equal(zmq_poll(&item, 1, 5000), 1); /* released: 2 <= 1 + 1 */
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(fast, NULL, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(fast, NULL, &m, MODEL_NPARAMS, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_WEIGHTS);
     assert_int_equal(m.env->request_id, 102);
     printf("  released after the slow worker's step 1 (held %.2f s)\n",
@@ -678,6 +758,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_mismatch_refused_by_server),
         cmocka_unit_test(test_version_mismatch_refused_by_worker),
+        cmocka_unit_test(test_unknown_model_refused_by_worker),
         cmocka_unit_test(test_unequal_shards_finish),
         cmocka_unit_test(test_push_applied_exactly_once),
         cmocka_unit_test(test_oversized_refused_server_goes_on),

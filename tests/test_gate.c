@@ -28,6 +28,7 @@
 
 #include "clock.h"
 #include "gate.h"
+#include "model.h"
 #include "wire.h"
 
 #define DEADLINE 10.0 /* seconds any one wait may take */
@@ -43,8 +44,10 @@ typedef struct {
 } fix_t;
 
 enum { MAX_CONNS = 3 }; /* the gates under test accept 3 connections */
+/* ...and messages of a SimpleConvNet server (test_bound_by_model: smaller) */
+#define S_MAX_MESSAGE wire_max_message(MODEL_NPARAMS)
 
-static void s_open(fix_t *f, int max_conns)
+static void s_open_max(fix_t *f, int max_conns, int64_t max_bytes)
 {
     static int n;
     char inner[64];
@@ -52,12 +55,17 @@ static void s_open(fix_t *f, int max_conns)
     f->ctx = zmq_ctx_new();
     f->pair = zmq_socket(f->ctx, ZMQ_PAIR);
     assert_int_equal(zmq_bind(f->pair, inner), 0);
-    f->g = gate_new(f->ctx, "tcp://127.0.0.1:*", inner, max_conns);
+    f->g = gate_new(f->ctx, "tcp://127.0.0.1:*", inner, max_conns, max_bytes);
     assert_non_null(f->g);
     const char *ep = gate_endpoint(f->g);
     assert_true(strncmp(ep, "tcp://127.0.0.1:", 16) == 0);
     f->port = atoi(ep + 16);
     assert_true(f->port > 0);
+}
+
+static void s_open(fix_t *f, int max_conns)
+{
+    s_open_max(f, max_conns, S_MAX_MESSAGE);
 }
 
 static void s_close_fix(fix_t *f)
@@ -263,7 +271,7 @@ static void test_dealer_round_trip(void **state)
     char ep[64];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", f->port);
     assert_int_equal(zmq_connect(d, ep), 0);
-    size_t big = WIRE_TENSOR_FLOATS * sizeof(float);
+    size_t big = MODEL_NPARAMS * sizeof(float);
     unsigned char *head = s_pattern(100, 1), *tensor = s_pattern(big, 2);
     for (int round = 0; round < 3; round++) {
         assert_int_equal(zmq_send(d, head, 100, ZMQ_SNDMORE), 100);
@@ -386,7 +394,7 @@ static void test_partial_and_many_small(void **state)
     close(fd);
 }
 
-/* A message over WIRE_MAX_MESSAGE, announced in one frame or reached by two
+/* A message over the gate's bound, announced in one frame or reached by two
  * frames, or with more than GATE_MAX_FRAMES frames, closes the connection;
  * nothing reaches the server. */
 static void test_oversized_and_too_many_frames(void **state)
@@ -395,12 +403,12 @@ static void test_oversized_and_too_many_frames(void **state)
     unsigned char h[9];
     /* One frame announced over the cap: closed at its head. */
     int fd = s_raw_dealer(f);
-    size_t hl = s_head(h, 0, (uint64_t)WIRE_MAX_MESSAGE + 1);
+    size_t hl = s_head(h, 0, (uint64_t)S_MAX_MESSAGE + 1);
     assert_int_equal(s_send_all(f, fd, h, hl), 0);
     s_expect_closed(f, fd);
     assert_int_equal(gate_refused(f->g), 1);
     /* Two frames, each under the cap, together over it. */
-    size_t half = WIRE_MAX_MESSAGE / 2 + 1;
+    size_t half = (size_t)S_MAX_MESSAGE / 2 + 1;
     unsigned char *body = calloc(1, half);
     fd = s_raw_dealer(f);
     hl = s_head(h, 1, half);
@@ -421,6 +429,37 @@ static void test_oversized_and_too_many_frames(void **state)
     s_expect_closed(f, fd);
     assert_int_equal(gate_refused(f->g), 3);
     s_server_nothing(f);
+}
+
+/* The bound is the one gate_new was given (a server's model's,
+ * wire_max_message): a gate of a lenet5-sized model (62,006 parameters)
+ * passes a push of that model and closes the connection of one of
+ * SimpleConvNet's length, which a SimpleConvNet server accepts. */
+static void test_bound_by_model(void **state)
+{
+    (void)state;
+    fix_t f;
+    s_open_max(&f, MAX_CONNS, wire_max_message(62006));
+    unsigned char h[9], id[16];
+    size_t small = 62006 * sizeof(float), idlen;
+    unsigned char *body = s_pattern(small, 3);
+    int fd = s_raw_dealer(&f);
+    size_t hl = s_head(h, 0, small);
+    assert_int_equal(s_send_all(&f, fd, h, hl), 0);
+    assert_int_equal(s_send_all(&f, fd, body, small), 0);
+    zmq_msg_t fr[GATE_MAX_FRAMES];
+    assert_int_equal(s_server_recv(&f, fr, GATE_MAX_FRAMES, id, &idlen), 1);
+    assert_int_equal(zmq_msg_size(&fr[0]), small);
+    assert_memory_equal(zmq_msg_data(&fr[0]), body, small);
+    zmq_msg_close(&fr[0]);
+    hl = s_head(h, 0, (uint64_t)MODEL_NPARAMS * sizeof(float)); /* SimpleConvNet's */
+    assert_true(MODEL_NPARAMS * sizeof(float) <= (size_t)S_MAX_MESSAGE);
+    assert_int_equal(s_send_all(&f, fd, h, hl), 0);
+    s_expect_closed(&f, fd);
+    assert_int_equal(gate_refused(f.g), 1);
+    s_server_nothing(&f);
+    free(body);
+    s_close_fix(&f);
 }
 
 /* Past MAX_CONNS a connection is closed at once; once one goes, a new one
@@ -563,7 +602,7 @@ static int s_slow_reader(fix_t *f, unsigned char byte, unsigned char *id, size_t
 static void s_server_send_big(fix_t *f, const unsigned char *id, size_t idlen)
 {
     zmq_msg_t t;
-    zmq_msg_init_size(&t, WIRE_TENSOR_FLOATS * sizeof(float));
+    zmq_msg_init_size(&t, MODEL_NPARAMS * sizeof(float));
     zmq_send(f->pair, id, idlen, ZMQ_SNDMORE);
     zmq_send(f->pair, "w", 1, ZMQ_SNDMORE);
     zmq_msg_send(&t, f->pair, 0);
@@ -928,7 +967,7 @@ static void test_endpoints(void **state)
             fprintf(stderr, "  localhost does not resolve here: not tried\n");
             continue;
         }
-        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://endpoints", 2);
+        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://endpoints", 2, S_MAX_MESSAGE);
         if (!g && i == 4 && errno == EADDRNOTAVAIL) {
             fprintf(stderr, "  no IPv6 loopback here: [::1] not tried\n");
             continue;
@@ -969,7 +1008,7 @@ static void test_bad_endpoints(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         errno = 0;
-        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://unused", 2);
+        gate_t *g = gate_new(ctx, cases[i].ep, "inproc://unused", 2, S_MAX_MESSAGE);
         if (g || errno != cases[i].err)
             fprintf(stderr, "  %s: errno %d (%s), expected %d\n", cases[i].ep, errno,
                     strerror(errno), cases[i].err);
@@ -980,19 +1019,23 @@ static void test_bad_endpoints(void **state)
      * (AddressSanitizer's build catches a read beyond). */
     char *shortep = strdup("tcp:");
     errno = 0;
-    assert_null(gate_new(ctx, shortep, "inproc://unused", 2));
+    assert_null(gate_new(ctx, shortep, "inproc://unused", 2, S_MAX_MESSAGE));
     assert_int_equal(errno, EINVAL);
     free(shortep);
     /* No connection allowed at all is a mistake. */
     errno = 0;
-    assert_null(gate_new(ctx, "tcp://127.0.0.1:*", "inproc://unused", 0));
+    assert_null(gate_new(ctx, "tcp://127.0.0.1:*", "inproc://unused", 0, S_MAX_MESSAGE));
+    assert_int_equal(errno, EINVAL);
+    /* ...and so is no message allowed. */
+    errno = 0;
+    assert_null(gate_new(ctx, "tcp://127.0.0.1:*", "inproc://unused", 2, 0));
     assert_int_equal(errno, EINVAL);
     /* Taken: the second one fails with EADDRINUSE. */
     void *pair = zmq_socket(ctx, ZMQ_PAIR);
     zmq_bind(pair, "inproc://bad-endpoints");
-    gate_t *a = gate_new(ctx, "tcp://127.0.0.1:*", "inproc://bad-endpoints", 2);
+    gate_t *a = gate_new(ctx, "tcp://127.0.0.1:*", "inproc://bad-endpoints", 2, S_MAX_MESSAGE);
     assert_non_null(a);
-    gate_t *b = gate_new(ctx, gate_endpoint(a), "inproc://bad-endpoints", 2);
+    gate_t *b = gate_new(ctx, gate_endpoint(a), "inproc://bad-endpoints", 2, S_MAX_MESSAGE);
     assert_null(b);
     assert_int_equal(errno, EADDRINUSE);
     gate_destroy(&a);
@@ -1007,6 +1050,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dealer_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_partial_and_many_small, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_too_many_frames, s_setup, s_teardown),
+        cmocka_unit_test(test_bound_by_model),
         cmocka_unit_test_setup_teardown(test_too_many_connections, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_accept_storm_bounded, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_handshakes, s_setup, s_teardown),

@@ -62,7 +62,7 @@ static int s_expect(fake_t *f, int kind, double seconds, wire_msg_t *m)
         if (zmq_poll(&item, 1, 100) != 1)
             continue;
         char err[256];
-        if (wire_recv(f->head, &f->peer, m, err, sizeof err) != 0)
+        if (wire_recv(f->head, &f->peer, m, MODEL_NPARAMS, err, sizeof err) != 0)
             continue;
         if ((int)m->env->body_case == kind)
             return 0;
@@ -85,6 +85,8 @@ static void s_send_welcome(fake_t *f, uint64_t request, uint32_t staleness)
     w.shards = 2;
     w.lo = MODEL_NPARAMS / 2;
     w.hi = MODEL_NPARAMS;
+    w.model = "simpleconvnet";
+    w.params = MODEL_NPARAMS;
     w.run_id = f->run_id;
     w.version = f->version;
     w.checkpoint_every = f->checkpoint_every;
@@ -221,7 +223,8 @@ static int s_pull(fake_t *f, uint64_t token)
         zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
         wire_msg_t m;
         char err[256];
-        if (zmq_poll(&item, 1, 2000) != 1 || wire_recv(sock, NULL, &m, err, sizeof err) != 0) {
+        if (zmq_poll(&item, 1, 2000) != 1 ||
+            wire_recv(sock, NULL, &m, MODEL_NPARAMS, err, sizeof err) != 0) {
             kind = -1;
             continue;
         }
@@ -326,7 +329,8 @@ static int s_push_part(void *sock, uint64_t token, uint32_t part, int *code)
     wire_msg_t m;
     char err[256];
     *code = -1;
-    if (zmq_poll(&item, 1, 300) != 1 || wire_recv(sock, NULL, &m, err, sizeof err) != 0)
+    if (zmq_poll(&item, 1, 300) != 1 ||
+        wire_recv(sock, NULL, &m, MODEL_NPARAMS, err, sizeof err) != 0)
         return -1;
     int kind = m.env->body_case;
     if (kind == PS__ENVELOPE__BODY_ERROR) {

@@ -96,7 +96,7 @@ static int s_reply(void *sock, wire_msg_t *m, long ms)
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, ms) != 1)
         return -1;
-    int rc = wire_recv(sock, NULL, m, err, sizeof err);
+    int rc = wire_recv(sock, NULL, m, MODEL_NPARAMS, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "  the client refused the reply: %s\n", err);
         return -1;
@@ -208,7 +208,7 @@ static int s_push(void *sock, int id, uint64_t step, uint64_t version, int encod
 /* A float32 tensor frame with every value x. */
 static void s_f32(zmq_msg_t *t, float x)
 {
-    assert_int_equal(wire_tensor_init(t), 0);
+    assert_int_equal(wire_tensor_init(t, MODEL_NPARAMS), 0);
     float *f = zmq_msg_data(t);
     for (int i = 0; i < MODEL_NPARAMS; i++)
         f[i] = x;
@@ -285,7 +285,7 @@ static void test_int8_overflow_and_ungranted_encoding_refused(void **state)
     s_register2(a, "int8", PS__COMPRESSION__COMPRESSION_INT8, b, "plain",
                 PS__COMPRESSION__COMPRESSION_NONE, &ia, &ib);
 
-    size_t size = wire_encoded_size(PS__ENCODING__ENCODING_I8);
+    size_t size = wire_encoded_size_n(PS__ENCODING__ENCODING_I8, MODEL_NPARAMS);
     zmq_msg_t t;
     wire_msg_t m;
     assert_int_equal(zmq_msg_init_size(&t, size), 0);
@@ -630,6 +630,72 @@ static void test_endless_multipart_bounded(void **state)
     assert_true(sent < TOTAL_MB * 1048576.0);
     void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
     assert_true(s_register(a, "after", 0) >= 0);
+    zmq_close(a);
+    zmq_ctx_term(ctx);
+    s_stop(&v);
+}
+
+/* A client of another model than the server's (a SimpleConvNet server):
+ * its Register naming the model is refused naming both; registered, the
+ * Welcome names the server's model and length; a push one value longer
+ * than the server's model is refused; and a whole widecnn-sized push
+ * (9.5 M values, 38 MB) passes the server's message bound, so the gate
+ * closes its connection before holding it; the server goes on serving. */
+static void test_bigger_model_refused(void **state)
+{
+    (void)state;
+    srv_t v;
+    s_start(&v, "bigger", 0, "--workers", "1", "--mode", "async", "--test-limit", "10", NULL);
+    void *ctx = zmq_ctx_new(), *a = proc_dealer(ctx, v.ep);
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Register reg = PS__REGISTER__INIT;
+    reg.name = "other-model";
+    reg.model = "lenet5";
+    env.body_case = PS__ENVELOPE__BODY_REGISTER;
+    env.register_ = &reg;
+    wire_msg_t m;
+    assert_int_equal(s_ask_msg(a, &env, NULL, &m), PS__ENVELOPE__BODY_ERROR);
+    s_show("register --model lenet5", &m);
+    assert_non_null(strstr(m.env->error->message, "--model lenet5"));
+    assert_non_null(strstr(m.env->error->message, "trains simpleconvnet"));
+    wire_msg_close(&m);
+
+    s_register_send(a, "w", 0);
+    assert_int_equal(s_reply(a, &m, 20000), PS__ENVELOPE__BODY_WELCOME);
+    assert_string_equal(m.env->welcome->model, "simpleconvnet");
+    assert_int_equal(m.env->welcome->params, MODEL_NPARAMS);
+    int id = (int)m.env->welcome->worker_id;
+    s_incarnation = m.env->welcome->incarnation;
+    wire_msg_close(&m);
+
+    static float big[9500000];
+    zmq_msg_t t;
+    assert_int_equal(wire_tensor_encode_n(&t, big, MODEL_NPARAMS + 1, 0, NULL), 0);
+    Ps__Push p = PS__PUSH__INIT;
+    p.worker_id = (uint32_t)id;
+    p.step = 1;
+    p.epoch = 1;
+    p.count = MODEL_NPARAMS + 1;
+    p.incarnation = s_incarnation;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    assert_int_equal(s_ask_msg(a, &env, &t, &m), PS__ENVELOPE__BODY_ERROR);
+    s_show("push of 225035 values", &m);
+    assert_non_null(strstr(m.env->error->message, "model has 225034 parameters"));
+    wire_msg_close(&m);
+
+    void *b = proc_dealer(ctx, v.ep);
+    assert_int_equal(wire_tensor_encode_n(&t, big, 9500000, 0, NULL), 0);
+    p.count = 9500000;
+    env.request_id = 99;
+    assert_true(wire_send_msg(b, NULL, &env, &t, 0) > 0);
+    assert_int_equal(s_reply(b, &m, 3000), -1); /* closed, not answered */
+    printf("  a push of 9.5 M values (38 MB): its connection closed, no reply\n");
+    zmq_close(b);
+    assert_int_equal(s_pull(a, id, &m), PS__ENVELOPE__BODY_WEIGHTS);
+    assert_int_equal(m.count, MODEL_NPARAMS);
+    wire_msg_close(&m);
     zmq_close(a);
     zmq_ctx_term(ctx);
     s_stop(&v);
@@ -1346,6 +1412,7 @@ int main(void)
         cmocka_unit_test(test_all_evicted_keeps_model),
         cmocka_unit_test(test_endless_multipart_bounded),
         cmocka_unit_test(test_client_not_reading_bounded),
+        cmocka_unit_test(test_bigger_model_refused),
         cmocka_unit_test(test_damaged_checkpoint_refused),
         cmocka_unit_test(test_large_seed_resumes),
         cmocka_unit_test(test_bad_figures_refused),

@@ -326,7 +326,7 @@ static void test_newer_schema_refused(void **state)
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 2;", NULL, NULL, NULL),
+        sqlite3_exec(db, "CREATE TABLE future(x); PRAGMA user_version = 3;", NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
 
@@ -334,7 +334,7 @@ static void test_newer_schema_refused(void **state)
     metrics_t *m = metrics_open(tmp->path, err, sizeof err);
     assert_null(m);
     assert_non_null(strstr(err, "newer"));
-    assert_non_null(strstr(err, "version 2"));
+    assert_non_null(strstr(err, "version 3"));
     assert_non_null(strstr(err, tmp->path));
 
     /* The refused file is left as it was: not switched to WAL, no tables added. */
@@ -344,6 +344,67 @@ static void test_newer_schema_refused(void **state)
     assert_string_equal(mode, "delete");
     assert_int_equal(s_int(db, "SELECT count(*) FROM sqlite_master"), 1);
     sqlite3_close(db);
+}
+
+static metrics_t *s_open_ro(const char *path)
+{
+    char err[512] = "";
+    metrics_t *m = metrics_open_readonly(path, err, sizeof err);
+    if (!m)
+        fail_msg("metrics_open_readonly: %s", err);
+    return m;
+}
+
+/* A database of schema version 1 (no runs.model): read as it is, its runs'
+ * model ""; opened for writing, it gets the column and version 2, and its
+ * old run stays readable. */
+static void test_version_1_upgraded(void **state)
+{
+    tmpdir_t *tmp = *state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(tmp->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE runs(id INTEGER PRIMARY KEY, mode TEXT, started_at REAL,"
+                     " ended_at REAL, host TEXT, workers INTEGER, epochs INTEGER, batch_size"
+                     " INTEGER, lr REAL, momentum REAL, seed INTEGER, threads INTEGER, train_limit"
+                     " INTEGER, staleness INTEGER, dataset TEXT, status TEXT, final_accuracy REAL,"
+                     " train_seconds REAL);"
+                     "CREATE TABLE steps(run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL,"
+                     " step INTEGER, epoch INTEGER, loss REAL, t REAL);"
+                     "CREATE TABLE epochs(run_id INTEGER NOT NULL, worker_id INTEGER NOT NULL,"
+                     " epoch INTEGER, train_loss REAL, test_accuracy REAL, epoch_seconds REAL,"
+                     " compute_seconds REAL, push_seconds REAL, pull_seconds REAL,"
+                     " wait_seconds REAL, images INTEGER, bytes_sent INTEGER,"
+                     " bytes_received INTEGER, t REAL);"
+                     "CREATE TABLE events(run_id INTEGER NOT NULL, t REAL, worker_id INTEGER,"
+                     " kind TEXT, detail TEXT);"
+                     "INSERT INTO runs(mode, status) VALUES('sync', 'done');"
+                     "PRAGMA user_version = 1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    metrics_run_row_t row;
+    metrics_t *m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_run_get(m, 1, &row), 1);
+    assert_string_equal(row.mode, "sync");
+    assert_string_equal(row.model, "");
+    metrics_close(&m);
+
+    m = s_open(tmp->path);
+    metrics_run_info_t info = {.mode = "async", .model = "mlp"};
+    int64_t run = metrics_run_begin(m, &info);
+    assert_int_equal(run, 2);
+    metrics_close(&m);
+    db = s_reader(tmp->path);
+    assert_int_equal(s_int(db, "PRAGMA user_version"), METRICS_SCHEMA_VERSION);
+    sqlite3_close(db);
+    m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_run_get(m, 2, &row), 1);
+    assert_string_equal(row.model, "mlp");
+    assert_int_equal(metrics_run_get(m, 1, &row), 1);
+    assert_string_equal(row.model, "");
+    metrics_close(&m);
 }
 
 static void test_open_errors(void **state)
@@ -493,15 +554,6 @@ static void s_seen_run(void *ctx, int64_t id, const char *mode, const char *stat
              mode, status, (long long)steps);
 }
 
-static metrics_t *s_open_ro(const char *path)
-{
-    char err[512] = "";
-    metrics_t *m = metrics_open_readonly(path, err, sizeof err);
-    if (!m)
-        fail_msg("metrics_open_readonly: %s", err);
-    return m;
-}
-
 /* Two runs written through the writer, read back through the queries. Over
  * 80 lines for the same reason as test_round_trip: one scenario. */
 static void test_read_queries(void **state)
@@ -518,10 +570,12 @@ static void test_read_queries(void **state)
                                 .lr = 0.01,
                                 .momentum = 0.9,
                                 .seed = UINT64_MAX};
-    metrics_run_info_t sync = {.mode = "sync", .host = "h", .workers = 2, .epochs = 1};
+    metrics_run_info_t sync = {
+        .mode = "sync", .host = "h", .workers = 2, .epochs = 1, .model = "lenet5"};
     int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync);
     int64_t r3 = metrics_run_begin(w, &basic); /* a later basic run without epochs */
     assert_true(r1 > 0 && r2 > r1 && r3 > r2);
+    assert_int_equal(metrics_event(w, r1, 0.0, 0, "model", "lenet5"), 0);
     assert_int_equal(metrics_step(w, r1, 0, 1, 1, 2.5, 0.1), 0);
     assert_int_equal(metrics_step(w, r1, 0, 2, 1, NAN, 0.2), 0); /* stored as NULL */
     assert_int_equal(metrics_step(w, r2, 1, 1, 1, 1.5, 0.3), 0);
@@ -548,8 +602,10 @@ static void test_read_queries(void **state)
     assert_true(row.workers == 1 && row.epochs == 2 && row.batch_size == 64 && row.threads == 2 &&
                 row.train_limit == 100);
     assert_true(isfinite(row.started_at));
+    assert_string_equal(row.model, "lenet5"); /* not given: its event's */
     assert_int_equal(metrics_run_get(m, r2, &row), 1);
     assert_string_equal(row.status, "running");
+    assert_string_equal(row.model, "lenet5");
     assert_true(isnan(row.final_accuracy) && isnan(row.train_seconds));
     assert_int_equal(metrics_run_get(m, 999, &row), 0);
 
@@ -602,6 +658,34 @@ static void test_read_queries(void **state)
     metrics_close(&m);
 }
 
+/* The latest run of each mode is of one model, the latest run's: a run
+ * without a model (before models) is SimpleConvNet's, a basic run names its
+ * model in an event. */
+static void test_latest_per_mode_one_model(void **state)
+{
+    tmpdir_t *tmp = *state;
+    metrics_t *w = s_open(tmp->path);
+    metrics_run_info_t basic = {.mode = "basic"}, sync = {.mode = "sync", .model = "lenet5"},
+                       async = {.mode = "async", .model = "simpleconvnet"};
+    int64_t r1 = metrics_run_begin(w, &basic), r2 = metrics_run_begin(w, &sync),
+            r3 = metrics_run_begin(w, &async), r4 = metrics_run_begin(w, &basic);
+    assert_int_equal(metrics_event(w, r4, 0.0, 0, "model", "lenet5"), 0);
+    metrics_epoch_t e = {.epoch = 1, .test_accuracy = 90, .epoch_seconds = 1, .images = 10};
+    for (int64_t r = r1; r <= r3; r++)
+        assert_int_equal(metrics_epoch(w, r, 0, &e, 1.0), 0);
+    int64_t ids[4];
+    metrics_t *m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 2); /* simpleconvnet's */
+    assert_true(ids[0] == r1 && ids[1] == r3);
+    metrics_close(&m);
+    assert_int_equal(metrics_epoch(w, r4, 0, &e, 1.0), 0);
+    m = s_open_ro(tmp->path);
+    assert_int_equal(metrics_runs_latest_per_mode(m, ids, 4), 2); /* lenet5's */
+    assert_true(ids[0] == r4 && ids[1] == r2);
+    metrics_close(&m);
+    metrics_close(&w);
+}
+
 /* What is not a metrics database is refused, with a message naming it. */
 static void test_open_readonly_errors(void **state)
 {
@@ -643,11 +727,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_wal_version_indexes, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_version_1_upgraded, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_run_end_unknown, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_step_batching, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_reader_does_not_block, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_read_queries, s_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_latest_per_mode_one_model, s_setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_open_readonly_errors, s_setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

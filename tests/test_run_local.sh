@@ -3,7 +3,7 @@
 # group (SHARDS=2): a short run finishes with the head, the shard and both
 # workers; a SIGTERM mid-run stops every process it started; a shard that
 # cannot start (its port taken) stops the run at once with a message naming
-# it; a wrong SHARDS is refused.
+# it; a wrong SHARDS is refused; MODEL=lenet5 trains that model.
 source "$(dirname "$0")/lib.sh"
 
 # A base port with PORT..PORT+1 free on loopback (run-local uses fixed ports).
@@ -29,6 +29,13 @@ grep -q . "$TMP/out/logs/shard1.log" || fail "the shard's log is empty"
 [ "$(rows "$TMP/m.db" 'select count(distinct shard) from shard_stats where updates > 0')" = 2 ] ||
     fail "not both shards applied updates: $(rows "$TMP/m.db" 'select shard, max(updates) from shard_stats group by shard')"
 ok "one finished sync run; both shards applied updates; the shard logged into logs/shard1.log"
+
+# MODEL=lenet5 (make run MODEL=lenet5): a basic run of it first (the comparison), then the server's.
+expect_exit 0 "MODEL=lenet5 run-local: a basic and a sync run of lenet5" -- rl MODEL=lenet5
+expect_output "no basic run of lenet5 on mnist" "it trains lenet5's basic run first"
+[ "$(rows "$TMP/m.db" "select count(*) from runs where mode = 'sync' and model = 'lenet5' and status = 'done'")" = 1 ] ||
+    fail "no finished lenet5 sync run: $(rows "$TMP/m.db" 'select id, mode, model, status from runs')"
+ok "the sync run is of lenet5 (runs.model)"
 wait_for 10 "no process of the run left" eval '! mine'
 ok "no process of the run left"
 

@@ -2,7 +2,8 @@
  * as real processes on loopback, each test with its own ports, database
  * and directory, and deadlines instead of sleeps:
  *   - sync with 1, 2 and 3 servers (3: range edges inside fc1.weight) gives
- *     bit-identical final weights, with unequal worker shards;
+ *     bit-identical final weights, with unequal worker shards; so does
+ *     lenet5 (paramserver --model) with 1 and 2;
  *   - async and ssp with 2 servers learn (>= 95% on a subset), with their
  *     tensors compressed (fp16, int8: per server, per part);
  *   - per-server figures land in the database (shard_stats);
@@ -30,7 +31,7 @@
 
 #include "clock.h"
 #include "fs.h"
-#include "model.h"
+#include "models.h"
 #include "modelfile.h"
 #include "proc.h"
 #include "wire.h"
@@ -47,6 +48,7 @@ typedef struct {
     const char *checkpoint_every; /* NULL: the default */
     const char *compress;         /* the workers' --compress (NULL: none) */
     int lr_linear;                /* --lr-scaling linear --warmup-epochs 1 */
+    const char *model;            /* the head's --model (NULL: the default) */
     const char *failover;         /* --failover-timeout (NULL: the default) */
     int head_standby;             /* the head waits for its standby (--replicas 1) */
     char dir[300], db[320], ep[256];
@@ -145,6 +147,8 @@ static void s_start_servers(group_run_t *r, const char *register_timeout)
                            r->lr_linear ? "linear" : "none",
                            "--warmup-epochs",
                            r->lr_linear ? "1" : "0",
+                           "--model",
+                           r->model ? r->model : MODELS_DEFAULT,
                            "--failover-timeout",
                            r->failover ? r->failover : "2",
                            r->head_standby ? "--replicas" : NULL,
@@ -226,7 +230,9 @@ static void s_load_model(const group_run_t *r, float *w)
 {
     char path[400], err[512];
     snprintf(path, sizeof path, "%s/model_distributed.safetensors", r->dir);
-    assert_int_equal(modelfile_load(path, models_find(MODELS_DEFAULT), "", w, err, sizeof err), 0);
+    const model_def_t *m = models_find(r->model ? r->model : MODELS_DEFAULT);
+    if (modelfile_load(path, m, "", w, err, sizeof err) != 0)
+        fail_msg("%s", err);
 }
 
 /* The share of its pushed bytes a worker sent before its backward pass
@@ -244,19 +250,24 @@ static int s_overlap_percent(const char *log)
     return pct;
 }
 
-/* Sync with 1, 2 and 3 servers, the same seed and data: bit-identical
- * weights (with the linear lr scaling and its warm-up, which every server
- * must apply at the same updates). 641 images split 321/320: 6 and 5 batches of 64, so one worker
- * finishes each epoch a step early (unequal shards). */
-static void test_sync_bit_identical_over_servers(void **state)
+/* Sync with 1 to `most` servers of `model`, the same seed and data:
+ * bit-identical weights (with the linear lr scaling and its warm-up, which
+ * every server must apply at the same updates). 641 images split 321/320: 6
+ * and 5 batches of 64, so one worker finishes each epoch a step early
+ * (unequal shards). The runs' database rows and the Welcome name the
+ * model. */
+static void s_sync_over_servers(const char *model, int most)
 {
-    (void)state;
-    static float w[3][MODEL_NPARAMS], w0[MODEL_NPARAMS];
+    const model_def_t *m = models_find(model);
+    assert_non_null(m);
+    float *w[3], *w0 = malloc(m->nparams * sizeof(float));
     char names[3][32];
-    for (int S = 1; S <= 3; S++) {
-        snprintf(names[S - 1], sizeof names[S - 1], "sync_s%d", S);
+    for (int S = 1; S <= most; S++) {
+        w[S - 1] = malloc(m->nparams * sizeof(float));
+        snprintf(names[S - 1], sizeof names[S - 1], "sync_%s_s%d", model, S);
         group_run_t r = {.name = names[S - 1],
                          .mode = "sync",
+                         .model = model,
                          .servers = S,
                          .workers = 2,
                          .epochs = 2,
@@ -266,11 +277,13 @@ static void test_sync_bit_identical_over_servers(void **state)
         assert_int_equal(s_run(&r), 0);
         s_load_model(&r, w[S - 1]);
         assert_int_equal((int)proc_query(r.db, "select count(*) from runs where status='done'"), 1);
+        char sql[200];
+        snprintf(sql, sizeof sql, "select count(*) from runs where model = '%s'", model);
+        assert_int_equal((int)proc_query(r.db, sql), 1);
         /* every step's loss arrived with its last part (none sent as 0) */
         assert_int_equal((int)proc_query(r.db, "select count(*) from steps where loss <= 0"), 0);
         assert_true(proc_query(r.db, "select count(*) from steps") >= 22);
         if (S > 1) {
-            char sql[200];
             snprintf(sql, sizeof sql, "select count(distinct shard) from shard_stats");
             assert_int_equal((int)proc_query(r.db, sql), S);
             /* every server applied every round: 2 epochs x 6 rounds */
@@ -278,18 +291,40 @@ static void test_sync_bit_identical_over_servers(void **state)
                                                    "(select max(t) from shard_stats)"),
                              12);
             assert_true(proc_contains(r.head_log, "final weights received"));
-            /* fc's parts (92% of the bytes) leave before the convolutions'
-             * backward: overlapped */
+            /* SimpleConvNet's engine: fc's parts (92% of the bytes) leave
+             * before the convolutions' backward, overlapped; the layer
+             * engine reports every range at the end */
             int pct = s_overlap_percent(r.worker_log[0]);
-            printf("  %d servers: %d%% of the pushed bytes left before backward ended\n", S, pct);
-            assert_true(pct >= 80);
+            printf("  %s, %d servers: %d%% of the pushed bytes left before backward ended\n", model,
+                   S, pct);
+            assert_true(m->optimized ? pct >= 80 : pct == 0);
         }
     }
-    model_init(w0, 1);
-    assert_true(memcmp(w[0], w0, sizeof w0) != 0); /* it trained */
-    assert_memory_equal(w[0], w[1], sizeof w[0]);
-    assert_memory_equal(w[0], w[2], sizeof w[0]);
-    printf("  sync: 1, 2 and 3 servers give bit-identical weights (%d values)\n", MODEL_NPARAMS);
+    models_init(m, w0, 1);
+    assert_true(memcmp(w[0], w0, m->nparams * sizeof(float)) != 0); /* it trained */
+    for (int S = 2; S <= most; S++)
+        assert_memory_equal(w[0], w[S - 1], m->nparams * sizeof(float));
+    printf("  sync %s: 1 to %d servers give bit-identical weights (%zu values)\n", model, most,
+           m->nparams);
+    for (int S = 1; S <= most; S++)
+        free(w[S - 1]);
+    free(w0);
+}
+
+/* SimpleConvNet with 1, 2 and 3 servers (3: range edges inside
+ * fc1.weight). */
+static void test_sync_bit_identical_over_servers(void **state)
+{
+    (void)state;
+    s_sync_over_servers("simpleconvnet", 3);
+}
+
+/* Another model of the catalogue (lenet5: the layer engine) over 1 and 2
+ * servers. */
+static void test_sync_lenet5_bit_identical_over_servers(void **state)
+{
+    (void)state;
+    s_sync_over_servers("lenet5", 2);
 }
 
 /* A mode learns with 2 servers, its tensors compressed as given. */
@@ -866,6 +901,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_never_joins),
         cmocka_unit_test(test_sync_bit_identical_over_servers),
+        cmocka_unit_test(test_sync_lenet5_bit_identical_over_servers),
         cmocka_unit_test(test_async_learns_with_2_servers),
         cmocka_unit_test(test_ssp_learns_with_2_servers),
         cmocka_unit_test(test_shard_killed_resumes_bit_identical),

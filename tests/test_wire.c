@@ -28,10 +28,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "models.h"
 #include "wire.h"
 
 #define S_DEADLINE_MS 5000
-#define S_TENSOR_BYTES ((size_t)WIRE_TENSOR_FLOATS * sizeof(float))
+/* The fixtures' messages are of the default model's length (the tests of
+ * other lengths say theirs). */
+#define S_N ((size_t)MODEL_NPARAMS)
+#define S_TENSOR_BYTES (S_N * sizeof(float))
 
 /* A distinctive routing id: not text, with a zero byte inside. */
 static const unsigned char s_dealer_id[] = {'w', 'k', 0x00, 0xff, 0x7f, '7'};
@@ -41,7 +45,7 @@ typedef struct {
     void *router;     /* the server's side */
     void *dealer;     /* a worker's side */
     wire_peer_t peer; /* the dealer as the router sees it */
-    float *tensor;    /* the reference: WIRE_TENSOR_FLOATS distinct values */
+    float *tensor;    /* the reference: S_N distinct values */
     float *scratch;   /* what is sent, scribbled over after each send */
     float *exact;     /* values that float16 and int8 carry exactly (s_fill_exact) */
     /* an inproc pair, where a frame arrives at the address it was sent
@@ -102,7 +106,7 @@ static void s_wait(void *sock)
  * (finite, so accepted), and none that survive a lost or swapped byte. */
 static void s_fill_tensor(float *t)
 {
-    for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++)
+    for (size_t i = 0; i < S_N; i++)
         t[i] = (i % 2 ? -1.0f : 1.0f) * ((float)i + 0.25f);
     t[0] = -0.0f;
     t[1] = FLT_MIN / 4; /* subnormal */
@@ -117,7 +121,7 @@ static void s_fill_tensor(float *t)
  * so that a shift by a block shows. */
 static void s_fill_exact(float *t)
 {
-    for (size_t i = 0; i < WIRE_TENSOR_FLOATS; i++) {
+    for (size_t i = 0; i < S_N; i++) {
         int q = (int)(i % WIRE_I8_BLOCK % 255) - 127; /* -127 .. 127 */
         t[i] = ldexpf((float)q, -1 - (int)(i / WIRE_I8_BLOCK % 8));
     }
@@ -170,7 +174,7 @@ static int s_setup(void **state)
     fx->dealer = s_socket(fx->ctx, ZMQ_DEALER);
     if (!fx->router || !fx->dealer)
         return -1;
-    int64_t maxmsg = WIRE_MAX_MESSAGE;
+    int64_t maxmsg = wire_max_message(S_N);
     int mandatory = 1;
     zmq_setsockopt(fx->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(fx->router, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
@@ -199,7 +203,7 @@ static int s_setup(void **state)
     }
     wire_msg_t m;
     char err[256];
-    int rc = wire_recv(fx->router, &fx->peer, &m, err, sizeof err);
+    int rc = wire_recv(fx->router, &fx->peer, &m, S_N, err, sizeof err);
     int ok = rc == 0 && m.env->body_case == PS__ENVELOPE__BODY_PULL &&
              m.env->pull->worker_id == id && fx->peer.len == sizeof s_dealer_id &&
              memcmp(fx->peer.id, s_dealer_id, sizeof s_dealer_id) == 0;
@@ -243,7 +247,7 @@ static int s_recv(s_fixture_t *fx, s_dir_t dir, wire_msg_t *m, char *err, size_t
     s_wait(sock);
     wire_peer_t peer;
     memset(&peer, 0xaa, sizeof peer);
-    int rc = wire_recv(sock, dir == S_UP ? &peer : NULL, m, err, errlen);
+    int rc = wire_recv(sock, dir == S_UP ? &peer : NULL, m, S_N, err, errlen);
     if (dir == S_UP && rc >= 0) {
         assert_int_equal(peer.len, fx->peer.len);
         assert_memory_equal(peer.id, fx->peer.id, peer.len);
@@ -389,9 +393,8 @@ static void s_build_ranges(s_msg_t *msg)
     static const struct {
         const char *endpoint, *key;
         uint32_t lo, hi;
-    } r[3] = {{"", "", 0, 75011},
-              {S_SHARD_EP, S_KEY, 75011, 150022},
-              {"tcp://[::1]:7", "", 150022, WIRE_TENSOR_FLOATS}};
+    } r[3] = {
+        {"", "", 0, 75011}, {S_SHARD_EP, S_KEY, 75011, 150022}, {"tcp://[::1]:7", "", 150022, S_N}};
     for (int i = 0; i < 3; i++) {
         ps__shard_range__init(&msg->ranges[i]);
         msg->ranges[i].endpoint = (char *)r[i].endpoint;
@@ -458,7 +461,7 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
         if (!defaults) {
             w.worker_id = 3, w.workers = 7, w.run_id = -1234567890123LL, w.mode = S_MODE;
             w.staleness = 11, w.epochs = 13, w.batch_size = 64, w.seed = 0xfedcba9876543210ULL;
-            w.train_limit = 60000, w.test_limit = 10000, w.params = WIRE_TENSOR_FLOATS;
+            w.train_limit = 60000, w.test_limit = 10000, w.params = S_N;
             w.incarnation = 0xfffffffeu, w.start_step = 0x123456789ULL;
             w.compress = PS__COMPRESSION__COMPRESSION_FP16, w.lr = 0.0123456789012345678;
             w.token = 0x8000000000000001ULL, w.dataset = "fashion-mnist";
@@ -548,7 +551,7 @@ static void s_build(s_msg_t *msg, Ps__Envelope__BodyCase kind, int defaults)
     case PS__ENVELOPE__BODY_SHARD_WELCOME: {
         Ps__ShardWelcome w = PS__SHARD_WELCOME__INIT;
         if (!defaults) {
-            w.shard = 2, w.shards = 3, w.lo = 150022, w.hi = WIRE_TENSOR_FLOATS;
+            w.shard = 2, w.shards = 3, w.lo = 150022, w.hi = S_N;
             w.run_id = -9876543210LL, w.mode = "async", w.staleness = 5, w.workers = 4000000003u;
             w.epochs = 17, w.batch_size = 128, w.seed = 0x0123456789abcdefULL, w.lr = 1.0 / 3;
             w.momentum = 0.9, w.train_limit = 59999, w.checkpoint_every = 250;
@@ -606,7 +609,7 @@ static void s_tensor_span(const s_msg_t *msg, size_t *offset, size_t *count)
     default: fail_msg("kind %d has no tensor", (int)msg->env.body_case);
     }
     *offset = off;
-    *count = n ? n : WIRE_TENSOR_FLOATS;
+    *count = n ? n : S_N;
 }
 
 /* Makes a message of a kind with a tensor carry the whole vector (count 0),
@@ -820,16 +823,15 @@ static void s_check_body(const Ps__Envelope *got, const s_msg_t *want)
 }
 
 /* Sends msg from the side of dir with a float32 tensor frame of `count`
- * floats at t (none when t is NULL): the whole vector through wire_send,
- * a counted one through wire_tensor_encode_n and wire_send_msg. Returns the
- * bytes sent. */
+ * floats at t (none when t is NULL), through wire_tensor_encode_n and
+ * wire_send_msg. Returns the bytes sent. */
 static long s_send_msg(s_fixture_t *fx, s_dir_t dir, s_msg_t *msg, const float *t, size_t count)
 {
     void *sock = dir == S_UP ? fx->dealer : fx->router;
     const wire_peer_t *peer = dir == S_UP ? NULL : &fx->peer;
     long sent;
-    if (!t || count == WIRE_TENSOR_FLOATS) {
-        sent = wire_send(sock, peer, &msg->env, t, 0);
+    if (!t) {
+        sent = wire_send(sock, peer, &msg->env, NULL, 0);
     } else {
         zmq_msg_t frame;
         assert_int_equal(wire_tensor_encode_n(&frame, t, count, PS__ENCODING__ENCODING_F32, NULL),
@@ -855,7 +857,7 @@ static void s_round_trip(s_fixture_t *fx, Ps__Envelope__BodyCase kind, int defau
         size_t offset = 0, count = 0;
         if (s_needs_tensor(kind)) {
             s_tensor_span(&msg, &offset, &count);
-            assert_true(offset + count <= WIRE_TENSOR_FLOATS);
+            assert_true(offset + count <= S_N);
             memcpy(fx->scratch, fx->tensor + offset, count * sizeof(float));
             t = fx->scratch;
         }
@@ -959,7 +961,7 @@ typedef struct {
     size_t pad_name_to; /* grow a Register's name until the header has this size */
     int append_unknown; /* append an unknown field (a future kind) */
     int tensor;         /* a tensor frame follows... */
-    long tensor_delta;  /* ...of WIRE_TENSOR_FLOATS*4 + this many bytes */
+    long tensor_delta;  /* ...of S_N*4 + this many bytes */
     long bad_index;     /* ...with +inf/-inf/NaN here (-1: none) */
     float bad_value;
     int extra;        /* this many empty frames after it all */
@@ -1030,7 +1032,7 @@ static void test_malformed(void **state)
     s_fixture_t *fx = *state;
     const int MAL = PS__ERROR_CODE__ERROR_MALFORMED;
     const float inf = INFINITY, nan = NAN;
-    const long last = WIRE_TENSOR_FLOATS - 1;
+    const long last = S_N - 1;
     const s_bad_t bad[] = {
         {.what = "garbage header",
          .raw = s_garbage,
@@ -1329,12 +1331,12 @@ static void test_counted_refused(void **state)
     const Ps__Envelope__BodyCase PUSH = PS__ENVELOPE__BODY_PUSH,
                                  WEIGHTS = PS__ENVELOPE__BODY_WEIGHTS,
                                  FINAL = PS__ENVELOPE__BODY_SHARD_FINAL;
-    const uint32_t N = WIRE_TENSOR_FLOATS;
+    const uint32_t N = S_N;
     const s_counted_bad_t bad[] = {
         {"Push count one over the vector", PUSH, F32, N + 1, N, 4, -1,
-         "tensor of 225035 values; at most 225034"},
+         "tensor of 225035 values; this side's model has 225034 parameters"},
         {"Weights count 2^32-1", WEIGHTS, F16, UINT32_MAX, 16, 0, -1,
-         "tensor of 4294967295 values; at most 225034"},
+         "tensor of 4294967295 values; this side's model has 225034 parameters"},
         {"ShardFinal count one over the vector", FINAL, F32, N + 1, N, 0, -1,
          "tensor of 225035 values"},
         {"F32 frame one value short", PUSH, F32, 1000, 999, 0, -1,
@@ -1397,14 +1399,14 @@ static void test_counted_refused(void **state)
 static void test_counted_compressed(void **state)
 {
     s_fixture_t *fx = *state;
-    const size_t counts[] = {1, 255, 256, 257, 300, 112517, WIRE_TENSOR_FLOATS};
-    float *residual = calloc(WIRE_TENSOR_FLOATS, sizeof(float));
+    const size_t counts[] = {1, 255, 256, 257, 300, 112517, S_N};
+    float *residual = calloc(S_N, sizeof(float));
     assert_non_null(residual);
     for (int enc = PS__ENCODING__ENCODING_F16; enc <= PS__ENCODING__ENCODING_I8; enc++)
         for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
             for (int at_end = 0; at_end <= 1; at_end++)
                 for (s_dir_t dir = S_UP; dir <= S_DOWN; dir++) {
-                    size_t count = counts[c], off = at_end ? WIRE_TENSOR_FLOATS - count : 0;
+                    size_t count = counts[c], off = at_end ? S_N - count : 0;
                     s_msg_t msg;
                     s_build(&msg,
                             dir == S_UP ? PS__ENVELOPE__BODY_PUSH : PS__ENVELOPE__BODY_WEIGHTS, 0);
@@ -1501,7 +1503,7 @@ static void s_odd_in_step(s_fixture_t *fx)
     wire_peer_t peer;
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, err, sizeof err), 0);
+    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, S_N, err, sizeof err), 0);
     assert_int_equal(m.env->body_case, PS__ENVELOPE__BODY_PULL);
     assert_int_equal(m.env->pull->worker_id, 0x0dd);
     wire_msg_close(&m);
@@ -1528,17 +1530,17 @@ static void s_check_odd(s_fixture_t *fx, const wire_msg_t *m, int enc, size_t co
 static void test_odd_address(void **state)
 {
     s_fixture_t *fx = *state;
-    const size_t counts[] = {WIRE_TENSOR_FLOATS, 1000, 257, 1};
+    const size_t counts[] = {S_N, 1000, 257, 1};
     for (int enc = PS__ENCODING__ENCODING_F32; enc <= PS__ENCODING__ENCODING_I8; enc++)
         for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
             size_t count = counts[c];
-            uint32_t hcount = count == WIRE_TENSOR_FLOATS ? 0 : (uint32_t)count;
+            uint32_t hcount = count == S_N ? 0 : (uint32_t)count;
             const uint8_t *at = s_send_odd(fx, enc, count, hcount, -1);
             s_wait(fx->odd_router);
             wire_peer_t peer;
             wire_msg_t m, moved;
             char err[256];
-            int rc = wire_recv(fx->odd_router, &peer, &m, err, sizeof err);
+            int rc = wire_recv(fx->odd_router, &peer, &m, S_N, err, sizeof err);
             if (rc != 0)
                 fail_msg("encoding %d, %zu values at an odd address: wire_recv %d: %s", enc, count,
                          rc, err);
@@ -1560,7 +1562,7 @@ static void test_odd_address(void **state)
     wire_peer_t peer;
     wire_msg_t m;
     char err[256];
-    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, err, sizeof err),
+    assert_int_equal(wire_recv(fx->odd_router, &peer, &m, S_N, err, sizeof err),
                      PS__ERROR_CODE__ERROR_MALFORMED);
     if (!strstr(err, "tensor value 777 is not finite"))
         fail_msg("err \"%s\" does not name value 777", err);
@@ -1575,7 +1577,7 @@ static void test_odd_address(void **state)
 static void test_encoded_size(void **state)
 {
     (void)state;
-    const size_t N = WIRE_TENSOR_FLOATS;
+    const size_t N = S_N;
     const int F32 = PS__ENCODING__ENCODING_F32, F16 = PS__ENCODING__ENCODING_F16,
               I8 = PS__ENCODING__ENCODING_I8;
     assert_int_equal(wire_encoded_size_n(F32, 0), 0);
@@ -1588,9 +1590,9 @@ static void test_encoded_size(void **state)
     assert_int_equal(wire_encoded_size_n(I8, 257), 265);
     /* 879 full blocks and one of 10 values */
     assert_int_equal(wire_encoded_size_n(I8, N), N + 880 * 4);
-    assert_int_equal(wire_encoded_size(I8), N + 880 * 4);
-    assert_int_equal(wire_encoded_size(F32), N * 4);
-    assert_int_equal(wire_encoded_size(F16), N * 2);
+    assert_int_equal(wire_encoded_size_n(I8, N), N + 880 * 4);
+    assert_int_equal(wire_encoded_size_n(F32, N), N * 4);
+    assert_int_equal(wire_encoded_size_n(F16, N), N * 2);
     assert_int_equal(wire_encoded_size_n(3, 10), 0);
     assert_int_equal(wire_encoded_size_n(-1, 10), 0);
     zmq_msg_t t;
@@ -1651,7 +1653,7 @@ static void test_close_twice(void **state)
     s_msg_t msg;
     s_build(&msg, PS__ENVELOPE__BODY_WEIGHTS, 0);
     s_whole(&msg);
-    assert_true(wire_send(fx->router, &fx->peer, &msg.env, fx->tensor, 0) > 0);
+    assert_true(s_send_msg(fx, S_DOWN, &msg, fx->tensor, S_N) > 0);
     wire_msg_t m;
     char err[256];
     assert_int_equal(s_recv(fx, S_DOWN, &m, err, sizeof err), 0);
@@ -1682,7 +1684,7 @@ static void test_nothing_to_read(void **state)
         wire_msg_t m;
         char err[64];
         errno = 0;
-        assert_int_equal(wire_recv(socks[i], i == 0 ? &peer : NULL, &m, err, sizeof err), -1);
+        assert_int_equal(wire_recv(socks[i], i == 0 ? &peer : NULL, &m, S_N, err, sizeof err), -1);
         assert_int_equal(errno, EAGAIN);
         assert_null(m.env);
         assert_null(m.tensor);
@@ -1690,6 +1692,106 @@ static void test_nothing_to_read(void **state)
     }
     s_expect_in_step(fx, S_UP);
     s_expect_in_step(fx, S_DOWN);
+}
+
+/* ---- 8. Other models' lengths ------------------------------------------------------------ */
+
+/* Sends a Push (F32 or F16, with `count` in its header: 0 for all) of the
+ * `n` values at t over the pair; 0, or -1. */
+static long s_push_n(void *sock, const float *t, size_t n, uint32_t count, int enc)
+{
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Push p = PS__PUSH__INIT;
+    p.count = count;
+    p.encoding = (Ps__Encoding)enc;
+    env.body_case = PS__ENVELOPE__BODY_PUSH;
+    env.push = &p;
+    zmq_msg_t frame;
+    if (wire_tensor_encode_n(&frame, t, n, enc, NULL) != 0)
+        return -1;
+    return wire_send_msg(sock, NULL, &env, &frame, 0);
+}
+
+/* The lengths of the models of the catalogue and of 1 value (and those of
+ * the issue's models, in case this build lacks them): a tensor of the
+ * receiver's length travels with a count of 0 (all) and with its count, as
+ * float32 and float16; one value more than the receiver's model is refused
+ * naming both lengths, and so is any tensor before the model is known
+ * (nparams 0). wire_send needs the header's count. */
+static void test_model_lengths(void **state)
+{
+    (void)state;
+    size_t lens[MODELS_MAX_TENSORS + 8];
+    int nl = 0;
+    lens[nl++] = 1;
+    lens[nl++] = 62006;   /* about lenet5's */
+    lens[nl++] = 1863690; /* mlp 784-1024-1024-10 */
+    lens[nl++] = 9500000; /* about widecnn's */
+    for (int i = 0; models_at(i) && nl < (int)(sizeof lens / sizeof lens[0]); i++)
+        lens[nl++] = models_at(i)->nparams;
+    void *ctx = zmq_ctx_new(), *a = zmq_socket(ctx, ZMQ_PAIR), *b = zmq_socket(ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_bind(a, "inproc://lengths"), 0);
+    assert_int_equal(zmq_connect(b, "inproc://lengths"), 0);
+    size_t most = 0;
+    for (int i = 0; i < nl; i++)
+        most = lens[i] > most ? lens[i] : most;
+    float *t = malloc((most + 1) * sizeof(float)), *out = malloc((most + 1) * sizeof(float));
+    assert_non_null(t);
+    assert_non_null(out);
+    for (size_t i = 0; i <= most; i++)
+        t[i] = (float)(i % 2000) - 1000.0f; /* exact in float16 too */
+    for (int i = 0; i < nl; i++) {
+        size_t n = lens[i];
+        char err[256];
+        wire_msg_t m;
+        assert_int_equal(wire_max_message(n), (int64_t)n * 4 + 65536);
+        for (int enc = PS__ENCODING__ENCODING_F32; enc <= PS__ENCODING__ENCODING_F16; enc++)
+            for (int counted = 0; counted <= 1; counted++) {
+                assert_true(s_push_n(b, t, n, counted ? (uint32_t)n : 0, enc) > 0);
+                int rc = wire_recv(a, NULL, &m, n, err, sizeof err);
+                if (rc != 0)
+                    fail_msg("%zu values, encoding %d, count %s: wire_recv %d: %s", n, enc,
+                             counted ? "given" : "0", rc, err);
+                assert_int_equal(m.count, n);
+                const float *got = wire_tensor(&m, out);
+                assert_memory_equal(got, t, n * sizeof(float));
+                wire_msg_close(&m);
+            }
+        assert_true(s_push_n(b, t, n + 1, (uint32_t)n + 1, PS__ENCODING__ENCODING_F32) > 0);
+        assert_int_equal(wire_recv(a, NULL, &m, n, err, sizeof err),
+                         PS__ERROR_CODE__ERROR_MALFORMED);
+        char want[128];
+        snprintf(want, sizeof want, "tensor of %zu values; this side's model has %zu parameters",
+                 n + 1, n);
+        if (!strstr(err, want))
+            fail_msg("err \"%s\" does not say \"%s\"", err, want);
+        assert_true(s_push_n(b, t, n, 0, PS__ENCODING__ENCODING_F32) > 0);
+        assert_int_equal(wire_recv(a, NULL, &m, 0, err, sizeof err),
+                         PS__ERROR_CODE__ERROR_MALFORMED);
+        assert_non_null(strstr(err, "before the model is known"));
+        printf("  %zu values: round trips; %zu refused\n", n, n + 1);
+    }
+    /* wire_send's tensor takes its length from the header. */
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    Ps__Weights w = PS__WEIGHTS__INIT;
+    env.body_case = PS__ENVELOPE__BODY_WEIGHTS;
+    env.weights = &w;
+    errno = 0;
+    assert_int_equal(wire_send(b, NULL, &env, t, 0), -1);
+    assert_int_equal(errno, EINVAL);
+    w.count = 1000;
+    assert_true(wire_send(b, NULL, &env, t, 0) > 4000);
+    wire_msg_t m;
+    char err[256];
+    assert_int_equal(wire_recv(a, NULL, &m, 62006, err, sizeof err), 0);
+    assert_int_equal(m.count, 1000);
+    assert_memory_equal(m.tensor, t, 4000);
+    wire_msg_close(&m);
+    free(t);
+    free(out);
+    zmq_close(a);
+    zmq_close(b);
+    zmq_ctx_term(ctx);
 }
 
 int main(void)
@@ -1709,6 +1811,7 @@ int main(void)
         cmocka_unit_test(test_kind_name),
         cmocka_unit_test(test_close_twice),
         cmocka_unit_test(test_nothing_to_read),
+        cmocka_unit_test(test_model_lengths),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

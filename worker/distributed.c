@@ -30,13 +30,12 @@
 #include "wire.h"
 #include "worker.h"
 
-/* Checks the recipe the server sent; prints what is wrong. */
+/* Checks the recipe the server sent (its model: link_set_servers); prints
+ * what is wrong. */
 static int s_check_welcome(const Ps__Welcome *w)
 {
     const char *bad = NULL;
-    if (w->params != MODEL_NPARAMS)
-        bad = "its model has another number of parameters";
-    else if (w->workers == 0 || w->worker_id >= w->workers)
+    if (w->workers == 0 || w->worker_id >= w->workers)
         bad = "worker id out of range";
     else if (w->epochs == 0 || w->epochs > 1000)
         bad = "epochs out of range";
@@ -59,6 +58,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
     reg.host = (char *)host;
     reg.threads = (uint32_t)c->o->threads;
     reg.compress = (Ps__Compression)c->o->compress;
+    reg.model = (char *)(c->o->model ? c->o->model->name : ""); /* the server refuses another */
     env.body_case = PS__ENVELOPE__BODY_REGISTER;
     env.register_ = &reg;
     wire_msg_t reply;
@@ -71,7 +71,7 @@ static int s_register(link_t *c, const char *name, const char *host, Ps__Welcome
         wire_msg_close(&reply);
         return REQ_FAIL;
     }
-    got.mode = got.dataset = NULL; /* these point into the reply */
+    got.mode = got.dataset = got.model = NULL; /* these point into the reply */
     got.n_shards = 0;
     got.shards = NULL;
     wire_msg_close(&reply);
@@ -125,7 +125,7 @@ static void s_say_leaving(link_t *c, const Ps__Welcome *w)
             continue;
         wire_msg_t reply;
         char err[256];
-        if (wire_recv(sock, NULL, &reply, err, sizeof err) != 0)
+        if (wire_recv(sock, NULL, &reply, link_nparams(c), err, sizeof err) != 0)
             continue;
         int answered = reply.env->request_id == env.request_id;
         wire_msg_close(&reply);
@@ -157,6 +157,7 @@ typedef struct {
     float *acc;          /* --push-every K > 1: the sum of the group's gradients */
     float *mom;          /* mode independent: the momentum of its own SGD (on local) */
     double last_beat;    /* mode independent: clock_now() of the last pull that says "alive" */
+    int ready_calls;     /* ranges of this step's gradient the engine has reported */
     double train_seconds, accuracy;
 } dist_t;
 
@@ -213,25 +214,29 @@ static int s_prepare(dist_t *d)
     d->n = shard_size((int)w->train_limit, (int)w->workers, id);
     d->test_limit = o->test_limit > 0 ? o->test_limit : (int)w->test_limit;
     d->batches = (d->n + (int)w->batch_size - 1) / (int)w->batch_size;
-    d->eng =
-        engine_new(models_find(MODELS_DEFAULT), o->threads, (int)w->batch_size, err, sizeof err);
+    d->eng = engine_new(d->c.model, o->threads, (int)w->batch_size, err, sizeof err);
     if (!d->eng) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
+    /* Dropout masks (widecnn): each worker its own, from the run's seed and
+     * its id, counted from the first step it computes. */
+    engine_dropout_seed(d->eng, w->seed + 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1),
+                        w->start_step);
     int grouped = o->push_every > 1;
+    size_t np = link_nparams(&d->c);
     d->order = malloc((size_t)d->n * sizeof(int));
-    d->wbuf = malloc(MODEL_NPARAMS * sizeof(float));
-    d->gbuf = malloc(MODEL_NPARAMS * sizeof(float));
+    d->wbuf = malloc(np * sizeof(float));
+    d->gbuf = malloc(np * sizeof(float));
     if (o->compress)
-        d->residual = calloc(MODEL_NPARAMS, sizeof(float));
+        d->residual = calloc(np, sizeof(float));
     if (grouped) {
-        d->local = malloc(MODEL_NPARAMS * sizeof(float));
-        d->acc = malloc(MODEL_NPARAMS * sizeof(float));
+        d->local = malloc(np * sizeof(float));
+        d->acc = malloc(np * sizeof(float));
     }
     if (strcmp(d->c.mode, "independent") == 0) { /* its own model and momentum */
-        d->local = malloc(MODEL_NPARAMS * sizeof(float));
-        d->mom = malloc(MODEL_NPARAMS * sizeof(float));
+        d->local = malloc(np * sizeof(float));
+        d->mom = malloc(np * sizeof(float));
     }
     if (!d->order || !d->wbuf || !d->gbuf || (o->compress && !d->residual) ||
         (grouped && (!d->local || !d->acc)) ||
@@ -280,7 +285,7 @@ static void s_take_weights(dist_t *d)
 {
     d->params = d->wbuf;
     if (d->local) {
-        memcpy(d->local, d->params, MODEL_NPARAMS * sizeof(float));
+        memcpy(d->local, d->params, link_nparams(&d->c) * sizeof(float));
         d->params = d->local;
     }
 }
@@ -304,6 +309,7 @@ static void s_begin_push(dist_t *d, uint64_t push, int epoch)
     p.step = push;
     p.epoch = (uint32_t)epoch;
     p.incarnation = d->w.incarnation;
+    d->ready_calls = 0;
     link_push_begin(&d->c, &p, d->gbuf, wire_gradient_encoding((Ps__Compression)d->o->compress),
                     d->o->compress == PS__COMPRESSION__COMPRESSION_INT8 ? d->residual : NULL);
 }
@@ -404,9 +410,10 @@ static void s_part_ready(void *arg, size_t lo, size_t hi, double loss)
 {
     dist_t *d = arg;
     d->c.push.loss = (float)loss;
+    /* The engine's first ranges come while backward still runs: overlapped. */
+    int early = d->ready_calls++ < engine_ranges_in_backward(d->eng);
     if (d->c.pushing)
-        /* fc's ranges come before the convolutions' backward: overlapped */
-        link_push_ready(&d->c, lo, hi, lo >= MODEL_FC1_W); /* failure: s_finish_push sees it */
+        link_push_ready(&d->c, lo, hi, early); /* failure: s_finish_push sees it */
 }
 
 /* One epoch, from the first push the server has not applied. Pushes are
@@ -430,7 +437,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         double loss;
         if (d->mom) { /* independent: the basic recipe's step on its own model, no push */
             loss = engine_gradient(d->eng, d->params, &d->train, d->order + lo, m, d->gbuf);
-            model_sgd_step(d->local, d->mom, d->gbuf, MODEL_NPARAMS, (float)d->w.lr,
+            model_sgd_step(d->local, d->mom, d->gbuf, link_nparams(&d->c), (float)d->w.lr,
                            (float)d->w.momentum);
             st.loss_sum += loss;
             st.done++;
@@ -453,7 +460,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
         group_loss += loss;
         if (K > 1) { /* local SGD: take the step here, push the group's sum */
             float lr = (float)d->w.lr;
-            for (size_t i = 0; i < MODEL_NPARAMS; i++) {
+            for (size_t i = 0, np = link_nparams(&d->c); i < np; i++) {
                 d->acc[i] = in_group ? d->acc[i] + d->gbuf[i] : d->gbuf[i];
                 d->local[i] -= lr * d->gbuf[i];
             }
@@ -466,7 +473,7 @@ static int s_epoch(dist_t *d, int epoch, uint64_t step, progress_t *prog)
              * displacement divided by lr: the server moves the master weights
              * by the workers' mean displacement (model averaging), with its
              * momentum on top. */
-            memcpy(d->gbuf, d->acc, MODEL_NPARAMS * sizeof(float));
+            memcpy(d->gbuf, d->acc, link_nparams(&d->c) * sizeof(float));
             loss = group_loss / in_group;
         }
         if (K > 1)
@@ -509,7 +516,7 @@ static int s_session(dist_t *d)
      * unless the server has it already (its one push) */
     int model_sent = d->mom && w->start_step > 0;
     if (d->mom) {
-        memset(d->mom, 0, MODEL_NPARAMS * sizeof(float));
+        memset(d->mom, 0, link_nparams(&d->c) * sizeof(float));
         d->last_beat = clock_now();
     }
     for (int epoch = 1; epoch <= epochs && !model_sent; epoch++, step += pushes) {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "model.h"
+#include "models.h"
 
 /* Checks that a tcp:// endpoint's host resolves, for a clear message now
  * instead of ZeroMQ retrying an unresolvable name forever. */
@@ -234,7 +234,7 @@ int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__
         if (!(item.revents & ZMQ_POLLIN))
             continue;
         char err[256];
-        int r = wire_recv(srv->sock, NULL, reply, err, sizeof err);
+        int r = wire_recv(srv->sock, NULL, reply, link_nparams(l), err, sizeof err);
         if (r < 0)
             continue;
         if (r > 0) {
@@ -290,7 +290,6 @@ int link_open(link_t *l, const worker_opts_t *o)
     link_server_t *head = &l->srv[0];
     snprintf(head->endpoint, sizeof head->endpoint, "%s", o->server);
     snprintf(head->name, sizeof head->name, "the server at %s", o->server);
-    head->hi = MODEL_NPARAMS;
     l->servers = 1;
     return l->ctx && (head->sock = s_socket(l, o->server, NULL, 0)) ? 0 : -1;
 }
@@ -328,17 +327,14 @@ void link_close(link_t *l)
     l->ctx = NULL;
 }
 
-/* The edges of the model's layers, in backward order: the parts of a
- * server's range are cut there (model.h's offsets). */
-static const size_t s_layer_edges[] = {MODEL_NPARAMS, MODEL_FC2_W, MODEL_FC1_W, MODEL_CONV2_W, 0};
-
-/* Cuts [lo, hi) at the layers' edges, from the top down. */
-static void s_cut_parts(link_server_t *srv)
+/* Cuts [lo, hi) at the edges of the model's layers (models.h: in backward
+ * order), from the top down. */
+static void s_cut_parts(link_server_t *srv, const model_def_t *m)
 {
     size_t end = srv->hi;
     srv->parts = 0;
-    for (size_t e = 1; e < sizeof s_layer_edges / sizeof s_layer_edges[0]; e++) {
-        size_t edge = s_layer_edges[e] > srv->lo ? s_layer_edges[e] : srv->lo;
+    for (int e = 1; e < m->nedges; e++) {
+        size_t edge = m->edges[e] > srv->lo ? m->edges[e] : srv->lo;
         if (edge < end) {
             srv->part_lo[srv->parts] = edge;
             srv->part_hi[srv->parts] = end;
@@ -350,33 +346,73 @@ static void s_cut_parts(link_server_t *srv)
     }
 }
 
-/* What is wrong with the Welcome's list of servers, or NULL. */
-static const char *s_servers_problem(const Ps__Welcome *w)
+/* What is wrong with the Welcome's list of servers for a model of nparams
+ * values, or NULL. */
+static const char *s_servers_problem(const Ps__Welcome *w, size_t nparams)
 {
     if (w->n_shards < 1 || w->n_shards > LINK_MAX_SERVERS)
         return "the number of servers is out of range (1..64)";
     size_t at = 0;
     for (size_t i = 0; i < w->n_shards; i++) {
         const Ps__ShardRange *r = w->shards[i];
-        if (r->lo != at || r->hi <= r->lo || r->hi > MODEL_NPARAMS)
+        if (r->lo != at || r->hi <= r->lo || r->hi > nparams)
             return "the servers' ranges do not tile the parameter vector";
         if ((i == 0) != (!r->endpoint || !r->endpoint[0]) ||
             (r->endpoint && strlen(r->endpoint) >= sizeof((link_server_t *)0)->endpoint))
             return "a server's endpoint is missing or too long";
         at = r->hi;
     }
-    return at == MODEL_NPARAMS ? NULL : "the servers' ranges do not cover the parameter vector";
+    return at == nparams ? NULL : "the servers' ranges do not cover the parameter vector";
+}
+
+size_t link_nparams(const link_t *l)
+{
+    return l->model ? l->model->nparams : 0;
+}
+
+/* The model the Welcome names (none: an older server's, MODELS_DEFAULT),
+ * which this worker must have, with the length the Welcome gives, and which
+ * must be the one asked for (--model) and the one of an earlier Welcome.
+ * NULL after printing why. */
+static const model_def_t *s_welcome_model(const link_t *l, const Ps__Welcome *w)
+{
+    const char *name = w->model && *w->model ? w->model : MODELS_DEFAULT;
+    const model_def_t *m = models_find(name);
+    char names[256];
+    if (!m)
+        fprintf(stderr,
+                "error: the server trains model '%s', which this worker does not have (it has "
+                "%s): run the same release of worker and paramserver\n",
+                name, models_list(names, sizeof names));
+    else if (w->params != m->nparams)
+        fprintf(stderr,
+                "error: the server's model %s has %u parameters, this worker's %zu: run the "
+                "same release of worker and paramserver\n",
+                name, w->params, m->nparams);
+    else if (l->o->model && l->o->model != m)
+        fprintf(stderr, "error: this worker was given --model %s but the server trains %s\n",
+                l->o->model->name, name);
+    else if (l->model && l->model != m)
+        fprintf(stderr, "error: on rejoining, the server trains %s; this worker trained %s\n", name,
+                l->model->name);
+    else
+        return m;
+    return NULL;
 }
 
 int link_set_servers(link_t *l, const Ps__Welcome *w)
 {
-    const char *bad = s_servers_problem(w);
+    const model_def_t *model = s_welcome_model(l, w);
+    if (!model)
+        return -1;
+    const char *bad = s_servers_problem(w, model->nparams);
     if (bad) {
         fprintf(stderr, "error: the server's Welcome is not usable: %s\n", bad);
         return -1;
     }
     s_push_end(l);
     s_close_shards(l);
+    l->model = model;
     l->servers = (int)w->n_shards;
     l->token = w->token;
     l->failover = w->failover_timeout > 0 ? w->failover_timeout : 0;
@@ -392,7 +428,7 @@ int link_set_servers(link_t *l, const Ps__Welcome *w)
         srv->lo = r->lo;
         srv->hi = r->hi;
         srv->version = 0;
-        s_cut_parts(srv);
+        s_cut_parts(srv, model);
         if (i == 0)
             continue;
         snprintf(srv->endpoint, sizeof srv->endpoint, "%s", r->endpoint);
@@ -700,7 +736,7 @@ static int s_wait_all(link_t *l, float *weights)
                 continue;
             wire_msg_t m;
             char err[256];
-            int r = wire_recv(l->srv[i].sock, NULL, &m, err, sizeof err);
+            int r = wire_recv(l->srv[i].sock, NULL, &m, link_nparams(l), err, sizeof err);
             if (r < 0)
                 continue;
             if (r > 0) {
@@ -748,7 +784,7 @@ int link_gather(link_t *l, float *weights, double *held)
             l->srv[i].request = ++l->request;
     for (int i = 0; i < l->servers; i++)
         l->srv[i].answered = 0;
-    if (l->pushing && s_push_parts(l, 0, MODEL_NPARAMS, 0) != REQ_OK)
+    if (l->pushing && s_push_parts(l, 0, l->model->nparams, 0) != REQ_OK)
         return REQ_FAIL;
     for (int i = 0; i < l->servers && !l->pushing; i++)
         if (s_send_request(l, i, 0) != 0) {

@@ -15,11 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "models.h"
 #include "wire.h"
 #include "worker.h"
 
 #define LINK_MAX_SERVERS 64
-#define LINK_MAX_PARTS 8 /* per server: its range cut at the layers' edges */
+#define LINK_MAX_PARTS MODELS_MAX_EDGES /* per server: its range cut at the layers' edges */
 
 /* What link_request can end with besides a good reply. */
 enum {
@@ -63,11 +64,12 @@ typedef struct {
      * shard, ask the head where its range lives now (Locate) */
     double failover, located_at;
     uint64_t locate_request;
-    int64_t failovers;      /* servers that moved to their standby */
-    char head_standby[256]; /* the head's standby, from the Welcome ("" for none) */
-    int head_moved;         /* requests to the head go to its standby now */
-    char mode[16];          /* the server's consistency mode, from the Welcome */
-    char dataset[32];       /* the server's data set, from the Welcome */
+    int64_t failovers;        /* servers that moved to their standby */
+    char head_standby[256];   /* the head's standby, from the Welcome ("" for none) */
+    int head_moved;           /* requests to the head go to its standby now */
+    const model_def_t *model; /* the server's model, from the Welcome (NULL before) */
+    char mode[16];            /* the server's consistency mode, from the Welcome */
+    char dataset[32];         /* the server's data set, from the Welcome */
 } link_t;
 
 /* The socket to the head, connected (nothing is sent yet). 0, or -1 after
@@ -85,9 +87,14 @@ void link_close(link_t *l);
 int link_request(link_t *l, Ps__Envelope *req, zmq_msg_t *tensor, Ps__Envelope__BodyCase want,
                  double timeout, wire_msg_t *reply);
 
-/* Takes the group from a Welcome: checks the ranges, connects to every
- * server but the head (again after a rejoin). 0, or -1 after printing why. */
+/* Takes the group from a Welcome: checks its model (this worker must have
+ * it, and it must be o->model when that is set, and the same on a rejoin)
+ * and the ranges, connects to every server but the head (again after a
+ * rejoin). 0, or -1 after printing why. */
 int link_set_servers(link_t *l, const Ps__Welcome *w);
+
+/* The length of the model's parameter vector (0 before the Welcome). */
+size_t link_nparams(const link_t *l);
 
 /* A step's push to every server, in three calls (so that parts can leave
  * during backward): link_push_begin takes the step (`push`: its step,

@@ -36,8 +36,8 @@ static void s_usage(FILE *f)
             "  --basic               train alone, with no server\n"
             "  --server ADDR         train against the paramserver at ADDR (tcp://HOST:PORT)\n"
             "Options:\n"
-            "  --model NAME          the model to train (basic; default " MODELS_DEFAULT "; see\n"
-            "                        Models below)\n"
+            "  --model NAME          the model to train (basic; default " MODELS_DEFAULT "; with\n"
+            "                        --server the server's, which it must be; see Models below)\n"
             "  --dataset NAME        mnist or fashion-mnist (basic; default mnist; with --server\n"
             "                        the server's)\n"
             "  --data-dir DIR        the data set's IDX files, raw or .gz (default: mnist\n"
@@ -209,10 +209,6 @@ static int s_parse_flags(int argc, char **argv, worker_opts_t *o, int *basic)
     if (!bad && o->server && o->dataset) {
         fprintf(stderr, "error: --dataset is for --basic; with --server the server's "
                         "--dataset decides\n");
-        bad = 1;
-    }
-    if (!bad && o->server && o->model) {
-        fprintf(stderr, "error: --model is for --basic; with --server the server decides\n");
         bad = 1;
     }
     if (!bad && (o->curve_secret != NULL) != (o->server_key != NULL)) {

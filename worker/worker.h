@@ -14,7 +14,8 @@ typedef struct {
     const char *server;       /* distributed: tcp://HOST:PORT; NULL in basic mode */
     const char *data_dir;     /* the data set's IDX files; NULL: its default (idx_dataset_dir) */
     const char *dataset;      /* basic: "mnist" or "fashion-mnist"; with a server, the server's */
-    const model_def_t *model; /* basic: --model (default simpleconvnet); NULL with a server */
+    const model_def_t *model; /* --model: basic's (default simpleconvnet); with a server,
+                               * the one it must train (NULL: the server's) */
     const char *out_dir;      /* where the model file goes */
     const char *db;           /* SQLite metrics database (basic mode) */
     const char *name;         /* worker name reported to the server */

@@ -11,7 +11,7 @@
  *
  * Checked after every input (a violation aborts, so libFuzzer keeps the
  * input as a crasher): each message delivered has the connection's id, at
- * most GATE_MAX_FRAMES frames and WIRE_MAX_MESSAGE bytes; what the peer
+ * most GATE_MAX_FRAMES frames and S_MAX bytes; what the peer
  * receives is the gate's greeting and READY, then exactly the echoed
  * messages framed in order (all of them while the connection stays open,
  * a prefix when the gate closed it); once the peer has gone the gate
@@ -27,7 +27,12 @@
 
 #include <fcntl.h>
 
+#include "model.h"
+#include "wire.h"
+
 enum { OUT_MAX = 65536 };
+/* The gate's bound on a message: a SimpleConvNet server's. */
+#define S_MAX wire_max_message(MODEL_NPARAMS)
 
 static void *s_ctx, *s_pair;
 static gate_t *s_g;
@@ -48,7 +53,7 @@ static void s_init(void)
     s_pair = zmq_socket(s_ctx, ZMQ_PAIR);
     if (!s_ctx || !s_pair || zmq_bind(s_pair, "inproc://fuzz-gate") != 0)
         s_fail("cannot set up the server's pair");
-    s_g = gate_new(s_ctx, "tcp://127.0.0.1:*", "inproc://fuzz-gate", 2);
+    s_g = gate_new(s_ctx, "tcp://127.0.0.1:*", "inproc://fuzz-gate", 2, S_MAX);
     if (!s_g)
         s_fail("cannot start a gate on 127.0.0.1");
 }
@@ -90,7 +95,7 @@ static void s_serve(const unsigned char *id)
                 s_fail("a message cut short");
             more = zmq_msg_more(&m);
             bytes += zmq_msg_size(&m);
-            if (++nf > GATE_MAX_FRAMES || bytes > WIRE_MAX_MESSAGE)
+            if (++nf > GATE_MAX_FRAMES || bytes > (size_t)S_MAX)
                 s_fail("a message past the gate's bounds");
             s_expect_frame(zmq_msg_data(&m), zmq_msg_size(&m), more);
             zmq_msg_t copy;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ps.pb-c.h"
+#include "model.h"
 #include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -245,7 +246,7 @@ static const seed_t *s_parts_seed(int mode)
 {
     static seed_t sd;
     const int I8 = PS__ENCODING__ENCODING_I8, F16 = PS__ENCODING__ENCODING_F16;
-    const uint32_t N = WIRE_TENSOR_FLOATS;
+    const uint32_t N = MODEL_NPARAMS;
     sd.n = 0;
     sd.buf[sd.n++] = (uint8_t)mode;
     s_register_c(&sd, 0, "i8", 2);
@@ -293,7 +294,7 @@ static const seed_t *s_shards_seed(int mode)
 {
     static seed_t sd;
     const int F32 = PS__ENCODING__ENCODING_F32;
-    const uint32_t N = WIRE_TENSOR_FLOATS, H = N / 2; /* the head's range: [0, H) */
+    const uint32_t N = MODEL_NPARAMS, H = N / 2; /* the head's range: [0, H) */
     sd.n = 0;
     sd.buf[sd.n++] = (uint8_t)(0x80 | mode);
     s_shard_join(&sd, 1, 1, "", 0, 0);

@@ -143,7 +143,8 @@ static void s_send_tensor(void *sock, const s_code_t *c, const uint8_t *data, in
     static zmq_msg_t base[3];
     static int ready[3];
     if (!ready[c->encoding]) {
-        if (wire_tensor_encode(&base[c->encoding], s_tensor(0), c->encoding, NULL) != 0)
+        if (wire_tensor_encode_n(&base[c->encoding], s_tensor(0), MODEL_NPARAMS, c->encoding,
+                                 NULL) != 0)
             abort();
         ready[c->encoding] = 1;
     }
