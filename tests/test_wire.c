@@ -1794,6 +1794,184 @@ static void test_model_lengths(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* Sends env (with count floats of the reference from offset, or none)
+ * down the fixture one way and receives it; the tensor must arrive byte for
+ * byte. The caller checks the fields and closes *m. */
+static void s_trip(s_fixture_t *fx, s_dir_t dir, Ps__Envelope *env, size_t offset, size_t count,
+                   wire_msg_t *m)
+{
+    void *sock = dir == S_UP ? fx->dealer : fx->router;
+    const wire_peer_t *peer = dir == S_UP ? NULL : &fx->peer;
+    zmq_msg_t frame;
+    if (count)
+        assert_int_equal(wire_tensor_encode_n(&frame, fx->tensor + offset, count,
+                                              PS__ENCODING__ENCODING_F32, NULL),
+                         0);
+    assert_true(wire_send_msg(sock, peer, env, count ? &frame : NULL, 0) > 0);
+    char err[256];
+    int rc = s_recv(fx, dir, m, err, sizeof err);
+    if (rc != 0)
+        fail_msg("%s: wire_recv %d: %s", wire_kind_name(env->body_case), rc, err);
+    assert_int_equal(m->env->body_case, env->body_case);
+    assert_int_equal(m->env->request_id, env->request_id);
+    if (count) {
+        assert_int_equal(m->count, count);
+        assert_memory_equal(m->tensor, fx->tensor + offset, count * sizeof(float));
+    } else
+        assert_null(m->tensor);
+}
+
+/* The hot standby's messages (issue 12) round-trip with distinctive values:
+ * a replica update of each kind (those with a tensor carry a range of it),
+ * its ack, a term change, Locate and Located, the head's tables and a
+ * metrics row of every value type; a heartbeat with a tensor and an update
+ * without one are refused. */
+static void test_round_trip_replica_messages(void **state)
+{
+    s_fixture_t *fx = *state;
+    wire_msg_t m;
+    uint64_t steps[3] = {0, 1ULL << 40, UINT64_MAX};
+    uint32_t inc[3] = {0, 7, 0xfffffffeu};
+    const Ps__ReplicaKind kinds[] = {
+        PS__REPLICA_KIND__REPLICA_BEAT,    PS__REPLICA_KIND__REPLICA_STATE_W,
+        PS__REPLICA_KIND__REPLICA_STATE_V, PS__REPLICA_KIND__REPLICA_UPDATE,
+        PS__REPLICA_KIND__REPLICA_SYNC,    PS__REPLICA_KIND__REPLICA_END};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        int tensor = kinds[k] == PS__REPLICA_KIND__REPLICA_STATE_W ||
+                     kinds[k] == PS__REPLICA_KIND__REPLICA_STATE_V ||
+                     kinds[k] == PS__REPLICA_KIND__REPLICA_UPDATE;
+        Ps__ReplicaUpdate u = PS__REPLICA_UPDATE__INIT;
+        u.kind = kinds[k], u.term = 0x8000000000000003ULL, u.version = UINT64_MAX - 1;
+        u.lr = 1.0f / 3, u.updates = -5, u.stale_sum = 1e300, u.stale_max = INT64_MAX;
+        u.n_steps = 3, u.steps = steps, u.n_incarnations = 3, u.incarnations = inc;
+        u.offset = tensor ? 1000 : 0, u.count = tensor ? 5003 : 0, u.rollbacks = 9;
+        Ps__Envelope env = PS__ENVELOPE__INIT;
+        env.body_case = PS__ENVELOPE__BODY_REPLICA_UPDATE;
+        env.replica_update = &u;
+        env.request_id = S_REQUEST + k;
+        s_trip(fx, S_DOWN, &env, u.offset, u.count, &m);
+        const Ps__ReplicaUpdate *g = m.env->replica_update;
+        assert_int_equal(g->kind, u.kind);
+        assert_true(g->term == u.term && g->version == u.version && g->lr == u.lr);
+        assert_true(g->updates == u.updates && g->stale_sum == u.stale_sum &&
+                    g->stale_max == u.stale_max && g->rollbacks == 9);
+        assert_int_equal(g->n_steps, 3);
+        assert_memory_equal(g->steps, steps, sizeof steps);
+        assert_memory_equal(g->incarnations, inc, sizeof inc);
+        wire_msg_close(&m);
+    }
+    Ps__ReplicaAck ack = PS__REPLICA_ACK__INIT;
+    ack.term = 77, ack.version = 1ULL << 63;
+    Ps__Envelope env = PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_ACK;
+    env.replica_ack = &ack;
+    s_trip(fx, S_UP, &env, 0, 0, &m);
+    assert_true(m.env->replica_ack->term == 77 && m.env->replica_ack->version == 1ULL << 63);
+    wire_msg_close(&m);
+    Ps__ShardTerm t = PS__SHARD_TERM__INIT;
+    t.shard = 63, t.term = UINT64_MAX, t.promote = 1;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_SHARD_TERM;
+    env.shard_term = &t;
+    s_trip(fx, S_UP, &env, 0, 0, &m);
+    assert_true(m.env->shard_term->shard == 63 && m.env->shard_term->term == UINT64_MAX &&
+                m.env->shard_term->promote);
+    wire_msg_close(&m);
+    Ps__Locate loc = PS__LOCATE__INIT;
+    loc.worker_id = 4000000000u, loc.token = 0x8000000000000001ULL;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_LOCATE;
+    env.locate = &loc;
+    s_trip(fx, S_UP, &env, 0, 0, &m);
+    assert_true(m.env->locate->worker_id == loc.worker_id && m.env->locate->token == loc.token);
+    wire_msg_close(&m);
+    s_msg_t ranges; /* Welcome.shards' distinctive group of 3, with standbys and terms */
+    s_build(&ranges, PS__ENVELOPE__BODY_WELCOME, 0);
+    ranges.ranges[1].standby = S_SHARD_EP, ranges.ranges[1].term = UINT64_MAX;
+    Ps__Located at = PS__LOCATED__INIT;
+    at.n_shards = 3, at.shards = ranges.range_ptrs, at.shard = 2, at.head = S_SHARD_EP;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_LOCATED;
+    env.located = &at;
+    s_trip(fx, S_DOWN, &env, 0, 0, &m);
+    assert_int_equal(m.env->located->n_shards, 3);
+    assert_string_equal(m.env->located->shards[1]->standby, S_SHARD_EP);
+    assert_true(m.env->located->shards[1]->term == UINT64_MAX);
+    assert_string_equal(m.env->located->shards[1]->endpoint, S_SHARD_EP);
+    assert_true(m.env->located->shard == 2);
+    assert_string_equal(m.env->located->head, S_SHARD_EP);
+    wire_msg_close(&m);
+    Ps__HeadSlot hs = PS__HEAD_SLOT__INIT, *hp[1] = {&hs};
+    hs.id = 3, hs.name = S_NAME, hs.host = S_HOST, hs.threads = 64, hs.incarnation = 5;
+    hs.active = 1, hs.done = 0, hs.evicted = 1, hs.steps = 1ULL << 50, hs.key = S_KEY;
+    hs.images = 59999, hs.compress = PS__COMPRESSION__COMPRESSION_INT8;
+    hs.token = UINT64_MAX, hs.start_step = 12345, hs.epochs_reported = 4;
+    Ps__ReplicaHead h = PS__REPLICA_HEAD__INIT;
+    h.n_slots = 1, h.slots = hp, h.n_shards = 3, h.shards = ranges.range_ptrs;
+    h.run_id = -9876543210LL, h.started = 1, h.elapsed = 1.0 / 7, h.seq = 1ULL << 33;
+    h.rollbacks = 3, h.rollback_version = 99, h.registered = 4, h.term = 8, h.over = 1;
+    h.active = 2;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_HEAD;
+    env.replica_head = &h;
+    s_trip(fx, S_DOWN, &env, 0, 0, &m);
+    const Ps__ReplicaHead *gh = m.env->replica_head;
+    assert_int_equal(gh->n_slots, 1);
+    const Ps__HeadSlot *gs = gh->slots[0];
+    assert_string_equal(gs->name, S_NAME);
+    assert_string_equal(gs->key, S_KEY);
+    assert_true(gs->id == 3 && gs->threads == 64 && gs->incarnation == 5 && gs->active &&
+                !gs->done && gs->evicted && gs->steps == 1ULL << 50 && gs->images == 59999 &&
+                gs->compress == PS__COMPRESSION__COMPRESSION_INT8 && gs->token == UINT64_MAX &&
+                gs->start_step == 12345 && gs->epochs_reported == 4);
+    assert_true(gh->run_id == h.run_id && gh->started && gh->elapsed == h.elapsed &&
+                gh->seq == h.seq && gh->rollbacks == 3 && gh->rollback_version == 99 &&
+                gh->registered == 4 && gh->term == 8 && gh->over && gh->active == 2);
+    assert_int_equal(gh->n_shards, 3);
+    wire_msg_close(&m);
+    Ps__MetricValue mv[4], *mp[4];
+    for (int i = 0; i < 4; i++) {
+        ps__metric_value__init(&mv[i]);
+        mp[i] = &mv[i];
+    }
+    mv[0].v_case = PS__METRIC_VALUE__V_I, mv[0].i = INT64_MIN;
+    mv[1].v_case = PS__METRIC_VALUE__V_D, mv[1].d = -1.0 / 3;
+    mv[2].v_case = PS__METRIC_VALUE__V_S, mv[2].s = S_NAME;
+    mv[3].v_case = PS__METRIC_VALUE__V_NULL, mv[3].null = 1;
+    Ps__MetricRow row = PS__METRIC_ROW__INIT;
+    row.statement = 7, row.n_values = 4, row.values = mp;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_METRIC_ROW;
+    env.metric_row = &row;
+    s_trip(fx, S_DOWN, &env, 0, 0, &m);
+    const Ps__MetricRow *gr = m.env->metric_row;
+    assert_true(gr->statement == 7 && gr->n_values == 4);
+    assert_true(gr->values[0]->v_case == PS__METRIC_VALUE__V_I && gr->values[0]->i == INT64_MIN);
+    assert_true(gr->values[1]->v_case == PS__METRIC_VALUE__V_D && gr->values[1]->d == -1.0 / 3);
+    assert_true(gr->values[2]->v_case == PS__METRIC_VALUE__V_S);
+    assert_string_equal(gr->values[2]->s, S_NAME);
+    assert_true(gr->values[3]->v_case == PS__METRIC_VALUE__V_NULL);
+    wire_msg_close(&m);
+    /* a heartbeat must not carry a tensor; an update must */
+    Ps__ReplicaUpdate bad = PS__REPLICA_UPDATE__INIT;
+    bad.kind = PS__REPLICA_KIND__REPLICA_BEAT, bad.count = 10;
+    env = (Ps__Envelope)PS__ENVELOPE__INIT;
+    env.body_case = PS__ENVELOPE__BODY_REPLICA_UPDATE;
+    env.replica_update = &bad;
+    zmq_msg_t frame;
+    assert_int_equal(wire_tensor_encode_n(&frame, fx->tensor, 10, PS__ENCODING__ENCODING_F32, NULL),
+                     0);
+    assert_true(wire_send_msg(fx->router, &fx->peer, &env, &frame, 0) > 0);
+    char err[256];
+    assert_int_equal(s_recv(fx, S_DOWN, &m, err, sizeof err), PS__ERROR_CODE__ERROR_MALFORMED);
+    assert_non_null(strstr(err, "must not have a tensor"));
+    bad.kind = PS__REPLICA_KIND__REPLICA_UPDATE, bad.count = 0;
+    assert_true(wire_send_msg(fx->router, &fx->peer, &env, NULL, 0) > 0);
+    assert_int_equal(s_recv(fx, S_DOWN, &m, err, sizeof err), PS__ERROR_CODE__ERROR_MALFORMED);
+    assert_non_null(strstr(err, "lacks a tensor"));
+    printf("  every replica message kind round-trips; misplaced tensors refused\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1811,6 +1989,7 @@ int main(void)
         cmocka_unit_test(test_kind_name),
         cmocka_unit_test(test_close_twice),
         cmocka_unit_test(test_nothing_to_read),
+        cmocka_unit_test(test_round_trip_replica_messages),
         cmocka_unit_test(test_model_lengths),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
