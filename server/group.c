@@ -1196,10 +1196,14 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
              * here; otherwise the steps are those before this incarnation. */
             int from_file =
                 !g->known[mb->id] && g->file_slots && mb->incarnation == (uint32_t)sl->incarnation;
+            /* A standby's steps of this incarnation came with its primary's
+             * state, which may arrive before this table. */
+            int from_state = !g->known[mb->id] && s->standby && s->synced &&
+                             mb->incarnation == (uint32_t)sl->incarnation;
             if (g->known[mb->id])
                 s->policy->on_rejoin(s, sl);
             sl->incarnation = (int)mb->incarnation;
-            if (!from_file)
+            if (!from_file && !from_state)
                 sl->steps = mb->start_step;
             sl->parts_got = 0;
             sl->pending = 0;

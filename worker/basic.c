@@ -66,6 +66,7 @@ static int s_setup(basic_t *b)
         return -1;
     }
     metrics_run_info_t info = {.mode = "basic",
+                               .model = m->name,
                                .dataset = o->dataset,
                                .workers = 1,
                                .epochs = o->epochs,
