@@ -545,6 +545,19 @@ static int s_replay_run(metrics_t *m, const metrics_value_t *v, int n)
     return ok ? 0 : -1;
 }
 
+int metrics_row_progress(int statement, const metrics_value_t *v, int n, int *worker_id,
+                         int64_t *step, int *epoch)
+{
+    /* S_STEP: run, worker, step, epoch, ...; S_EPOCH: run, worker, epoch, ... */
+    if ((statement != S_STEP && statement != S_EPOCH) || n < 3 || v[1].kind != 'i' ||
+        v[2].kind != 'i')
+        return 0;
+    *worker_id = (int)v[1].i;
+    *step = statement == S_STEP ? v[2].i : 0;
+    *epoch = statement == S_EPOCH ? (int)v[2].i : 0;
+    return 1;
+}
+
 int metrics_replay(metrics_t *m, int which, const metrics_value_t *v, int n)
 {
     assert(m && v);

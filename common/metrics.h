@@ -206,6 +206,11 @@ typedef struct {
 typedef void (*metrics_journal_fn)(void *arg, int statement, const metrics_value_t *v, int n);
 void metrics_set_journal(metrics_t *m, metrics_journal_fn fn, void *arg);
 
+/* A journaled row's worker and progress: for a step row its step, for an
+ * epoch row its epoch (the other 0). 1 for those rows, else 0. */
+int metrics_row_progress(int statement, const metrics_value_t *v, int n, int *worker_id,
+                         int64_t *step, int *epoch);
+
 /* Writes a journaled row: 0, or -1 (metrics_errmsg) when the statement
  * number or the number of values is wrong, or the write fails (a run id the
  * database already holds: the mirror needs a database of its own). */

@@ -587,8 +587,22 @@ void replica_on_metric(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         else if (mv->v_case == PS__METRIC_VALUE__V_S)
             v[i] = (metrics_value_t){.kind = 's', .s = mv->s};
     }
-    if (metrics_replay(s->db, (int)row->statement, v, (int)row->n_values) != 0)
+    if (metrics_replay(s->db, (int)row->statement, v, (int)row->n_values) != 0) {
         srv_db(s, -1);
+        return;
+    }
+    /* The rows it holds say which reports and steps are recorded: a resent
+     * one, after a take-over, is not recorded twice. */
+    int w = -1, epoch = 0;
+    int64_t step = 0;
+    if (metrics_row_progress((int)row->statement, v, (int)row->n_values, &w, &step, &epoch) &&
+        w >= 0 && w < s->o->workers) {
+        slot_t *sl = &s->slots[w];
+        if (epoch > 0 && (uint32_t)epoch > sl->epochs_reported)
+            sl->epochs_reported = (uint32_t)epoch;
+        if (step > 0 && (uint64_t)step > sl->step_rowed)
+            sl->step_rowed = (uint64_t)step;
+    }
 }
 
 void replica_close(server_t *s)

@@ -187,9 +187,13 @@ static void s_on_push(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
     }
     sl->steps = p->step;
     sl->last_seen = clock_now();
-    if (s->shard == 0 && !p->final_model) /* the head keeps the metrics; a model is no step */
+    if (s->shard == 0 && !p->final_model && p->step > sl->step_rowed) {
+        /* the head keeps the metrics (a model is no step; a step redone, or
+         * resent to a head that took over, is recorded once) */
         srv_db(s, metrics_step(s->db, s->run, id, (int64_t)p->step, (int)p->epoch, p->loss,
                                srv_elapsed(s)));
+        sl->step_rowed = p->step;
+    }
     s->policy->on_push(s, sl, g, p->version);
 }
 

@@ -77,6 +77,7 @@ typedef struct {
      * from a new connection, is taken by its id and token */
     int moved;
     uint32_t epochs_reported; /* epoch rows recorded (a resent report is acked, not recorded) */
+    uint64_t step_rowed;      /* the last step whose row was recorded (the head) */
 } slot_t;
 
 typedef struct cons_policy cons_policy_t;

@@ -843,7 +843,11 @@ static void s_head_failover(const char *name, int freeze, const char *mode)
     assert_int_equal((int)proc_query(sb_db, "select count(*) from epochs"), r.workers * r.epochs);
     assert_int_equal((int)proc_query(sb_db, "select count(*) from events where kind = 'failover'"),
                      1);
-    printf("  the standby's database: one run, done, %d epoch rows, a failover event\n",
+    assert_int_equal((int)proc_query(sb_db, "select count(*) from steps"),
+                     (int)proc_query(sb_db, "select count(*) from (select distinct worker_id, step "
+                                            "from steps)"));
+    printf("  the standby's database: one run, done, %d epoch rows, no step row twice, a failover "
+           "event\n",
            r.workers * r.epochs);
     if (sync) {
         s_load_model(&r, got);
