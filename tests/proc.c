@@ -111,16 +111,16 @@ int proc_wait_all(const pid_t *pids, int n, int *codes, double seconds)
 }
 
 /* The endpoint of the first "listening on" line after byte `from`. */
-static int s_find_endpoint(const char *log, long from, char *ep, size_t eplen)
+static int s_find_endpoint(const char *log, long from, const char *marker, char *ep, size_t eplen)
 {
     FILE *f = fopen(log, "r");
     char line[512];
     int found = 0;
     if (f && fseek(f, from, SEEK_SET) == 0)
         while (!found && fgets(line, sizeof line, f)) {
-            char *p = strstr(line, "listening on ");
+            char *p = strstr(line, marker);
             if (p) {
-                p += strlen("listening on ");
+                p += strlen(marker);
                 snprintf(ep, eplen, "%.*s", (int)strcspn(p, " \t\r\n"), p);
                 found = 1;
             }
@@ -134,7 +134,7 @@ int proc_endpoint(pid_t pid, const char *log, long from, char *ep, size_t eplen,
 {
     double end = clock_now() + seconds;
     while (clock_now() < end) {
-        if (s_find_endpoint(log, from, ep, eplen))
+        if (s_find_endpoint(log, from, "listening on ", ep, eplen))
             return 0;
         siginfo_t info = {.si_pid = 0};
         if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
@@ -144,6 +144,17 @@ int proc_endpoint(pid_t pid, const char *log, long from, char *ep, size_t eplen,
         }
         usleep(POLL_US);
     }
+    return -1;
+}
+
+int proc_reach_endpoint(const char *log, char *ep, size_t eplen, double seconds)
+{
+    double end = clock_now() + seconds;
+    do {
+        if (s_find_endpoint(log, 0, "workers reach it at ", ep, eplen))
+            return 0;
+        usleep(POLL_US);
+    } while (clock_now() < end);
     return -1;
 }
 

@@ -55,6 +55,11 @@ int proc_wait_all(const pid_t *pids, int n, int *codes, double seconds);
  * the deadline passed. */
 int proc_endpoint(pid_t pid, const char *log, long from, char *ep, size_t eplen, double seconds);
 
+/* Waits up to `seconds` (at least one look) for a shard's or standby's log
+ * to say where "workers reach it at EP", and copies the first such EP to
+ * ep. 0 when found, else -1. */
+int proc_reach_endpoint(const char *log, char *ep, size_t eplen, double seconds);
+
 /* Copies a file (a log) to stderr under a "---- PATH" line, so that a failed
  * test shows what the program said; nothing when it cannot be read. */
 void proc_cat(const char *path);

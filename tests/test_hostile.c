@@ -1185,27 +1185,6 @@ static void test_group_messages_refused(void **state)
     s_stop(&v);
 }
 
-/* The endpoint a shard or standby log says workers reach it at, waited
- * for up to 30 s. */
-static void s_reach_ep(const char *log, char *ep, size_t n)
-{
-    for (double end = clock_now() + 30 * proc_time_scale(); clock_now() < end; usleep(20000)) {
-        FILE *f = fopen(log, "r");
-        char line[512];
-        while (f && fgets(line, sizeof line, f)) {
-            const char *at = strstr(line, "workers reach it at ");
-            if (at && sscanf(at + 20, "%255s", ep) == 1 && n > strlen(ep)) {
-                fclose(f);
-                return;
-            }
-        }
-        if (f)
-            fclose(f);
-    }
-    proc_cat(log);
-    fail_msg("%s names no endpoint", log);
-}
-
 static int s_term_ask(void *sock, uint32_t shard, uint64_t term, int promote, wire_msg_t *m)
 {
     Ps__Envelope env = PS__ENVELOPE__INIT;
@@ -1267,7 +1246,10 @@ static void test_standby_messages_refused(void **state)
         proc_env.server,      "--shard", "1", "--head", v.ep, "--bind", "tcp://127.0.0.1:*",
         "--checkpoint-every", "0",       NULL};
     pid_t shard = proc_spawn(slog, sargv);
-    s_reach_ep(slog, sep, sizeof sep);
+    if (proc_reach_endpoint(slog, sep, sizeof sep, 30 * proc_time_scale()) != 0) {
+        proc_cat(slog);
+        fail_msg("%s names no endpoint", slog);
+    }
     void *ctx = zmq_ctx_new(), *x = proc_dealer(ctx, v.ep), *xs = proc_dealer(ctx, sep);
     wire_msg_t m;
     /* term changes: a shard out of range, from a stranger */
@@ -1301,7 +1283,10 @@ static void test_standby_messages_refused(void **state)
     const char *bargv[] = {proc_env.server,     "--replica-of", sep,   "--bind",
                            "tcp://127.0.0.1:*", "--out",        v.out, NULL};
     pid_t standby = proc_spawn(blog, bargv);
-    s_reach_ep(blog, bep, sizeof bep);
+    if (proc_reach_endpoint(blog, bep, sizeof bep, 30 * proc_time_scale()) != 0) {
+        proc_cat(blog);
+        fail_msg("%s names no endpoint", blog);
+    }
     for (double end = clock_now() + 30; clock_now() < end && !proc_contains(blog, "holds the");)
         usleep(20000);
     assert_true(proc_contains(blog, "holds the primary's state"));

@@ -56,30 +56,13 @@ typedef struct {
     char head_log[400], shard_log[MAX_SERVERS][400], worker_log[MAX_WORKERS][400];
 } group_run_t;
 
-/* The endpoint a shard's log says workers reach it at (its first), or -1. */
-static int s_shard_endpoint(const char *log, char *ep, size_t n)
-{
-    FILE *f = fopen(log, "r");
-    char line[512], fmt[32];
-    int rc = -1;
-    snprintf(fmt, sizeof fmt, "%%%zus", n - 1);
-    while (rc != 0 && f && fgets(line, sizeof line, f)) {
-        const char *at = strstr(line, "workers reach it at ");
-        if (at && sscanf(at + 20, fmt, ep) == 1)
-            rc = 0;
-    }
-    if (f)
-        fclose(f);
-    return rc;
-}
-
 /* Starts shard i of the run (again, with --resume, on the endpoint it had:
  * the workers still send there). */
 static void s_start_shard(group_run_t *r, int i, int resume)
 {
     char idx[16], ckpt[400], bind[256] = "tcp://127.0.0.1:*";
     if (resume) {
-        s_shard_endpoint(r->shard_log[i], bind, sizeof bind);
+        proc_reach_endpoint(r->shard_log[i], bind, sizeof bind, 0);
         printf("  restarting shard %d on %s\n", i, bind);
     }
     snprintf(idx, sizeof idx, "%d", i);
@@ -532,8 +515,7 @@ static pid_t s_start_standby(group_run_t *r, int i, const char *log)
 {
     char ep[256];
     double scale = proc_time_scale();
-    assert_int_equal(s_wait_log(r->shard_log[i], "workers reach it at ", 30 * scale), 0);
-    assert_int_equal(s_shard_endpoint(r->shard_log[i], ep, sizeof ep), 0);
+    assert_int_equal(proc_reach_endpoint(r->shard_log[i], ep, sizeof ep, 30 * scale), 0);
     const char *argv[] = {
         proc_env.server, "--replica-of",       ep,   "--bind", "tcp://127.0.0.1:*", "--out",
         r->dir,          "--register-timeout", "30", NULL};
