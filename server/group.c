@@ -42,7 +42,6 @@ typedef struct {
     int sb_joined, sb_synced;
     wire_peer_t sb_peer;
     char sb_endpoint[128];
-    double sb_last_ping;
     int rebind; /* the head's standby took over: this shard's next join, from a new
                  * connection, is the same process (same term): it keeps its state */
 } member_shard_t;
@@ -291,7 +290,6 @@ static void s_shard_welcome(server_t *s, int i, const wire_peer_t *peer, const c
     w.failover_timeout = o->failover_timeout;
     w.test_limit = (uint32_t)o->test_limit;
     w.worker_timeout = o->worker_timeout;
-    w.takeover = s->group->sh[i].rebind;
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_SHARD_WELCOME;
     env.shard_welcome = &w;
@@ -439,7 +437,6 @@ static void s_on_head_standby_join(server_t *s, const wire_peer_t *peer, const P
     else {
         sh->sb_joined = 1;
         sh->sb_peer = *peer;
-        sh->sb_last_ping = clock_now();
         snprintf(sh->sb_endpoint, sizeof sh->sb_endpoint, "%s", j->endpoint ? j->endpoint : "");
         if (!sh->sb_endpoint[0]) {
             s_shard_welcome(s, 0, peer, s->endpoint);
@@ -481,7 +478,6 @@ static void s_on_standby_join(server_t *s, const wire_peer_t *peer, const Ps__Sh
         sh->sb_joined = 1;
         sh->sb_synced = 0;
         sh->sb_peer = *peer;
-        sh->sb_last_ping = clock_now();
         snprintf(sh->sb_endpoint, sizeof sh->sb_endpoint, "%s", j->endpoint ? j->endpoint : "");
         if (!sh->sb_endpoint[0]) {
             s_shard_welcome(s, (int)j->shard, peer, sh->endpoint);
@@ -711,7 +707,6 @@ static void s_on_standby_ping(server_t *s, const wire_peer_t *peer, const Ps__Sh
                   "this is not the standby the head knows for that shard: join again");
         return;
     }
-    sh->sb_last_ping = clock_now();
     sh->sb_synced = p->synced;
     if (p->seq != s->group->seq)
         s_send_membership_to(s, (int)p->shard, 1, s->request);

@@ -84,7 +84,7 @@ void group_head_table(const server_t *s, Ps__ReplicaHead *h);
 void group_take_head_table(server_t *s, const Ps__ReplicaHead *h);
 
 /* The head's standby took over: every shard joins it again from a new
- * connection, keeping its state (ShardWelcome.takeover). */
+ * connection, keeping its state (the shard knows it switched heads). */
 void group_took_over(server_t *s);
 
 /* Shard 1: a ShardTerm for the head's term (shard 0): as the head's

@@ -312,7 +312,6 @@ int replica_forward(server_t *s, const float *g, float lr)
         return s_lose_standby(s, "cannot be sent to");
     int rc = s_wait_ack(s, s->rep_request);
     if (rc > 0) {
-        s->rep_updates++;
         return 0;
     }
     if (rc < 0) {
@@ -503,7 +502,6 @@ void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         double t0 = clock_now();
         model_sgd_step(s->w, s->v, m->tensor, s->n, u->lr, (float)s->o->momentum);
         s->apply_seconds += clock_now() - t0;
-        s->rep_updates++;
         break;
     }
     default: srv_error(s, peer, PS__ERROR_CODE__ERROR_MALFORMED, "unknown replica kind"); return;

@@ -154,9 +154,8 @@ struct server {
     char rep_pending[300];  /* the head: its standby, ready, to be sent the state */
     double rep_sent;        /* clock_now() of the last message to it */
     uint64_t rep_request;
-    float *rep_g;        /* sync: the average a round applied (n values), to forward */
-    double failover;     /* seconds of silence before a standby takes over */
-    int64_t rep_updates; /* updates forwarded (a standby: applied) */
+    float *rep_g;    /* sync: the average a round applied (n values), to forward */
+    double failover; /* seconds of silence before a standby takes over */
 
     /* log.c */
     double refusal_window; /* clock_now() when the current window of refusal lines began */
