@@ -327,6 +327,11 @@ void group_take_head_table(server_t *s, const Ps__ReplicaHead *h)
         g->sh[0].term = h->shards[0]->term;
 }
 
+uint32_t group_rollbacks(const server_t *s)
+{
+    return s->group ? s->group->rollbacks : 0;
+}
+
 void group_took_over(server_t *s)
 {
     group_t *g = s->group;
@@ -1163,7 +1168,10 @@ static int s_apply_membership(server_t *s, const Ps__Membership *m)
         g->rollbacks = m->rollbacks;
         char err[900];
         if (s->standby) {
-            s->synced = 0; /* its primary returns and sends it the state again */
+            /* its primary returns and sends it the state again, unless that
+             * state (of this return) came before this table */
+            if (s->rep_rollbacks < m->rollbacks)
+                s->synced = 0;
         } else if (s->version != m->rollback_version &&
                    ckpt_rollback(s, m->rollback_version, err, sizeof err) != 0) {
             fprintf(stderr, "error: shard %d: %s\n", s->shard, err);

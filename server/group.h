@@ -83,6 +83,9 @@ void group_ranges(const server_t *s, Ps__ShardRange *ranges, Ps__ShardRange **pt
 void group_head_table(const server_t *s, Ps__ReplicaHead *h);
 void group_take_head_table(server_t *s, const Ps__ReplicaHead *h);
 
+/* The group's returns to an older version so far (as this server knows). */
+uint32_t group_rollbacks(const server_t *s);
+
 /* The head's standby took over: every shard joins it again from a new
  * connection, keeping its state (the shard knows it switched heads). */
 void group_took_over(server_t *s);

@@ -46,6 +46,7 @@ static int s_send(server_t *s, Ps__ReplicaKind kind, const float *t, float lr)
     u.incarnations = inc;
     u.offset = (uint32_t)s->lo;
     u.count = t ? (uint32_t)s->n : 0;
+    u.rollbacks = group_rollbacks(s);
     Ps__Envelope env = PS__ENVELOPE__INIT;
     env.body_case = PS__ENVELOPE__BODY_REPLICA_UPDATE;
     env.replica_update = &u;
@@ -492,6 +493,7 @@ void replica_on_update(server_t *s, const wire_peer_t *peer, wire_msg_t *m)
         return;
     case PS__REPLICA_KIND__REPLICA_STATE_V:
         memcpy(s->v, m->tensor, s->n * sizeof(float));
+        s->rep_rollbacks = u->rollbacks;
         cons_forget(s);
         if (!s->synced)
             srv_log(s, "holds the primary's state: version %llu, term %llu",

@@ -145,6 +145,7 @@ struct server {
     uint64_t term;          /* the term this server serves in (a standby: the one it copies) */
     int standby;            /* a standby: serves no worker until the head promotes it */
     int synced;             /* a standby holding its primary's state */
+    uint32_t rep_rollbacks; /* a standby: the group's returns its state has seen */
     int fenced;             /* its term is over (its standby took over): it must stop */
     int ended;              /* the head's standby: the head ended the run (REPLICA_END) */
     double primary_heard;   /* a standby: clock_now() of its primary's last message */
